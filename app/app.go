@@ -1,0 +1,76 @@
+// Package app is the composition root: it turns a Config into a running
+// HTTP server with the MCP handlers, backends and middleware wired in. main
+// and the end-to-end tests build the server the same way, through New.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/handlers"
+	"github.com/portfolio-mcp/portfolio-mcp/httpserver"
+	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+)
+
+// Version is stamped by the build (-ldflags "-X ...app.Version=v0.1.0").
+var Version = "dev"
+
+const instructions = `Governed access to the firm's portfolios, market data and risk.
+Start with list_accounts, then get_portfolio or the resource portfolio://accounts/{account_id}, get_risk_summary, get_quotes and search_equities.
+All amounts are in the account's base currency; weights are fractions of total account value (0..1). Every call is audited.`
+
+// New assembles the server described by cfg.
+func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *slog.Logger) (*httpserver.Server, error) {
+	bs, err := newBackends(cfg)
+	if err != nil {
+		return nil, err
+	}
+	metrics := telemetry.NewMetrics(rev)
+
+	srv := mcp.NewServer(&mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}, &mcp.ServerOptions{
+		Instructions: instructions,
+		Logger:       log,
+	})
+	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log})
+	srv.AddReceivingMiddleware(
+		metrics.Middleware(log, catalog.Names()),
+		handlers.Recover(log),
+	)
+
+	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{
+		Stateless:    true,
+		JSONResponse: true,
+		// hostGuard in httpserver does this check, in a form that admits
+		// Knative's queue-proxy (loopback connection, public Host).
+		DisableLocalhostProtection: true,
+		MaxRequestBodyBytes:        cfg.MaxBodyBytes,
+		Logger:                     log,
+	})
+
+	return httpserver.New(httpserver.Options{
+		Addr:           cfg.Addr(),
+		MCP:            mcpHandler,
+		AllowedHosts:   cfg.AllowedHosts,
+		AllowedOrigins: cfg.AllowedOrigins,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		DrainTimeout:   cfg.DrainTimeout,
+		DrainDelay:     cfg.DrainDelay,
+		Metrics:        metrics.Registry,
+		Logger:         log,
+	})
+}
+
+func newBackends(cfg *config.Config) (backends.Set, error) {
+	b := cfg.Backends
+	if b.PortfolioURL != "" || b.TradeURL != "" || b.RiskURL != "" {
+		return backends.Set{}, fmt.Errorf("backend URLs are not supported yet; unset PORTFOLIO_URL, TRADE_URL and RISK_URL to use the built-in demo backends")
+	}
+	return demo.New(nil).Set(), nil
+}

@@ -1,0 +1,102 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+)
+
+// PlaceOrder implements backends.Trade as a paper order book: market orders
+// fill at the quote, marketable limit orders fill at the limit or better, the
+// rest rest as accepted. A repeated ClientOrderID returns the first order.
+func (b *Backend) PlaceOrder(ctx context.Context, req backends.OrderRequest) (backends.Order, error) {
+	if err := b.checkOrder(req); err != nil {
+		return backends.Order{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if o, ok := b.byClient[req.ClientOrderID]; ok {
+		if !sameOrder(*o, req) {
+			return backends.Order{}, fmt.Errorf("%w: client_order_id %q was already used for a different order", backends.ErrInvalid, req.ClientOrderID)
+		}
+		return *o, nil
+	}
+	b.seq++
+	now := b.now().UTC()
+	o := &backends.Order{
+		OrderID: fmt.Sprintf("ORD-%08d", b.seq), ClientOrderID: req.ClientOrderID, AccountID: req.AccountID,
+		Ticker: strings.ToUpper(req.Ticker), Side: req.Side, Type: req.Type, Quantity: req.Quantity,
+		LimitPrice: req.LimitPrice, Status: backends.StatusAccepted, CreatedAt: now, UpdatedAt: now,
+	}
+	q, _ := b.quote(o.Ticker)
+	fill := q.Ask
+	if o.Side == backends.SideSell {
+		fill = q.Bid
+	}
+	marketable := o.Type == backends.OrderMarket ||
+		o.Side == backends.SideBuy && o.LimitPrice >= fill ||
+		o.Side == backends.SideSell && o.LimitPrice <= fill
+	if marketable {
+		o.Status, o.FilledQuantity, o.AveragePrice = backends.StatusFilled, o.Quantity, fill
+	}
+	b.orders[o.OrderID] = o
+	b.byClient[o.ClientOrderID] = o
+	return *o, nil
+}
+
+func (b *Backend) checkOrder(req backends.OrderRequest) error {
+	switch {
+	case req.ClientOrderID == "":
+		return fmt.Errorf("%w: client_order_id is required", backends.ErrInvalid)
+	case b.accounts[req.AccountID].ID == "":
+		return fmt.Errorf("account %q: %w", req.AccountID, backends.ErrNotFound)
+	case b.byTicker[strings.ToUpper(req.Ticker)].Ticker == "":
+		return fmt.Errorf("ticker %q: %w", req.Ticker, backends.ErrNotFound)
+	case req.Side != backends.SideBuy && req.Side != backends.SideSell:
+		return fmt.Errorf("%w: side must be buy or sell", backends.ErrInvalid)
+	case req.Type != backends.OrderMarket && req.Type != backends.OrderLimit:
+		return fmt.Errorf("%w: type must be market or limit", backends.ErrInvalid)
+	case req.Quantity <= 0:
+		return fmt.Errorf("%w: quantity must be positive", backends.ErrInvalid)
+	case req.Type == backends.OrderLimit && req.LimitPrice <= 0:
+		return fmt.Errorf("%w: a limit order needs a positive limit_price", backends.ErrInvalid)
+	}
+	return nil
+}
+
+func sameOrder(o backends.Order, r backends.OrderRequest) bool {
+	return o.AccountID == r.AccountID && strings.EqualFold(o.Ticker, r.Ticker) && o.Side == r.Side &&
+		o.Type == r.Type && o.Quantity == r.Quantity && o.LimitPrice == r.LimitPrice
+}
+
+// GetOrder implements backends.Trade.
+func (b *Backend) GetOrder(ctx context.Context, orderID string) (backends.Order, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o, ok := b.orders[orderID]
+	if !ok {
+		return backends.Order{}, fmt.Errorf("order %q: %w", orderID, backends.ErrNotFound)
+	}
+	return *o, nil
+}
+
+// CancelOrder implements backends.Trade. Only a resting order can be
+// cancelled; cancelling a cancelled order is a no-op, so retries are safe.
+func (b *Backend) CancelOrder(ctx context.Context, orderID string) (backends.Order, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o, ok := b.orders[orderID]
+	if !ok {
+		return backends.Order{}, fmt.Errorf("order %q: %w", orderID, backends.ErrNotFound)
+	}
+	switch o.Status {
+	case backends.StatusAccepted:
+		o.Status, o.UpdatedAt = backends.StatusCancelled, b.now().UTC()
+	case backends.StatusCancelled:
+	default:
+		return backends.Order{}, fmt.Errorf("%w: order %s is %s and can no longer be cancelled", backends.ErrInvalid, orderID, o.Status)
+	}
+	return *o, nil
+}

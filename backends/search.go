@@ -1,0 +1,118 @@
+package backends
+
+import (
+	"cmp"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+)
+
+// Search limits shared by every implementation and the MCP tool schema.
+const (
+	DefaultSearchLimit = 20
+	MaxSearchLimit     = 100
+)
+
+// SearchUniverse ranks and pages universe for q. It is the one definition of
+// search semantics: the demo backend and the fake Portfolio service both call
+// it, so their answers agree by construction.
+func SearchUniverse(universe []Equity, q EquityQuery) (EquityPage, error) {
+	limit := q.Limit
+	if limit == 0 {
+		limit = DefaultSearchLimit
+	}
+	if limit < 1 || limit > MaxSearchLimit {
+		return EquityPage{}, fmt.Errorf("%w: limit must be between 1 and %d", ErrInvalid, MaxSearchLimit)
+	}
+	offset, err := decodeCursor(q)
+	if err != nil {
+		return EquityPage{}, err
+	}
+
+	text := strings.ToLower(strings.TrimSpace(q.Text))
+	type hit struct {
+		e    Equity
+		rank int
+	}
+	var hits []hit
+	for _, e := range universe {
+		if q.Sector != "" && !strings.EqualFold(e.Sector, q.Sector) ||
+			q.Exchange != "" && !strings.EqualFold(e.Exchange, q.Exchange) ||
+			q.MinMarketCap > 0 && e.MarketCap < q.MinMarketCap ||
+			q.MaxMarketCap > 0 && e.MarketCap > q.MaxMarketCap {
+			continue
+		}
+		r := textRank(e, text)
+		if r < 0 {
+			continue
+		}
+		hits = append(hits, hit{e, r})
+	}
+	slices.SortStableFunc(hits, func(a, b hit) int {
+		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(b.e.MarketCap, a.e.MarketCap), cmp.Compare(a.e.Ticker, b.e.Ticker))
+	})
+
+	page := EquityPage{Total: len(hits), Equities: []Equity{}}
+	if offset > len(hits) {
+		offset = len(hits)
+	}
+	end := min(offset+limit, len(hits))
+	for _, h := range hits[offset:end] {
+		page.Equities = append(page.Equities, h.e)
+	}
+	if end < len(hits) {
+		page.NextCursor = encodeCursor(q, end)
+	}
+	return page, nil
+}
+
+// textRank orders matches: 0 exact ticker, 1 ticker prefix, 2 name prefix,
+// 3 substring of ticker or name; -1 no match. Empty text matches all at 0.
+func textRank(e Equity, text string) int {
+	if text == "" {
+		return 0
+	}
+	ticker, name := strings.ToLower(e.Ticker), strings.ToLower(e.Name)
+	switch {
+	case ticker == text:
+		return 0
+	case strings.HasPrefix(ticker, text):
+		return 1
+	case strings.HasPrefix(name, text):
+		return 2
+	case strings.Contains(ticker, text) || strings.Contains(name, text):
+		return 3
+	}
+	return -1
+}
+
+// A cursor is the offset of the next page plus a fingerprint of the filters,
+// so a cursor replayed against a different query is refused rather than
+// silently paging the wrong result set.
+func encodeCursor(q EquityQuery, offset int) string {
+	var b [12]byte
+	binary.BigEndian.PutUint32(b[:4], uint32(offset))
+	binary.BigEndian.PutUint64(b[4:], queryFingerprint(q))
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func decodeCursor(q EquityQuery) (int, error) {
+	if q.Cursor == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+	if err != nil || len(b) != 12 || binary.BigEndian.Uint64(b[4:]) != queryFingerprint(q) {
+		return 0, fmt.Errorf("%w: cursor is not valid for this query; repeat the search without a cursor", ErrInvalid)
+	}
+	return int(binary.BigEndian.Uint32(b[:4])), nil
+}
+
+func queryFingerprint(q EquityQuery) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%g\x00%g", strings.ToLower(strings.TrimSpace(q.Text)),
+		strings.ToLower(q.Sector), strings.ToLower(q.Exchange), q.MinMarketCap, q.MaxMarketCap)
+	return h.Sum64()
+}

@@ -1,0 +1,134 @@
+// Package handlers is the MCP surface of the server: tools, the portfolio
+// resource template and prompts. Handlers speak to the firm's services only
+// through the backends interfaces and know nothing of HTTP, tokens or
+// transports; cross-cutting policy (auth, scopes, rate limits, audit) wraps
+// them as MCP middleware.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+)
+
+// Class groups tools by what they may do, which is what scopes and rate
+// limits are granted on.
+type Class string
+
+// Tool classes.
+const (
+	ClassRead    Class = "read"    // read-only views: portfolio:read
+	ClassTrade   Class = "trade"   // state-changing orders: trade:write
+	ClassApprove Class = "approve" // deciding approvals: trade:approve
+)
+
+// Deps are what the handlers need, wired in main.
+type Deps struct {
+	Backends backends.Set
+	Logger   *slog.Logger
+}
+
+// Catalog lists every tool registered by Register with its class.
+type Catalog map[string]Class
+
+// Register adds the read-only finance capabilities to s and returns the
+// catalog of the tools it registered.
+func Register(s *mcp.Server, d Deps) Catalog {
+	h := &handlers{Deps: d}
+	cat := Catalog{}
+	h.registerPortfolio(s, cat)
+	h.registerMarket(s, cat)
+	h.registerRisk(s, cat)
+	h.registerPrompts(s)
+	return cat
+}
+
+type handlers struct {
+	Deps
+}
+
+// addTool registers a typed tool with an explicit input schema (so bounds and
+// patterns are part of the contract an agent sees) and records its class.
+func addTool[In, Out any](s *mcp.Server, cat Catalog, class Class, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
+	t.InputSchema = in
+	mcp.AddTool(s, t, h)
+	cat[t.Name] = class
+}
+
+// inputSchema derives the JSON schema of T and lets edit add bounds that Go
+// types cannot express.
+func inputSchema[T any](edit func(props map[string]*jsonschema.Schema)) *jsonschema.Schema {
+	sch, err := jsonschema.For[T](nil)
+	if err != nil {
+		panic(fmt.Sprintf("schema for %T: %v", *new(T), err))
+	}
+	if edit != nil {
+		edit(sch.Properties)
+	}
+	return sch
+}
+
+// Patterns shared by inputs; they double as the first line of defence
+// against injection into backend URLs.
+const (
+	accountIDPattern = `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
+	tickerPattern    = `^[A-Za-z][A-Za-z0-9.\-]{0,9}$`
+)
+
+func ptr[T any](v T) *T { return &v }
+
+var readOnly = &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)}
+
+// toolError turns a backend failure into the message an agent sees: what
+// went wrong and what to do next, never a URL, body or stack. The full
+// error goes to the log under the request id the message quotes.
+func (h *handlers) toolError(ctx context.Context, what string, err error) error {
+	switch {
+	case errors.Is(err, backends.ErrNotFound):
+		return fmt.Errorf("%s was not found or is not accessible to you", what)
+	case errors.Is(err, backends.ErrInvalid):
+		return err
+	case errors.Is(err, context.Canceled):
+		return errors.New("the request was cancelled")
+	}
+	h.Logger.WarnContext(ctx, "backend call failed", "what", what, "error", err)
+	ref := telemetry.RequestID(ctx)
+	if errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("the service behind %s is temporarily unavailable; retry in a few seconds (ref %s)", what, ref)
+	}
+	return fmt.Errorf("internal error while reading %s (ref %s)", what, ref)
+}
+
+// Names lists the catalog's tool names.
+func (c Catalog) Names() []string {
+	names := make([]string, 0, len(c))
+	for n := range c {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Recover turns a panic in any MCP method into an internal JSON-RPC error
+// and a log line, so no input can take a replica down or leak a stack.
+func Recover(log *slog.Logger) mcp.Middleware {
+	return func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (res mcp.Result, err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					log.ErrorContext(ctx, "panic in MCP handler", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					res, err = nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error (ref " + telemetry.RequestID(ctx) + ")"}
+				}
+			}()
+			return next(ctx, method, req)
+		}
+	}
+}

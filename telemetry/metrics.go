@@ -1,0 +1,111 @@
+package telemetry
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Outcomes of a tool call, as labelled in metrics and logs.
+const (
+	OutcomeOK        = "ok"         // the tool returned a result
+	OutcomeToolError = "tool_error" // the tool returned isError (bad input, unknown account, backend down)
+	OutcomeRejected  = "rejected"   // a JSON-RPC error: unknown tool, denied, rate-limited
+)
+
+// Metrics are the server's Prometheus collectors, registered on their own
+// registry so tests can run several servers in one process.
+type Metrics struct {
+	Registry  *prometheus.Registry
+	calls     *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	inFlight  prometheus.Gauge
+	rpcErrors *prometheus.CounterVec
+}
+
+// NewMetrics creates and registers the collectors, including Go runtime and
+// process metrics. Constant labels carry the Knative revision.
+func NewMetrics(rev Revision) *Metrics {
+	reg := prometheus.NewRegistry()
+	labels := prometheus.Labels{}
+	if rev.Service != "" {
+		labels["k_service"] = rev.Service
+	}
+	if rev.Revision != "" {
+		labels["k_revision"] = rev.Revision
+	}
+	factory := prometheus.WrapRegistererWith(labels, reg)
+	m := &Metrics{
+		Registry: reg,
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_tool_calls_total", Help: "MCP tools/call requests by tool and outcome.",
+		}, []string{"tool", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mcp_tool_call_duration_seconds", Help: "MCP tools/call latency by tool, from the MCP layer's view.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"tool"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcp_requests_in_flight", Help: "MCP requests being handled now.",
+		}),
+		rpcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_requests_total", Help: "MCP requests by JSON-RPC method and outcome.",
+		}, []string{"method", "outcome"}),
+	}
+	factory.MustRegister(m.calls, m.latency, m.inFlight, m.rpcErrors)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registerer lets other packages add their collectors with the same labels.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.Registry }
+
+// Middleware measures and logs every MCP request; tools/call gets its own
+// per-tool metrics and one log line per call (tool, outcome, duration).
+// Only names in tools become metric labels, so a client cannot blow up
+// label cardinality by calling made-up tools.
+func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
+	known := make(map[string]bool, len(tools))
+	for _, t := range tools {
+		known[t] = true
+	}
+	return func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			m.inFlight.Inc()
+			start := time.Now()
+			res, err := next(ctx, method, req)
+			elapsed := time.Since(start)
+			m.inFlight.Dec()
+
+			outcome := OutcomeOK
+			if err != nil {
+				outcome = OutcomeRejected
+			} else if r, ok := res.(*mcp.CallToolResult); ok && r.IsError {
+				outcome = OutcomeToolError
+			}
+			m.rpcErrors.WithLabelValues(method, outcome).Inc()
+			if method != "tools/call" {
+				return res, err
+			}
+			tool := "unknown"
+			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok {
+				tool = p.Name
+			}
+			if !known[tool] {
+				tool = "unknown"
+			}
+			m.calls.WithLabelValues(tool, outcome).Inc()
+			m.latency.WithLabelValues(tool).Observe(elapsed.Seconds())
+			attrs := []any{"tool", tool, "outcome", outcome, "duration_ms", float64(elapsed.Microseconds()) / 1000}
+			if err != nil {
+				attrs = append(attrs, "error", err.Error())
+			}
+			log.InfoContext(ctx, "tool call", attrs...)
+			return res, err
+		}
+	}
+}
+
