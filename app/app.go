@@ -36,7 +36,8 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 
 	srv := mcp.NewServer(&mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}, &mcp.ServerOptions{
 		Instructions: instructions,
-		Logger:       log,
+		// The SDK logs every stateless session at info; keep only its warnings.
+		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
 	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log})
 	srv.AddReceivingMiddleware(
@@ -73,4 +74,14 @@ func newBackends(cfg *config.Config) (backends.Set, error) {
 		return backends.Set{}, fmt.Errorf("backend URLs are not supported yet; unset PORTFOLIO_URL, TRADE_URL and RISK_URL to use the built-in demo backends")
 	}
 	return demo.New(nil).Set(), nil
+}
+
+// levelFloor drops records below min, whatever the wrapped handler allows.
+type levelFloor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
 }

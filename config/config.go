@@ -49,6 +49,85 @@ type Config struct {
 	DrainDelay time.Duration `env:"DRAIN_DELAY, default=0s"`
 
 	Backends Backends
+	Auth     Auth
+	// AllowUnauthenticated permits serving without OAUTH_ISSUER on a
+	// non-loopback address: for a sealed test network only (containers in
+	// CI). Refused in live trading mode.
+	AllowUnauthenticated bool `env:"ALLOW_UNAUTHENTICATED, default=false"`
+	Limits               Limits
+	Audit                Audit
+	Trading              Trading
+
+	// RedisURL selects the Redis state store (approvals, idempotency records,
+	// rate-limit buckets) shared by every replica, e.g. redis://redis:6379/0.
+	// Empty: in-process memory, correct for exactly one process.
+	RedisURL string `env:"REDIS_URL"`
+	// SecretsDir is the directory of secret files (a mounted Kubernetes
+	// Secret synced by External Secrets). Files are re-read when they change.
+	// Empty: development fallback to environment variables.
+	SecretsDir string `env:"SECRETS_DIR"`
+}
+
+// Auth configures the OAuth 2.1 resource server.
+type Auth struct {
+	// Issuer is the OAuth/OIDC issuer whose JWKS signs access tokens. Empty:
+	// no authentication, allowed only when listening on loopback.
+	Issuer string `env:"OAUTH_ISSUER"`
+	// Audience is the required "aud" claim; defaults to PUBLIC_URL.
+	Audience string `env:"OAUTH_AUDIENCE"`
+	// Algorithms are the accepted JWS algorithms (asymmetric only).
+	Algorithms []string `env:"OAUTH_ALGORITHMS, default=RS256,ES256"`
+	// ClockSkew tolerated on exp/nbf/iat.
+	ClockSkew time.Duration `env:"OAUTH_CLOCK_SKEW, default=30s"`
+	// Scope names granting each tool class.
+	ScopeRead    string `env:"SCOPE_READ, default=portfolio:read"`
+	ScopeTrade   string `env:"SCOPE_TRADE, default=trade:write"`
+	ScopeApprove string `env:"SCOPE_APPROVE, default=trade:approve"`
+	// EntitlementsClaim is the token claim listing the account ids a
+	// principal may see and trade ("*" grants all).
+	EntitlementsClaim string `env:"ENTITLEMENTS_CLAIM, default=accounts"`
+}
+
+// Limits configures per-principal rate limits by tool class.
+type Limits struct {
+	ReadPerSecond  float64 `env:"RATE_READ_PER_SECOND, default=20"`
+	ReadBurst      int     `env:"RATE_READ_BURST, default=40"`
+	TradePerMinute float64 `env:"RATE_TRADE_PER_MINUTE, default=30"`
+	TradeBurst     int     `env:"RATE_TRADE_BURST, default=5"`
+}
+
+// Audit configures the audit trail. Knative's SinkBinding injects K_SINK and
+// K_CE_OVERRIDES; without K_SINK audit events go to the structured log.
+type Audit struct {
+	Sink        string `env:"K_SINK"`
+	CEOverrides string `env:"K_CE_OVERRIDES"`
+	QueueSize   int    `env:"AUDIT_QUEUE_SIZE, default=1024"`
+}
+
+// Trading configures the order tools and their pre-trade policy.
+type Trading struct {
+	// Mode is paper or live. Live is a separate Service with separate
+	// credentials, never a flag flipped on a paper deployment.
+	Mode string `env:"TRADING_MODE, default=paper"`
+	// MaxOrderNotional rejects any single order above it (base currency).
+	MaxOrderNotional float64 `env:"ORDER_MAX_NOTIONAL, default=1000000"`
+	// ApprovalNotional: orders at or above it need a human approver.
+	ApprovalNotional float64 `env:"APPROVAL_NOTIONAL, default=50000"`
+	// MaxPositionWeight rejects a buy that would lift one position above
+	// this share of the account (0..1).
+	MaxPositionWeight float64 `env:"MAX_POSITION_WEIGHT, default=0.25"`
+	// SymbolAllow, if set, is the only tickers that may be traded.
+	SymbolAllow []string `env:"SYMBOL_ALLOW"`
+	// SymbolDeny tickers may never be traded (restricted list).
+	SymbolDeny []string `env:"SYMBOL_DENY"`
+	// EnforceMarketHours refuses orders outside the regular US session.
+	EnforceMarketHours bool `env:"ENFORCE_MARKET_HOURS, default=true"`
+	// Holidays are extra exchange holidays (YYYY-MM-DD) beyond the built-in calendar.
+	Holidays []string `env:"MARKET_HOLIDAYS"`
+	// ApprovalTTL is how long a pending approval can be decided.
+	ApprovalTTL time.Duration `env:"APPROVAL_TTL, default=30m"`
+	// ConfirmTTL is how long a user confirmation round-trip stays valid.
+	ConfirmTTL time.Duration `env:"CONFIRM_TTL, default=5m"`
 }
 
 // Backends locates the firm's services. An empty URL selects the built-in
@@ -111,6 +190,12 @@ func (c *Config) validate() error {
 		return &Error{"DRAIN_DELAY", fmt.Sprintf("%s must be >= 0 and below DRAIN_TIMEOUT", c.DrainDelay)}
 	case c.Backends.Timeout <= 0 || c.Backends.Timeout > time.Minute:
 		return &Error{"BACKEND_TIMEOUT", fmt.Sprintf("%s is outside (0, 1m]", c.Backends.Timeout)}
+	}
+	if err := c.validateSecurity(); err != nil {
+		return err
+	}
+	if err := c.validateTrading(); err != nil {
+		return err
 	}
 	if c.PublicURL != "" {
 		if err := checkURL(c.PublicURL, true); err != nil {
@@ -201,4 +286,78 @@ func envName(t reflect.Type, field string) string {
 		}
 	}
 	return ""
+}
+
+func (c *Config) validateSecurity() error {
+	a := c.Auth
+	if a.Issuer == "" {
+		if !isLoopbackHost(c.ListenHost) && !c.AllowUnauthenticated {
+			return &Error{"OAUTH_ISSUER", "is required when LISTEN_HOST is not loopback (set ALLOW_UNAUTHENTICATED=true only on a sealed test network)"}
+		}
+	} else {
+		if err := checkURL(a.Issuer, true); err != nil {
+			return &Error{"OAUTH_ISSUER", err.Error()}
+		}
+		if a.Audience == "" && c.PublicURL == "" {
+			return &Error{"OAUTH_AUDIENCE", "is required with OAUTH_ISSUER (or set PUBLIC_URL, its default)"}
+		}
+	}
+	for _, alg := range a.Algorithms {
+		switch alg {
+		case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA":
+		default:
+			return &Error{"OAUTH_ALGORITHMS", fmt.Sprintf("%q is not an asymmetric JWS algorithm", alg)}
+		}
+	}
+	switch {
+	case a.ClockSkew < 0 || a.ClockSkew > 5*time.Minute:
+		return &Error{"OAUTH_CLOCK_SKEW", fmt.Sprintf("%s is outside [0, 5m]", a.ClockSkew)}
+	case a.ScopeRead == "" || a.ScopeTrade == "" || a.ScopeApprove == "":
+		return &Error{"SCOPE_READ", "scope names must not be empty"}
+	case c.Limits.ReadPerSecond <= 0 || c.Limits.ReadBurst < 1:
+		return &Error{"RATE_READ_PER_SECOND", "read rate and RATE_READ_BURST must be positive"}
+	case c.Limits.TradePerMinute <= 0 || c.Limits.TradeBurst < 1:
+		return &Error{"RATE_TRADE_PER_MINUTE", "trade rate and RATE_TRADE_BURST must be positive"}
+	case c.Audit.QueueSize < 1 || c.Audit.QueueSize > 1<<20:
+		return &Error{"AUDIT_QUEUE_SIZE", fmt.Sprintf("%d is outside 1..1048576", c.Audit.QueueSize)}
+	}
+	if c.Audit.Sink != "" {
+		if err := checkURL(c.Audit.Sink, false); err != nil {
+			return &Error{"K_SINK", err.Error()}
+		}
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			return &Error{"REDIS_URL", "must be a redis:// or rediss:// URL"}
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateTrading() error {
+	t := c.Trading
+	switch {
+	case t.Mode != "paper" && t.Mode != "live":
+		return &Error{"TRADING_MODE", fmt.Sprintf("%q is not paper or live", t.Mode)}
+	case t.Mode == "live" && c.AllowUnauthenticated:
+		return &Error{"ALLOW_UNAUTHENTICATED", "is never allowed with TRADING_MODE=live"}
+	case t.Mode == "live" && c.Auth.Issuer == "":
+		return &Error{"OAUTH_ISSUER", "is required with TRADING_MODE=live"}
+	case t.MaxOrderNotional <= 0:
+		return &Error{"ORDER_MAX_NOTIONAL", "must be positive"}
+	case t.ApprovalNotional < 0:
+		return &Error{"APPROVAL_NOTIONAL", "must not be negative"}
+	case t.MaxPositionWeight <= 0 || t.MaxPositionWeight > 1:
+		return &Error{"MAX_POSITION_WEIGHT", fmt.Sprintf("%g is outside (0, 1]", t.MaxPositionWeight)}
+	case t.ApprovalTTL < time.Minute || t.ApprovalTTL > 7*24*time.Hour:
+		return &Error{"APPROVAL_TTL", fmt.Sprintf("%s is outside [1m, 168h]", t.ApprovalTTL)}
+	case t.ConfirmTTL < 10*time.Second || t.ConfirmTTL > time.Hour:
+		return &Error{"CONFIRM_TTL", fmt.Sprintf("%s is outside [10s, 1h]", t.ConfirmTTL)}
+	}
+	for _, d := range t.Holidays {
+		if _, err := time.Parse(time.DateOnly, d); err != nil {
+			return &Error{"MARKET_HOLIDAYS", fmt.Sprintf("%q is not a date like 2026-12-24", d)}
+		}
+	}
+	return nil
 }

@@ -108,4 +108,3 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 		}
 	}
 }
-

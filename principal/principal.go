@@ -1,0 +1,43 @@
+// Package principal is who is calling: the identity, scopes and account
+// entitlements established by authentication and read by every policy
+// decision (scope checks, entitlements, four eyes, audit).
+package principal
+
+import (
+	"context"
+	"slices"
+)
+
+// AllAccounts in Accounts entitles a principal to every account.
+const AllAccounts = "*"
+
+// Principal is an authenticated caller.
+type Principal struct {
+	// Subject is the stable identity (the token's "sub", qualified by the
+	// issuer where several issuers are trusted).
+	Subject string
+	// ClientID is the OAuth client the token was issued to, if known.
+	ClientID string
+	Scopes   []string
+	// Accounts the principal may see and trade; AllAccounts for all.
+	Accounts []string
+}
+
+// HasScope reports whether p holds scope.
+func (p Principal) HasScope(scope string) bool { return slices.Contains(p.Scopes, scope) }
+
+// Entitled reports whether p may see or trade account.
+func (p Principal) Entitled(account string) bool {
+	return slices.Contains(p.Accounts, AllAccounts) || slices.Contains(p.Accounts, account)
+}
+
+type key struct{}
+
+// With returns ctx carrying p.
+func With(ctx context.Context, p Principal) context.Context { return context.WithValue(ctx, key{}, p) }
+
+// From returns the principal in ctx.
+func From(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(key{}).(Principal)
+	return p, ok
+}
