@@ -26,11 +26,33 @@ const instructions = `Governed access to the firm's portfolios, market data and 
 Start with list_accounts, then get_portfolio or the resource portfolio://accounts/{account_id}, get_risk_summary, get_quotes and search_equities.
 All amounts are in the account's base currency; weights are fractions of total account value (0..1). Every call is audited.`
 
+// Option adjusts how New assembles the server.
+type Option func(*options)
+
+type options struct {
+	backends *backends.Set
+}
+
+// WithBackends replaces the backends chosen by the configuration, for tests
+// that need a backend to misbehave on cue.
+func WithBackends(bs backends.Set) Option {
+	return func(o *options) { o.backends = &bs }
+}
+
 // New assembles the server described by cfg.
-func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *slog.Logger) (*httpserver.Server, error) {
-	bs, err := newBackends(cfg)
-	if err != nil {
-		return nil, err
+func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *slog.Logger, opts ...Option) (*httpserver.Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var bs backends.Set
+	if o.backends != nil {
+		bs = *o.backends
+	} else {
+		var err error
+		if bs, err = newBackends(cfg); err != nil {
+			return nil, err
+		}
 	}
 	metrics := telemetry.NewMetrics(rev)
 

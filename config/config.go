@@ -176,8 +176,8 @@ func (c *Config) Addr() string {
 
 func (c *Config) validate() error {
 	switch {
-	case c.Port < 1 || c.Port > 65535:
-		return &Error{"PORT", fmt.Sprintf("%d is not a TCP port (1-65535)", c.Port)}
+	case c.Port < 0 || c.Port > 65535:
+		return &Error{"PORT", fmt.Sprintf("%d is not a TCP port (0-65535; 0 picks a free one)", c.Port)}
 	case c.ListenHost != "" && net.ParseIP(c.ListenHost) == nil && c.ListenHost != "localhost":
 		return &Error{"LISTEN_HOST", fmt.Sprintf("%q is not an IP address or localhost", c.ListenHost)}
 	case !validLevel(c.LogLevel):

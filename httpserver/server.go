@@ -52,7 +52,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(o Options) (*Server, error) {
 	s := &Server{opts: o}
-	guard, err := newHostGuard(o.AllowedHosts, o.AllowedOrigins, o.MCP)
+	guard, err := newHostGuard(o.AllowedHosts, o.AllowedOrigins, jsonrpcGuard(o.MCP))
 	if err != nil {
 		return nil, fmt.Errorf("allowed origins: %w", err)
 	}

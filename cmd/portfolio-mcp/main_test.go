@@ -1,0 +1,187 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var build struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
+
+// buildServer compiles this command, stripped as in the image, once per
+// test binary run.
+func buildServer(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() {
+		if build.dir, build.err = os.MkdirTemp("", "portfolio-mcp-test"); build.err != nil {
+			return
+		}
+		build.bin = filepath.Join(build.dir, "portfolio-mcp")
+		out, err := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", build.bin, ".").CombinedOutput()
+		if err != nil {
+			build.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.bin
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitReady polls /readyz as fast as the server answers and returns once it
+// says 200, or fails after a generous deadline.
+func waitReady(t testing.TB, port int) {
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 10s: %v", err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// TestSIGTERMDrainsAndExitsZero runs the real binary, sends SIGTERM and
+// expects a clean drain (exit 0, "drained" logged).
+func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
+	bin := buildServer(t)
+	port := freePort(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "K_SERVICE=portfolio-mcp-paper", "K_REVISION=portfolio-mcp-paper-00001")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, port)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stdout.String())
+	}
+	logs := stdout.String()
+	for _, want := range []string{`"msg":"draining"`, `"msg":"drained"`, `"k_revision":"portfolio-mcp-paper-00001"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+}
+
+// TestBadConfigExitsTwo checks the start-up contract: exit code 2 and one
+// line naming the variable.
+func TestBadConfigExitsTwo(t *testing.T) {
+	bin := buildServer(t)
+	tests := map[string]string{
+		"PORT=eighty":           "PORT",
+		"LOG_LEVEL=loud":        "LOG_LEVEL",
+		"DRAIN_TIMEOUT=forever": "DRAIN_TIMEOUT",
+		"LISTEN_HOST=0.0.0.0":   "OAUTH_ISSUER",
+		"TRADING_MODE=yolo":     "TRADING_MODE",
+		"PORTFOLIO_URL=ftp://x": "PORTFOLIO_URL",
+	}
+	for env, name := range tests {
+		t.Run(env, func(t *testing.T) {
+			cmd := exec.Command(bin)
+			cmd.Env = append(os.Environ(), env)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 2 {
+				t.Fatalf("exit: %v, want code 2", err)
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], name) {
+				t.Errorf("stderr %q: want one line naming %s", stderr.String(), name)
+			}
+		})
+	}
+}
+
+// BenchmarkStartup measures exec to /readyz 200 of the stripped binary and
+// reports its idle RSS. Run: go test ./cmd/portfolio-mcp -run '^$' -bench Startup -benchtime 20x
+func BenchmarkStartup(b *testing.B) {
+	bin := buildServer(b)
+	var rssKB float64
+	var total time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		port := freePort(b)
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "LOG_LEVEL=warn")
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		waitReady(b, port)
+		elapsed := time.Since(start)
+		b.StopTimer()
+		total += elapsed
+		rssKB = readRSS(b, cmd.Process.Pid)
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-ready")
+	b.ReportMetric(rssKB/1024, "MB-RSS-idle")
+}
+
+func readRSS(t testing.TB, pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb
+		}
+	}
+	return 0
+}
