@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, end-to-end, Redis and container tests.
+# On a fresh Debian machine it first installs what the suite needs (Docker
+# engine, Redis server) when run as root, and starts dockerd if it is not
+# running. Without Docker the container tests skip with one line saying how
+# to enable them, except under CI (CI set), where they fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_install=()
+command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
+if [ ${#need_install[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${need_install[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_install[@]}" >/dev/null
+  else
+    echo "note: ${need_install[*]} not installed (needs root + apt-get); the tests that need them will skip"
+  fi
+fi
+
+# Start the Docker engine if it is installed but not answering.
+if command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "starting dockerd"
+    (dockerd >/tmp/dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/dockerd.log"; tail -20 /tmp/dockerd.log; }
+  fi
+fi
+
+# No registry is reachable here: testcontainers must not start its reaper
+# image, and reaches containers through localhost.
+export TESTCONTAINERS_RYUK_DISABLED=true
+export TESTCONTAINERS_HOST_OVERRIDE=localhost
+
+go vet ./...
+go test -count=1 -timeout 20m ./... "$@"
