@@ -1,0 +1,107 @@
+// Package redistest runs a real redis-server for tests: on a free loopback
+// port, with persistence off, stopped and restarted on demand (to prove
+// fail-closed behaviour and recovery).
+package redistest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Server is one redis-server process.
+type Server struct {
+	t    testing.TB
+	Addr string // host:port
+	cmd  *exec.Cmd
+}
+
+// URL is the REDIS_URL of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Start runs redis-server for the test's lifetime. Without the binary the
+// test is skipped with a line saying how to get it, unless CI is set, where
+// that is a failure.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server not found; CI must install it (apt-get install redis-server)")
+		}
+		t.Skip("redis-server not found: install it (apt-get install redis-server) or run bash scripts/test.sh")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &Server{t: t, Addr: addr}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	// Ready once it accepts a PING on the socket.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if pong(s.Addr) {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("redis-server did not answer within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	go func() { // drain output so the process never blocks on a full pipe
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+		}
+	}()
+}
+
+func pong(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprint(c, "PING\r\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// Stop kills the server (idempotent). Its data is gone, as after a crash of
+// a cache without persistence.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same address.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}

@@ -1,0 +1,130 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Memory is the in-process Store: correct for exactly one server process
+// (the laptop default); a fleet needs Redis.
+type Memory struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	values  map[string]memValue
+	indexes map[string]map[string]float64
+}
+
+type memValue struct {
+	data    []byte
+	version int64
+	expires time.Time // zero: never
+}
+
+// NewMemory returns an empty store; now is the clock (nil: time.Now).
+func NewMemory(now func() time.Time) *Memory {
+	if now == nil {
+		now = time.Now
+	}
+	return &Memory{now: now, values: map[string]memValue{}, indexes: map[string]map[string]float64{}}
+}
+
+func (m *Memory) live(key string) (memValue, bool) {
+	v, ok := m.values[key]
+	if ok && !v.expires.IsZero() && !m.now().Before(v.expires) {
+		delete(m.values, key)
+		return memValue{}, false
+	}
+	return v, ok
+}
+
+func (m *Memory) expiry(ttl time.Duration) time.Time {
+	if ttl <= 0 {
+		return time.Time{}
+	}
+	return m.now().Add(ttl)
+}
+
+// Get implements Store.
+func (m *Memory) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.live(key)
+	if !ok {
+		return nil, 0, ErrNotFound
+	}
+	return slices.Clone(v.data), v.version, nil
+}
+
+// Create implements Store.
+func (m *Memory) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.live(key); ok {
+		return ErrConflict
+	}
+	m.values[key] = memValue{data: slices.Clone(value), version: 1, expires: m.expiry(ttl)}
+	return nil
+}
+
+// Update implements Store.
+func (m *Memory) Update(ctx context.Context, key string, value []byte, version int64, ttl time.Duration) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.live(key)
+	if !ok {
+		return 0, ErrNotFound
+	}
+	if v.version != version {
+		return 0, ErrConflict
+	}
+	m.values[key] = memValue{data: slices.Clone(value), version: version + 1, expires: m.expiry(ttl)}
+	return version + 1, nil
+}
+
+// IndexAdd implements Store.
+func (m *Memory) IndexAdd(ctx context.Context, index, member string, score float64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.indexes[index] == nil {
+		m.indexes[index] = map[string]float64{}
+	}
+	m.indexes[index][member] = score
+	return nil
+}
+
+// IndexRemove implements Store.
+func (m *Memory) IndexRemove(ctx context.Context, index, member string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.indexes[index], member)
+	return nil
+}
+
+// IndexRange implements Store.
+func (m *Memory) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	type entry struct {
+		member string
+		score  float64
+	}
+	var es []entry
+	for k, s := range m.indexes[index] {
+		es = append(es, entry{k, s})
+	}
+	slices.SortFunc(es, func(a, b entry) int { return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(a.member, b.member)) })
+	out := make([]string, 0, min(limit, len(es)))
+	for _, e := range es[:min(limit, len(es))] {
+		out = append(out, e.member)
+	}
+	return out, nil
+}
+
+// Ping implements Store.
+func (m *Memory) Ping(ctx context.Context) error { return nil }
+
+// Close implements Store.
+func (m *Memory) Close() error { return nil }

@@ -1,0 +1,130 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the fleet-wide Store. Each value is a hash {v: version, d: data};
+// Create is HSETNX-style via a script and Update a compare-and-swap script,
+// so a transition is atomic across every replica.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+}
+
+// NewRedis wraps c; keys are namespaced under prefix (e.g. "pmcp:paper:").
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	return &Redis{c: c, prefix: prefix}
+}
+
+// Client exposes the underlying client for components that need Redis
+// primitives of their own (rate limiting).
+func (r *Redis) Client() redis.UniversalClient { return r.c }
+
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1`)
+
+var updateScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+if v ~= ARGV[2] then return 0 end
+local nv = tonumber(v) + 1
+redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) else redis.call('PERSIST', KEYS[1]) end
+return nv`)
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: redis %s: %v", ErrUnavailable, op, err)
+}
+
+// Get implements Store.
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	vals, err := r.c.HMGet(ctx, r.prefix+key, "v", "d").Result()
+	if err != nil {
+		return nil, 0, unavailable("get", err)
+	}
+	vs, ok1 := vals[0].(string)
+	ds, ok2 := vals[1].(string)
+	if !ok1 || !ok2 {
+		return nil, 0, ErrNotFound
+	}
+	v, err := strconv.ParseInt(vs, 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: corrupt version at %s: %w", key, err)
+	}
+	return []byte(ds), v, nil
+}
+
+// Create implements Store.
+func (r *Redis) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	n, err := createScript.Run(ctx, r.c, []string{r.prefix + key}, value, ttl.Milliseconds()).Int()
+	if err != nil {
+		return unavailable("create", err)
+	}
+	if n == 0 {
+		return ErrConflict
+	}
+	return nil
+}
+
+// Update implements Store.
+func (r *Redis) Update(ctx context.Context, key string, value []byte, version int64, ttl time.Duration) (int64, error) {
+	n, err := updateScript.Run(ctx, r.c, []string{r.prefix + key}, value, strconv.FormatInt(version, 10), ttl.Milliseconds()).Int64()
+	switch {
+	case err != nil:
+		return 0, unavailable("update", err)
+	case n == -1:
+		return 0, ErrNotFound
+	case n == 0:
+		return 0, ErrConflict
+	}
+	return n, nil
+}
+
+// IndexAdd implements Store.
+func (r *Redis) IndexAdd(ctx context.Context, index, member string, score float64) error {
+	if err := r.c.ZAdd(ctx, r.prefix+index, redis.Z{Score: score, Member: member}).Err(); err != nil {
+		return unavailable("index add", err)
+	}
+	return nil
+}
+
+// IndexRemove implements Store.
+func (r *Redis) IndexRemove(ctx context.Context, index, member string) error {
+	if err := r.c.ZRem(ctx, r.prefix+index, member).Err(); err != nil {
+		return unavailable("index remove", err)
+	}
+	return nil
+}
+
+// IndexRange implements Store.
+func (r *Redis) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	out, err := r.c.ZRange(ctx, r.prefix+index, 0, int64(limit-1)).Result()
+	if err != nil {
+		return nil, unavailable("index range", err)
+	}
+	return out, nil
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (r *Redis) Close() error { return r.c.Close() }

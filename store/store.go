@@ -1,0 +1,45 @@
+// Package store keeps what must outlive one request and be seen by every
+// replica: approval records, idempotency records and single-use confirmation
+// nonces. Two implementations share one contract: Memory (one process, the
+// default) and Redis (a fleet). Values are opaque bytes with a version, so
+// every state change is a compare-and-swap and no two replicas can both win
+// the same transition.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: no value at the key (never stored, deleted or expired).
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: Create found the key taken, or Update found a newer version.
+	ErrConflict = errors.New("store: conflict")
+	// ErrUnavailable: the store could not be reached. State-changing callers
+	// must fail closed on it.
+	ErrUnavailable = errors.New("store: unavailable")
+)
+
+// Store is the shared state contract.
+type Store interface {
+	// Get returns the value at key and its version.
+	Get(ctx context.Context, key string) (value []byte, version int64, err error)
+	// Create stores value at key with version 1 if the key is absent, else
+	// returns ErrConflict. ttl > 0 expires the key.
+	Create(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// Update replaces the value at key if its version is still version and
+	// returns the new version; otherwise ErrConflict (or ErrNotFound).
+	// ttl > 0 resets the expiry; 0 keeps none.
+	Update(ctx context.Context, key string, value []byte, version int64, ttl time.Duration) (int64, error)
+	// IndexAdd records member in the named index with a sort score.
+	IndexAdd(ctx context.Context, index, member string, score float64) error
+	// IndexRemove drops member from the index.
+	IndexRemove(ctx context.Context, index, member string) error
+	// IndexRange lists up to limit members by ascending score.
+	IndexRange(ctx context.Context, index string, limit int) ([]string, error)
+	// Ping reports whether the store answers (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
