@@ -17,7 +17,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/confirm"
 	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/trading"
 )
 
 // Class groups tools by what they may do, which is what scopes and rate
@@ -35,12 +37,15 @@ const (
 type Deps struct {
 	Backends backends.Set
 	Logger   *slog.Logger
+	// Trading and Confirm enable the order tools; nil leaves them out.
+	Trading *trading.Service
+	Confirm *confirm.Signer
 }
 
 // Catalog lists every tool registered by Register with its class.
 type Catalog map[string]Class
 
-// Register adds the read-only finance capabilities to s and returns the
+// Register adds the finance capabilities to s and returns the
 // catalog of the tools it registered.
 func Register(s *mcp.Server, d Deps) Catalog {
 	h := &handlers{Deps: d}
@@ -48,6 +53,9 @@ func Register(s *mcp.Server, d Deps) Catalog {
 	h.registerPortfolio(s, cat)
 	h.registerMarket(s, cat)
 	h.registerRisk(s, cat)
+	if d.Trading != nil {
+		h.registerTrading(s, cat)
+	}
 	h.registerPrompts(s)
 	return cat
 }
@@ -88,13 +96,25 @@ func ptr[T any](v T) *T { return &v }
 
 var readOnly = &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)}
 
+// notAccessible is the answer for something that does not exist or that
+// the caller may not see: the two are worded alike on purpose, so an answer
+// never reveals whether an account exists.
+func notAccessible(what string) error {
+	return fmt.Errorf("%s was not found or is not accessible to you", what)
+}
+
+// AccountNotAccessible is the tool error for account id when it does not
+// exist or the caller is not entitled to it (authz uses it so that both
+// cases read the same).
+func AccountNotAccessible(id string) error { return notAccessible(fmt.Sprintf("account %q", id)) }
+
 // toolError turns a backend failure into the message an agent sees: what
 // went wrong and what to do next, never a URL, body or stack. The full
 // error goes to the log under the request id the message quotes.
 func (h *handlers) toolError(ctx context.Context, what string, err error) error {
 	switch {
 	case errors.Is(err, backends.ErrNotFound):
-		return fmt.Errorf("%s was not found or is not accessible to you", what)
+		return notAccessible(what)
 	case errors.Is(err, backends.ErrInvalid):
 		return err
 	case errors.Is(err, context.Canceled):

@@ -1,0 +1,305 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/confirm"
+	"github.com/portfolio-mcp/portfolio-mcp/policy"
+	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/trading"
+)
+
+// OrderInput is a proposed order (preview_order).
+type OrderInput struct {
+	AccountID  string  `json:"account_id" jsonschema:"account to trade in (see list_accounts)"`
+	Ticker     string  `json:"ticker" jsonschema:"equity to trade, e.g. AAPL"`
+	Side       string  `json:"side" jsonschema:"buy or sell"`
+	Quantity   float64 `json:"quantity" jsonschema:"whole number of shares"`
+	OrderType  string  `json:"order_type,omitempty" jsonschema:"market (default) or limit"`
+	LimitPrice float64 `json:"limit_price,omitempty" jsonschema:"limit price per share, required for limit orders"`
+}
+
+// PlaceInput is place_order's input.
+type PlaceInput struct {
+	OrderInput
+	IdempotencyKey string `json:"idempotency_key" jsonschema:"a unique key you choose for this order (e.g. a UUID); retrying with the same key and arguments never places a second order"`
+	Confirm        bool   `json:"confirm,omitempty" jsonschema:"for clients without multi round-trip input requests: set true only after the user has seen the order summary and confirmed it"`
+}
+
+// IDInput names an order or an approval.
+type IDInput struct {
+	ID string `json:"id" jsonschema:"an order_id (ORD-...) or an approval_id (APR-...)"`
+}
+
+// PendingInput is list_pending_approvals' input.
+type PendingInput struct {
+	Limit int `json:"limit,omitempty" jsonschema:"maximum approvals to return, 1 to 100 (default 50)"`
+}
+
+// PendingList is list_pending_approvals' output.
+type PendingList struct {
+	Approvals []trading.Approval `json:"approvals" jsonschema:"pending approvals, oldest first"`
+}
+
+const idempotencyKeyPattern = `^[A-Za-z0-9._:-]{8,128}$`
+
+func orderProps(p map[string]*jsonschema.Schema) {
+	p["account_id"].Pattern = accountIDPattern
+	p["ticker"].Pattern = tickerPattern
+	p["side"].Enum = []any{"buy", "sell"}
+	p["quantity"].Minimum, p["quantity"].Maximum = ptr(1.0), ptr(1e7)
+	p["order_type"].Enum = []any{"market", "limit"}
+	p["order_type"].Default = []byte(`"market"`)
+	p["limit_price"].ExclusiveMinimum, p["limit_price"].Maximum = ptr(0.0), ptr(1e7)
+}
+
+func (h *handlers) registerTrading(s *mcp.Server, cat Catalog) {
+	addTool(s, cat, ClassRead, &mcp.Tool{
+		Name:  "preview_order",
+		Title: "Preview order",
+		Description: "Pre-trade check of a proposed order without placing it: estimated price and notional, position weight before and after, " +
+			"largest concentration after, buying power, market hours, rule violations, and whether a human approval will be needed and why.",
+		Annotations: readOnly,
+	}, inputSchema[OrderInput](orderProps), h.previewOrder)
+
+	addTool(s, cat, ClassTrade, &mcp.Tool{
+		Name:  "place_order",
+		Title: "Place order",
+		Description: "Place an equity order after the user's confirmation. Runs the same checks as preview_order; then either executes, " +
+			"or records a pending approval for a human approver (someone other than you) and returns its approval_id and expiry. " +
+			"Always pass a fresh idempotency_key; retry with the same key and arguments after any error: it never places a second order. " +
+			"Clients on protocol 2026-07-28 are asked to confirm through an input request; older clients must show the summary to the user and call again with confirm=true.",
+		Annotations: &mcp.ToolAnnotations{Title: "Place order", DestructiveHint: ptr(true), IdempotentHint: false, OpenWorldHint: ptr(true)},
+	}, inputSchema[PlaceInput](func(p map[string]*jsonschema.Schema) {
+		orderProps(p)
+		p["idempotency_key"].Pattern = idempotencyKeyPattern
+	}), h.placeOrder)
+
+	addTool(s, cat, ClassTrade, &mcp.Tool{
+		Name:        "cancel_order",
+		Title:       "Cancel order",
+		Description: "Cancel a resting order (order_id) or withdraw your own pending approval request (approval_id). Cancelling twice is harmless.",
+		Annotations: &mcp.ToolAnnotations{Title: "Cancel order", DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(true)},
+	}, idSchema(), h.cancelOrder)
+
+	addTool(s, cat, ClassRead, &mcp.Tool{
+		Name:        "get_order_status",
+		Title:       "Get order status",
+		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled.",
+		Annotations: readOnly,
+	}, idSchema(), h.getOrderStatus)
+
+	addTool(s, cat, ClassApprove, &mcp.Tool{
+		Name:  "list_pending_approvals",
+		Title: "List pending approvals",
+		Description: "For approvers: orders waiting for a human decision on accounts you may see, oldest first, with the pre-trade check taken when each was requested. " +
+			"Decisions are made by people through the approvals API, not through this server's tools.",
+		Annotations: readOnly,
+	}, inputSchema[PendingInput](func(p map[string]*jsonschema.Schema) {
+		p["limit"].Minimum, p["limit"].Maximum = ptr(1.0), ptr(100.0)
+	}), h.listPending)
+}
+
+func idSchema() *jsonschema.Schema {
+	return inputSchema[IDInput](func(p map[string]*jsonschema.Schema) {
+		p["id"].Pattern = `^(ORD|APR)-[A-Za-z0-9]{1,40}$`
+	})
+}
+
+func (in OrderInput) args(key string) trading.OrderArgs {
+	return trading.OrderArgs{AccountID: in.AccountID, Ticker: in.Ticker, Side: in.Side, Type: in.OrderType,
+		Quantity: in.Quantity, LimitPrice: in.LimitPrice, IdempotencyKey: key}.Normalize()
+}
+
+// caller is the authenticated principal; the HTTP layer always sets one.
+func caller(ctx context.Context) (principal.Principal, error) {
+	p, ok := principal.From(ctx)
+	if !ok {
+		return principal.Principal{}, errors.New("unauthenticated: no principal on this call")
+	}
+	return p, nil
+}
+
+func (h *handlers) previewOrder(ctx context.Context, _ *mcp.CallToolRequest, in OrderInput) (*mcp.CallToolResult, policy.Preview, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, policy.Preview{}, err
+	}
+	if err := checkLimit(in); err != nil {
+		return nil, policy.Preview{}, err
+	}
+	pre, err := h.Trading.Preview(ctx, p, in.args(""))
+	if err != nil {
+		return nil, policy.Preview{}, h.tradeError(ctx, in.AccountID, err)
+	}
+	return nil, pre, nil
+}
+
+func checkLimit(in OrderInput) error {
+	if in.OrderType == backends.OrderLimit && in.LimitPrice <= 0 {
+		return errors.New("limit_price is required for a limit order")
+	}
+	return nil
+}
+
+func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in PlaceInput) (*mcp.CallToolResult, trading.Outcome, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, trading.Outcome{}, err
+	}
+	if err := checkLimit(in.OrderInput); err != nil {
+		return nil, trading.Outcome{}, err
+	}
+	args := in.args(in.IdempotencyKey)
+
+	// A retry of an order already decided is answered from the record,
+	// without asking the user twice.
+	if out, found, err := h.Trading.Replay(ctx, p, args); err != nil {
+		return nil, trading.Outcome{}, h.tradeError(ctx, in.AccountID, err)
+	} else if found {
+		return nil, out, nil
+	}
+	pre, err := h.Trading.Preview(ctx, p, args)
+	if err != nil {
+		return nil, trading.Outcome{}, h.tradeError(ctx, in.AccountID, err)
+	}
+	if !pre.Allowed {
+		return nil, trading.Outcome{Status: trading.StatusRejected, Violations: pre.Violations, Preview: &pre, IdempotencyKey: args.IdempotencyKey,
+			Message: "the order breaks pre-trade rules and was not placed; see violations"}, nil
+	}
+
+	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: args.Digest()}
+	if supportsInputRequests(req) {
+		if req.Params.RequestState == "" {
+			state, err := h.Confirm.Issue(binding)
+			if err != nil {
+				h.Logger.ErrorContext(ctx, "cannot sign confirmation state", "error", err)
+				return nil, trading.Outcome{}, errors.New("order confirmation is unavailable (signing key missing); no order was placed")
+			}
+			return confirmationRequest(args, pre, state), trading.Outcome{}, nil
+		}
+		if err := h.Confirm.Verify(ctx, req.Params.RequestState, binding); err != nil {
+			h.Logger.WarnContext(ctx, "confirmation state refused", "error", err)
+			if errors.Is(err, confirm.ErrInvalid) || errors.Is(err, confirm.ErrExpired) || errors.Is(err, confirm.ErrReplayed) {
+				return nil, trading.Outcome{}, fmt.Errorf("%w; no order was placed: call place_order again without requestState to ask the user afresh", err)
+			}
+			return nil, trading.Outcome{}, errors.New("the confirmation could not be checked; no order was placed, retry shortly")
+		}
+		if !accepted(req.Params.InputResponses["confirm"]) {
+			return nil, trading.Outcome{Status: trading.StatusNotConfirmed, IdempotencyKey: args.IdempotencyKey,
+				Message: "the user did not confirm; no order was placed"}, nil
+		}
+	} else if !in.Confirm {
+		return nil, trading.Outcome{Status: trading.StatusNeedsConfirmation, Preview: &pre, IdempotencyKey: args.IdempotencyKey,
+			Message: "nothing was placed yet: show the user " + summary(args, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"}, nil
+	}
+
+	out, err := h.Trading.Place(ctx, p, args)
+	if err != nil {
+		return nil, trading.Outcome{}, h.tradeError(ctx, in.AccountID, err)
+	}
+	return nil, out, nil
+}
+
+// supportsInputRequests reports whether the client speaks MCP 2026-07-28,
+// whose multi round-trip results carry input requests. Older clients in a
+// stateless server cannot be asked mid-call.
+func supportsInputRequests(req *mcp.CallToolRequest) bool {
+	ip := req.Session.InitializeParams()
+	return ip == nil || ip.ProtocolVersion >= "2026-07-28"
+}
+
+func confirmationRequest(o trading.OrderArgs, pre policy.Preview, state string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{
+		InputRequests: mcp.InputRequestMap{"confirm": &mcp.ElicitParams{
+			Mode:    "form",
+			Message: "Confirm order: " + summary(o, pre),
+			RequestedSchema: &jsonschema.Schema{
+				Type: "object",
+				Properties: map[string]*jsonschema.Schema{
+					"confirm": {Type: "boolean", Title: "Place this order", Description: "true to place the order as summarised"},
+				},
+				Required: []string{"confirm"},
+			},
+		}},
+		RequestState: state,
+	}
+}
+
+func accepted(r mcp.InputResponse) bool {
+	er, ok := r.(*mcp.ElicitResult)
+	if !ok || er == nil || er.Action != "accept" {
+		return false
+	}
+	v, _ := er.Content["confirm"].(bool)
+	return v
+}
+
+func summary(o trading.OrderArgs, pre policy.Preview) string {
+	s := fmt.Sprintf("%s %g %s in account %s (%s order) at about %.2f, notional about %.2f, %s trading",
+		o.Side, o.Quantity, o.Ticker, o.AccountID, o.Type, pre.EstimatedPrice, pre.EstimatedNotional, pre.Mode)
+	if pre.RequiresApproval {
+		s += "; it will then wait for a human approver"
+	}
+	return s
+}
+
+func (h *handlers) cancelOrder(ctx context.Context, _ *mcp.CallToolRequest, in IDInput) (*mcp.CallToolResult, trading.Outcome, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, trading.Outcome{}, err
+	}
+	out, err := h.Trading.Cancel(ctx, p, in.ID)
+	if err != nil {
+		return nil, trading.Outcome{}, h.tradeError(ctx, in.ID, err)
+	}
+	return nil, out, nil
+}
+
+func (h *handlers) getOrderStatus(ctx context.Context, _ *mcp.CallToolRequest, in IDInput) (*mcp.CallToolResult, trading.Outcome, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, trading.Outcome{}, err
+	}
+	out, err := h.Trading.Status(ctx, p, in.ID)
+	if err != nil {
+		return nil, trading.Outcome{}, h.tradeError(ctx, in.ID, err)
+	}
+	return nil, out, nil
+}
+
+func (h *handlers) listPending(ctx context.Context, _ *mcp.CallToolRequest, in PendingInput) (*mcp.CallToolResult, PendingList, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, PendingList{}, err
+	}
+	if in.Limit == 0 {
+		in.Limit = 50
+	}
+	as, err := h.Trading.ListPending(ctx, p, in.Limit)
+	if err != nil {
+		return nil, PendingList{}, h.tradeError(ctx, "pending approvals", err)
+	}
+	return nil, PendingList{Approvals: as}, nil
+}
+
+// tradeError passes the trading package's safe errors through and maps the
+// rest like any backend failure.
+func (h *handlers) tradeError(ctx context.Context, what string, err error) error {
+	for _, safe := range []error{trading.ErrNotFound, trading.ErrKeyReused, trading.ErrFourEyes, trading.ErrAlreadyDecided,
+		trading.ErrExpired, trading.ErrNotCancellable, trading.ErrStateUnavailable, trading.ErrNotRecorded, trading.ErrTradeUnavailable} {
+		if errors.Is(err, safe) {
+			return safe
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.New("the call timed out before the order was confirmed placed; retry with the same idempotency_key to learn its outcome")
+	}
+	return h.toolError(ctx, fmt.Sprintf("%q", what), err)
+}

@@ -1,0 +1,321 @@
+// Package trading is the state-changing half of the server: pre-trade
+// checks, the approval gate (durable, four eyes, expiring) and exactly-once
+// order execution. Every record lives in a store.Store shared by all
+// replicas; every step that moves money is journaled (audited) before it
+// happens, and fails closed when the journal or the store cannot record it.
+package trading
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/policy"
+	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/store"
+)
+
+// Errors with messages safe to show an agent.
+var (
+	ErrNotFound         = errors.New("no such order or approval, or it is not accessible to you")
+	ErrKeyReused        = errors.New("idempotency_key was already used for a different order; use a new key for a new order")
+	ErrFourEyes         = errors.New("four-eyes rule: the principal who requested an order cannot decide its approval")
+	ErrAlreadyDecided   = errors.New("the approval was already decided")
+	ErrExpired          = errors.New("the approval has expired; the order was not placed")
+	ErrNotCancellable   = errors.New("only a pending approval or a resting order can be cancelled")
+	ErrStateUnavailable = errors.New("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
+	ErrNotRecorded      = errors.New("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
+	ErrTradeUnavailable = errors.New("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
+)
+
+// Outcome statuses of place_order, get_order_status and cancel_order.
+const (
+	StatusExecuted        = "executed"
+	StatusPendingApproval = "pending_approval"
+	StatusRejected        = "rejected"
+	// StatusNeedsConfirmation: nothing was placed; the user must confirm.
+	StatusNeedsConfirmation = "confirmation_required"
+	// StatusNotConfirmed: the user declined; nothing was placed.
+	StatusNotConfirmed = "not_confirmed"
+)
+
+// Outcome is what the order tools return.
+type Outcome struct {
+	Status         string          `json:"status" jsonschema:"executed, pending_approval, rejected, or an approval status (approved, executing, expired, cancelled, failed)"`
+	Message        string          `json:"message" jsonschema:"what happened and what to do next"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	Replayed       bool            `json:"replayed,omitempty" jsonschema:"true when this is the stored outcome of an earlier call with the same idempotency_key"`
+	Order          *backends.Order `json:"order,omitempty"`
+	Approval       *Approval       `json:"approval,omitempty"`
+	Violations     []string        `json:"violations,omitempty" jsonschema:"pre-trade rules that rejected the order"`
+	Preview        *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check, when the order still needs the user's confirmation"`
+}
+
+// Journal records a state-changing step before it takes effect. An error
+// means the step must not happen (fail closed).
+type Journal interface {
+	Record(ctx context.Context, e JournalEntry) error
+}
+
+// JournalEntry is one journaled step.
+type JournalEntry struct {
+	Action         string // order.intent, approval.requested, approval.decided, order.executed
+	Principal      string
+	AccountID      string
+	ArgsDigest     string
+	IdempotencyKey string
+	ApprovalID     string
+	OrderID        string
+	Detail         string
+}
+
+// Config are the service's settings.
+type Config struct {
+	Rules       policy.Rules
+	ApprovalTTL time.Duration
+	// Lease bounds how long a replica may hold an execution before another
+	// replica (or a retry) may take it over; it must exceed a Trade call.
+	Lease time.Duration
+	// IdempotencyTTL is how long outcomes are remembered.
+	IdempotencyTTL time.Duration
+}
+
+// Service implements the order tools' behaviour.
+type Service struct {
+	cfg     Config
+	st      store.Store
+	bs      backends.Set
+	journal Journal
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns a Service. now is the clock (nil: time.Now).
+func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logger, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.IdempotencyTTL == 0 {
+		cfg.IdempotencyTTL = 7 * 24 * time.Hour
+	}
+	return &Service{cfg: cfg, st: st, bs: bs, journal: j, log: log, now: now}
+}
+
+// Preview runs the pre-trade check for p without side effects.
+func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArgs) (policy.Preview, error) {
+	o = o.Normalize()
+	if !p.Entitled(o.AccountID) {
+		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+	}
+	pv, err := s.bs.Portfolio.GetPortfolio(ctx, o.AccountID)
+	if err != nil {
+		return policy.Preview{}, fmt.Errorf("portfolio: %w", err)
+	}
+	qs, err := s.bs.MarketData.Quotes(ctx, []string{o.Ticker})
+	if err != nil {
+		return policy.Preview{}, fmt.Errorf("quote: %w", err)
+	}
+	if len(qs.Quotes) == 0 {
+		return policy.Preview{}, fmt.Errorf("ticker %q: %w", o.Ticker, backends.ErrNotFound)
+	}
+	return policy.Check(s.cfg.Rules, o.policyOrder(), pv, qs.Quotes[0], s.now()), nil
+}
+
+// Replay returns the stored outcome of an earlier place_order with the same
+// key, so a retry is answered without asking the user again. found is false
+// when there is none yet.
+func (s *Service) Replay(ctx context.Context, p principal.Principal, o OrderArgs) (Outcome, bool, error) {
+	o = o.Normalize()
+	rec, _, err := getJSON[idemRecord](ctx, s.st, idemKey(p.Subject, "place_order", o.IdempotencyKey))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Outcome{}, false, nil
+	case err != nil:
+		return Outcome{}, false, s.stateErr(ctx, err)
+	case rec.Digest != o.Digest():
+		return Outcome{}, false, ErrKeyReused
+	case rec.State != idemDone:
+		return Outcome{}, false, nil
+	}
+	out, err := s.refresh(ctx, *rec.Outcome)
+	out.Replayed = true
+	return out, true, err
+}
+
+// Place runs place_order after the user confirmed: exactly once per
+// (principal, idempotency key), whatever the concurrency or crashes.
+func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs) (Outcome, error) {
+	o = o.Normalize()
+	if !p.Entitled(o.AccountID) {
+		return Outcome{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+	}
+	key := idemKey(p.Subject, "place_order", o.IdempotencyKey)
+	digest := o.Digest()
+	out, owned, ver, err := s.claim(ctx, key, digest)
+	if err != nil || !owned {
+		return out, err
+	}
+
+	out, err = s.decide(ctx, p, o, digest)
+	if err != nil {
+		// Nothing irrevocable happened, or it is safe to redo (the backend
+		// dedups the client order id): hand the key back for a retry.
+		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: idemReleased}, ver, s.cfg.IdempotencyTTL); rerr != nil {
+			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
+		}
+		return Outcome{}, err
+	}
+	out.IdempotencyKey = o.IdempotencyKey
+	if _, err := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: idemDone, Outcome: &out}, ver, s.cfg.IdempotencyTTL); err != nil {
+		// The order is placed (or pending) and its record is durable in the
+		// approval or at the backend; a retry re-derives the same outcome.
+		s.log.ErrorContext(ctx, "could not store idempotent outcome", "error", err)
+	}
+	return out, nil
+}
+
+// claim takes ownership of the idempotency key, or returns the outcome of
+// the caller that owns it. Concurrent callers with the same key wait for the
+// owner; an owner that vanished (crash, scale-down) loses its lease.
+func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, owned bool, ver int64, err error) {
+	for wait := 10 * time.Millisecond; ; wait = min(wait*2, 200*time.Millisecond) {
+		rec, v, err := getJSON[idemRecord](ctx, s.st, key)
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			err = createJSON(ctx, s.st, key, lease, s.cfg.IdempotencyTTL)
+			if err == nil {
+				return Outcome{}, true, 1, nil
+			}
+			if !errors.Is(err, store.ErrConflict) {
+				return Outcome{}, false, 0, s.stateErr(ctx, err)
+			}
+			continue
+		case err != nil:
+			return Outcome{}, false, 0, s.stateErr(ctx, err)
+		case rec.Digest != digest:
+			return Outcome{}, false, 0, ErrKeyReused
+		case rec.State == idemDone:
+			out, err := s.refresh(ctx, *rec.Outcome)
+			out.Replayed = true
+			return out, false, 0, err
+		case rec.State == idemReleased || !s.now().Before(rec.LeaseUntil):
+			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
+			if err == nil {
+				return Outcome{}, true, nv, nil
+			}
+			if !errors.Is(err, store.ErrConflict) {
+				return Outcome{}, false, 0, s.stateErr(ctx, err)
+			}
+			continue
+		}
+		// Another call owns the key and is working: wait for its outcome.
+		select {
+		case <-ctx.Done():
+			return Outcome{}, false, 0, fmt.Errorf("waiting for a concurrent call with the same idempotency_key: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// decide runs the checks and either records a pending approval or executes.
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest string) (Outcome, error) {
+	pre, err := s.Preview(ctx, p, o)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if !pre.Allowed {
+		return Outcome{Status: StatusRejected, Violations: pre.Violations,
+			Message: "the order was rejected by pre-trade checks and not placed; see violations"}, nil
+	}
+	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey}
+	if pre.RequiresApproval {
+		a := Approval{
+			ID: approvalID(p.Subject, o.IdempotencyKey), Status: ApprovalPending, Requester: p.Subject, Order: o, ArgsDigest: digest,
+			ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), Preview: &pre,
+			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
+		}
+		entry.Action, entry.ApprovalID = "approval.requested", a.ID
+		if err := s.journal.Record(ctx, entry); err != nil {
+			s.log.ErrorContext(ctx, "journal refused approval request", "error", err)
+			return Outcome{}, ErrNotRecorded
+		}
+		// The id derives from the idempotency key: a retry after a crash
+		// finds the approval it already created instead of a second one.
+		if err := createJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			existing, err := s.approval(ctx, a.ID)
+			if err != nil {
+				return Outcome{}, err
+			}
+			return s.approvalOutcome(ctx, existing), nil
+		} else if err != nil {
+			return Outcome{}, s.stateErr(ctx, err)
+		}
+		if err := s.st.IndexAdd(ctx, pendingIndex, a.ID, float64(a.CreatedAt.Unix())); err != nil {
+			return Outcome{}, s.stateErr(ctx, err)
+		}
+		return Outcome{Status: StatusPendingApproval, Approval: &a,
+			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
+				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
+	}
+	if err := s.journal.Record(ctx, entry); err != nil {
+		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
+		return Outcome{}, ErrNotRecorded
+	}
+	order, err := s.bs.Trade.PlaceOrder(ctx, backends.OrderRequest{
+		ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), AccountID: o.AccountID, Ticker: o.Ticker,
+		Side: o.Side, Type: o.Type, Quantity: o.Quantity, LimitPrice: o.LimitPrice,
+	})
+	switch {
+	case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
+		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil
+	case err != nil:
+		s.log.WarnContext(ctx, "trade backend failed", "error", err)
+		return Outcome{}, ErrTradeUnavailable
+	}
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID)
+	return Outcome{Status: StatusExecuted, Order: &order, Message: "order " + order.OrderID + " placed: " + order.Status}, nil
+}
+
+func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID, orderID string) {
+	if err := s.journal.Record(ctx, JournalEntry{Action: "order.executed", Principal: who, AccountID: o.AccountID, ArgsDigest: digest,
+		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: orderID}); err != nil {
+		// The intent was journaled before execution; this is the follow-up.
+		s.log.ErrorContext(ctx, "journal refused order.executed after execution", "order_id", orderID, "error", err)
+	}
+}
+
+// refresh updates a stored outcome that points at an approval with the
+// approval's current state (it may have been decided since).
+func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
+	if out.Approval == nil {
+		return out, nil
+	}
+	a, err := s.approval(ctx, out.Approval.ID)
+	if err != nil {
+		return out, err
+	}
+	return s.approvalOutcome(ctx, a), nil
+}
+
+func (s *Service) stateErr(ctx context.Context, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.ErrorContext(ctx, "state store unavailable", "error", err)
+		return ErrStateUnavailable
+	}
+	return err
+}
+
+func joinReasons(rs []string) string {
+	if len(rs) == 0 {
+		return "policy"
+	}
+	return strings.Join(rs, "; ")
+}

@@ -1,0 +1,396 @@
+package trading_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
+	"github.com/portfolio-mcp/portfolio-mcp/policy"
+	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/store"
+	"github.com/portfolio-mcp/portfolio-mcp/trading"
+)
+
+var (
+	alice = principal.Principal{Subject: "alice", Accounts: []string{"ACC-1001", "ACC-2001"}}
+	bob   = principal.Principal{Subject: "bob", Accounts: []string{"*"}}
+	eve   = principal.Principal{Subject: "eve", Accounts: []string{"ACC-1003"}}
+)
+
+// countingTrade counts orders the backend really created.
+type countingTrade struct {
+	backends.Trade
+	mu      sync.Mutex
+	created map[string]bool
+	calls   atomic.Int64
+	fail    atomic.Bool
+}
+
+func (c *countingTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	c.calls.Add(1)
+	if c.fail.Load() {
+		return backends.Order{}, fmt.Errorf("%w: connection refused", backends.ErrUnavailable)
+	}
+	o, err := c.Trade.PlaceOrder(ctx, r)
+	if err == nil {
+		c.mu.Lock()
+		c.created[o.OrderID] = true
+		c.mu.Unlock()
+	}
+	return o, err
+}
+
+func (c *countingTrade) orders() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.created)
+}
+
+type journal struct {
+	mu      sync.Mutex
+	entries []trading.JournalEntry
+	fail    atomic.Bool
+}
+
+func (j *journal) Record(ctx context.Context, e trading.JournalEntry) error {
+	if j.fail.Load() {
+		return errors.New("sink down")
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.entries = append(j.entries, e)
+	return nil
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+type fixture struct {
+	svc   *trading.Service
+	trade *countingTrade
+	j     *journal
+	clock *clock
+	st    store.Store
+}
+
+func newFixture(t *testing.T, st store.Store) *fixture {
+	t.Helper()
+	d := demo.New(nil)
+	bs := d.Set()
+	ct := &countingTrade{Trade: d, created: map[string]bool{}}
+	bs.Trade = ct
+	f := &fixture{trade: ct, j: &journal{}, clock: &clock{now: time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)}, st: st}
+	f.svc = newService(st, bs, f.j, f.clock)
+	return f
+}
+
+func newService(st store.Store, bs backends.Set, j trading.Journal, c *clock) *trading.Service {
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
+	return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second},
+		st, bs, j, slog.New(slog.NewTextHandler(io.Discard, nil)), c.Now)
+}
+
+func small(key string) trading.OrderArgs {
+	return trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: key}
+}
+
+func large(key string) trading.OrderArgs {
+	return trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 1000, IdempotencyKey: key}
+}
+
+func stores(t *testing.T) map[string]func(t *testing.T) store.Store {
+	return map[string]func(t *testing.T) store.Store{
+		"memory": func(t *testing.T) store.Store { return store.NewMemory(nil) },
+		"redis": func(t *testing.T) store.Store {
+			srv := redistest.Start(t)
+			return store.NewRedis(redis.NewClient(&redis.Options{Addr: srv.Addr}), "t:")
+		},
+	}
+}
+
+func TestIdempotentPlace(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			ctx := t.Context()
+			out, err := f.svc.Place(ctx, alice, small("key-00000001"))
+			if err != nil || out.Status != trading.StatusExecuted || out.Order == nil {
+				t.Fatalf("first place: %+v %v", out, err)
+			}
+			again, err := f.svc.Place(ctx, alice, small("key-00000001"))
+			if err != nil || !again.Replayed || again.Order.OrderID != out.Order.OrderID {
+				t.Fatalf("replay: %+v %v", again, err)
+			}
+			diff := small("key-00000001")
+			diff.Quantity = 11
+			if _, err := f.svc.Place(ctx, alice, diff); !errors.Is(err, trading.ErrKeyReused) {
+				t.Fatalf("same key, other args: %v, want ErrKeyReused", err)
+			}
+			// The key is per principal: bob's identical key is his own order.
+			bobOut, err := f.svc.Place(ctx, bob, small("key-00000001"))
+			if err != nil || bobOut.Order.OrderID == out.Order.OrderID {
+				t.Fatalf("bob's order: %+v %v", bobOut, err)
+			}
+			if f.trade.orders() != 2 {
+				t.Fatalf("backend has %d orders, want 2", f.trade.orders())
+			}
+			if _, err := f.svc.Place(ctx, eve, small("key-00000002")); !errors.Is(err, backends.ErrNotFound) {
+				t.Fatalf("unentitled account: %v", err)
+			}
+		})
+	}
+}
+
+// TestConcurrentSameKey: 100 concurrent calls with one key make one order;
+// 100 with distinct keys make 100. Two services on one store act as two
+// replicas.
+func TestConcurrentSameKey(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			f := newFixture(t, st)
+			d := demo.New(nil)
+			bs2 := d.Set()
+			bs2.Trade = f.trade // one Trade backend behind both replicas
+			replica2 := newService(st, bs2, f.j, f.clock)
+
+			var wg sync.WaitGroup
+			ids := make(chan string, 100)
+			for i := range 100 {
+				svc := f.svc
+				if i%2 == 1 {
+					svc = replica2
+				}
+				wg.Go(func() {
+					out, err := svc.Place(t.Context(), alice, small("same-key-123"))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ids <- out.Order.OrderID
+				})
+			}
+			wg.Wait()
+			close(ids)
+			first := ""
+			for id := range ids {
+				if first == "" {
+					first = id
+				}
+				if id != first {
+					t.Fatalf("two order ids for one key: %s, %s", first, id)
+				}
+			}
+			if f.trade.orders() != 1 || f.trade.calls.Load() != 1 {
+				t.Fatalf("%d orders from %d backend calls, want 1 and 1", f.trade.orders(), f.trade.calls.Load())
+			}
+
+			for i := range 100 {
+				wg.Go(func() {
+					if _, err := f.svc.Place(t.Context(), alice, small(fmt.Sprintf("distinct-%04d", i))); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			if f.trade.orders() != 101 {
+				t.Fatalf("%d orders, want 101", f.trade.orders())
+			}
+		})
+	}
+}
+
+func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			ctx := t.Context()
+			out, err := f.svc.Place(ctx, alice, large("big-order-1"))
+			if err != nil || out.Status != trading.StatusPendingApproval || out.Approval == nil {
+				t.Fatalf("large order: %+v %v", out, err)
+			}
+			id := out.Approval.ID
+			if f.trade.calls.Load() != 0 {
+				t.Fatal("a pending order reached the backend")
+			}
+			pending, _ := f.svc.ListPending(ctx, bob, 10)
+			if len(pending) != 1 || pending[0].ID != id {
+				t.Fatalf("pending = %+v", pending)
+			}
+			if _, err := f.svc.Decide(ctx, alice, id, trading.DecisionApprove, "mine"); !errors.Is(err, trading.ErrFourEyes) {
+				t.Fatalf("self-approval: %v", err)
+			}
+			if _, err := f.svc.Decide(ctx, eve, id, trading.DecisionApprove, ""); !errors.Is(err, trading.ErrNotFound) {
+				t.Fatalf("unentitled approver: %v", err)
+			}
+
+			// Many approvers racing (and retrying) still execute once.
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Go(func() { f.svc.Decide(ctx, bob, id, trading.DecisionApprove, "ok") })
+			}
+			wg.Wait()
+			st, err := f.svc.Status(ctx, alice, id)
+			if err != nil || st.Status != trading.StatusExecuted || st.Order == nil {
+				t.Fatalf("status after approval: %+v %v", st, err)
+			}
+			if f.trade.orders() != 1 {
+				t.Fatalf("%d backend orders, want 1", f.trade.orders())
+			}
+			if _, err := f.svc.Decide(ctx, principal.Principal{Subject: "carol", Accounts: []string{"*"}}, id, trading.DecisionReject, "late"); !errors.Is(err, trading.ErrAlreadyDecided) {
+				t.Fatalf("late reject: %v", err)
+			}
+			// The agent's retry of place_order with the same key sees the execution.
+			replay, err := f.svc.Place(ctx, alice, large("big-order-1"))
+			if err != nil || replay.Status != trading.StatusExecuted {
+				t.Fatalf("replay after approval: %+v %v", replay, err)
+			}
+			if pending, _ := f.svc.ListPending(ctx, bob, 10); len(pending) != 0 {
+				t.Fatalf("still pending: %+v", pending)
+			}
+		})
+	}
+}
+
+func TestRejectExpireCancel(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	rejected, _ := f.svc.Place(ctx, alice, large("reject-me-1"))
+	if out, err := f.svc.Decide(ctx, bob, rejected.Approval.ID, trading.DecisionReject, "too big"); err != nil || out.Status != trading.StatusRejected {
+		t.Fatalf("reject: %+v %v", out, err)
+	}
+	expiring, _ := f.svc.Place(ctx, alice, large("expire-me-1"))
+	cancelled, _ := f.svc.Place(ctx, alice, large("cancel-me-1"))
+	if _, err := f.svc.Cancel(ctx, bob, cancelled.Approval.ID); !errors.Is(err, trading.ErrNotCancellable) {
+		t.Fatalf("cancel by non-requester: %v", err)
+	}
+	if out, err := f.svc.Cancel(ctx, alice, cancelled.Approval.ID); err != nil || out.Status != trading.ApprovalCancelled {
+		t.Fatalf("cancel: %+v %v", out, err)
+	}
+	f.clock.Add(31 * time.Minute)
+	if _, err := f.svc.Decide(ctx, bob, expiring.Approval.ID, trading.DecisionApprove, ""); !errors.Is(err, trading.ErrExpired) {
+		t.Fatalf("approve after expiry: %v", err)
+	}
+	if _, err := f.svc.Decide(ctx, bob, cancelled.Approval.ID, trading.DecisionApprove, ""); !errors.Is(err, trading.ErrAlreadyDecided) {
+		t.Fatalf("approve cancelled: %v", err)
+	}
+	if f.trade.calls.Load() != 0 {
+		t.Fatalf("rejected/expired/cancelled orders reached the backend %d times", f.trade.calls.Load())
+	}
+}
+
+// TestFailClosed: no journal, no trade; the key is free for the retry.
+func TestFailClosed(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	f.j.fail.Store(true)
+	if _, err := f.svc.Place(ctx, alice, small("journal-down-1")); !errors.Is(err, trading.ErrNotRecorded) {
+		t.Fatalf("journal down: %v", err)
+	}
+	if f.trade.calls.Load() != 0 {
+		t.Fatal("traded without a journal record")
+	}
+	f.j.fail.Store(false)
+	if out, err := f.svc.Place(ctx, alice, small("journal-down-1")); err != nil || out.Status != trading.StatusExecuted {
+		t.Fatalf("retry after recovery: %+v %v", out, err)
+	}
+
+	// Backend down: error, and the retry with the same key makes one order.
+	f.trade.fail.Store(true)
+	if _, err := f.svc.Place(ctx, alice, small("backend-down-1")); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Fatalf("backend down: %v", err)
+	}
+	f.trade.fail.Store(false)
+	if out, err := f.svc.Place(ctx, alice, small("backend-down-1")); err != nil || out.Status != trading.StatusExecuted {
+		t.Fatalf("retry: %+v %v", out, err)
+	}
+}
+
+// TestCrashAfterBackendAccepted: the owner of a claim died after the Trade
+// service accepted the order but before the outcome was recorded. The
+// client's retry (after the lease) neither loses nor duplicates the order.
+func TestCrashAfterBackendAccepted(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	// Simulate the dead replica: the backend has the order under the
+	// derived client order id, our record is an in-progress claim.
+	crashed := newService(f.st, backends.Set{Portfolio: demo.New(nil), MarketData: demo.New(nil), Trade: crashingTrade{f.trade}}, f.j, f.clock)
+	cctx, cancel := context.WithCancel(ctx)
+	if _, err := crashed.Place(cctx, alice, small("crash-key-1")); err == nil {
+		t.Fatal("crashing replica reported success")
+	}
+	cancel()
+	if f.trade.orders() != 1 {
+		t.Fatalf("backend orders %d, want 1 accepted before the crash", f.trade.orders())
+	}
+	out, err := f.svc.Place(ctx, alice, small("crash-key-1"))
+	if err != nil || out.Status != trading.StatusExecuted {
+		t.Fatalf("retry after crash: %+v %v", out, err)
+	}
+	if f.trade.orders() != 1 {
+		t.Fatalf("backend orders %d after retry, want still 1", f.trade.orders())
+	}
+}
+
+// crashingTrade accepts the order at the backend, then fails as if the
+// process died before hearing the answer.
+type crashingTrade struct{ *countingTrade }
+
+func (c crashingTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	c.countingTrade.PlaceOrder(ctx, r)
+	return backends.Order{}, fmt.Errorf("%w: connection reset after send", backends.ErrUnavailable)
+}
+
+// hangingTrade accepts the order at the backend and then never answers, as
+// a replica that was SIGKILLed mid-call looks to everyone else.
+type hangingTrade struct {
+	*countingTrade
+	accepted chan struct{}
+	release  chan struct{}
+}
+
+func (h hangingTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	o, err := h.countingTrade.PlaceOrder(ctx, r)
+	close(h.accepted)
+	<-h.release
+	return o, err
+}
+
+// TestLeaseTakeover: the claim's owner is gone (never answers, never
+// releases). After its lease another replica takes over and the backend's
+// client order id keeps the order single.
+func TestLeaseTakeover(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	ht := hangingTrade{countingTrade: f.trade, accepted: make(chan struct{}), release: make(chan struct{})}
+	d := demo.New(nil)
+	dead := newService(f.st, backends.Set{Portfolio: d, MarketData: d, Trade: ht}, f.j, f.clock)
+	go dead.Place(ctx, alice, small("lease-key-1"))
+	<-ht.accepted
+	defer close(ht.release)
+
+	f.clock.Add(11 * time.Second) // past the 10s lease
+	out, err := f.svc.Place(ctx, alice, small("lease-key-1"))
+	if err != nil || out.Status != trading.StatusExecuted {
+		t.Fatalf("takeover: %+v %v", out, err)
+	}
+	if f.trade.orders() != 1 || f.trade.calls.Load() != 2 {
+		t.Fatalf("%d orders from %d calls, want 1 order from 2 calls", f.trade.orders(), f.trade.calls.Load())
+	}
+}
