@@ -16,6 +16,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/handlers"
 	"github.com/portfolio-mcp/portfolio-mcp/httpserver"
+	"github.com/portfolio-mcp/portfolio-mcp/secrets"
 	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
 )
 
@@ -56,12 +57,29 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	}
 	metrics := telemetry.NewMetrics(rev)
 
+	sec, err := secrets.New(cfg.SecretsDir, log)
+	if err != nil {
+		return nil, &config.Error{Var: "SECRETS_DIR", Msg: err.Error()}
+	}
+	secret := sec.Get
+	if cfg.SecretsDir == "" && cfg.Auth.Issuer == "" {
+		secret = devSecrets(secret, log)
+	}
+	st, err := newStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tp, err := newTrading(cfg, st, bs, logJournal{log}, secret, log)
+	if err != nil {
+		return nil, err
+	}
+
 	srv := mcp.NewServer(&mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}, &mcp.ServerOptions{
 		Instructions: instructions,
 		// The SDK logs every stateless session at info; keep only its warnings.
 		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
-	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log})
+	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer})
 	srv.AddReceivingMiddleware(
 		metrics.Middleware(log, catalog.Names()),
 		handlers.Recover(log),
@@ -78,8 +96,14 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	})
 
 	return httpserver.New(httpserver.Options{
-		Addr:           cfg.Addr(),
-		MCP:            mcpHandler,
+		Addr: cfg.Addr(),
+		MCP:  mcpHandler,
+		Routes: map[string]http.Handler{
+			"/approvals":             tp.api.Routes(),
+			"/approvals/":            tp.api.Routes(),
+			"POST /events/approvals": tp.api.Events(),
+		},
+		OnDrained:      []func(context.Context) error{func(context.Context) error { return st.Close() }},
 		AllowedHosts:   cfg.AllowedHosts,
 		AllowedOrigins: cfg.AllowedOrigins,
 		MaxBodyBytes:   cfg.MaxBodyBytes,

@@ -32,12 +32,18 @@ func TestToolsEndToEnd(t *testing.T) {
 			var names []string
 			for _, tool := range tools.Tools {
 				names = append(names, tool.Name)
-				if tool.Description == "" || tool.OutputSchema == nil || tool.Annotations == nil || !tool.Annotations.ReadOnlyHint {
-					t.Errorf("tool %s: want description, output schema and readOnlyHint", tool.Name)
+				a := tool.Annotations
+				if tool.Description == "" || tool.OutputSchema == nil || a == nil || a.OpenWorldHint == nil {
+					t.Fatalf("tool %s: want description, output schema and annotations", tool.Name)
+				}
+				stateChanging := tool.Name == "place_order" || tool.Name == "cancel_order"
+				if a.ReadOnlyHint == stateChanging || stateChanging != (a.DestructiveHint != nil && *a.DestructiveHint) {
+					t.Errorf("tool %s: readOnlyHint %v, destructiveHint %v", tool.Name, a.ReadOnlyHint, a.DestructiveHint)
 				}
 			}
 			slices.Sort(names)
-			want := []string{"get_portfolio", "get_quotes", "get_risk_summary", "list_accounts", "search_equities"}
+			want := []string{"cancel_order", "get_order_status", "get_portfolio", "get_quotes", "get_risk_summary",
+				"list_accounts", "list_pending_approvals", "place_order", "preview_order", "search_equities"}
 			if !slices.Equal(names, want) {
 				t.Fatalf("tools = %v, want %v", names, want)
 			}
@@ -102,8 +108,8 @@ func TestToolsEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			text := prompt.Messages[0].Content.(*mcp.TextContent).Text
-			for _, tool := range want {
-				if tool != "list_accounts" && !strings.Contains(text, tool) {
+			for _, tool := range []string{"get_portfolio", "get_risk_summary", "get_quotes", "search_equities"} {
+				if !strings.Contains(text, tool) {
 					t.Errorf("prompt does not mention %s", tool)
 				}
 			}

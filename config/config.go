@@ -128,6 +128,9 @@ type Trading struct {
 	ApprovalTTL time.Duration `env:"APPROVAL_TTL, default=30m"`
 	// ConfirmTTL is how long a user confirmation round-trip stays valid.
 	ConfirmTTL time.Duration `env:"CONFIRM_TTL, default=5m"`
+	// ApprovalEventSources are the CloudEvents sources trusted to send
+	// approval.decided events (signed with the approval-event-key secret).
+	ApprovalEventSources []string `env:"APPROVAL_EVENT_SOURCES, default=urn:portfolio-mcp:approvals"`
 }
 
 // Backends locates the firm's services. An empty URL selects the built-in

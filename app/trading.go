@@ -1,0 +1,108 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portfolio-mcp/portfolio-mcp/approvals"
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/confirm"
+	"github.com/portfolio-mcp/portfolio-mcp/policy"
+	"github.com/portfolio-mcp/portfolio-mcp/store"
+	"github.com/portfolio-mcp/portfolio-mcp/trading"
+)
+
+// Secret file names (in SECRETS_DIR, or SECRET_<NAME> in development).
+const (
+	secretRequestState  = "request-state-key"
+	secretApprovalEvent = "approval-event-key"
+)
+
+// newStore selects the shared state store: Redis when REDIS_URL is set,
+// else process memory (one replica only).
+func newStore(cfg *config.Config) (store.Store, error) {
+	if cfg.RedisURL == "" {
+		return store.NewMemory(nil), nil
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, &config.Error{Var: "REDIS_URL", Msg: "cannot be parsed"}
+	}
+	// Fail fast rather than queue: a state-changing call waiting on a dead
+	// Redis should fail closed promptly; reads never touch it.
+	opts.DialTimeout = min(opts.DialTimeout, cfg.Backends.Timeout)
+	opts.MaxRetries = 1
+	return store.NewRedis(redis.NewClient(opts), "pmcp:"+cfg.Trading.Mode+":"), nil
+}
+
+// tradingParts are the trading components New wires into handlers and routes.
+type tradingParts struct {
+	service *trading.Service
+	signer  *confirm.Signer
+	api     *approvals.API
+}
+
+func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
+	var holidays []calendar.Date
+	for _, h := range cfg.Trading.Holidays {
+		d, err := calendar.ParseDate(h)
+		if err != nil {
+			return nil, &config.Error{Var: "MARKET_HOLIDAYS", Msg: err.Error()}
+		}
+		holidays = append(holidays, d)
+	}
+	cal, err := calendar.NYSE(holidays, nil)
+	if err != nil {
+		return nil, fmt.Errorf("exchange calendar: %w", err)
+	}
+	t := cfg.Trading
+	rules := policy.Rules{
+		Mode: t.Mode, MaxOrderNotional: t.MaxOrderNotional, ApprovalNotional: t.ApprovalNotional,
+		MaxPositionWeight: t.MaxPositionWeight, SymbolAllow: t.SymbolAllow, SymbolDeny: t.SymbolDeny,
+		EnforceMarketHours: t.EnforceMarketHours, Calendar: cal,
+	}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL}, st, bs, j, log, nil)
+	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
+	api := approvals.New(approvals.Options{
+		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
+		EventKey: func() ([]byte, error) { return secret(secretApprovalEvent) }, Logger: log,
+	})
+	return &tradingParts{service: svc, signer: signer, api: api}, nil
+}
+
+// devSecrets backs secrets on a laptop run with no SECRETS_DIR: missing keys
+// become random per-process keys, which is correct for exactly one process
+// and never used when a secrets directory is configured.
+func devSecrets(get func(string) ([]byte, error), log *slog.Logger) func(string) ([]byte, error) {
+	generated := map[string][]byte{}
+	for _, name := range []string{secretRequestState, secretApprovalEvent} {
+		if _, err := get(name); err != nil {
+			key := make([]byte, 32)
+			rand.Read(key)
+			generated[name] = key
+			log.Warn("secret not configured; using a random per-process key (development only)", "secret", name)
+		}
+	}
+	return func(name string) ([]byte, error) {
+		if k, ok := generated[name]; ok {
+			return k, nil
+		}
+		return get(name)
+	}
+}
+
+// logJournal journals to the structured log; it stands in for the audit
+// sink when no audit recorder is wired.
+type logJournal struct{ log *slog.Logger }
+
+func (j logJournal) Record(ctx context.Context, e trading.JournalEntry) error {
+	j.log.InfoContext(ctx, "journal", "action", e.Action, "principal", e.Principal, "account_id", e.AccountID,
+		"approval_id", e.ApprovalID, "order_id", e.OrderID, "idempotency_key", e.IdempotencyKey, "args_digest", e.ArgsDigest)
+	return nil
+}

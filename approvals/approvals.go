@@ -1,0 +1,234 @@
+// Package approvals is how humans decide pending orders: an authenticated
+// HTTP API for approval tools and people, and a CloudEvents receiver for an
+// approval workflow (a Knative Trigger delivering approval.decided events).
+// Both end in trading.Service.Decide, which enforces four eyes and executes
+// an approved order exactly once.
+package approvals
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/trading"
+)
+
+// EventType is the CloudEvents type of an approval decision.
+const EventType = "com.portfolio-mcp.approval.decided"
+
+// SignatureExtension carries the event's HMAC-SHA256 signature (hex).
+const SignatureExtension = "signature"
+
+// Decider is the part of trading.Service the API drives.
+type Decider interface {
+	Decide(ctx context.Context, approver principal.Principal, id, decision, reason string) (trading.Outcome, error)
+	Status(ctx context.Context, p principal.Principal, id string) (trading.Outcome, error)
+	ListPending(ctx context.Context, p principal.Principal, limit int) ([]trading.Approval, error)
+}
+
+// Options configure the handlers.
+type Options struct {
+	Decider Decider
+	// ApproveScope is the scope a principal needs to decide (trade:approve).
+	ApproveScope string
+	// EventSources are the CloudEvents sources trusted to send decisions.
+	EventSources []string
+	// EventKey returns the current HMAC key for event signatures.
+	EventKey func() ([]byte, error)
+	Logger   *slog.Logger
+}
+
+// API serves the routes.
+type API struct{ o Options }
+
+// New returns the API.
+func New(o Options) *API { return &API{o: o} }
+
+// Routes are the authenticated HTTP API; mount them behind the bearer-token
+// middleware.
+func (a *API) Routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /approvals", a.list)
+	mux.HandleFunc("GET /approvals/{id}", a.get)
+	mux.HandleFunc("POST /approvals/{id}/decision", a.decide)
+	return mux
+}
+
+// Events receives approval.decided CloudEvents (binary or structured mode).
+// It authenticates the event itself (trusted source + HMAC signature), not
+// the HTTP caller: the Broker delivers on the workflow's behalf.
+func (a *API) Events() http.Handler {
+	return http.HandlerFunc(a.event)
+}
+
+func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
+	p, ok := principal.From(r.Context())
+	if !ok {
+		writeErr(w, http.StatusUnauthorized, "authentication required")
+		return p, false
+	}
+	if !p.HasScope(a.o.ApproveScope) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.ApproveScope+`"`)
+		writeErr(w, http.StatusForbidden, "the "+a.o.ApproveScope+" scope is required")
+		return p, false
+	}
+	return p, true
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.approver(w, r)
+	if !ok {
+		return
+	}
+	limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+	if err != nil || limit < 1 || limit > 100 {
+		limit = 50
+	}
+	as, err := a.o.Decider.ListPending(r.Context(), p, limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"approvals": as})
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.approver(w, r)
+	if !ok {
+		return
+	}
+	out, err := a.o.Decider.Status(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Decision is the body of POST /approvals/{id}/decision and the data of an
+// approval.decided event (which also names the approver).
+type Decision struct {
+	ApprovalID string `json:"approval_id,omitempty"`
+	Decision   string `json:"decision"` // approve or reject
+	Approver   string `json:"approver,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func (a *API) decide(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.approver(w, r)
+	if !ok {
+		return
+	}
+	var d Decision
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		writeErr(w, http.StatusBadRequest, "body must be JSON: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
+		return
+	}
+	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) event(w http.ResponseWriter, r *http.Request) {
+	e, err := cehttp.NewEventFromHTTPRequest(r)
+	if err != nil || e.Validate() != nil {
+		writeErr(w, http.StatusBadRequest, "not a valid CloudEvent")
+		return
+	}
+	if e.Type() != EventType {
+		writeErr(w, http.StatusBadRequest, "unexpected event type "+strconv.Quote(e.Type()))
+		return
+	}
+	if !slices.Contains(a.o.EventSources, e.Source()) {
+		a.o.Logger.WarnContext(r.Context(), "approval event from untrusted source", "source", e.Source(), "id", e.ID())
+		writeErr(w, http.StatusForbidden, "untrusted event source")
+		return
+	}
+	sig, _ := e.Extensions()[SignatureExtension].(string)
+	key, err := a.o.EventKey()
+	if err != nil {
+		a.o.Logger.ErrorContext(r.Context(), "approval event key unavailable", "error", err)
+		writeErr(w, http.StatusServiceUnavailable, "cannot verify events now")
+		return
+	}
+	if !hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Data()))) {
+		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", e.Source(), "id", e.ID())
+		writeErr(w, http.StatusUnauthorized, "bad event signature")
+		return
+	}
+	var d Decision
+	if err := json.Unmarshal(e.Data(), &d); err != nil || d.ApprovalID == "" || d.Approver == "" {
+		writeErr(w, http.StatusBadRequest, "data must be JSON with approval_id, decision and approver")
+		return
+	}
+	// The signed workflow is the authority on who approved: the approver
+	// is entitled through it, and four eyes still compares subjects.
+	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
+	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// Sign is the signature of an approval event: hex HMAC-SHA256 over its id,
+// source, type and data, with the approval-event-key secret.
+func Sign(key []byte, id, source, typ string, data []byte) string {
+	h := hmac.New(sha256.New, key)
+	for _, part := range [][]byte{[]byte("portfolio-mcp/approval-event/v1"), []byte(id), []byte(source), []byte(typ), data} {
+		h.Write(part)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fail maps trading errors to statuses. For events, 4xx are permanent (the
+// Broker sends them to its dead-letter sink) and 503 is retried.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, trading.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, trading.ErrFourEyes):
+		status = http.StatusForbidden
+	case errors.Is(err, trading.ErrAlreadyDecided), errors.Is(err, trading.ErrExpired):
+		status = http.StatusConflict
+	case errors.Is(err, backends.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, trading.ErrStateUnavailable), errors.Is(err, trading.ErrNotRecorded), errors.Is(err, trading.ErrTradeUnavailable):
+		status = http.StatusServiceUnavailable
+	}
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		a.o.Logger.ErrorContext(r.Context(), "approval API failure", "error", err)
+		msg = "internal error"
+	}
+	writeErr(w, status, msg)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
