@@ -128,6 +128,10 @@ type Trading struct {
 	ApprovalTTL time.Duration `env:"APPROVAL_TTL, default=30m"`
 	// ConfirmTTL is how long a user confirmation round-trip stays valid.
 	ConfirmTTL time.Duration `env:"CONFIRM_TTL, default=5m"`
+	// ExecutionLease is how long one replica may hold an order's execution
+	// before another (or the client's retry) may take it over, e.g. after a
+	// crash. Keep it above BACKEND_TIMEOUT.
+	ExecutionLease time.Duration `env:"EXECUTION_LEASE, default=30s"`
 	// ApprovalEventSources are the CloudEvents sources trusted to send
 	// approval.decided events (signed with the approval-event-key secret).
 	ApprovalEventSources []string `env:"APPROVAL_EVENT_SOURCES, default=urn:portfolio-mcp:approvals"`
@@ -145,6 +149,16 @@ type Backends struct {
 	// Timeout bounds one backend call (each retry attempt included) unless the
 	// caller's own deadline is sooner.
 	Timeout time.Duration `env:"BACKEND_TIMEOUT, default=2s"`
+	// Retries is how many extra attempts a read gets after a connection
+	// error, 429 or 5xx, with jittered backoff, within Timeout. Writes are
+	// resent only when no response arrived (the contract's idempotency).
+	Retries int `env:"BACKEND_RETRIES, default=2"`
+	// BreakerFailures consecutive failed attempts open a service's circuit
+	// breaker: calls then fail at once instead of waiting on a dead service.
+	BreakerFailures int `env:"BACKEND_BREAKER_FAILURES, default=5"`
+	// BreakerCooldown is how long an open breaker refuses calls before it
+	// lets one probe through to see whether the service recovered.
+	BreakerCooldown time.Duration `env:"BACKEND_BREAKER_COOLDOWN, default=10s"`
 }
 
 // Error is a configuration problem, reported as one line naming the variable.
@@ -193,6 +207,12 @@ func (c *Config) validate() error {
 		return &Error{"DRAIN_DELAY", fmt.Sprintf("%s must be >= 0 and below DRAIN_TIMEOUT", c.DrainDelay)}
 	case c.Backends.Timeout <= 0 || c.Backends.Timeout > time.Minute:
 		return &Error{"BACKEND_TIMEOUT", fmt.Sprintf("%s is outside (0, 1m]", c.Backends.Timeout)}
+	case c.Backends.Retries < 0 || c.Backends.Retries > 5:
+		return &Error{"BACKEND_RETRIES", fmt.Sprintf("%d is outside 0..5", c.Backends.Retries)}
+	case c.Backends.BreakerFailures < 1 || c.Backends.BreakerFailures > 1000:
+		return &Error{"BACKEND_BREAKER_FAILURES", fmt.Sprintf("%d is outside 1..1000", c.Backends.BreakerFailures)}
+	case c.Backends.BreakerCooldown < 100*time.Millisecond || c.Backends.BreakerCooldown > 10*time.Minute:
+		return &Error{"BACKEND_BREAKER_COOLDOWN", fmt.Sprintf("%s is outside [100ms, 10m]", c.Backends.BreakerCooldown)}
 	}
 	if err := c.validateSecurity(); err != nil {
 		return err
@@ -354,6 +374,8 @@ func (c *Config) validateTrading() error {
 		return &Error{"MAX_POSITION_WEIGHT", fmt.Sprintf("%g is outside (0, 1]", t.MaxPositionWeight)}
 	case t.ApprovalTTL < time.Minute || t.ApprovalTTL > 7*24*time.Hour:
 		return &Error{"APPROVAL_TTL", fmt.Sprintf("%s is outside [1m, 168h]", t.ApprovalTTL)}
+	case t.ExecutionLease <= c.Backends.Timeout || t.ExecutionLease > 10*time.Minute:
+		return &Error{"EXECUTION_LEASE", fmt.Sprintf("%s must exceed BACKEND_TIMEOUT (%s) and be at most 10m", t.ExecutionLease, c.Backends.Timeout)}
 	case t.ConfirmTTL < 10*time.Second || t.ConfirmTTL > time.Hour:
 		return &Error{"CONFIRM_TTL", fmt.Sprintf("%s is outside [10s, 1h]", t.ConfirmTTL)}
 	}

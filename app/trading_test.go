@@ -1,0 +1,396 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/app"
+	"github.com/portfolio-mcp/portfolio-mcp/approvals"
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
+	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/trading"
+)
+
+const (
+	allScopes  = "portfolio:read trade:write trade:approve"
+	readScopes = "portfolio:read"
+	approveKey = "0123456789abcdef0123456789abcdef-approval-events"
+)
+
+// tradingEnv is the environment of a server with real auth, secrets from
+// the environment and trading on the demo market at any hour.
+func tradingEnv(iss *oauthtest.Issuer, redisURL string) map[string]string {
+	env := map[string]string{
+		"OAUTH_ISSUER":           iss.URL,
+		"PUBLIC_URL":             "http://127.0.0.1/mcp",
+		"ENFORCE_MARKET_HOURS":   "false",
+		"APPROVAL_NOTIONAL":      "50000",
+		"APPROVAL_EVENT_SOURCES": "urn:test:workflow",
+		// The bursts below are the point of the tests, not abuse.
+		"RATE_TRADE_PER_MINUTE": "100000",
+		"RATE_TRADE_BURST":      "1000",
+		"RATE_READ_BURST":       "1000",
+	}
+	if redisURL != "" {
+		env["REDIS_URL"] = redisURL
+	}
+	return env
+}
+
+// bearer returns an HTTP client that presents token.
+func bearer(token string) *http.Client {
+	return &http.Client{Transport: bearerTransport{token}}
+}
+
+type bearerTransport struct{ token string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func setSecrets(t *testing.T) {
+	t.Setenv("SECRET_REQUEST_STATE_KEY", "test-request-state-key-0123456789abcdef")
+	t.Setenv("SECRET_APPROVAL_EVENT_KEY", approveKey)
+}
+
+// sharedBackends is one demo market whose Trade side is shared by several
+// servers, as replicas share the firm's Trade service. It counts the
+// distinct orders the Trade service created.
+type sharedBackends struct {
+	set    backends.Set
+	mu     sync.Mutex
+	orders map[string]bool
+}
+
+func newShared() *sharedBackends {
+	s := &sharedBackends{set: demo.New(nil).Set(), orders: map[string]bool{}}
+	s.set.Trade = tradeCounter{s.set.Trade, s}
+	return s
+}
+
+func (s *sharedBackends) count() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.orders) }
+
+type tradeCounter struct {
+	backends.Trade
+	s *sharedBackends
+}
+
+func (c tradeCounter) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	o, err := c.Trade.PlaceOrder(ctx, r)
+	if err == nil {
+		c.s.mu.Lock()
+		c.s.orders[o.OrderID] = true
+		c.s.mu.Unlock()
+	}
+	return o, err
+}
+
+func placeArgs(account, key string, qty int) map[string]any {
+	return map[string]any{"account_id": account, "ticker": "KO", "side": "buy", "quantity": qty, "idempotency_key": key}
+}
+
+// TestPlaceOrderConfirmationFlows: MRTR confirmation on 2026-07-28 (accept,
+// decline, tampered and replayed state) and the confirm argument on older
+// protocols.
+func TestPlaceOrderConfirmationFlows(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, tradingEnv(iss, ""))
+	token := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
+
+	// Automatic MRTR: the go-sdk client answers the input request with its
+	// elicitation handler, standing in for the user.
+	var asked []string
+	client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			asked = append(asked, req.Params.Message)
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"confirm": true}}, nil
+		},
+	})
+	cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: srv.URL + "/mcp", HTTPClient: bearer(token), MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	var out trading.Outcome
+	callTool(t, cs, "place_order", placeArgs("ACC-1001", "mrtr-accept-1", 10), &out)
+	if out.Status != trading.StatusExecuted || out.Order == nil || len(asked) != 1 || !strings.Contains(asked[0], "buy 10 KO") {
+		t.Fatalf("MRTR accept: %+v, asked %q", out, asked)
+	}
+	// A retry is answered from the record without asking again.
+	callTool(t, cs, "place_order", placeArgs("ACC-1001", "mrtr-accept-1", 10), &out)
+	if !out.Replayed || len(asked) != 1 {
+		t.Fatalf("retry: %+v, asked %d times", out, len(asked))
+	}
+
+	// Manual MRTR, to hold the state in hand.
+	manual := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true}})
+	ms, err := manual.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: srv.URL + "/mcp", HTTPClient: bearer(token), MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	args := placeArgs("ACC-1001", "mrtr-manual-1", 5)
+	first, err := ms.CallTool(t.Context(), &mcp.CallToolParams{Name: "place_order", Arguments: args})
+	if err != nil || !first.NeedsInput() || first.RequestState == "" {
+		t.Fatalf("first round: %+v %v", first, err)
+	}
+	retry := func(state string, accept bool, a map[string]any) *mcp.CallToolResult {
+		action := "accept"
+		if !accept {
+			action = "decline"
+		}
+		res, err := ms.CallTool(t.Context(), &mcp.CallToolParams{Name: "place_order", Arguments: a, RequestState: state,
+			InputResponses: mcp.InputResponseMap{"confirm": &mcp.ElicitResult{Action: action, Content: map[string]any{"confirm": accept}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := retry(first.RequestState+"x", true, args); !res.IsError || !strings.Contains(resultText(res), "invalid") {
+		t.Fatalf("tampered state: %s", resultText(res))
+	}
+	other := placeArgs("ACC-1001", "mrtr-manual-1", 500)
+	if res := retry(first.RequestState, true, other); !res.IsError {
+		t.Fatalf("state reused for other arguments: %s", resultText(res))
+	}
+	// The state above was not consumed (its binding failed); decline uses it.
+	if res := retry(first.RequestState, false, args); res.IsError || !strings.Contains(resultText(res), "not_confirmed") {
+		t.Fatalf("decline: %s", resultText(res))
+	}
+	if res := retry(first.RequestState, true, args); !res.IsError || !strings.Contains(resultText(res), "already used") {
+		t.Fatalf("replayed state: %s", resultText(res))
+	}
+
+	// Initialize-era clients confirm with an argument.
+	old := connect(t, srv.URL+"/mcp", "2025-06-18", bearer(token))
+	callTool(t, old, "place_order", placeArgs("ACC-1001", "old-proto-1", 3), &out)
+	if out.Status != trading.StatusNeedsConfirmation || out.Preview == nil {
+		t.Fatalf("without confirm: %+v", out)
+	}
+	a := placeArgs("ACC-1001", "old-proto-1", 3)
+	a["confirm"] = true
+	callTool(t, old, "place_order", a, &out)
+	if out.Status != trading.StatusExecuted {
+		t.Fatalf("with confirm: %+v", out)
+	}
+}
+
+func decide(t *testing.T, base, token, id, decision string) (int, map[string]any) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"decision": decision, "reason": "test"})
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/approvals/"+id+"/decision", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := bearer(token).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestReplicasShareApprovals: two servers on one Redis. An order placed on
+// one is approved through the other, its status agrees on both, four eyes
+// and scopes hold, and concurrent identical calls make one backend order.
+func TestReplicasShareApprovals(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	rds := redistest.Start(t)
+	shared := newShared()
+	env := tradingEnv(iss, rds.URL())
+	a := startServer(t, env, app.WithBackends(shared.set))
+	b := startServer(t, env, app.WithBackends(shared.set))
+	aud := "http://127.0.0.1/mcp"
+	alice := iss.Token(t, iss.Claims("alice", aud, "portfolio:read trade:write", "ACC-2001"))
+	bob := iss.Token(t, iss.Claims("bob", aud, "portfolio:read trade:approve", "ACC-2001"))
+	reader := iss.Token(t, iss.Claims("rita", aud, readScopes, "ACC-2001"))
+
+	csA := connect(t, a.URL+"/mcp", "2025-11-25", bearer(alice))
+	args := placeArgs("ACC-2001", "big-order-0001", 1000)
+	args["confirm"] = true
+	var out trading.Outcome
+	callTool(t, csA, "place_order", args, &out)
+	if out.Status != trading.StatusPendingApproval || out.Approval == nil {
+		t.Fatalf("large order: %+v", out)
+	}
+	id := out.Approval.ID
+
+	if code, _ := decide(t, b.URL, alice, id, "approve"); code != http.StatusForbidden {
+		t.Fatalf("self-approval (and no approve scope): %d", code)
+	}
+	if code, _ := decide(t, b.URL, reader, id, "approve"); code != http.StatusForbidden {
+		t.Fatalf("approval without trade:approve: %d", code)
+	}
+	if code, body := decide(t, b.URL, bob, id, "approve"); code != http.StatusOK || body["status"] != trading.StatusExecuted {
+		t.Fatalf("bob approves on B: %d %v", code, body)
+	}
+	for _, srv := range []*testServer{a, b} {
+		cs := connect(t, srv.URL+"/mcp", "2026-07-28", bearer(alice))
+		var st trading.Outcome
+		callTool(t, cs, "get_order_status", map[string]any{"id": id}, &st)
+		if st.Status != trading.StatusExecuted || st.Order == nil {
+			t.Fatalf("status on %s: %+v", srv.URL, st)
+		}
+	}
+	if shared.count() != 1 {
+		t.Fatalf("%d backend orders after approval, want 1", shared.count())
+	}
+
+	// 100 concurrent identical calls across both replicas: one order.
+	csB := connect(t, b.URL+"/mcp", "2025-11-25", bearer(alice))
+	small := placeArgs("ACC-2001", "burst-key-0001", 10)
+	small["confirm"] = true
+	var wg sync.WaitGroup
+	ids := make(chan string, 100)
+	for i := range 100 {
+		cs := csA
+		if i%2 == 1 {
+			cs = csB
+		}
+		wg.Go(func() {
+			var o trading.Outcome
+			callTool(t, cs, "place_order", small, &o)
+			if o.Order != nil {
+				ids <- o.Order.OrderID
+			}
+		})
+	}
+	wg.Wait()
+	close(ids)
+	unique := map[string]bool{}
+	for id := range ids {
+		unique[id] = true
+	}
+	if len(unique) != 1 || shared.count() != 2 {
+		t.Fatalf("burst made order ids %v, backend orders %d; want one new order", unique, shared.count())
+	}
+	for i := range 100 {
+		wg.Go(func() {
+			a := placeArgs("ACC-2001", fmt.Sprintf("distinct-key-%03d", i), 1)
+			a["confirm"] = true
+			var o trading.Outcome
+			callTool(t, csA, "place_order", a, &o)
+		})
+	}
+	wg.Wait()
+	if shared.count() != 102 {
+		t.Fatalf("backend orders %d, want 102", shared.count())
+	}
+}
+
+// postEvent delivers an approval.decided CloudEvent as a Broker would.
+func postEvent(t *testing.T, base, source, approvalID, approver, sig string) int {
+	t.Helper()
+	e := cloudevents.NewEvent()
+	e.SetID(fmt.Sprintf("evt-%s-%s", approvalID, approver))
+	e.SetSource(source)
+	e.SetType(approvals.EventType)
+	e.SetData(cloudevents.ApplicationJSON, approvals.Decision{ApprovalID: approvalID, Decision: "approve", Approver: approver, Reason: "workflow"})
+	if sig == "" {
+		sig = approvals.Sign([]byte(approveKey), e.ID(), e.Source(), e.Type(), e.Data())
+	}
+	e.SetExtension(approvals.SignatureExtension, sig)
+	body, _ := json.Marshal(e)
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/events/approvals", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestApprovalEvents: only a signed event from a trusted source decides,
+// and a rejected event changes nothing.
+func TestApprovalEvents(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, tradingEnv(iss, ""))
+	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-2001"))
+	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
+	args := placeArgs("ACC-2001", "event-order-01", 1000)
+	args["confirm"] = true
+	var out trading.Outcome
+	callTool(t, cs, "place_order", args, &out)
+	id := out.Approval.ID
+
+	status := func() string {
+		var st trading.Outcome
+		callTool(t, cs, "get_order_status", map[string]any{"id": id}, &st)
+		return st.Status
+	}
+	tests := []struct {
+		name, source, id, approver, sig string
+		want                            int
+	}{
+		{"bad signature", "urn:test:workflow", id, "bob", strings.Repeat("0", 64), http.StatusUnauthorized},
+		{"untrusted source", "urn:evil", id, "bob", "", http.StatusForbidden},
+		{"unknown approval", "urn:test:workflow", "APR-00000000000000000000", "bob", "", http.StatusNotFound},
+		{"requester approves own order", "urn:test:workflow", id, "alice", "", http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code := postEvent(t, srv.URL, tt.source, tt.id, tt.approver, tt.sig); code != tt.want {
+				t.Fatalf("status %d, want %d", code, tt.want)
+			}
+			if s := status(); s != trading.StatusPendingApproval {
+				t.Fatalf("approval changed to %s", s)
+			}
+		})
+	}
+	if code := postEvent(t, srv.URL, "urn:test:workflow", id, "bob", ""); code != http.StatusAccepted {
+		t.Fatalf("valid event: %d", code)
+	}
+	if s := status(); s != trading.StatusExecuted {
+		t.Fatalf("after valid event: %s", s)
+	}
+	// The Broker redelivers: harmless.
+	if code := postEvent(t, srv.URL, "urn:test:workflow", id, "bob", ""); code != http.StatusAccepted {
+		t.Fatalf("redelivery: %d", code)
+	}
+}
+
+// TestRedisDownFailsClosed: with the store gone, trades fail closed with a
+// clear message and reads keep working; when it returns, trades resume with
+// no restart.
+func TestRedisDownFailsClosed(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	rds := redistest.Start(t)
+	srv := startServer(t, tradingEnv(iss, rds.URL()))
+	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
+	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
+	args := placeArgs("ACC-1001", "redis-down-01", 1)
+	args["confirm"] = true
+
+	rds.Stop()
+	msg := callToolError(t, cs, "place_order", args)
+	if !strings.Contains(msg, "no order was placed") {
+		t.Fatalf("trade with Redis down: %q", msg)
+	}
+	var pv backends.PortfolioValuation
+	callTool(t, cs, "get_portfolio", map[string]any{"account_id": "ACC-1001"}, &pv)
+
+	rds.Restart()
+	var out trading.Outcome
+	callTool(t, cs, "place_order", args, &out)
+	if out.Status != trading.StatusExecuted {
+		t.Fatalf("after Redis returned: %+v", out)
+	}
+}
