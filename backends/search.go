@@ -33,12 +33,13 @@ func SearchUniverse(universe []Equity, q EquityQuery) (EquityPage, error) {
 	}
 
 	text := strings.ToLower(strings.TrimSpace(q.Text))
+	// Rank indexes, not copies: the hot path of every search call.
 	type hit struct {
-		e    Equity
-		rank int
+		i, rank int32
 	}
-	var hits []hit
-	for _, e := range universe {
+	hits := make([]hit, 0, len(universe))
+	for i := range universe {
+		e := &universe[i]
 		if q.Sector != "" && !strings.EqualFold(e.Sector, q.Sector) ||
 			q.Exchange != "" && !strings.EqualFold(e.Exchange, q.Exchange) ||
 			q.MinMarketCap > 0 && e.MarketCap < q.MinMarketCap ||
@@ -49,19 +50,18 @@ func SearchUniverse(universe []Equity, q EquityQuery) (EquityPage, error) {
 		if r < 0 {
 			continue
 		}
-		hits = append(hits, hit{e, r})
+		hits = append(hits, hit{int32(i), int32(r)})
 	}
-	slices.SortStableFunc(hits, func(a, b hit) int {
-		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(b.e.MarketCap, a.e.MarketCap), cmp.Compare(a.e.Ticker, b.e.Ticker))
+	slices.SortFunc(hits, func(a, b hit) int {
+		ea, eb := &universe[a.i], &universe[b.i]
+		return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(eb.MarketCap, ea.MarketCap), cmp.Compare(ea.Ticker, eb.Ticker))
 	})
 
-	page := EquityPage{Total: len(hits), Equities: []Equity{}}
-	if offset > len(hits) {
-		offset = len(hits)
-	}
+	offset = min(offset, len(hits))
 	end := min(offset+limit, len(hits))
+	page := EquityPage{Total: len(hits), Equities: make([]Equity, 0, end-offset)}
 	for _, h := range hits[offset:end] {
-		page.Equities = append(page.Equities, h.e)
+		page.Equities = append(page.Equities, universe[h.i])
 	}
 	if end < len(hits) {
 		page.NextCursor = encodeCursor(q, end)
@@ -71,22 +71,39 @@ func SearchUniverse(universe []Equity, q EquityQuery) (EquityPage, error) {
 
 // textRank orders matches: 0 exact ticker, 1 ticker prefix, 2 name prefix,
 // 3 substring of ticker or name; -1 no match. Empty text matches all at 0.
-func textRank(e Equity, text string) int {
-	if text == "" {
-		return 0
-	}
-	ticker, name := strings.ToLower(e.Ticker), strings.ToLower(e.Name)
+func textRank(e *Equity, text string) int {
 	switch {
-	case ticker == text:
+	case text == "":
 		return 0
-	case strings.HasPrefix(ticker, text):
+	case strings.EqualFold(e.Ticker, text):
+		return 0
+	case hasPrefixFold(e.Ticker, text):
 		return 1
-	case strings.HasPrefix(name, text):
+	case hasPrefixFold(e.Name, text):
 		return 2
-	case strings.Contains(ticker, text) || strings.Contains(name, text):
+	case containsFold(e.Ticker, text) || containsFold(e.Name, text):
 		return 3
 	}
 	return -1
+}
+
+// hasPrefixFold and containsFold match a lower-cased needle without
+// allocating a lower-cased copy of the haystack. Reference data is ASCII
+// apart from a few accented names, which fall back to the allocating path.
+func hasPrefixFold(s, lowerPrefix string) bool {
+	return len(s) >= len(lowerPrefix) && strings.EqualFold(s[:len(lowerPrefix)], lowerPrefix)
+}
+
+func containsFold(s, lowerSub string) bool {
+	for i := 0; i+len(lowerSub) <= len(s); i++ {
+		if s[i] >= 0x80 {
+			return strings.Contains(strings.ToLower(s), lowerSub)
+		}
+		if strings.EqualFold(s[i:i+len(lowerSub)], lowerSub) {
+			return true
+		}
+	}
+	return false
 }
 
 // A cursor is the offset of the next page plus a fingerprint of the filters,
