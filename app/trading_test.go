@@ -163,7 +163,7 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 	if res := retry(first.RequestState+"x", true, args); !res.IsError || !strings.Contains(resultText(res), "invalid") {
 		t.Fatalf("tampered state: %s", resultText(res))
 	}
-	other := placeArgs("ACC-1001", "mrtr-manual-1", 500)
+	other := placeArgs("ACC-1001", "mrtr-manual-1", 6)
 	if res := retry(first.RequestState, true, other); !res.IsError {
 		t.Fatalf("state reused for other arguments: %s", resultText(res))
 	}
