@@ -13,6 +13,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/httpclient"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/handlers"
 	"github.com/portfolio-mcp/portfolio-mcp/httpserver"
@@ -51,7 +52,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		bs = *o.backends
 	} else {
 		var err error
-		if bs, err = newBackends(cfg); err != nil {
+		if bs, err = newBackends(cfg, log); err != nil {
 			return nil, err
 		}
 	}
@@ -69,7 +70,11 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	if err != nil {
 		return nil, err
 	}
-	tp, err := newTrading(cfg, st, bs, logJournal{log}, secret, log)
+	gov, err := newSecurity(ctx, cfg, rev, metrics.Registerer(), st, log)
+	if err != nil {
+		return nil, err
+	}
+	tp, err := newTrading(cfg, st, bs, gov.journal(), secret, log)
 	if err != nil {
 		return nil, err
 	}
@@ -80,9 +85,13 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
 	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer})
+	policy := gov.policy(catalog)
 	srv.AddReceivingMiddleware(
 		metrics.Middleware(log, catalog.Names()),
+		gov.audit(policy), // outside Recover: a panicking call is audited too
 		handlers.Recover(log),
+		gov.limit(policy),
+		policy.Middleware(),
 	)
 
 	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{
@@ -97,13 +106,13 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 
 	return httpserver.New(httpserver.Options{
 		Addr: cfg.Addr(),
-		MCP:  mcpHandler,
-		Routes: map[string]http.Handler{
-			"/approvals":             tp.api.Routes(),
-			"/approvals/":            tp.api.Routes(),
+		MCP:  gov.wrap(policy, mcpHandler),
+		Routes: gov.routes(map[string]http.Handler{
+			"/approvals":             gov.authenticate(tp.api.Routes()),
+			"/approvals/":            gov.authenticate(tp.api.Routes()),
 			"POST /events/approvals": tp.api.Events(),
-		},
-		OnDrained:      []func(context.Context) error{func(context.Context) error { return st.Close() }},
+		}),
+		OnDrained:      []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close},
 		AllowedHosts:   cfg.AllowedHosts,
 		AllowedOrigins: cfg.AllowedOrigins,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
@@ -114,12 +123,33 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	})
 }
 
-func newBackends(cfg *config.Config) (backends.Set, error) {
+// newBackends picks the built-in demo backends when no backend URL is set,
+// and HTTP clients of the firm's services when all three are. A partial set
+// is refused: silently mixing demo data (or paper trading) with real
+// services would be worse than not starting.
+func newBackends(cfg *config.Config, log *slog.Logger) (backends.Set, error) {
 	b := cfg.Backends
-	if b.PortfolioURL != "" || b.TradeURL != "" || b.RiskURL != "" {
-		return backends.Set{}, fmt.Errorf("backend URLs are not supported yet; unset PORTFOLIO_URL, TRADE_URL and RISK_URL to use the built-in demo backends")
+	if b.PortfolioURL == "" && b.TradeURL == "" && b.RiskURL == "" {
+		return demo.New(nil).Set(), nil
 	}
-	return demo.New(nil).Set(), nil
+	for _, v := range []struct{ name, url string }{{"PORTFOLIO_URL", b.PortfolioURL}, {"TRADE_URL", b.TradeURL}, {"RISK_URL", b.RiskURL}} {
+		if v.url == "" {
+			return backends.Set{}, &config.Error{Var: v.name, Msg: "is required when any of PORTFOLIO_URL, TRADE_URL, RISK_URL is set (set all three, or none for the built-in demo backends)"}
+		}
+	}
+	set, err := httpclient.NewSet(httpclient.URLs{Portfolio: b.PortfolioURL, Risk: b.RiskURL, Trade: b.TradeURL}, httpclient.Options{
+		Timeout:         b.Timeout,
+		Retries:         b.Retries,
+		BreakerFailures: b.BreakerFailures,
+		BreakerCooldown: b.BreakerCooldown,
+		// Token: the backend-api-key secret, wired by the lead once the
+		// secrets package settles (a func so rotation needs no restart).
+		Logger: log,
+	})
+	if err != nil {
+		return backends.Set{}, fmt.Errorf("backend clients: %w", err)
+	}
+	return set, nil
 }
 
 // levelFloor drops records below min, whatever the wrapped handler allows.

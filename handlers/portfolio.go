@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/principal"
 )
 
 // PortfolioURITemplate is the get_portfolio resource template.
@@ -67,7 +68,16 @@ func (h *handlers) listAccounts(ctx context.Context, _ *mcp.CallToolRequest, _ s
 	if err != nil {
 		return nil, AccountList{}, h.toolError(ctx, "the account list", err)
 	}
-	return nil, AccountList{Accounts: accts}, nil
+	// Only the accounts the caller is entitled to; no principal, none.
+	// A new slice: the backend may share the one it returned.
+	p, _ := principal.From(ctx)
+	mine := make([]backends.Account, 0, len(accts))
+	for _, a := range accts {
+		if p.Entitled(a.ID) {
+			mine = append(mine, a)
+		}
+	}
+	return nil, AccountList{Accounts: mine}, nil
 }
 
 func (h *handlers) getPortfolio(ctx context.Context, _ *mcp.CallToolRequest, in AccountInput) (*mcp.CallToolResult, backends.PortfolioValuation, error) {

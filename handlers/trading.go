@@ -136,7 +136,7 @@ func (h *handlers) previewOrder(ctx context.Context, _ *mcp.CallToolRequest, in 
 	}
 	pre, err := h.Trading.Preview(ctx, p, in.args(""))
 	if err != nil {
-		return nil, policy.Preview{}, h.tradeError(ctx, in.AccountID, err)
+		return nil, policy.Preview{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
 	}
 	return nil, pre, nil
 }
@@ -161,13 +161,13 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 	// A retry of an order already decided is answered from the record,
 	// without asking the user twice.
 	if out, found, err := h.Trading.Replay(ctx, p, args); err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, in.AccountID, err)
+		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
 	} else if found {
 		return nil, out, nil
 	}
 	pre, err := h.Trading.Preview(ctx, p, args)
 	if err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, in.AccountID, err)
+		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
 	}
 	if !pre.Allowed {
 		return nil, trading.Outcome{Status: trading.StatusRejected, Violations: pre.Violations, Preview: &pre, IdempotencyKey: args.IdempotencyKey,
@@ -202,7 +202,7 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 
 	out, err := h.Trading.Place(ctx, p, args)
 	if err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, in.AccountID, err)
+		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
 	}
 	return nil, out, nil
 }
@@ -257,7 +257,7 @@ func (h *handlers) cancelOrder(ctx context.Context, _ *mcp.CallToolRequest, in I
 	}
 	out, err := h.Trading.Cancel(ctx, p, in.ID)
 	if err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, in.ID, err)
+		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("%q", in.ID), err)
 	}
 	return nil, out, nil
 }
@@ -269,7 +269,7 @@ func (h *handlers) getOrderStatus(ctx context.Context, _ *mcp.CallToolRequest, i
 	}
 	out, err := h.Trading.Status(ctx, p, in.ID)
 	if err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, in.ID, err)
+		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("%q", in.ID), err)
 	}
 	return nil, out, nil
 }
@@ -301,5 +301,5 @@ func (h *handlers) tradeError(ctx context.Context, what string, err error) error
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errors.New("the call timed out before the order was confirmed placed; retry with the same idempotency_key to learn its outcome")
 	}
-	return h.toolError(ctx, fmt.Sprintf("%q", what), err)
+	return h.toolError(ctx, what, err) // what reads like "account \"ACC-1\"", as in the read tools
 }

@@ -1,0 +1,129 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// issuerMetadata is the part of RFC 8414 / OpenID Connect discovery
+// metadata a resource server needs.
+type issuerMetadata struct {
+	Issuer  string `json:"issuer"`
+	JWKSURI string `json:"jwks_uri"`
+}
+
+const maxMetadataBytes = 1 << 20
+
+// errNoMetadata: none of the well-known locations answered with metadata.
+var errNoMetadata = errors.New("the issuer publishes no authorization server metadata")
+
+// metadataURLs lists where an issuer's metadata may live, in the order the
+// MCP authorization spec has clients try them: RFC 8414 first, then OpenID
+// Connect discovery, with path insertion for issuers that have a path.
+func metadataURLs(issuer string) ([]string, error) {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return nil, err
+	}
+	path := strings.Trim(u.Path, "/")
+	at := func(p string) string {
+		c := *u
+		c.Path, c.RawPath = p, ""
+		return c.String()
+	}
+	if path == "" {
+		return []string{
+			at("/.well-known/oauth-authorization-server"),
+			at("/.well-known/openid-configuration"),
+		}, nil
+	}
+	return []string{
+		at("/.well-known/oauth-authorization-server/" + path),
+		at("/.well-known/openid-configuration/" + path),
+		at("/" + path + "/.well-known/openid-configuration"),
+	}, nil
+}
+
+// discover finds the issuer's JWKS URL from its metadata, checking that the
+// metadata is the issuer's own (RFC 8414 section 3.3) and that the JWKS is
+// served over https (http only on loopback, for tests and laptops).
+func discover(ctx context.Context, c *http.Client, issuer string) (issuerMetadata, error) {
+	urls, err := metadataURLs(issuer)
+	if err != nil {
+		return issuerMetadata{}, fmt.Errorf("issuer URL: %w", err)
+	}
+	for _, u := range urls {
+		md, found, err := fetchMetadata(ctx, c, u)
+		if err != nil {
+			return issuerMetadata{}, err
+		}
+		if !found {
+			continue
+		}
+		if strings.TrimSuffix(md.Issuer, "/") != strings.TrimSuffix(issuer, "/") {
+			return issuerMetadata{}, fmt.Errorf("metadata at %s names issuer %q, not %q", u, md.Issuer, issuer)
+		}
+		if err := checkJWKSURL(md.JWKSURI); err != nil {
+			return issuerMetadata{}, fmt.Errorf("metadata at %s: jwks_uri: %w", u, err)
+		}
+		return md, nil
+	}
+	return issuerMetadata{}, errNoMetadata
+}
+
+// fetchMetadata GETs one candidate; a 4xx means "not here".
+func fetchMetadata(ctx context.Context, c *http.Client, u string) (issuerMetadata, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return issuerMetadata{}, false, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return issuerMetadata{}, false, fmt.Errorf("fetching issuer metadata: %w", err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxMetadataBytes))
+		return issuerMetadata{}, false, nil
+	case resp.StatusCode != http.StatusOK:
+		return issuerMetadata{}, false, fmt.Errorf("fetching issuer metadata from %s: HTTP %d", u, resp.StatusCode)
+	}
+	var md issuerMetadata
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxMetadataBytes)).Decode(&md); err != nil {
+		return issuerMetadata{}, false, fmt.Errorf("decoding issuer metadata from %s: %w", u, err)
+	}
+	return md, true, nil
+}
+
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q must use https", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
