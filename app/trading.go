@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
@@ -95,14 +94,4 @@ func devSecrets(get func(string) ([]byte, error), log *slog.Logger) func(string)
 		}
 		return get(name)
 	}
-}
-
-// logJournal journals to the structured log; it stands in for the audit
-// sink when no audit recorder is wired.
-type logJournal struct{ log *slog.Logger }
-
-func (j logJournal) Record(ctx context.Context, e trading.JournalEntry) error {
-	j.log.InfoContext(ctx, "journal", "action", e.Action, "principal", e.Principal, "account_id", e.AccountID,
-		"approval_id", e.ApprovalID, "order_id", e.OrderID, "idempotency_key", e.IdempotencyKey, "args_digest", e.ArgsDigest)
-	return nil
 }

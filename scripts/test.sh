@@ -37,3 +37,9 @@ export TESTCONTAINERS_HOST_OVERRIDE=localhost
 
 go vet ./...
 go test -count=1 -timeout 20m ./... "$@"
+
+# Short, bounded fuzzing of the untrusted entry points (seed corpus plus
+# fresh inputs); a crasher fails CI.
+go test ./app   -run "^$" -fuzz "^FuzzMCPEntry$"      -fuzztime 15s
+go test ./app   -run "^$" -fuzz "^FuzzToolArguments$" -fuzztime 15s
+go test ./authz -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 15s
