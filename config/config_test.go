@@ -1,0 +1,63 @@
+package config_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/sethvargo/go-envconfig"
+
+	"github.com/portfolio-mcp/portfolio-mcp/config"
+)
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr() != "127.0.0.1:8080" || c.Trading.Mode != "paper" || c.Auth.ScopeRead != "portfolio:read" {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+// TestBadValuesNameTheVariable: every rejection names the variable an
+// operator must fix.
+func TestBadValuesNameTheVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"PORT": "http"}, "PORT"},
+		{map[string]string{"PORT": "70000"}, "PORT"},
+		{map[string]string{"LISTEN_HOST": "example.com"}, "LISTEN_HOST"},
+		{map[string]string{"LOG_LEVEL": "trace"}, "LOG_LEVEL"},
+		{map[string]string{"DRAIN_TIMEOUT": "0s"}, "DRAIN_TIMEOUT"},
+		{map[string]string{"DRAIN_DELAY": "30s"}, "DRAIN_DELAY"},
+		{map[string]string{"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"},
+		{map[string]string{"PUBLIC_URL": "http://mcp.example.com/mcp"}, "PUBLIC_URL"},
+		{map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
+		{map[string]string{"ALLOWED_HOSTS": "*.example.com"}, "ALLOWED_HOSTS"},
+		{map[string]string{"TRADE_URL": "trade:8080"}, "TRADE_URL"},
+		{map[string]string{"BACKEND_TIMEOUT": "2m"}, "BACKEND_TIMEOUT"},
+		{map[string]string{"LISTEN_HOST": "0.0.0.0"}, "OAUTH_ISSUER"},
+		{map[string]string{"OAUTH_ISSUER": "http://issuer.example.com"}, "OAUTH_ISSUER"},
+		{map[string]string{"OAUTH_ISSUER": "https://issuer.example.com"}, "OAUTH_AUDIENCE"},
+		{map[string]string{"OAUTH_ALGORITHMS": "HS256"}, "OAUTH_ALGORITHMS"},
+		{map[string]string{"RATE_READ_PER_SECOND": "0"}, "RATE_READ_PER_SECOND"},
+		{map[string]string{"REDIS_URL": "http://redis:6379"}, "REDIS_URL"},
+		{map[string]string{"K_SINK": "broker"}, "K_SINK"},
+		{map[string]string{"TRADING_MODE": "real"}, "TRADING_MODE"},
+		{map[string]string{"TRADING_MODE": "live"}, "OAUTH_ISSUER"},
+		{map[string]string{"TRADING_MODE": "live", "ALLOW_UNAUTHENTICATED": "true"}, "ALLOW_UNAUTHENTICATED"},
+		{map[string]string{"MAX_POSITION_WEIGHT": "1.5"}, "MAX_POSITION_WEIGHT"},
+		{map[string]string{"MARKET_HOLIDAYS": "2026-13-01"}, "MARKET_HOLIDAYS"},
+		{map[string]string{"EXECUTION_LEASE": "1s"}, "EXECUTION_LEASE"},
+		{map[string]string{"APPROVAL_TTL": "10s"}, "APPROVAL_TTL"},
+	}
+	for _, tt := range tests {
+		_, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(tt.env))
+		var ce *config.Error
+		if !errors.As(err, &ce) || ce.Var != tt.want {
+			t.Errorf("%v: error %v, want one naming %s", tt.env, err, tt.want)
+		}
+	}
+}
