@@ -47,17 +47,6 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	for _, opt := range opts {
 		opt(&o)
 	}
-	var bs backends.Set
-	if o.backends != nil {
-		bs = *o.backends
-	} else {
-		var err error
-		if bs, err = newBackends(cfg, log); err != nil {
-			return nil, err
-		}
-	}
-	metrics := telemetry.NewMetrics(rev)
-
 	sec, err := secrets.New(cfg.SecretsDir, log)
 	if err != nil {
 		return nil, &config.Error{Var: "SECRETS_DIR", Msg: err.Error()}
@@ -66,6 +55,13 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	if cfg.SecretsDir == "" && cfg.Auth.Issuer == "" {
 		secret = devSecrets(secret, log)
 	}
+	var bs backends.Set
+	if o.backends != nil {
+		bs = *o.backends
+	} else if bs, err = newBackends(cfg, sec, log); err != nil {
+		return nil, err
+	}
+	metrics := telemetry.NewMetrics(rev)
 	st, err := newStore(cfg)
 	if err != nil {
 		return nil, err
@@ -127,7 +123,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 // and HTTP clients of the firm's services when all three are. A partial set
 // is refused: silently mixing demo data (or paper trading) with real
 // services would be worse than not starting.
-func newBackends(cfg *config.Config, log *slog.Logger) (backends.Set, error) {
+func newBackends(cfg *config.Config, sec *secrets.Store, log *slog.Logger) (backends.Set, error) {
 	b := cfg.Backends
 	if b.PortfolioURL == "" && b.TradeURL == "" && b.RiskURL == "" {
 		return demo.New(nil).Set(), nil
@@ -142,8 +138,16 @@ func newBackends(cfg *config.Config, log *slog.Logger) (backends.Set, error) {
 		Retries:         b.Retries,
 		BreakerFailures: b.BreakerFailures,
 		BreakerCooldown: b.BreakerCooldown,
-		// Token: the backend-api-key secret, wired by the lead once the
-		// secrets package settles (a func so rotation needs no restart).
+		// Read per call so a rotated key applies at once. Without the
+		// secret no Authorization header is sent and a backend that needs
+		// one answers 401, which the logs name.
+		Token: func() string {
+			v, err := sec.Get(secrets.BackendAPIKey)
+			if err != nil {
+				return ""
+			}
+			return string(v)
+		},
 		Logger: log,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
 command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_install+=(ca-certificates)
 if [ ${#need_install[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need_install[*]}"
@@ -35,8 +36,19 @@ fi
 export TESTCONTAINERS_RYUK_DISABLED=true
 export TESTCONTAINERS_HOST_OVERRIDE=localhost
 
+# Build the images under test once, before go test's clock starts: the
+# container tests use these exact artifacts (a cold ko build on 2 busy cores
+# can take minutes). Without Docker the container tests skip (fail under CI).
+if docker info >/dev/null 2>&1; then
+  refs=$(bash ko/build-local.sh)
+  PORTFOLIO_MCP_SERVER_IMAGE=$(grep '/portfolio-mcp:' <<<"$refs" | head -1)
+  PORTFOLIO_MCP_FAKES_IMAGE=$(grep '/fakebackends:' <<<"$refs" | head -1)
+  export PORTFOLIO_MCP_SERVER_IMAGE PORTFOLIO_MCP_FAKES_IMAGE
+  echo "images: $PORTFOLIO_MCP_SERVER_IMAGE $PORTFOLIO_MCP_FAKES_IMAGE"
+fi
+
 go vet ./...
-go test -count=1 -timeout 20m ./... "$@"
+go test -count=1 -timeout 30m ./... "$@"
 
 # Short, bounded fuzzing of the untrusted entry points (seed corpus plus
 # fresh inputs); a crasher fails CI.
