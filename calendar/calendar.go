@@ -10,6 +10,7 @@ package calendar
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 	_ "time/tzdata" // embed the zone database: scratch images have none.
 )
@@ -203,12 +204,70 @@ func (c *Calendar) NextClose(t time.Time) time.Time {
 // session: the window in which a service should be kept warm. before and
 // after must each be under 24 hours.
 func (c *Calendar) WithinSession(t time.Time, before, after time.Duration) bool {
+	return c.within(t, func(open, closeAt time.Time) (time.Time, time.Time) {
+		return open.Add(-before), closeAt.Add(after)
+	})
+}
+
+// WithinOpening reports whether t falls in [open-before, open+hold) of any
+// session: a warm window around the opening bell only. before and hold must
+// each be under 24 hours.
+func (c *Calendar) WithinOpening(t time.Time, before, hold time.Duration) bool {
+	return c.within(t, func(open, _ time.Time) (time.Time, time.Time) {
+		return open.Add(-before), open.Add(hold)
+	})
+}
+
+func (c *Calendar) within(t time.Time, window func(open, closeAt time.Time) (from, to time.Time)) bool {
 	d := DateOf(t, c.loc)
 	for i := -1; i <= 1; i++ {
-		open, closeAt, ok := c.Session(d.AddDays(i))
-		if ok && !t.Before(open.Add(-before)) && t.Before(closeAt.Add(after)) {
-			return true
+		if open, closeAt, ok := c.Session(d.AddDays(i)); ok {
+			if from, to := window(open, closeAt); !t.Before(from) && t.Before(to) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// ParseDates parses a comma-separated list of YYYY-MM-DD dates (for
+// holiday flags); blanks are skipped.
+func ParseDates(list string) ([]Date, error) {
+	var out []Date
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := ParseDate(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// ParseEarlyCloses parses a comma-separated list of YYYY-MM-DD=HH:MM early
+// closes (for flags); blanks are skipped.
+func ParseEarlyCloses(list string) (map[Date]TimeOfDay, error) {
+	out := map[Date]TimeOfDay{}
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		ds, ts, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, fmt.Errorf("calendar: early close %q: want YYYY-MM-DD=HH:MM", f)
+		}
+		d, err := ParseDate(ds)
+		if err != nil {
+			return nil, err
+		}
+		tod, err := ParseTimeOfDay(ts)
+		if err != nil {
+			return nil, err
+		}
+		out[d] = tod
+	}
+	return out, nil
 }

@@ -181,7 +181,7 @@ func TestWithinSession(t *testing.T) {
 		{at(mon, 16, 14), true},
 		{at(mon, 16, 15), false}, // close + 15m
 		{at(early, 13, 14), true},
-		{at(early, 13, 15), false}, // early close + 15m
+		{at(early, 13, 15), false},                    // early close + 15m
 		{at(Date{2026, time.March, 7}, 12, 0), false}, // Saturday
 		{at(Date{2026, time.July, 3}, 12, 0), false},  // holiday
 	}
@@ -190,8 +190,30 @@ func TestWithinSession(t *testing.T) {
 			t.Errorf("WithinSession(%s) = %v, want %v", tc.t, got, tc.want)
 		}
 	}
+	// Around the opening bell only.
+	if !c.WithinOpening(at(mon, 10, 14), 15*time.Minute, 45*time.Minute) || c.WithinOpening(at(mon, 10, 15), 15*time.Minute, 45*time.Minute) ||
+		c.WithinOpening(at(mon, 9, 14), 15*time.Minute, 45*time.Minute) {
+		t.Error("WithinOpening window wrong")
+	}
 	// A window reaching past midnight belongs to the previous day's session.
 	if !c.WithinSession(at(Date{2026, time.March, 10}, 0, 30), 0, 9*time.Hour) {
 		t.Error("after-window crossing midnight not honoured")
+	}
+}
+
+func TestParseLists(t *testing.T) {
+	ds, err := ParseDates(" 2028-01-17, ,2028-02-21")
+	if err != nil || len(ds) != 2 || ds[1] != (Date{2028, time.February, 21}) {
+		t.Fatalf("ParseDates = %v, %v", ds, err)
+	}
+	ec, err := ParseEarlyCloses("2028-11-24=13:00")
+	if err != nil || ec[Date{2028, time.November, 24}] != EarlyClose {
+		t.Fatalf("ParseEarlyCloses = %v, %v", ec, err)
+	}
+	if _, err := ParseEarlyCloses("2028-11-24"); err == nil {
+		t.Error("early close without a time accepted")
+	}
+	if _, err := ParseDates("2028-13-01"); err == nil {
+		t.Error("bad month accepted")
 	}
 }
