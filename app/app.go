@@ -77,6 +77,9 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 
 	srv := mcp.NewServer(&mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}, &mcp.ServerOptions{
 		Instructions: instructions,
+		// Tools sharing an output type (the order tools) resolve its schema
+		// once: schema resolution is most of the start-up work.
+		SchemaCache: mcp.NewSchemaCache(),
 		// The SDK logs every stateless session at info; keep only its warnings.
 		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
