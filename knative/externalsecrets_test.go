@@ -1,0 +1,351 @@
+package knative
+
+// The External Secrets objects are checked against the CustomResourceDefinitions
+// External Secrets installs, with the API server's own custom-resource
+// code (k8s.io/apiextensions-apiserver): unknown fields found by structural
+// pruning, schema defaulting, OpenAPI validation, list-type and CEL rules.
+//
+// Why the CRD and not Go types: External Secrets publishes its API types as
+// a nested module (github.com/external-secrets/external-secrets/apis) that
+// the Go module proxy does not serve, and the main module would pull every
+// cloud provider's SDK into go.mod. The main module's zip, which the proxy
+// does serve, carries the CRDs; they are fetched into the module cache at
+// test time (outside this module, so go.mod is untouched) and pinned by
+// their go.sum hash.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel"
+	structuraldefaulting "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/listtype"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
+	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/portfolio-mcp/portfolio-mcp/secrets"
+)
+
+// The External Secrets release whose CRDs the manifests target (install the
+// same chart version, docs/deploy.md), and the go.sum hash of its module zip.
+const (
+	esoModule  = "github.com/external-secrets/external-secrets"
+	esoVersion = "v1.3.2"
+	esoZipHash = "h1:u2J8RjlHIeF0oZCqtl92adI/uZWUwOesJIDkfql6LqQ="
+)
+
+// esoCRDFiles are the CRDs of the kinds in crdKinds, inside the module.
+var esoCRDFiles = []string{
+	"config/crds/bases/external-secrets.io_secretstores.yaml",
+	"config/crds/bases/external-secrets.io_externalsecrets.yaml",
+}
+
+// downloadModule fetches path@version into the module cache through the
+// Go module proxy and returns its directory, failing unless the zip's hash
+// is wantSum. It runs in an empty directory so this module's go.mod and
+// go.sum are not touched.
+func downloadModule(t *testing.T, path, version, wantSum string) string {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", path+"@"+version)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GO111MODULE=on", "GOFLAGS=")
+	out, err := cmd.Output()
+	var info struct{ Dir, Sum, Error string }
+	if jerr := json.Unmarshal(out, &info); jerr != nil || err != nil || info.Error != "" {
+		t.Fatalf("go mod download %s@%s (the CRD schemas come from it): %v %s %s", path, version, err, info.Error, out)
+	}
+	if info.Sum != wantSum {
+		t.Fatalf("%s@%s has hash %s, want %s", path, version, info.Sum, wantSum)
+	}
+	return info.Dir
+}
+
+// crdValidator checks custom resources of one kind and version the way the
+// API server does on create.
+type crdValidator struct {
+	gvk        schema.GroupVersionKind
+	structural *structuralschema.Structural
+	schema     apiservervalidation.SchemaCreateValidator
+	cel        *cel.Validator
+}
+
+// loadCRDValidators builds a validator for every served version of each
+// CRD file under dir.
+func loadCRDValidators(t *testing.T, dir string, files []string) map[schema.GroupVersionKind]*crdValidator {
+	t.Helper()
+	out := map[schema.GroupVersionKind]*crdValidator{}
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v1crd apiextensionsv1.CustomResourceDefinition
+		if err := yaml.Unmarshal(b, &v1crd); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		var crd apiextensions.CustomResourceDefinition
+		if err := apiextensionsv1.Convert_v1_CustomResourceDefinition_To_apiextensions_CustomResourceDefinition(&v1crd, &crd, nil); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, v := range crd.Spec.Versions {
+			if !v.Served || v.Schema == nil {
+				continue
+			}
+			ss, err := structuralschema.NewStructural(v.Schema.OpenAPIV3Schema)
+			if err != nil {
+				t.Fatalf("%s %s: structural schema: %v", f, v.Name, err)
+			}
+			sv, _, err := apiservervalidation.NewSchemaValidator(v.Schema.OpenAPIV3Schema)
+			if err != nil {
+				t.Fatalf("%s %s: %v", f, v.Name, err)
+			}
+			gvk := schema.GroupVersionKind{Group: crd.Spec.Group, Version: v.Name, Kind: crd.Spec.Names.Kind}
+			out[gvk] = &crdValidator{
+				gvk:        gvk,
+				structural: ss,
+				schema:     sv,
+				cel:        cel.NewValidator(ss, true, celconfig.PerCallLimit),
+			}
+		}
+	}
+	return out
+}
+
+// validate checks one object (YAML) as the API server would with strict
+// field validation: unknown fields are errors, then defaults are applied
+// and the schema, list-type and CEL rules checked.
+func (v *crdValidator) validate(raw []byte) error {
+	var obj map[string]any
+	if err := yaml.Unmarshal(raw, &obj); err != nil {
+		return err
+	}
+	if unknown := pruning.PruneWithOptions(obj, v.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true}); len(unknown) > 0 {
+		return fmt.Errorf("unknown fields (the API server would reject them with strict field validation, or drop them): %s", strings.Join(unknown, ", "))
+	}
+	structuraldefaulting.Default(obj, v.structural)
+	var errs field.ErrorList
+	errs = append(errs, apiservervalidation.ValidateCustomResource(nil, obj, v.schema)...)
+	errs = append(errs, listtype.ValidateListSetsAndMaps(nil, v.structural, obj)...)
+	celErrs, _ := v.cel.Validate(context.Background(), nil, v.structural, obj, nil, celconfig.RuntimeCELCostBudget)
+	errs = append(errs, celErrs...)
+	return errs.ToAggregate()
+}
+
+// externalSecretsValidators fetches the CRDs and builds their validators.
+func externalSecretsValidators(t *testing.T) map[schema.GroupVersionKind]*crdValidator {
+	t.Helper()
+	vs := loadCRDValidators(t, downloadModule(t, esoModule, esoVersion, esoZipHash), esoCRDFiles)
+	for _, gvk := range crdKinds {
+		if vs[gvk] == nil {
+			t.Fatalf("External Secrets %s serves no %s", esoVersion, gvk)
+		}
+	}
+	return vs
+}
+
+// TestExternalSecretsObjectsMatchTheirCRDs validates every SecretStore and
+// ExternalSecret against External Secrets' CRD schema, and shows that the
+// check catches a misplaced field and a wrong enum value.
+func TestExternalSecretsObjectsMatchTheirCRDs(t *testing.T) {
+	vs := externalSecretsValidators(t)
+	seen := 0
+	for _, d := range loadManifests(t, manifestDir) {
+		if !slices.Contains(crdKinds, d.GVK()) {
+			continue
+		}
+		seen++
+		if err := vs[d.GVK()].validate(d.Raw); err != nil {
+			t.Errorf("%s: %v", d.Source, err)
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no External Secrets objects in the manifests")
+	}
+
+	store := []byte(`apiVersion: external-secrets.io/v1
+kind: SecretStore
+metadata: {name: x, namespace: y}
+spec:
+  provider:
+    aws:
+      service: SecretManager
+      region: us-east-1
+      auth: {jwt: {serviceAccountRef: {name: z}}}
+`)
+	if err := vs[crdKinds[0]].validate(store); err == nil || !strings.Contains(err.Error(), "service") {
+		t.Errorf("a misspelt enum value passed: %v", err)
+	}
+	es := []byte(`apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {name: x, namespace: y}
+spec:
+  secretStoreRef: {kind: SecretStore, name: s}
+  target: {name: t}
+  data:
+  - secretKey: k
+    key: portfolio-mcp/paper
+`)
+	if err := vs[crdKinds[1]].validate(es); err == nil || !strings.Contains(err.Error(), "key") {
+		t.Errorf("a misplaced field passed: %v", err)
+	}
+}
+
+// externalSecret is the part of an ExternalSecret the consistency checks
+// read (the schema test above covers the whole object).
+type externalSecret struct {
+	Metadata struct{ Name string } `json:"metadata"`
+	Spec     struct {
+		SecretStoreRef struct{ Kind, Name string } `json:"secretStoreRef"`
+		Target         struct{ Name string }       `json:"target"`
+		Data           []struct {
+			SecretKey string `json:"secretKey"`
+			RemoteRef struct {
+				Key, Property string
+			} `json:"remoteRef"`
+		} `json:"data"`
+	} `json:"spec"`
+}
+
+// secretStore is the part of a SecretStore the consistency checks read.
+type secretStore struct {
+	Spec struct {
+		Provider struct {
+			AWS struct {
+				Service string
+				Auth    struct {
+					JWT struct {
+						ServiceAccountRef struct{ Name string } `json:"serviceAccountRef"`
+					} `json:"jwt"`
+				} `json:"auth"`
+			} `json:"aws"`
+		} `json:"provider"`
+	} `json:"spec"`
+}
+
+// decodeLoose reads the listed fields of a CRD object; unknown fields are
+// the schema test's business.
+func decodeLoose[T any](t *testing.T, docs []document, kind string) map[string]*T {
+	t.Helper()
+	out := map[string]*T{}
+	for _, d := range docs {
+		if d.Kind != kind || d.GVK().Group != "external-secrets.io" {
+			continue
+		}
+		var v T
+		if err := yaml.Unmarshal(d.Raw, &v); err != nil {
+			t.Fatalf("%s: %v", d.Source, err)
+		}
+		out[d.Name] = &v
+	}
+	return out
+}
+
+// TestSecretsReachTheServerAsFiles follows each mode's secrets from AWS to
+// the server: the Service mounts the Secret the ExternalSecret writes, at
+// SECRETS_DIR, as a whole directory (rotation needs the kubelet's atomic
+// updates, which subPath mounts never get); the Secret holds exactly the
+// files the secrets package reads; the store authenticates as a
+// ServiceAccount with an IRSA role; and nothing is shared between paper and
+// live.
+func TestSecretsReachTheServerAsFiles(t *testing.T) {
+	docs := loadManifests(t, manifestDir)
+	svcs := objectsOf[servingv1.Service](t, resolved(docs), servingv1.SchemeGroupVersion.WithKind("Service"))
+	accounts := objectsOf[corev1.ServiceAccount](t, docs, corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
+	externals := decodeLoose[externalSecret](t, docs, "ExternalSecret")
+	stores := decodeLoose[secretStore](t, docs, "SecretStore")
+	wantKeys := []string{secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.RequestStateKey}
+
+	used := map[string]string{} // AWS secret, role, store, Secret -> mode
+	share := func(what, mode string) {
+		if other, ok := used[what]; ok && other != mode {
+			t.Errorf("%s is used by both %s and %s", what, other, mode)
+		}
+		used[what] = mode
+	}
+	for _, mode := range modes {
+		svc := svcs[serviceName(mode)]
+		spec := svc.Spec.Template.Spec
+		c := spec.GetContainer()
+		dir, _ := envValue(c, "SECRETS_DIR")
+
+		var secretName string
+		for _, m := range c.VolumeMounts {
+			if m.MountPath != dir {
+				continue
+			}
+			if !m.ReadOnly || m.SubPath != "" || m.SubPathExpr != "" {
+				t.Errorf("%s: the secrets mount must be read-only and whole (no subPath): %+v", svc.Name, m)
+			}
+			for _, v := range spec.Volumes {
+				if v.Name == m.Name && v.Secret != nil {
+					secretName = v.Secret.SecretName
+					if v.Secret.Items != nil {
+						t.Errorf("%s: the secret volume selects items; mount every key", svc.Name)
+					}
+				}
+			}
+		}
+		if dir == "" || secretName == "" {
+			t.Fatalf("%s: no Secret volume mounted at SECRETS_DIR=%q", svc.Name, dir)
+		}
+		share("Secret "+secretName, mode)
+
+		var es *externalSecret
+		for _, e := range externals {
+			if e.Spec.Target.Name == secretName {
+				es = e
+			}
+		}
+		if es == nil {
+			t.Fatalf("%s mounts Secret %s, which no ExternalSecret writes", svc.Name, secretName)
+		}
+		var keys []string
+		for _, d := range es.Spec.Data {
+			keys = append(keys, d.SecretKey)
+			share("AWS secret "+d.RemoteRef.Key, mode)
+			if !strings.Contains(d.RemoteRef.Key, mode) {
+				t.Errorf("%s: key %s comes from AWS secret %q, which does not name the %s mode", es.Metadata.Name, d.SecretKey, d.RemoteRef.Key, mode)
+			}
+		}
+		slices.Sort(keys)
+		if !slices.Equal(keys, wantKeys) {
+			t.Errorf("%s writes keys %v; the server reads exactly %v", es.Metadata.Name, keys, wantKeys)
+		}
+
+		ref := es.Spec.SecretStoreRef
+		store := stores[ref.Name]
+		if ref.Kind != "SecretStore" || store == nil {
+			t.Fatalf("%s uses %s %q, not a SecretStore of these manifests", es.Metadata.Name, ref.Kind, ref.Name)
+		}
+		share("SecretStore "+ref.Name, mode)
+		aws := store.Spec.Provider.AWS
+		sa := accounts[aws.Auth.JWT.ServiceAccountRef.Name]
+		if aws.Service != "SecretsManager" || sa == nil {
+			t.Fatalf("SecretStore %s: service %q, ServiceAccount %q; want Secrets Manager through a ServiceAccount of these manifests", ref.Name, aws.Service, aws.Auth.JWT.ServiceAccountRef.Name)
+		}
+		role := sa.Annotations["eks.amazonaws.com/role-arn"]
+		if !strings.HasPrefix(role, "arn:aws:iam::") || !strings.Contains(role, mode) {
+			t.Errorf("ServiceAccount %s: IRSA role %q, want an IAM role ARN for the %s mode", sa.Name, role, mode)
+		}
+		share("role "+role, mode)
+		if sa.Name == spec.ServiceAccountName {
+			t.Errorf("%s runs as %s, the account holding the secrets role; the pods need no AWS access", svc.Name, sa.Name)
+		}
+	}
+}
