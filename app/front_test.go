@@ -209,3 +209,27 @@ func TestDrainCompletesInFlightCalls(t *testing.T) {
 		t.Fatal("server still accepts connections after drain")
 	}
 }
+
+// TestMetricsNotOnPublicRoute: the scraper (direct) and a local developer
+// read /metrics; a caller through the route (queue-proxy, public Host) does not.
+func TestMetricsNotOnPublicRoute(t *testing.T) {
+	srv := startServer(t, map[string]string{"ALLOWED_HOSTS": "portfolio-mcp.example.com"})
+	get := func(target, host string) int {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", target+"/metrics", nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(srv.URL, ""); code != http.StatusOK {
+		t.Errorf("direct scrape: %d", code)
+	}
+	if code := get(queueProxy(t, srv.URL), "portfolio-mcp.example.com"); code != http.StatusNotFound {
+		t.Errorf("through the route: %d, want 404", code)
+	}
+}

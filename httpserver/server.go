@@ -63,7 +63,7 @@ func New(o Options) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if o.Metrics != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{}))
+		mux.Handle("GET /metrics", scrapeOnly(promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})))
 	}
 	for p, h := range o.Routes {
 		mux.Handle(p, s.withRequestID(s.limitBody(h)))
@@ -150,6 +150,21 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// scrapeOnly keeps /metrics off the public route. Prometheus scrapes the
+// pod IP directly; everything from the Knative route arrives through
+// queue-proxy on loopback with the public Host. So a loopback connection
+// naming a non-loopback Host is a public caller and gets 404, while a
+// developer's curl to localhost and the scraper both get the metrics.
+func scrapeOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrivedOnLoopback(r) && !isLoopbackName(hostname(r.Host)) {
+			http.NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
