@@ -62,7 +62,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		return nil, err
 	}
 	metrics := telemetry.NewMetrics(rev)
-	st, err := newStore(cfg)
+	st, err := newStore(cfg, sec.Get)
 	if err != nil {
 		return nil, err
 	}

@@ -21,11 +21,16 @@ import (
 const (
 	secretRequestState  = "request-state-key"
 	secretApprovalEvent = "approval-event-key"
+	secretRedisPassword = "redis-password" // optional
 )
 
 // newStore selects the shared state store: Redis when REDIS_URL is set,
 // else process memory (one replica only).
-func newStore(cfg *config.Config) (store.Store, error) {
+//
+// A Redis password, if any, comes from the redis-password secret file rather
+// than the URL (which sits in the Service spec); it is read for every new
+// connection, so a rotation applies without a restart.
+func newStore(cfg *config.Config, secret func(string) ([]byte, error)) (store.Store, error) {
 	if cfg.RedisURL == "" {
 		return store.NewMemory(nil), nil
 	}
@@ -37,6 +42,16 @@ func newStore(cfg *config.Config) (store.Store, error) {
 	// Redis should fail closed promptly; reads never touch it.
 	opts.DialTimeout = min(opts.DialTimeout, cfg.Backends.Timeout)
 	opts.MaxRetries = 1
+	if opts.Password == "" {
+		user := opts.Username
+		opts.CredentialsProvider = func() (string, string) {
+			pw, err := secret(secretRedisPassword)
+			if err != nil {
+				return user, "" // none configured: an open Redis behind a NetworkPolicy
+			}
+			return user, string(pw)
+		}
+	}
 	return store.NewRedis(redis.NewClient(opts), "pmcp:"+cfg.Trading.Mode+":"), nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -392,5 +394,46 @@ func TestRedisDownFailsClosed(t *testing.T) {
 	callTool(t, cs, "place_order", args, &out)
 	if out.Status != trading.StatusExecuted {
 		t.Fatalf("after Redis returned: %+v", out)
+	}
+}
+
+// TestRedisPasswordFromSecretsDir: the password lives in the mounted
+// secrets, not in REDIS_URL; a wrong one fails trades closed.
+func TestRedisPasswordFromSecretsDir(t *testing.T) {
+	iss := oauthtest.New(t)
+	rds := redistest.Start(t, "--requirepass", "s3cret-redis-pw")
+	dir := t.TempDir()
+	for name, v := range map[string]string{
+		"request-state-key":  "test-request-state-key-0123456789abcdef",
+		"approval-event-key": approveKey,
+		"redis-password":     "s3cret-redis-pw\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := tradingEnv(iss, rds.URL())
+	env["SECRETS_DIR"] = dir
+	srv := startServer(t, env)
+	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
+	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
+	args := placeArgs("ACC-1001", "redis-auth-01", 1)
+	args["confirm"] = true
+	var out trading.Outcome
+	callTool(t, cs, "place_order", args, &out)
+	if out.Status != trading.StatusExecuted {
+		t.Fatalf("with the password: %+v", out)
+	}
+
+	wrong := tradingEnv(iss, rds.URL())
+	wrongDir := t.TempDir()
+	os.WriteFile(filepath.Join(wrongDir, "redis-password"), []byte("nope"), 0o600)
+	os.WriteFile(filepath.Join(wrongDir, "request-state-key"), []byte("test-request-state-key-0123456789abcdef"), 0o600)
+	wrong["SECRETS_DIR"] = wrongDir
+	bad := startServer(t, wrong)
+	csBad := connect(t, bad.URL+"/mcp", "2025-11-25", bearer(alice))
+	args["idempotency_key"] = "redis-auth-02"
+	if msg := callToolError(t, csBad, "place_order", args); !strings.Contains(msg, "no order was placed") {
+		t.Fatalf("wrong password: %q", msg)
 	}
 }

@@ -16,18 +16,20 @@ import (
 
 // Server is one redis-server process.
 type Server struct {
-	t    testing.TB
-	Addr string // host:port
-	cmd  *exec.Cmd
+	t     testing.TB
+	Addr  string // host:port
+	extra []string
+	cmd   *exec.Cmd
 }
 
 // URL is the REDIS_URL of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 
-// Start runs redis-server for the test's lifetime. Without the binary the
+// Start runs redis-server for the test's lifetime, with extra server
+// arguments (e.g. "--requirepass", "pw"). Without the binary the
 // test is skipped with a line saying how to get it, unless CI is set, where
 // that is a failure.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -41,7 +43,7 @@ func Start(t testing.TB) *Server {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &Server{t: t, Addr: addr}
+	s := &Server{t: t, Addr: addr, extra: extra}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -50,7 +52,8 @@ func Start(t testing.TB) *Server {
 func (s *Server) start() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
+	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"}, s.extra...)
+	s.cmd = exec.Command("redis-server", args...)
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
 		s.t.Fatal(err)
@@ -85,7 +88,8 @@ func pong(addr string) bool {
 	c.SetDeadline(time.Now().Add(time.Second))
 	fmt.Fprint(c, "PING\r\n")
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	// -NOAUTH also means the server is up (it wants a password).
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }
 
 // Stop kills the server (idempotent). Its data is gone, as after a crash of
