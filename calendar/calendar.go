@@ -271,3 +271,17 @@ func ParseEarlyCloses(list string) (map[Date]TimeOfDay, error) {
 	}
 	return out, nil
 }
+
+// NYSEFromLists is NYSE with extra holidays and early closes given as the
+// comma-separated lists ParseDates and ParseEarlyCloses read (flags, env).
+func NYSEFromLists(holidays, earlyCloses string) (*Calendar, error) {
+	hol, err := ParseDates(holidays)
+	if err != nil {
+		return nil, err
+	}
+	ec, err := ParseEarlyCloses(earlyCloses)
+	if err != nil {
+		return nil, err
+	}
+	return NYSE(hol, ec)
+}

@@ -165,15 +165,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 
 // calendar builds the NYSE calendar plus the -holidays and -early-closes.
 func (o *options) calendar() (*calendar.Calendar, error) {
-	hol, err := calendar.ParseDates(o.holidays)
-	if err != nil {
-		return nil, err
-	}
-	ec, err := calendar.ParseEarlyCloses(o.earlyCloses)
-	if err != nil {
-		return nil, err
-	}
-	return calendar.NYSE(hol, ec)
+	return calendar.NYSEFromLists(o.holidays, o.earlyCloses)
 }
 
 func splitList(s string) []string {

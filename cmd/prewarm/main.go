@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, client cl
 			return errors.New("-before, -after and -hold must be in [0, 24h)")
 		}
 	}
-	cal, err := buildCalendar(*holidays, *earlyCloses)
+	cal, err := calendar.NYSEFromLists(*holidays, *earlyCloses)
 	if err != nil {
 		return err
 	}
@@ -128,17 +128,6 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return rest.InClusterConfig()
 }
 
-func buildCalendar(holidays, earlyCloses string) (*calendar.Calendar, error) {
-	hol, err := calendar.ParseDates(holidays)
-	if err != nil {
-		return nil, err
-	}
-	ec, err := calendar.ParseEarlyCloses(earlyCloses)
-	if err != nil {
-		return nil, err
-	}
-	return calendar.NYSE(hol, ec)
-}
 
 func splitList(s string) []string {
 	var out []string
