@@ -32,9 +32,6 @@ type Options struct {
 	MaxBodyBytes   int64
 	DrainTimeout   time.Duration
 	DrainDelay     time.Duration
-	// ReadyChecks must all pass for /readyz (e.g. the state store answers).
-	// Never include the backends: one slow backend must not pull every pod.
-	ReadyChecks []func(context.Context) error
 	// OnDrained runs after in-flight requests finished (e.g. flush audit).
 	OnDrained []func(context.Context) error
 	Metrics   *prometheus.Registry
@@ -140,15 +137,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-	defer cancel()
-	for _, check := range s.opts.ReadyChecks {
-		if err := check(ctx); err != nil {
-			s.opts.Logger.WarnContext(ctx, "readiness check failed", "error", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
-			return
-		}
-	}
+	// Ready means configured and serving. Neither the backends nor Redis
+	// gate it: a slow dependency failing every pod's readiness would take
+	// the whole Service down, where reads can still be served and trades
+	// fail closed on their own.
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 

@@ -128,7 +128,6 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return rest.InClusterConfig()
 }
 
-
 func splitList(s string) []string {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
