@@ -68,17 +68,17 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, n
 	}
 	violate := func(format string, a ...any) { p.Violations = append(p.Violations, fmt.Sprintf(format, a...)) }
 
+	// Size every order at the most it can be worth: a buy fills at the ask
+	// or, resting, at its limit; a sell at the bid or better, never below
+	// its limit. A limit far from the market must not shrink the estimate
+	// (a sell limit at 0.01 still sells at the bid), or it would slip past
+	// the notional limit and the approval threshold.
 	price := q.Ask
 	if o.Side == backends.SideSell {
 		price = q.Bid
 	}
-	if o.Type == backends.OrderLimit && o.LimitPrice > 0 {
-		// A limit order fills at the limit or better: estimate the worse case.
-		if o.Side == backends.SideBuy {
-			price = math.Max(price, o.LimitPrice)
-		} else {
-			price = math.Min(price, o.LimitPrice)
-		}
+	if o.Type == backends.OrderLimit && o.LimitPrice > price {
+		price = o.LimitPrice
 	}
 	p.EstimatedPrice = round2(price)
 	p.EstimatedNotional = round2(price * o.Quantity)

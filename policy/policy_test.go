@@ -56,6 +56,7 @@ func TestCheck(t *testing.T) {
 		{"holiday", policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 1}, quote("AAPL", 200), thanksgiving, nil, "closed", false},
 		{"after hours not enforced", policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 1}, quote("AAPL", 200), night, func(r *policy.Rules) { r.EnforceMarketHours = false }, "", false},
 		{"every order approved", policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 1}, quote("AAPL", 200), open, func(r *policy.Rules) { r.ApprovalNotional = 0 }, "", true},
+		{"sell limit far below the bid is sized at the bid", policy.Order{Ticker: "MSFT", Side: "sell", Type: "limit", Quantity: 100, LimitPrice: 0.01}, quote("MSFT", 500), open, nil, "", true},
 		{"limit above ask estimates at limit", policy.Order{Ticker: "KO", Side: "buy", Type: "limit", Quantity: 100, LimitPrice: 250}, quote("KO", 70), open, nil, "", true},
 	}
 	for _, tt := range tests {
