@@ -85,7 +85,8 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
-		EventKey: func() ([]byte, error) { return secret(secretApprovalEvent) }, Logger: log,
+		EventKey:    func() ([]byte, error) { return secret(secretApprovalEvent) },
+		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Logger: log,
 	})
 	return &tradingParts{service: svc, signer: signer, api: api}, nil
 }

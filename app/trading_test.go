@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -296,15 +297,17 @@ func TestReplicasShareApprovals(t *testing.T) {
 }
 
 // postEvent delivers an approval.decided CloudEvent as a Broker would.
-func postEvent(t *testing.T, base, source, approvalID, approver, sig string) int {
+func postEvent(t *testing.T, base, source string, d approvals.Decision, at time.Time, sig string) int {
 	t.Helper()
 	e := cloudevents.NewEvent()
-	e.SetID(fmt.Sprintf("evt-%s-%s", approvalID, approver))
+	e.SetID(fmt.Sprintf("evt-%s-%s-%d", d.ApprovalID, d.Approver, at.UnixNano()))
 	e.SetSource(source)
 	e.SetType(approvals.EventType)
-	e.SetData(cloudevents.ApplicationJSON, approvals.Decision{ApprovalID: approvalID, Decision: "approve", Approver: approver, Reason: "workflow"})
+	e.SetTime(at)
+	d.Decision, d.Reason = "approve", "workflow"
+	e.SetData(cloudevents.ApplicationJSON, d)
 	if sig == "" {
-		sig = approvals.Sign([]byte(approveKey), e.ID(), e.Source(), e.Type(), e.Data())
+		sig = approvals.Sign([]byte(approveKey), e.ID(), e.Source(), e.Type(), e.Time(), e.Data())
 	}
 	e.SetExtension(approvals.SignatureExtension, sig)
 	body, _ := json.Marshal(e)
@@ -337,18 +340,27 @@ func TestApprovalEvents(t *testing.T) {
 		callTool(t, cs, "get_order_status", map[string]any{"id": id}, &st)
 		return st.Status
 	}
+	good := approvals.Decision{ApprovalID: id, Approver: "bob", Requester: "alice", ArgsDigest: out.Approval.ArgsDigest}
+	with := func(f func(*approvals.Decision)) approvals.Decision { d := good; f(&d); return d }
+	now := time.Now()
 	tests := []struct {
-		name, source, id, approver, sig string
-		want                            int
+		name, source string
+		d            approvals.Decision
+		at           time.Time
+		sig          string
+		want         int
 	}{
-		{"bad signature", "urn:test:workflow", id, "bob", strings.Repeat("0", 64), http.StatusUnauthorized},
-		{"untrusted source", "urn:evil", id, "bob", "", http.StatusForbidden},
-		{"unknown approval", "urn:test:workflow", "APR-00000000000000000000", "bob", "", http.StatusNotFound},
-		{"requester approves own order", "urn:test:workflow", id, "alice", "", http.StatusForbidden},
+		{"bad signature", "urn:test:workflow", good, now, strings.Repeat("0", 64), http.StatusUnauthorized},
+		{"untrusted source", "urn:evil", good, now, "", http.StatusForbidden},
+		{"unknown approval", "urn:test:workflow", with(func(d *approvals.Decision) { d.ApprovalID = "APR-00000000000000000000" }), now, "", http.StatusNotFound},
+		{"requester approves own order", "urn:test:workflow", with(func(d *approvals.Decision) { d.Approver = "Alice" }), now, "", http.StatusForbidden},
+		{"pinned to another order", "urn:test:workflow", with(func(d *approvals.Decision) { d.ArgsDigest = strings.Repeat("a", 64) }), now, "", http.StatusConflict},
+		{"stale event", "urn:test:workflow", good, now.Add(-31 * time.Minute), "", http.StatusUnprocessableEntity},
+		{"no order pinned", "urn:test:workflow", with(func(d *approvals.Decision) { d.ArgsDigest = "" }), now, "", http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if code := postEvent(t, srv.URL, tt.source, tt.id, tt.approver, tt.sig); code != tt.want {
+			if code := postEvent(t, srv.URL, tt.source, tt.d, tt.at, tt.sig); code != tt.want {
 				t.Fatalf("status %d, want %d", code, tt.want)
 			}
 			if s := status(); s != trading.StatusPendingApproval {
@@ -356,14 +368,14 @@ func TestApprovalEvents(t *testing.T) {
 			}
 		})
 	}
-	if code := postEvent(t, srv.URL, "urn:test:workflow", id, "bob", ""); code != http.StatusAccepted {
+	if code := postEvent(t, srv.URL, "urn:test:workflow", good, now, ""); code != http.StatusAccepted {
 		t.Fatalf("valid event: %d", code)
 	}
 	if s := status(); s != trading.StatusExecuted {
 		t.Fatalf("after valid event: %s", s)
 	}
 	// The Broker redelivers: harmless.
-	if code := postEvent(t, srv.URL, "urn:test:workflow", id, "bob", ""); code != http.StatusAccepted {
+	if code := postEvent(t, srv.URL, "urn:test:workflow", good, now, ""); code != http.StatusAccepted {
 		t.Fatalf("redelivery: %d", code)
 	}
 }

@@ -16,11 +16,14 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/store"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
 )
 
@@ -32,7 +35,7 @@ const SignatureExtension = "signature"
 
 // Decider is the part of trading.Service the API drives.
 type Decider interface {
-	Decide(ctx context.Context, approver principal.Principal, id, decision, reason string) (trading.Outcome, error)
+	Decide(ctx context.Context, approver principal.Principal, id, decision, reason string, expect *trading.Expect) (trading.Outcome, error)
 	Status(ctx context.Context, p principal.Principal, id string) (trading.Outcome, error)
 	ListPending(ctx context.Context, p principal.Principal, limit int) ([]trading.Approval, error)
 }
@@ -46,14 +49,28 @@ type Options struct {
 	EventSources []string
 	// EventKey returns the current HMAC key for event signatures.
 	EventKey func() ([]byte, error)
-	Logger   *slog.Logger
+	// EventMaxAge refuses events whose time is older (replays of old
+	// decisions); the approval TTL is the natural bound.
+	EventMaxAge time.Duration
+	// ApproverClients, if set, are the only OAuth clients (client_id) whose
+	// tokens may decide approvals: the firm's approval tool, not agents.
+	ApproverClients []string
+	// Store remembers applied event ids, so a redelivery is a no-op.
+	Store  store.Store
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // API serves the routes.
 type API struct{ o Options }
 
 // New returns the API.
-func New(o Options) *API { return &API{o: o} }
+func New(o Options) *API {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &API{o: o}
+}
 
 // Routes are the authenticated HTTP API; mount them behind the bearer-token
 // middleware.
@@ -81,6 +98,10 @@ func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Princi
 	if !p.HasScope(a.o.ApproveScope) {
 		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.ApproveScope+`"`)
 		writeErr(w, http.StatusForbidden, "the "+a.o.ApproveScope+" scope is required")
+		return p, false
+	}
+	if len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID) {
+		writeErr(w, http.StatusForbidden, "approvals are decided through the firm's approval tool, not this client")
 		return p, false
 	}
 	return p, true
@@ -117,17 +138,25 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 }
 
 // Decision is the body of POST /approvals/{id}/decision and the data of an
-// approval.decided event (which also names the approver).
+// approval.decided event. An event also names the approver, and pins the
+// exact order it decides (the approval's args_digest and requester), so it
+// cannot be replayed against another approval.
 type Decision struct {
 	ApprovalID string `json:"approval_id,omitempty"`
 	Decision   string `json:"decision"` // approve or reject
 	Approver   string `json:"approver,omitempty"`
+	Requester  string `json:"requester,omitempty"`
+	ArgsDigest string `json:"args_digest,omitempty"`
 	Reason     string `json:"reason,omitempty"`
 }
 
 func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 	p, ok := a.approver(w, r)
 	if !ok {
+		return
+	}
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		writeErr(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 		return
 	}
 	var d Decision
@@ -137,7 +166,7 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "body must be JSON: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
 		return
 	}
-	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason)
+	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, nil)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -162,36 +191,56 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 	sig, _ := e.Extensions()[SignatureExtension].(string)
 	key, err := a.o.EventKey()
+	if err == nil && len(key) < 32 {
+		err = errors.New("shorter than 32 bytes")
+	}
 	if err != nil {
 		a.o.Logger.ErrorContext(r.Context(), "approval event key unavailable", "error", err)
 		writeErr(w, http.StatusServiceUnavailable, "cannot verify events now")
 		return
 	}
-	if !hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Data()))) {
+	if e.Time().IsZero() || !hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Time(), e.Data()))) {
 		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", e.Source(), "id", e.ID())
 		writeErr(w, http.StatusUnauthorized, "bad event signature")
 		return
 	}
+	now := a.o.Now()
+	if age := now.Sub(e.Time()); age > a.o.EventMaxAge || age < -5*time.Minute {
+		a.o.Logger.WarnContext(r.Context(), "stale approval event refused", "source", e.Source(), "id", e.ID(), "time", e.Time())
+		writeErr(w, http.StatusUnprocessableEntity, "event time is outside the accepted window")
+		return
+	}
 	var d Decision
-	if err := json.Unmarshal(e.Data(), &d); err != nil || d.ApprovalID == "" || d.Approver == "" {
-		writeErr(w, http.StatusBadRequest, "data must be JSON with approval_id, decision and approver")
+	if err := json.Unmarshal(e.Data(), &d); err != nil || d.ApprovalID == "" || d.Approver == "" || d.Requester == "" || d.ArgsDigest == "" {
+		writeErr(w, http.StatusBadRequest, "data must be JSON with approval_id, decision, approver, requester and args_digest")
+		return
+	}
+	seenSum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
+	seen := "approval-event:" + hex.EncodeToString(seenSum[:])
+	if _, _, err := a.o.Store.Get(r.Context(), seen); err == nil {
+		w.WriteHeader(http.StatusAccepted) // a redelivery of an applied event
 		return
 	}
 	// The signed workflow is the authority on who approved: the approver
 	// is entitled through it, and four eyes still compares subjects.
 	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
-	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason); err != nil {
+	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
+	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if err := a.o.Store.Create(r.Context(), seen, nil, a.o.EventMaxAge+5*time.Minute); err != nil && !errors.Is(err, store.ErrConflict) {
+		a.o.Logger.WarnContext(r.Context(), "could not remember the applied event id", "error", err)
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
 
 // Sign is the signature of an approval event: hex HMAC-SHA256 over its id,
-// source, type and data, with the approval-event-key secret.
-func Sign(key []byte, id, source, typ string, data []byte) string {
+// source, type, time (Unix seconds) and data, with the approval-event-key
+// secret.
+func Sign(key []byte, id, source, typ string, t time.Time, data []byte) string {
 	h := hmac.New(sha256.New, key)
-	for _, part := range [][]byte{[]byte("portfolio-mcp/approval-event/v1"), []byte(id), []byte(source), []byte(typ), data} {
+	for _, part := range [][]byte{[]byte("portfolio-mcp/approval-event/v2"), []byte(id), []byte(source), []byte(typ), []byte(strconv.FormatInt(t.Unix(), 10)), data} {
 		h.Write(part)
 		h.Write([]byte{0})
 	}
@@ -207,7 +256,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, trading.ErrFourEyes):
 		status = http.StatusForbidden
-	case errors.Is(err, trading.ErrAlreadyDecided), errors.Is(err, trading.ErrExpired):
+	case errors.Is(err, trading.ErrAlreadyDecided), errors.Is(err, trading.ErrExpired), errors.Is(err, trading.ErrMismatch):
 		status = http.StatusConflict
 	case errors.Is(err, backends.ErrInvalid):
 		status = http.StatusBadRequest

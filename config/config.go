@@ -132,6 +132,10 @@ type Trading struct {
 	// before another (or the client's retry) may take it over, e.g. after a
 	// crash. Keep it above BACKEND_TIMEOUT.
 	ExecutionLease time.Duration `env:"EXECUTION_LEASE, default=30s"`
+	// ApproverClients, if set, are the only OAuth client ids whose tokens
+	// may decide approvals over HTTP (the firm's approval tool), so an
+	// agent holding trade:approve cannot release orders itself.
+	ApproverClients []string `env:"APPROVER_CLIENT_IDS"`
 	// ApprovalEventSources are the CloudEvents sources trusted to send
 	// approval.decided events (signed with the approval-event-key secret).
 	ApprovalEventSources []string `env:"APPROVAL_EVENT_SOURCES, default=urn:portfolio-mcp:approvals"`

@@ -1,9 +1,11 @@
 package trading
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,28 +20,55 @@ const (
 	DecisionReject  = "reject"
 )
 
-// approval loads an approval, expiring it first if its time is up.
-func (s *Service) approval(ctx context.Context, id string) (Approval, error) {
+// approval loads an approval and its version, expiring it first if its
+// time is up.
+func (s *Service) approval(ctx context.Context, id string) (Approval, int64, error) {
 	for {
 		a, ver, err := getJSON[Approval](ctx, s.st, approvalKey(id))
 		if errors.Is(err, store.ErrNotFound) {
-			return Approval{}, ErrNotFound
+			return Approval{}, 0, ErrNotFound
 		}
 		if err != nil {
-			return Approval{}, s.stateErr(ctx, err)
+			return Approval{}, 0, s.stateErr(ctx, err)
 		}
 		if a.Status != ApprovalPending || s.now().Before(a.ExpiresAt) {
-			return a, nil
+			return a, ver, nil
 		}
 		a.Status = ApprovalExpired
-		if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+		nv, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL)
+		if errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
-			return Approval{}, s.stateErr(ctx, err)
+			return Approval{}, 0, s.stateErr(ctx, err)
 		}
-		s.st.IndexRemove(ctx, pendingIndex, id)
-		return a, nil
+		s.unindex(ctx, a)
+		return a, nv, nil
 	}
+}
+
+// The pending queue is indexed globally (for approvers of every account)
+// and per account, so one account's flood cannot hide another's approvals.
+func accountIndex(account string) string { return pendingIndex + ":" + account }
+
+func (s *Service) index(ctx context.Context, a Approval) error {
+	score := float64(a.CreatedAt.Unix())
+	for _, idx := range []string{pendingIndex, accountIndex(a.Order.AccountID)} {
+		if err := s.st.IndexAdd(ctx, idx, a.ID, score); err != nil {
+			return s.stateErr(ctx, err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) unindex(ctx context.Context, a Approval) {
+	s.st.IndexRemove(ctx, pendingIndex, a.ID)
+	s.st.IndexRemove(ctx, accountIndex(a.Order.AccountID), a.ID)
+}
+
+// sameSubject compares principals for four eyes: subjects that differ only
+// in case or surrounding space are the same person.
+func sameSubject(a, b string) bool {
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 }
 
 // visible reports whether p may see approval a: its requester, or anyone
@@ -70,27 +99,42 @@ func (s *Service) approvalOutcome(ctx context.Context, a Approval) Outcome {
 	case ApprovalCancelled:
 		out.Message = "cancelled before a decision; the order was not placed"
 	case ApprovalFailed:
-		out.Message = "approved, but the Trade service refused the order: " + a.Error
+		out.Message = "approved, but not executed: " + a.Error
 	}
 	return out
 }
 
+// Expect pins a decision to the approval it was made for: a signed event
+// must name the exact order (its argument digest) and requester it decides,
+// so it cannot be replayed against a later approval with the same id.
+type Expect struct {
+	ArgsDigest string
+	Requester  string
+}
+
+// ErrMismatch: the decision names a different order than the approval holds.
+var ErrMismatch = errors.New("the decision does not match the approval's order or requester; nothing was changed")
+
 // Decide records an approver's decision and, on approval, executes the
 // order exactly once. A repeat of the same decision by the same approver is
-// a no-op that re-drives an interrupted execution.
-func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, decision, reason string) (Outcome, error) {
+// a no-op that re-drives an interrupted execution. expect, if set, must
+// match the approval.
+func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, decision, reason string, expect *Expect) (Outcome, error) {
 	if decision != DecisionApprove && decision != DecisionReject {
 		return Outcome{}, fmt.Errorf("%w: decision must be approve or reject", backends.ErrInvalid)
 	}
 	for {
-		a, err := s.approval(ctx, id)
+		a, ver, err := s.approval(ctx, id)
 		if err != nil {
 			return Outcome{}, err
 		}
 		if !approver.Entitled(a.Order.AccountID) {
 			return Outcome{}, ErrNotFound
 		}
-		if a.Requester == approver.Subject {
+		if expect != nil && (expect.ArgsDigest != a.ArgsDigest || expect.Requester != a.Requester) {
+			return Outcome{}, ErrMismatch
+		}
+		if sameSubject(a.Requester, approver.Subject) {
 			return Outcome{}, ErrFourEyes
 		}
 		switch a.Status {
@@ -114,55 +158,25 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			return Outcome{}, ErrNotRecorded
 		}
 		now := s.now().UTC()
+		if !now.Before(a.ExpiresAt) {
+			continue // expired while the decision was being journaled
+		}
 		a.DecidedBy, a.DecidedAt, a.Reason = approver.Subject, &now, reason
 		a.Status = ApprovalApproved
 		if decision == DecisionReject {
 			a.Status = ApprovalRejected
 		}
-		if err := s.updateApproval(ctx, a); errors.Is(err, store.ErrConflict) {
-			continue // decided or expired concurrently: look again
+		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			continue // decided, cancelled or expired concurrently: look again
 		} else if err != nil {
-			return Outcome{}, err
+			return Outcome{}, s.stateErr(ctx, err)
 		}
-		s.st.IndexRemove(ctx, pendingIndex, a.ID)
+		s.unindex(ctx, a)
 		if decision == DecisionReject {
 			return s.approvalOutcome(ctx, a), nil
 		}
 		return s.execute(ctx, a.ID)
 	}
-}
-
-// updateApproval writes a after re-reading its version; callers loop on
-// ErrConflict.
-func (s *Service) updateApproval(ctx context.Context, a Approval) error {
-	cur, ver, err := getJSON[Approval](ctx, s.st, approvalKey(a.ID))
-	if err != nil {
-		return s.stateErr(ctx, err)
-	}
-	if !validTransition(cur.Status, a.Status) {
-		return store.ErrConflict
-	}
-	if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		return s.stateErr(ctx, err)
-	}
-	return nil
-}
-
-// validTransition is the approval state machine. Executing may be re-entered
-// by a replica taking over an expired lease.
-func validTransition(from, to string) bool {
-	switch from {
-	case ApprovalPending:
-		return to == ApprovalApproved || to == ApprovalRejected || to == ApprovalExpired || to == ApprovalCancelled
-	case ApprovalApproved:
-		return to == ApprovalExecuting
-	case ApprovalExecuting:
-		return to == ApprovalExecuting || to == ApprovalExecuted || to == ApprovalFailed
-	}
-	return false
 }
 
 // execute places an approved order exactly once. Our bookkeeping is a
@@ -174,10 +188,32 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
+		firstAttempt := a.Status == ApprovalApproved
 		switch {
-		case a.Status == ApprovalApproved, a.Status == ApprovalExecuting && a.LeaseUntil != nil && !s.now().Before(*a.LeaseUntil):
+		case firstAttempt, a.Status == ApprovalExecuting && a.LeaseUntil != nil && !s.now().Before(*a.LeaseUntil):
 		default:
 			return s.approvalOutcome(ctx, a), nil // done, or another replica holds the lease
+		}
+		if firstAttempt {
+			// The account may have changed since the request (other orders,
+			// other approvals, the session closing): check again before
+			// money moves. A takeover skips this, since the first attempt may
+			// already have reached the Trade service (whose client order id
+			// then makes the repeat harmless).
+			pre, err := s.check(ctx, a.Order)
+			if err != nil {
+				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
+				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+			}
+			if !pre.Allowed {
+				a.Status, a.Error = ApprovalFailed, "pre-trade check at execution: "+strings.Join(pre.Violations, "; ")
+				if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+					continue
+				} else if err != nil {
+					return Outcome{}, s.stateErr(ctx, err)
+				}
+				return s.approvalOutcome(ctx, a), nil
+			}
 		}
 		lease := s.now().Add(s.cfg.Lease).UTC()
 		a.Status, a.LeaseUntil = ApprovalExecuting, &lease
@@ -194,7 +230,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		})
 		switch {
 		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
-			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": "), nil
+			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "the Trade service refused it: "+strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": "), nil
 		case err != nil:
 			// Keep the lease: the next get_order_status or decision after it
 			// ends retries with the same client order id.
@@ -218,7 +254,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 // so any replica's status call completes it.
 func (s *Service) Status(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
 	if strings.HasPrefix(id, "APR-") {
-		a, err := s.approval(ctx, id)
+		a, _, err := s.approval(ctx, id)
 		if err != nil {
 			return Outcome{}, err
 		}
@@ -252,7 +288,7 @@ func (s *Service) Status(ctx context.Context, p principal.Principal, id string) 
 func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
 	if strings.HasPrefix(id, "APR-") {
 		for {
-			a, err := s.approval(ctx, id)
+			a, ver, err := s.approval(ctx, id)
 			if err != nil {
 				return Outcome{}, err
 			}
@@ -262,19 +298,19 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 			if a.Status == ApprovalCancelled {
 				return s.approvalOutcome(ctx, a), nil
 			}
-			if a.Status != ApprovalPending || a.Requester != p.Subject {
+			if a.Status != ApprovalPending || !sameSubject(a.Requester, p.Subject) {
 				return s.approvalOutcome(ctx, a), ErrNotCancellable
 			}
 			if err := s.journal.Record(ctx, JournalEntry{Action: "approval.cancelled", Principal: p.Subject, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey}); err != nil {
 				return Outcome{}, ErrNotRecorded
 			}
 			a.Status = ApprovalCancelled
-			if err := s.updateApproval(ctx, a); errors.Is(err, store.ErrConflict) {
+			if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
 				continue
 			} else if err != nil {
-				return Outcome{}, err
+				return Outcome{}, s.stateErr(ctx, err)
 			}
-			s.st.IndexRemove(ctx, pendingIndex, id)
+			s.unindex(ctx, a)
 			return s.approvalOutcome(ctx, a), nil
 		}
 	}
@@ -295,32 +331,43 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 	return Outcome{Status: o.Status, Order: &o, Message: "order " + o.OrderID + " is " + o.Status}, nil
 }
 
-// ListPending returns pending approvals p may see, oldest first.
+// ListPending returns pending approvals p may see, oldest first: from the
+// per-account queues of the accounts p is entitled to, or the global queue
+// for a principal entitled to every account.
 func (s *Service) ListPending(ctx context.Context, p principal.Principal, limit int) ([]Approval, error) {
-	ids, err := s.st.IndexRange(ctx, pendingIndex, 1000)
-	if err != nil {
-		return nil, s.stateErr(ctx, err)
+	indexes := []string{pendingIndex}
+	if !p.Entitled(principal.AllAccounts) {
+		indexes = indexes[:0]
+		for _, acct := range p.Accounts {
+			indexes = append(indexes, accountIndex(acct))
+		}
 	}
 	out := []Approval{}
-	for _, id := range ids {
-		a, err := s.approval(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			s.st.IndexRemove(ctx, pendingIndex, id)
-			continue
-		}
+	for _, idx := range indexes {
+		ids, err := s.st.IndexRange(ctx, idx, 1000)
 		if err != nil {
-			return nil, err
+			return nil, s.stateErr(ctx, err)
 		}
-		if a.Status != ApprovalPending {
-			s.st.IndexRemove(ctx, pendingIndex, id)
-			continue
-		}
-		if visible(p, a) {
-			out = append(out, a)
-			if len(out) == limit {
-				break
+		for _, id := range ids {
+			a, _, err := s.approval(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				s.st.IndexRemove(ctx, idx, id)
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if a.Status != ApprovalPending {
+				s.unindex(ctx, a)
+				continue
+			}
+			if visible(p, a) {
+				out = append(out, a)
 			}
 		}
 	}
-	return out, nil
+	slices.SortFunc(out, func(x, y Approval) int {
+		return cmp.Or(x.CreatedAt.Compare(y.CreatedAt), cmp.Compare(x.ID, y.ID))
+	})
+	return out[:min(limit, len(out))], nil
 }

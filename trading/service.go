@@ -114,6 +114,11 @@ func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArg
 	if !p.Entitled(o.AccountID) {
 		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
+	return s.check(ctx, o)
+}
+
+// check runs the pre-trade policy against the account as it is now.
+func (s *Service) check(ctx context.Context, o OrderArgs) (policy.Preview, error) {
 	pv, err := s.bs.Portfolio.GetPortfolio(ctx, o.AccountID)
 	if err != nil {
 		return policy.Preview{}, fmt.Errorf("portfolio: %w", err)
@@ -250,16 +255,25 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		// The id derives from the idempotency key: a retry after a crash
 		// finds the approval it already created instead of a second one.
 		if err := createJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
-			existing, err := s.approval(ctx, a.ID)
+			existing, _, err := s.approval(ctx, a.ID)
 			if err != nil {
 				return Outcome{}, err
+			}
+			if existing.ArgsDigest != digest {
+				return Outcome{}, ErrKeyReused // an older approval outlived its idempotency record
+			}
+			if existing.Status == ApprovalPending {
+				// Our earlier attempt may have died before indexing it.
+				if err := s.index(ctx, existing); err != nil {
+					return Outcome{}, err
+				}
 			}
 			return s.approvalOutcome(ctx, existing), nil
 		} else if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
-		if err := s.st.IndexAdd(ctx, pendingIndex, a.ID, float64(a.CreatedAt.Unix())); err != nil {
-			return Outcome{}, s.stateErr(ctx, err)
+		if err := s.index(ctx, a); err != nil {
+			return Outcome{}, err
 		}
 		return Outcome{Status: StatusPendingApproval, Approval: &a,
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
@@ -298,7 +312,7 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 	if out.Approval == nil {
 		return out, nil
 	}
-	a, err := s.approval(ctx, out.Approval.ID)
+	a, _, err := s.approval(ctx, out.Approval.ID)
 	if err != nil {
 		return out, err
 	}

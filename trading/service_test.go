@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/calendar"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
 	"github.com/portfolio-mcp/portfolio-mcp/policy"
 	"github.com/portfolio-mcp/portfolio-mcp/principal"
@@ -61,11 +63,16 @@ type journal struct {
 	mu      sync.Mutex
 	entries []trading.JournalEntry
 	fail    atomic.Bool
+	// onRecord, if set, runs inside Record: a slow sink, simulated.
+	onRecord func(trading.JournalEntry)
 }
 
 func (j *journal) Record(ctx context.Context, e trading.JournalEntry) error {
 	if j.fail.Load() {
 		return errors.New("sink down")
+	}
+	if j.onRecord != nil {
+		j.onRecord(e)
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -233,17 +240,17 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 			if len(pending) != 1 || pending[0].ID != id {
 				t.Fatalf("pending = %+v", pending)
 			}
-			if _, err := f.svc.Decide(ctx, alice, id, trading.DecisionApprove, "mine"); !errors.Is(err, trading.ErrFourEyes) {
+			if _, err := f.svc.Decide(ctx, alice, id, trading.DecisionApprove, "mine", nil); !errors.Is(err, trading.ErrFourEyes) {
 				t.Fatalf("self-approval: %v", err)
 			}
-			if _, err := f.svc.Decide(ctx, eve, id, trading.DecisionApprove, ""); !errors.Is(err, trading.ErrNotFound) {
+			if _, err := f.svc.Decide(ctx, eve, id, trading.DecisionApprove, "", nil); !errors.Is(err, trading.ErrNotFound) {
 				t.Fatalf("unentitled approver: %v", err)
 			}
 
 			// Many approvers racing (and retrying) still execute once.
 			var wg sync.WaitGroup
 			for range 20 {
-				wg.Go(func() { f.svc.Decide(ctx, bob, id, trading.DecisionApprove, "ok") })
+				wg.Go(func() { f.svc.Decide(ctx, bob, id, trading.DecisionApprove, "ok", nil) })
 			}
 			wg.Wait()
 			st, err := f.svc.Status(ctx, alice, id)
@@ -253,7 +260,7 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 			if f.trade.orders() != 1 {
 				t.Fatalf("%d backend orders, want 1", f.trade.orders())
 			}
-			if _, err := f.svc.Decide(ctx, principal.Principal{Subject: "carol", Accounts: []string{"*"}}, id, trading.DecisionReject, "late"); !errors.Is(err, trading.ErrAlreadyDecided) {
+			if _, err := f.svc.Decide(ctx, principal.Principal{Subject: "carol", Accounts: []string{"*"}}, id, trading.DecisionReject, "late", nil); !errors.Is(err, trading.ErrAlreadyDecided) {
 				t.Fatalf("late reject: %v", err)
 			}
 			// The agent's retry of place_order with the same key sees the execution.
@@ -272,7 +279,7 @@ func TestRejectExpireCancel(t *testing.T) {
 	f := newFixture(t, store.NewMemory(nil))
 	ctx := t.Context()
 	rejected, _ := f.svc.Place(ctx, alice, large("reject-me-1"))
-	if out, err := f.svc.Decide(ctx, bob, rejected.Approval.ID, trading.DecisionReject, "too big"); err != nil || out.Status != trading.StatusRejected {
+	if out, err := f.svc.Decide(ctx, bob, rejected.Approval.ID, trading.DecisionReject, "too big", nil); err != nil || out.Status != trading.StatusRejected {
 		t.Fatalf("reject: %+v %v", out, err)
 	}
 	expiring, _ := f.svc.Place(ctx, alice, large("expire-me-1"))
@@ -284,10 +291,10 @@ func TestRejectExpireCancel(t *testing.T) {
 		t.Fatalf("cancel: %+v %v", out, err)
 	}
 	f.clock.Add(31 * time.Minute)
-	if _, err := f.svc.Decide(ctx, bob, expiring.Approval.ID, trading.DecisionApprove, ""); !errors.Is(err, trading.ErrExpired) {
+	if _, err := f.svc.Decide(ctx, bob, expiring.Approval.ID, trading.DecisionApprove, "", nil); !errors.Is(err, trading.ErrExpired) {
 		t.Fatalf("approve after expiry: %v", err)
 	}
-	if _, err := f.svc.Decide(ctx, bob, cancelled.Approval.ID, trading.DecisionApprove, ""); !errors.Is(err, trading.ErrAlreadyDecided) {
+	if _, err := f.svc.Decide(ctx, bob, cancelled.Approval.ID, trading.DecisionApprove, "", nil); !errors.Is(err, trading.ErrAlreadyDecided) {
 		t.Fatalf("approve cancelled: %v", err)
 	}
 	if f.trade.calls.Load() != 0 {
@@ -392,5 +399,64 @@ func TestLeaseTakeover(t *testing.T) {
 	}
 	if f.trade.orders() != 1 || f.trade.calls.Load() != 2 {
 		t.Fatalf("%d orders from %d calls, want 1 order from 2 calls", f.trade.orders(), f.trade.calls.Load())
+	}
+}
+
+// TestApprovalGuards covers the review's findings: execution re-checks
+// policy, an expiry that passes while the decision is journaled wins, a
+// decision pinned to another order changes nothing, four eyes ignores case,
+// and the queue is per account.
+func TestApprovalGuards(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+
+	// An approval requested in the session and approved after the close
+	// fails its re-check at execution instead of trading after hours.
+	cal, err := calendar.NYSE(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := demo.New(nil)
+	hours := trading.New(trading.Config{
+		Rules:       policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true, Calendar: cal},
+		ApprovalTTL: 24 * time.Hour, Lease: 10 * time.Second,
+	}, store.NewMemory(nil), backends.Set{Portfolio: d, MarketData: d, Trade: f.trade}, f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+	f.clock.now = time.Date(2026, 11, 23, 11, 0, 0, 0, cal.Location()) // Monday, in session
+	out, err := hours.Place(ctx, alice, large("session-0001"))
+	if err != nil || out.Status != trading.StatusPendingApproval {
+		t.Fatalf("in session: %+v %v", out, err)
+	}
+	f.clock.Add(9 * time.Hour) // 20:00, closed
+	out, err = hours.Decide(ctx, bob, out.Approval.ID, trading.DecisionApprove, "late", nil)
+	if err != nil || out.Status != trading.ApprovalFailed || !strings.Contains(out.Message, "closed") || f.trade.calls.Load() != 0 {
+		t.Fatalf("approved after the close: %+v %v (backend calls %d)", out, err, f.trade.calls.Load())
+	}
+
+	// Pinned decisions.
+	pend, _ := f.svc.Place(ctx, alice, large("pinned-0001"))
+	id := pend.Approval.ID
+	if _, err := f.svc.Decide(ctx, bob, id, trading.DecisionApprove, "", &trading.Expect{ArgsDigest: "other", Requester: "alice"}); !errors.Is(err, trading.ErrMismatch) {
+		t.Fatalf("mismatched digest: %v", err)
+	}
+	if _, err := f.svc.Decide(ctx, principal.Principal{Subject: " ALICE ", Accounts: []string{"*"}}, id, trading.DecisionApprove, "", nil); !errors.Is(err, trading.ErrFourEyes) {
+		t.Fatalf("requester in other case: %v", err)
+	}
+
+	// Account-scoped approvers see their accounts' queue only.
+	if got, _ := f.svc.ListPending(ctx, principal.Principal{Subject: "carol", Accounts: []string{"ACC-2001"}}, 10); len(got) != 1 || got[0].ID != id {
+		t.Fatalf("ACC-2001 approver sees %+v", got)
+	}
+	if got, _ := f.svc.ListPending(ctx, principal.Principal{Subject: "dave", Accounts: []string{"ACC-1003"}}, 10); len(got) != 0 {
+		t.Fatalf("ACC-1003 approver sees %+v", got)
+	}
+
+	// The sink takes so long that the approval expires meanwhile.
+	f.j.onRecord = func(e trading.JournalEntry) {
+		if e.Action == "approval.decided" {
+			f.clock.Add(31 * time.Minute)
+		}
+	}
+	if _, err := f.svc.Decide(ctx, bob, id, trading.DecisionApprove, "slow", nil); !errors.Is(err, trading.ErrExpired) {
+		t.Fatalf("decision landing after expiry: %v", err)
 	}
 }
