@@ -233,3 +233,31 @@ func TestMetricsNotOnPublicRoute(t *testing.T) {
 		t.Errorf("through the route: %d, want 404", code)
 	}
 }
+
+// TestExtraRoutesGuarded: the approvals API and the events route get the
+// same Host and Origin checks as /mcp.
+func TestExtraRoutesGuarded(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, tt := range []struct {
+		method, path, host, origin string
+	}{
+		{"GET", "/approvals", "attacker.example", ""},
+		{"POST", "/approvals/APR-0000/decision", "localhost", "https://attacker.example"},
+		{"POST", "/events/approvals", "attacker.example", ""},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), tt.method, srv.URL+tt.path, strings.NewReader(`{}`))
+		req.Host = tt.host
+		req.Header.Set("Content-Type", "text/plain")
+		if tt.origin != "" {
+			req.Header.Set("Origin", tt.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s %s (Host %s, Origin %q): %d, want 403", tt.method, tt.path, tt.host, tt.origin, resp.StatusCode)
+		}
+	}
+}

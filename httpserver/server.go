@@ -63,7 +63,13 @@ func New(o Options) (*Server, error) {
 		mux.Handle("GET /metrics", scrapeOnly(promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})))
 	}
 	for p, h := range o.Routes {
-		mux.Handle(p, s.withRequestID(s.limitBody(h)))
+		// The same Host and Origin rules as /mcp: the approvals API is as
+		// worth a DNS-rebinding or cross-site attempt as the tools are.
+		g, err := newHostGuard(o.AllowedHosts, o.AllowedOrigins, h)
+		if err != nil {
+			return nil, fmt.Errorf("allowed origins: %w", err)
+		}
+		mux.Handle(p, s.withRequestID(s.limitBody(g)))
 	}
 	s.srv = &http.Server{
 		Addr:              o.Addr,
