@@ -33,6 +33,14 @@ type Option func(*options)
 
 type options struct {
 	backends *backends.Set
+	typedSDK bool
+}
+
+// WithTypedSDKTools registers tools with the go-sdk's typed mcp.AddTool
+// (per-call input and output validation) instead of the compiled path, for
+// the differential tests and benchmarks.
+func WithTypedSDKTools() Option {
+	return func(o *options) { o.typedSDK = true }
 }
 
 // WithBackends replaces the backends chosen by the configuration, for tests
@@ -83,7 +91,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		// The SDK logs every stateless session at info; keep only its warnings.
 		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
-	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer})
+	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer, TypedSDK: o.typedSDK})
 	policy := gov.policy(catalog)
 	srv.AddReceivingMiddleware(
 		metrics.Middleware(log, catalog.Names()),

@@ -310,10 +310,14 @@ func TestEntitlementsDoNotRevealAccounts(t *testing.T) {
 func TestProtectedResourceMetadataIsFromConfig(t *testing.T) {
 	setSecrets(t)
 	iss := oauthtest.New(t)
-	srv := startServer(t, tradingEnv(iss, ""))
+	// An accepted Host that differs from PUBLIC_URL (a cluster-local name),
+	// plus a forwarded header an attacker controls: neither may leak in.
+	env := tradingEnv(iss, "")
+	env["ALLOWED_HOSTS"] = "portfolio-mcp.portfolio-mcp.svc.cluster.local"
+	srv := startServer(t, env)
 	for _, path := range []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"} {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+path, nil)
-		req.Host = "attacker.example.com"
+		req.Host = "portfolio-mcp.portfolio-mcp.svc.cluster.local"
 		req.Header.Set("X-Forwarded-Host", "attacker.example.com")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -40,6 +40,10 @@ type Deps struct {
 	// Trading and Confirm enable the order tools; nil leaves them out.
 	Trading *trading.Service
 	Confirm *confirm.Signer
+	// TypedSDK registers tools with the go-sdk's typed mcp.AddTool (input
+	// and output validated on every call) instead of compileTool, so the
+	// differential tests and benchmarks can run both side by side.
+	TypedSDK bool
 }
 
 // Catalog lists every tool registered by Register with its class.
@@ -49,15 +53,15 @@ type Catalog map[string]Class
 // catalog of the tools it registered.
 func Register(s *mcp.Server, d Deps) Catalog {
 	h := &handlers{Deps: d}
-	cat := Catalog{}
-	h.registerPortfolio(s, cat)
-	h.registerMarket(s, cat)
-	h.registerRisk(s, cat)
+	r := registrar{s: s, cat: Catalog{}, typed: d.TypedSDK}
+	h.registerPortfolio(r)
+	h.registerMarket(r)
+	h.registerRisk(r)
 	if d.Trading != nil {
-		h.registerTrading(s, cat)
+		h.registerTrading(r)
 	}
 	h.registerPrompts(s)
-	return cat
+	return r.cat
 }
 
 type handlers struct {
@@ -66,10 +70,25 @@ type handlers struct {
 
 // addTool registers a typed tool with an explicit input schema (so bounds and
 // patterns are part of the contract an agent sees) and records its class.
-func addTool[In, Out any](s *mcp.Server, cat Catalog, class Class, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
+// The input schema is resolved once here and enforced on every call; the
+// output shape is guaranteed by Out and checked against the declared output
+// schema by tests (see compileTool).
+func addTool[In, Out any](r registrar, class Class, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
 	t.InputSchema = in
-	mcp.AddTool(s, t, h)
-	cat[t.Name] = class
+	r.cat[t.Name] = class
+	if r.typed {
+		mcp.AddTool(r.s, t, h)
+		return
+	}
+	tt, th := compileTool(t, h)
+	r.s.AddTool(tt, th)
+}
+
+// registrar is where tools are being registered.
+type registrar struct {
+	s     *mcp.Server
+	cat   Catalog
+	typed bool
 }
 
 // inputSchema derives the JSON schema of T and lets edit add bounds that Go

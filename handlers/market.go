@@ -35,8 +35,8 @@ type QuotesInput struct {
 	Tickers []string `json:"tickers" jsonschema:"tickers to quote, 1 to 50, e.g. [\"AAPL\", \"MSFT\"]"`
 }
 
-func (h *handlers) registerMarket(s *mcp.Server, cat Catalog) {
-	addTool(s, cat, ClassRead, &mcp.Tool{
+func (h *handlers) registerMarket(r registrar) {
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:  "search_equities",
 		Title: "Search equities",
 		Description: "Search the listed equity universe by ticker or company name, GICS sector, exchange and market-cap range. " +
@@ -54,7 +54,7 @@ func (h *handlers) registerMarket(s *mcp.Server, cat Catalog) {
 		p["cursor"].MaxLength = ptr(64)
 	}), h.searchEquities)
 
-	addTool(s, cat, ClassRead, &mcp.Tool{
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:  "get_quotes",
 		Title: "Get quotes",
 		Description: "Latest quote for up to 50 tickers: price, previous close, change, bid/ask, volume and time. " +

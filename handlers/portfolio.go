@@ -37,15 +37,15 @@ func accountSchema() *jsonschema.Schema {
 	})
 }
 
-func (h *handlers) registerPortfolio(s *mcp.Server, cat Catalog) {
-	addTool(s, cat, ClassRead, &mcp.Tool{
+func (h *handlers) registerPortfolio(r registrar) {
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:        "list_accounts",
 		Title:       "List accounts",
 		Description: "List the accounts you may view: id, name, type, owner and base currency. Start here to find an account_id for the other tools.",
 		Annotations: readOnly,
 	}, inputSchema[struct{}](nil), h.listAccounts)
 
-	addTool(s, cat, ClassRead, &mcp.Tool{
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:  "get_portfolio",
 		Title: "Get portfolio",
 		Description: "Holdings of one account valued at the latest prices: per position quantity, average cost, cost basis, price, " +
@@ -54,7 +54,7 @@ func (h *handlers) registerPortfolio(s *mcp.Server, cat Catalog) {
 		Annotations: readOnly,
 	}, accountSchema(), h.getPortfolio)
 
-	s.AddResourceTemplate(&mcp.ResourceTemplate{
+	r.s.AddResourceTemplate(&mcp.ResourceTemplate{
 		Name:        "get_portfolio",
 		Title:       "Portfolio of an account",
 		URITemplate: PortfolioURITemplate,

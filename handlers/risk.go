@@ -9,8 +9,8 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 )
 
-func (h *handlers) registerRisk(s *mcp.Server, cat Catalog) {
-	addTool(s, cat, ClassRead, &mcp.Tool{
+func (h *handlers) registerRisk(r registrar) {
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:  "get_risk_summary",
 		Title: "Get risk summary",
 		Description: "Risk view of one account: exposure by GICS sector, the five largest positions, value-weighted beta, " +

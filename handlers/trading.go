@@ -59,8 +59,8 @@ func orderProps(p map[string]*jsonschema.Schema) {
 	p["limit_price"].ExclusiveMinimum, p["limit_price"].Maximum = ptr(0.0), ptr(1e7)
 }
 
-func (h *handlers) registerTrading(s *mcp.Server, cat Catalog) {
-	addTool(s, cat, ClassRead, &mcp.Tool{
+func (h *handlers) registerTrading(r registrar) {
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:  "preview_order",
 		Title: "Preview order",
 		Description: "Pre-trade check of a proposed order without placing it: estimated price and notional, position weight before and after, " +
@@ -68,7 +68,7 @@ func (h *handlers) registerTrading(s *mcp.Server, cat Catalog) {
 		Annotations: readOnly,
 	}, inputSchema[OrderInput](orderProps), h.previewOrder)
 
-	addTool(s, cat, ClassTrade, &mcp.Tool{
+	addTool(r, ClassTrade, &mcp.Tool{
 		Name:  "place_order",
 		Title: "Place order",
 		Description: "Place an equity order after the user's confirmation. Runs the same checks as preview_order; then either executes, " +
@@ -81,21 +81,21 @@ func (h *handlers) registerTrading(s *mcp.Server, cat Catalog) {
 		p["idempotency_key"].Pattern = idempotencyKeyPattern
 	}), h.placeOrder)
 
-	addTool(s, cat, ClassTrade, &mcp.Tool{
+	addTool(r, ClassTrade, &mcp.Tool{
 		Name:        "cancel_order",
 		Title:       "Cancel order",
 		Description: "Cancel a resting order (order_id) or withdraw your own pending approval request (approval_id). Cancelling twice is harmless.",
 		Annotations: &mcp.ToolAnnotations{Title: "Cancel order", DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(true)},
 	}, idSchema(), h.cancelOrder)
 
-	addTool(s, cat, ClassRead, &mcp.Tool{
+	addTool(r, ClassRead, &mcp.Tool{
 		Name:        "get_order_status",
 		Title:       "Get order status",
 		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled.",
 		Annotations: readOnly,
 	}, idSchema(), h.getOrderStatus)
 
-	addTool(s, cat, ClassApprove, &mcp.Tool{
+	addTool(r, ClassApprove, &mcp.Tool{
 		Name:  "list_pending_approvals",
 		Title: "List pending approvals",
 		Description: "For approvers: orders waiting for a human decision on accounts you may see, oldest first, with the pre-trade check taken when each was requested. " +

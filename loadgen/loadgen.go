@@ -268,6 +268,9 @@ func (c *Config) call(ctx context.Context, client *http.Client, rec *recorder, t
 	resp.Body.Close()
 	elapsed := time.Since(start)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // the run ended while the body was being read: not a sample
+		}
 		rec.record(tool, elapsed, "transport")
 		return
 	}
