@@ -78,7 +78,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	if err != nil {
 		return nil, err
 	}
-	tp, err := newTrading(cfg, st, bs, gov.journal(), secret, log)
+	tp, err := newTrading(cfg, st, bs, gov.journal(), gov.auditor.Emit, secret, log)
 	if err != nil {
 		return nil, err
 	}

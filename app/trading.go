@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portfolio-mcp/portfolio-mcp/approvals"
+	"github.com/portfolio-mcp/portfolio-mcp/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/calendar"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
@@ -62,7 +64,7 @@ type tradingParts struct {
 	api     *approvals.API
 }
 
-func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
+func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Event), secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
 	var holidays []calendar.Date
 	for _, h := range cfg.Trading.Holidays {
 		d, err := calendar.ParseDate(h)
@@ -86,7 +88,7 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
 		EventKey:    func() ([]byte, error) { return secret(secretApprovalEvent) },
-		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Logger: log,
+		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Audit: record, Logger: log,
 	})
 	return &tradingParts{service: svc, signer: signer, api: api}, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/app"
 	"github.com/portfolio-mcp/portfolio-mcp/approvals"
+	"github.com/portfolio-mcp/portfolio-mcp/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
@@ -447,5 +448,32 @@ func TestRedisPasswordFromSecretsDir(t *testing.T) {
 	args["idempotency_key"] = "redis-auth-02"
 	if msg := callToolError(t, csBad, "place_order", args); !strings.Contains(msg, "no order was placed") {
 		t.Fatalf("wrong password: %q", msg)
+	}
+}
+
+// TestApprovalsAPIAudited: every request to the approvals API, refused
+// ones included, leaves an audit record.
+func TestApprovalsAPIAudited(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	sink := newSecSink(t)
+	env := tradingEnv(iss, "")
+	env["K_SINK"] = sink.srv.URL
+	srv := startServer(t, env)
+	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-2001"))
+	if code, _ := decide(t, srv.URL, alice, "APR-00000000000000000000", "approve"); code != http.StatusNotFound {
+		t.Fatalf("unknown approval: %d", code)
+	}
+	var e audit.Event
+	waitFor(t, func() bool {
+		for _, ce := range sink.byType("com.portfolio-mcp.tool.called") {
+			if ce.Subject() == "approvals.decide" {
+				return ce.DataAs(&e) == nil
+			}
+		}
+		return false
+	})
+	if e.Outcome != "denied" || e.Principal != "alice" || e.ApprovalID != "APR-00000000000000000000" {
+		t.Fatalf("audit record %+v", e)
 	}
 }

@@ -21,9 +21,11 @@ import (
 
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
+	"github.com/portfolio-mcp/portfolio-mcp/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/store"
+	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
 )
 
@@ -56,7 +58,11 @@ type Options struct {
 	// tokens may decide approvals: the firm's approval tool, not agents.
 	ApproverClients []string
 	// Store remembers applied event ids, so a redelivery is a no-op.
-	Store  store.Store
+	Store store.Store
+	// Audit records every request to the API and every event received,
+	// refused ones included (nil: none). Applied decisions are also
+	// journaled synchronously by the trading service before they act.
+	Audit  func(ctx context.Context, e audit.Event)
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -76,17 +82,70 @@ func New(o Options) *API {
 // middleware.
 func (a *API) Routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /approvals", a.list)
-	mux.HandleFunc("GET /approvals/{id}", a.get)
-	mux.HandleFunc("POST /approvals/{id}/decision", a.decide)
+	mux.Handle("GET /approvals", a.audited("approvals.list", http.HandlerFunc(a.list)))
+	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", http.HandlerFunc(a.get)))
+	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", http.HandlerFunc(a.decide)))
 	return mux
+}
+
+// auditNote is what a handler learns that the audit record needs.
+type auditNote struct {
+	approver, approvalID string
+}
+
+type noteKey struct{}
+
+// audited records one audit event per request: who, which approval, and
+// the outcome by status (ok, denied for 4xx, failed for 5xx).
+func (a *API) audited(tool string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.o.Audit == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		n := &auditNote{approvalID: r.PathValue("id")}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, n)))
+		e := audit.Event{
+			Time: start, Tool: tool, Class: "approve", ApprovalID: n.approvalID, Principal: n.approver,
+			RequestID: telemetry.RequestID(r.Context()), LatencyMS: float64(time.Since(start).Microseconds()) / 1000,
+			Outcome: audit.OutcomeOK,
+		}
+		if p, ok := principal.From(r.Context()); ok {
+			e.Principal, e.ClientID = p.Subject, p.ClientID
+		}
+		switch {
+		case rec.status >= 500:
+			e.Outcome, e.Error = audit.OutcomeFailed, http.StatusText(rec.status)
+		case rec.status >= 400:
+			e.Outcome, e.Error = audit.OutcomeDenied, http.StatusText(rec.status)
+		}
+		a.o.Audit(r.Context(), e)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func note(ctx context.Context, f func(*auditNote)) {
+	if n, ok := ctx.Value(noteKey{}).(*auditNote); ok {
+		f(n)
+	}
 }
 
 // Events receives approval.decided CloudEvents (binary or structured mode).
 // It authenticates the event itself (trusted source + HMAC signature), not
 // the HTTP caller: the Broker delivers on the workflow's behalf.
 func (a *API) Events() http.Handler {
-	return http.HandlerFunc(a.event)
+	return a.audited("approvals.event", http.HandlerFunc(a.event))
 }
 
 func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
@@ -211,7 +270,9 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var d Decision
-	if err := json.Unmarshal(e.Data(), &d); err != nil || d.ApprovalID == "" || d.Approver == "" || d.Requester == "" || d.ArgsDigest == "" {
+	err = json.Unmarshal(e.Data(), &d)
+	note(r.Context(), func(n *auditNote) { n.approver, n.approvalID = d.Approver, d.ApprovalID })
+	if err != nil || d.ApprovalID == "" || d.Approver == "" || d.Requester == "" || d.ArgsDigest == "" {
 		writeErr(w, http.StatusBadRequest, "data must be JSON with approval_id, decision, approver, requester and args_digest")
 		return
 	}
