@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,11 +17,11 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/portfolio-mcp/portfolio-mcp/app"
 	"github.com/portfolio-mcp/portfolio-mcp/approvals"
 	"github.com/portfolio-mcp/portfolio-mcp/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
 	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
@@ -208,17 +209,25 @@ func decide(t *testing.T, base, token, id, decision string) (int, map[string]any
 	return resp.StatusCode, out
 }
 
-// TestReplicasShareApprovals: two servers on one Redis. An order placed on
-// one is approved through the other, its status agrees on both, four eyes
-// and scopes hold, and concurrent identical calls make one backend order.
+// TestReplicasShareApprovals: two server processes on one Redis and one
+// Trade service (the fakes over HTTP). An order placed on one is approved
+// through the other, its status agrees on both, four eyes and scopes hold,
+// and concurrent identical calls make one backend order.
 func TestReplicasShareApprovals(t *testing.T) {
 	setSecrets(t)
 	iss := oauthtest.New(t)
 	rds := redistest.Start(t)
 	shared := newShared()
+	backend, err := fake.New(shared.set, fake.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakes := httptest.NewServer(backend)
+	t.Cleanup(fakes.Close)
 	env := tradingEnv(iss, rds.URL())
-	a := startServer(t, env, app.WithBackends(shared.set))
-	b := startServer(t, env, app.WithBackends(shared.set))
+	env["PORTFOLIO_URL"], env["TRADE_URL"], env["RISK_URL"] = fakes.URL, fakes.URL, fakes.URL
+	a := &testServer{URL: startProcess(t, env)}
+	b := &testServer{URL: startProcess(t, env)}
 	aud := "http://127.0.0.1/mcp"
 	alice := iss.Token(t, iss.Claims("alice", aud, "portfolio:read trade:write", "ACC-2001"))
 	bob := iss.Token(t, iss.Claims("bob", aud, "portfolio:read trade:approve", "ACC-2001"))
