@@ -486,3 +486,23 @@ func TestApprovalsAPIAudited(t *testing.T) {
 		t.Fatalf("audit record %+v", e)
 	}
 }
+
+// TestLiveLegacyConfirmNeedsApprover: in live trading, an order confirmed
+// only by the confirm argument (which no server can verify) waits for a
+// human approver whatever its size.
+func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	env := tradingEnv(iss, "")
+	env["TRADING_MODE"] = "live"
+	srv := startServer(t, env)
+	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
+	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
+	args := placeArgs("ACC-1001", "live-legacy-01", 1)
+	args["confirm"] = true
+	var out trading.Outcome
+	callTool(t, cs, "place_order", args, &out)
+	if out.Status != trading.StatusPendingApproval || out.Approval == nil || !strings.Contains(strings.Join(out.Approval.Preview.ApprovalReasons, ";"), "cannot verify") {
+		t.Fatalf("live legacy order: %+v", out)
+	}
+}

@@ -200,7 +200,13 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 			Message: "nothing was placed yet: show the user " + summary(args, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"}, nil
 	}
 
-	out, err := h.Trading.Place(ctx, p, args)
+	// In live trading an order confirmed only by the confirm argument (a
+	// claim no server can check) waits for a human approver as well.
+	var approvalReason string
+	if !supportsInputRequests(req) && pre.Mode == "live" {
+		approvalReason = "live order confirmed by an argument the server cannot verify (client on protocol before 2026-07-28)"
+	}
+	out, err := h.Trading.Place(ctx, p, args, approvalReason)
 	if err != nil {
 		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
 	}

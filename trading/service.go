@@ -156,7 +156,11 @@ func (s *Service) Replay(ctx context.Context, p principal.Principal, o OrderArgs
 
 // Place runs place_order after the user confirmed: exactly once per
 // (principal, idempotency key), whatever the concurrency or crashes.
-func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs) (Outcome, error) {
+//
+// approvalReason, if not empty, sends the order to a human approver whatever
+// its size, for that reason (e.g. a confirmation the server cannot verify in
+// live trading).
+func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string) (Outcome, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
 		return Outcome{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
@@ -168,7 +172,7 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs)
 		return out, err
 	}
 
-	out, err = s.decide(ctx, p, o, digest)
+	out, err = s.decide(ctx, p, o, digest, approvalReason)
 	if err != nil {
 		// Nothing irrevocable happened, or it is safe to redo (the backend
 		// dedups the client order id): hand the key back for a retry.
@@ -231,7 +235,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 }
 
 // decide runs the checks and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest string) (Outcome, error) {
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string) (Outcome, error) {
 	pre, err := s.Preview(ctx, p, o)
 	if err != nil {
 		return Outcome{}, err
@@ -241,6 +245,10 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			Message: "the order was rejected by pre-trade checks and not placed; see violations"}, nil
 	}
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey}
+	if approvalReason != "" {
+		pre.RequiresApproval = true
+		pre.ApprovalReasons = append(pre.ApprovalReasons, approvalReason)
+	}
 	if pre.RequiresApproval {
 		a := Approval{
 			ID: approvalID(p.Subject, o.IdempotencyKey), Status: ApprovalPending, Requester: p.Subject, Order: o, ArgsDigest: digest,

@@ -136,28 +136,28 @@ func TestIdempotentPlace(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, open(t))
 			ctx := t.Context()
-			out, err := f.svc.Place(ctx, alice, small("key-00000001"))
+			out, err := f.svc.Place(ctx, alice, small("key-00000001"), "")
 			if err != nil || out.Status != trading.StatusExecuted || out.Order == nil {
 				t.Fatalf("first place: %+v %v", out, err)
 			}
-			again, err := f.svc.Place(ctx, alice, small("key-00000001"))
+			again, err := f.svc.Place(ctx, alice, small("key-00000001"), "")
 			if err != nil || !again.Replayed || again.Order.OrderID != out.Order.OrderID {
 				t.Fatalf("replay: %+v %v", again, err)
 			}
 			diff := small("key-00000001")
 			diff.Quantity = 11
-			if _, err := f.svc.Place(ctx, alice, diff); !errors.Is(err, trading.ErrKeyReused) {
+			if _, err := f.svc.Place(ctx, alice, diff, ""); !errors.Is(err, trading.ErrKeyReused) {
 				t.Fatalf("same key, other args: %v, want ErrKeyReused", err)
 			}
 			// The key is per principal: bob's identical key is his own order.
-			bobOut, err := f.svc.Place(ctx, bob, small("key-00000001"))
+			bobOut, err := f.svc.Place(ctx, bob, small("key-00000001"), "")
 			if err != nil || bobOut.Order.OrderID == out.Order.OrderID {
 				t.Fatalf("bob's order: %+v %v", bobOut, err)
 			}
 			if f.trade.orders() != 2 {
 				t.Fatalf("backend has %d orders, want 2", f.trade.orders())
 			}
-			if _, err := f.svc.Place(ctx, eve, small("key-00000002")); !errors.Is(err, backends.ErrNotFound) {
+			if _, err := f.svc.Place(ctx, eve, small("key-00000002"), ""); !errors.Is(err, backends.ErrNotFound) {
 				t.Fatalf("unentitled account: %v", err)
 			}
 		})
@@ -185,7 +185,7 @@ func TestConcurrentSameKey(t *testing.T) {
 					svc = replica2
 				}
 				wg.Go(func() {
-					out, err := svc.Place(t.Context(), alice, small("same-key-123"))
+					out, err := svc.Place(t.Context(), alice, small("same-key-123"), "")
 					if err != nil {
 						t.Error(err)
 						return
@@ -210,7 +210,7 @@ func TestConcurrentSameKey(t *testing.T) {
 
 			for i := range 100 {
 				wg.Go(func() {
-					if _, err := f.svc.Place(t.Context(), alice, small(fmt.Sprintf("distinct-%04d", i))); err != nil {
+					if _, err := f.svc.Place(t.Context(), alice, small(fmt.Sprintf("distinct-%04d", i)), ""); err != nil {
 						t.Error(err)
 					}
 				})
@@ -228,7 +228,7 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, open(t))
 			ctx := t.Context()
-			out, err := f.svc.Place(ctx, alice, large("big-order-1"))
+			out, err := f.svc.Place(ctx, alice, large("big-order-1"), "")
 			if err != nil || out.Status != trading.StatusPendingApproval || out.Approval == nil {
 				t.Fatalf("large order: %+v %v", out, err)
 			}
@@ -264,7 +264,7 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 				t.Fatalf("late reject: %v", err)
 			}
 			// The agent's retry of place_order with the same key sees the execution.
-			replay, err := f.svc.Place(ctx, alice, large("big-order-1"))
+			replay, err := f.svc.Place(ctx, alice, large("big-order-1"), "")
 			if err != nil || replay.Status != trading.StatusExecuted {
 				t.Fatalf("replay after approval: %+v %v", replay, err)
 			}
@@ -278,12 +278,12 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 func TestRejectExpireCancel(t *testing.T) {
 	f := newFixture(t, store.NewMemory(nil))
 	ctx := t.Context()
-	rejected, _ := f.svc.Place(ctx, alice, large("reject-me-1"))
+	rejected, _ := f.svc.Place(ctx, alice, large("reject-me-1"), "")
 	if out, err := f.svc.Decide(ctx, bob, rejected.Approval.ID, trading.DecisionReject, "too big", nil); err != nil || out.Status != trading.StatusRejected {
 		t.Fatalf("reject: %+v %v", out, err)
 	}
-	expiring, _ := f.svc.Place(ctx, alice, large("expire-me-1"))
-	cancelled, _ := f.svc.Place(ctx, alice, large("cancel-me-1"))
+	expiring, _ := f.svc.Place(ctx, alice, large("expire-me-1"), "")
+	cancelled, _ := f.svc.Place(ctx, alice, large("cancel-me-1"), "")
 	if _, err := f.svc.Cancel(ctx, bob, cancelled.Approval.ID); !errors.Is(err, trading.ErrNotCancellable) {
 		t.Fatalf("cancel by non-requester: %v", err)
 	}
@@ -307,24 +307,24 @@ func TestFailClosed(t *testing.T) {
 	f := newFixture(t, store.NewMemory(nil))
 	ctx := t.Context()
 	f.j.fail.Store(true)
-	if _, err := f.svc.Place(ctx, alice, small("journal-down-1")); !errors.Is(err, trading.ErrNotRecorded) {
+	if _, err := f.svc.Place(ctx, alice, small("journal-down-1"), ""); !errors.Is(err, trading.ErrNotRecorded) {
 		t.Fatalf("journal down: %v", err)
 	}
 	if f.trade.calls.Load() != 0 {
 		t.Fatal("traded without a journal record")
 	}
 	f.j.fail.Store(false)
-	if out, err := f.svc.Place(ctx, alice, small("journal-down-1")); err != nil || out.Status != trading.StatusExecuted {
+	if out, err := f.svc.Place(ctx, alice, small("journal-down-1"), ""); err != nil || out.Status != trading.StatusExecuted {
 		t.Fatalf("retry after recovery: %+v %v", out, err)
 	}
 
 	// Backend down: error, and the retry with the same key makes one order.
 	f.trade.fail.Store(true)
-	if _, err := f.svc.Place(ctx, alice, small("backend-down-1")); !errors.Is(err, trading.ErrTradeUnavailable) {
+	if _, err := f.svc.Place(ctx, alice, small("backend-down-1"), ""); !errors.Is(err, trading.ErrTradeUnavailable) {
 		t.Fatalf("backend down: %v", err)
 	}
 	f.trade.fail.Store(false)
-	if out, err := f.svc.Place(ctx, alice, small("backend-down-1")); err != nil || out.Status != trading.StatusExecuted {
+	if out, err := f.svc.Place(ctx, alice, small("backend-down-1"), ""); err != nil || out.Status != trading.StatusExecuted {
 		t.Fatalf("retry: %+v %v", out, err)
 	}
 }
@@ -339,14 +339,14 @@ func TestCrashAfterBackendAccepted(t *testing.T) {
 	// derived client order id, our record is an in-progress claim.
 	crashed := newService(f.st, backends.Set{Portfolio: demo.New(nil), MarketData: demo.New(nil), Trade: crashingTrade{f.trade}}, f.j, f.clock)
 	cctx, cancel := context.WithCancel(ctx)
-	if _, err := crashed.Place(cctx, alice, small("crash-key-1")); err == nil {
+	if _, err := crashed.Place(cctx, alice, small("crash-key-1"), ""); err == nil {
 		t.Fatal("crashing replica reported success")
 	}
 	cancel()
 	if f.trade.orders() != 1 {
 		t.Fatalf("backend orders %d, want 1 accepted before the crash", f.trade.orders())
 	}
-	out, err := f.svc.Place(ctx, alice, small("crash-key-1"))
+	out, err := f.svc.Place(ctx, alice, small("crash-key-1"), "")
 	if err != nil || out.Status != trading.StatusExecuted {
 		t.Fatalf("retry after crash: %+v %v", out, err)
 	}
@@ -388,12 +388,12 @@ func TestLeaseTakeover(t *testing.T) {
 	ht := hangingTrade{countingTrade: f.trade, accepted: make(chan struct{}), release: make(chan struct{})}
 	d := demo.New(nil)
 	dead := newService(f.st, backends.Set{Portfolio: d, MarketData: d, Trade: ht}, f.j, f.clock)
-	go dead.Place(ctx, alice, small("lease-key-1"))
+	go dead.Place(ctx, alice, small("lease-key-1"), "")
 	<-ht.accepted
 	defer close(ht.release)
 
 	f.clock.Add(11 * time.Second) // past the 10s lease
-	out, err := f.svc.Place(ctx, alice, small("lease-key-1"))
+	out, err := f.svc.Place(ctx, alice, small("lease-key-1"), "")
 	if err != nil || out.Status != trading.StatusExecuted {
 		t.Fatalf("takeover: %+v %v", out, err)
 	}
@@ -422,7 +422,7 @@ func TestApprovalGuards(t *testing.T) {
 		ApprovalTTL: 24 * time.Hour, Lease: 10 * time.Second,
 	}, store.NewMemory(nil), backends.Set{Portfolio: d, MarketData: d, Trade: f.trade}, f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
 	f.clock.now = time.Date(2026, 11, 23, 11, 0, 0, 0, cal.Location()) // Monday, in session
-	out, err := hours.Place(ctx, alice, large("session-0001"))
+	out, err := hours.Place(ctx, alice, large("session-0001"), "")
 	if err != nil || out.Status != trading.StatusPendingApproval {
 		t.Fatalf("in session: %+v %v", out, err)
 	}
@@ -433,7 +433,7 @@ func TestApprovalGuards(t *testing.T) {
 	}
 
 	// Pinned decisions.
-	pend, _ := f.svc.Place(ctx, alice, large("pinned-0001"))
+	pend, _ := f.svc.Place(ctx, alice, large("pinned-0001"), "")
 	id := pend.Approval.ID
 	if _, err := f.svc.Decide(ctx, bob, id, trading.DecisionApprove, "", &trading.Expect{ArgsDigest: "other", Requester: "alice"}); !errors.Is(err, trading.ErrMismatch) {
 		t.Fatalf("mismatched digest: %v", err)
