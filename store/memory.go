@@ -15,7 +15,13 @@ type Memory struct {
 	now     func() time.Time
 	values  map[string]memValue
 	indexes map[string]map[string]float64
+	writes  int // since the last sweep
 }
+
+// sweepEvery bounds memory: expired keys that are never read again (used
+// confirmation nonces, old idempotency records) are dropped every so many
+// writes, in one pass.
+const sweepEvery = 1024
 
 type memValue struct {
 	data    []byte
@@ -38,6 +44,28 @@ func (m *Memory) live(key string) (memValue, bool) {
 		return memValue{}, false
 	}
 	return v, ok
+}
+
+// wrote counts a write and sweeps expired keys now and then. Callers hold mu.
+func (m *Memory) wrote() {
+	m.writes++
+	if m.writes < sweepEvery {
+		return
+	}
+	m.writes = 0
+	now := m.now()
+	for k, v := range m.values {
+		if !v.expires.IsZero() && !now.Before(v.expires) {
+			delete(m.values, k)
+		}
+	}
+}
+
+// Len is the number of keys held, expired or not (for tests and metrics).
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.values)
 }
 
 func (m *Memory) expiry(ttl time.Duration) time.Time {
@@ -66,6 +94,7 @@ func (m *Memory) Create(ctx context.Context, key string, value []byte, ttl time.
 		return ErrConflict
 	}
 	m.values[key] = memValue{data: slices.Clone(value), version: 1, expires: m.expiry(ttl)}
+	m.wrote()
 	return nil
 }
 
@@ -81,6 +110,7 @@ func (m *Memory) Update(ctx context.Context, key string, value []byte, version i
 		return 0, ErrConflict
 	}
 	m.values[key] = memValue{data: slices.Clone(value), version: version + 1, expires: m.expiry(ttl)}
+	m.wrote()
 	return version + 1, nil
 }
 

@@ -100,6 +100,20 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("Create after expiry: %v", err)
 	}
 
+	// Expired keys nobody reads again are swept by later writes.
+	for i := range 2048 {
+		m.Create(ctx, fmt.Sprint("nonce-", i), nil, time.Minute)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	for i := range 1024 {
+		m.Create(ctx, fmt.Sprint("fresh-", i), nil, time.Minute)
+	}
+	if n := m.Len(); n > 1024+1 {
+		t.Fatalf("%d keys held after expiry and a sweep, want about 1025", n)
+	}
+
 	// Redis expiry is Redis's own; check the TTL is set, not the passage of time.
 	srv := redistest.Start(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
