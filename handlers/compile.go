@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"sync"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -30,7 +29,7 @@ import (
 // declared order instead of re-sorted, numbers not round-tripped through
 // float64), and nothing instead of content when the handler asks for input
 // (multi round-trip).
-func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out]) (*mcp.Tool, mcp.ToolHandler) {
+func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], outputs outputSchemas) (*mcp.Tool, mcp.ToolHandler) {
 	tt := *t
 	in, ok := tt.InputSchema.(*jsonschema.Schema)
 	if !ok || in == nil {
@@ -52,7 +51,7 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out]) (*mcp.
 	}
 	hasOutput := tt.OutputSchema != nil || reflect.TypeFor[Out]() != reflect.TypeFor[any]()
 	if tt.OutputSchema == nil && hasOutput {
-		tt.OutputSchema = outputSchemaFor(rt)
+		tt.OutputSchema = outputs.forType(rt)
 	}
 
 	th := func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -103,20 +102,21 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out]) (*mcp.
 	return &tt, th
 }
 
-// outputSchemas shares the derived output schema between tools (and
-// servers) with the same output type, as mcp.ServerOptions.SchemaCache does.
-var outputSchemas sync.Map // reflect.Type -> *jsonschema.Schema
+// outputSchemas shares the derived output schema between the tools of one
+// Register call with the same output type (the order tools), as
+// mcp.ServerOptions.SchemaCache does for the typed path.
+type outputSchemas map[reflect.Type]*jsonschema.Schema
 
-func outputSchemaFor(rt reflect.Type) *jsonschema.Schema {
-	if s, ok := outputSchemas.Load(rt); ok {
-		return s.(*jsonschema.Schema)
+func (c outputSchemas) forType(rt reflect.Type) *jsonschema.Schema {
+	if s, ok := c[rt]; ok {
+		return s
 	}
 	s, err := jsonschema.ForType(rt, &jsonschema.ForOptions{})
 	if err != nil || s == nil {
 		panic(fmt.Sprintf("output schema for %v: %v", rt, err))
 	}
-	v, _ := outputSchemas.LoadOrStore(rt, s)
-	return v.(*jsonschema.Schema)
+	c[rt] = s
+	return s
 }
 
 // decodeArgs is the go-sdk's input handling (validate the arguments as a

@@ -53,7 +53,7 @@ type Catalog map[string]Class
 // catalog of the tools it registered.
 func Register(s *mcp.Server, d Deps) Catalog {
 	h := &handlers{Deps: d}
-	r := registrar{s: s, cat: Catalog{}, typed: d.TypedSDK}
+	r := registrar{s: s, cat: Catalog{}, typed: d.TypedSDK, outputs: outputSchemas{}}
 	h.registerPortfolio(r)
 	h.registerMarket(r)
 	h.registerRisk(r)
@@ -80,15 +80,16 @@ func addTool[In, Out any](r registrar, class Class, t *mcp.Tool, in *jsonschema.
 		mcp.AddTool(r.s, t, h)
 		return
 	}
-	tt, th := compileTool(t, h)
+	tt, th := compileTool(t, h, r.outputs)
 	r.s.AddTool(tt, th)
 }
 
 // registrar is where tools are being registered.
 type registrar struct {
-	s     *mcp.Server
-	cat   Catalog
-	typed bool
+	s       *mcp.Server
+	cat     Catalog
+	typed   bool
+	outputs outputSchemas
 }
 
 // inputSchema derives the JSON schema of T and lets edit add bounds that Go
