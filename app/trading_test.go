@@ -103,6 +103,14 @@ func (c tradeCounter) PlaceOrder(ctx context.Context, r backends.OrderRequest) (
 	return o, err
 }
 
+// confirmedArgs are placeArgs with the user's confirmation asserted, as an
+// initialize-era client sends them.
+func confirmedArgs(account, key string, qty int) map[string]any {
+	a := placeArgs(account, key, qty)
+	a["confirm"] = true
+	return a
+}
+
 func placeArgs(account, key string, qty int) map[string]any {
 	return map[string]any{"account_id": account, "ticker": "KO", "side": "buy", "quantity": qty, "idempotency_key": key}
 }
@@ -186,8 +194,7 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 	if out.Status != trading.StatusNeedsConfirmation || out.Preview == nil {
 		t.Fatalf("without confirm: %+v", out)
 	}
-	a := placeArgs("ACC-1001", "old-proto-1", 3)
-	a["confirm"] = true
+	a := confirmedArgs("ACC-1001", "old-proto-1", 3)
 	callTool(t, old, "place_order", a, &out)
 	if out.Status != trading.StatusExecuted {
 		t.Fatalf("with confirm: %+v", out)
@@ -234,8 +241,7 @@ func TestReplicasShareApprovals(t *testing.T) {
 	reader := iss.Token(t, iss.Claims("rita", aud, readScopes, "ACC-2001"))
 
 	csA := connect(t, a.URL+"/mcp", "2025-11-25", bearer(alice))
-	args := placeArgs("ACC-2001", "big-order-0001", 1000)
-	args["confirm"] = true
+	args := confirmedArgs("ACC-2001", "big-order-0001", 1000)
 	var out trading.Outcome
 	callTool(t, csA, "place_order", args, &out)
 	if out.Status != trading.StatusPendingApproval || out.Approval == nil {
@@ -266,8 +272,7 @@ func TestReplicasShareApprovals(t *testing.T) {
 
 	// 100 concurrent identical calls across both replicas: one order.
 	csB := connect(t, b.URL+"/mcp", "2025-11-25", bearer(alice))
-	small := placeArgs("ACC-2001", "burst-key-0001", 10)
-	small["confirm"] = true
+	small := confirmedArgs("ACC-2001", "burst-key-0001", 10)
 	var wg sync.WaitGroup
 	ids := make(chan string, 100)
 	for i := range 100 {
@@ -294,8 +299,7 @@ func TestReplicasShareApprovals(t *testing.T) {
 	}
 	for i := range 100 {
 		wg.Go(func() {
-			a := placeArgs("ACC-2001", fmt.Sprintf("distinct-key-%03d", i), 1)
-			a["confirm"] = true
+			a := confirmedArgs("ACC-2001", fmt.Sprintf("distinct-key-%03d", i), 1)
 			var o trading.Outcome
 			callTool(t, csA, "place_order", a, &o)
 		})
@@ -339,8 +343,7 @@ func TestApprovalEvents(t *testing.T) {
 	srv := startServer(t, tradingEnv(iss, ""))
 	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-2001"))
 	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
-	args := placeArgs("ACC-2001", "event-order-01", 1000)
-	args["confirm"] = true
+	args := confirmedArgs("ACC-2001", "event-order-01", 1000)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
 	id := out.Approval.ID
@@ -400,8 +403,7 @@ func TestRedisDownFailsClosed(t *testing.T) {
 	srv := startServer(t, tradingEnv(iss, rds.URL()))
 	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
 	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
-	args := placeArgs("ACC-1001", "redis-down-01", 1)
-	args["confirm"] = true
+	args := confirmedArgs("ACC-1001", "redis-down-01", 1)
 
 	rds.Stop()
 	msg := callToolError(t, cs, "place_order", args)
@@ -439,8 +441,7 @@ func TestRedisPasswordFromSecretsDir(t *testing.T) {
 	srv := startServer(t, env)
 	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
 	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
-	args := placeArgs("ACC-1001", "redis-auth-01", 1)
-	args["confirm"] = true
+	args := confirmedArgs("ACC-1001", "redis-auth-01", 1)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
 	if out.Status != trading.StatusExecuted {
@@ -498,8 +499,7 @@ func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
 	srv := startServer(t, env)
 	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
 	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
-	args := placeArgs("ACC-1001", "live-legacy-01", 1)
-	args["confirm"] = true
+	args := confirmedArgs("ACC-1001", "live-legacy-01", 1)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
 	if out.Status != trading.StatusPendingApproval || out.Approval == nil || !strings.Contains(strings.Join(out.Approval.Preview.ApprovalReasons, ";"), "cannot verify") {
