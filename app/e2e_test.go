@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
@@ -135,6 +136,34 @@ func checkValuation(t *testing.T, pv backends.PortfolioValuation) {
 	}
 	if d := w + pv.CashWeight - 1; d > 1e-4 || d < -1e-4 {
 		t.Errorf("weights sum to %f, want 1", w+pv.CashWeight)
+	}
+}
+
+// TestInputSchemasResolve: every advertised input schema resolves, with its
+// defaults valid against it. Tools resolve their schema on the first call
+// (handlers/compile.go), so this is where a bad pattern or default fails.
+func TestInputSchemasResolve(t *testing.T) {
+	srv := startServer(t, nil)
+	cs := connect(t, srv.URL+"/mcp", protocols[0], nil)
+	tools, err := cs.ListTools(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tools.Tools) < 10 {
+		t.Fatalf("%d tools listed, want every tool", len(tools.Tools))
+	}
+	for _, tool := range tools.Tools {
+		b, err := json.Marshal(tool.InputSchema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s jsonschema.Schema
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatalf("%s: %v", tool.Name, err)
+		}
+		if _, err := s.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true}); err != nil {
+			t.Errorf("%s: input schema does not resolve: %v", tool.Name, err)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -35,10 +36,13 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], output
 	if !ok || in == nil {
 		panic(fmt.Sprintf("tool %q: input schema must be a *jsonschema.Schema", t.Name))
 	}
-	resolved, err := in.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true})
-	if err != nil {
-		panic(fmt.Sprintf("tool %q: input schema: %v", t.Name, err))
-	}
+	// Resolved on the first call, not at start-up: resolution (regular
+	// expressions, defaults checked against the schema) is a third of
+	// registering a tool, and a cold start should not pay it for tools
+	// nobody calls. TestInputSchemasResolve proves every schema resolves.
+	resolve := sync.OnceValues(func() (*jsonschema.Resolved, error) {
+		return in.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true})
+	})
 	nested := nestedDefaults(in)
 
 	// Output schema and zero value exactly as mcp.AddTool derives them: a
@@ -55,6 +59,10 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], output
 	}
 
 	th := func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		resolved, err := resolve()
+		if err != nil {
+			return nil, fmt.Errorf("tool %q: input schema: %w", t.Name, err)
+		}
 		var args In
 		if err := decodeArgs(req.Params.Arguments, resolved, nested, &args); err != nil {
 			var r mcp.CallToolResult

@@ -70,8 +70,8 @@ type handlers struct {
 
 // addTool registers a typed tool with an explicit input schema (so bounds and
 // patterns are part of the contract an agent sees) and records its class.
-// The input schema is resolved once here and enforced on every call; the
-// output shape is guaranteed by Out and checked against the declared output
+// The input schema is resolved once, on the tool's first call, and enforced
+// on every call; the output shape is guaranteed by Out and checked against the declared output
 // schema by tests (see compileTool).
 func addTool[In, Out any](r registrar, class Class, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
 	t.InputSchema = in

@@ -23,7 +23,7 @@ import (
 type Backend struct {
 	equities []backends.Equity
 	byTicker map[string]listing
-	closes   map[string][]float64
+	history  history
 	accounts map[string]accountDef
 	now      func() time.Time
 
@@ -40,7 +40,7 @@ func New(now func() time.Time) *Backend {
 	}
 	b := &Backend{
 		byTicker: make(map[string]listing, len(listings)),
-		closes:   simulate(listings),
+		history:  newHistory(listings),
 		accounts: make(map[string]accountDef, len(accounts)),
 		now:      now,
 		orders:   map[string]*backends.Order{},
@@ -86,7 +86,7 @@ func (b *Backend) GetPortfolio(ctx context.Context, accountID string) (backends.
 	v := backends.PortfolioValuation{Account: a.summary(), Cash: a.Cash, AsOf: AsOf}
 	for _, p := range a.Positions {
 		l := b.byTicker[p.Ticker]
-		closes := b.closes[p.Ticker]
+		closes := b.history.closes(p.Ticker)
 		price := closes[len(closes)-1]
 		avg := closes[len(closes)-1-min(p.CostDaysAgo, len(closes)-1)]
 		h := backends.Holding{
@@ -137,7 +137,7 @@ func (b *Backend) quote(ticker string) (backends.Quote, bool) {
 	if !ok {
 		return backends.Quote{}, false
 	}
-	closes := b.closes[ticker]
+	closes := b.history.closes(ticker)
 	price, prev := closes[len(closes)-1], closes[len(closes)-2]
 	spread := math.Max(0.01, round2(price*0.0002))
 	// Daily turnover of roughly 0.4% of shares outstanding, varied per name.

@@ -4,6 +4,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -20,30 +21,41 @@ const HistoryDays = 251
 // a year), so that a position's risk scales with its beta as it should.
 const marketVol = 0.0105
 
-// simulate builds deterministic daily closes for every listing, oldest first,
+// history holds deterministic daily closes for every listing, oldest first,
 // ending exactly at the listing's reference price. Returns follow a one-factor
 // model: r = beta*m + e, with the market m shared by all names and a per-name
 // idiosyncratic e, each seeded so the whole set is the same on every run.
-func simulate(ls []listing) map[string][]float64 {
+// A name's series is built the first time it is asked for: most calls need
+// a few names, and start-up should not pay for all of them.
+type history map[string]func() []float64
+
+func newHistory(ls []listing) history {
 	market := make([]float64, HistoryDays)
 	mr := rand.New(rand.NewPCG(20261120, 1))
 	for t := range market {
 		market[t] = mr.NormFloat64() * marketVol
 	}
-	out := make(map[string][]float64, len(ls))
+	h := make(history, len(ls))
 	for _, l := range ls {
-		r := rand.New(rand.NewPCG(seed(l.Ticker), 2))
-		idio := 0.009 + 0.004*l.Beta
-		closes := make([]float64, HistoryDays)
-		closes[HistoryDays-1] = l.Price
-		// Walk backwards from today's price so the last close is the anchor.
-		for t := HistoryDays - 1; t > 0; t-- {
-			ret := l.Beta*market[t] + r.NormFloat64()*idio
-			closes[t-1] = round2(closes[t] / (1 + ret))
-		}
-		out[l.Ticker] = closes
+		h[l.Ticker] = sync.OnceValue(func() []float64 { return walk(l, market) })
 	}
-	return out
+	return h
+}
+
+// closes returns the series of a listed ticker.
+func (h history) closes(ticker string) []float64 { return h[ticker]() }
+
+// walk goes backwards from today's price so the last close is the anchor.
+func walk(l listing, market []float64) []float64 {
+	r := rand.New(rand.NewPCG(seed(l.Ticker), 2))
+	idio := 0.009 + 0.004*l.Beta
+	closes := make([]float64, HistoryDays)
+	closes[HistoryDays-1] = l.Price
+	for t := HistoryDays - 1; t > 0; t-- {
+		ret := l.Beta*market[t] + r.NormFloat64()*idio
+		closes[t-1] = round2(closes[t] / (1 + ret))
+	}
+	return closes
 }
 
 func seed(s string) uint64 {
