@@ -261,3 +261,35 @@ func TestExtraRoutesGuarded(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestIDAdopted: a well-formed X-Request-Id from the caller is kept
+// (and echoed), anything else is replaced by a fresh id.
+func TestRequestIDAdopted(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, c := range []struct {
+		id    string
+		adopt bool
+	}{
+		{"abc-123", true},
+		{"a.b_c-D", true},
+		{strings.Repeat("r", 64), true},
+		{strings.Repeat("r", 65), false},
+		{"has space", false},
+		{"new\\line", false},
+		{"", false},
+	} {
+		req, _ := http.NewRequest("POST", srv.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("X-Request-Id", c.id)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("X-Request-Id")
+		if got == "" || (got == c.id) != c.adopt {
+			t.Errorf("sent %q, got back %q; want adopted=%v", c.id, got, c.adopt)
+		}
+	}
+}
