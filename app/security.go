@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,6 +84,7 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 	s.verifier, err = oauth.NewVerifier(oauth.Options{
 		Issuer: cfg.Auth.Issuer, Audience: audience, Algorithms: cfg.Auth.Algorithms,
 		ClockSkew: cfg.Auth.ClockSkew, EntitlementsClaim: cfg.Auth.EntitlementsClaim, Logger: log,
+		CacheTTL: cacheTTL(cfg.Auth.TokenCacheTTL),
 	})
 	if err != nil {
 		return nil, &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}
@@ -95,6 +97,15 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 		}
 	}()
 	return s, nil
+}
+
+// cacheTTL maps OAUTH_TOKEN_CACHE_TTL (0: off) to oauth.Options.CacheTTL
+// (negative: off).
+func cacheTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // policy is the authorization policy over the registered tools.

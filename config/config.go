@@ -79,6 +79,10 @@ type Auth struct {
 	Algorithms []string `env:"OAUTH_ALGORITHMS, default=RS256,ES256"`
 	// ClockSkew tolerated on exp/nbf/iat.
 	ClockSkew time.Duration `env:"OAUTH_CLOCK_SKEW, default=30s"`
+	// TokenCacheTTL is how long a verified token is trusted without checking
+	// its signature again (never past its expiry, and only while the key
+	// that signed it is still published); 0 verifies every call.
+	TokenCacheTTL time.Duration `env:"OAUTH_TOKEN_CACHE_TTL, default=1m"`
 	// Scope names granting each tool class.
 	ScopeRead    string `env:"SCOPE_READ, default=portfolio:read"`
 	ScopeTrade   string `env:"SCOPE_TRADE, default=trade:write"`
@@ -339,6 +343,8 @@ func (c *Config) validateSecurity() error {
 	switch {
 	case a.ClockSkew < 0 || a.ClockSkew > 5*time.Minute:
 		return &Error{"OAUTH_CLOCK_SKEW", fmt.Sprintf("%s is outside [0, 5m]", a.ClockSkew)}
+	case a.TokenCacheTTL < 0 || a.TokenCacheTTL > 10*time.Minute:
+		return &Error{"OAUTH_TOKEN_CACHE_TTL", fmt.Sprintf("%s is outside [0, 10m]", a.TokenCacheTTL)}
 	case a.ScopeRead == "" || a.ScopeTrade == "" || a.ScopeApprove == "":
 		return &Error{"SCOPE_READ", "scope names must not be empty"}
 	case c.Limits.ReadPerSecond <= 0 || c.Limits.ReadBurst < 1:

@@ -18,6 +18,8 @@ package oauth
 
 import (
 	"context"
+	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,10 +27,12 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"golang.org/x/time/rate"
 
@@ -54,6 +58,14 @@ type Options struct {
 	// UnknownKeyInterval is the least time between two JWKS refreshes
 	// caused by tokens naming an unknown key id. Default 30 seconds.
 	UnknownKeyInterval time.Duration
+	// CacheTTL is how long a verified token is trusted without checking its
+	// signature again (never past its expiry). It bounds how long a token
+	// signed by a key the issuer has withdrawn keeps working, on top of
+	// RefreshInterval. Zero: 1 minute; negative: every call is verified.
+	CacheTTL time.Duration
+	// CacheSize bounds the number of cached tokens (least recently used
+	// are dropped first). Default 10,000.
+	CacheSize int
 	// HTTPClient fetches metadata and keys. Default: 5 s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -67,6 +79,12 @@ type Verifier struct {
 	// life bounds the JWKS refresh goroutine; Close ends it.
 	life  context.Context
 	close context.CancelFunc
+
+	// verified maps the SHA-256 of a token that passed every check to what
+	// it says, until cachedToken.until; nil when caching is off.
+	verified *lru.Cache[[sha256.Size]byte, cachedToken]
+	now      func() time.Time
+	checks   atomic.Int64 // full verifications, for tests
 
 	mu      sync.Mutex
 	keys    keyfunc.Keyfunc
@@ -108,6 +126,12 @@ func NewVerifier(o Options) (*Verifier, error) {
 	if o.UnknownKeyInterval <= 0 {
 		o.UnknownKeyInterval = 30 * time.Second
 	}
+	if o.CacheTTL == 0 {
+		o.CacheTTL = time.Minute
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 10_000
+	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}
@@ -128,6 +152,13 @@ func NewVerifier(o Options) (*Verifier, error) {
 			jwt.WithIssuedAt(),
 			jwt.WithStrictDecoding(),
 		),
+	}
+	v.now = time.Now
+	if o.CacheTTL > 0 {
+		var err error
+		if v.verified, err = lru.New[[sha256.Size]byte, cachedToken](o.CacheSize); err != nil {
+			return nil, fmt.Errorf("oauth: token cache: %w", err)
+		}
 	}
 	v.life, v.close = context.WithCancel(context.Background())
 	return v, nil
@@ -200,28 +231,103 @@ type Token struct {
 	Expiry    time.Time
 }
 
+// cachedToken is a verified token, the key that verified it and the
+// instant it must be checked again.
+type cachedToken struct {
+	token Token
+	kid   string
+	key   crypto.PublicKey
+	until time.Time
+}
+
+// signingKey is the key a token was verified with.
+type signingKey struct {
+	kid string
+	key crypto.PublicKey
+}
+
 // Verify checks raw and returns its principal. A token that fails any
 // check yields an error wrapping auth.ErrInvalidToken whose text names the
 // failed check and nothing from the token; an issuer that cannot be reached
 // yields another error (the middleware answers 500, not 401).
+//
+// An agent sends the same token on every call, and checking its signature
+// is most of the cost of authentication, so a token that passed is
+// remembered (by its hash, never the token itself) for CacheTTL, never past
+// its expiry plus the clock skew the parser allows, and only while the
+// issuer's current key set still holds the very key that verified it: a
+// withdrawn or replaced key ends the cached entries it signed as soon as
+// the key set is refreshed, as it would end the tokens themselves.
+// Refusals are not cached.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Token, error) {
+	var hash [sha256.Size]byte
+	if v.verified != nil {
+		hash = sha256.Sum256([]byte(raw))
+		if c, ok := v.verified.Get(hash); ok && v.now().Before(c.until) && v.stillPublished(ctx, c) {
+			return c.token, nil
+		}
+	}
+	t, used, err := v.verify(ctx, raw)
+	if err == nil && v.verified != nil && used.kid != "" {
+		until := v.now().Add(v.opts.CacheTTL)
+		if last := t.Expiry.Add(v.opts.ClockSkew); last.Before(until) {
+			until = last
+		}
+		v.verified.Add(hash, cachedToken{token: t, kid: used.kid, key: used.key, until: until})
+	}
+	return t, err
+}
+
+// stillPublished reports whether the issuer's key set holds c's key under
+// its key id.
+func (v *Verifier) stillPublished(ctx context.Context, c cachedToken) bool {
 	keys, err := v.keySet(ctx)
 	if err != nil {
-		return Token{}, errors.New("token verification is temporarily unavailable")
+		return false
+	}
+	jwk, err := keys.Storage().KeyRead(ctx, c.kid)
+	if err != nil {
+		return false
+	}
+	pub := jwk.Key()
+	if pk, ok := pub.(interface{ Public() crypto.PublicKey }); ok {
+		pub = pk.Public()
+	}
+	eq, ok := c.key.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(pub)
+}
+
+// verify checks raw against the issuer's keys and every claim rule, and
+// says which key verified it.
+func (v *Verifier) verify(ctx context.Context, raw string) (Token, signingKey, error) {
+	v.checks.Add(1)
+	var used signingKey
+	keys, err := v.keySet(ctx)
+	if err != nil {
+		return Token{}, used, errors.New("token verification is temporarily unavailable")
 	}
 	claims := jwt.MapClaims{}
-	if _, err := v.parser.ParseWithClaims(raw, claims, keys.KeyfuncCtx(ctx)); err != nil {
+	keyOf := keys.KeyfuncCtx(ctx)
+	record := func(t *jwt.Token) (any, error) {
+		k, err := keyOf(t)
+		if err == nil {
+			used.kid, _ = t.Header["kid"].(string)
+			used.key = k
+		}
+		return k, err
+	}
+	if _, err := v.parser.ParseWithClaims(raw, claims, record); err != nil {
 		reason := rejection(err)
 		v.opts.Logger.InfoContext(ctx, "bearer token rejected", "reason", reason, "error", err)
-		return Token{}, fmt.Errorf("%w: %s", auth.ErrInvalidToken, reason)
+		return Token{}, used, fmt.Errorf("%w: %s", auth.ErrInvalidToken, reason)
 	}
 	p, err := v.principal(claims)
 	if err != nil {
 		v.opts.Logger.InfoContext(ctx, "bearer token rejected", "reason", err.Error())
-		return Token{}, fmt.Errorf("%w: %s", auth.ErrInvalidToken, err)
+		return Token{}, used, fmt.Errorf("%w: %s", auth.ErrInvalidToken, err)
 	}
 	exp, _ := claims.GetExpirationTime() // required and validated by the parser
-	return Token{Principal: p, Expiry: exp.Time}, nil
+	return Token{Principal: p, Expiry: exp.Time}, used, nil
 }
 
 // rejection names the failed check, safe to show the client.
