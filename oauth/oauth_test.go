@@ -127,6 +127,8 @@ func TestRejectedTokens(t *testing.T) {
 	}{
 		{name: "no token", reason: "no bearer token"},
 		{name: "not bearer", header: "Basic YWxpY2U6cGFzcw==", reason: "no bearer token"},
+		{name: "bearer without a token", header: "Bearer ", reason: "no bearer token"},
+		{name: "two tokens", header: "Bearer abc def", reason: "no bearer token"},
 		{name: "malformed", token: "not.a.jwt", reason: "malformed"},
 		{name: "garbage", token: "abc", reason: "malformed"},
 		{name: "expired", token: oauthtest.Sign(t, rsa, with("exp", time.Now().Add(-hour).Unix())), reason: "expired"},
@@ -162,7 +164,12 @@ func TestRejectedTokens(t *testing.T) {
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401 (body %q)", resp.StatusCode, body)
 			}
+			// RFC 6750 section 3.1: no error code without credentials,
+			// invalid_token for a token that fails.
 			want := `Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"`
+			if c.token != "" {
+				want = `Bearer error="invalid_token", error_description="` + c.reason + `", ` + want[len("Bearer "):]
+			}
 			if got := resp.Header.Get("WWW-Authenticate"); got != want {
 				t.Errorf("WWW-Authenticate = %q, want %q", got, want)
 			}
@@ -266,8 +273,12 @@ func TestIssuerDownIsNotAnAuthenticationFailure(t *testing.T) {
 	iss.SetDown(true)
 	p := newProtected(t, iss)
 	resp, body := p.call(t, iss.Token(t, iss.Claims("alice", resourceURL, "portfolio:read")))
-	if resp.StatusCode != http.StatusInternalServerError {
-		t.Errorf("status %d, want 500 (the token may be fine; the issuer is down)", resp.StatusCode)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("status %d, Retry-After %q; want 503 with Retry-After (the token may be fine; the issuer is down)",
+			resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if resp.Header.Get("WWW-Authenticate") != "" {
+		t.Error("a challenge was sent: the client would discard a token that may be fine")
 	}
 	if strings.Contains(body, iss.URL) || strings.Contains(body, "127.0.0.1") {
 		t.Errorf("the response reveals the issuer's address: %q", body)

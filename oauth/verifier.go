@@ -13,7 +13,8 @@
 // the JWKS: fetched once, refreshed periodically and, rate-limited, when a
 // token names an unknown key id, so a rotation is picked up without a
 // restart and a flood of made-up key ids cannot hammer the issuer. The HTTP
-// middleware is the go-sdk's auth.RequireBearerToken.
+// middleware (middleware.go) answers refusals per RFC 6750 and hands the
+// verified token to the go-sdk's auth.RequireBearerToken for the SDK.
 package oauth
 
 import (
