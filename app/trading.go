@@ -83,7 +83,7 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 		MaxPositionWeight: t.MaxPositionWeight, SymbolAllow: t.SymbolAllow, SymbolDeny: t.SymbolDeny,
 		EnforceMarketHours: t.EnforceMarketHours, Calendar: cal,
 	}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease}, st, bs, j, log, nil)
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals}, st, bs, j, log, nil)
 	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,

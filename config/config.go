@@ -130,6 +130,10 @@ type Trading struct {
 	Holidays []string `env:"MARKET_HOLIDAYS"`
 	// ApprovalTTL is how long a pending approval can be decided.
 	ApprovalTTL time.Duration `env:"APPROVAL_TTL, default=30m"`
+	// MaxPendingApprovals is how many orders one requester may have waiting
+	// for an approver at once, so an agent cannot bury the approvers' queue
+	// (where a flood invites a careless approval).
+	MaxPendingApprovals int `env:"MAX_PENDING_APPROVALS, default=20"`
 	// ConfirmTTL is how long a user confirmation round-trip stays valid.
 	ConfirmTTL time.Duration `env:"CONFIRM_TTL, default=5m"`
 	// ExecutionLease is how long one replica may hold an order's execution
@@ -384,6 +388,8 @@ func (c *Config) validateTrading() error {
 		return &Error{"MAX_POSITION_WEIGHT", fmt.Sprintf("%g is outside (0, 1]", t.MaxPositionWeight)}
 	case t.ApprovalTTL < time.Minute || t.ApprovalTTL > 7*24*time.Hour:
 		return &Error{"APPROVAL_TTL", fmt.Sprintf("%s is outside [1m, 168h]", t.ApprovalTTL)}
+	case t.MaxPendingApprovals < 1 || t.MaxPendingApprovals > 500:
+		return &Error{"MAX_PENDING_APPROVALS", fmt.Sprintf("%d is outside [1, 500]", t.MaxPendingApprovals)}
 	case t.ExecutionLease <= c.Backends.Timeout || t.ExecutionLease > 10*time.Minute:
 		return &Error{"EXECUTION_LEASE", fmt.Sprintf("%s must exceed BACKEND_TIMEOUT (%s) and be at most 10m", t.ExecutionLease, c.Backends.Timeout)}
 	case t.ConfirmTTL < 10*time.Second || t.ConfirmTTL > time.Hour:

@@ -45,6 +45,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"OAUTH_CLOCK_SKEW": "6m"}, "OAUTH_CLOCK_SKEW"},
 		{map[string]string{"OAUTH_TOKEN_CACHE_TTL": "11m"}, "OAUTH_TOKEN_CACHE_TTL"},
 		{map[string]string{"OAUTH_TOKEN_CACHE_TTL": "-1s"}, "OAUTH_TOKEN_CACHE_TTL"},
+		{map[string]string{"MAX_PENDING_APPROVALS": "0"}, "MAX_PENDING_APPROVALS"},
 		{map[string]string{"RATE_READ_PER_SECOND": "0"}, "RATE_READ_PER_SECOND"},
 		{map[string]string{"REDIS_URL": "http://redis:6379"}, "REDIS_URL"},
 		{map[string]string{"K_SINK": "broker"}, "K_SINK"},

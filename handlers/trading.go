@@ -299,7 +299,8 @@ func (h *handlers) listPending(ctx context.Context, _ *mcp.CallToolRequest, in P
 // rest like any backend failure.
 func (h *handlers) tradeError(ctx context.Context, what string, err error) error {
 	for _, safe := range []error{trading.ErrNotFound, trading.ErrKeyReused, trading.ErrFourEyes, trading.ErrAlreadyDecided,
-		trading.ErrExpired, trading.ErrNotCancellable, trading.ErrStateUnavailable, trading.ErrNotRecorded, trading.ErrTradeUnavailable} {
+		trading.ErrExpired, trading.ErrNotCancellable, trading.ErrStateUnavailable, trading.ErrNotRecorded, trading.ErrTradeUnavailable,
+		trading.ErrTooManyPending} {
 		if errors.Is(err, safe) {
 			return safe
 		}

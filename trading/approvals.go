@@ -47,12 +47,52 @@ func (s *Service) approval(ctx context.Context, id string) (Approval, int64, err
 }
 
 // The pending queue is indexed globally (for approvers of every account)
-// and per account, so one account's flood cannot hide another's approvals.
+// and per account, so one account's flood cannot hide another's approvals,
+// and per requester, to cap how many one requester may have pending.
 func accountIndex(account string) string { return pendingIndex + ":" + account }
+
+func requesterIndex(subject string) string {
+	return pendingIndex + ":by:" + strings.ToLower(strings.TrimSpace(subject))
+}
+
+// underPendingCap refuses a new approval when the requester already has
+// MaxPending pending (id itself, an approval being re-created by a retry,
+// does not count against it). The count is read, then the approval
+// written, so concurrent requests may overshoot by a few; the trade rate
+// limit bounds by how many.
+func (s *Service) underPendingCap(ctx context.Context, requester, id string) error {
+	idx := requesterIndex(requester)
+	ids, err := s.st.IndexRange(ctx, idx, 1000)
+	if err != nil {
+		return s.stateErr(ctx, err)
+	}
+	if slices.Contains(ids, id) {
+		return nil
+	}
+	pending := 0
+	for _, other := range ids {
+		if pending >= s.cfg.MaxPending {
+			break
+		}
+		a, _, err := s.approval(ctx, other) // unindexes what is no longer pending
+		switch {
+		case errors.Is(err, ErrNotFound):
+			s.st.IndexRemove(ctx, idx, other)
+		case err != nil:
+			return err
+		case a.Status == ApprovalPending:
+			pending++
+		}
+	}
+	if pending >= s.cfg.MaxPending {
+		return ErrTooManyPending
+	}
+	return nil
+}
 
 func (s *Service) index(ctx context.Context, a Approval) error {
 	score := float64(a.CreatedAt.Unix())
-	for _, idx := range []string{pendingIndex, accountIndex(a.Order.AccountID)} {
+	for _, idx := range []string{pendingIndex, accountIndex(a.Order.AccountID), requesterIndex(a.Requester)} {
 		if err := s.st.IndexAdd(ctx, idx, a.ID, score); err != nil {
 			return s.stateErr(ctx, err)
 		}
@@ -63,6 +103,7 @@ func (s *Service) index(ctx context.Context, a Approval) error {
 func (s *Service) unindex(ctx context.Context, a Approval) {
 	s.st.IndexRemove(ctx, pendingIndex, a.ID)
 	s.st.IndexRemove(ctx, accountIndex(a.Order.AccountID), a.ID)
+	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
 }
 
 // sameSubject compares principals for four eyes: subjects that differ only

@@ -30,6 +30,7 @@ var (
 	ErrStateUnavailable = errors.New("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
 	ErrNotRecorded      = errors.New("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
 	ErrTradeUnavailable = errors.New("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
+	ErrTooManyPending   = errors.New("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
 )
 
 // Outcome statuses of place_order, get_order_status and cancel_order.
@@ -82,6 +83,9 @@ type Config struct {
 	Lease time.Duration
 	// IdempotencyTTL is how long outcomes are remembered.
 	IdempotencyTTL time.Duration
+	// MaxPending is how many approvals one requester may have pending at
+	// once (default 20).
+	MaxPending int
 }
 
 // Service implements the order tools' behaviour.
@@ -98,6 +102,9 @@ type Service struct {
 func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logger, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 20
 	}
 	if cfg.Lease == 0 {
 		cfg.Lease = 30 * time.Second
@@ -256,6 +263,9 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
 		}
 		entry.Action, entry.ApprovalID = "approval.requested", a.ID
+		if err := s.underPendingCap(ctx, p.Subject, a.ID); err != nil {
+			return Outcome{}, err
+		}
 		if err := s.journal.Record(ctx, entry); err != nil {
 			s.log.ErrorContext(ctx, "journal refused approval request", "error", err)
 			return Outcome{}, ErrNotRecorded

@@ -460,3 +460,64 @@ func TestApprovalGuards(t *testing.T) {
 		t.Fatalf("decision landing after expiry: %v", err)
 	}
 }
+
+// TestPendingApprovalCap: one requester cannot have more than MaxPending
+// orders waiting for an approver; others are unaffected, a decision or a
+// cancellation frees a place, and a retry of a pending order is not refused.
+func TestPendingApprovalCap(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
+			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: 3},
+				f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			ctx := t.Context()
+			var ids []string
+			for i := range 3 {
+				out, err := svc.Place(ctx, alice, large(fmt.Sprintf("cap-%d", i)), "")
+				if err != nil || out.Status != trading.StatusPendingApproval {
+					t.Fatalf("order %d: %+v %v", i, out, err)
+				}
+				ids = append(ids, out.Approval.ID)
+			}
+			if _, err := svc.Place(ctx, alice, large("cap-3"), ""); !errors.Is(err, trading.ErrTooManyPending) {
+				t.Fatalf("fourth pending order: %v, want ErrTooManyPending", err)
+			}
+			// The same requester in another spelling is the same requester.
+			if _, err := svc.Place(ctx, principal.Principal{Subject: " Alice", Accounts: alice.Accounts}, large("cap-3b"), ""); !errors.Is(err, trading.ErrTooManyPending) {
+				t.Fatalf("fourth pending order as ' Alice': %v, want ErrTooManyPending", err)
+			}
+			// A small order that needs no approver is not capped.
+			if out, err := svc.Place(ctx, alice, small("cap-small"), ""); err != nil || out.Status != trading.StatusExecuted {
+				t.Fatalf("small order: %+v %v", out, err)
+			}
+			// Another requester has a queue of their own.
+			if out, err := svc.Place(ctx, bob, large("cap-bob"), ""); err != nil || out.Status != trading.StatusPendingApproval {
+				t.Fatalf("bob's order: %+v %v", out, err)
+			}
+			// A retry of a pending order answers with its approval.
+			if out, err := svc.Place(ctx, alice, large("cap-1"), ""); err != nil || out.Approval == nil || out.Approval.ID != ids[1] {
+				t.Fatalf("retry of a pending order: %+v %v", out, err)
+			}
+			// A decision and a cancellation each free a place; the refused
+			// key works once there is room.
+			if _, err := svc.Decide(ctx, bob, ids[0], trading.DecisionReject, "no", nil); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := svc.Place(ctx, alice, large("cap-3"), ""); err != nil || out.Status != trading.StatusPendingApproval {
+				t.Fatalf("after a decision: %+v %v", out, err)
+			}
+			if _, err := svc.Cancel(ctx, alice, ids[1]); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := svc.Place(ctx, alice, large("cap-4"), ""); err != nil || out.Status != trading.StatusPendingApproval {
+				t.Fatalf("after a cancellation: %+v %v", out, err)
+			}
+			// Expiry frees every place.
+			f.clock.Add(31 * time.Minute)
+			if out, err := svc.Place(ctx, alice, large("cap-5"), ""); err != nil || out.Status != trading.StatusPendingApproval {
+				t.Fatalf("after expiry: %+v %v", out, err)
+			}
+		})
+	}
+}
