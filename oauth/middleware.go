@@ -39,7 +39,7 @@ func (v *Verifier) Middleware(resourceMetadataURL string) func(http.Handler) htt
 			return nil, errors.New("token not verified")
 		}
 		return ti, nil
-	}, &auth.RequireBearerTokenOptions{ClockSkew: v.opts.ClockSkew})
+	}, &auth.RequireBearerTokenOptions{ClockSkew: v.opts.ClockSkew, ResourceMetadataURL: resourceMetadataURL})
 	md := fmt.Sprintf("resource_metadata=%q", resourceMetadataURL)
 	return func(next http.Handler) http.Handler {
 		inner := attach(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

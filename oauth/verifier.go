@@ -236,21 +236,20 @@ type Token struct {
 // instant it must be checked again.
 type cachedToken struct {
 	token Token
-	kid   string
-	key   crypto.PublicKey
+	signingKey
 	until time.Time
 }
 
-// signingKey is the key a token was verified with.
+// signingKey is the key a token was verified with, and the token's alg.
 type signingKey struct {
-	kid string
-	key crypto.PublicKey
+	kid, alg string
+	key      crypto.PublicKey
 }
 
 // Verify checks raw and returns its principal. A token that fails any
 // check yields an error wrapping auth.ErrInvalidToken whose text names the
 // failed check and nothing from the token; an issuer that cannot be reached
-// yields another error (the middleware answers 500, not 401).
+// yields another error (the middleware answers 503, not 401).
 //
 // An agent sends the same token on every call, and checking its signature
 // is most of the cost of authentication, so a token that passed is
@@ -264,8 +263,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Token, error) {
 	var hash [sha256.Size]byte
 	if v.verified != nil {
 		hash = sha256.Sum256([]byte(raw))
-		if c, ok := v.verified.Get(hash); ok && v.now().Before(c.until) && v.stillPublished(ctx, c) {
-			return c.token, nil
+		if c, ok := v.verified.Get(hash); ok {
+			if v.now().Before(c.until) && v.stillPublished(ctx, c) {
+				return c.token, nil
+			}
+			v.verified.Remove(hash)
 		}
 	}
 	t, used, err := v.verify(ctx, raw)
@@ -274,13 +276,13 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Token, error) {
 		if last := t.Expiry.Add(v.opts.ClockSkew); last.Before(until) {
 			until = last
 		}
-		v.verified.Add(hash, cachedToken{token: t, kid: used.kid, key: used.key, until: until})
+		v.verified.Add(hash, cachedToken{token: t, signingKey: used, until: until})
 	}
 	return t, err
 }
 
 // stillPublished reports whether the issuer's key set holds c's key under
-// its key id.
+// its key id, still for c's algorithm (the checks keyfunc makes on a key).
 func (v *Verifier) stillPublished(ctx context.Context, c cachedToken) bool {
 	keys, err := v.keySet(ctx)
 	if err != nil {
@@ -288,6 +290,9 @@ func (v *Verifier) stillPublished(ctx context.Context, c cachedToken) bool {
 	}
 	jwk, err := keys.Storage().KeyRead(ctx, c.kid)
 	if err != nil {
+		return false
+	}
+	if a := jwk.Marshal().ALG.String(); a != "" && a != c.alg {
 		return false
 	}
 	pub := jwk.Key()
@@ -313,6 +318,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Token, signingKey, e
 		k, err := keyOf(t)
 		if err == nil {
 			used.kid, _ = t.Header["kid"].(string)
+			used.alg, _ = t.Header["alg"].(string)
 			used.key = k
 		}
 		return k, err

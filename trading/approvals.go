@@ -51,15 +51,17 @@ func (s *Service) approval(ctx context.Context, id string) (Approval, int64, err
 // and per requester, to cap how many one requester may have pending.
 func accountIndex(account string) string { return pendingIndex + ":" + account }
 
-func requesterIndex(subject string) string {
-	return pendingIndex + ":by:" + strings.ToLower(strings.TrimSpace(subject))
-}
+// requesterIndex is keyed by the exact subject: OIDC subjects are
+// case-sensitive, and folding them here would let one user fill another's
+// cap (four eyes folds case the other way, where folding only refuses more).
+func requesterIndex(subject string) string { return pendingIndex + ":by:" + subject }
 
 // underPendingCap refuses a new approval when the requester already has
 // MaxPending pending (id itself, an approval being re-created by a retry,
 // does not count against it). The count is read, then the approval
 // written, so concurrent requests may overshoot by a few; the trade rate
-// limit bounds by how many.
+// limit bounds by how many. A record that cannot be read is skipped, so one
+// bad record cannot lock its requester out.
 func (s *Service) underPendingCap(ctx context.Context, requester, id string) error {
 	idx := requesterIndex(requester)
 	ids, err := s.st.IndexRange(ctx, idx, 1000)
@@ -78,8 +80,10 @@ func (s *Service) underPendingCap(ctx context.Context, requester, id string) err
 		switch {
 		case errors.Is(err, ErrNotFound):
 			s.st.IndexRemove(ctx, idx, other)
-		case err != nil:
+		case errors.Is(err, ErrStateUnavailable):
 			return err
+		case err != nil:
+			s.log.WarnContext(ctx, "unreadable approval record not counted against the pending cap", "approval_id", other, "error", err)
 		case a.Status == ApprovalPending:
 			pending++
 		}
