@@ -56,12 +56,62 @@ func accountIndex(account string) string { return pendingIndex + ":" + account }
 // cap (four eyes folds case the other way, where folding only refuses more).
 func requesterIndex(subject string) string { return pendingIndex + ":by:" + subject }
 
+// capLease is the requester's lease on creating approvals: the cap is
+// checked and the approval created under it, so concurrent requests of one
+// requester (on any replica) cannot both take the last place.
+type capLease struct {
+	Until    time.Time `json:"until"`
+	Released bool      `json:"released,omitempty"`
+}
+
+// lockRequester takes the requester's lease, waiting while another call
+// holds it; a holder that vanished (crash, scale-down) loses it when its
+// lease ends. unlock hands it back.
+func (s *Service) lockRequester(ctx context.Context, subject string) (unlock func(), err error) {
+	key := "pendingcap:" + subject
+	lease := capLease{Until: s.now().Add(s.cfg.Lease)}
+	held := func(ver int64) func() {
+		return func() {
+			ctx := context.WithoutCancel(ctx)
+			if _, err := updateJSON(ctx, s.st, key, capLease{Released: true}, ver, s.cfg.Lease); err != nil {
+				s.log.WarnContext(ctx, "could not release the pending-cap lease; it frees itself when the lease ends", "error", err)
+			}
+		}
+	}
+	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
+		cur, ver, err := getJSON[capLease](ctx, s.st, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if err := createJSON(ctx, s.st, key, lease, s.cfg.Lease); err == nil {
+				return held(1), nil
+			} else if !errors.Is(err, store.ErrConflict) {
+				return nil, s.stateErr(ctx, err)
+			}
+			continue
+		case err != nil:
+			return nil, s.stateErr(ctx, err)
+		case cur.Released || !s.now().Before(cur.Until):
+			nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.Lease)
+			if err == nil {
+				return held(nv), nil
+			} else if !errors.Is(err, store.ErrConflict) {
+				return nil, s.stateErr(ctx, err)
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for another order of yours to be recorded: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
 // underPendingCap refuses a new approval when the requester already has
 // MaxPending pending (id itself, an approval being re-created by a retry,
-// does not count against it). The count is read, then the approval
-// written, so concurrent requests may overshoot by a few; the trade rate
-// limit bounds by how many. A record that cannot be read is skipped, so one
-// bad record cannot lock its requester out.
+// does not count against it). Call it holding lockRequester. A record that
+// cannot be read is skipped, so one bad record cannot lock its requester
+// out.
 func (s *Service) underPendingCap(ctx context.Context, requester, id string) error {
 	idx := requesterIndex(requester)
 	ids, err := s.st.IndexRange(ctx, idx, 1000)

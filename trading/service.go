@@ -263,6 +263,11 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
 		}
 		entry.Action, entry.ApprovalID = "approval.requested", a.ID
+		unlock, err := s.lockRequester(ctx, p.Subject)
+		if err != nil {
+			return Outcome{}, err
+		}
+		defer unlock()
 		if err := s.underPendingCap(ctx, p.Subject, a.ID); err != nil {
 			return Outcome{}, err
 		}

@@ -536,3 +536,38 @@ func TestPendingApprovalCap(t *testing.T) {
 		})
 	}
 }
+
+// TestPendingApprovalCapConcurrent: simultaneous orders of one requester,
+// even from two replicas sharing the store, never overshoot the cap.
+func TestPendingApprovalCapConcurrent(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
+			replica := func() *trading.Service {
+				return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: 3},
+					f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			}
+			replicas := []*trading.Service{replica(), replica()}
+			var pending, refused atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 12 {
+				wg.Go(func() {
+					out, err := replicas[i%2].Place(t.Context(), alice, large(fmt.Sprintf("race-%d", i)), "")
+					switch {
+					case errors.Is(err, trading.ErrTooManyPending):
+						refused.Add(1)
+					case err != nil:
+						t.Errorf("order %d: %v", i, err)
+					case out.Status == trading.StatusPendingApproval:
+						pending.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if pending.Load() != 3 || refused.Load() != 9 {
+				t.Fatalf("%d pending and %d refused, want 3 and 9", pending.Load(), refused.Load())
+			}
+		})
+	}
+}
