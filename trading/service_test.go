@@ -461,6 +461,14 @@ func TestApprovalGuards(t *testing.T) {
 	}
 }
 
+// capped is another service (a replica) on f's store, journal and clock,
+// allowing max pending approvals per requester.
+func (f *fixture) capped(max int) *trading.Service {
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
+	return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: max},
+		f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+}
+
 // TestPendingApprovalCap: one requester cannot have more than MaxPending
 // orders waiting for an approver; others are unaffected, a decision or a
 // cancellation frees a place, and a retry of a pending order is not refused.
@@ -468,9 +476,7 @@ func TestPendingApprovalCap(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, open(t))
-			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
-			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: 3},
-				f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			svc := f.capped(3)
 			ctx := t.Context()
 			var ids []string
 			for i := range 3 {
@@ -543,12 +549,7 @@ func TestPendingApprovalCapConcurrent(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, open(t))
-			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
-			replica := func() *trading.Service {
-				return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: 3},
-					f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
-			}
-			replicas := []*trading.Service{replica(), replica()}
+			replicas := []*trading.Service{f.capped(3), f.capped(3)}
 			var pending, refused atomic.Int64
 			var wg sync.WaitGroup
 			for i := range 12 {
