@@ -462,10 +462,10 @@ func TestApprovalGuards(t *testing.T) {
 }
 
 // capped is another service (a replica) on f's store, journal and clock,
-// allowing max pending approvals per requester.
-func (f *fixture) capped(max int) *trading.Service {
+// allowing n pending approvals per requester.
+func (f *fixture) capped(n int) *trading.Service {
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
-	return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: max},
+	return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: n},
 		f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
 }
 
