@@ -120,6 +120,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 			"POST /events/approvals": tp.api.Events(),
 		}),
 		OnDrained:      []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close},
+		Warm:           gov.warmed(),
 		AllowedHosts:   cfg.AllowedHosts,
 		AllowedOrigins: cfg.AllowedOrigins,
 		MaxBodyBytes:   cfg.MaxBodyBytes,

@@ -37,6 +37,9 @@ type security struct {
 	auditor  *audit.Auditor
 	limiter  *ratelimit.Limiter
 	verifier *oauth.Verifier // nil when unauthenticated
+	// warm is closed when the first attempt to load the issuer's keys has
+	// ended; nil when unauthenticated.
+	warm     chan struct{}
 	resource oauth.Resource
 	mdURL    string
 	log      *slog.Logger
@@ -89,9 +92,13 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 	if err != nil {
 		return nil, &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}
 	}
-	// Fetch the issuer's keys while the process starts, not on the first
-	// call; a failure here is retried on demand.
+	// Fetch the issuer's keys while the process starts, and stay unready
+	// until that attempt ends: a new replica in a burst should not take
+	// calls that would each wait for the issuer. A failure is retried on
+	// demand, and does not hold readiness (calls then answer 503 at once).
+	s.warm = make(chan struct{})
 	go func() {
+		defer close(s.warm)
 		if err := s.verifier.Warm(ctx); err != nil {
 			log.Warn("OAuth issuer not reachable yet; will retry on the first call", "error", err)
 		}
@@ -107,6 +114,10 @@ func cacheTTL(d time.Duration) time.Duration {
 	}
 	return d
 }
+
+// warmed is closed once the issuer's keys were first tried (nil, always
+// ready, when unauthenticated).
+func (s *security) warmed() <-chan struct{} { return s.warm }
 
 // policy is the authorization policy over the registered tools.
 func (s *security) policy(cat handlers.Catalog) *authz.Policy { return authz.New(cat, s.scopes) }

@@ -661,3 +661,43 @@ func TestServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadyWaitsForIssuerKeys: a new replica is not ready while its first
+// fetch of the issuer's keys is under way (its calls would all wait for the
+// issuer), becomes ready when the fetch ends, and, if the issuer is down,
+// becomes ready anyway and refuses calls at once with 503.
+func TestReadyWaitsForIssuerKeys(t *testing.T) {
+	setSecrets(t)
+	readyz := func(srv *testServer) int {
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	t.Run("slow issuer", func(t *testing.T) {
+		iss := oauthtest.New(t)
+		release := iss.Hold()
+		defer release()
+		srv := startServer(t, tradingEnv(iss, ""))
+		if code := readyz(srv); code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz %d while the issuer's keys are being fetched, want 503", code)
+		}
+		release()
+		waitFor(t, func() bool { return readyz(srv) == http.StatusOK })
+		cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001"))))
+		var accounts struct{ Accounts []backends.Account }
+		callTool(t, cs, "list_accounts", nil, &accounts)
+	})
+	t.Run("issuer down", func(t *testing.T) {
+		iss := oauthtest.New(t)
+		iss.SetDown(true)
+		srv := startServer(t, tradingEnv(iss, ""))
+		waitFor(t, func() bool { return readyz(srv) == http.StatusOK })
+		resp, _ := secRPC(t, srv.URL, iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001")), "tools/list", nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("call with the issuer down: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	})
+}

@@ -34,8 +34,13 @@ type Options struct {
 	DrainDelay     time.Duration
 	// OnDrained runs after in-flight requests finished (e.g. flush audit).
 	OnDrained []func(context.Context) error
-	Metrics   *prometheus.Registry
-	Logger    *slog.Logger
+	// Warm, if not nil, holds readiness until it is closed: start-up work
+	// without which every call would wait (the issuer's signing keys). It
+	// must close whether that work succeeds or fails, so a failing
+	// dependency leaves the pod ready to answer errors fast.
+	Warm    <-chan struct{}
+	Metrics *prometheus.Registry
+	Logger  *slog.Logger
 }
 
 // Server serves until its context ends, then drains.
@@ -139,15 +144,29 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
 	}
-	if !s.serving.Load() {
+	if !s.serving.Load() || !closed(s.opts.Warm) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 		return
 	}
-	// Ready means configured and serving. Neither the backends nor Redis
-	// gate it: a slow dependency failing every pod's readiness would take
-	// the whole Service down, where reads can still be served and trades
-	// fail closed on their own.
+	// Ready means configured, serving and warm (the first attempt to load
+	// the issuer's keys has ended, whatever its result). Neither the
+	// backends nor Redis gate it: a slow dependency failing every pod's
+	// readiness would take the whole Service down, where reads can still be
+	// served and trades fail closed on their own.
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// closed reports whether c is nil or closed.
+func closed(c <-chan struct{}) bool {
+	if c == nil {
+		return true
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // scrapeOnly keeps /metrics off the public route. Prometheus scrapes the

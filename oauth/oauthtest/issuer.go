@@ -58,6 +58,7 @@ type Issuer struct {
 	n         int
 	jwksHits  atomic.Int64
 	down      atomic.Bool
+	hold      atomic.Pointer[chan struct{}]
 }
 
 // New starts an issuer with an RSA (current) and an EC key published.
@@ -137,6 +138,15 @@ func (i *Issuer) Rotate(t testing.TB, alg string, retire bool) Key {
 // SetDown makes the issuer answer 503 to everything.
 func (i *Issuer) SetDown(down bool) { i.down.Store(down) }
 
+// Hold makes every request wait until the returned function is called (a
+// slow issuer, e.g. far away at a cold start).
+func (i *Issuer) Hold() (release func()) {
+	c := make(chan struct{})
+	i.hold.Store(&c)
+	var once sync.Once
+	return func() { once.Do(func() { close(c) }) }
+}
+
 // JWKSRequests counts JWKS fetches so far.
 func (i *Issuer) JWKSRequests() int64 { return i.jwksHits.Load() }
 
@@ -180,6 +190,13 @@ func Sign(t testing.TB, k Key, claims jwt.MapClaims) string {
 }
 
 func (i *Issuer) serve(w http.ResponseWriter, r *http.Request) {
+	if c := i.hold.Load(); c != nil {
+		select {
+		case <-*c:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if i.down.Load() {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
