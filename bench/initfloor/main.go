@@ -1,0 +1,41 @@
+// Command initfloor answers /readyz with plain net/http, like
+// bench/baseline, but links the libraries portfolio-mcp depends on (blank
+// imports run their package initialisation). Its exec-to-ready time is the
+// floor those libraries set, which the server cannot go below without
+// dropping one: the bench harness reports it beside the other rows.
+//
+//	PORT=8091 initfloor
+package main
+
+import (
+	"log"
+	"net/http"
+	"os"
+
+	_ "github.com/MicahParks/keyfunc/v3"
+	_ "github.com/cenkalti/backoff/v5"
+	_ "github.com/cloudevents/sdk-go/v2"
+	_ "github.com/go-redis/redis_rate/v10"
+	_ "github.com/golang-jwt/jwt/v5"
+	_ "github.com/google/jsonschema-go/jsonschema"
+	_ "github.com/hashicorp/golang-lru/v2"
+	_ "github.com/modelcontextprotocol/go-sdk/auth"
+	_ "github.com/modelcontextprotocol/go-sdk/mcp"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/client_golang/prometheus/collectors"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "github.com/redis/go-redis/v9"
+	_ "github.com/segmentio/encoding/json"
+	_ "github.com/sethvargo/go-envconfig"
+	_ "github.com/sony/gobreaker/v2"
+	_ "golang.org/x/time/rate"
+)
+
+func main() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8091"
+	}
+	http.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"status":"ready"}`)) })
+	log.Fatal(http.ListenAndServe("127.0.0.1:"+port, nil))
+}
