@@ -208,9 +208,13 @@ func TestConcurrentSameKey(t *testing.T) {
 				t.Fatalf("%d orders from %d backend calls, want 1 and 1", f.trade.orders(), f.trade.calls.Load())
 			}
 
+			// The demo book spends cash on every fill: 100 more buys need
+			// the pension account's.
 			for i := range 100 {
 				wg.Go(func() {
-					if _, err := f.svc.Place(t.Context(), alice, small(fmt.Sprintf("distinct-%04d", i)), ""); err != nil {
+					o := small(fmt.Sprintf("distinct-%04d", i))
+					o.AccountID = "ACC-2001"
+					if _, err := f.svc.Place(t.Context(), alice, o, ""); err != nil {
 						t.Error(err)
 					}
 				})

@@ -19,7 +19,8 @@ import (
 )
 
 // Backend implements backends.Portfolio, MarketData, Risk and Trade.
-// Everything but the order book is immutable after New.
+// Everything but the order book and what its fills moved is immutable
+// after New.
 type Backend struct {
 	equities []backends.Equity
 	byTicker map[string]listing
@@ -30,6 +31,7 @@ type Backend struct {
 	mu       sync.Mutex
 	orders   map[string]*backends.Order // by order id
 	byClient map[string]*backends.Order // by client order id
+	books    map[string]*book           // by account id, once an order filled there
 	seq      int
 }
 
@@ -45,6 +47,7 @@ func New(now func() time.Time) *Backend {
 		now:      now,
 		orders:   map[string]*backends.Order{},
 		byClient: map[string]*backends.Order{},
+		books:    map[string]*book{},
 	}
 	for _, l := range listings {
 		b.byTicker[l.Ticker] = l
@@ -83,16 +86,18 @@ func (b *Backend) GetPortfolio(ctx context.Context, accountID string) (backends.
 	if !ok {
 		return backends.PortfolioValuation{}, fmt.Errorf("account %q: %w", accountID, backends.ErrNotFound)
 	}
-	v := backends.PortfolioValuation{Account: a.summary(), Cash: a.Cash, AsOf: AsOf}
-	for _, p := range a.Positions {
-		l := b.byTicker[p.Ticker]
-		closes := b.history.closes(p.Ticker)
+	b.mu.Lock()
+	bk := b.bookOf(a).clone()
+	b.mu.Unlock()
+	v := backends.PortfolioValuation{Account: a.summary(), Cash: bk.cash, AsOf: AsOf}
+	for ticker, p := range bk.lots {
+		l := b.byTicker[ticker]
+		closes := b.history.closes(ticker)
 		price := closes[len(closes)-1]
-		avg := closes[len(closes)-1-min(p.CostDaysAgo, len(closes)-1)]
 		h := backends.Holding{
-			Ticker: p.Ticker, Name: l.Name, Sector: l.Sector, Quantity: p.Quantity,
-			AverageCost: avg, CostBasis: round2(avg * p.Quantity), Price: price,
-			MarketValue: round2(price * p.Quantity),
+			Ticker: ticker, Name: l.Name, Sector: l.Sector, Quantity: p.qty,
+			AverageCost: round2(p.cost / p.qty), CostBasis: round2(p.cost), Price: price,
+			MarketValue: round2(price * p.qty),
 		}
 		h.UnrealizedPnL = round2(h.MarketValue - h.CostBasis)
 		v.Holdings = append(v.Holdings, h)

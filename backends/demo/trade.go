@@ -23,21 +23,29 @@ func (b *Backend) PlaceOrder(ctx context.Context, req backends.OrderRequest) (ba
 		}
 		return *o, nil
 	}
+	ticker := strings.ToUpper(req.Ticker)
+	q, _ := b.quote(ticker)
+	fill := q.Ask
+	if req.Side == backends.SideSell {
+		fill = q.Bid
+	}
+	marketable := req.Type == backends.OrderMarket ||
+		req.Side == backends.SideBuy && req.LimitPrice >= fill ||
+		req.Side == backends.SideSell && req.LimitPrice <= fill
+	if marketable {
+		// The demo market is frozen, so a resting order never fills and
+		// only a marketable one moves the book.
+		if err := b.bookOf(b.accounts[req.AccountID]).fill(ticker, req.Side == backends.SideBuy, req.Quantity, fill); err != nil {
+			return backends.Order{}, fmt.Errorf("%w: %v", backends.ErrInvalid, err)
+		}
+	}
 	b.seq++
 	now := b.now().UTC()
 	o := &backends.Order{
 		OrderID: fmt.Sprintf("ORD-%08d", b.seq), ClientOrderID: req.ClientOrderID, AccountID: req.AccountID,
-		Ticker: strings.ToUpper(req.Ticker), Side: req.Side, Type: req.Type, Quantity: req.Quantity,
+		Ticker: ticker, Side: req.Side, Type: req.Type, Quantity: req.Quantity,
 		LimitPrice: req.LimitPrice, Status: backends.StatusAccepted, CreatedAt: now, UpdatedAt: now,
 	}
-	q, _ := b.quote(o.Ticker)
-	fill := q.Ask
-	if o.Side == backends.SideSell {
-		fill = q.Bid
-	}
-	marketable := o.Type == backends.OrderMarket ||
-		o.Side == backends.SideBuy && o.LimitPrice >= fill ||
-		o.Side == backends.SideSell && o.LimitPrice <= fill
 	if marketable {
 		o.Status, o.FilledQuantity, o.AveragePrice = backends.StatusFilled, o.Quantity, fill
 	}
