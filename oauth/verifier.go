@@ -53,8 +53,11 @@ type Options struct {
 	// EntitlementsClaim names the claim listing the accounts a principal
 	// may see and trade.
 	EntitlementsClaim string
-	// RefreshInterval re-reads the JWKS so removed keys stop being trusted.
-	// Default 10 minutes.
+	// RefreshInterval re-reads the JWKS so removed keys stop being trusted
+	// and pre-published ones are known before tokens use them. It also
+	// bounds how long a caller exhausting the unknown-kid refresh (tokens
+	// naming made-up key ids, which cost nothing to send) can keep a freshly
+	// rotated key unknown. Default 2 minutes.
 	RefreshInterval time.Duration
 	// UnknownKeyInterval is the least time between two JWKS refreshes
 	// caused by tokens naming an unknown key id. Default 30 seconds.
@@ -122,7 +125,7 @@ func NewVerifier(o Options) (*Verifier, error) {
 		o.EntitlementsClaim = "accounts"
 	}
 	if o.RefreshInterval <= 0 {
-		o.RefreshInterval = 10 * time.Minute
+		o.RefreshInterval = 2 * time.Minute
 	}
 	if o.UnknownKeyInterval <= 0 {
 		o.UnknownKeyInterval = 30 * time.Second
