@@ -199,6 +199,20 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 	if out.Status != trading.StatusExecuted {
 		t.Fatalf("with confirm: %+v", out)
 	}
+
+	// The demo book moved: the two executed buys (10 and 3 KO) show in the
+	// portfolio, once each despite the replay.
+	var pv backends.PortfolioValuation
+	callTool(t, old, "get_portfolio", map[string]any{"account_id": "ACC-1001"}, &pv)
+	var ko float64
+	for _, h := range pv.Holdings {
+		if h.Ticker == "KO" {
+			ko = h.Quantity
+		}
+	}
+	if ko != 13 {
+		t.Fatalf("KO held after the executed buys: %g, want 13", ko)
+	}
 }
 
 func decide(t *testing.T, base, token, id, decision string) (int, map[string]any) {
@@ -504,5 +518,26 @@ func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
 	callTool(t, cs, "place_order", args, &out)
 	if out.Status != trading.StatusPendingApproval || out.Approval == nil || !strings.Contains(strings.Join(out.Approval.Preview.ApprovalReasons, ";"), "cannot verify") {
 		t.Fatalf("live legacy order: %+v", out)
+	}
+}
+
+// TestPendingCapReachesTheAgent: past MAX_PENDING_APPROVALS the agent gets a
+// tool error that says what to do, not a backend failure.
+func TestPendingCapReachesTheAgent(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	env := tradingEnv(iss, "")
+	env["MAX_PENDING_APPROVALS"] = "1"
+	srv := startServer(t, env)
+	token := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-2001"))
+	cs := connect(t, srv.URL+"/mcp", "2025-06-18", bearer(token))
+	var out trading.Outcome
+	callTool(t, cs, "place_order", confirmedArgs("ACC-2001", "cap-agent-1", 1000), &out)
+	if out.Status != trading.StatusPendingApproval {
+		t.Fatalf("first large order: %+v", out)
+	}
+	msg := callToolError(t, cs, "place_order", confirmedArgs("ACC-2001", "cap-agent-2", 1000))
+	if !strings.Contains(msg, "too many of your orders are waiting for an approver") || !strings.Contains(msg, "cancel_order") {
+		t.Fatalf("second large order: %q", msg)
 	}
 }
