@@ -506,13 +506,7 @@ func TestApprovalsAPIAudited(t *testing.T) {
 // only by the confirm argument (which no server can verify) waits for a
 // human approver whatever its size.
 func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	env := tradingEnv(iss, "")
-	env["TRADING_MODE"] = "live"
-	srv := startServer(t, env)
-	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
-	cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(alice))
+	cs := tradingSession(t, map[string]string{"TRADING_MODE": "live"}, "2025-11-25", "ACC-1001")
 	args := confirmedArgs("ACC-1001", "live-legacy-01", 1)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
@@ -524,13 +518,7 @@ func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
 // TestPendingCapReachesTheAgent: past MAX_PENDING_APPROVALS the agent gets a
 // tool error that says what to do, not a backend failure.
 func TestPendingCapReachesTheAgent(t *testing.T) {
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	env := tradingEnv(iss, "")
-	env["MAX_PENDING_APPROVALS"] = "1"
-	srv := startServer(t, env)
-	token := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-2001"))
-	cs := connect(t, srv.URL+"/mcp", "2025-06-18", bearer(token))
+	cs := tradingSession(t, map[string]string{"MAX_PENDING_APPROVALS": "1"}, "2025-06-18", "ACC-2001")
 	var out trading.Outcome
 	callTool(t, cs, "place_order", confirmedArgs("ACC-2001", "cap-agent-1", 1000), &out)
 	if out.Status != trading.StatusPendingApproval {
@@ -540,4 +528,19 @@ func TestPendingCapReachesTheAgent(t *testing.T) {
 	if !strings.Contains(msg, "too many of your orders are waiting for an approver") || !strings.Contains(msg, "cancel_order") {
 		t.Fatalf("second large order: %q", msg)
 	}
+}
+
+// tradingSession starts a trading server (tradingEnv plus extra) and
+// connects to it as alice, with every scope, entitled to account.
+func tradingSession(t *testing.T, extra map[string]string, version, account string) *mcp.ClientSession {
+	t.Helper()
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	env := tradingEnv(iss, "")
+	for k, v := range extra {
+		env[k] = v
+	}
+	srv := startServer(t, env)
+	token := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, account))
+	return connect(t, srv.URL+"/mcp", version, bearer(token))
 }
