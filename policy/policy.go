@@ -37,6 +37,15 @@ type Order struct {
 	LimitPrice float64
 }
 
+// Committed is what the account's orders awaiting approval already hold:
+// cash for their buys (at their estimated notional) and shares for their
+// sells. The check treats both as spent, so two orders that each fit
+// cannot together overdraw the account or sell the same shares twice.
+type Committed struct {
+	Cash   float64
+	Shares map[string]float64 // by upper-case ticker
+}
+
 // Preview is the outcome of the pre-trade check.
 type Preview struct {
 	AccountID                string   `json:"account_id"`
@@ -48,7 +57,9 @@ type Preview struct {
 	CurrentWeight            float64  `json:"current_weight" jsonschema:"position's share of account value now, 0..1"`
 	PostTradeWeight          float64  `json:"post_trade_weight" jsonschema:"position's share of account value after the order, 0..1"`
 	PostTradeMaxWeight       float64  `json:"post_trade_max_concentration" jsonschema:"largest single-position weight after the order"`
-	BuyingPower              float64  `json:"buying_power" jsonschema:"cash available before the order"`
+	BuyingPower              float64  `json:"buying_power" jsonschema:"cash available before the order: the account's cash less committed_cash"`
+	CommittedCash            float64  `json:"committed_cash,omitempty" jsonschema:"cash held for the account's buy orders awaiting approval"`
+	CommittedShares          float64  `json:"committed_shares,omitempty" jsonschema:"shares of this ticker held for the account's sell orders awaiting approval"`
 	BuyingPowerAfter         float64  `json:"buying_power_after" jsonschema:"cash after the order at the estimated price"`
 	MarketOpen               bool     `json:"market_open"`
 	MarketStatus             string   `json:"market_status" jsonschema:"the session now, or when it next opens"`
@@ -60,11 +71,15 @@ type Preview struct {
 	RequiresUserConfirmation bool     `json:"requires_user_confirmation" jsonschema:"place_order always asks the agent's user to confirm"`
 }
 
-// Check runs every rule.
-func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, now time.Time) Preview {
+// Check runs every rule, with what orders awaiting approval hold (c)
+// counted as spent.
+func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c Committed, now time.Time) Preview {
+	ticker := strings.ToUpper(q.Ticker)
+	cash := pv.Cash - c.Cash
 	p := Preview{
 		AccountID: o.AccountID, Ticker: q.Ticker, Side: o.Side, Quantity: o.Quantity,
-		BuyingPower: pv.Cash, Mode: r.Mode, RequiresUserConfirmation: true,
+		BuyingPower: round2(cash), CommittedCash: round2(c.Cash), CommittedShares: c.Shares[ticker],
+		Mode: r.Mode, RequiresUserConfirmation: true,
 	}
 	violate := func(format string, a ...any) { p.Violations = append(p.Violations, fmt.Sprintf(format, a...)) }
 
@@ -98,10 +113,10 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, n
 	// Total value is unchanged by a trade at market (cash for shares); the
 	// position's value moves by the notional.
 	after := heldValue + p.EstimatedNotional
-	cashAfter := pv.Cash - p.EstimatedNotional
+	cashAfter := cash - p.EstimatedNotional
 	if o.Side == backends.SideSell {
 		after = heldValue - q.Price*o.Quantity
-		cashAfter = pv.Cash + p.EstimatedNotional
+		cashAfter = cash + p.EstimatedNotional
 	}
 	p.BuyingPowerAfter = round2(cashAfter)
 	if total > 0 {
@@ -109,7 +124,6 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, n
 		p.PostTradeMaxWeight = round6(math.Max(math.Max(0, after), maxOther) / total)
 	}
 
-	ticker := strings.ToUpper(q.Ticker)
 	switch {
 	case slices.Contains(upper(r.SymbolDeny), ticker):
 		violate("%s is on the restricted list and cannot be traded", ticker)
@@ -123,10 +137,18 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, n
 		violate("estimated notional %.2f exceeds the per-order limit of %.2f; split or reduce the order", p.EstimatedNotional, r.MaxOrderNotional)
 	}
 	if o.Side == backends.SideBuy && cashAfter < 0 {
-		violate("insufficient buying power: the order needs %.2f, the account has %.2f in cash", p.EstimatedNotional, pv.Cash)
+		if c.Cash > 0 {
+			violate("insufficient buying power: the order needs %.2f, the account has %.2f in cash of which %.2f is held for buy orders awaiting approval", p.EstimatedNotional, pv.Cash, c.Cash)
+		} else {
+			violate("insufficient buying power: the order needs %.2f, the account has %.2f in cash", p.EstimatedNotional, pv.Cash)
+		}
 	}
-	if o.Side == backends.SideSell && o.Quantity > held {
-		violate("cannot sell %g shares of %s: the account holds %g (short selling is not allowed)", o.Quantity, ticker, held)
+	if free := held - c.Shares[ticker]; o.Side == backends.SideSell && o.Quantity > free {
+		if c.Shares[ticker] > 0 {
+			violate("cannot sell %g shares of %s: the account holds %g, of which %g are in sell orders awaiting approval (short selling is not allowed)", o.Quantity, ticker, held, c.Shares[ticker])
+		} else {
+			violate("cannot sell %g shares of %s: the account holds %g (short selling is not allowed)", o.Quantity, ticker, held)
+		}
 	}
 	if o.Side == backends.SideBuy && p.PostTradeWeight > r.MaxPositionWeight {
 		violate("%s would be %.1f%% of the account, above the %.1f%% concentration limit", ticker, p.PostTradeWeight*100, r.MaxPositionWeight*100)

@@ -65,7 +65,7 @@ func TestCheck(t *testing.T) {
 			if tt.rules != nil {
 				tt.rules(&r)
 			}
-			p := policy.Check(r, tt.o, pv, tt.q, tt.now)
+			p := policy.Check(r, tt.o, pv, tt.q, policy.Committed{}, tt.now)
 			if tt.wantViolation == "" && !p.Allowed {
 				t.Errorf("blocked: %v", p.Violations)
 			}
@@ -78,9 +78,44 @@ func TestCheck(t *testing.T) {
 		})
 	}
 
-	p := policy.Check(rules, policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 10}, pv, quote("AAPL", 200), open)
+	p := policy.Check(rules, policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 10}, pv, quote("AAPL", 200), policy.Committed{}, open)
 	if p.EstimatedPrice != 200.05 || p.EstimatedNotional != 2000.5 || p.CurrentWeight != 0.2 || p.PostTradeWeight != 0.220005 ||
 		p.BuyingPowerAfter != 27999.5 || p.PostTradeMaxWeight != 0.5 || !p.MarketOpen {
 		t.Errorf("estimates: %+v", p)
+	}
+}
+
+// TestCheckCommitted: cash and shares held by orders awaiting approval are
+// not available to the next order.
+func TestCheckCommitted(t *testing.T) {
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 100_000, ApprovalNotional: 20_000, MaxPositionWeight: 1}
+	pv := backends.PortfolioValuation{Cash: 30_000, TotalValue: 100_000,
+		Holdings: []backends.Holding{{Ticker: "AAPL", Quantity: 100, Price: 200, MarketValue: 20_000}}}
+	q := func(t string, p float64) backends.Quote { return backends.Quote{Ticker: t, Price: p, Bid: p, Ask: p} }
+	tests := []struct {
+		name          string
+		o             policy.Order
+		q             backends.Quote
+		c             policy.Committed
+		wantViolation string
+		wantPower     float64
+	}{
+		{"buy fits beside the committed cash", policy.Order{Ticker: "KO", Side: "buy", Type: "market", Quantity: 100}, q("KO", 100), policy.Committed{Cash: 20_000}, "", 10_000},
+		{"buy does not fit beside it", policy.Order{Ticker: "KO", Side: "buy", Type: "market", Quantity: 200}, q("KO", 100), policy.Committed{Cash: 20_000}, "of which 20000.00 is held for buy orders awaiting approval", 10_000},
+		{"sell of free shares", policy.Order{Ticker: "AAPL", Side: "sell", Type: "market", Quantity: 40}, q("AAPL", 200), policy.Committed{Shares: map[string]float64{"AAPL": 60}}, "", 30_000},
+		{"sell of promised shares", policy.Order{Ticker: "AAPL", Side: "sell", Type: "market", Quantity: 41}, q("AAPL", 200), policy.Committed{Shares: map[string]float64{"AAPL": 60}}, "of which 60 are in sell orders awaiting approval", 30_000},
+		{"other tickers' sells do not count", policy.Order{Ticker: "AAPL", Side: "sell", Type: "market", Quantity: 100}, q("AAPL", 200), policy.Committed{Shares: map[string]float64{"MSFT": 60}}, "", 30_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := policy.Check(rules, tt.o, pv, tt.q, tt.c, time.Time{})
+			got := strings.Join(p.Violations, "; ")
+			if (tt.wantViolation == "") != p.Allowed || !strings.Contains(got, tt.wantViolation) {
+				t.Errorf("violations %q, want %q", got, tt.wantViolation)
+			}
+			if p.BuyingPower != tt.wantPower || p.CommittedCash != tt.c.Cash {
+				t.Errorf("buying power %.2f (committed %.2f), want %.2f", p.BuyingPower, p.CommittedCash, tt.wantPower)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/policy"
 	"github.com/portfolio-mcp/portfolio-mcp/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/store"
 )
@@ -160,6 +161,38 @@ func (s *Service) unindex(ctx context.Context, a Approval) {
 	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
 }
 
+// committed sums what the account's pending approvals other than self hold:
+// the estimated notional of buys, the shares of sells. An approved order
+// executes at once (Decide), after which the account itself shows it.
+func (s *Service) committed(ctx context.Context, account, self string) (policy.Committed, error) {
+	ids, err := s.st.IndexRange(ctx, accountIndex(account), 1000)
+	if err != nil {
+		return policy.Committed{}, s.stateErr(ctx, err)
+	}
+	c := policy.Committed{Shares: map[string]float64{}}
+	for _, id := range ids {
+		if id == self {
+			continue
+		}
+		a, _, err := s.approval(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case err != nil:
+			return policy.Committed{}, err
+		}
+		if a.Status != ApprovalPending {
+			continue
+		}
+		if a.Order.Side == backends.SideSell {
+			c.Shares[strings.ToUpper(a.Order.Ticker)] += a.Order.Quantity
+		} else if a.Preview != nil {
+			c.Cash += a.Preview.EstimatedNotional
+		}
+	}
+	return c, nil
+}
+
 // sameSubject compares principals for four eyes: subjects that differ only
 // in case or surrounding space are the same person.
 func sameSubject(a, b string) bool {
@@ -295,7 +328,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			// money moves. A takeover skips this, since the first attempt may
 			// already have reached the Trade service (whose client order id
 			// then makes the repeat harmless).
-			pre, err := s.check(ctx, a.Order)
+			pre, err := s.check(ctx, a.Order, a.ID)
 			if err != nil {
 				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, a), ErrTradeUnavailable

@@ -576,3 +576,57 @@ func TestPendingApprovalCapConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// TestPendingApprovalsCommitCashAndShares: orders awaiting approval hold
+// their cash and shares, so orders that each fit cannot together overdraw
+// the account or sell the same shares twice; an order's own approval never
+// counts against it (its retry, its execution).
+func TestPendingApprovalsCommitCashAndShares(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	order := func(key, ticker, side string, qty float64) trading.OrderArgs {
+		return trading.OrderArgs{AccountID: "ACC-2001", Ticker: ticker, Side: side, Type: "market", Quantity: qty, IdempotencyKey: key}
+	}
+	place := func(o trading.OrderArgs) trading.Outcome {
+		t.Helper()
+		out, err := f.svc.Place(ctx, alice, o, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// The pension account has 1.85M in cash: two buys of ~0.84M wait for
+	// approval, a third does not fit beside them.
+	b1 := place(order("buy-1", "KO", "buy", 12_000))
+	b2 := place(order("buy-2", "KO", "buy", 12_000))
+	if b1.Status != trading.StatusPendingApproval || b2.Status != trading.StatusPendingApproval {
+		t.Fatalf("two buys: %s, %s", b1.Status, b2.Status)
+	}
+	if b2.Approval.Preview.CommittedCash != b1.Approval.Preview.EstimatedNotional {
+		t.Fatalf("second buy saw %.2f committed, want the first's %.2f", b2.Approval.Preview.CommittedCash, b1.Approval.Preview.EstimatedNotional)
+	}
+	b3 := place(order("buy-3", "KO", "buy", 12_000))
+	if b3.Status != trading.StatusRejected || !strings.Contains(strings.Join(b3.Violations, ";"), "awaiting approval") {
+		t.Fatalf("third buy: %+v", b3)
+	}
+	// The account holds 9,500 AAPL: two sells of 4,000 wait, a third would
+	// sell shares already promised.
+	s1 := place(order("sell-1", "AAPL", "sell", 4_000))
+	place(order("sell-2", "AAPL", "sell", 4_000))
+	s3 := place(order("sell-3", "AAPL", "sell", 4_000))
+	if s3.Status != trading.StatusRejected || !strings.Contains(strings.Join(s3.Violations, ";"), "8000 are in sell orders awaiting approval") {
+		t.Fatalf("third sell: %+v", s3)
+	}
+	// Executing an approved buy re-checks without counting itself.
+	out, err := f.svc.Decide(ctx, bob, b1.Approval.ID, trading.DecisionApprove, "", nil)
+	if err != nil || out.Status != trading.ApprovalExecuted {
+		t.Fatalf("approving the first buy: %+v %v", out, err)
+	}
+	// Cancelling frees what an order held.
+	if _, err := f.svc.Cancel(ctx, alice, s1.Approval.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s4 := place(order("sell-4", "AAPL", "sell", 4_000)); s4.Status != trading.StatusPendingApproval {
+		t.Fatalf("sell after a cancellation: %+v", s4)
+	}
+}
