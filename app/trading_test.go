@@ -24,6 +24,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
 	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/policy"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
 )
 
@@ -426,6 +427,12 @@ func TestRedisDownFailsClosed(t *testing.T) {
 	}
 	var pv backends.PortfolioValuation
 	callTool(t, cs, "get_portfolio", map[string]any{"account_id": "ACC-1001"}, &pv)
+	// A preview still answers, saying what it could not count.
+	var pre policy.Preview
+	callTool(t, cs, "preview_order", map[string]any{"account_id": "ACC-1001", "ticker": "KO", "side": "buy", "quantity": 1}, &pre)
+	if !pre.CommittedUnknown {
+		t.Fatalf("preview with Redis down: %+v", pre)
+	}
 
 	rds.Restart()
 	var out trading.Outcome

@@ -60,6 +60,7 @@ type Preview struct {
 	BuyingPower              float64  `json:"buying_power" jsonschema:"cash available before the order: the account's cash less committed_cash"`
 	CommittedCash            float64  `json:"committed_cash,omitempty" jsonschema:"cash held for the account's buy orders awaiting approval"`
 	CommittedShares          float64  `json:"committed_shares,omitempty" jsonschema:"shares of this ticker held for the account's sell orders awaiting approval"`
+	CommittedUnknown         bool     `json:"committed_unknown,omitempty" jsonschema:"true if orders awaiting approval could not be counted (state store unavailable): buying_power may be overstated, and placing the order would fail until it is back"`
 	BuyingPowerAfter         float64  `json:"buying_power_after" jsonschema:"cash after the order at the estimated price"`
 	MarketOpen               bool     `json:"market_open"`
 	MarketStatus             string   `json:"market_status" jsonschema:"the session now, or when it next opens"`

@@ -328,7 +328,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			// money moves. A takeover skips this, since the first attempt may
 			// already have reached the Trade service (whose client order id
 			// then makes the repeat harmless).
-			pre, err := s.check(ctx, a.Order, a.ID)
+			pre, err := s.check(ctx, a.Order, a.ID, true)
 			if err != nil {
 				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, a), ErrTradeUnavailable

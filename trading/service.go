@@ -121,16 +121,19 @@ func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArg
 	if !p.Entitled(o.AccountID) {
 		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
-	return s.check(ctx, o, "")
+	return s.check(ctx, o, "", false)
 }
 
 // check runs the pre-trade policy against the account as it is now, with
 // what its other orders awaiting approval hold counted as spent. self is
 // the approval this order is (or would be), which never counts against
 // itself: a retry finds its own approval, an execution re-checks it.
-func (s *Service) check(ctx context.Context, o OrderArgs, self string) (policy.Preview, error) {
+// strict checks (placing, executing) fail when the state store cannot say
+// what is committed; a preview goes on without it and says so.
+func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bool) (policy.Preview, error) {
 	committed, err := s.committed(ctx, o.AccountID, self)
-	if err != nil {
+	unknown := err != nil
+	if unknown && (strict || !errors.Is(err, ErrStateUnavailable)) {
 		return policy.Preview{}, err
 	}
 	pv, err := s.bs.Portfolio.GetPortfolio(ctx, o.AccountID)
@@ -144,7 +147,9 @@ func (s *Service) check(ctx context.Context, o OrderArgs, self string) (policy.P
 	if len(qs.Quotes) == 0 {
 		return policy.Preview{}, fmt.Errorf("ticker %q: %w", o.Ticker, backends.ErrNotFound)
 	}
-	return policy.Check(s.cfg.Rules, o.policyOrder(), pv, qs.Quotes[0], committed, s.now()), nil
+	p := policy.Check(s.cfg.Rules, o.policyOrder(), pv, qs.Quotes[0], committed, s.now())
+	p.CommittedUnknown = unknown
+	return p, nil
 }
 
 // Replay returns the stored outcome of an earlier place_order with the same
@@ -250,7 +255,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 
 // decide runs the checks and either records a pending approval or executes.
 func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string) (Outcome, error) {
-	pre, err := s.check(ctx, o, approvalID(p.Subject, o.IdempotencyKey))
+	pre, err := s.check(ctx, o, approvalID(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
 	}
