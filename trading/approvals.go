@@ -163,7 +163,8 @@ func (s *Service) unindex(ctx context.Context, a Approval) {
 
 // committed sums what the account's pending approvals other than self hold:
 // the estimated notional of buys, the shares of sells. An approved order
-// executes at once (Decide), after which the account itself shows it.
+// executes at once (Decide), after which the account itself shows it. A
+// record that cannot be read is skipped (and logged), as in the cap.
 func (s *Service) committed(ctx context.Context, account, self string) (policy.Committed, error) {
 	ids, err := s.st.IndexRange(ctx, accountIndex(account), 1000)
 	if err != nil {
@@ -178,8 +179,12 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 		switch {
 		case errors.Is(err, ErrNotFound):
 			continue
-		case err != nil:
+		case errors.Is(err, ErrStateUnavailable):
 			return policy.Committed{}, err
+		case err != nil:
+			// One bad record must not stop the account's trading.
+			s.log.WarnContext(ctx, "unreadable approval record not counted as committed", "approval_id", id, "error", err)
+			continue
 		}
 		if a.Status != ApprovalPending {
 			continue
