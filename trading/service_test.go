@@ -629,4 +629,14 @@ func TestPendingApprovalsCommitCashAndShares(t *testing.T) {
 	if s4 := place(order("sell-4", "AAPL", "sell", 4_000)); s4.Status != trading.StatusPendingApproval {
 		t.Fatalf("sell after a cancellation: %+v", s4)
 	}
+	// An unreadable record in the account's queue does not stop trading.
+	if err := f.st.Create(ctx, "approval:APR-garbage", []byte("{not json"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.IndexAdd(ctx, "approvals:pending:ACC-2001", "APR-garbage", 0); err != nil {
+		t.Fatal(err)
+	}
+	if out := place(order("small-after-garbage", "KO", "buy", 10)); out.Status != trading.StatusExecuted {
+		t.Fatalf("with an unreadable record in the queue: %+v", out)
+	}
 }
