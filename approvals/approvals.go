@@ -23,6 +23,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/httpserver"
 	"github.com/portfolio-mcp/portfolio-mcp/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/store"
 	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
@@ -151,16 +152,16 @@ func (a *API) Events() http.Handler {
 func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
 	p, ok := principal.From(r.Context())
 	if !ok {
-		writeErr(w, http.StatusUnauthorized, "authentication required")
+		httpserver.WriteError(w, http.StatusUnauthorized, "authentication required")
 		return p, false
 	}
 	if !p.HasScope(a.o.ApproveScope) {
 		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.ApproveScope+`"`)
-		writeErr(w, http.StatusForbidden, "the "+a.o.ApproveScope+" scope is required")
+		httpserver.WriteError(w, http.StatusForbidden, "the "+a.o.ApproveScope+" scope is required")
 		return p, false
 	}
 	if len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID) {
-		writeErr(w, http.StatusForbidden, "approvals are decided through the firm's approval tool, not this client")
+		httpserver.WriteError(w, http.StatusForbidden, "approvals are decided through the firm's approval tool, not this client")
 		return p, false
 	}
 	return p, true
@@ -180,7 +181,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"approvals": as})
+	httpserver.WriteJSON(w, http.StatusOK, map[string]any{"approvals": as})
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) {
@@ -193,7 +194,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpserver.WriteJSON(w, http.StatusOK, out)
 }
 
 // Decision is the body of POST /approvals/{id}/decision and the data of an
@@ -215,14 +216,14 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		writeErr(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		httpserver.WriteError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 		return
 	}
 	var d Decision
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		writeErr(w, http.StatusBadRequest, "body must be JSON: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
+		httpserver.WriteError(w, http.StatusBadRequest, "body must be JSON: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
 		return
 	}
 	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, nil)
@@ -230,22 +231,22 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpserver.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	e, err := cehttp.NewEventFromHTTPRequest(r)
 	if err != nil || e.Validate() != nil {
-		writeErr(w, http.StatusBadRequest, "not a valid CloudEvent")
+		httpserver.WriteError(w, http.StatusBadRequest, "not a valid CloudEvent")
 		return
 	}
 	if e.Type() != EventType {
-		writeErr(w, http.StatusBadRequest, "unexpected event type "+strconv.Quote(e.Type()))
+		httpserver.WriteError(w, http.StatusBadRequest, "unexpected event type "+strconv.Quote(e.Type()))
 		return
 	}
 	if !slices.Contains(a.o.EventSources, e.Source()) {
 		a.o.Logger.WarnContext(r.Context(), "approval event from untrusted source", "source", e.Source(), "id", e.ID())
-		writeErr(w, http.StatusForbidden, "untrusted event source")
+		httpserver.WriteError(w, http.StatusForbidden, "untrusted event source")
 		return
 	}
 	sig, _ := e.Extensions()[SignatureExtension].(string)
@@ -255,25 +256,25 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		a.o.Logger.ErrorContext(r.Context(), "approval event key unavailable", "error", err)
-		writeErr(w, http.StatusServiceUnavailable, "cannot verify events now")
+		httpserver.WriteError(w, http.StatusServiceUnavailable, "cannot verify events now")
 		return
 	}
 	if e.Time().IsZero() || !hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Time(), e.Data()))) {
 		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", e.Source(), "id", e.ID())
-		writeErr(w, http.StatusUnauthorized, "bad event signature")
+		httpserver.WriteError(w, http.StatusUnauthorized, "bad event signature")
 		return
 	}
 	now := a.o.Now()
 	if age := now.Sub(e.Time()); age > a.o.EventMaxAge || age < -5*time.Minute {
 		a.o.Logger.WarnContext(r.Context(), "stale approval event refused", "source", e.Source(), "id", e.ID(), "time", e.Time())
-		writeErr(w, http.StatusUnprocessableEntity, "event time is outside the accepted window")
+		httpserver.WriteError(w, http.StatusUnprocessableEntity, "event time is outside the accepted window")
 		return
 	}
 	var d Decision
 	err = json.Unmarshal(e.Data(), &d)
 	note(r.Context(), func(n *auditNote) { n.approver, n.approvalID = d.Approver, d.ApprovalID })
 	if err != nil || d.ApprovalID == "" || d.Approver == "" || d.Requester == "" || d.ArgsDigest == "" {
-		writeErr(w, http.StatusBadRequest, "data must be JSON with approval_id, decision, approver, requester and args_digest")
+		httpserver.WriteError(w, http.StatusBadRequest, "data must be JSON with approval_id, decision, approver, requester and args_digest")
 		return
 	}
 	seenSum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
@@ -329,16 +330,5 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.o.Logger.ErrorContext(r.Context(), "approval API failure", "error", err)
 		msg = "internal error"
 	}
-	writeErr(w, status, msg)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
-
-func writeErr(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	httpserver.WriteError(w, status, msg)
 }

@@ -41,11 +41,11 @@ func newHostGuard(allowedHosts, allowedOrigins []string, next http.Handler) (*ho
 
 func (g *hostGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.hostAllowed(r) {
-		writeError(w, http.StatusForbidden, "forbidden: Host not allowed")
+		WriteError(w, http.StatusForbidden, "forbidden: Host not allowed")
 		return
 	}
 	if err := g.cop.Check(r); err != nil {
-		writeError(w, http.StatusForbidden, "forbidden: cross-origin request")
+		WriteError(w, http.StatusForbidden, "forbidden: cross-origin request")
 		return
 	}
 	g.next.ServeHTTP(w, r)

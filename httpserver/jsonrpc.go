@@ -43,10 +43,10 @@ func jsonrpcGuard(next http.Handler) http.Handler {
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+				WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
 				return
 			}
-			writeError(w, http.StatusBadRequest, "could not read request body")
+			WriteError(w, http.StatusBadRequest, "could not read request body")
 			return
 		}
 		if code, msg, id := checkEnvelope(body); code != 0 {
@@ -109,7 +109,7 @@ func writeRPCError(w http.ResponseWriter, id json.RawMessage, code int, msg stri
 	if code == codeMethodNotFound {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, map[string]any{
+	WriteJSON(w, status, map[string]any{
 		"jsonrpc": "2.0",
 		"id":      id,
 		"error":   map[string]any{"code": code, "message": msg},
