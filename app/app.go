@@ -70,7 +70,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		return nil, err
 	}
 	metrics := telemetry.NewMetrics(rev)
-	st, err := newStore(cfg, sec.Get)
+	st, err := newStore(cfg, sec.Get, metrics.Registerer(), log)
 	if err != nil {
 		return nil, err
 	}

@@ -430,7 +430,7 @@ func TestAuditTrail(t *testing.T) {
 	delete(args, "api_token")
 	var out trading.Outcome
 	callTool(t, bob, "place_order", args, &out) // ok
-	if out.Status != trading.StatusExecuted || out.Order == nil {
+	if out.Status != backends.StatusFilled || out.Order == nil {
 		t.Fatalf("bob's order: %+v", out)
 	}
 	quotes := map[string]any{"tickers": []string{"KO"}}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portfolio-mcp/portfolio-mcp/approvals"
@@ -32,7 +33,11 @@ const (
 // A Redis password, if any, comes from the redis-password secret file rather
 // than the URL (which sits in the Service spec); it is read for every new
 // connection, so a rotation applies without a restart.
-func newStore(cfg *config.Config, secret func(string) ([]byte, error)) (store.Store, error) {
+//
+// Every command runs under REDIS_TIMEOUT and a circuit breaker (store.Guard):
+// a Redis that hangs must never stall reads (whose rate-limit check falls
+// back to this replica) nor hold a trade longer than a fast refusal.
+func newStore(cfg *config.Config, secret func(string) ([]byte, error), reg prometheus.Registerer, log *slog.Logger) (store.Store, error) {
 	if cfg.RedisURL == "" {
 		return store.NewMemory(nil), nil
 	}
@@ -40,10 +45,12 @@ func newStore(cfg *config.Config, secret func(string) ([]byte, error)) (store.St
 	if err != nil {
 		return nil, &config.Error{Var: "REDIS_URL", Msg: "cannot be parsed"}
 	}
-	// Fail fast rather than queue: a state-changing call waiting on a dead
-	// Redis should fail closed promptly; reads never touch it.
-	opts.DialTimeout = min(opts.DialTimeout, cfg.Backends.Timeout)
-	opts.MaxRetries = 1
+	// Fail fast rather than queue or retry: the guard's deadline must reach
+	// the socket, and a retry would double what a hung Redis costs.
+	opts.DialTimeout = cfg.RedisTimeout
+	opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = -1
 	if opts.Password == "" {
 		user := opts.Username
 		opts.CredentialsProvider = func() (string, string) {
@@ -54,7 +61,25 @@ func newStore(cfg *config.Config, secret func(string) ([]byte, error)) (store.St
 			return user, string(pw)
 		}
 	}
-	return store.NewRedis(redis.NewClient(opts), "pmcp:"+cfg.Trading.Mode+":"), nil
+	open := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mcp_state_store_breaker_open",
+		Help: "1 while the Redis circuit breaker is open: state-changing calls fail closed at once, rate limits are per replica.",
+	})
+	if err := reg.Register(open); err != nil {
+		return nil, fmt.Errorf("state store metrics: %w", err)
+	}
+	c := redis.NewClient(opts)
+	c.AddHook(store.NewGuard(store.GuardOptions{
+		Timeout: cfg.RedisTimeout, Failures: cfg.RedisBreakerFailures, Cooldown: cfg.RedisBreakerCooldown, Logger: log,
+		OnOpen: func(o bool) {
+			if o {
+				open.Set(1)
+			} else {
+				open.Set(0)
+			}
+		},
+	}))
+	return store.NewRedis(c, "pmcp:"+cfg.Trading.Mode+":"), nil
 }
 
 // tradingParts are the trading components New wires into handlers and routes.

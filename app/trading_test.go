@@ -141,7 +141,7 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 	defer cs.Close()
 	var out trading.Outcome
 	callTool(t, cs, "place_order", placeArgs("ACC-1001", "mrtr-accept-1", 10), &out)
-	if out.Status != trading.StatusExecuted || out.Order == nil || len(asked) != 1 || !strings.Contains(asked[0], "buy 10 KO") {
+	if out.Status != backends.StatusFilled || out.Order == nil || len(asked) != 1 || !strings.Contains(asked[0], "buy 10 KO") {
 		t.Fatalf("MRTR accept: %+v, asked %q", out, asked)
 	}
 	// A retry is answered from the record without asking again.
@@ -197,7 +197,7 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 	}
 	a := confirmedArgs("ACC-1001", "old-proto-1", 3)
 	callTool(t, old, "place_order", a, &out)
-	if out.Status != trading.StatusExecuted {
+	if out.Status != backends.StatusFilled {
 		t.Fatalf("with confirm: %+v", out)
 	}
 
@@ -270,14 +270,14 @@ func TestReplicasShareApprovals(t *testing.T) {
 	if code, _ := decide(t, b.URL, reader, id, "approve"); code != http.StatusForbidden {
 		t.Fatalf("approval without trade:approve: %d", code)
 	}
-	if code, body := decide(t, b.URL, bob, id, "approve"); code != http.StatusOK || body["status"] != trading.StatusExecuted {
+	if code, body := decide(t, b.URL, bob, id, "approve"); code != http.StatusOK || body["status"] != backends.StatusFilled {
 		t.Fatalf("bob approves on B: %d %v", code, body)
 	}
 	for _, srv := range []*testServer{a, b} {
 		cs := connect(t, srv.URL+"/mcp", "2026-07-28", bearer(alice))
 		var st trading.Outcome
 		callTool(t, cs, "get_order_status", map[string]any{"id": id}, &st)
-		if st.Status != trading.StatusExecuted || st.Order == nil {
+		if st.Status != backends.StatusFilled || st.Order == nil {
 			t.Fatalf("status on %s: %+v", srv.URL, st)
 		}
 	}
@@ -399,7 +399,7 @@ func TestApprovalEvents(t *testing.T) {
 	if code := postEvent(t, srv.URL, "urn:test:workflow", good, now, ""); code != http.StatusAccepted {
 		t.Fatalf("valid event: %d", code)
 	}
-	if s := status(); s != trading.StatusExecuted {
+	if s := status(); s != backends.StatusFilled {
 		t.Fatalf("after valid event: %s", s)
 	}
 	// The Broker redelivers: harmless.
@@ -437,7 +437,7 @@ func TestRedisDownFailsClosed(t *testing.T) {
 	rds.Restart()
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
-	if out.Status != trading.StatusExecuted {
+	if out.Status != backends.StatusFilled {
 		t.Fatalf("after Redis returned: %+v", out)
 	}
 }
@@ -465,7 +465,7 @@ func TestRedisPasswordFromSecretsDir(t *testing.T) {
 	args := confirmedArgs("ACC-1001", "redis-auth-01", 1)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
-	if out.Status != trading.StatusExecuted {
+	if out.Status != backends.StatusFilled {
 		t.Fatalf("with the password: %+v", out)
 	}
 

@@ -46,9 +46,13 @@ type Risk interface {
 
 // Trade is order entry. PlaceOrder is idempotent on ClientOrderID: a repeat
 // returns the order first created for it and never executes twice.
+// OrderByClientID is how the server learns, after a lost answer or a crash,
+// whether the Trade service ever saw an order: ErrNotFound means it did not,
+// and only then may the order be checked and sent again.
 type Trade interface {
 	PlaceOrder(ctx context.Context, req OrderRequest) (Order, error)
 	GetOrder(ctx context.Context, orderID string) (Order, error)
+	OrderByClientID(ctx context.Context, clientOrderID string) (Order, error)
 	CancelOrder(ctx context.Context, orderID string) (Order, error)
 }
 
@@ -183,19 +187,38 @@ type RiskSummary struct {
 	AsOf              time.Time        `json:"as_of"`
 }
 
-// Order sides, types and statuses on the wire.
+// Order sides and types on the wire.
 const (
 	SideBuy  = "buy"
 	SideSell = "sell"
 
 	OrderMarket = "market"
 	OrderLimit  = "limit"
-
-	StatusAccepted  = "accepted"
-	StatusFilled    = "filled"
-	StatusCancelled = "cancelled"
-	StatusRejected  = "rejected"
 )
+
+// Order statuses on the wire, after FIX's OrdStatus: an order is working
+// (accepted, partially_filled) until it reaches a terminal state.
+const (
+	// StatusAccepted: the order is working at the venue, nothing filled yet
+	// (FIX New).
+	StatusAccepted = "accepted"
+	// StatusPartiallyFilled: working, with FilledQuantity of Quantity done.
+	StatusPartiallyFilled = "partially_filled"
+	// StatusFilled: done; FilledQuantity equals Quantity.
+	StatusFilled = "filled"
+	// StatusCancelled: withdrawn; FilledQuantity may be above zero.
+	StatusCancelled = "cancelled"
+	// StatusRejected: refused by the venue or the Trade service.
+	StatusRejected = "rejected"
+	// StatusExpired: its time in force ended; FilledQuantity may be above zero.
+	StatusExpired = "expired"
+)
+
+// Working reports whether an order in status may still fill or be
+// cancelled, so what is known about it can change.
+func Working(status string) bool {
+	return status == StatusAccepted || status == StatusPartiallyFilled
+}
 
 // OrderRequest asks the Trade service for an order. ClientOrderID is the
 // caller's idempotency key: the same id always names the same order.

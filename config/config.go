@@ -62,6 +62,15 @@ type Config struct {
 	// rate-limit buckets) shared by every replica, e.g. redis://redis:6379/0.
 	// Empty: in-process memory, correct for exactly one process.
 	RedisURL string `env:"REDIS_URL"`
+	// RedisTimeout bounds every Redis command. A Redis that hangs then costs
+	// a read at most this (the rate limiter falls back to this replica's
+	// buckets) and a trade a fast fail-closed refusal. Keep it well below
+	// BACKEND_TIMEOUT.
+	RedisTimeout time.Duration `env:"REDIS_TIMEOUT, default=250ms"`
+	// RedisBreakerFailures consecutive failed commands open the Redis
+	// circuit breaker: commands then fail at once for RedisBreakerCooldown.
+	RedisBreakerFailures int           `env:"REDIS_BREAKER_FAILURES, default=3"`
+	RedisBreakerCooldown time.Duration `env:"REDIS_BREAKER_COOLDOWN, default=2s"`
 	// SecretsDir is the directory of secret files (a mounted Kubernetes
 	// Secret synced by External Secrets). Files are re-read when they change.
 	// Empty: development fallback to environment variables.
@@ -367,6 +376,14 @@ func (c *Config) validateSecurity() error {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return &Error{"REDIS_URL", "must be a redis:// or rediss:// URL"}
 		}
+	}
+	switch {
+	case c.RedisTimeout < time.Millisecond || c.RedisTimeout >= c.Backends.Timeout:
+		return &Error{"REDIS_TIMEOUT", fmt.Sprintf("%s must be at least 1ms and below BACKEND_TIMEOUT (%s)", c.RedisTimeout, c.Backends.Timeout)}
+	case c.RedisBreakerFailures < 1 || c.RedisBreakerFailures > 1000:
+		return &Error{"REDIS_BREAKER_FAILURES", fmt.Sprintf("%d is outside 1..1000", c.RedisBreakerFailures)}
+	case c.RedisBreakerCooldown < 100*time.Millisecond || c.RedisBreakerCooldown > 10*time.Minute:
+		return &Error{"REDIS_BREAKER_COOLDOWN", fmt.Sprintf("%s is outside [100ms, 10m]", c.RedisBreakerCooldown)}
 	}
 	return nil
 }

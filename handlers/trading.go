@@ -74,7 +74,7 @@ func (h *handlers) registerTrading(r registrar) {
 		Description: "Place an equity order after the user's confirmation. Runs the same checks as preview_order; then either executes, " +
 			"or records a pending approval for a human approver (someone other than you) and returns its approval_id and expiry. " +
 			"Always pass a fresh idempotency_key; retry with the same key and arguments after any error: it never places a second order. " +
-			"Clients on protocol 2026-07-28 are asked to confirm through an input request; older clients must show the summary to the user and call again with confirm=true.",
+			"Clients on protocol 2026-07-28 that declare the elicitation capability are asked to confirm through an input request; other clients must show the summary to the user and call again with confirm=true.",
 		Annotations: &mcp.ToolAnnotations{Title: "Place order", DestructiveHint: ptr(true), IdempotentHint: false, OpenWorldHint: ptr(true)},
 	}, inputSchema[PlaceInput](func(p map[string]*jsonschema.Schema) {
 		orderProps(p)
@@ -158,9 +158,10 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 	}
 	args := in.args(in.IdempotencyKey)
 
-	// A retry of an order already decided is answered from the record,
-	// without asking the user twice.
-	if out, found, err := h.Trading.Replay(ctx, p, args); err != nil {
+	// A retry is answered from what its earlier attempt left (the stored
+	// outcome, its approval, or the order the Trade service accepted), before
+	// any check and without asking the user again.
+	if out, found, err := h.Trading.Resolve(ctx, p, args); err != nil {
 		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
 	} else if found {
 		return nil, out, nil
@@ -204,7 +205,7 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 	// claim no server can check) waits for a human approver as well.
 	var approvalReason string
 	if !supportsInputRequests(req) && pre.Mode == "live" {
-		approvalReason = "live order confirmed by an argument the server cannot verify (client on protocol before 2026-07-28)"
+		approvalReason = "live order confirmed by an argument the server cannot verify (the client cannot be asked through an input request)"
 	}
 	out, err := h.Trading.Place(ctx, p, args, approvalReason)
 	if err != nil {
@@ -213,12 +214,22 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 	return nil, out, nil
 }
 
-// supportsInputRequests reports whether the client speaks MCP 2026-07-28,
-// whose multi round-trip results carry input requests. Older clients in a
-// stateless server cannot be asked mid-call.
+// supportsInputRequests reports whether the server may ask this client for
+// the user's confirmation with an input request: only on 2026-07-28 (multi
+// round-trip results; older clients in a stateless server cannot be asked
+// mid-call) and only if this request declares the elicitation capability in
+// form mode (a server must not send input requests the client did not
+// declare). Everyone else confirms with the confirm argument.
 func supportsInputRequests(req *mcp.CallToolRequest) bool {
-	ip := req.Session.InitializeParams()
-	return ip == nil || ip.ProtocolVersion >= "2026-07-28"
+	if req.ProtocolVersion() < "2026-07-28" {
+		return false
+	}
+	c := req.ClientCapabilities()
+	if c == nil || c.Elicitation == nil {
+		return false
+	}
+	// An empty elicitation capability means form mode.
+	return c.Elicitation.Form != nil || c.Elicitation.URL == nil
 }
 
 func confirmationRequest(o trading.OrderArgs, pre policy.Preview, state string) *mcp.CallToolResult {

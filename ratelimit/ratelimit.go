@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -75,9 +76,12 @@ type Limiter struct {
 	// the limit degrades to per replica instead of failing open or closed.
 	local   *memoryStore
 	backend string
-	log     *slog.Logger
-	limited *prometheus.CounterVec
-	errors  *prometheus.CounterVec
+	// degraded is set while the shared store fails, so the switch to
+	// per-replica limits (and back) is logged once, not per call.
+	degraded atomic.Bool
+	log      *slog.Logger
+	limited  *prometheus.CounterVec
+	errors   *prometheus.CounterVec
 }
 
 // New returns a Limiter keeping buckets in rdb, or in memory when rdb is nil.
@@ -162,7 +166,11 @@ func (l *Limiter) Middleware(classOf func(tool string) string) mcp.Middleware {
 			d, err := l.Allow(ctx, pr.Subject, class)
 			if err != nil {
 				l.errors.WithLabelValues(class).Inc()
-				l.log.WarnContext(ctx, "shared rate limiter unavailable; limiting per replica", "class", class, "error", err)
+				if l.degraded.CompareAndSwap(false, true) {
+					l.log.WarnContext(ctx, "shared rate limiter unavailable; limiting per replica until it answers again", "class", class, "error", err)
+				}
+			} else if l.degraded.CompareAndSwap(true, false) {
+				l.log.InfoContext(ctx, "shared rate limiter answers again; limits hold across replicas again")
 			}
 			if !d.Allowed {
 				l.limited.WithLabelValues(class).Inc()

@@ -25,7 +25,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/faults"
 )
 
-const fakesPort = "8080/tcp"
+const fakesPort = "8090/tcp"
 
 // fakes is a running fake-backends container serving all three services.
 // On its Docker network it answers to <prefix>portfolio, <prefix>risk and
@@ -38,6 +38,7 @@ type fakes struct {
 func startFakes(ctx context.Context, s *suite, nw *testcontainers.DockerNetwork, prefix string) (*fakes, error) {
 	c, err := testcontainers.Run(ctx, s.fakesImage,
 		testcontainers.WithExposedPorts(fakesPort),
+		testcontainers.WithCmd("-addr", ":8090"),
 		network.WithNetwork([]string{prefix + "portfolio", prefix + "risk", prefix + "trade"}, nw),
 		testcontainers.WithWaitStrategy(wait.ForHTTP("/healthz").WithPort(fakesPort).
 			WithPollInterval(20*time.Millisecond).WithStartupTimeout(30*time.Second)),
@@ -71,9 +72,9 @@ func (f *fakes) hostEnv(t *testing.T) map[string]string {
 // networkEnv points a container on the fakes' network at them by alias.
 func (f *fakes) networkEnv() map[string]string {
 	return map[string]string{
-		"PORTFOLIO_URL": "http://" + f.prefix + "portfolio:8080",
-		"RISK_URL":      "http://" + f.prefix + "risk:8080",
-		"TRADE_URL":     "http://" + f.prefix + "trade:8080",
+		"PORTFOLIO_URL": "http://" + f.prefix + "portfolio:8090",
+		"RISK_URL":      "http://" + f.prefix + "risk:8090",
+		"TRADE_URL":     "http://" + f.prefix + "trade:8090",
 	}
 }
 

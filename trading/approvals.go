@@ -32,6 +32,9 @@ func (s *Service) approval(ctx context.Context, id string) (Approval, int64, err
 		if err != nil {
 			return Approval{}, 0, s.stateErr(ctx, err)
 		}
+		if a.Status == legacyExecuted {
+			a.Status = ApprovalSubmitted
+		}
 		if a.Status != ApprovalPending || s.now().Before(a.ExpiresAt) {
 			return a, ver, nil
 		}
@@ -46,6 +49,10 @@ func (s *Service) approval(ctx context.Context, id string) (Approval, int64, err
 		return a, nv, nil
 	}
 }
+
+// legacyExecuted is what ApprovalSubmitted was called before orders had a
+// lifecycle: "executed" did not say whether the order filled.
+const legacyExecuted = "executed"
 
 // The pending queue is indexed globally (for approvers of every account)
 // and per account, so one account's flood cannot hide another's approvals,
@@ -210,29 +217,41 @@ func visible(p principal.Principal, a Approval) bool {
 	return a.Requester == p.Subject || p.Entitled(a.Order.AccountID)
 }
 
+// approvalOutcome reports an approval; once its order reached the Trade
+// service, in the order's current state.
 func (s *Service) approvalOutcome(ctx context.Context, a Approval) Outcome {
 	out := Outcome{Status: a.Status, Approval: &a, IdempotencyKey: a.Order.IdempotencyKey}
 	switch a.Status {
 	case ApprovalPending:
 		out.Status = StatusPendingApproval
-		out.Message = "waiting for a human approver until " + a.ExpiresAt.Format(time.RFC3339)
+		out.Message = "waiting for a human approver until " + a.ExpiresAt.Format(time.RFC3339) + "; poll get_order_status with approval_id " + a.ID
 	case ApprovalApproved, ApprovalExecuting:
-		out.Message = "approved by " + a.DecidedBy + "; execution in progress, poll get_order_status again"
-	case ApprovalExecuted:
-		out.Status = StatusExecuted
-		out.Message = "approved by " + a.DecidedBy + " and executed as order " + a.OrderID
-		if o, err := s.bs.Trade.GetOrder(ctx, a.OrderID); err == nil {
-			out.Order = &o
+		out.Status = StatusApproved
+		out.Message = "approved by " + a.DecidedBy + "; being sent to the Trade service, poll get_order_status again"
+	case ApprovalSubmitted:
+		o, err := s.bs.Trade.GetOrder(ctx, a.OrderID)
+		if err != nil {
+			s.log.WarnContext(ctx, "could not read an approved order's state", "order_id", a.OrderID, "error", err)
+			out.Status = StatusSubmitted
+			out.Message = "approved by " + a.DecidedBy + " and sent to the Trade service as order " + a.OrderID +
+				"; its current state could not be read just now, poll get_order_status with " + a.OrderID
+			return out
 		}
+		oo := orderOutcome(o)
+		out.Status, out.Order = oo.Status, oo.Order
+		out.Message = "approved by " + a.DecidedBy + "; " + oo.Message
 	case ApprovalRejected:
 		out.Status = StatusRejected
 		out.Message = "rejected by " + a.DecidedBy + ": " + a.Reason + "; the order was not placed"
 	case ApprovalExpired:
+		out.Status = StatusExpired
 		out.Message = "no approver decided before " + a.ExpiresAt.Format(time.RFC3339) + "; the order was not placed. Place it again with a new idempotency_key if still wanted"
 	case ApprovalCancelled:
+		out.Status = StatusCancelled
 		out.Message = "cancelled before a decision; the order was not placed"
 	case ApprovalFailed:
-		out.Message = "approved, but not executed: " + a.Error
+		out.Status = StatusRejected
+		out.Message = "approved, but not placed: " + a.Error
 	}
 	return out
 }
@@ -314,39 +333,45 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 
 // execute places an approved order exactly once. Our bookkeeping is a
 // lease-guarded compare-and-swap; the Trade service's client order id makes
-// a repeat after a crash (between its acceptance and our record) harmless.
+// a repeat after a crash harmless, and a takeover asks the Trade service
+// first, so an order that reached it is never checked against its own fill.
 func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 	for {
-		a, ver, err := getJSON[Approval](ctx, s.st, approvalKey(id))
+		a, ver, err := s.approval(ctx, id)
 		if err != nil {
-			return Outcome{}, s.stateErr(ctx, err)
+			return Outcome{}, err
 		}
-		firstAttempt := a.Status == ApprovalApproved
-		switch {
-		case firstAttempt, a.Status == ApprovalExecuting && a.LeaseUntil != nil && !s.now().Before(*a.LeaseUntil):
-		default:
+		takeover := a.Status == ApprovalExecuting && a.LeaseUntil != nil && !s.now().Before(*a.LeaseUntil)
+		if a.Status != ApprovalApproved && !takeover {
 			return s.approvalOutcome(ctx, a), nil // done, or another replica holds the lease
 		}
-		if firstAttempt {
-			// The account may have changed since the request (other orders,
-			// other approvals, the session closing): check again before
-			// money moves. A takeover skips this, since the first attempt may
-			// already have reached the Trade service (whose client order id
-			// then makes the repeat harmless).
-			pre, err := s.check(ctx, a.Order, a.ID, true)
-			if err != nil {
-				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
+		if takeover {
+			order, err := s.bs.Trade.OrderByClientID(ctx, a.ClientOrderID)
+			switch {
+			case err == nil:
+				return s.submitted(ctx, a, ver, order, "reconciled: the Trade service had accepted the order of an earlier attempt")
+			case !errors.Is(err, backends.ErrNotFound):
+				s.log.WarnContext(ctx, "cannot ask the Trade service whether an interrupted execution reached it", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
 			}
-			if !pre.Allowed {
-				a.Status, a.Error = ApprovalFailed, "pre-trade check at execution: "+strings.Join(pre.Violations, "; ")
-				if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
-					continue
-				} else if err != nil {
-					return Outcome{}, s.stateErr(ctx, err)
-				}
-				return s.approvalOutcome(ctx, a), nil
+			// Never reached the Trade service: check and send afresh.
+		}
+		// The account may have changed since the request (other orders,
+		// other approvals, the session closing): check again before money
+		// moves. The order's own approval never counts against it.
+		pre, err := s.check(ctx, a.Order, a.ID, true)
+		if err != nil {
+			s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
+			return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+		}
+		if !pre.Allowed {
+			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "pre-trade check at execution: "+strings.Join(pre.Violations, "; "), nil
+			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+				continue
+			} else if err != nil {
+				return Outcome{}, s.stateErr(ctx, err)
 			}
+			return s.approvalOutcome(ctx, a), nil
 		}
 		lease := s.now().Add(s.cfg.Lease).UTC()
 		a.Status, a.LeaseUntil = ApprovalExecuting, &lease
@@ -364,22 +389,33 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		switch {
 		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "the Trade service refused it: "+strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": "), nil
+			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); err != nil {
+				s.log.ErrorContext(ctx, "could not record a refused execution; the lease expiry re-drives it", "approval_id", id, "error", err)
+			}
+			return s.approvalOutcome(ctx, a), nil
 		case err != nil:
 			// Keep the lease: the next get_order_status or decision after it
-			// ends retries with the same client order id.
+			// ends asks the Trade service, then retries if it never saw it.
 			s.log.WarnContext(ctx, "trade backend failed executing approval", "approval_id", id, "error", err)
 			return s.approvalOutcome(ctx, a), ErrTradeUnavailable
-		default:
-			a.Status, a.OrderID, a.LeaseUntil = ApprovalExecuted, order.OrderID, nil
 		}
-		if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); err != nil {
-			s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", id, "error", err)
-		}
-		if a.Status == ApprovalExecuted {
-			s.journalExecuted(ctx, a.DecidedBy, o, a.ArgsDigest, a.ID, a.OrderID)
-		}
-		return s.approvalOutcome(ctx, a), nil
+		return s.submitted(ctx, a, ver, order, order.Status)
 	}
+}
+
+// submitted records that the Trade service has an approval's order, and
+// journals it. If the record cannot be written, the lease expiry re-drives
+// the execution, which then finds the order by its client order id.
+func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order backends.Order, detail string) (Outcome, error) {
+	a.Status, a.OrderID, a.LeaseUntil = ApprovalSubmitted, order.OrderID, nil
+	if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); err != nil {
+		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
+	}
+	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, a.OrderID, detail)
+	out := orderOutcome(order)
+	out.Approval, out.IdempotencyKey = &a, a.Order.IdempotencyKey
+	out.Message = "approved by " + a.DecidedBy + "; " + out.Message
+	return out, nil
 }
 
 // Status reports an approval (by approval id) or an order (by order id).
@@ -394,14 +430,7 @@ func (s *Service) Status(ctx context.Context, p principal.Principal, id string) 
 		if !visible(p, a) {
 			return Outcome{}, ErrNotFound
 		}
-		if a.Status == ApprovalApproved || a.Status == ApprovalExecuting {
-			out, err := s.execute(ctx, id)
-			if errors.Is(err, ErrTradeUnavailable) {
-				return out, nil // status is still a truthful answer
-			}
-			return out, err
-		}
-		return s.approvalOutcome(ctx, a), nil
+		return s.refresh(ctx, Outcome{Approval: &a})
 	}
 	o, err := s.bs.Trade.GetOrder(ctx, id)
 	if err != nil {
@@ -413,7 +442,7 @@ func (s *Service) Status(ctx context.Context, p principal.Principal, id string) 
 	if !p.Entitled(o.AccountID) {
 		return Outcome{}, ErrNotFound
 	}
-	return Outcome{Status: o.Status, Order: &o, Message: "order " + o.OrderID + " is " + o.Status}, nil
+	return orderOutcome(o), nil
 }
 
 // Cancel withdraws a pending approval (its requester only) or cancels a
@@ -457,11 +486,11 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 	o, err := s.bs.Trade.CancelOrder(ctx, id)
 	switch {
 	case errors.Is(err, backends.ErrInvalid):
-		return Outcome{Status: cur.Order.Status, Order: cur.Order, Message: "not cancelled: the order is " + cur.Order.Status}, ErrNotCancellable
+		return Outcome{Status: cur.Order.Status, Order: cur.Order, Message: "not cancelled: " + cur.Message}, ErrNotCancellable
 	case err != nil:
 		return Outcome{}, err
 	}
-	return Outcome{Status: o.Status, Order: &o, Message: "order " + o.OrderID + " is " + o.Status}, nil
+	return orderOutcome(o), nil
 }
 
 // ListPending returns pending approvals p may see, oldest first: from the

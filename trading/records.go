@@ -59,9 +59,12 @@ func (o OrderArgs) policyOrder() policy.Order {
 // Approval statuses.
 const (
 	ApprovalPending   = "pending"
-	ApprovalApproved  = "approved"  // decided; execution not yet confirmed
+	ApprovalApproved  = "approved"  // decided; not yet sent
 	ApprovalExecuting = "executing" // a replica holds the execution lease
-	ApprovalExecuted  = "executed"
+	// ApprovalSubmitted: the Trade service has the order (OrderID); the
+	// order's own status says whether it filled. Records written before
+	// this state had its name say "executed", read as submitted.
+	ApprovalSubmitted = "submitted"
 	ApprovalRejected  = "rejected"
 	ApprovalExpired   = "expired"
 	ApprovalCancelled = "cancelled"

@@ -26,18 +26,33 @@ var (
 	ErrFourEyes         = errors.New("four-eyes rule: the principal who requested an order cannot decide its approval")
 	ErrAlreadyDecided   = errors.New("the approval was already decided")
 	ErrExpired          = errors.New("the approval has expired; the order was not placed")
-	ErrNotCancellable   = errors.New("only a pending approval or a resting order can be cancelled")
+	ErrNotCancellable   = errors.New("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
 	ErrStateUnavailable = errors.New("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
 	ErrNotRecorded      = errors.New("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
 	ErrTradeUnavailable = errors.New("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
 	ErrTooManyPending   = errors.New("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
 )
 
-// Outcome statuses of place_order, get_order_status and cancel_order.
+// Outcome statuses of place_order, get_order_status and cancel_order that
+// are not an order's own: before an order reaches the Trade service. Once it
+// has, the outcome's status is the order's (backends.StatusAccepted,
+// StatusPartiallyFilled, StatusFilled, StatusCancelled, StatusRejected,
+// StatusExpired): an agent is told an order filled only when it did.
 const (
-	StatusExecuted        = "executed"
 	StatusPendingApproval = "pending_approval"
-	StatusRejected        = "rejected"
+	// StatusApproved: an approver released the order; it is being sent.
+	StatusApproved = "approved"
+	// StatusSubmitted: the order reached the Trade service, whose current
+	// state of it could not be read just now.
+	StatusSubmitted = "submitted"
+	// StatusRejected: refused by pre-trade checks, an approver or the Trade
+	// service; nothing is working.
+	StatusRejected = backends.StatusRejected
+	// StatusExpired: an approval nobody decided in time, or an order whose
+	// time in force ended.
+	StatusExpired = backends.StatusExpired
+	// StatusCancelled: a withdrawn approval or order.
+	StatusCancelled = backends.StatusCancelled
 	// StatusNeedsConfirmation: nothing was placed; the user must confirm.
 	StatusNeedsConfirmation = "confirmation_required"
 	// StatusNotConfirmed: the user declined; nothing was placed.
@@ -46,7 +61,7 @@ const (
 
 // Outcome is what the order tools return.
 type Outcome struct {
-	Status         string          `json:"status" jsonschema:"executed, pending_approval, rejected, or an approval status (approved, executing, expired, cancelled, failed)"`
+	Status         string          `json:"status" jsonschema:"confirmation_required, not_confirmed, pending_approval, approved (being sent), rejected, expired or cancelled; once the Trade service has the order, its state: accepted (working, nothing filled), partially_filled, filled, cancelled, rejected or expired; submitted when that state could not be read just now"`
 	Message        string          `json:"message" jsonschema:"what happened and what to do next"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	Replayed       bool            `json:"replayed,omitempty" jsonschema:"true when this is the stored outcome of an earlier call with the same idempotency_key"`
@@ -115,13 +130,19 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logge
 	return &Service{cfg: cfg, st: st, bs: bs, journal: j, log: log, now: now}
 }
 
-// Preview runs the pre-trade check for p without side effects.
+// Preview runs the pre-trade check for p without side effects. With an
+// idempotency key, the order's own approval (a retry's) is not counted
+// against it.
 func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArgs) (policy.Preview, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
 		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
-	return s.check(ctx, o, "", false)
+	self := ""
+	if o.IdempotencyKey != "" {
+		self = approvalID(p.Subject, o.IdempotencyKey)
+	}
+	return s.check(ctx, o, self, false)
 }
 
 // check runs the pre-trade policy against the account as it is now, with
@@ -152,25 +173,99 @@ func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bo
 	return p, nil
 }
 
-// Replay returns the stored outcome of an earlier place_order with the same
-// key, so a retry is answered without asking the user again. found is false
-// when there is none yet.
-func (s *Service) Replay(ctx context.Context, p principal.Principal, o OrderArgs) (Outcome, bool, error) {
+// Resolve answers a place_order whose idempotency key may have been used
+// before, from what is known about it, before any pre-trade check runs (an
+// order must never be checked against its own fill or its own approval):
+// the stored outcome, else the approval the key created, else the order the
+// Trade service holds for the key's client order id. found is false only
+// when none of them exists: the order was never recorded nor sent, and may
+// be checked, confirmed and placed. A call with the same key in progress
+// elsewhere is waited for.
+func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (Outcome, bool, error) {
 	o = o.Normalize()
-	rec, _, err := getJSON[idemRecord](ctx, s.st, idemKey(p.Subject, "place_order", o.IdempotencyKey))
+	if !p.Entitled(o.AccountID) {
+		return Outcome{}, false, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+	}
+	key, digest := idemKey(p.Subject, "place_order", o.IdempotencyKey), o.Digest()
+	rec, ver, err := s.await(ctx, key, digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return Outcome{}, false, nil
+		ver = 0
 	case err != nil:
-		return Outcome{}, false, s.stateErr(ctx, err)
-	case rec.Digest != o.Digest():
-		return Outcome{}, false, ErrKeyReused
-	case rec.State != idemDone:
+		return Outcome{}, false, err
+	case rec.State == idemDone:
+		out, err := s.refresh(ctx, *rec.Outcome)
+		out.Replayed = true
+		return out, true, err
+	}
+	out, found, err := s.reconcile(ctx, p, o, digest, true)
+	if err != nil || !found {
+		return Outcome{}, false, err
+	}
+	s.settle(ctx, key, digest, ver, out)
+	out.Replayed = true
+	return out, true, nil
+}
+
+// reconcile finds what an earlier attempt with o's key left behind: its
+// approval, or (when askTrade) the order the Trade service accepted for its
+// client order id, whose missing order.executed it journals. found is false
+// when there is neither. If the Trade service cannot say, nothing may be
+// decided: the error is ErrTradeUnavailable.
+func (s *Service) reconcile(ctx context.Context, p principal.Principal, o OrderArgs, digest string, askTrade bool) (Outcome, bool, error) {
+	a, _, err := s.approval(ctx, approvalID(p.Subject, o.IdempotencyKey))
+	switch {
+	case err == nil:
+		if a.ArgsDigest != digest {
+			return Outcome{}, false, ErrKeyReused // an older approval outlived its idempotency record
+		}
+		if a.Status == ApprovalPending {
+			// The earlier attempt may have died before indexing it.
+			if err := s.index(ctx, a); err != nil {
+				return Outcome{}, false, err
+			}
+		}
+		out, err := s.refresh(ctx, Outcome{Approval: &a})
+		return out, true, err
+	case !errors.Is(err, ErrNotFound):
+		return Outcome{}, false, err
+	case !askTrade:
 		return Outcome{}, false, nil
 	}
-	out, err := s.refresh(ctx, *rec.Outcome)
-	out.Replayed = true
-	return out, true, err
+	order, err := s.bs.Trade.OrderByClientID(ctx, clientOrderID(p.Subject, o.IdempotencyKey))
+	switch {
+	case errors.Is(err, backends.ErrNotFound):
+		return Outcome{}, false, nil
+	case err != nil:
+		s.log.WarnContext(ctx, "cannot ask the Trade service whether an earlier attempt reached it", "error", err)
+		return Outcome{}, false, ErrTradeUnavailable
+	case !sameOrder(order, o):
+		return Outcome{}, false, ErrKeyReused
+	}
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, "reconciled: the Trade service had accepted the order of an earlier attempt")
+	return orderOutcome(order), true, nil
+}
+
+// sameOrder reports whether the Trade service's order is the one o asks for.
+func sameOrder(order backends.Order, o OrderArgs) bool {
+	return order.AccountID == o.AccountID && strings.EqualFold(order.Ticker, o.Ticker) && order.Side == o.Side &&
+		order.Type == o.Type && order.Quantity == o.Quantity && order.LimitPrice == o.LimitPrice
+}
+
+// settle stores a reconciled outcome as the key's, if the record is still
+// as it was read (version ver, 0: absent), so later retries need not ask the
+// Trade service again. Losing that race is harmless: the outcome is the same.
+func (s *Service) settle(ctx context.Context, key, digest string, ver int64, out Outcome) {
+	rec := idemRecord{Digest: digest, State: idemDone, Outcome: &out}
+	var err error
+	if ver == 0 {
+		err = createJSON(ctx, s.st, key, rec, s.cfg.IdempotencyTTL)
+	} else {
+		_, err = updateJSON(ctx, s.st, key, rec, ver, s.cfg.IdempotencyTTL)
+	}
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.WarnContext(ctx, "could not store the reconciled outcome; the next retry reconciles again", "error", err)
+	}
 }
 
 // Place runs place_order after the user confirmed: exactly once per
@@ -186,15 +281,21 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 	}
 	key := idemKey(p.Subject, "place_order", o.IdempotencyKey)
 	digest := o.Digest()
-	out, owned, ver, err := s.claim(ctx, key, digest)
+	out, owned, ver, takeover, err := s.claim(ctx, key, digest)
 	if err != nil || !owned {
 		return out, err
 	}
 
-	out, err = s.decide(ctx, p, o, digest, approvalReason)
+	// Under the claim, before any check: an earlier attempt that took this
+	// key may have created the approval or reached the Trade service.
+	out, found, err := s.reconcile(ctx, p, o, digest, takeover)
+	if err == nil && !found {
+		out, err = s.decide(ctx, p, o, digest, approvalReason)
+	}
 	if err != nil {
 		// Nothing irrevocable happened, or it is safe to redo (the backend
-		// dedups the client order id): hand the key back for a retry.
+		// dedups the client order id, and a retry reconciles first): hand the
+		// key back for a retry.
 		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: idemReleased}, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
 		}
@@ -209,46 +310,60 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 	return out, nil
 }
 
-// claim takes ownership of the idempotency key, or returns the outcome of
-// the caller that owns it. Concurrent callers with the same key wait for the
-// owner; an owner that vanished (crash, scale-down) loses its lease.
-func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, owned bool, ver int64, err error) {
+// await reads the key's idempotency record, waiting while another call owns
+// it and its lease runs: what it returns is done, released, lapsed, or (with
+// store.ErrNotFound) absent.
+func (s *Service) await(ctx context.Context, key, digest string) (idemRecord, int64, error) {
 	for wait := 10 * time.Millisecond; ; wait = min(wait*2, 200*time.Millisecond) {
-		rec, v, err := getJSON[idemRecord](ctx, s.st, key)
+		rec, ver, err := getJSON[idemRecord](ctx, s.st, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return rec, 0, err
+		case err != nil:
+			return rec, 0, s.stateErr(ctx, err)
+		case rec.Digest != digest:
+			return rec, 0, ErrKeyReused
+		case rec.State != idemInProgress || !s.now().Before(rec.LeaseUntil):
+			return rec, ver, nil
+		}
+		// Another call owns the key and is working: wait for its outcome.
+		select {
+		case <-ctx.Done():
+			return rec, 0, fmt.Errorf("waiting for a concurrent call with the same idempotency_key: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// claim takes ownership of the idempotency key, or returns the outcome of
+// the caller that owned it. Concurrent callers with the same key wait for
+// the owner; an owner that vanished (crash, scale-down) loses its lease.
+// takeover is true when an earlier attempt held the key: it may have
+// reached the Trade service.
+func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, owned bool, ver int64, takeover bool, err error) {
+	for {
+		rec, v, err := s.await(ctx, key, digest)
 		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			err = createJSON(ctx, s.st, key, lease, s.cfg.IdempotencyTTL)
 			if err == nil {
-				return Outcome{}, true, 1, nil
+				return Outcome{}, true, 1, false, nil
 			}
-			if !errors.Is(err, store.ErrConflict) {
-				return Outcome{}, false, 0, s.stateErr(ctx, err)
-			}
-			continue
 		case err != nil:
-			return Outcome{}, false, 0, s.stateErr(ctx, err)
-		case rec.Digest != digest:
-			return Outcome{}, false, 0, ErrKeyReused
+			return Outcome{}, false, 0, false, err
 		case rec.State == idemDone:
 			out, err := s.refresh(ctx, *rec.Outcome)
 			out.Replayed = true
-			return out, false, 0, err
-		case rec.State == idemReleased || !s.now().Before(rec.LeaseUntil):
+			return out, false, 0, false, err
+		default: // released, or the owner's lease ran out
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
-				return Outcome{}, true, nv, nil
+				return Outcome{}, true, nv, true, nil
 			}
-			if !errors.Is(err, store.ErrConflict) {
-				return Outcome{}, false, 0, s.stateErr(ctx, err)
-			}
-			continue
 		}
-		// Another call owns the key and is working: wait for its outcome.
-		select {
-		case <-ctx.Done():
-			return Outcome{}, false, 0, fmt.Errorf("waiting for a concurrent call with the same idempotency_key: %w", ctx.Err())
-		case <-time.After(wait):
+		if !errors.Is(err, store.ErrConflict) {
+			return Outcome{}, false, 0, false, s.stateErr(ctx, err)
 		}
 	}
 }
@@ -329,29 +444,80 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		s.log.WarnContext(ctx, "trade backend failed", "error", err)
 		return Outcome{}, ErrTradeUnavailable
 	}
-	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID)
-	return Outcome{Status: StatusExecuted, Order: &order, Message: "order " + order.OrderID + " placed: " + order.Status}, nil
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, order.Status)
+	return orderOutcome(order), nil
 }
 
-func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID, orderID string) {
+// journalExecuted records that the Trade service has the order, with its
+// state then (or how we learned of it) as detail.
+func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID, orderID, detail string) {
 	if err := s.journal.Record(ctx, JournalEntry{Action: "order.executed", Principal: who, AccountID: o.AccountID, ArgsDigest: digest,
-		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: orderID}); err != nil {
+		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: orderID, Detail: detail}); err != nil {
 		// The intent was journaled before execution; this is the follow-up.
 		s.log.ErrorContext(ctx, "journal refused order.executed after execution", "order_id", orderID, "error", err)
 	}
 }
 
-// refresh updates a stored outcome that points at an approval with the
-// approval's current state (it may have been decided since).
+// refresh brings a stored outcome up to date: an approval may have been
+// decided since, and a working order may have filled or been cancelled.
+// If the Trade service cannot be asked, the stored outcome is the answer,
+// saying when it was true.
 func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
-	if out.Approval == nil {
-		return out, nil
+	switch {
+	case out.Approval != nil:
+		a, _, err := s.approval(ctx, out.Approval.ID)
+		if err != nil {
+			return out, err
+		}
+		if a.Status == ApprovalApproved || a.Status == ApprovalExecuting {
+			// Drive an interrupted execution; if the Trade service is down
+			// the approval's state is still a truthful answer.
+			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) {
+				return out, err
+			}
+		}
+		return s.approvalOutcome(ctx, a), nil
+	case out.Order != nil && backends.Working(out.Order.Status):
+		o, err := s.bs.Trade.GetOrder(ctx, out.Order.OrderID)
+		if err != nil {
+			s.log.WarnContext(ctx, "could not refresh a working order", "order_id", out.Order.OrderID, "error", err)
+			out.Message += " (as of " + out.Order.UpdatedAt.Format(time.RFC3339) + "; the Trade service could not be asked just now)"
+			return out, nil
+		}
+		fresh := orderOutcome(o)
+		fresh.IdempotencyKey = out.IdempotencyKey
+		return fresh, nil
 	}
-	a, _, err := s.approval(ctx, out.Approval.ID)
-	if err != nil {
-		return out, err
+	return out, nil
+}
+
+// orderOutcome reports an order the Trade service holds, in its true state.
+func orderOutcome(o backends.Order) Outcome {
+	out := Outcome{Status: o.Status, Order: &o}
+	id := "order " + o.OrderID
+	switch o.Status {
+	case backends.StatusAccepted:
+		out.Message = id + " is working at the venue" + limitText(o) + "; nothing has filled yet. Poll get_order_status to follow it, or cancel_order to withdraw it"
+	case backends.StatusPartiallyFilled:
+		out.Message = fmt.Sprintf("%s is working: %g of %g shares filled at an average %.2f; the rest may still fill. Poll get_order_status, or cancel_order to withdraw the rest",
+			id, o.FilledQuantity, o.Quantity, o.AveragePrice)
+	case backends.StatusFilled:
+		out.Message = fmt.Sprintf("%s filled: %s %g %s at an average %.2f", id, o.Side, o.FilledQuantity, o.Ticker, o.AveragePrice)
+	case backends.StatusCancelled, backends.StatusExpired:
+		out.Message = fmt.Sprintf("%s was %s with %g of %g shares filled", id, o.Status, o.FilledQuantity, o.Quantity)
+	case backends.StatusRejected:
+		out.Message = id + " was rejected by the Trade service; nothing was executed"
+	default:
+		out.Message = id + " is " + o.Status
 	}
-	return s.approvalOutcome(ctx, a), nil
+	return out
+}
+
+func limitText(o backends.Order) string {
+	if o.Type != backends.OrderLimit {
+		return ""
+	}
+	return fmt.Sprintf(" (limit %.2f)", o.LimitPrice)
 }
 
 func (s *Service) stateErr(ctx context.Context, err error) error {

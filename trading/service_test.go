@@ -137,7 +137,7 @@ func TestIdempotentPlace(t *testing.T) {
 			f := newFixture(t, open(t))
 			ctx := t.Context()
 			out, err := f.svc.Place(ctx, alice, small("key-00000001"), "")
-			if err != nil || out.Status != trading.StatusExecuted || out.Order == nil {
+			if err != nil || out.Status != backends.StatusFilled || out.Order == nil {
 				t.Fatalf("first place: %+v %v", out, err)
 			}
 			again, err := f.svc.Place(ctx, alice, small("key-00000001"), "")
@@ -258,7 +258,7 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 			}
 			wg.Wait()
 			st, err := f.svc.Status(ctx, alice, id)
-			if err != nil || st.Status != trading.StatusExecuted || st.Order == nil {
+			if err != nil || st.Status != backends.StatusFilled || st.Order == nil {
 				t.Fatalf("status after approval: %+v %v", st, err)
 			}
 			if f.trade.orders() != 1 {
@@ -269,7 +269,7 @@ func TestApprovalFourEyesAndExactlyOnce(t *testing.T) {
 			}
 			// The agent's retry of place_order with the same key sees the execution.
 			replay, err := f.svc.Place(ctx, alice, large("big-order-1"), "")
-			if err != nil || replay.Status != trading.StatusExecuted {
+			if err != nil || replay.Status != backends.StatusFilled {
 				t.Fatalf("replay after approval: %+v %v", replay, err)
 			}
 			if pending, _ := f.svc.ListPending(ctx, bob, 10); len(pending) != 0 {
@@ -318,7 +318,7 @@ func TestFailClosed(t *testing.T) {
 		t.Fatal("traded without a journal record")
 	}
 	f.j.fail.Store(false)
-	if out, err := f.svc.Place(ctx, alice, small("journal-down-1"), ""); err != nil || out.Status != trading.StatusExecuted {
+	if out, err := f.svc.Place(ctx, alice, small("journal-down-1"), ""); err != nil || out.Status != backends.StatusFilled {
 		t.Fatalf("retry after recovery: %+v %v", out, err)
 	}
 
@@ -328,7 +328,7 @@ func TestFailClosed(t *testing.T) {
 		t.Fatalf("backend down: %v", err)
 	}
 	f.trade.fail.Store(false)
-	if out, err := f.svc.Place(ctx, alice, small("backend-down-1"), ""); err != nil || out.Status != trading.StatusExecuted {
+	if out, err := f.svc.Place(ctx, alice, small("backend-down-1"), ""); err != nil || out.Status != backends.StatusFilled {
 		t.Fatalf("retry: %+v %v", out, err)
 	}
 }
@@ -351,7 +351,7 @@ func TestCrashAfterBackendAccepted(t *testing.T) {
 		t.Fatalf("backend orders %d, want 1 accepted before the crash", f.trade.orders())
 	}
 	out, err := f.svc.Place(ctx, alice, small("crash-key-1"), "")
-	if err != nil || out.Status != trading.StatusExecuted {
+	if err != nil || out.Status != backends.StatusFilled {
 		t.Fatalf("retry after crash: %+v %v", out, err)
 	}
 	if f.trade.orders() != 1 {
@@ -385,7 +385,8 @@ func (h hangingTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (
 
 // TestLeaseTakeover: the claim's owner is gone (never answers, never
 // releases). After its lease another replica takes over and the backend's
-// client order id keeps the order single.
+// client order id keeps the order single: the takeover asks the Trade
+// service first, finds the order, and never sends it again.
 func TestLeaseTakeover(t *testing.T) {
 	f := newFixture(t, store.NewMemory(nil))
 	ctx := t.Context()
@@ -398,11 +399,11 @@ func TestLeaseTakeover(t *testing.T) {
 
 	f.clock.Add(11 * time.Second) // past the 10s lease
 	out, err := f.svc.Place(ctx, alice, small("lease-key-1"), "")
-	if err != nil || out.Status != trading.StatusExecuted {
+	if err != nil || out.Status != backends.StatusFilled {
 		t.Fatalf("takeover: %+v %v", out, err)
 	}
-	if f.trade.orders() != 1 || f.trade.calls.Load() != 2 {
-		t.Fatalf("%d orders from %d calls, want 1 order from 2 calls", f.trade.orders(), f.trade.calls.Load())
+	if f.trade.orders() != 1 || f.trade.calls.Load() != 1 {
+		t.Fatalf("%d orders from %d calls, want 1 order from 1 call", f.trade.orders(), f.trade.calls.Load())
 	}
 }
 
@@ -432,7 +433,7 @@ func TestApprovalGuards(t *testing.T) {
 	}
 	f.clock.Add(9 * time.Hour) // 20:00, closed
 	out, err = hours.Decide(ctx, bob, out.Approval.ID, trading.DecisionApprove, "late", nil)
-	if err != nil || out.Status != trading.ApprovalFailed || !strings.Contains(out.Message, "closed") || f.trade.calls.Load() != 0 {
+	if err != nil || out.Status != trading.StatusRejected || out.Approval.Status != trading.ApprovalFailed || !strings.Contains(out.Message, "closed") || f.trade.calls.Load() != 0 {
 		t.Fatalf("approved after the close: %+v %v (backend calls %d)", out, err, f.trade.calls.Load())
 	}
 
@@ -499,7 +500,7 @@ func TestPendingApprovalCap(t *testing.T) {
 				t.Fatalf("another subject's order: %+v %v", out, err)
 			}
 			// A small order that needs no approver is not capped.
-			if out, err := svc.Place(ctx, alice, small("cap-small"), ""); err != nil || out.Status != trading.StatusExecuted {
+			if out, err := svc.Place(ctx, alice, small("cap-small"), ""); err != nil || out.Status != backends.StatusFilled {
 				t.Fatalf("small order: %+v %v", out, err)
 			}
 			// Another requester has a queue of their own.
@@ -619,7 +620,7 @@ func TestPendingApprovalsCommitCashAndShares(t *testing.T) {
 	}
 	// Executing an approved buy re-checks without counting itself.
 	out, err := f.svc.Decide(ctx, bob, b1.Approval.ID, trading.DecisionApprove, "", nil)
-	if err != nil || out.Status != trading.ApprovalExecuted {
+	if err != nil || out.Status != backends.StatusFilled {
 		t.Fatalf("approving the first buy: %+v %v", out, err)
 	}
 	// Cancelling frees what an order held.
@@ -636,7 +637,7 @@ func TestPendingApprovalsCommitCashAndShares(t *testing.T) {
 	if err := f.st.IndexAdd(ctx, "approvals:pending:ACC-2001", "APR-garbage", 0); err != nil {
 		t.Fatal(err)
 	}
-	if out := place(order("small-after-garbage", "KO", "buy", 10)); out.Status != trading.StatusExecuted {
+	if out := place(order("small-after-garbage", "KO", "buy", 10)); out.Status != backends.StatusFilled {
 		t.Fatalf("with an unreadable record in the queue: %+v", out)
 	}
 }

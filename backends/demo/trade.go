@@ -90,8 +90,61 @@ func (b *Backend) GetOrder(ctx context.Context, orderID string) (backends.Order,
 	return *o, nil
 }
 
-// CancelOrder implements backends.Trade. Only a resting order can be
-// cancelled; cancelling a cancelled order is a no-op, so retries are safe.
+// OrderByClientID implements backends.Trade.
+func (b *Backend) OrderByClientID(ctx context.Context, clientOrderID string) (backends.Order, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o, ok := b.byClient[clientOrderID]
+	if !ok {
+		return backends.Order{}, fmt.Errorf("client order %q: %w", clientOrderID, backends.ErrNotFound)
+	}
+	return *o, nil
+}
+
+// Orders lists every order the book holds, oldest first: what a test or an
+// operator compares the server's answers with.
+func (b *Backend) Orders() []backends.Order {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]backends.Order, 0, len(b.orders))
+	for i := 1; i <= b.seq; i++ {
+		if o, ok := b.orders[fmt.Sprintf("ORD-%08d", i)]; ok {
+			out = append(out, *o)
+		}
+	}
+	return out
+}
+
+// Fill executes qty more shares of a working order at its limit price, as
+// the frozen demo market never would by itself: how a test or a demo moves
+// an order through partially_filled to filled.
+func (b *Backend) Fill(orderID string, qty float64) (backends.Order, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o, ok := b.orders[orderID]
+	switch {
+	case !ok:
+		return backends.Order{}, fmt.Errorf("order %q: %w", orderID, backends.ErrNotFound)
+	case !backends.Working(o.Status):
+		return backends.Order{}, fmt.Errorf("%w: order %s is %s and can no longer fill", backends.ErrInvalid, orderID, o.Status)
+	case qty <= 0 || o.FilledQuantity+qty > o.Quantity:
+		return backends.Order{}, fmt.Errorf("%w: can fill between 0 and %g more shares", backends.ErrInvalid, o.Quantity-o.FilledQuantity)
+	}
+	if err := b.bookOf(b.accounts[o.AccountID]).fill(o.Ticker, o.Side == backends.SideBuy, qty, o.LimitPrice); err != nil {
+		return backends.Order{}, fmt.Errorf("%w: %v", backends.ErrInvalid, err)
+	}
+	o.AveragePrice = (o.AveragePrice*o.FilledQuantity + o.LimitPrice*qty) / (o.FilledQuantity + qty)
+	o.FilledQuantity += qty
+	o.Status, o.UpdatedAt = backends.StatusPartiallyFilled, b.now().UTC()
+	if o.FilledQuantity == o.Quantity {
+		o.Status = backends.StatusFilled
+	}
+	return *o, nil
+}
+
+// CancelOrder implements backends.Trade. Only a working order can be
+// cancelled (what filled stays filled); cancelling a cancelled order is a
+// no-op, so retries are safe.
 func (b *Backend) CancelOrder(ctx context.Context, orderID string) (backends.Order, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -100,7 +153,7 @@ func (b *Backend) CancelOrder(ctx context.Context, orderID string) (backends.Ord
 		return backends.Order{}, fmt.Errorf("order %q: %w", orderID, backends.ErrNotFound)
 	}
 	switch o.Status {
-	case backends.StatusAccepted:
+	case backends.StatusAccepted, backends.StatusPartiallyFilled:
 		o.Status, o.UpdatedAt = backends.StatusCancelled, b.now().UTC()
 	case backends.StatusCancelled:
 	default:

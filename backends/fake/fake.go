@@ -58,6 +58,7 @@ var routes = []route{
 	{Risk, "GET /v1/accounts/{account_id}/risk-summary", (*server).riskSummary},
 	{Trade, "POST /v1/orders", (*server).placeOrder},
 	{Trade, "GET /v1/orders/{order_id}", (*server).getOrder},
+	{Trade, "GET /v1/client-orders/{client_order_id}", (*server).orderByClientID},
 	{Trade, "POST /v1/orders/{order_id}/cancel", (*server).cancelOrder},
 }
 
@@ -206,8 +207,48 @@ func (s *server) getOrder(w http.ResponseWriter, r *http.Request) (any, error) {
 	return s.set.Trade.GetOrder(r.Context(), r.PathValue("order_id"))
 }
 
+func (s *server) orderByClientID(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.set.Trade.OrderByClientID(r.Context(), r.PathValue("client_order_id"))
+}
+
 func (s *server) cancelOrder(w http.ResponseWriter, r *http.Request) (any, error) {
 	return s.set.Trade.CancelOrder(r.Context(), r.PathValue("order_id"))
+}
+
+// Book is the order book behind the order admin API (the demo backend).
+type Book interface {
+	Orders() []backends.Order
+	Fill(orderID string, qty float64) (backends.Order, error)
+}
+
+// OrderAdmin serves the fakes' order admin API, mounted at /admin/orders:
+// what the Trade service holds, and fills the frozen demo market would never
+// make by itself, so a test can compare the server's answers with the
+// service's record and move a working order on.
+//
+//	GET  /admin/orders                   every order, oldest first
+//	POST /admin/orders/{order_id}/fill   {"quantity": N} fills N more shares at the limit
+func OrderAdmin(b Book) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/orders", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string][]backends.Order{"orders": b.Orders()})
+	})
+	mux.HandleFunc("POST /admin/orders/{order_id}/fill", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Quantity float64 `json:"quantity"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&in); err != nil {
+			WriteError(w, http.StatusBadRequest, "invalid", "body must be {\"quantity\": N}")
+			return
+		}
+		o, err := b.Fill(r.PathValue("order_id"), in.Quantity)
+		if err != nil {
+			writeBackendError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, o)
+	})
+	return mux
 }
 
 // ErrorBody is the contract's error response.

@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"time"
@@ -40,6 +42,11 @@ type Fault struct {
 	Hang bool `json:"hang,omitempty"`
 	// Drop closes the connection without an answer.
 	Drop bool `json:"drop,omitempty"`
+	// After applies Hang or Drop once the request has been served: the
+	// service acted (an order was accepted) and the answer is withheld (Hang;
+	// sent late if the fault is cleared first) or lost (Drop). This is the
+	// fault an exactly-once, truthful client must survive.
+	After bool `json:"after,omitempty"`
 	// Times limits the fault to this many matching requests, after which it
 	// clears itself; 0 keeps it until cleared.
 	Times int `json:"times,omitempty"`
@@ -83,6 +90,8 @@ func (f *Fault) validate(routes []string) error {
 		return errors.New("times must not be negative")
 	case f.Status == 0 && !f.Hang && !f.Drop && f.Latency == 0:
 		return errors.New("a fault needs latency, status, hang or drop")
+	case f.After && (f.Hang == f.Drop || f.Status != 0):
+		return errors.New("after needs exactly one of hang or drop, and no status")
 	}
 	if f.Status != 0 && f.ErrorRate == 0 {
 		f.ErrorRate = 1
@@ -180,6 +189,7 @@ type action struct {
 	status  int
 	hang    bool
 	drop    bool
+	after   bool
 	release <-chan struct{}
 }
 
@@ -197,7 +207,7 @@ func (in *Injector) next(route string) (action, bool) {
 	}
 	a.matched++
 	n := float64(a.matched)
-	act := action{latency: time.Duration(a.Latency), hang: a.Hang, drop: a.Drop, release: a.release}
+	act := action{latency: time.Duration(a.Latency), hang: a.Hang, drop: a.Drop, after: a.After, release: a.release}
 	if a.Status != 0 && math.Floor(n*a.ErrorRate) > math.Floor((n-1)*a.ErrorRate) {
 		act.status = a.Status
 	}
@@ -227,6 +237,10 @@ func (in *Injector) Wrap(next http.Handler) http.Handler {
 				return
 			}
 		}
+		if act.after {
+			withheld(w, r, next, act)
+			return
+		}
 		switch {
 		case act.drop:
 			// The server closes the connection without writing a response.
@@ -243,6 +257,26 @@ func (in *Injector) Wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// withheld serves r, then loses the answer (drop) or holds it until the
+// client gives up or the fault is cleared (hang), when it is sent late.
+func withheld(w http.ResponseWriter, r *http.Request, next http.Handler, act action) {
+	rec := httptest.NewRecorder()
+	next.ServeHTTP(rec, r)
+	if act.hang {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-act.release:
+		}
+	}
+	if act.drop {
+		panic(http.ErrAbortHandler)
+	}
+	maps.Copy(w.Header(), rec.Header())
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
 }
 
 // writeFault answers with the contract's error body for status.

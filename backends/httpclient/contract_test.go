@@ -127,6 +127,8 @@ func TestClientsOverFakeMatchDemo(t *testing.T) {
 		}},
 		{"get order", func(s backends.Set) (any, error) { return s.Trade.GetOrder(ctx, "ORD-00000002") }},
 		{"get unknown order", func(s backends.Set) (any, error) { return s.Trade.GetOrder(ctx, "ORD-99999999") }},
+		{"order by client id", func(s backends.Set) (any, error) { return s.Trade.OrderByClientID(ctx, "c-2") }},
+		{"order by unknown client id", func(s backends.Set) (any, error) { return s.Trade.OrderByClientID(ctx, "never-sent-1") }},
 		{"cancel resting", func(s backends.Set) (any, error) { return s.Trade.CancelOrder(ctx, "ORD-00000002") }},
 		{"cancel again", func(s backends.Set) (any, error) { return s.Trade.CancelOrder(ctx, "ORD-00000002") }},
 		{"cancel filled", func(s backends.Set) (any, error) { return s.Trade.CancelOrder(ctx, "ORD-00000001") }},

@@ -183,6 +183,21 @@ func (t *Trade) GetOrder(ctx context.Context, orderID string) (backends.Order, e
 	return out, nil
 }
 
+// OrderByClientID implements backends.Trade. A read: retried like any other,
+// and ErrNotFound (the contract's 404 body) means the service never saw the
+// id.
+func (t *Trade) OrderByClientID(ctx context.Context, clientOrderID string) (backends.Order, error) {
+	var out backends.Order
+	err := t.c.do(ctx, request{
+		method: http.MethodGet, route: "GET /v1/client-orders/{client_order_id}",
+		path: "/v1/client-orders/" + url.PathEscape(clientOrderID),
+	}, &out)
+	if err != nil {
+		return backends.Order{}, about(fmt.Sprintf("client order %q", clientOrderID), err)
+	}
+	return out, nil
+}
+
 // CancelOrder implements backends.Trade. Cancelling is idempotent by
 // contract, so like PlaceOrder it is resent only when no response arrived.
 func (t *Trade) CancelOrder(ctx context.Context, orderID string) (backends.Order, error) {

@@ -4,9 +4,12 @@
 // fault-injection admin API. Integration tests run it as a container; a
 // developer can point a local server at it.
 //
-//	fakebackends [-addr :8080] [-services portfolio,risk,trade] [-token T]
+//	fakebackends [-addr 127.0.0.1:8090] [-services portfolio,risk,trade] [-token T]
 //
-// Faults are set at run time over /admin/faults (see backends/faults).
+// Faults are set at run time over /admin/faults, and the Trade fake's orders
+// read and filled over /admin/orders (backends/CONTRACT.md). That admin API
+// is unauthenticated, so the default address is loopback; in a container,
+// where only the test can reach it, pass -addr :8090.
 package main
 
 import (
@@ -34,7 +37,7 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("fakebackends", flag.ContinueOnError)
-	addr := fs.String("addr", ":8080", "listen address")
+	addr := fs.String("addr", "127.0.0.1:8090", "listen address (the admin API is unauthenticated: keep it off shared networks)")
 	services := fs.String("services", strings.Join(fake.Services, ","), "comma-separated services to serve: portfolio, risk, trade")
 	token := fs.String("token", os.Getenv("FAKE_BACKEND_TOKEN"), "bearer token required on contract routes (default $FAKE_BACKEND_TOKEN; empty: none)")
 	if err := fs.Parse(args); err != nil {
@@ -47,13 +50,16 @@ func run(args []string) int {
 
 	selected := strings.Split(*services, ",")
 	inj := faults.New(fake.Routes(selected...))
-	contract, err := fake.New(demo.New(nil).Set(), fake.Options{Services: selected, Token: *token, Wrap: inj.Wrap})
+	book := demo.New(nil)
+	contract, err := fake.New(book.Set(), fake.Options{Services: selected, Token: *token, Wrap: inj.Wrap})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fakebackends:", err)
 		return 2
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/admin/", inj.Admin())
+	mux.Handle("/admin/orders", fake.OrderAdmin(book))
+	mux.Handle("/admin/orders/", fake.OrderAdmin(book))
 	mux.Handle("/", contract)
 
 	srv := &http.Server{

@@ -135,8 +135,8 @@ func TestSIGKILLAfterBackendAccepted(t *testing.T) {
 	}
 	b, _ := json.Marshal(res.StructuredContent)
 	json.Unmarshal(b, &out)
-	if out.Status != "executed" || out.Order.OrderID != orderID {
-		t.Fatalf("retry outcome %s order %s, want executed %s", out.Status, out.Order.OrderID, orderID)
+	if out.Status != backends.StatusFilled || out.Order.OrderID != orderID {
+		t.Fatalf("retry outcome %s order %s, want filled %s", out.Status, out.Order.OrderID, orderID)
 	}
 	if trade.count() != 1 {
 		t.Fatalf("the Trade service holds %d orders, want exactly 1", trade.count())

@@ -5,13 +5,17 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Server is one redis-server process.
@@ -108,4 +112,56 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.start()
+}
+
+// Freeze stops the server process (SIGSTOP): its connections stay open and
+// nothing answers, as with a Redis stuck in a long command or a frozen VM.
+// Thaw lets it go on.
+func (s *Server) Freeze() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("freeze redis-server: %v", err)
+	}
+}
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatalf("thaw redis-server: %v", err)
+	}
+}
+
+// FlushAll deletes every key, as a Redis that restarted without
+// persistence (or failed over to a replica that had not caught up) would
+// have lost them.
+func (s *Server) FlushAll() {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	if err := c.FlushAll(context.Background()).Err(); err != nil {
+		s.t.Fatalf("flushall: %v", err)
+	}
+}
+
+// Keys lists the keys matching pattern.
+func (s *Server) Keys(pattern string) []string {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	keys, err := c.Keys(context.Background(), pattern).Result()
+	if err != nil {
+		s.t.Fatalf("keys %s: %v", pattern, err)
+	}
+	return keys
+}
+
+// Del deletes keys: a record lost on its own.
+func (s *Server) Del(keys ...string) {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	if err := c.Del(context.Background(), keys...).Err(); err != nil {
+		s.t.Fatalf("del: %v", err)
+	}
 }
