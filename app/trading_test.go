@@ -434,12 +434,36 @@ func TestRedisDownFailsClosed(t *testing.T) {
 		t.Fatalf("preview with Redis down: %+v", pre)
 	}
 
+	// Trades resume once the Redis breaker lets a probe through
+	// (REDIS_BREAKER_COOLDOWN) and it succeeds.
 	rds.Restart()
+	start := time.Now()
 	var out trading.Outcome
-	callTool(t, cs, "place_order", args, &out)
+	waitFor(t, func() bool {
+		res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "place_order", Arguments: args})
+		if err != nil || res.IsError {
+			return false
+		}
+		out = decodeOutcome(t, res)
+		return true
+	})
 	if out.Status != backends.StatusFilled {
 		t.Fatalf("after Redis returned: %+v", out)
 	}
+	t.Logf("trades resumed %s after Redis returned", time.Since(start).Round(time.Millisecond))
+}
+
+func decodeOutcome(t testing.TB, res *mcp.CallToolResult) trading.Outcome {
+	t.Helper()
+	var out trading.Outcome
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestRedisPasswordFromSecretsDir: the password lives in the mounted

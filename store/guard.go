@@ -72,7 +72,18 @@ func redisHealthy(err error) bool {
 	return err == nil || errors.Is(err, redis.Nil) || errors.As(err, &reply)
 }
 
+// inGuard marks a context already running under the guard: go-redis runs
+// a new connection's handshake (HELLO, AUTH) through the same hooks, inside
+// the command that needed the connection. Counted again, it would be refused
+// by the half-open breaker that let its command through, and the breaker
+// could never close.
+type inGuard struct{}
+
 func (g *guard) run(ctx context.Context, f func(context.Context) error) error {
+	if ctx.Value(inGuard{}) != nil {
+		return f(ctx)
+	}
+	ctx = context.WithValue(ctx, inGuard{}, true)
 	_, err := g.cb.Execute(func() (struct{}, error) {
 		ctx, cancel := context.WithTimeout(ctx, g.timeout)
 		defer cancel()

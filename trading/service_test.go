@@ -407,6 +407,48 @@ func TestLeaseTakeover(t *testing.T) {
 	}
 }
 
+// TestApprovalExecutionTakeover: the replica executing an approved order
+// died after the Trade service accepted it. Whoever asks next, after the
+// lease, finds the order at the Trade service: it is reported in its true
+// state, journaled, and never sent (or re-checked against its own fill)
+// again.
+func TestApprovalExecutionTakeover(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	pend, err := f.svc.Place(ctx, alice, large("takeover-apr-1"), "")
+	if err != nil || pend.Status != trading.StatusPendingApproval {
+		t.Fatalf("large order: %+v %v", pend, err)
+	}
+	ht := hangingTrade{countingTrade: f.trade, accepted: make(chan struct{}), release: make(chan struct{})}
+	d := demo.New(nil)
+	dead := newService(f.st, backends.Set{Portfolio: d, MarketData: d, Trade: ht}, f.j, f.clock)
+	go dead.Decide(ctx, bob, pend.Approval.ID, trading.DecisionApprove, "ok", nil)
+	<-ht.accepted
+	defer close(ht.release)
+
+	mid, err := f.svc.Status(ctx, alice, pend.Approval.ID)
+	if err != nil || mid.Status != trading.StatusApproved {
+		t.Fatalf("while the lease runs: %+v %v", mid, err)
+	}
+	f.clock.Add(11 * time.Second) // past the 10s lease
+	out, err := f.svc.Status(ctx, alice, pend.Approval.ID)
+	if err != nil || out.Status != backends.StatusFilled || out.Order == nil || out.Approval.Status != trading.ApprovalSubmitted {
+		t.Fatalf("after the lease: %+v %v", out, err)
+	}
+	if f.trade.orders() != 1 || f.trade.calls.Load() != 1 {
+		t.Fatalf("%d orders from %d calls, want 1 order from 1 call", f.trade.orders(), f.trade.calls.Load())
+	}
+	var reconciled bool
+	f.j.mu.Lock()
+	defer f.j.mu.Unlock()
+	for _, e := range f.j.entries {
+		reconciled = reconciled || e.Action == "order.executed" && e.OrderID == out.Order.OrderID && strings.HasPrefix(e.Detail, "reconciled")
+	}
+	if !reconciled {
+		t.Fatalf("journal has no reconciled order.executed: %+v", f.j.entries)
+	}
+}
+
 // TestApprovalGuards covers the review's findings: execution re-checks
 // policy, an expiry that passes while the decision is journaled wins, a
 // decision pinned to another order changes nothing, four eyes ignores case,

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,6 +190,67 @@ func TestDrop(t *testing.T) {
 	}
 	if got := statuses(t, srv, "/a", 1); got[0] != 200 {
 		t.Errorf("after the single drop: %d", got[0])
+	}
+}
+
+// TestAfter: the request is served (the service acted) and its answer is
+// lost (drop) or held until the fault is cleared (hang), as a client that
+// must not act twice sees it.
+func TestAfter(t *testing.T) {
+	inj := faults.New([]string{"POST /orders"})
+	var served atomic.Int32
+	mux := http.NewServeMux()
+	mux.Handle("POST /orders", inj.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		io.WriteString(w, "accepted")
+	})))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	post := func(ctx context.Context) (string, error) {
+		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/orders", nil)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+
+	if err := inj.Set(faults.Fault{Route: "POST /orders", Drop: true, After: true, Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := post(t.Context()); err == nil || served.Load() != 1 {
+		t.Fatalf("drop after: err %v, served %d; want no answer and one served request", err, served.Load())
+	}
+
+	if err := inj.Set(faults.Fault{Route: "POST /orders", Hang: true, After: true}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		body, _ := post(context.Background())
+		done <- body
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for served.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("held request never served")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	inj.Clear("")
+	if body := <-done; body != "accepted" {
+		t.Fatalf("held answer: %q, want it delivered late", body)
+	}
+	for _, bad := range []faults.Fault{
+		{Route: "POST /orders", After: true},
+		{Route: "POST /orders", After: true, Hang: true, Drop: true},
+		{Route: "POST /orders", After: true, Drop: true, Status: 503},
+	} {
+		if err := inj.Set(bad); err == nil {
+			t.Errorf("%+v accepted, want refused", bad)
+		}
 	}
 }
 
