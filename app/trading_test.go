@@ -150,8 +150,12 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 		t.Fatalf("retry: %+v, asked %d times", out, len(asked))
 	}
 
-	// Manual MRTR, to hold the state in hand.
-	manual := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true}})
+	// Manual MRTR, to hold the state in hand. The client answers the form
+	// itself, so it declares the capability.
+	manual := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
+		Capabilities:   &mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}}},
+	})
 	ms, err := manual.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: srv.URL + "/mcp", HTTPClient: bearer(token), MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +193,18 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 		t.Fatalf("replayed state: %s", resultText(res))
 	}
 
+	// A 2026-07-28 client that did not declare elicitation is never sent an
+	// input request: it confirms with the argument, like older clients.
+	plain := connect(t, srv.URL+"/mcp", "2026-07-28", bearer(token))
+	callTool(t, plain, "place_order", placeArgs("ACC-1001", "no-elicit-1", 2), &out)
+	if out.Status != trading.StatusNeedsConfirmation || out.Preview == nil {
+		t.Fatalf("2026-07-28 without elicitation, no confirm: %+v", out)
+	}
+	callTool(t, plain, "place_order", confirmedArgs("ACC-1001", "no-elicit-1", 2), &out)
+	if out.Status != backends.StatusFilled {
+		t.Fatalf("2026-07-28 without elicitation, confirm=true: %+v", out)
+	}
+
 	// Initialize-era clients confirm with an argument.
 	old := connect(t, srv.URL+"/mcp", "2025-06-18", bearer(token))
 	callTool(t, old, "place_order", placeArgs("ACC-1001", "old-proto-1", 3), &out)
@@ -201,8 +217,8 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 		t.Fatalf("with confirm: %+v", out)
 	}
 
-	// The demo book moved: the two executed buys (10 and 3 KO) show in the
-	// portfolio, once each despite the replay.
+	// The demo book moved: the three filled buys (10, 2 and 3 KO) show in
+	// the portfolio, once each despite the replay.
 	var pv backends.PortfolioValuation
 	callTool(t, old, "get_portfolio", map[string]any{"account_id": "ACC-1001"}, &pv)
 	var ko float64
@@ -211,8 +227,8 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 			ko = h.Quantity
 		}
 	}
-	if ko != 13 {
-		t.Fatalf("KO held after the executed buys: %g, want 13", ko)
+	if ko != 15 {
+		t.Fatalf("KO held after the filled buys: %g, want 15", ko)
 	}
 }
 
