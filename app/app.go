@@ -62,6 +62,8 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	secret := sec.Get
 	if cfg.SecretsDir == "" && cfg.Auth.Issuer == "" {
 		secret = devSecrets(secret, log)
+	} else if err := requireSecrets(cfg, sec.Get); err != nil {
+		return nil, err
 	}
 	var bs backends.Set
 	if o.backends != nil {
@@ -97,6 +99,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		metrics.Middleware(log, catalog.Names()),
 		gov.audit(policy), // outside Recover: a panicking call is audited too
 		handlers.Recover(log),
+		handlers.Coded(),
 		gov.limit(policy),
 		policy.Middleware(),
 	)

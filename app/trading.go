@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -116,6 +117,27 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Audit: record, Logger: log,
 	})
 	return &tradingParts{service: svc, signer: signer, api: api}, nil
+}
+
+// requireSecrets refuses to start a server that would report ready and then
+// fail every order: outside development (an issuer or a secrets directory is
+// configured) the keys that sign confirmations and verify approval events
+// must exist, and be long enough, before the first call.
+func requireSecrets(cfg *config.Config, get func(string) ([]byte, error)) error {
+	for _, name := range []string{secretRequestState, secretApprovalEvent} {
+		where := "the file " + name + " in SECRETS_DIR (" + cfg.SecretsDir + ")"
+		if cfg.SecretsDir == "" {
+			where = "SECRET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + " (or SECRETS_DIR with the file " + name + ")"
+		}
+		v, err := get(name)
+		switch {
+		case err != nil:
+			return &config.Error{Var: "SECRETS_DIR", Msg: "the secret " + name + " is missing: provide " + where}
+		case len(v) < 32:
+			return &config.Error{Var: "SECRETS_DIR", Msg: fmt.Sprintf("the secret %s is %d bytes; it must be at least 32 (%s)", name, len(v), where)}
+		}
+	}
+	return nil
 }
 
 // devSecrets backs secrets on a laptop run with no SECRETS_DIR: missing keys

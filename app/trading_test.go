@@ -513,6 +513,7 @@ func TestRedisPasswordFromSecretsDir(t *testing.T) {
 	wrongDir := t.TempDir()
 	os.WriteFile(filepath.Join(wrongDir, "redis-password"), []byte("nope"), 0o600)
 	os.WriteFile(filepath.Join(wrongDir, "request-state-key"), []byte("test-request-state-key-0123456789abcdef"), 0o600)
+	os.WriteFile(filepath.Join(wrongDir, "approval-event-key"), []byte(approveKey), 0o600)
 	wrong["SECRETS_DIR"] = wrongDir
 	bad := startServer(t, wrong)
 	csBad := connect(t, bad.URL+"/mcp", "2025-11-25", bearer(alice))

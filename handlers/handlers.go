@@ -53,7 +53,7 @@ type Catalog map[string]Class
 // catalog of the tools it registered.
 func Register(s *mcp.Server, d Deps) Catalog {
 	h := &handlers{Deps: d}
-	r := registrar{s: s, cat: Catalog{}, typed: d.TypedSDK, outputs: outputSchemas{}}
+	r := registrar{s: s, cat: Catalog{}, typed: d.TypedSDK, outputs: outputSchemas{}, inputs: map[string]*jsonschema.Schema{}}
 	h.registerPortfolio(r)
 	h.registerMarket(r)
 	h.registerRisk(r)
@@ -61,6 +61,9 @@ func Register(s *mcp.Server, d Deps) Catalog {
 		h.registerTrading(r)
 	}
 	h.registerPrompts(s)
+	// Innermost: the tools' own validation errors, explained in their terms
+	// before any other middleware (audit, metrics) sees the result.
+	s.AddReceivingMiddleware(explainInvalidArguments(r.inputs))
 	return r.cat
 }
 
@@ -76,6 +79,7 @@ type handlers struct {
 func addTool[In, Out any](r registrar, class Class, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
 	t.InputSchema = in
 	r.cat[t.Name] = class
+	r.inputs[t.Name] = in
 	if r.typed {
 		mcp.AddTool(r.s, t, h)
 		return
@@ -90,6 +94,7 @@ type registrar struct {
 	cat     Catalog
 	typed   bool
 	outputs outputSchemas
+	inputs  map[string]*jsonschema.Schema // by tool name
 }
 
 // inputSchema derives the JSON schema of T and lets edit add bounds that Go
@@ -155,6 +160,24 @@ func (c Catalog) Names() []string {
 		names = append(names, n)
 	}
 	return names
+}
+
+// Coded gives every error a JSON-RPC code. A handler's plain Go error would
+// otherwise leave as code 0, which no client can act on; its message was
+// written for the agent (toolError and friends), so it is kept, under
+// -32603. Errors that carry a code (invalid params, rate limits, missing
+// scopes) pass as they are.
+func Coded() mcp.Middleware {
+	return func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			res, err := next(ctx, method, req)
+			var wire *jsonrpc.Error
+			if err != nil && !errors.As(err, &wire) {
+				return res, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
+			}
+			return res, err
+		}
+	}
 }
 
 // Recover turns a panic in any MCP method into an internal JSON-RPC error

@@ -62,6 +62,8 @@ func (h *handlers) registerMarket(r registrar) {
 		Annotations: readOnly,
 	}, inputSchema[QuotesInput](func(p map[string]*jsonschema.Schema) {
 		t := p["tickers"]
+		// A Go slice derives as ["null","array"]; a required list is an array.
+		t.Type, t.Types = "array", nil
 		t.MinItems, t.MaxItems = ptr(1), ptr(MaxQuoteTickers)
 		t.Items.Pattern = tickerPattern
 	}), h.getQuotes)

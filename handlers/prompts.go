@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -19,9 +20,12 @@ func (h *handlers) registerPrompts(s *mcp.Server) {
 }
 
 func (h *handlers) portfolioReview(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-	id := req.Params.Arguments["account_id"]
-	if !validAccountID(id) {
-		return nil, fmt.Errorf("account_id %q is not a valid account id; call list_accounts to find one", id)
+	id, ok := req.Params.Arguments["account_id"]
+	switch {
+	case !ok || id == "":
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "portfolio_review needs the argument account_id (an account id from list_accounts, e.g. ACC-1001)"}
+	case !validAccountID(id):
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("account_id %q is not a valid account id; call list_accounts to find one", id)}
 	}
 	text := fmt.Sprintf(`Review the portfolio of account %[1]s. Work through these steps with the tools, and cite numbers from their outputs only.
 

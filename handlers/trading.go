@@ -258,9 +258,17 @@ func accepted(r mcp.InputResponse) bool {
 	return v
 }
 
+// summary is what the user confirms: the order type and, for a limit
+// order, the limit price itself, with the notional estimated at the worse
+// of the limit and the market.
 func summary(o trading.OrderArgs, pre policy.Preview) string {
-	s := fmt.Sprintf("%s %g %s in account %s (%s order) at about %.2f, notional about %.2f, %s trading",
-		o.Side, o.Quantity, o.Ticker, o.AccountID, o.Type, pre.EstimatedPrice, pre.EstimatedNotional, pre.Mode)
+	s := fmt.Sprintf("%s %g %s in account %s: ", o.Side, o.Quantity, o.Ticker, o.AccountID)
+	if o.Type == backends.OrderLimit {
+		s += fmt.Sprintf("limit order at %.2f (estimated fill price %.2f), estimated notional up to %.2f", o.LimitPrice, pre.EstimatedPrice, pre.EstimatedNotional)
+	} else {
+		s += fmt.Sprintf("market order at about %.2f, estimated notional %.2f", pre.EstimatedPrice, pre.EstimatedNotional)
+	}
+	s += ", " + pre.Mode + " trading"
 	if pre.RequiresApproval {
 		s += "; it will then wait for a human approver"
 	}

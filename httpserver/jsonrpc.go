@@ -50,7 +50,7 @@ func jsonrpcGuard(next http.Handler) http.Handler {
 			return
 		}
 		if code, msg, id := checkEnvelope(body); code != 0 {
-			writeRPCError(w, id, code, msg)
+			writeRPCError(w, r.Header.Get("Mcp-Protocol-Version"), id, code, msg)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -101,13 +101,19 @@ func checkEnvelope(body []byte) (code int, msg string, id json.RawMessage) {
 	return 0, "", nil
 }
 
-func writeRPCError(w http.ResponseWriter, id json.RawMessage, code int, msg string) {
+// writeRPCError answers a refused message. An unknown method is HTTP 404 on
+// protocol 2026-07-28 and later (as the spec requires, and as the SDK
+// answers methods that version removed), and 200 before it.
+func writeRPCError(w http.ResponseWriter, version string, id json.RawMessage, code int, msg string) {
 	if id == nil {
 		id = json.RawMessage("null")
 	}
 	status := http.StatusBadRequest
 	if code == codeMethodNotFound {
 		status = http.StatusOK
+		if version >= "2026-07-28" {
+			status = http.StatusNotFound
+		}
 	}
 	WriteJSON(w, status, map[string]any{
 		"jsonrpc": "2.0",

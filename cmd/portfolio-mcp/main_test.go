@@ -122,11 +122,15 @@ func TestBadConfigExitsTwo(t *testing.T) {
 		"LISTEN_HOST=0.0.0.0":   "OAUTH_ISSUER",
 		"TRADING_MODE=yolo":     "TRADING_MODE",
 		"PORTFOLIO_URL=ftp://x": "PORTFOLIO_URL",
+		// An issuer with no keys to sign confirmations: refused at start,
+		// not "ready" and failing on the first order.
+		"OAUTH_ISSUER=https://issuer.example PUBLIC_URL=https://mcp.example/mcp": "request-state-key",
+		"SECRETS_DIR=/nonexistent-secrets": "SECRETS_DIR",
 	}
 	for env, name := range tests {
 		t.Run(env, func(t *testing.T) {
 			cmd := exec.Command(bin)
-			cmd.Env = append(os.Environ(), env)
+			cmd.Env = append(os.Environ(), strings.Fields(env)...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			err := cmd.Run()
@@ -137,6 +141,44 @@ func TestBadConfigExitsTwo(t *testing.T) {
 			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 			if len(lines) != 1 || !strings.Contains(lines[0], name) {
 				t.Errorf("stderr %q: want one line naming %s", stderr.String(), name)
+			}
+		})
+	}
+}
+
+// TestFlags: --help and --version print and exit 0 without serving; an
+// unknown flag or an argument is a usage error (exit 2, usage on stderr).
+func TestFlags(t *testing.T) {
+	bin := buildServer(t)
+	tests := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"--help"}, 0, "Usage: portfolio-mcp", ""},
+		{[]string{"-h"}, 0, "configured by environment variables", ""},
+		{[]string{"--version"}, 0, "portfolio-mcp dev go1.", ""},
+		{[]string{"--bogus"}, 2, "", "Usage: portfolio-mcp"},
+		{[]string{"serve"}, 2, "", "takes no arguments"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := exec.Command(bin, tc.args...)
+			// A port that is taken: if the flag started a server, it would fail.
+			cmd.Env = append(os.Environ(), "PORT=1")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code || !strings.Contains(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderr) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+					code, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderr)
 			}
 		})
 	}
