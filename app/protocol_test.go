@@ -79,7 +79,6 @@ func TestAgentFacingErrors(t *testing.T) {
 	}
 }
 
-
 // TestUnknownMethodStatus: on 2026-07-28 an unknown method is HTTP 404
 // with -32601, as the spec requires; before it, HTTP 200 with -32601.
 func TestUnknownMethodStatus(t *testing.T) {

@@ -125,7 +125,7 @@ func TestBadConfigExitsTwo(t *testing.T) {
 		// An issuer with no keys to sign confirmations: refused at start,
 		// not "ready" and failing on the first order.
 		"OAUTH_ISSUER=https://issuer.example PUBLIC_URL=https://mcp.example/mcp": "request-state-key",
-		"SECRETS_DIR=/nonexistent-secrets": "SECRETS_DIR",
+		"SECRETS_DIR=/nonexistent-secrets":                                       "SECRETS_DIR",
 	}
 	for env, name := range tests {
 		t.Run(env, func(t *testing.T) {
