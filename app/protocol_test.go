@@ -8,11 +8,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/loadgen"
+	"github.com/portfolio-mcp/portfolio-mcp/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
 )
 
@@ -102,5 +106,66 @@ func TestUnknownMethodStatus(t *testing.T) {
 		if resp.StatusCode != status || msg.Error.Code != jsonrpc.CodeMethodNotFound {
 			t.Errorf("%s: HTTP %d code %d, want HTTP %d code -32601", version, resp.StatusCode, msg.Error.Code, status)
 		}
+	}
+}
+
+// TestRateLimitsDoNotPunishCorrectUse: with a trade budget of one call, a
+// confirmation round-trip still places its order (the confirming round is
+// not charged as a trade), a cancel still goes through after placements
+// used the budget up, and the next placement is refused with a tool result
+// that says when to retry.
+func TestRateLimitsDoNotPunishCorrectUse(t *testing.T) {
+	for _, v := range []string{"2026-07-28", "2025-11-25"} {
+		t.Run(v, func(t *testing.T) {
+			srv := startServer(t, map[string]string{"ENFORCE_MARKET_HOURS": "false",
+				"RATE_TRADE_PER_MINUTE": "0.01", "RATE_TRADE_BURST": "1"})
+			cs := connect(t, srv.URL+"/mcp", v, nil)
+			limit := map[string]any{"account_id": "ACC-1001", "ticker": "KO", "side": "buy", "quantity": 1,
+				"order_type": "limit", "limit_price": 1, "idempotency_key": "budget-1"}
+			var out trading.Outcome
+			callTool(t, cs, "place_order", limit, &out)
+			if out.Status != trading.StatusNeedsConfirmation {
+				t.Fatalf("first round: %+v", out)
+			}
+			limit["confirm"] = true
+			callTool(t, cs, "place_order", limit, &out)
+			if out.Status != backends.StatusAccepted || out.Order == nil {
+				t.Fatalf("confirmed round: %+v, want the resting order", out)
+			}
+			res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "place_order", Arguments: confirmedArgs("ACC-1001", "budget-2", 1)})
+			r, ok := ratelimit.Refused(res)
+			if err != nil || !ok || r.Class != "trade" || !strings.Contains(resultText(res), "retry after") {
+				t.Fatalf("second placement: %+v %v, want a refusal the model can read", res, err)
+			}
+			var cancelled trading.Outcome
+			callTool(t, cs, "cancel_order", map[string]any{"id": out.Order.OrderID}, &cancelled)
+			if cancelled.Status != backends.StatusCancelled {
+				t.Fatalf("cancel with the trade budget spent: %+v", cancelled)
+			}
+		})
+	}
+}
+
+// TestLoadgenOnEveryGeneration: mcpload's engine speaks 2026-07-28 (the
+// Mcp-Method and Mcp-Name headers) as well as the older generations, and
+// reports a rate-limit refusal as such, with what the server said.
+func TestLoadgenOnEveryGeneration(t *testing.T) {
+	for _, v := range generations {
+		t.Run(v, func(t *testing.T) {
+			srv := startServer(t, map[string]string{"RATE_READ_PER_SECOND": "1", "RATE_READ_BURST": "5"})
+			res, err := loadgen.Run(t.Context(), loadgen.Config{
+				URL: srv.URL + "/mcp", Protocol: v, Concurrency: 1, Duration: time.Minute, MaxCalls: 10,
+				Mix: []loadgen.Call{{Tool: "get_quotes", Arguments: json.RawMessage(`{"tickers":["AAPL"]}`), Weight: 1}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Calls != 10 || res.OK < 1 || res.Errors["rate_limited"] < 1 || res.OK+res.Errors["rate_limited"] != 10 {
+				t.Fatalf("%+v, want some calls served and the rest refused by the rate limit", res)
+			}
+			if !strings.Contains(res.Samples["rate_limited"], "retry after") {
+				t.Errorf("rate-limit sample %q", res.Samples["rate_limited"])
+			}
+		})
 	}
 }

@@ -126,7 +126,9 @@ func (s *security) policy(cat handlers.Catalog) *authz.Policy { return authz.New
 func (s *security) audit(p *authz.Policy) mcp.Middleware { return s.auditor.Middleware(p.ClassOf) }
 
 // limit is the rate-limit middleware.
-func (s *security) limit(p *authz.Policy) mcp.Middleware { return s.limiter.Middleware(p.ClassOf) }
+func (s *security) limit(p *authz.Policy) mcp.Middleware {
+	return s.limiter.Middleware(func(c *mcp.CallToolParamsRaw) string { return handlers.RateClass(c, p.ClassOf(c.Name)) })
+}
 
 // wrap puts authentication and the scope challenge in front of the MCP
 // handler.

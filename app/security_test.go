@@ -437,10 +437,9 @@ func TestAuditTrail(t *testing.T) {
 	var qs backends.QuoteSet
 	callTool(t, alice, "get_quotes", quotes, &qs) // alice's 3rd and 4th limited calls
 	callTool(t, alice, "get_quotes", quotes, &qs)
-	_, err := alice.CallTool(t.Context(), &mcp.CallToolParams{Name: "get_quotes", Arguments: quotes})
-	var werr *jsonrpc.Error
-	if !errors.As(err, &werr) || werr.Code != ratelimit.CodeRateLimited {
-		t.Fatalf("5th read over a burst of 4: %v", err)
+	res, err := alice.CallTool(t.Context(), &mcp.CallToolParams{Name: "get_quotes", Arguments: quotes})
+	if _, ok := ratelimit.Refused(res); err != nil || !ok {
+		t.Fatalf("5th read over a burst of 4: %+v %v", res, err)
 	}
 
 	if err := srv.stop(); err != nil { // drains the audit queue
@@ -574,16 +573,13 @@ func TestRateLimitSharedAcrossProcesses(t *testing.T) {
 			t.Fatalf("call %d within the burst: %v", i+1, err)
 		}
 	}
-	_, err := servers[1].CallTool(t.Context(), quotes)
-	var werr *jsonrpc.Error
-	if !errors.As(err, &werr) || werr.Code != ratelimit.CodeRateLimited {
-		t.Fatalf("4th call across both processes: %v, want the rate limit", err)
+	res, err := servers[1].CallTool(t.Context(), quotes)
+	r, ok := ratelimit.Refused(res)
+	if err != nil || !ok {
+		t.Fatalf("4th call across both processes: %+v %v, want the rate limit", res, err)
 	}
-	var data struct {
-		RetryAfter float64 `json:"retry_after_seconds"`
-	}
-	if json.Unmarshal(werr.Data, &data) != nil || data.RetryAfter <= 0 || !strings.Contains(werr.Message, "retry after") {
-		t.Errorf("refusal without a retry-after hint: %q %s", werr.Message, werr.Data)
+	if r.RetryAfterSeconds <= 0 || !strings.Contains(resultText(res), "retry after") {
+		t.Errorf("refusal without a retry-after hint: %q %+v", resultText(res), r)
 	}
 	resp, err := http.Get(b + "/metrics")
 	if err != nil {

@@ -107,6 +107,9 @@ type Limits struct {
 	ReadBurst      int     `env:"RATE_READ_BURST, default=40"`
 	TradePerMinute float64 `env:"RATE_TRADE_PER_MINUTE, default=30"`
 	TradeBurst     int     `env:"RATE_TRADE_BURST, default=5"`
+	// Cancels have a budget of their own, so placements never use it up.
+	CancelPerMinute float64 `env:"RATE_CANCEL_PER_MINUTE, default=120"`
+	CancelBurst     int     `env:"RATE_CANCEL_BURST, default=20"`
 }
 
 // Audit configures the audit trail. Knative's SinkBinding injects K_SINK and
@@ -364,6 +367,8 @@ func (c *Config) validateSecurity() error {
 		return &Error{"RATE_READ_PER_SECOND", "read rate and RATE_READ_BURST must be positive"}
 	case c.Limits.TradePerMinute <= 0 || c.Limits.TradeBurst < 1:
 		return &Error{"RATE_TRADE_PER_MINUTE", "trade rate and RATE_TRADE_BURST must be positive"}
+	case c.Limits.CancelPerMinute <= 0 || c.Limits.CancelBurst < 1:
+		return &Error{"RATE_CANCEL_PER_MINUTE", "cancel rate and RATE_CANCEL_BURST must be positive"}
 	case c.Audit.QueueSize < 1 || c.Audit.QueueSize > 1<<20:
 		return &Error{"AUDIT_QUEUE_SIZE", fmt.Sprintf("%d is outside 1..1048576", c.Audit.QueueSize)}
 	}

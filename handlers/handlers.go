@@ -7,6 +7,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -194,4 +195,25 @@ func Recover(log *slog.Logger) mcp.Middleware {
 			return next(ctx, method, req)
 		}
 	}
+}
+
+// RateClass is the rate-limit budget a tools/call draws from: its class,
+// except that cancel_order has a budget of its own (a cancel is how a user
+// stops damage; placements must never use it up), and a place_order round
+// that cannot place anything (it asks for the user's confirmation: no
+// confirm argument, no requestState answering an input request) draws on
+// the read budget, so confirming an order never costs two trade calls.
+func RateClass(p *mcp.CallToolParamsRaw, class string) string {
+	switch p.Name {
+	case "cancel_order":
+		return "cancel"
+	case "place_order":
+		var a struct {
+			Confirm bool `json:"confirm"`
+		}
+		if p.RequestState == "" && (json.Unmarshal(p.Arguments, &a) != nil || !a.Confirm) {
+			return string(ClassRead)
+		}
+	}
+	return class
 }

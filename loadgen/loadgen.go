@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,13 +57,17 @@ type Snapshot struct {
 
 // Result summarises a run.
 type Result struct {
-	Calls      int64            `json:"calls"`
-	OK         int64            `json:"ok"`
-	Errors     map[string]int64 `json:"errors"` // by kind: tool_error, jsonrpc_<code>, http_<status>, timeout, transport
-	Duration   time.Duration    `json:"duration_ns"`
-	Throughput float64          `json:"throughput_per_s"`
-	LatencyMS  Latency          `json:"latency_ms"`
-	ByTool     map[string]int64 `json:"by_tool"`
+	Calls  int64            `json:"calls"`
+	OK     int64            `json:"ok"`
+	Errors map[string]int64 `json:"errors"` // by kind: rate_limited, tool_error, jsonrpc_<code>, http_<status>, timeout, transport
+	// Samples holds, per error kind, what the first such answer said (the
+	// JSON-RPC code and message, the tool's text), so a run that fails says
+	// why.
+	Samples    map[string]string `json:"error_samples,omitempty"`
+	Duration   time.Duration     `json:"duration_ns"`
+	Throughput float64           `json:"throughput_per_s"`
+	LatencyMS  Latency           `json:"latency_ms"`
+	ByTool     map[string]int64  `json:"by_tool"`
 }
 
 // Latency percentiles in milliseconds.
@@ -103,16 +108,23 @@ func (c *Config) Validate() error {
 }
 
 type recorder struct {
-	mu     sync.Mutex
-	hist   *hdrhistogram.Histogram
-	errs   map[string]int64
-	byTool map[string]int64
-	ok     int64
-	calls  atomic.Int64
-	failed atomic.Int64
+	mu      sync.Mutex
+	hist    *hdrhistogram.Histogram
+	errs    map[string]int64
+	samples map[string]string
+	byTool  map[string]int64
+	ok      int64
+	calls   atomic.Int64
+	failed  atomic.Int64
 }
 
 func (r *recorder) record(tool string, d time.Duration, kind string) {
+	r.recordSample(tool, d, kind, "")
+}
+
+// recordSample records a call, and for an error kind not seen before what
+// the answer said.
+func (r *recorder) recordSample(tool string, d time.Duration, kind, sample string) {
 	r.calls.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -124,6 +136,12 @@ func (r *recorder) record(tool string, d time.Duration, kind string) {
 	}
 	r.failed.Add(1)
 	r.errs[kind]++
+	if _, seen := r.samples[kind]; !seen && sample != "" {
+		if r.samples == nil {
+			r.samples = map[string]string{}
+		}
+		r.samples[kind] = sample
+	}
 }
 
 // Run sends load until Duration, MaxCalls or ctx ends, whichever is first.
@@ -247,6 +265,11 @@ func (c *Config) call(ctx context.Context, client *http.Client, rec *recorder, t
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("MCP-Protocol-Version", c.Protocol)
+	if c.Protocol >= "2026-07-28" {
+		// 2026-07-28 routes on headers that repeat the body's method and name.
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", tool)
+	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
@@ -274,34 +297,59 @@ func (c *Config) call(ctx context.Context, client *http.Client, rec *recorder, t
 		rec.record(tool, elapsed, "transport")
 		return
 	}
-	rec.record(tool, elapsed, classify(resp.StatusCode, data))
+	kind, sample := classify(resp.StatusCode, data)
+	rec.recordSample(tool, elapsed, kind, sample)
 }
 
-// classify returns "" for a successful tool result, else the error kind.
-func classify(status int, body []byte) string {
-	if status != http.StatusOK {
-		return "http_" + strconv.Itoa(status)
-	}
+// codeRateLimited is portfolio-mcp's JSON-RPC code for a rate-limit
+// refusal, also in a refused tool result's _meta.
+const codeRateLimited = -32029
+
+// classify returns "" for a successful tool result, else the error kind and
+// what the answer said.
+func classify(status int, body []byte) (kind, sample string) {
 	var msg struct {
 		Error *struct {
-			Code int `json:"code"`
+			Code    int    `json:"code"`
+			Message string `json:"message"`
 		} `json:"error"`
 		Result *struct {
 			IsError bool `json:"isError"`
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+			Meta map[string]struct {
+				Code int `json:"code"`
+			} `json:"_meta"`
 		} `json:"result"`
 	}
-	if err := json.Unmarshal(body, &msg); err != nil {
-		return "bad_response"
-	}
+	err := json.Unmarshal(body, &msg)
 	switch {
+	case status != http.StatusOK && err == nil && msg.Error != nil:
+		return "http_" + strconv.Itoa(status), fmt.Sprintf("%d %s", msg.Error.Code, msg.Error.Message)
+	case status != http.StatusOK:
+		return "http_" + strconv.Itoa(status), strings.TrimSpace(string(body[:min(len(body), 200)]))
+	case err != nil:
+		return "bad_response", "not JSON-RPC: " + string(body[:min(len(body), 200)])
+	case msg.Error != nil && msg.Error.Code == codeRateLimited:
+		return "rate_limited", msg.Error.Message
 	case msg.Error != nil:
-		return "jsonrpc_" + strconv.Itoa(msg.Error.Code)
+		return "jsonrpc_" + strconv.Itoa(msg.Error.Code), msg.Error.Message
 	case msg.Result == nil:
-		return "bad_response"
-	case msg.Result.IsError:
-		return "tool_error"
+		return "bad_response", "neither result nor error"
+	case !msg.Result.IsError:
+		return "", ""
 	}
-	return ""
+	text := ""
+	if len(msg.Result.Content) > 0 {
+		text = msg.Result.Content[0].Text
+	}
+	for _, m := range msg.Result.Meta {
+		if m.Code == codeRateLimited {
+			return "rate_limited", text
+		}
+	}
+	return "tool_error", text
 }
 
 func (c *Config) progress(ctx context.Context, start time.Time, rec *recorder) func() {
@@ -337,7 +385,7 @@ func (r *recorder) result(elapsed time.Duration) Result {
 	defer r.mu.Unlock()
 	ms := func(us int64) float64 { return float64(us) / 1000 }
 	res := Result{
-		Calls: r.calls.Load(), OK: r.ok, Errors: r.errs, Duration: elapsed, ByTool: r.byTool,
+		Calls: r.calls.Load(), OK: r.ok, Errors: r.errs, Samples: r.samples, Duration: elapsed, ByTool: r.byTool,
 		LatencyMS: Latency{
 			Min: ms(r.hist.Min()), P50: ms(r.hist.ValueAtQuantile(50)), P90: ms(r.hist.ValueAtQuantile(90)),
 			P99: ms(r.hist.ValueAtQuantile(99)), P999: ms(r.hist.ValueAtQuantile(99.9)), Max: ms(r.hist.Max()),

@@ -32,9 +32,34 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/principal"
 )
 
-// CodeRateLimited is the JSON-RPC error code of a refused call (in the
-// implementation-defined server error range; 429 as a mnemonic).
+// CodeRateLimited is the JSON-RPC error code of a refused resources/read
+// (in the implementation-defined server error range; 429 as a mnemonic),
+// and the code in a refused tool call's MetaKey.
 const CodeRateLimited = -32029
+
+// MetaKey is the _meta key of a tool result refused by the rate limit. Its
+// value is Refusal: when to retry, and which budget ran out.
+const MetaKey = "portfolio-mcp/rate-limit"
+
+// Refusal says why a call was refused and when to retry.
+type Refusal struct {
+	Code              int     `json:"code"`
+	RetryAfterSeconds float64 `json:"retry_after_seconds"`
+	Class             string  `json:"class"`
+}
+
+// Refused reads the Refusal of a tool result, if the rate limit refused it.
+func Refused(res *mcp.CallToolResult) (Refusal, bool) {
+	if res == nil || !res.IsError || res.Meta == nil {
+		return Refusal{}, false
+	}
+	b, err := json.Marshal(res.Meta[MetaKey])
+	var r Refusal
+	if err != nil || json.Unmarshal(b, &r) != nil || r.Code != CodeRateLimited {
+		return Refusal{}, false
+	}
+	return r, true
+}
 
 // Limit is a sustained rate (calls per second) and a burst.
 type Limit struct {
@@ -45,14 +70,17 @@ type Limit struct {
 // Limits are the limits by tool class.
 type Limits map[string]Limit
 
-// FromConfig maps the configuration to limits: reads, and trades; deciding
-// approvals shares the trade budget's numbers (in a bucket of its own).
+// FromConfig maps the configuration to limits: reads, trades, and
+// cancels (a bucket of their own: a cancel is how a user stops damage, so
+// placements must never use it up); deciding approvals shares the trade
+// budget's numbers (in a bucket of its own).
 func FromConfig(c config.Limits) Limits {
 	trade := Limit{PerSecond: c.TradePerMinute / 60, Burst: c.TradeBurst}
 	return Limits{
 		"read":    {PerSecond: c.ReadPerSecond, Burst: c.ReadBurst},
 		"trade":   trade,
 		"approve": trade,
+		"cancel":  {PerSecond: c.CancelPerMinute / 60, Burst: c.CancelBurst},
 	}
 }
 
@@ -141,19 +169,23 @@ func (l *Limiter) Allow(ctx context.Context, subject, class string) (Decision, e
 }
 
 // Middleware refuses a tools/call (or resources/read, as a read) beyond the
-// caller's budget with a JSON-RPC error carrying a retry-after hint in its
-// message and data. If Redis fails, this replica's buckets decide meanwhile
-// (counted in mcp_rate_limiter_errors_total): the limit loosens to per
-// replica rather than failing open, and a Redis outage does not by itself
-// stop reads (state-changing calls fail closed in the trading layer, which
-// cannot record them without the store).
-func (l *Limiter) Middleware(classOf func(tool string) string) mcp.Middleware {
+// caller's budget. A tool call is refused with a tool result the model can
+// read (isError, the retry-after in its text and in _meta under MetaKey); a
+// resource read with a JSON-RPC error (CodeRateLimited) carrying the same
+// hint. classOf names the budget a call draws from (see
+// handlers.RateClass). If Redis fails, this replica's buckets decide
+// meanwhile (counted in mcp_rate_limiter_errors_total): the limit loosens to
+// per replica rather than failing open, and a Redis outage does not by
+// itself stop reads (state-changing calls fail closed in the trading layer,
+// which cannot record them without the store).
+func (l *Limiter) Middleware(classOf func(*mcp.CallToolParamsRaw) string) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			var class string
-			switch p := req.GetParams().(type) {
+			p, isCall := req.GetParams().(*mcp.CallToolParamsRaw)
+			switch req.GetParams().(type) {
 			case *mcp.CallToolParamsRaw:
-				class = classOf(p.Name)
+				class = classOf(p)
 			case *mcp.ReadResourceParams:
 				class = "read"
 			default:
@@ -174,14 +206,30 @@ func (l *Limiter) Middleware(classOf func(tool string) string) mcp.Middleware {
 			}
 			if !d.Allowed {
 				l.limited.WithLabelValues(class).Inc()
-				return nil, limitedError(ctx, class, d.RetryAfter)
+				werr := limitedError(ctx, class, d.RetryAfter)
+				if isCall {
+					return limitedResult(werr), nil
+				}
+				return nil, werr
 			}
 			return next(ctx, method, req)
 		}
 	}
 }
 
-func limitedError(ctx context.Context, class string, after time.Duration) error {
+// limitedResult is a refused tool call as a result the model reads.
+func limitedResult(werr *jsonrpc.Error) *mcp.CallToolResult {
+	var r Refusal
+	json.Unmarshal(werr.Data, &r)
+	r.Code = CodeRateLimited
+	return &mcp.CallToolResult{
+		IsError: true,
+		Content: []mcp.Content{&mcp.TextContent{Text: werr.Message + "; nothing was done, so the same call can be retried then"}},
+		Meta:    mcp.Meta{MetaKey: r},
+	}
+}
+
+func limitedError(ctx context.Context, class string, after time.Duration) *jsonrpc.Error {
 	secs := math.Ceil(after.Seconds()*10) / 10 // never advise retrying too early
 	if secs < 0.1 {
 		secs = 0.1

@@ -2,15 +2,13 @@ package ratelimit_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -99,8 +97,8 @@ func mcpServer(t *testing.T, l *ratelimit.Limiter) *mcp.ClientSession {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 		})
 	}
-	srv.AddReceivingMiddleware(l.Middleware(func(tool string) string {
-		return strings.TrimSuffix(tool, "_tool")
+	srv.AddReceivingMiddleware(l.Middleware(func(p *mcp.CallToolParamsRaw) string {
+		return strings.TrimSuffix(p.Name, "_tool")
 	}))
 	hs := httptest.NewServer(oauth.Unauthenticated([]string{"portfolio:read"})(
 		mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})))
@@ -123,26 +121,24 @@ func TestMiddlewareRefusesWithRetryAfter(t *testing.T) {
 	cs := mcpServer(t, l)
 	ctx := context.Background()
 	call := func(name string) error {
-		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})
+		if err == nil && res.IsError {
+			return fmt.Errorf("tool error: %v", res.Content[0].(*mcp.TextContent).Text)
+		}
 		return err
 	}
 	if err := call("trade_tool"); err != nil {
 		t.Fatal(err)
 	}
-	err = call("trade_tool")
-	var werr *jsonrpc.Error
-	if !errors.As(err, &werr) {
-		t.Fatalf("second trade: err = %v, want a JSON-RPC error", err)
+	// The refusal is a tool result the model reads, with the retry-after
+	// in its text and in _meta.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "trade_tool", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatalf("second trade: %v, want a tool result", err)
 	}
-	if werr.Code != ratelimit.CodeRateLimited || !strings.Contains(werr.Message, "retry after") {
-		t.Errorf("error = %d %q", werr.Code, werr.Message)
-	}
-	var data struct {
-		RetryAfter float64 `json:"retry_after_seconds"`
-		Class      string  `json:"class"`
-	}
-	if err := json.Unmarshal(werr.Data, &data); err != nil || data.RetryAfter <= 0 || data.Class != "trade" {
-		t.Errorf("error data %s: %+v %v", werr.Data, data, err)
+	r, ok := ratelimit.Refused(res)
+	if !ok || r.RetryAfterSeconds <= 0 || r.Class != "trade" || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "retry after") {
+		t.Errorf("second trade: %+v (%+v %v), want a refusal with a retry-after", res, r, ok)
 	}
 	if err := call("read_tool"); err != nil {
 		t.Errorf("reads were limited by the trade budget: %v", err)
@@ -168,9 +164,10 @@ func TestRedisDownFallsBackToPerReplicaLimits(t *testing.T) {
 	if err := call("trade_tool"); err != nil {
 		t.Errorf("first trade with Redis down: %v (the per-replica budget allows it)", err)
 	}
-	var werr *jsonrpc.Error
-	if err := call("trade_tool"); !errors.As(err, &werr) || werr.Code != ratelimit.CodeRateLimited {
-		t.Errorf("second trade with Redis down: %v; the limit must still hold per replica", err)
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "trade_tool", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	} else if _, ok := ratelimit.Refused(res); !ok {
+		t.Errorf("second trade with Redis down: %+v; the limit must still hold per replica", res)
 	}
 }
 

@@ -138,9 +138,19 @@ func printSummary(w io.Writer, r loadgen.Result) {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		fmt.Fprintf(w, "errors       %-18s %d\n", k, r.Errors[k])
+		fmt.Fprintf(w, "errors       %-18s %d", k, r.Errors[k])
+		if s := r.Samples[k]; s != "" {
+			fmt.Fprintf(w, "  e.g. %s", s)
+		}
+		fmt.Fprintln(w)
 	}
 	if len(keys) == 0 {
 		fmt.Fprintln(w, "errors       none")
+	}
+	if n := r.Errors["rate_limited"]; n > 0 {
+		fmt.Fprintf(w, "note         %d calls (%.0f%%) were refused by the server's per-principal rate limit, not failed:\n"+
+			"             one token sends all the load. Lower -c or set -rate below the limit, or, for a throughput\n"+
+			"             run, raise the limit on the server under test (portfolio-mcp: RATE_READ_PER_SECOND,\n"+
+			"             RATE_READ_BURST, RATE_TRADE_PER_MINUTE).\n", n, 100*float64(n)/float64(max(r.Calls, 1)))
 	}
 }
