@@ -86,7 +86,8 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	}
 
 	srv := mcp.NewServer(&mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}, &mcp.ServerOptions{
-		Instructions: instructions,
+		Instructions:      instructions,
+		CompletionHandler: handlers.Completion(bs),
 		// Tools sharing an output type (the order tools) resolve its schema
 		// once: schema resolution is most of the start-up work.
 		SchemaCache: mcp.NewSchemaCache(),

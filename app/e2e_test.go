@@ -73,8 +73,15 @@ func TestToolsEndToEnd(t *testing.T) {
 				t.Errorf("resource and tool disagree: %+v vs %+v", fromResource.TotalValue, pv.TotalValue)
 			}
 			tmpls, err := cs.ListResourceTemplates(t.Context(), nil)
-			if err != nil || len(tmpls.ResourceTemplates) != 1 || tmpls.ResourceTemplates[0].URITemplate != "portfolio://accounts/{account_id}" {
-				t.Errorf("resource templates = %+v, %v", tmpls, err)
+			var uris []string
+			if err == nil {
+				for _, rt := range tmpls.ResourceTemplates {
+					uris = append(uris, rt.URITemplate)
+				}
+				slices.Sort(uris)
+			}
+			if !slices.Equal(uris, []string{"portfolio://accounts/{account_id}", "quote://tickers/{ticker}"}) {
+				t.Errorf("resource templates = %v, %v", uris, err)
 			}
 
 			var quotes backends.QuoteSet

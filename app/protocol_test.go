@@ -16,6 +16,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/loadgen"
+	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
 )
@@ -165,6 +166,57 @@ func TestLoadgenOnEveryGeneration(t *testing.T) {
 			}
 			if !strings.Contains(res.Samples["rate_limited"], "retry after") {
 				t.Errorf("rate-limit sample %q", res.Samples["rate_limited"])
+			}
+		})
+	}
+}
+
+// TestDiscoverability: an agent can find what exists without guessing ids:
+// resources/list names the portfolios the caller may see (and no others),
+// and completion/complete completes account ids (entitled ones only) and
+// tickers, on every protocol generation.
+func TestDiscoverability(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, map[string]string{"OAUTH_ISSUER": iss.URL, "PUBLIC_URL": "http://127.0.0.1/mcp"})
+	token := iss.Token(t, iss.Claims("maya", "http://127.0.0.1/mcp", readScopes, "ACC-1001", "ACC-1003"))
+	for _, v := range generations {
+		t.Run(v, func(t *testing.T) {
+			cs := connect(t, srv.URL+"/mcp", v, bearer(token))
+			res, err := cs.ListResources(t.Context(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var uris []string
+			for _, r := range res.Resources {
+				uris = append(uris, r.URI)
+			}
+			if !slices.Equal(uris, []string{"portfolio://accounts/ACC-1001", "portfolio://accounts/ACC-1003"}) {
+				t.Errorf("resources/list = %v, want the two entitled portfolios", uris)
+			}
+			rr, err := cs.ReadResource(t.Context(), &mcp.ReadResourceParams{URI: uris[0]})
+			if err != nil || len(rr.Contents) != 1 {
+				t.Fatalf("reading a listed resource: %v", err)
+			}
+
+			complete := func(ref *mcp.CompleteReference, arg, value string) []string {
+				t.Helper()
+				c, err := cs.Complete(t.Context(), &mcp.CompleteParams{Ref: ref, Argument: mcp.CompleteParamsArgument{Name: arg, Value: value}})
+				if err != nil {
+					t.Fatalf("complete %s %q: %v", arg, value, err)
+				}
+				return c.Completion.Values
+			}
+			prompt := &mcp.CompleteReference{Type: "ref/prompt", Name: "portfolio_review"}
+			if got := complete(prompt, "account_id", "acc-1"); !slices.Equal(got, []string{"ACC-1001", "ACC-1003"}) {
+				t.Errorf("account_id completions %v, want the entitled ACC-1001 and ACC-1003 only", got)
+			}
+			if got := complete(&mcp.CompleteReference{Type: "ref/resource", URI: "portfolio://accounts/{account_id}"}, "account_id", "ACC-2"); len(got) != 0 {
+				t.Errorf("completions for accounts not entitled: %v", got)
+			}
+			got := complete(&mcp.CompleteReference{Type: "ref/resource", URI: "quote://tickers/{ticker}"}, "ticker", "MS")
+			if len(got) == 0 || got[0] != "MSFT" && got[0] != "MS" {
+				t.Errorf("ticker completions for MS: %v", got)
 			}
 		})
 	}

@@ -64,7 +64,7 @@ func Register(s *mcp.Server, d Deps) Catalog {
 	h.registerPrompts(s)
 	// Innermost: the tools' own validation errors, explained in their terms
 	// before any other middleware (audit, metrics) sees the result.
-	s.AddReceivingMiddleware(explainInvalidArguments(r.inputs))
+	s.AddReceivingMiddleware(explainInvalidArguments(r.inputs), listAccountResources(d.Backends))
 	return r.cat
 }
 

@@ -2,6 +2,10 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -67,6 +71,41 @@ func (h *handlers) registerMarket(r registrar) {
 		t.MinItems, t.MaxItems = ptr(1), ptr(MaxQuoteTickers)
 		t.Items.Pattern = tickerPattern
 	}), h.getQuotes)
+
+	r.s.AddResourceTemplate(&mcp.ResourceTemplate{
+		Name:        "quote",
+		Title:       "Quote of a ticker",
+		URITemplate: QuoteURITemplate,
+		Description: "Latest quote of one listed equity as JSON (an entry of get_quotes' output). The ticker completes (completion/complete).",
+		MIMEType:    "application/json",
+	}, h.readQuote)
+}
+
+// QuoteURITemplate is the quote resource template.
+const QuoteURITemplate = "quote://tickers/{ticker}"
+
+const quoteURIPrefix = "quote://tickers/"
+
+var tickerRE = regexp.MustCompile(tickerPattern)
+
+func (h *handlers) readQuote(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+	uri := req.Params.URI
+	ticker, err := url.PathUnescape(strings.TrimPrefix(uri, quoteURIPrefix))
+	if !strings.HasPrefix(uri, quoteURIPrefix) || err != nil || !tickerRE.MatchString(ticker) {
+		return nil, mcp.ResourceNotFoundError(uri)
+	}
+	set, err := h.Backends.MarketData.Quotes(ctx, []string{strings.ToUpper(ticker)})
+	if err != nil {
+		return nil, h.toolError(ctx, fmt.Sprintf("ticker %q", ticker), err)
+	}
+	if len(set.Quotes) == 0 {
+		return nil, mcp.ResourceNotFoundError(uri)
+	}
+	body, err := json.Marshal(set.Quotes[0])
+	if err != nil {
+		return nil, fmt.Errorf("encoding quote: %w", err)
+	}
+	return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, MIMEType: "application/json", Text: string(body)}}}, nil
 }
 
 func (h *handlers) searchEquities(ctx context.Context, _ *mcp.CallToolRequest, in SearchInput) (*mcp.CallToolResult, backends.EquityPage, error) {
