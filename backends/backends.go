@@ -106,13 +106,15 @@ type Equity struct {
 	Name      string  `json:"name"`
 	Exchange  string  `json:"exchange" jsonschema:"primary listing: NYSE or NASDAQ"`
 	Sector    string  `json:"sector" jsonschema:"GICS sector"`
+	Industry  string  `json:"industry,omitempty" jsonschema:"GICS industry, e.g. Banks or Semiconductors & Semiconductor Equipment"`
 	MarketCap float64 `json:"market_cap" jsonschema:"market capitalisation in USD"`
 	Currency  string  `json:"currency"`
 }
 
 // EquityQuery filters and pages the equity universe. Zero fields do not
-// filter. Results are ranked: exact ticker, ticker prefix, then ticker or
-// name substring; ties by market cap, largest first.
+// filter. Text matches tickers, names, GICS industries and sectors, ranked:
+// exact ticker, ticker prefix, name prefix, ticker or name substring,
+// industry, sector; ties by market cap, largest first.
 type EquityQuery struct {
 	Text         string
 	Sector       string

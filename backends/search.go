@@ -70,7 +70,9 @@ func SearchUniverse(universe []Equity, q EquityQuery) (EquityPage, error) {
 }
 
 // textRank orders matches: 0 exact ticker, 1 ticker prefix, 2 name prefix,
-// 3 substring of ticker or name; -1 no match. Empty text matches all at 0.
+// 3 substring of ticker or name, 4 GICS industry, 5 GICS sector (what
+// people type: "bank" finds the banks, "semiconductor" the chip makers,
+// "utilities" the utilities); -1 no match. Empty text matches all at 0.
 func textRank(e *Equity, text string) int {
 	switch {
 	case text == "":
@@ -83,6 +85,10 @@ func textRank(e *Equity, text string) int {
 		return 2
 	case containsFold(e.Ticker, text) || containsFold(e.Name, text):
 		return 3
+	case len(text) >= 3 && containsFold(e.Industry, text):
+		return 4
+	case len(text) >= 3 && containsFold(e.Sector, text):
+		return 5
 	}
 	return -1
 }

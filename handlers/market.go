@@ -43,8 +43,9 @@ func (h *handlers) registerMarket(r registrar) {
 	addTool(r, ClassRead, &mcp.Tool{
 		Name:  "search_equities",
 		Title: "Search equities",
-		Description: "Search the listed equity universe by ticker or company name, GICS sector, exchange and market-cap range. " +
-			"Results are ranked (exact ticker, ticker prefix, name prefix, substring; then by market cap) and paginated: " +
+		Description: "Search the listed equity universe by ticker, company name or kind of business (a GICS industry or sector word: \"bank\", \"semiconductor\", \"insurance\"), " +
+			"and filter by GICS sector, exchange and market-cap range. " +
+			"Results are ranked (exact ticker, ticker prefix, name prefix, name substring, industry, sector; then by market cap) and paginated: " +
 			"pass next_cursor back as cursor for the next page. With no filters it lists the whole universe.",
 		Annotations: readOnly,
 	}, inputSchema[SearchInput](func(p map[string]*jsonschema.Schema) {

@@ -52,7 +52,7 @@ func New(now func() time.Time) *Backend {
 	for _, l := range listings {
 		b.byTicker[l.Ticker] = l
 		b.equities = append(b.equities, backends.Equity{
-			Ticker: l.Ticker, Name: l.Name, Exchange: l.Exchange, Sector: l.Sector,
+			Ticker: l.Ticker, Name: l.Name, Exchange: l.Exchange, Sector: l.Sector, Industry: industries[l.Ticker],
 			MarketCap: l.MarketCapBn * 1e9, Currency: "USD",
 		})
 	}

@@ -3,6 +3,8 @@ package demo
 import (
 	"slices"
 	"testing"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
 )
 
 func TestListingsWellFormed(t *testing.T) {
@@ -47,6 +49,51 @@ func TestListingsWellFormed(t *testing.T) {
 	for _, s := range sectors {
 		if perSector[s] < 5 {
 			t.Errorf("sector %q has %d listings, want >= 5", s, perSector[s])
+		}
+	}
+}
+
+// TestIndustries: every listing has its GICS industry, and nothing else is
+// listed.
+func TestIndustries(t *testing.T) {
+	seen := map[string]bool{}
+	for _, l := range listings {
+		if industries[l.Ticker] == "" {
+			t.Errorf("%s has no industry", l.Ticker)
+		}
+		seen[l.Ticker] = true
+	}
+	for ticker := range industries {
+		if !seen[ticker] {
+			t.Errorf("industry for %s, which is not listed", ticker)
+		}
+	}
+}
+
+// TestSearchFindsWhatPeopleType: a word for a kind of business finds the
+// businesses, not only names that happen to contain it.
+func TestSearchFindsWhatPeopleType(t *testing.T) {
+	b := New(nil)
+	for _, tc := range []struct {
+		text string
+		want []string
+	}{
+		{"bank", []string{"JPM", "BAC", "WFC", "C"}},
+		{"semiconductor", []string{"NVDA", "AVGO", "AMD", "INTC", "QCOM", "TXN"}},
+		{"insurance", []string{"AIG"}},
+	} {
+		page, err := b.SearchEquities(t.Context(), backends.EquityQuery{Text: tc.text, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, e := range page.Equities {
+			got[e.Ticker] = true
+		}
+		for _, w := range tc.want {
+			if !got[w] {
+				t.Errorf("search %q: %s missing from %d results", tc.text, w, len(page.Equities))
+			}
 		}
 	}
 }
