@@ -44,7 +44,7 @@ func TestToolsEndToEnd(t *testing.T) {
 			}
 			slices.Sort(names)
 			want := []string{"cancel_order", "get_order_status", "get_portfolio", "get_quotes", "get_risk_summary",
-				"list_accounts", "list_pending_approvals", "place_order", "preview_order", "search_equities"}
+				"list_accounts", "list_orders", "list_pending_approvals", "place_order", "preview_order", "search_equities"}
 			if !slices.Equal(names, want) {
 				t.Fatalf("tools = %v, want %v", names, want)
 			}

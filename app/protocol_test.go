@@ -221,3 +221,59 @@ func TestDiscoverability(t *testing.T) {
 		})
 	}
 }
+
+// TestListOrders: a principal sees its own orders and approval requests on
+// an account, newest first, in their current states, filtered by state and
+// time, page by page; another principal on the same account sees none of
+// them.
+func TestListOrders(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, tradingEnv(iss, ""))
+	aud := "http://127.0.0.1/mcp"
+	alice := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(iss.Token(t, iss.Claims("alice", aud, allScopes, "ACC-2001"))))
+	bob := connect(t, srv.URL+"/mcp", "2026-07-28", bearer(iss.Token(t, iss.Claims("bob", aud, allScopes, "ACC-2001"))))
+
+	before := time.Now().UTC().Add(-time.Second)
+	var out trading.Outcome
+	callTool(t, alice, "place_order", confirmedArgs("ACC-2001", "list-filled-1", 10), &out)
+	resting := confirmedArgs("ACC-2001", "list-resting-1", 10)
+	resting["order_type"], resting["limit_price"] = "limit", 1
+	callTool(t, alice, "place_order", resting, &out)
+	callTool(t, alice, "place_order", confirmedArgs("ACC-2001", "list-pending-1", 1000), &out)
+	callTool(t, bob, "place_order", confirmedArgs("ACC-2001", "bobs-own-1", 5), &out)
+
+	keys := func(l trading.OrderList) (ks []string) {
+		for _, o := range l.Orders {
+			ks = append(ks, o.IdempotencyKey+"="+o.Status)
+		}
+		return ks
+	}
+	var all trading.OrderList
+	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001"}, &all)
+	want := []string{"list-pending-1=pending_approval", "list-resting-1=accepted", "list-filled-1=filled"}
+	if !slices.Equal(keys(all), want) {
+		t.Fatalf("alice's orders %v, want %v", keys(all), want)
+	}
+	var open trading.OrderList
+	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001", "states": []string{"open"}}, &open)
+	if !slices.Equal(keys(open), want[:2]) {
+		t.Errorf("open orders %v, want %v", keys(open), want[:2])
+	}
+	var page1, page2 trading.OrderList
+	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001", "limit": 2, "since": before.Format(time.RFC3339)}, &page1)
+	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001", "limit": 2, "since": before.Format(time.RFC3339), "cursor": page1.NextCursor}, &page2)
+	if !slices.Equal(keys(page1), want[:2]) || page1.NextCursor == "" || !slices.Equal(keys(page2), want[2:]) || page2.NextCursor != "" {
+		t.Errorf("pages %v (%q) and %v (%q)", keys(page1), page1.NextCursor, keys(page2), page2.NextCursor)
+	}
+	var none trading.OrderList
+	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001", "until": before.Format(time.RFC3339)}, &none)
+	if len(none.Orders) != 0 {
+		t.Errorf("orders placed before %s: %v", before, keys(none))
+	}
+	var bobs trading.OrderList
+	callTool(t, bob, "list_orders", map[string]any{"account_id": "ACC-2001"}, &bobs)
+	if !slices.Equal(keys(bobs), []string{"bobs-own-1=filled"}) {
+		t.Errorf("bob's orders %v, want only his own", keys(bobs))
+	}
+}

@@ -205,7 +205,7 @@ func TestSecurityFrontDoor(t *testing.T) {
 			names = append(names, tool.Name)
 		}
 		slices.Sort(names)
-		want := []string{"get_order_status", "get_portfolio", "get_quotes", "get_risk_summary", "list_accounts", "preview_order", "search_equities"}
+		want := []string{"get_order_status", "get_portfolio", "get_quotes", "get_risk_summary", "list_accounts", "list_orders", "preview_order", "search_equities"}
 		if !slices.Equal(names, want) {
 			t.Errorf("read-only tools/list = %v, want %v", names, want)
 		}

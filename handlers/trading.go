@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -40,6 +41,16 @@ type IDInput struct {
 // PendingInput is list_pending_approvals' input.
 type PendingInput struct {
 	Limit int `json:"limit,omitempty" jsonschema:"maximum approvals to return, 1 to 100 (default 50)"`
+}
+
+// ListOrdersInput is list_orders' input.
+type ListOrdersInput struct {
+	AccountID string   `json:"account_id" jsonschema:"the account whose orders to list (see list_accounts)"`
+	States    []string `json:"states,omitempty" jsonschema:"keep only orders in these states; open means every state that may still change"`
+	Since     string   `json:"since,omitempty" jsonschema:"only orders placed at or after this time (RFC 3339, e.g. 2026-12-01T14:30:00Z)"`
+	Until     string   `json:"until,omitempty" jsonschema:"only orders placed at or before this time (RFC 3339)"`
+	Limit     int      `json:"limit,omitempty" jsonschema:"page size, 1 to 50 (default 20)"`
+	Cursor    string   `json:"cursor,omitempty" jsonschema:"next_cursor from the previous page of the same listing"`
 }
 
 // PendingList is list_pending_approvals' output.
@@ -94,6 +105,23 @@ func (h *handlers) registerTrading(r registrar) {
 		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled.",
 		Annotations: readOnly,
 	}, idSchema(), h.getOrderStatus)
+
+	addTool(r, ClassRead, &mcp.Tool{
+		Name:  "list_orders",
+		Title: "List orders",
+		Description: "Your orders and approval requests on one account, newest first, each in its current state (working orders and approvals re-read, as get_order_status does): " +
+			"filter by state (open for everything that may still change) and by time placed, page with next_cursor. " +
+			"It lists what was placed through this server; get_order_status is the authority on one order.",
+		Annotations: readOnly,
+	}, inputSchema[ListOrdersInput](func(p map[string]*jsonschema.Schema) {
+		p["account_id"].Pattern = accountIDPattern
+		p["states"].Type, p["states"].Types = "array", nil
+		p["states"].Items.Enum = []any{"open", trading.StatusPendingApproval, trading.StatusApproved, backends.StatusAccepted, backends.StatusPartiallyFilled,
+			backends.StatusFilled, backends.StatusCancelled, backends.StatusRejected, backends.StatusExpired, trading.StatusSubmitted, trading.StatusInProgress}
+		p["since"].Format, p["until"].Format = "date-time", "date-time"
+		p["limit"].Minimum, p["limit"].Maximum = ptr(1.0), ptr(50.0)
+		p["cursor"].MaxLength = ptr(32)
+	}), h.listOrders)
 
 	addTool(r, ClassApprove, &mcp.Tool{
 		Name:  "list_pending_approvals",
@@ -297,6 +325,33 @@ func (h *handlers) getOrderStatus(ctx context.Context, _ *mcp.CallToolRequest, i
 		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("%q", in.ID), err)
 	}
 	return nil, out, nil
+}
+
+func (h *handlers) listOrders(ctx context.Context, _ *mcp.CallToolRequest, in ListOrdersInput) (*mcp.CallToolResult, trading.OrderList, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, trading.OrderList{}, err
+	}
+	q := trading.ListQuery{AccountID: in.AccountID, States: in.States, Limit: in.Limit, Cursor: in.Cursor}
+	if q.Limit == 0 {
+		q.Limit = 20
+	}
+	for _, t := range []struct {
+		name, value string
+		dst         *time.Time
+	}{{"since", in.Since, &q.Since}, {"until", in.Until, &q.Until}} {
+		if t.value == "" {
+			continue
+		}
+		if *t.dst, err = time.Parse(time.RFC3339, t.value); err != nil {
+			return nil, trading.OrderList{}, fmt.Errorf("%s must be an RFC 3339 time such as 2026-12-01T14:30:00Z; got %q", t.name, t.value)
+		}
+	}
+	list, err := h.Trading.ListOrders(ctx, p, q)
+	if err != nil {
+		return nil, trading.OrderList{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
+	}
+	return nil, list, nil
 }
 
 func (h *handlers) listPending(ctx context.Context, _ *mcp.CallToolRequest, in PendingInput) (*mcp.CallToolResult, PendingList, error) {

@@ -285,6 +285,9 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 	if err != nil || !owned {
 		return out, err
 	}
+	if !takeover {
+		s.remember(ctx, p.Subject, o)
+	}
 
 	// Under the claim, before any check: an earlier attempt that took this
 	// key may have created the approval or reached the Trade service.

@@ -1,0 +1,155 @@
+package trading
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/store"
+)
+
+// ordersIndex lists the place_order calls of one principal on one account,
+// by time. Members are "<unix µs>|<idempotency key>"; microseconds as a
+// float64 score are exact, and order orders placed in the same millisecond.
+func ordersIndex(subject, account string) string {
+	sum := sha256.Sum256([]byte(subject))
+	return "orders:" + hex.EncodeToString(sum[:16]) + ":" + account
+}
+
+// remember indexes a place_order call for list_orders. Best effort: the
+// order's truth is in its own records; a missing entry only hides it from
+// the list.
+func (s *Service) remember(ctx context.Context, subject string, o OrderArgs) {
+	now := s.now().UnixMicro()
+	member := strconv.FormatInt(now, 10) + "|" + o.IdempotencyKey
+	if err := s.st.IndexAdd(ctx, ordersIndex(subject, o.AccountID), member, float64(now)); err != nil {
+		s.log.WarnContext(ctx, "could not index the order for list_orders", "error", err)
+	}
+}
+
+// ListQuery selects orders for ListOrders.
+type ListQuery struct {
+	AccountID string
+	// States keeps outcomes in one of these statuses; "open" stands for
+	// every status that may still change (pending_approval, approved,
+	// accepted, partially_filled, submitted, in_progress).
+	States       []string
+	Since, Until time.Time // zero: unbounded
+	Limit        int
+	Cursor       string
+}
+
+// OrderList is one page of a principal's orders, newest first.
+type OrderList struct {
+	Orders     []ListedOrder `json:"orders" jsonschema:"your orders and approval requests on the account, newest first"`
+	NextCursor string        `json:"next_cursor,omitempty" jsonschema:"pass as cursor for the next page; absent on the last page"`
+}
+
+// ListedOrder is one place_order call and where it stands now.
+type ListedOrder struct {
+	PlacedAt time.Time `json:"placed_at" jsonschema:"when place_order was first called with this idempotency_key"`
+	Outcome
+}
+
+// StatusInProgress: the order's first attempt is in flight, or was
+// interrupted before its outcome was recorded.
+const StatusInProgress = "in_progress"
+
+// openStates are the statuses that may still change.
+var openStates = []string{StatusPendingApproval, StatusApproved, backends.StatusAccepted, backends.StatusPartiallyFilled, StatusSubmitted, StatusInProgress}
+
+// ListOrders returns p's orders on an account, newest first, each in its
+// current state (working orders and approvals refreshed, as
+// get_order_status does). The list comes from this server's state store:
+// orders placed through it, for as long as their records are kept.
+func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQuery) (OrderList, error) {
+	if !p.Entitled(q.AccountID) {
+		return OrderList{}, fmt.Errorf("account %q: %w", q.AccountID, backends.ErrNotFound)
+	}
+	offset := 0
+	if q.Cursor != "" {
+		n, err := strconv.Atoi(q.Cursor)
+		if err != nil || n < 0 {
+			return OrderList{}, fmt.Errorf("%w: cursor is not valid; repeat the call without it", backends.ErrInvalid)
+		}
+		offset = n
+	}
+	idx := ordersIndex(p.Subject, q.AccountID)
+	members, err := s.st.IndexRange(ctx, idx, 1000)
+	if err != nil {
+		return OrderList{}, s.stateErr(ctx, err)
+	}
+	slices.Reverse(members)
+	out := OrderList{Orders: []ListedOrder{}}
+	matched := 0
+	for _, m := range members {
+		us, key, ok := strings.Cut(m, "|")
+		at, err := strconv.ParseInt(us, 10, 64)
+		if !ok || err != nil {
+			continue
+		}
+		placed := time.UnixMicro(at).UTC()
+		if !q.Since.IsZero() && placed.Before(q.Since) || !q.Until.IsZero() && placed.After(q.Until) {
+			continue
+		}
+		o, found, err := s.listed(ctx, p, key)
+		if err != nil {
+			return OrderList{}, err
+		}
+		if !found {
+			s.st.IndexRemove(ctx, idx, m) // its records expired
+			continue
+		}
+		if !wanted(o.Status, q.States) {
+			continue
+		}
+		matched++
+		if matched <= offset {
+			continue
+		}
+		if len(out.Orders) == q.Limit {
+			out.NextCursor = strconv.Itoa(offset + q.Limit)
+			break
+		}
+		out.Orders = append(out.Orders, ListedOrder{PlacedAt: placed, Outcome: o})
+	}
+	return out, nil
+}
+
+func wanted(status string, states []string) bool {
+	if len(states) == 0 || slices.Contains(states, status) {
+		return true
+	}
+	return slices.Contains(states, "open") && slices.Contains(openStates, status)
+}
+
+// listed is where the order with p's idempotency key stands now.
+func (s *Service) listed(ctx context.Context, p principal.Principal, key string) (Outcome, bool, error) {
+	rec, _, err := getJSON[idemRecord](ctx, s.st, idemKey(p.Subject, "place_order", key))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Outcome{}, false, nil
+	case err != nil:
+		return Outcome{}, false, s.stateErr(ctx, err)
+	case rec.State != idemDone || rec.Outcome == nil:
+		return Outcome{Status: StatusInProgress, IdempotencyKey: key,
+			Message: "an attempt is in flight or was interrupted before its outcome was recorded; call place_order again with the same idempotency_key and arguments to learn it"}, true, nil
+	}
+	out, err := s.refresh(ctx, *rec.Outcome)
+	if errors.Is(err, ErrStateUnavailable) {
+		return Outcome{}, false, err
+	}
+	if err != nil {
+		out = *rec.Outcome // as recorded; get_order_status says more
+	}
+	out.IdempotencyKey = key
+	return out, true, nil
+}
