@@ -2,8 +2,10 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,7 +16,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portfolio-mcp/portfolio-mcp/app"
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/loadgen"
 	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/ratelimit"
@@ -275,5 +279,30 @@ func TestListOrders(t *testing.T) {
 	callTool(t, bob, "list_orders", map[string]any{"account_id": "ACC-2001"}, &bobs)
 	if !slices.Equal(keys(bobs), []string{"bobs-own-1=filled"}) {
 		t.Errorf("bob's orders %v, want only his own", keys(bobs))
+	}
+}
+
+// downPortfolio is a Portfolio service that is down.
+type downPortfolio struct{ backends.Portfolio }
+
+func (downPortfolio) GetPortfolio(context.Context, string) (backends.PortfolioValuation, error) {
+	return backends.PortfolioValuation{}, fmt.Errorf("%w: connection refused", backends.ErrUnavailable)
+}
+
+// TestNoErrorWithoutCode: a failure behind a method other than a tool call
+// (here resources/read with the Portfolio service down) leaves as a
+// JSON-RPC error with a code (-32603) and a message an agent can act on,
+// never code 0.
+func TestNoErrorWithoutCode(t *testing.T) {
+	set := demo.New(nil).Set()
+	set.Portfolio = downPortfolio{set.Portfolio}
+	srv := startServer(t, nil, app.WithBackends(set))
+	for _, v := range generations {
+		cs := connect(t, srv.URL+"/mcp", v, nil)
+		_, err := cs.ReadResource(t.Context(), &mcp.ReadResourceParams{URI: "portfolio://accounts/ACC-1001"})
+		var wire *jsonrpc.Error
+		if !errors.As(err, &wire) || wire.Code != jsonrpc.CodeInternalError || !strings.Contains(wire.Message, "retry") {
+			t.Errorf("%s: resources/read with the Portfolio service down: %v, want -32603 saying to retry", v, err)
+		}
 	}
 }
