@@ -29,8 +29,8 @@ import (
 // entitlements, rate limits and the audit trail.
 //
 // HTTP, outermost first: token -> scope challenge (403) -> MCP handler.
-// MCP middleware, outermost first: metrics -> audit -> recover -> rate
-// limit -> authorization -> tool. Audit sits outside the others so that a
+// MCP middleware, outermost first: metrics -> audit -> recover -> coded
+// errors -> rate limit -> authorization -> (handlers' own) -> tool. Audit sits outside the others so that a
 // denied, limited or panicking call is recorded too.
 type security struct {
 	scopes   authz.Scopes

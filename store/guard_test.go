@@ -29,17 +29,24 @@ func guarded(t *testing.T, srv *redistest.Server, open *atomic.Bool) store.Store
 	return s
 }
 
+// guardedWithKey is a guarded store on a fresh Redis holding k=v.
+func guardedWithKey(t *testing.T) (*redistest.Server, store.Store, *atomic.Bool) {
+	t.Helper()
+	srv := redistest.Start(t)
+	var open atomic.Bool
+	s := guarded(t, srv, &open)
+	if err := s.Create(t.Context(), "k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	return srv, s, &open
+}
+
 // TestGuardFrozenRedis: with Redis frozen (connections open, nothing
 // answering) a command costs at most the guard's deadline, then nothing
 // once the breaker is open; after Redis thaws the store works again.
 func TestGuardFrozenRedis(t *testing.T) {
-	srv := redistest.Start(t)
-	var open atomic.Bool
-	s := guarded(t, srv, &open)
+	srv, s, open := guardedWithKey(t)
 	ctx := t.Context()
-	if err := s.Create(ctx, "k", []byte("v"), 0); err != nil {
-		t.Fatal(err)
-	}
 	srv.Freeze()
 	for i := range 10 {
 		if _, _, err := s.Get(ctx, "k"); !errors.Is(err, store.ErrUnavailable) {
@@ -62,13 +69,8 @@ func TestGuardFrozenRedis(t *testing.T) {
 // TestGuardRedisRestarted: Redis refused connections for a while, then came
 // back (empty: no persistence here); the store recovers by itself.
 func TestGuardRedisRestarted(t *testing.T) {
-	srv := redistest.Start(t)
-	var open atomic.Bool
-	s := guarded(t, srv, &open)
+	srv, s, _ := guardedWithKey(t)
 	ctx := t.Context()
-	if err := s.Create(ctx, "k", []byte("v"), 0); err != nil {
-		t.Fatal(err)
-	}
 	srv.Stop()
 	for range 30 {
 		if _, _, err := s.Get(ctx, "k"); !errors.Is(err, store.ErrUnavailable) {
