@@ -189,9 +189,19 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 	// A retry is answered from what its earlier attempt left (the stored
 	// outcome, its approval, or the order the Trade service accepted), before
 	// any check and without asking the user again.
-	if out, found, err := h.Trading.Resolve(ctx, p, args); err != nil {
+	res, err := h.Trading.Resolve(ctx, p, args)
+	switch {
+	case err != nil:
 		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
-	} else if found {
+	case res.Found:
+		return nil, res.Outcome, nil
+	case res.Resend:
+		// Checked and confirmed before it was first sent; it goes again as
+		// it is (a late arrival of the first send is the same order).
+		out, err := h.Trading.Place(ctx, p, args, "")
+		if err != nil {
+			return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
+		}
 		return nil, out, nil
 	}
 	pre, err := h.Trading.Preview(ctx, p, args)
@@ -374,7 +384,7 @@ func (h *handlers) listPending(ctx context.Context, _ *mcp.CallToolRequest, in P
 func (h *handlers) tradeError(ctx context.Context, what string, err error) error {
 	for _, safe := range []error{trading.ErrNotFound, trading.ErrKeyReused, trading.ErrFourEyes, trading.ErrAlreadyDecided,
 		trading.ErrExpired, trading.ErrNotCancellable, trading.ErrStateUnavailable, trading.ErrNotRecorded, trading.ErrTradeUnavailable,
-		trading.ErrTooManyPending} {
+		trading.ErrTooManyPending, trading.ErrClaimLost} {
 		if errors.Is(err, safe) {
 			return safe
 		}

@@ -55,7 +55,7 @@ func NewGuard(o GuardOptions) redis.Hook {
 		},
 		IsSuccessful: redisHealthy,
 		// A caller that went away says nothing about Redis.
-		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		IsExcluded: func(err error) bool { return errors.As(err, new(callerGone)) || errors.Is(err, context.Canceled) },
 	})
 	return g
 }
@@ -83,17 +83,34 @@ func (g *guard) run(ctx context.Context, f func(context.Context) error) error {
 	if ctx.Value(inGuard{}) != nil {
 		return f(ctx)
 	}
+	caller := ctx
 	ctx = context.WithValue(ctx, inGuard{}, true)
 	_, err := g.cb.Execute(func() (struct{}, error) {
 		ctx, cancel := context.WithTimeout(ctx, g.timeout)
 		defer cancel()
-		return struct{}{}, f(ctx)
+		err := f(ctx)
+		if err != nil && caller.Err() != nil {
+			// The caller gave up (its own deadline, a cancel): that says
+			// nothing about Redis.
+			return struct{}{}, callerGone{err}
+		}
+		return struct{}{}, err
 	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+	var gone callerGone
+	switch {
+	case errors.As(err, &gone):
+		return gone.err
+	case errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests):
 		return fmt.Errorf("redis circuit breaker open after repeated failures: %w", err)
 	}
 	return err
 }
+
+// callerGone carries a command's error when its caller had already given
+// up, so the breaker does not count it.
+type callerGone struct{ err error }
+
+func (c callerGone) Error() string { return c.err.Error() }
 
 // DialHook implements redis.Hook: dials are bounded by the client's
 // DialTimeout and counted through the command that needed them.

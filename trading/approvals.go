@@ -354,15 +354,21 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 				s.log.WarnContext(ctx, "cannot ask the Trade service whether an interrupted execution reached it", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
 			}
-			// Never reached the Trade service: check and send afresh.
+			// Not seen (yet): the interrupted attempt may still land, so it
+			// is sent again as it is, without a re-check that would count
+			// a late fill against itself; the client order id makes the two
+			// one order.
 		}
-		// The account may have changed since the request (other orders,
-		// other approvals, the session closing): check again before money
-		// moves. The order's own approval never counts against it.
-		pre, err := s.check(ctx, a.Order, a.ID, true)
-		if err != nil {
-			s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
-			return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+		// On a first attempt the account may have changed since the request
+		// (other orders, other approvals, the session closing): check again
+		// before money moves. The order's own approval never counts against
+		// it.
+		pre := policy.Preview{Allowed: true}
+		if !takeover {
+			if pre, err = s.check(ctx, a.Order, a.ID, true); err != nil {
+				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
+				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+			}
 		}
 		if !pre.Allowed {
 			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "pre-trade check at execution: "+strings.Join(pre.Violations, "; "), nil
@@ -388,9 +394,13 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		})
 		switch {
 		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
+			executing := a
 			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "the Trade service refused it: "+strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": "), nil
 			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); err != nil {
+				// Unrecorded, the refusal is not final: the lease expiry
+				// re-drives the execution. Say only what is on record.
 				s.log.ErrorContext(ctx, "could not record a refused execution; the lease expiry re-drives it", "approval_id", id, "error", err)
+				return s.approvalOutcome(ctx, executing), ErrStateUnavailable
 			}
 			return s.approvalOutcome(ctx, a), nil
 		case err != nil:
@@ -408,7 +418,17 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 // the execution, which then finds the order by its client order id.
 func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order backends.Order, detail string) (Outcome, error) {
 	a.Status, a.OrderID, a.LeaseUntil = ApprovalSubmitted, order.OrderID, nil
-	if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); err != nil {
+	_, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL)
+	if errors.Is(err, store.ErrConflict) {
+		// Another replica took the execution over meanwhile: the Trade
+		// service holding the order is the truth, whatever it recorded.
+		if cur, v, gerr := getJSON[Approval](ctx, s.st, approvalKey(a.ID)); gerr == nil && cur.Status != ApprovalSubmitted {
+			_, err = updateJSON(ctx, s.st, approvalKey(a.ID), a, v, s.cfg.IdempotencyTTL)
+		} else {
+			err = gerr
+		}
+	}
+	if err != nil {
 		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
 	}
 	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, a.OrderID, detail)

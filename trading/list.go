@@ -17,8 +17,12 @@ import (
 )
 
 // ordersIndex lists the place_order calls of one principal on one account,
-// by time. Members are "<unix µs>|<idempotency key>"; microseconds as a
-// float64 score are exact, and order orders placed in the same millisecond.
+// newest first: the score is minus the time in microseconds (exact in a
+// float64, and it orders orders placed in the same millisecond), so the
+// lowest scores a range returns are the latest. Members are
+// "<unix µs>|<first 16 hex of the order's digest>|<idempotency key>": the
+// digest ties an entry to this account's order, not to a later reuse of the
+// key elsewhere.
 func ordersIndex(subject, account string) string {
 	sum := sha256.Sum256([]byte(subject))
 	return "orders:" + hex.EncodeToString(sum[:16]) + ":" + account
@@ -29,8 +33,8 @@ func ordersIndex(subject, account string) string {
 // the list.
 func (s *Service) remember(ctx context.Context, subject string, o OrderArgs) {
 	now := s.now().UnixMicro()
-	member := strconv.FormatInt(now, 10) + "|" + o.IdempotencyKey
-	if err := s.st.IndexAdd(ctx, ordersIndex(subject, o.AccountID), member, float64(now)); err != nil {
+	member := strconv.FormatInt(now, 10) + "|" + o.Digest()[:16] + "|" + o.IdempotencyKey
+	if err := s.st.IndexAdd(ctx, ordersIndex(subject, o.AccountID), member, -float64(now)); err != nil {
 		s.log.WarnContext(ctx, "could not index the order for list_orders", "error", err)
 	}
 }
@@ -87,20 +91,23 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 	if err != nil {
 		return OrderList{}, s.stateErr(ctx, err)
 	}
-	slices.Reverse(members)
 	out := OrderList{Orders: []ListedOrder{}}
 	matched := 0
 	for _, m := range members {
-		us, key, ok := strings.Cut(m, "|")
-		at, err := strconv.ParseInt(us, 10, 64)
-		if !ok || err != nil {
+		parts := strings.SplitN(m, "|", 3)
+		if len(parts) != 3 {
 			continue
 		}
+		at, err := strconv.ParseInt(parts[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		digest, key := parts[1], parts[2]
 		placed := time.UnixMicro(at).UTC()
 		if !q.Since.IsZero() && placed.Before(q.Since) || !q.Until.IsZero() && placed.After(q.Until) {
 			continue
 		}
-		o, found, err := s.listed(ctx, p, key)
+		o, found, err := s.listed(ctx, p, key, digest)
 		if err != nil {
 			return OrderList{}, err
 		}
@@ -132,10 +139,12 @@ func wanted(status string, states []string) bool {
 }
 
 // listed is where the order with p's idempotency key stands now.
-func (s *Service) listed(ctx context.Context, p principal.Principal, key string) (Outcome, bool, error) {
+// Its record must be the indexed order's (digest prefix), not a later
+// reuse of the key after the record expired.
+func (s *Service) listed(ctx context.Context, p principal.Principal, key, digest string) (Outcome, bool, error) {
 	rec, _, err := getJSON[idemRecord](ctx, s.st, idemKey(p.Subject, "place_order", key))
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound) || err == nil && !strings.HasPrefix(rec.Digest, digest):
 		return Outcome{}, false, nil
 	case err != nil:
 		return Outcome{}, false, s.stateErr(ctx, err)

@@ -94,7 +94,7 @@ type Approval struct {
 // idemRecord is the idempotency record of one (principal, tool, key).
 type idemRecord struct {
 	Digest     string    `json:"digest"`
-	State      string    `json:"state"` // in_progress, done, released
+	State      string    `json:"state"` // in_progress, done, released, sent
 	LeaseUntil time.Time `json:"lease_until"`
 	Outcome    *Outcome  `json:"outcome,omitempty"`
 }
@@ -104,6 +104,7 @@ const (
 	idemInProgress = "in_progress"
 	idemDone       = "done"
 	idemReleased   = "released" // the owner failed before deciding; anyone may retake it
+	idemSent       = "sent"     // sent to the Trade service, no answer: retakes reconcile, then resend unchecked
 )
 
 const pendingIndex = "approvals:pending"

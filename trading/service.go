@@ -30,8 +30,14 @@ var (
 	ErrStateUnavailable = errors.New("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
 	ErrNotRecorded      = errors.New("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
 	ErrTradeUnavailable = errors.New("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
+	ErrClaimLost        = errors.New("another attempt with the same idempotency_key took this order over, and this one sent nothing; retry with the same idempotency_key to learn its outcome")
 	ErrTooManyPending   = errors.New("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
 )
+
+// errOutcomeUnknown: the order was sent and no answer came back. It may
+// still land; the key is marked sent, so every retry reconciles and then
+// resends as is, never re-checking the order against its own late fill.
+var errOutcomeUnknown = fmt.Errorf("%w (sent, no answer)", ErrTradeUnavailable)
 
 // Outcome statuses of place_order, get_order_status and cancel_order that
 // are not an order's own: before an order reaches the Trade service. Once it
@@ -173,18 +179,31 @@ func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bo
 	return p, nil
 }
 
+// Resolution is what Resolve learned about an idempotency key.
+type Resolution struct {
+	// Found: the key has an answer, Outcome (stored, its approval's, or the
+	// order the Trade service holds).
+	Found   bool
+	Outcome Outcome
+	// Resend: an earlier attempt sent the order and never heard back, and
+	// the Trade service has not seen it (yet): place it again as it is, with
+	// no new check or confirmation (it was checked and confirmed before it
+	// was sent, and a late arrival must not count against itself).
+	Resend bool
+}
+
 // Resolve answers a place_order whose idempotency key may have been used
 // before, from what is known about it, before any pre-trade check runs (an
 // order must never be checked against its own fill or its own approval):
 // the stored outcome, else the approval the key created, else the order the
-// Trade service holds for the key's client order id. found is false only
-// when none of them exists: the order was never recorded nor sent, and may
-// be checked, confirmed and placed. A call with the same key in progress
-// elsewhere is waited for.
-func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (Outcome, bool, error) {
+// Trade service holds for the key's client order id. Neither Found nor
+// Resend: the order was never recorded nor sent, and may be checked,
+// confirmed and placed. A call with the same key in progress elsewhere is
+// waited for.
+func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (Resolution, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
-		return Outcome{}, false, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+		return Resolution{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
 	key, digest := idemKey(p.Subject, "place_order", o.IdempotencyKey), o.Digest()
 	rec, ver, err := s.await(ctx, key, digest)
@@ -192,19 +211,19 @@ func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArg
 	case errors.Is(err, store.ErrNotFound):
 		ver = 0
 	case err != nil:
-		return Outcome{}, false, err
+		return Resolution{}, err
 	case rec.State == idemDone:
 		out, err := s.refresh(ctx, *rec.Outcome)
 		out.Replayed = true
-		return out, true, err
+		return Resolution{Found: true, Outcome: out}, err
 	}
 	out, found, err := s.reconcile(ctx, p, o, digest, true)
 	if err != nil || !found {
-		return Outcome{}, false, err
+		return Resolution{Resend: rec.State == idemSent}, err
 	}
 	s.settle(ctx, key, digest, ver, out)
 	out.Replayed = true
-	return out, true, nil
+	return Resolution{Found: true, Outcome: out}, nil
 }
 
 // reconcile finds what an earlier attempt with o's key left behind: its
@@ -281,31 +300,70 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 	}
 	key := idemKey(p.Subject, "place_order", o.IdempotencyKey)
 	digest := o.Digest()
-	out, owned, ver, takeover, err := s.claim(ctx, key, digest)
+	out, owned, ver, prev, err := s.claim(ctx, key, digest)
 	if err != nil || !owned {
 		return out, err
 	}
+	takeover := prev.State != ""
 	if !takeover {
 		s.remember(ctx, p.Subject, o)
+	}
+	// renew re-takes the claim just before the order is sent: a claim that
+	// lapsed to another attempt (a slow check, a stalled journal) must not
+	// send, since that attempt owns the key now.
+	renew := func(ctx context.Context) error {
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
+		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			return ErrClaimLost
+		case err != nil:
+			return s.stateErr(ctx, err)
+		}
+		ver = nv
+		return nil
 	}
 
 	// Under the claim, before any check: an earlier attempt that took this
 	// key may have created the approval or reached the Trade service.
 	out, found, err := s.reconcile(ctx, p, o, digest, takeover)
-	if err == nil && !found {
-		out, err = s.decide(ctx, p, o, digest, approvalReason)
+	switch {
+	case err != nil || found:
+	case prev.State == idemSent:
+		// Sent before, never answered, not seen by the Trade service (yet):
+		// the same order again, unchecked; the client order id makes a late
+		// arrival of the first one and this one the same order.
+		out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew)
+	default:
+		out, err = s.decide(ctx, p, o, digest, approvalReason, renew)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrClaimLost):
+		return Outcome{}, err // the record is another attempt's now
+	case err != nil:
 		// Nothing irrevocable happened, or it is safe to redo (the backend
 		// dedups the client order id, and a retry reconciles first): hand the
-		// key back for a retry.
-		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: idemReleased}, ver, s.cfg.IdempotencyTTL); rerr != nil {
+		// key back for a retry, remembering an unanswered send.
+		next := idemReleased
+		if errors.Is(err, errOutcomeUnknown) || prev.State == idemSent {
+			next = idemSent
+		}
+		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: next}, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
 		}
 		return Outcome{}, err
 	}
 	out.IdempotencyKey = o.IdempotencyKey
-	if _, err := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: idemDone, Outcome: &out}, ver, s.cfg.IdempotencyTTL); err != nil {
+	done := idemRecord{Digest: digest, State: idemDone, Outcome: &out}
+	_, err = updateJSON(ctx, s.st, key, done, ver, s.cfg.IdempotencyTTL)
+	if errors.Is(err, store.ErrConflict) && out.Order != nil {
+		// Something took the key over after we sent: the Trade service's
+		// order is the truth, whatever that attempt recorded.
+		if _, cur, gerr := getJSON[idemRecord](ctx, s.st, key); gerr == nil {
+			_, err = updateJSON(ctx, s.st, key, done, cur, s.cfg.IdempotencyTTL)
+		}
+	}
+	if err != nil {
 		// The order is placed (or pending) and its record is durable in the
 		// approval or at the backend; a retry re-derives the same outcome.
 		s.log.ErrorContext(ctx, "could not store idempotent outcome", "error", err)
@@ -341,9 +399,9 @@ func (s *Service) await(ctx context.Context, key, digest string) (idemRecord, in
 // claim takes ownership of the idempotency key, or returns the outcome of
 // the caller that owned it. Concurrent callers with the same key wait for
 // the owner; an owner that vanished (crash, scale-down) loses its lease.
-// takeover is true when an earlier attempt held the key: it may have
-// reached the Trade service.
-func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, owned bool, ver int64, takeover bool, err error) {
+// prev is the record an earlier attempt left (zero when the key is new):
+// that attempt may have reached the Trade service.
+func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, owned bool, ver int64, prev idemRecord, err error) {
 	for {
 		rec, v, err := s.await(ctx, key, digest)
 		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
@@ -351,28 +409,32 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 		case errors.Is(err, store.ErrNotFound):
 			err = createJSON(ctx, s.st, key, lease, s.cfg.IdempotencyTTL)
 			if err == nil {
-				return Outcome{}, true, 1, false, nil
+				return Outcome{}, true, 1, idemRecord{}, nil
 			}
 		case err != nil:
-			return Outcome{}, false, 0, false, err
+			return Outcome{}, false, 0, idemRecord{}, err
 		case rec.State == idemDone:
 			out, err := s.refresh(ctx, *rec.Outcome)
 			out.Replayed = true
-			return out, false, 0, false, err
-		default: // released, or the owner's lease ran out
+			return out, false, 0, idemRecord{}, err
+		default: // released, sent, or the owner's lease ran out
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
-				return Outcome{}, true, nv, true, nil
+				// A lapsed owner renewed its claim just before sending and
+				// sends within BACKEND_TIMEOUT, below the lease: it either
+				// sent long ago (the Trade service answers the lookup) or
+				// never will (its renewal now fails).
+				return Outcome{}, true, nv, rec, nil
 			}
 		}
 		if !errors.Is(err, store.ErrConflict) {
-			return Outcome{}, false, 0, false, s.stateErr(ctx, err)
+			return Outcome{}, false, 0, idemRecord{}, s.stateErr(ctx, err)
 		}
 	}
 }
 
 // decide runs the checks and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string) (Outcome, error) {
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error) (Outcome, error) {
 	pre, err := s.check(ctx, o, approvalID(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
@@ -432,9 +494,19 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
+	return s.send(ctx, p, o, digest, "", renew)
+}
+
+// send journals the intent, renews the key's claim and sends the order.
+// An answer that never came is errOutcomeUnknown: the order may still land.
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error) (Outcome, error) {
+	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
 		return Outcome{}, ErrNotRecorded
+	}
+	if err := renew(ctx); err != nil {
+		return Outcome{}, err
 	}
 	order, err := s.bs.Trade.PlaceOrder(ctx, backends.OrderRequest{
 		ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), AccountID: o.AccountID, Ticker: o.Ticker,
@@ -445,7 +517,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil
 	case err != nil:
 		s.log.WarnContext(ctx, "trade backend failed", "error", err)
-		return Outcome{}, ErrTradeUnavailable
+		return Outcome{}, errOutcomeUnknown
 	}
 	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, order.Status)
 	return orderOutcome(order), nil

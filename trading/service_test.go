@@ -683,3 +683,109 @@ func TestPendingApprovalsCommitCashAndShares(t *testing.T) {
 		t.Fatalf("with an unreadable record in the queue: %+v", out)
 	}
 }
+
+// landingTrade is a Trade service whose first answer never comes and whose
+// first order lands late: after the retry has asked for it (404) and before
+// the retry could check the account, as a slow Trade service does it.
+type landingTrade struct {
+	*countingTrade
+	mu      sync.Mutex
+	pending *backends.OrderRequest
+}
+
+func (l *landingTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending == nil && l.calls.Load() == 0 {
+		l.calls.Add(1)
+		l.pending = &r // in flight: it lands later
+		return backends.Order{}, fmt.Errorf("%w: timeout awaiting response headers", backends.ErrUnavailable)
+	}
+	return l.countingTrade.PlaceOrder(ctx, r)
+}
+
+func (l *landingTrade) OrderByClientID(ctx context.Context, id string) (backends.Order, error) {
+	o, err := l.countingTrade.OrderByClientID(ctx, id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending != nil { // the late arrival, right after the lookup missed it
+		l.countingTrade.PlaceOrder(ctx, *l.pending)
+		l.pending = nil
+	}
+	return o, err
+}
+
+// TestLateArrivalIsNotRejected: the first send timed out and its order
+// landed later. The retry, which could not see it yet, resends the same
+// order as it is instead of re-checking the account its own late fill has
+// changed, and reports the one order filled.
+func TestLateArrivalIsNotRejected(t *testing.T) {
+	d := demo.New(nil)
+	ct := &countingTrade{Trade: d, created: map[string]bool{}}
+	lt := &landingTrade{countingTrade: ct}
+	bs := d.Set()
+	bs.Trade = lt
+	clk := &clock{now: time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)}
+	svc := newService(store.NewMemory(nil), bs, &journal{}, clk)
+	anika := principal.Principal{Subject: "anika", Accounts: []string{"ACC-2002"}}
+	pv, err := d.GetPortfolio(t.Context(), "ACC-2002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := d.Quotes(t.Context(), []string{"INTC"})
+	tight := trading.OrderArgs{AccountID: "ACC-2002", Ticker: "INTC", Side: "buy", Type: "market",
+		Quantity: float64(int(0.7 * pv.Cash / q.Quotes[0].Ask)), IdempotencyKey: "late-landing-1"}
+
+	if _, err := svc.Place(t.Context(), anika, tight, ""); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Fatalf("first attempt: %v, want the Trade service unavailable", err)
+	}
+	res, err := svc.Resolve(t.Context(), anika, tight)
+	if err != nil || res.Found || !res.Resend {
+		t.Fatalf("resolve: %+v %v, want a resend", res, err)
+	}
+	out, err := svc.Place(t.Context(), anika, tight, "")
+	if err != nil || out.Status != backends.StatusFilled || len(out.Violations) > 0 {
+		t.Fatalf("retry: %+v %v, want the one order filled", out, err)
+	}
+	if ct.orders() != 1 {
+		t.Fatalf("%d orders, want 1", ct.orders())
+	}
+}
+
+// TestLapsedClaimDoesNotSend: a call whose claim lapsed while it was
+// journaling (a stalled sink) and was taken over by a retry does not send
+// when it resumes; the retry's order is the only one and the answer on
+// record.
+func TestLapsedClaimDoesNotSend(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	var retry trading.Outcome
+	var retryErr error
+	var stalled atomic.Bool
+	f.j.onRecord = func(e trading.JournalEntry) {
+		if e.Action != "order.intent" || stalled.Swap(true) {
+			return
+		}
+		f.clock.Add(11 * time.Second) // past the 10s lease
+		retry, retryErr = f.svc.Place(ctx, alice, small("lapsed-claim-1"), "")
+	}
+	_, err := f.svc.Place(ctx, alice, small("lapsed-claim-1"), "")
+	if !errors.Is(err, trading.ErrClaimLost) {
+		t.Fatalf("the lapsed call: %v, want ErrClaimLost", err)
+	}
+	if retryErr != nil || retry.Status != backends.StatusFilled {
+		t.Fatalf("the retry: %+v %v", retry, retryErr)
+	}
+	if f.trade.orders() != 1 || f.trade.calls.Load() != 1 {
+		t.Fatalf("%d orders from %d sends, want 1 from 1", f.trade.orders(), f.trade.calls.Load())
+	}
+	replay, found, err := resolve(f.svc, ctx, small("lapsed-claim-1"))
+	if err != nil || !found || replay.Order == nil || replay.Order.OrderID != retry.Order.OrderID {
+		t.Fatalf("on record: %+v %v", replay, err)
+	}
+}
+
+func resolve(svc *trading.Service, ctx context.Context, o trading.OrderArgs) (trading.Outcome, bool, error) {
+	res, err := svc.Resolve(ctx, alice, o)
+	return res.Outcome, res.Found, err
+}
