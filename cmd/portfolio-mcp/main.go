@@ -9,11 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/portfolio-mcp/portfolio-mcp/app"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
@@ -115,6 +118,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Revision:      os.Getenv("K_REVISION"),
 	}
 	log := telemetry.NewLogger(stdout, cfg.LogLevel, rev)
+	// go-redis reports pool trouble (dial failures while Redis is away)
+	// through a logger of its own, process-wide: route it into ours, as
+	// structured warnings, instead of bare lines on stderr.
+	redis.SetLogger(redisLog{log})
 
 	srv, err := app.New(ctx, cfg, rev, log)
 	if err != nil {
@@ -136,4 +143,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// redisLog is go-redis's logger on top of ours.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
