@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
@@ -72,6 +74,15 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		return nil, err
 	}
 	metrics := telemetry.NewMetrics(rev)
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "portfolio_mcp_build_info", Help: "Always 1; its labels name the build (version, Go version).",
+		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	if err := metrics.Registerer().Register(buildInfo); err != nil {
+		return nil, fmt.Errorf("build info metric: %w", err)
+	}
+	log.Info("portfolio-mcp starting", "version", Version, "go", runtime.Version(), "trading_mode", cfg.Trading.Mode)
 	st, err := newStore(cfg, sec.Get, metrics.Registerer(), log)
 	if err != nil {
 		return nil, err

@@ -544,6 +544,9 @@ func TestAuditSinkDown(t *testing.T) {
 	if !strings.Contains(string(metrics), `audit_events_total{mode="sync",result="failed"}`) {
 		t.Error("failed synchronous audit deliveries are not in /metrics")
 	}
+	if !strings.Contains(string(metrics), `portfolio_mcp_build_info{goversion="go`) || !strings.Contains(string(metrics), `version="dev"} 1`) {
+		t.Error("/metrics has no portfolio_mcp_build_info naming the build")
+	}
 }
 
 // secHelperEnv marks a test binary started as a server by
