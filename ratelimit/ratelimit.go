@@ -182,17 +182,17 @@ func (l *Limiter) Middleware(classOf func(*mcp.CallToolParamsRaw) string) mcp.Mi
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			var class string
-			p, isCall := req.GetParams().(*mcp.CallToolParamsRaw)
-			switch req.GetParams().(type) {
-			case *mcp.CallToolParamsRaw:
-				class = classOf(p)
-			case *mcp.ReadResourceParams:
+			call, isCall := req.GetParams().(*mcp.CallToolParamsRaw)
+			switch {
+			case isCall:
+				class = classOf(call)
+			case method == "resources/read":
 				class = "read"
 			default:
 				return next(ctx, method, req)
 			}
 			if _, ok := l.limits[class]; !ok {
-				class = "read"
+				class = "read" // as Allow decides, and so labelled
 			}
 			pr, _ := principal.From(ctx)
 			d, err := l.Allow(ctx, pr.Subject, class)
@@ -204,45 +204,45 @@ func (l *Limiter) Middleware(classOf func(*mcp.CallToolParamsRaw) string) mcp.Mi
 			} else if l.degraded.CompareAndSwap(true, false) {
 				l.log.InfoContext(ctx, "shared rate limiter answers again; limits hold across replicas again")
 			}
-			if !d.Allowed {
-				l.limited.WithLabelValues(class).Inc()
-				werr := limitedError(ctx, class, d.RetryAfter)
-				if isCall {
-					return limitedResult(werr), nil
-				}
-				return nil, werr
+			if d.Allowed {
+				return next(ctx, method, req)
 			}
-			return next(ctx, method, req)
+			l.limited.WithLabelValues(class).Inc()
+			r := refusal(class, d.RetryAfter)
+			audit.Annotate(ctx, func(e *audit.Event) {
+				e.Outcome, e.Error = audit.OutcomeRateLimited, fmt.Sprintf("retry after %.1fs", r.RetryAfterSeconds)
+			})
+			if isCall {
+				return r.result(), nil
+			}
+			return nil, r.wireError()
 		}
 	}
 }
 
-// limitedResult is a refused tool call as a result the model reads.
-func limitedResult(werr *jsonrpc.Error) *mcp.CallToolResult {
-	var r Refusal
-	json.Unmarshal(werr.Data, &r)
-	r.Code = CodeRateLimited
+// refusal says when a refused call of class may be retried: rounded up to
+// a tenth of a second, never advising a retry too early.
+func refusal(class string, after time.Duration) Refusal {
+	return Refusal{Code: CodeRateLimited, Class: class, RetryAfterSeconds: max(math.Ceil(after.Seconds()*10)/10, 0.1)}
+}
+
+func (r Refusal) message() string {
+	return fmt.Sprintf("rate limit exceeded for %s calls; retry after %.1f seconds", r.Class, r.RetryAfterSeconds)
+}
+
+// result is a refused tool call as a result the model reads.
+func (r Refusal) result() *mcp.CallToolResult {
 	return &mcp.CallToolResult{
 		IsError: true,
-		Content: []mcp.Content{&mcp.TextContent{Text: werr.Message + "; nothing was done, so the same call can be retried then"}},
+		Content: []mcp.Content{&mcp.TextContent{Text: r.message() + "; nothing was done, so the same call can be retried then"}},
 		Meta:    mcp.Meta{MetaKey: r},
 	}
 }
 
-func limitedError(ctx context.Context, class string, after time.Duration) *jsonrpc.Error {
-	secs := math.Ceil(after.Seconds()*10) / 10 // never advise retrying too early
-	if secs < 0.1 {
-		secs = 0.1
-	}
-	audit.Annotate(ctx, func(e *audit.Event) {
-		e.Outcome, e.Error = audit.OutcomeRateLimited, fmt.Sprintf("retry after %.1fs", secs)
-	})
-	data, _ := json.Marshal(map[string]any{"retry_after_seconds": secs, "class": class})
-	return &jsonrpc.Error{
-		Code:    CodeRateLimited,
-		Message: fmt.Sprintf("rate limit exceeded for %s calls; retry after %.1f seconds", class, secs),
-		Data:    data,
-	}
+// wireError is a refused resources/read as a JSON-RPC error.
+func (r Refusal) wireError() *jsonrpc.Error {
+	data, _ := json.Marshal(map[string]any{"retry_after_seconds": r.RetryAfterSeconds, "class": r.Class})
+	return &jsonrpc.Error{Code: CodeRateLimited, Message: r.message(), Data: data}
 }
 
 // redisStore is the fleet-wide store.
