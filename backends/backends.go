@@ -8,6 +8,7 @@ package backends
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -232,6 +233,14 @@ type OrderRequest struct {
 	Type          string  `json:"type"`
 	Quantity      float64 `json:"quantity"`
 	LimitPrice    float64 `json:"limit_price,omitempty"`
+}
+
+// Matches reports whether o is the order r asks for: what the Trade
+// service compares to dedup a client order id, and what a client checks
+// before it takes a looked-up order for its own.
+func (o Order) Matches(r OrderRequest) bool {
+	return o.AccountID == r.AccountID && strings.EqualFold(o.Ticker, r.Ticker) && o.Side == r.Side &&
+		o.Type == r.Type && o.Quantity == r.Quantity && o.LimitPrice == r.LimitPrice
 }
 
 // Order is the Trade service's record of an order.

@@ -237,9 +237,7 @@ func (s *Service) approvalOutcome(ctx context.Context, a Approval) Outcome {
 				"; its current state could not be read just now, poll get_order_status with " + a.OrderID
 			return out
 		}
-		oo := orderOutcome(o)
-		out.Status, out.Order = oo.Status, oo.Order
-		out.Message = "approved by " + a.DecidedBy + "; " + oo.Message
+		return approvedOrder(a, o)
 	case ApprovalRejected:
 		out.Status = StatusRejected
 		out.Message = "rejected by " + a.DecidedBy + ": " + a.Reason + "; the order was not placed"
@@ -387,11 +385,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
 
-		o := a.Order
-		order, err := s.bs.Trade.PlaceOrder(ctx, backends.OrderRequest{
-			ClientOrderID: a.ClientOrderID, AccountID: o.AccountID, Ticker: o.Ticker, Side: o.Side,
-			Type: o.Type, Quantity: o.Quantity, LimitPrice: o.LimitPrice,
-		})
+		order, err := s.bs.Trade.PlaceOrder(ctx, a.Order.request(a.ClientOrderID))
 		switch {
 		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 			executing := a
@@ -422,20 +416,22 @@ func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order ba
 	if errors.Is(err, store.ErrConflict) {
 		// Another replica took the execution over meanwhile: the Trade
 		// service holding the order is the truth, whatever it recorded.
-		if cur, v, gerr := getJSON[Approval](ctx, s.st, approvalKey(a.ID)); gerr == nil && cur.Status != ApprovalSubmitted {
-			_, err = updateJSON(ctx, s.st, approvalKey(a.ID), a, v, s.cfg.IdempotencyTTL)
-		} else {
-			err = gerr
-		}
+		err = forceJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL)
 	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
 	}
 	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, a.OrderID, detail)
+	return approvedOrder(a, order), nil
+}
+
+// approvedOrder reports an approval whose order the Trade service holds,
+// in the order's state.
+func approvedOrder(a Approval, order backends.Order) Outcome {
 	out := orderOutcome(order)
 	out.Approval, out.IdempotencyKey = &a, a.Order.IdempotencyKey
 	out.Message = "approved by " + a.DecidedBy + "; " + out.Message
-	return out, nil
+	return out
 }
 
 // Status reports an approval (by approval id) or an order (by order id).

@@ -52,6 +52,12 @@ func (o OrderArgs) Digest() string {
 	return hex.EncodeToString(sum[:])
 }
 
+// request is the Trade service's request for o under a client order id.
+func (o OrderArgs) request(clientOrderID string) backends.OrderRequest {
+	return backends.OrderRequest{ClientOrderID: clientOrderID, AccountID: o.AccountID, Ticker: o.Ticker,
+		Side: o.Side, Type: o.Type, Quantity: o.Quantity, LimitPrice: o.LimitPrice}
+}
+
 func (o OrderArgs) policyOrder() policy.Order {
 	return policy.Order{AccountID: o.AccountID, Ticker: o.Ticker, Side: o.Side, Type: o.Type, Quantity: o.Quantity, LimitPrice: o.LimitPrice}
 }
@@ -147,6 +153,20 @@ func createJSON(ctx context.Context, st store.Store, key string, v any, ttl time
 		return err
 	}
 	return st.Create(ctx, key, raw, ttl)
+}
+
+// forceJSON writes v at key whatever version is there: for the one record
+// that must win a race, the order the Trade service holds.
+func forceJSON(ctx context.Context, st store.Store, key string, v any, ttl time.Duration) error {
+	for {
+		_, ver, err := getJSON[json.RawMessage](ctx, st, key)
+		if err != nil {
+			return err
+		}
+		if _, err = updateJSON(ctx, st, key, v, ver, ttl); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
 }
 
 func updateJSON(ctx context.Context, st store.Store, key string, v any, ver int64, ttl time.Duration) (int64, error) {

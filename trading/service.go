@@ -258,17 +258,11 @@ func (s *Service) reconcile(ctx context.Context, p principal.Principal, o OrderA
 	case err != nil:
 		s.log.WarnContext(ctx, "cannot ask the Trade service whether an earlier attempt reached it", "error", err)
 		return Outcome{}, false, ErrTradeUnavailable
-	case !sameOrder(order, o):
+	case !order.Matches(o.request(order.ClientOrderID)):
 		return Outcome{}, false, ErrKeyReused
 	}
 	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, "reconciled: the Trade service had accepted the order of an earlier attempt")
 	return orderOutcome(order), true, nil
-}
-
-// sameOrder reports whether the Trade service's order is the one o asks for.
-func sameOrder(order backends.Order, o OrderArgs) bool {
-	return order.AccountID == o.AccountID && strings.EqualFold(order.Ticker, o.Ticker) && order.Side == o.Side &&
-		order.Type == o.Type && order.Quantity == o.Quantity && order.LimitPrice == o.LimitPrice
 }
 
 // settle stores a reconciled outcome as the key's, if the record is still
@@ -359,9 +353,7 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 	if errors.Is(err, store.ErrConflict) && out.Order != nil {
 		// Something took the key over after we sent: the Trade service's
 		// order is the truth, whatever that attempt recorded.
-		if _, cur, gerr := getJSON[idemRecord](ctx, s.st, key); gerr == nil {
-			_, err = updateJSON(ctx, s.st, key, done, cur, s.cfg.IdempotencyTTL)
-		}
+		err = forceJSON(ctx, s.st, key, done, s.cfg.IdempotencyTTL)
 	}
 	if err != nil {
 		// The order is placed (or pending) and its record is durable in the
@@ -508,10 +500,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	if err := renew(ctx); err != nil {
 		return Outcome{}, err
 	}
-	order, err := s.bs.Trade.PlaceOrder(ctx, backends.OrderRequest{
-		ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), AccountID: o.AccountID, Ticker: o.Ticker,
-		Side: o.Side, Type: o.Type, Quantity: o.Quantity, LimitPrice: o.LimitPrice,
-	})
+	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(clientOrderID(p.Subject, o.IdempotencyKey)))
 	switch {
 	case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil

@@ -18,7 +18,7 @@ func (b *Backend) PlaceOrder(ctx context.Context, req backends.OrderRequest) (ba
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if o, ok := b.byClient[req.ClientOrderID]; ok {
-		if !sameOrder(*o, req) {
+		if !o.Matches(req) {
 			return backends.Order{}, fmt.Errorf("%w: client_order_id %q was already used for a different order", backends.ErrInvalid, req.ClientOrderID)
 		}
 		return *o, nil
@@ -72,11 +72,6 @@ func (b *Backend) checkOrder(req backends.OrderRequest) error {
 		return fmt.Errorf("%w: a limit order needs a positive limit_price", backends.ErrInvalid)
 	}
 	return nil
-}
-
-func sameOrder(o backends.Order, r backends.OrderRequest) bool {
-	return o.AccountID == r.AccountID && strings.EqualFold(o.Ticker, r.Ticker) && o.Side == r.Side &&
-		o.Type == r.Type && o.Quantity == r.Quantity && o.LimitPrice == r.LimitPrice
 }
 
 // GetOrder implements backends.Trade.
