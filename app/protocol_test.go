@@ -266,6 +266,8 @@ func TestListOrders(t *testing.T) {
 	}
 	var page1, page2 trading.OrderList
 	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001", "limit": 2, "since": before.Format(time.RFC3339)}, &page1)
+	// An order placed between pages does not shift the next page.
+	callTool(t, alice, "place_order", confirmedArgs("ACC-2001", "list-between-pages-1", 1), &out)
 	callTool(t, alice, "list_orders", map[string]any{"account_id": "ACC-2001", "limit": 2, "since": before.Format(time.RFC3339), "cursor": page1.NextCursor}, &page2)
 	if !slices.Equal(keys(page1), want[:2]) || page1.NextCursor == "" || !slices.Equal(keys(page2), want[2:]) || page2.NextCursor != "" {
 		t.Errorf("pages %v (%q) and %v (%q)", keys(page1), page1.NextCursor, keys(page2), page2.NextCursor)

@@ -120,7 +120,7 @@ func (h *handlers) registerTrading(r registrar) {
 			backends.StatusFilled, backends.StatusCancelled, backends.StatusRejected, backends.StatusExpired, trading.StatusSubmitted, trading.StatusInProgress}
 		p["since"].Format, p["until"].Format = "date-time", "date-time"
 		p["limit"].Minimum, p["limit"].Maximum = ptr(1.0), ptr(50.0)
-		p["cursor"].MaxLength = ptr(32)
+		p["cursor"].MaxLength = ptr(256)
 	}), h.listOrders)
 
 	addTool(r, ClassApprove, &mcp.Tool{

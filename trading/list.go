@@ -3,6 +3,7 @@ package trading
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -61,6 +62,7 @@ type OrderList struct {
 type ListedOrder struct {
 	PlacedAt time.Time `json:"placed_at" jsonschema:"when place_order was first called with this idempotency_key"`
 	Outcome
+	entry string // its index member, for the next page's cursor
 }
 
 // StatusInProgress: the order's first attempt is in flight, or was
@@ -78,13 +80,12 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 	if !p.Entitled(q.AccountID) {
 		return OrderList{}, fmt.Errorf("account %q: %w", q.AccountID, backends.ErrNotFound)
 	}
-	offset := 0
-	if q.Cursor != "" {
-		n, err := strconv.Atoi(q.Cursor)
-		if err != nil || n < 0 {
-			return OrderList{}, fmt.Errorf("%w: cursor is not valid; repeat the call without it", backends.ErrInvalid)
-		}
-		offset = n
+	// The cursor is the index entry a page ended on: the next page starts
+	// after it, without reading the entries before it again, and orders
+	// placed meanwhile do not shift it.
+	after, err := parseCursor(q.Cursor)
+	if err != nil {
+		return OrderList{}, err
 	}
 	idx := ordersIndex(p.Subject, q.AccountID)
 	members, err := s.st.IndexRange(ctx, idx, 1000)
@@ -92,22 +93,13 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 		return OrderList{}, s.stateErr(ctx, err)
 	}
 	out := OrderList{Orders: []ListedOrder{}}
-	matched := 0
 	for _, m := range members {
-		parts := strings.SplitN(m, "|", 3)
-		if len(parts) != 3 {
+		e, ok := parseEntry(m)
+		if !ok || after.ok && !e.olderThan(after) ||
+			!q.Since.IsZero() && e.placed.Before(q.Since) || !q.Until.IsZero() && e.placed.After(q.Until) {
 			continue
 		}
-		at, err := strconv.ParseInt(parts[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		digest, key := parts[1], parts[2]
-		placed := time.UnixMicro(at).UTC()
-		if !q.Since.IsZero() && placed.Before(q.Since) || !q.Until.IsZero() && placed.After(q.Until) {
-			continue
-		}
-		o, found, err := s.listed(ctx, p, key, digest)
+		o, found, err := s.listed(ctx, p, e.key, e.digest)
 		if err != nil {
 			return OrderList{}, err
 		}
@@ -118,17 +110,53 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 		if !wanted(o.Status, q.States) {
 			continue
 		}
-		matched++
-		if matched <= offset {
-			continue
-		}
 		if len(out.Orders) == q.Limit {
-			out.NextCursor = strconv.Itoa(offset + q.Limit)
+			last := out.Orders[len(out.Orders)-1]
+			out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(last.entry))
 			break
 		}
-		out.Orders = append(out.Orders, ListedOrder{PlacedAt: placed, Outcome: o})
+		out.Orders = append(out.Orders, ListedOrder{PlacedAt: e.placed, Outcome: o, entry: m})
 	}
 	return out, nil
+}
+
+// entry is one member of an orders index.
+type entry struct {
+	ok          bool
+	us          int64 // placed, unix microseconds
+	placed      time.Time
+	member      string
+	digest, key string
+}
+
+func parseEntry(m string) (entry, bool) {
+	parts := strings.SplitN(m, "|", 3)
+	if len(parts) != 3 {
+		return entry{}, false
+	}
+	us, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return entry{}, false
+	}
+	return entry{ok: true, us: us, placed: time.UnixMicro(us).UTC(), member: m, digest: parts[1], key: parts[2]}, true
+}
+
+// olderThan reports whether e comes after c in the index (newest first;
+// entries of the same microsecond by member, as the index orders them).
+func (e entry) olderThan(c entry) bool {
+	return e.us < c.us || e.us == c.us && e.member > c.member
+}
+
+func parseCursor(cursor string) (entry, error) {
+	if cursor == "" {
+		return entry{}, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	e, ok := parseEntry(string(raw))
+	if err != nil || !ok {
+		return entry{}, fmt.Errorf("%w: cursor is not valid; repeat the call without it", backends.ErrInvalid)
+	}
+	return e, nil
 }
 
 func wanted(status string, states []string) bool {
