@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -288,34 +287,13 @@ func (c *chaos) start(slot int) error {
 		}
 	}()
 	c.t.Cleanup(func() { r.expected.Store(true); cmd.Process.Kill(); <-r.exited })
-	if err := ready(r); err != nil {
-		return fmt.Errorf("replica %d: %w", slot, err)
+	if err := pollReady(r.url, r.exited); err != nil {
+		return fmt.Errorf("replica %d: %w (log %s)", slot, err, logf.Name())
 	}
 	c.mu.Lock()
 	c.slots[slot] = r
 	c.mu.Unlock()
 	return nil
-}
-
-// ready waits for /readyz, as queue-proxy does.
-func ready(r *replica) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-r.exited:
-			return fmt.Errorf("exited before ready: %v", r.exitErr)
-		default:
-		}
-		if resp, err := client.Get(r.url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return errors.New("not ready within 15s")
 }
 
 func (c *chaos) problem(format string, args ...any) {

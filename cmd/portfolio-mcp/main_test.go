@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -66,22 +67,34 @@ func freePort(t testing.TB) int {
 // says 200, or fails after a generous deadline.
 func waitReady(t testing.TB, port int) {
 	t.Helper()
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
+	if err := pollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pollReady polls base's /readyz as fast as the server answers, until 200,
+// the process exits (exited closed; nil: not watched) or a generous
+// deadline passes.
+func pollReady(base string, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+	deadline := time.Now().Add(15 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("exited before it was ready")
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 10s: %v", err)
+		var resp *http.Response
+		if resp, err = client.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
+	return fmt.Errorf("not ready within 15s: %v", err)
 }
 
 // TestSIGTERMDrainsAndExitsZero runs the real binary, sends SIGTERM and
