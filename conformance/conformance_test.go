@@ -3,14 +3,14 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
 )
 
 // suiteEnv names the directory where scripts/test.sh installs the suite
@@ -68,12 +68,7 @@ func startServer(t *testing.T) string {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/portfolio-mcp").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := proctest.FreePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), fmt.Sprint("PORT=", port), "LOG_LEVEL=warn", "ENFORCE_MARKET_HOURS=false",
 		"RATE_READ_PER_SECOND=100000", "RATE_READ_BURST=100000", "RATE_TRADE_PER_MINUTE=100000", "RATE_TRADE_BURST=100000")
@@ -83,18 +78,8 @@ func startServer(t *testing.T) string {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base + "/mcp"
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready within 15s: %v", err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := proctest.PollReady(base, nil); err != nil {
+		t.Fatalf("server: %v", err)
 	}
+	return base + "/mcp"
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/faults"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
 	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/trading"
@@ -287,7 +288,7 @@ func (c *chaos) start(slot int) error {
 		}
 	}()
 	c.t.Cleanup(func() { r.expected.Store(true); cmd.Process.Kill(); <-r.exited })
-	if err := pollReady(r.url, r.exited); err != nil {
+	if err := proctest.PollReady(r.url, r.exited); err != nil {
 		return fmt.Errorf("replica %d: %w (log %s)", slot, err, logf.Name())
 	}
 	c.mu.Lock()

@@ -3,10 +3,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
 )
 
 var build struct {
@@ -53,48 +52,15 @@ func buildServer(t testing.TB) string {
 	return build.bin
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return proctest.FreePort(t) }
 
 // waitReady polls /readyz as fast as the server answers and returns once it
 // says 200, or fails after a generous deadline.
 func waitReady(t testing.TB, port int) {
 	t.Helper()
-	if err := pollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
+	if err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// pollReady polls base's /readyz as fast as the server answers, until 200,
-// the process exits (exited closed; nil: not watched) or a generous
-// deadline passes.
-func pollReady(base string, exited <-chan struct{}) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("exited before it was ready")
-		default:
-		}
-		var resp *http.Response
-		if resp, err = client.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	return fmt.Errorf("not ready within 15s: %v", err)
 }
 
 // TestSIGTERMDrainsAndExitsZero runs the real binary, sends SIGTERM and
