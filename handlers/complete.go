@@ -23,8 +23,9 @@ const maxCompletions = 100
 // mcp.ServerOptions.CompletionHandler.
 func Completion(bs backends.Set) func(context.Context, *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
 	return func(ctx context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
-		prefix := req.Params.Argument.Value
+		prefix := strings.ToUpper(req.Params.Argument.Value)
 		var values []string
+		total := 0
 		switch req.Params.Argument.Name {
 		case "account_id":
 			accts, err := entitledAccounts(ctx, bs)
@@ -32,10 +33,11 @@ func Completion(bs backends.Set) func(context.Context, *mcp.CompleteRequest) (*m
 				return nil, unavailable("the account list")
 			}
 			for _, a := range accts {
-				if hasPrefixFold(a.ID, prefix) || hasPrefixFold(a.Name, prefix) {
+				if strings.HasPrefix(strings.ToUpper(a.ID), prefix) || strings.HasPrefix(strings.ToUpper(a.Name), prefix) {
 					values = append(values, a.ID)
 				}
 			}
+			total = len(values)
 		case "ticker":
 			if prefix == "" {
 				break // the whole universe helps nobody
@@ -47,13 +49,13 @@ func Completion(bs backends.Set) func(context.Context, *mcp.CompleteRequest) (*m
 			for _, e := range page.Equities {
 				values = append(values, e.Ticker)
 			}
+			total = page.Total
 		}
-		more := len(values) > maxCompletions
 		values = values[:min(len(values), maxCompletions)]
 		if values == nil {
 			values = []string{} // never null on the wire
 		}
-		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: values, Total: len(values), HasMore: more}}, nil
+		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: values, Total: total, HasMore: total > len(values)}}, nil
 	}
 }
 
@@ -61,10 +63,6 @@ func Completion(bs backends.Set) func(context.Context, *mcp.CompleteRequest) (*m
 // non-tool method (tool calls answer with toolError instead).
 func unavailable(what string) error {
 	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: what + " is temporarily unavailable; retry in a few seconds"}
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // entitledAccounts are the accounts the caller may see, in the backend's
