@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,6 +20,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
 	"github.com/portfolio-mcp/portfolio-mcp/secrets"
 )
 
@@ -73,17 +73,6 @@ func mountSecrets(t *testing.T, mode os.FileMode) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// freeLoopbackPort returns a TCP port free on 127.0.0.1 now.
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // queueProxy stands in for Knative's queue-proxy: it shares the server's
@@ -141,7 +130,7 @@ func TestKnativePodContract(t *testing.T) {
 		t.Fatalf("service-paper.yaml: PUBLIC_URL %q, SECRETS_DIR %q", env["PUBLIC_URL"], secretsDir)
 	}
 
-	port := freeLoopbackPort(t)
+	port := proctest.FreePort(t)
 	env["PORT"] = fmt.Sprint(port)
 	env["K_SERVICE"] = svc.Name
 	env["K_CONFIGURATION"] = svc.Name
