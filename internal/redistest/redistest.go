@@ -1,12 +1,14 @@
-// Package redistest runs a real redis-server for tests: on a free loopback
-// port, with persistence off, stopped and restarted on demand (to prove
-// fail-closed behaviour and recovery).
+// Package redistest runs a real redis-server for tests: on a loopback
+// address of its own, with persistence off (unless asked), stopped,
+// frozen, flushed and restarted on demand (to prove fail-closed behaviour
+// and recovery).
 package redistest
 
 import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -41,7 +43,11 @@ func Start(t testing.TB, extra ...string) *Server {
 		}
 		t.Skip("redis-server not found: install it (apt-get install redis-server) or run bash scripts/test.sh")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A loopback address of its own (any 127.x.y.z answers on Linux): a
+	// restart must get its port back, and every other test process takes
+	// its free ports on 127.0.0.1, so none can take this one meanwhile.
+	host := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +61,8 @@ func Start(t testing.TB, extra ...string) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"}, s.extra...)
+	host, port, _ := net.SplitHostPort(s.Addr)
+	args := append([]string{"--port", port, "--bind", host, "--save", "", "--appendonly", "no", "--loglevel", "warning"}, s.extra...)
 	s.cmd = exec.Command("redis-server", args...)
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
