@@ -10,7 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
-	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 )
 
 // maxCompletions is the most values one completion/complete returns (the

@@ -18,9 +18,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
-	"github.com/portfolio-mcp/portfolio-mcp/confirm"
-	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
-	"github.com/portfolio-mcp/portfolio-mcp/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
 )
 
 // Class groups tools by what they may do, which is what scopes and rate

@@ -13,7 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
-	"github.com/portfolio-mcp/portfolio-mcp/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 )
 
 // PortfolioURITemplate is the get_portfolio resource template.

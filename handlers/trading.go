@@ -10,10 +10,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
-	"github.com/portfolio-mcp/portfolio-mcp/confirm"
-	"github.com/portfolio-mcp/portfolio-mcp/policy"
-	"github.com/portfolio-mcp/portfolio-mcp/principal"
-	"github.com/portfolio-mcp/portfolio-mcp/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
 // OrderInput is a proposed order (preview_order).

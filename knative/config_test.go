@@ -19,10 +19,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	"github.com/portfolio-mcp/portfolio-mcp/app"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
-	"github.com/portfolio-mcp/portfolio-mcp/secrets"
-	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
 // platformEnv are set in the pod by Knative or by the SinkBinding. The

@@ -19,7 +19,7 @@ import (
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	"github.com/portfolio-mcp/portfolio-mcp/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 )
 
 // Event contract with the rest of the system.

@@ -39,7 +39,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/portfolio-mcp/portfolio-mcp/secrets"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 )
 
 // The External Secrets release whose CRDs the manifests target (install the

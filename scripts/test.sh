@@ -73,6 +73,6 @@ go test -count=1 -timeout 30m ./... "$@"
 
 # Short, bounded fuzzing of the untrusted entry points (seed corpus plus
 # fresh inputs); a crasher fails CI.
-go test ./app   -run "^$" -fuzz "^FuzzMCPEntry$"      -fuzztime 15s
-go test ./app   -run "^$" -fuzz "^FuzzToolArguments$" -fuzztime 15s
-go test ./authz -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 15s
+go test ./internal/app   -run "^$" -fuzz "^FuzzMCPEntry$"      -fuzztime 15s
+go test ./internal/app   -run "^$" -fuzz "^FuzzToolArguments$" -fuzztime 15s
+go test ./internal/governance/authz -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 15s

@@ -20,8 +20,8 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
-	"github.com/portfolio-mcp/portfolio-mcp/secrets"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
 // queueProxyQuietPeriod is how long Knative's queue-proxy drains before

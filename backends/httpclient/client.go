@@ -31,7 +31,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
-	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
 // ErrCircuitOpen marks a call refused without touching the network because

@@ -20,7 +20,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/faults"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/httpclient"
-	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
 // countingHandler counts requests and answers the n-th (from 1) with

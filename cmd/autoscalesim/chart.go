@@ -13,7 +13,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 
-	"github.com/portfolio-mcp/portfolio-mcp/autoscale"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/autoscale"
 )
 
 var palette = []color.Color{

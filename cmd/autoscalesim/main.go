@@ -26,8 +26,8 @@ import (
 
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	"github.com/portfolio-mcp/portfolio-mcp/autoscale"
-	"github.com/portfolio-mcp/portfolio-mcp/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/autoscale"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
 func main() {

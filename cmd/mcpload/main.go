@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portfolio-mcp/portfolio-mcp/loadgen"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/loadgen"
 )
 
 type callFlags []loadgen.Call

@@ -27,10 +27,10 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/faults"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
-	"github.com/portfolio-mcp/portfolio-mcp/oauth/oauthtest"
-	"github.com/portfolio-mcp/portfolio-mcp/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 )
 
 // The chaos test's shape. BACKEND_TIMEOUT is also the read deadline the

@@ -16,7 +16,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/redistest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
 )
 
 // countingTrade counts the distinct orders the Trade service created.

@@ -18,9 +18,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portfolio-mcp/portfolio-mcp/app"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
-	"github.com/portfolio-mcp/portfolio-mcp/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
 func main() {

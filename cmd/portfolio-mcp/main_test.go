@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portfolio-mcp/portfolio-mcp/internal/proctest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
 var build struct {

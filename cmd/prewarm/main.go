@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientset "knative.dev/serving/pkg/client/clientset/versioned"
 
-	"github.com/portfolio-mcp/portfolio-mcp/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
 func main() {

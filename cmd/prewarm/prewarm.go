@@ -17,7 +17,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	clientset "knative.dev/serving/pkg/client/clientset/versioned"
 
-	"github.com/portfolio-mcp/portfolio-mcp/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
 const (

@@ -13,7 +13,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"knative.dev/serving/pkg/client/clientset/versioned/fake"
 
-	"github.com/portfolio-mcp/portfolio-mcp/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
 const ns = "portfolio-mcp"

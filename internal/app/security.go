@@ -1,0 +1,214 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/handlers"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+)
+
+// security is the governance wrapped around the MCP handler: bearer-token
+// authentication (or the local developer on loopback), scopes and
+// entitlements, rate limits and the audit trail.
+//
+// HTTP, outermost first: token -> scope challenge (403) -> MCP handler.
+// MCP middleware, outermost first: metrics -> audit -> recover -> coded
+// errors -> rate limit -> authorization -> (handlers' own) -> tool. Audit sits outside the others so that a
+// denied, limited or panicking call is recorded too.
+type security struct {
+	scopes   authz.Scopes
+	auditor  *audit.Auditor
+	limiter  *ratelimit.Limiter
+	verifier *oauth.Verifier // nil when unauthenticated
+	// warm is closed when the first attempt to load the issuer's keys has
+	// ended; nil when unauthenticated.
+	warm     chan struct{}
+	resource oauth.Resource
+	mdURL    string
+	log      *slog.Logger
+}
+
+func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision, reg prometheus.Registerer, st store.Store, log *slog.Logger) (*security, error) {
+	s := &security{
+		scopes: authz.Scopes{Read: cfg.Auth.ScopeRead, Trade: cfg.Auth.ScopeTrade, Approve: cfg.Auth.ScopeApprove},
+		log:    log,
+	}
+	var err error
+	if s.auditor, err = audit.New(cfg.Audit, rev, log, reg); err != nil {
+		return nil, err
+	}
+	// Rate-limit buckets live where the rest of the shared state lives.
+	var rdb redis.UniversalClient
+	if r, ok := st.(*store.Redis); ok {
+		rdb = r.Client()
+	}
+	if s.limiter, err = ratelimit.New(ratelimit.FromConfig(cfg.Limits), rdb, reg, log); err != nil {
+		return nil, err
+	}
+
+	if cfg.Auth.Issuer == "" {
+		// config refuses this off loopback unless ALLOW_UNAUTHENTICATED.
+		log.Warn("OAUTH_ISSUER is not set: serving WITHOUT authentication as " + oauth.LocalDeveloper +
+			" with every scope and account (development only)")
+		return s, nil
+	}
+	resourceURL := cfg.PublicURL
+	if resourceURL == "" {
+		resourceURL = cfg.Auth.Audience
+	}
+	if u, err := url.Parse(resourceURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, &config.Error{Var: "PUBLIC_URL", Msg: "is required with OAUTH_ISSUER: it is the protected resource the tokens are for"}
+	}
+	audience := cfg.Auth.Audience
+	if audience == "" {
+		audience = resourceURL
+	}
+	s.resource = oauth.Resource{URL: resourceURL, Issuers: []string{cfg.Auth.Issuer}, Scopes: s.scopes.All(), Name: "Portfolio MCP"}
+	if s.mdURL, err = s.resource.MetadataURL(); err != nil {
+		return nil, &config.Error{Var: "PUBLIC_URL", Msg: err.Error()}
+	}
+	s.verifier, err = oauth.NewVerifier(oauth.Options{
+		Issuer: cfg.Auth.Issuer, Audience: audience, Algorithms: cfg.Auth.Algorithms,
+		ClockSkew: cfg.Auth.ClockSkew, EntitlementsClaim: cfg.Auth.EntitlementsClaim, Logger: log,
+		CacheTTL: cacheTTL(cfg.Auth.TokenCacheTTL),
+	})
+	if err != nil {
+		return nil, &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}
+	}
+	// Fetch the issuer's keys while the process starts, and stay unready
+	// until that attempt ends: a new replica in a burst should not take
+	// calls that would each wait for the issuer. A failure is retried on
+	// demand, and does not hold readiness (calls then answer 503 at once).
+	s.warm = make(chan struct{})
+	go func() {
+		defer close(s.warm)
+		if err := s.verifier.Warm(ctx); err != nil {
+			log.Warn("OAuth issuer not reachable yet; will retry on the first call", "error", err)
+		}
+	}()
+	return s, nil
+}
+
+// cacheTTL maps OAUTH_TOKEN_CACHE_TTL (0: off) to oauth.Options.CacheTTL
+// (negative: off).
+func cacheTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// warmed is closed once the issuer's keys were first tried (nil, always
+// ready, when unauthenticated).
+func (s *security) warmed() <-chan struct{} { return s.warm }
+
+// policy is the authorization policy over the registered tools.
+func (s *security) policy(cat handlers.Catalog) *authz.Policy { return authz.New(cat, s.scopes) }
+
+// audit is the per-call audit middleware.
+func (s *security) audit(p *authz.Policy) mcp.Middleware { return s.auditor.Middleware(p.ClassOf) }
+
+// limit is the rate-limit middleware.
+func (s *security) limit(p *authz.Policy) mcp.Middleware {
+	return s.limiter.Middleware(func(c *mcp.CallToolParamsRaw) string { return handlers.RateClass(c, p.ClassOf(c.Name)) })
+}
+
+// wrap puts authentication and the scope challenge in front of the MCP
+// handler.
+func (s *security) wrap(p *authz.Policy, h http.Handler) http.Handler {
+	if s.verifier == nil {
+		return s.authenticate(h)
+	}
+	return s.authenticate(p.Challenge(s.mdURL, s.auditor)(h))
+}
+
+// authenticate requires a bearer token (or, unauthenticated, supplies the
+// local developer) and puts the principal into the request context.
+func (s *security) authenticate(h http.Handler) http.Handler {
+	if s.verifier == nil {
+		return oauth.Unauthenticated(s.scopes.All())(h)
+	}
+	return s.verifier.Middleware(s.mdURL)(h)
+}
+
+// routes adds the protected resource metadata to routes.
+func (s *security) routes(routes map[string]http.Handler) map[string]http.Handler {
+	if s.verifier == nil {
+		return routes
+	}
+	md, err := s.resource.Routes()
+	if err != nil { // MetadataURL already parsed the same URL
+		panic(fmt.Sprintf("protected resource metadata: %v", err))
+	}
+	for p, h := range md {
+		routes[p] = h
+	}
+	return routes
+}
+
+// close drains the audit queue and stops the JWKS refresh (OnDrained).
+func (s *security) close(ctx context.Context) error {
+	if s.verifier != nil {
+		s.verifier.Close()
+	}
+	return s.auditor.Close(ctx)
+}
+
+// journal records the trading service's steps in the audit trail,
+// synchronously: a step the sink did not acknowledge does not happen. It
+// also copies the step's ids onto the audit event of the call in progress.
+func (s *security) journal() trading.Journal { return auditJournal{s.auditor} }
+
+type auditJournal struct{ a *audit.Auditor }
+
+func (j auditJournal) Record(ctx context.Context, e trading.JournalEntry) error {
+	var tool, class, requestID, clientID string
+	audit.Annotate(ctx, func(ev *audit.Event) {
+		tool, class, requestID, clientID = ev.Tool, ev.Class, ev.RequestID, ev.ClientID
+		if e.ApprovalID != "" {
+			ev.ApprovalID = e.ApprovalID
+		}
+		if e.IdempotencyKey != "" {
+			ev.IdempotencyKey = e.IdempotencyKey
+		}
+		if e.OrderID != "" {
+			ev.OrderID = e.OrderID
+		}
+		if e.Action == "approval.requested" && ev.Outcome == "" {
+			ev.Outcome = audit.OutcomePendingApproval
+		}
+	})
+	if requestID == "" {
+		requestID = telemetry.RequestID(ctx)
+	}
+	args := map[string]any{"account_id": e.AccountID}
+	if e.Detail != "" {
+		args["detail"] = e.Detail
+	}
+	err := j.a.EmitSync(ctx, audit.Event{
+		Action: e.Action, Tool: tool, Class: class, Principal: e.Principal, ClientID: clientID,
+		ArgsDigest: e.ArgsDigest, Args: args, Outcome: audit.OutcomeRecorded,
+		ApprovalID: e.ApprovalID, IdempotencyKey: e.IdempotencyKey, OrderID: e.OrderID, RequestID: requestID,
+	})
+	if err != nil {
+		return errors.Join(errors.New("the audit trail could not record the step"), err)
+	}
+	return nil
+}

@@ -1,0 +1,367 @@
+// Package audit is the server's audit trail: one record per tool call
+// (allowed, denied, failed, rate-limited), sent as a CloudEvent to the sink
+// Knative's SinkBinding names in K_SINK, with the K_CE_OVERRIDES extensions
+// applied. Without K_SINK the records go to the structured log.
+//
+// Reads are recorded asynchronously through a bounded queue, so a slow sink
+// never slows an agent down; a full queue or an undeliverable event is
+// counted and written to the log instead. State-changing calls are recorded
+// synchronously (EmitSync): the caller learns whether the sink acknowledged
+// the event and fails closed if it did not.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+)
+
+// EventType is the CloudEvent type of a tool-call record.
+const EventType = "com.portfolio-mcp.tool.called"
+
+// StepEventType is the CloudEvent type of one step of a state-changing
+// operation (Event.Action set), recorded before the step takes effect.
+const StepEventType = "com.portfolio-mcp.trade.step"
+
+// DefaultSource is the CloudEvent source outside Knative.
+const DefaultSource = "portfolio-mcp"
+
+// Outcomes of a call as recorded in Event.Outcome.
+const (
+	OutcomeOK              = "ok"               // the tool returned a result
+	OutcomeToolError       = "tool_error"       // the tool returned isError (bad input, unknown account, backend down)
+	OutcomeDenied          = "denied"           // missing scope or entitlement
+	OutcomeRateLimited     = "rate_limited"     // over the principal's rate limit
+	OutcomeFailed          = "failed"           // a JSON-RPC error: unknown tool, internal error
+	OutcomeInputRequired   = "input_required"   // the call asked the client for input (MRTR round-trip)
+	OutcomePendingApproval = "pending_approval" // set by trading tools through Annotate
+	OutcomeRecorded        = "recorded"         // a journaled step (Action), before it takes effect
+)
+
+// Event is one audit record; the CloudEvent's data.
+type Event struct {
+	Time           time.Time      `json:"time"`
+	Principal      string         `json:"principal"`
+	ClientID       string         `json:"client_id,omitempty"`
+	Tool           string         `json:"tool"`
+	Class          string         `json:"class"`                 // read, trade, approve
+	ArgsDigest     string         `json:"args_digest,omitempty"` // sha256 of canonical JSON arguments
+	Args           map[string]any `json:"args,omitempty"`        // redacted arguments
+	Outcome        string         `json:"outcome"`               // ok, tool_error, denied, rate_limited, failed, pending_approval, ...
+	Error          string         `json:"error,omitempty"`
+	ApprovalID     string         `json:"approval_id,omitempty"`
+	IdempotencyKey string         `json:"idempotency_key,omitempty"`
+	OrderID        string         `json:"order_id,omitempty"`
+	RequestID      string         `json:"request_id,omitempty"`
+	LatencyMS      float64        `json:"latency_ms"`
+	// Revision is the Knative revision that handled the call; the Auditor
+	// fills it in.
+	Revision string `json:"revision,omitempty"`
+	// Action names a step of a state-changing operation (order.intent,
+	// approval.requested, order.executed, ...) journaled by the trading
+	// service; empty on the one record per call.
+	Action string `json:"action,omitempty"`
+}
+
+// Delivery bounds: an asynchronous event gets a few retries with backoff; a
+// synchronous one, which an agent is waiting for, fewer and a hard deadline.
+const (
+	asyncRetries   = 4
+	asyncBackoff   = 100 * time.Millisecond
+	asyncDeadline  = 30 * time.Second
+	syncRetries    = 2
+	syncBackoff    = 50 * time.Millisecond
+	syncDeadline   = 5 * time.Second
+	attemptTimeout = 3 * time.Second
+	asyncWorkers   = 2
+)
+
+// Auditor records events. Its zero value is not usable; call New.
+type Auditor struct {
+	client     cloudevents.Client // nil: log only
+	source     string
+	revision   string
+	extensions map[string]string
+	log        *slog.Logger // operational messages, at the configured level
+	record     *slog.Logger // audit records written to the log, whatever the level
+
+	mu     sync.RWMutex // guards closed and sends on queue
+	closed bool
+	queue  chan Event
+	done   chan struct{} // closed when the workers have drained the queue
+	// abandon cancels the workers' deliveries when Close runs out of time:
+	// what is left is logged instead.
+	workCtx context.Context
+	abandon context.CancelFunc
+
+	delivered *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
+	queued    prometheus.GaugeFunc
+}
+
+// New builds an Auditor from the audit configuration. With cfg.Sink set it
+// starts the workers that deliver queued events; Close stops them.
+func New(cfg config.Audit, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer) (*Auditor, error) {
+	ext, err := parseOverrides(cfg.CEOverrides)
+	if err != nil {
+		return nil, &config.Error{Var: "K_CE_OVERRIDES", Msg: err.Error()}
+	}
+	size := cfg.QueueSize
+	if size < 1 {
+		size = 1
+	}
+	a := &Auditor{
+		source:     source(rev),
+		revision:   rev.Revision,
+		extensions: ext,
+		log:        log,
+		record:     slog.New(alwaysEnabled{log.Handler()}),
+		queue:      make(chan Event, size),
+		done:       make(chan struct{}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audit_events_total", Help: "Audit events recorded, by mode (async, sync) and result (delivered, failed, logged).",
+		}, []string{"mode", "result"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "audit_events_dropped_total", Help: "Asynchronous audit events not delivered to the sink (written to the log instead), by reason.",
+		}, []string{"reason"}),
+	}
+	a.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "audit_queue_length", Help: "Audit events waiting for delivery.",
+	}, func() float64 { return float64(len(a.queue)) })
+	if reg != nil {
+		for _, c := range []prometheus.Collector{a.delivered, a.dropped, a.queued} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("audit metrics: %w", err)
+			}
+		}
+	}
+	if cfg.Sink == "" {
+		close(a.done)
+		return a, nil
+	}
+	a.client, err = cloudevents.NewClientHTTP(
+		cehttp.WithTarget(cfg.Sink),
+		cehttp.WithClient(http.Client{Timeout: attemptTimeout}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("audit sink client: %w", err)
+	}
+	a.workCtx, a.abandon = context.WithCancel(context.Background())
+	var workers sync.WaitGroup
+	for range asyncWorkers {
+		workers.Go(a.work)
+	}
+	go func() {
+		workers.Wait()
+		close(a.done)
+	}()
+	return a, nil
+}
+
+// Emit records e asynchronously. It never blocks: when the queue is full (or
+// the Auditor is closed) the event is counted as dropped and written to the
+// log, so it is not lost from the record altogether.
+func (a *Auditor) Emit(ctx context.Context, e Event) {
+	a.fill(&e)
+	if a.client == nil {
+		a.logEvent(ctx, slog.LevelInfo, "audit", e)
+		a.delivered.WithLabelValues("async", "logged").Inc()
+		return
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	reason := "closed"
+	if !a.closed {
+		select {
+		case a.queue <- e:
+			return
+		default:
+			reason = "queue_full"
+		}
+	}
+	a.dropped.WithLabelValues(reason).Inc()
+	a.logEvent(ctx, slog.LevelWarn, "audit event not delivered: "+reason, e)
+}
+
+// EmitSync records e and returns only once the sink acknowledged it (a 2xx)
+// or delivery failed. Fail-closed callers must not report success when it
+// returns an error. Delivery is attempted even if ctx is cancelled (the agent
+// went away), bounded by a few seconds. Without a sink the event is logged.
+func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
+	a.fill(&e)
+	if a.client == nil {
+		a.logEvent(ctx, slog.LevelInfo, "audit", e)
+		a.delivered.WithLabelValues("sync", "logged").Inc()
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncDeadline)
+	defer cancel()
+	if err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(sctx, syncBackoff, syncRetries), e); err != nil {
+		a.delivered.WithLabelValues("sync", "failed").Inc()
+		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
+		return fmt.Errorf("audit: recording %s call: %w", e.Tool, err)
+	}
+	a.delivered.WithLabelValues("sync", "delivered").Inc()
+	return nil
+}
+
+// Close stops accepting asynchronous events and waits until the queue is
+// drained. If ctx ends first, deliveries in progress are abandoned and the
+// events still queued are written to the log (and counted as dropped), so
+// nothing is lost from the record. Run it after in-flight requests finished
+// (an httpserver OnDrained hook).
+func (a *Auditor) Close(ctx context.Context) error {
+	a.mu.Lock()
+	if !a.closed {
+		a.closed = true
+		close(a.queue)
+	}
+	a.mu.Unlock()
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+	}
+	left := len(a.queue)
+	a.abandon()
+	<-a.done // quick: sends are cancelled, the rest is only logged
+	return fmt.Errorf("audit: draining the queue: %w (%d events logged instead of delivered)", ctx.Err(), left)
+}
+
+// work delivers queued events until the queue is closed and empty.
+func (a *Auditor) work() {
+	for e := range a.queue {
+		if a.workCtx.Err() != nil {
+			a.dropped.WithLabelValues("shutdown").Inc()
+			a.logEvent(context.Background(), slog.LevelWarn, "audit event not delivered: shutdown", e)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(a.workCtx, asyncDeadline)
+		err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(ctx, asyncBackoff, asyncRetries), e)
+		cancel()
+		if err != nil {
+			a.dropped.WithLabelValues("delivery_failed").Inc()
+			a.logEvent(context.Background(), slog.LevelError, "audit event not delivered: "+err.Error(), e)
+			continue
+		}
+		a.delivered.WithLabelValues("async", "delivered").Inc()
+	}
+}
+
+func (a *Auditor) send(ctx context.Context, e Event) error {
+	ev, err := a.cloudEvent(e)
+	if err != nil {
+		return err
+	}
+	if res := a.client.Send(ctx, ev); !cloudevents.IsACK(res) {
+		if res == nil {
+			res = errors.New("not acknowledged")
+		}
+		return fmt.Errorf("audit sink: %w", res)
+	}
+	return nil
+}
+
+// cloudEvent wraps e: id unique per event, source this service/revision,
+// subject the tool, and the SinkBinding's extension overrides.
+func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
+	ev := cloudevents.NewEvent()
+	ev.SetID(uuid.NewString())
+	ev.SetType(EventType)
+	if e.Action != "" {
+		ev.SetType(StepEventType)
+	}
+	ev.SetSource(a.source)
+	switch {
+	case e.Tool != "":
+		ev.SetSubject(e.Tool)
+	case e.Action != "":
+		ev.SetSubject(e.Action)
+	}
+	ev.SetTime(e.Time)
+	if err := ev.SetData(cloudevents.ApplicationJSON, e); err != nil {
+		return ev, fmt.Errorf("encoding audit event: %w", err)
+	}
+	for k, v := range a.extensions {
+		ev.SetExtension(k, v) // names were validated in parseOverrides
+	}
+	if err := ev.Validate(); err != nil {
+		return ev, fmt.Errorf("audit event: %w", err)
+	}
+	return ev, nil
+}
+
+func (a *Auditor) fill(e *Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	if e.Revision == "" {
+		e.Revision = a.revision
+	}
+}
+
+// logEvent writes e to the structured log: the record of last resort. It
+// is written even when LOG_LEVEL would drop its level.
+func (a *Auditor) logEvent(ctx context.Context, level slog.Level, msg string, e Event) {
+	a.record.LogAttrs(ctx, level, msg, slog.Any("audit_event", e))
+}
+
+// alwaysEnabled passes every record to its handler: an audit record must
+// not depend on the operational log level.
+type alwaysEnabled struct{ slog.Handler }
+
+func (alwaysEnabled) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h alwaysEnabled) WithAttrs(as []slog.Attr) slog.Handler {
+	return alwaysEnabled{h.Handler.WithAttrs(as)}
+}
+
+func (h alwaysEnabled) WithGroup(name string) slog.Handler {
+	return alwaysEnabled{h.Handler.WithGroup(name)}
+}
+
+// source is the CloudEvent source: the Knative service and revision when
+// running in Knative.
+func source(rev telemetry.Revision) string {
+	switch {
+	case rev.Service != "" && rev.Revision != "":
+		return "/portfolio-mcp/" + rev.Service + "/" + rev.Revision
+	case rev.Service != "":
+		return "/portfolio-mcp/" + rev.Service
+	}
+	return DefaultSource
+}
+
+// parseOverrides reads K_CE_OVERRIDES, Knative's duck type
+// {"extensions": {"name": "value"}} (sdk-go does not apply it itself).
+func parseOverrides(raw string) (map[string]string, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	var o struct {
+		Extensions map[string]string `json:"extensions"`
+	}
+	if err := json.Unmarshal([]byte(raw), &o); err != nil {
+		return nil, fmt.Errorf(`is not JSON like {"extensions":{"name":"value"}}: %v`, err)
+	}
+	probe := cloudevents.NewEvent()
+	for k, v := range o.Extensions {
+		if err := probe.Context.SetExtension(k, v); err != nil {
+			return nil, fmt.Errorf("extension %q: %v", k, err)
+		}
+	}
+	return o.Extensions, nil
+}

@@ -1,0 +1,139 @@
+package audit_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+)
+
+// session serves a read tool, a trade tool that annotates its event, a
+// failing tool and a denying tool behind the audit middleware, as
+// principal "alice", and returns a go-sdk client connected over HTTP.
+func session(t *testing.T, a *audit.Auditor) (*mcp.ClientSession, *int) {
+	t.Helper()
+	executed := new(int)
+	srv := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+	ok := func(ctx context.Context, _ *mcp.CallToolRequest, _ map[string]any) (*mcp.CallToolResult, any, error) {
+		*executed++
+		audit.Annotate(ctx, func(e *audit.Event) { e.OrderID, e.IdempotencyKey = "ORD-1", "idem-9" })
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "read_tool"}, ok)
+	mcp.AddTool(srv, &mcp.Tool{Name: "trade_tool"}, ok)
+	mcp.AddTool(srv, &mcp.Tool{Name: "broken_tool"}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, any, error) {
+		return nil, nil, errors.New("backend unavailable (ref r1)")
+	})
+	classes := map[string]string{"read_tool": "read", "trade_tool": "trade", "broken_tool": "read", "guarded_tool": "trade"}
+	mcp.AddTool(srv, &mcp.Tool{Name: "guarded_tool"}, ok)
+	deny := func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok && p.Name == "guarded_tool" {
+				audit.Annotate(ctx, func(e *audit.Event) { e.Outcome = audit.OutcomeDenied })
+				return nil, &jsonrpc.Error{Code: -32003, Message: "insufficient scope"}
+			}
+			return next(ctx, method, req)
+		}
+	}
+	srv.AddReceivingMiddleware(a.Middleware(func(tool string) string { return classes[tool] }), deny)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(principal.With(r.Context(), principal.Principal{Subject: "alice", ClientID: "agent"})))
+	}))
+	t.Cleanup(hs.Close)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "c", Version: "1"}, nil).
+		Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: hs.URL}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs, executed
+}
+
+func TestMiddlewareRecordsEveryCall(t *testing.T) {
+	rcv := newReceiver(t)
+	a, _ := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
+	cs, _ := session(t, a)
+	ctx := context.Background()
+	cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_tool", Arguments: map[string]any{"account_id": "ACC-1", "password": "hunter2"}})
+	cs.CallTool(ctx, &mcp.CallToolParams{Name: "trade_tool", Arguments: map[string]any{}})
+	cs.CallTool(ctx, &mcp.CallToolParams{Name: "broken_tool", Arguments: map[string]any{}})
+	cs.CallTool(ctx, &mcp.CallToolParams{Name: "guarded_tool", Arguments: map[string]any{}})
+	cs.CallTool(ctx, &mcp.CallToolParams{Name: "no_such_tool", Arguments: map[string]any{}})
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]audit.Event{}
+	for _, ev := range rcv.received() {
+		var e audit.Event
+		if err := ev.DataAs(&e); err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := got[e.Tool]; dup {
+			t.Errorf("two events for %s", e.Tool)
+		}
+		got[e.Tool] = e
+	}
+	want := map[string]string{
+		"read_tool": audit.OutcomeOK, "trade_tool": audit.OutcomeOK, "broken_tool": audit.OutcomeToolError,
+		"guarded_tool": audit.OutcomeDenied, "no_such_tool": audit.OutcomeFailed,
+	}
+	if len(got) != len(want) {
+		t.Errorf("events for %d tools, want %d: %v", len(got), len(want), got)
+	}
+	for tool, outcome := range want {
+		e := got[tool]
+		if e.Outcome != outcome || e.Principal != "alice" || e.ClientID != "agent" {
+			t.Errorf("%s: %+v, want outcome %s by alice", tool, e, outcome)
+		}
+	}
+	if e := got["trade_tool"]; e.OrderID != "ORD-1" || e.IdempotencyKey != "idem-9" || e.Class != "trade" {
+		t.Errorf("annotations lost: %+v", e)
+	}
+	if e := got["read_tool"]; e.Args["password"] != audit.Redacted || e.Args["account_id"] != "ACC-1" {
+		t.Errorf("args = %v", e.Args)
+	}
+	if e := got["broken_tool"]; !strings.Contains(e.Error, "backend unavailable") {
+		t.Errorf("tool error not recorded: %+v", e)
+	}
+}
+
+func TestMiddlewareFailsClosedForTrades(t *testing.T) {
+	rcv := newReceiver(t)
+	rcv.setStatus(http.StatusServiceUnavailable)
+	a, _ := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
+	defer a.Close(context.Background())
+	cs, executed := session(t, a)
+	ctx := context.Background()
+
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_tool", Arguments: map[string]any{}})
+	if err != nil || res.IsError {
+		t.Fatalf("read with the sink down: %v %+v (reads degrade gracefully)", err, res)
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "trade_tool", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := ""
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			text += tc.Text
+		}
+	}
+	if !res.IsError || !strings.Contains(text, "could not be recorded") || strings.Contains(text, "done") {
+		t.Fatalf("unrecorded trade returned %q (isError %v); want its result withheld", text, res.IsError)
+	}
+	if *executed != 2 {
+		t.Fatalf("executed %d", *executed)
+	}
+}

@@ -1,0 +1,78 @@
+package authz_test
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+
+	sjson "github.com/segmentio/encoding/json" // the decoder the go-sdk applies to tool arguments
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
+)
+
+func TestAccounts(t *testing.T) {
+	cases := []struct {
+		name, args string
+		want       []string
+		err        bool
+	}{
+		{"none", `{}`, nil, false},
+		{"absent arguments", ``, nil, false},
+		{"top level", `{"account_id":"ACC-1"}`, []string{"ACC-1"}, false},
+		{"any case", `{"Account_ID":"ACC-2"}`, []string{"ACC-2"}, false},
+		{"escaped key", `{"account\u005fid":"ACC-3"}`, []string{"ACC-3"}, false},
+		{"nested and in arrays", `{"legs":[{"account_id":"A"},{"x":{"account_id":"B"}}]}`, []string{"A", "B"}, false},
+		{"both spellings", `{"account_id":"A","ACCOUNT_ID":"B"}`, []string{"A", "B"}, false},
+		{"non-string id is left to the schema", `{"account_id":7}`, nil, false},
+		{"duplicate key", `{"account_id":"A","account_id":"B"}`, nil, true},
+		{"duplicate escaped key", `{"account_id":"A","account\u005fid":"B"}`, nil, true},
+		{"invalid", `{"account_id":`, nil, true},
+		{"trailing data", `{} {"account_id":"B"}`, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := authz.Accounts(json.RawMessage(c.args))
+			if (err != nil) != c.err {
+				t.Fatalf("err = %v, want error %v", err, c.err)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("Accounts(%s) = %q, want %q", c.args, got, c.want)
+			}
+		})
+	}
+}
+
+// FuzzAccounts is differential: whenever the check accepts arguments, the
+// account a tool would read from them (decoded as the go-sdk decodes them,
+// and as encoding/json does) is among the accounts the check saw. A
+// difference would let an argument smuggle an account past entitlement.
+//
+//	go test ./authz -run '^$' -fuzz '^FuzzAccounts$' -fuzztime 30s
+func FuzzAccounts(f *testing.F) {
+	for _, s := range []string{
+		`{"account_id":"ACC-1"}`, `{"account_id":"A","account_id":"B"}`, `{"ACCOUNT_ID":"A","account_id":"B"}`,
+		`{"account\u005fid":"A"}`, `{"a":[{"account_id":"B"}]}`, `{"account_id":"A"}garbage`, `{"account_id":"\ud800"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, args []byte) {
+		ids, err := authz.Accounts(args)
+		if err != nil {
+			return // refused: the call never reaches the tool
+		}
+		var sdk struct {
+			AccountID string `json:"account_id"`
+		}
+		if sjson.Unmarshal(args, &sdk) == nil && sdk.AccountID != "" && !slices.Contains(ids, sdk.AccountID) {
+			t.Fatalf("the SDK's decoder reads account %q from %q; the check saw %q", sdk.AccountID, args, ids)
+		}
+		var std map[string]any
+		if json.Unmarshal(args, &std) == nil {
+			for k, v := range std {
+				if s, ok := v.(string); ok && (k == "account_id") && !slices.Contains(ids, s) {
+					t.Fatalf("encoding/json reads account %q from %q; the check saw %q", s, args, ids)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,551 @@
+package trading
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+// Decisions an approver can make.
+const (
+	DecisionApprove = "approve"
+	DecisionReject  = "reject"
+)
+
+// approval loads an approval and its version, expiring it first if its
+// time is up.
+func (s *Service) approval(ctx context.Context, id string) (Approval, int64, error) {
+	for {
+		a, ver, err := getJSON[Approval](ctx, s.st, approvalKey(id))
+		if errors.Is(err, store.ErrNotFound) {
+			return Approval{}, 0, ErrNotFound
+		}
+		if err != nil {
+			return Approval{}, 0, s.stateErr(ctx, err)
+		}
+		if a.Status == legacyExecuted {
+			a.Status = ApprovalSubmitted
+		}
+		if a.Status != ApprovalPending || s.now().Before(a.ExpiresAt) {
+			return a, ver, nil
+		}
+		a.Status = ApprovalExpired
+		nv, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return Approval{}, 0, s.stateErr(ctx, err)
+		}
+		s.unindex(ctx, a)
+		return a, nv, nil
+	}
+}
+
+// legacyExecuted is what ApprovalSubmitted was called before orders had a
+// lifecycle: "executed" did not say whether the order filled.
+const legacyExecuted = "executed"
+
+// The pending queue is indexed globally (for approvers of every account)
+// and per account, so one account's flood cannot hide another's approvals,
+// and per requester, to cap how many one requester may have pending.
+func accountIndex(account string) string { return pendingIndex + ":" + account }
+
+// requesterIndex is keyed by the exact subject: OIDC subjects are
+// case-sensitive, and folding them here would let one user fill another's
+// cap (four eyes folds case the other way, where folding only refuses more).
+func requesterIndex(subject string) string { return pendingIndex + ":by:" + subject }
+
+// capLease is the requester's lease on creating approvals: the cap is
+// checked and the approval created under it, so concurrent requests of one
+// requester (on any replica) cannot both take the last place.
+type capLease struct {
+	Until    time.Time `json:"until"`
+	Released bool      `json:"released,omitempty"`
+}
+
+// lockRequester takes the requester's lease, waiting while another call
+// holds it; a holder that vanished (crash, scale-down) loses it when its
+// lease ends. unlock hands it back.
+func (s *Service) lockRequester(ctx context.Context, subject string) (unlock func(), err error) {
+	key := "pendingcap:" + subject
+	lease := capLease{Until: s.now().Add(s.cfg.Lease)}
+	held := func(ver int64) func() {
+		return func() {
+			ctx := context.WithoutCancel(ctx)
+			if _, err := updateJSON(ctx, s.st, key, capLease{Released: true}, ver, s.cfg.Lease); err != nil {
+				s.log.WarnContext(ctx, "could not release the pending-cap lease; it frees itself when the lease ends", "error", err)
+			}
+		}
+	}
+	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
+		cur, ver, err := getJSON[capLease](ctx, s.st, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if err := createJSON(ctx, s.st, key, lease, s.cfg.Lease); err == nil {
+				return held(1), nil
+			} else if !errors.Is(err, store.ErrConflict) {
+				return nil, s.stateErr(ctx, err)
+			}
+			continue
+		case err != nil:
+			return nil, s.stateErr(ctx, err)
+		case cur.Released || !s.now().Before(cur.Until):
+			nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.Lease)
+			if err == nil {
+				return held(nv), nil
+			} else if !errors.Is(err, store.ErrConflict) {
+				return nil, s.stateErr(ctx, err)
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for another order of yours to be recorded: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// underPendingCap refuses a new approval when the requester already has
+// MaxPending pending (id itself, an approval being re-created by a retry,
+// does not count against it). Call it holding lockRequester. A record that
+// cannot be read is skipped, so one bad record cannot lock its requester
+// out.
+func (s *Service) underPendingCap(ctx context.Context, requester, id string) error {
+	idx := requesterIndex(requester)
+	ids, err := s.st.IndexRange(ctx, idx, 1000)
+	if err != nil {
+		return s.stateErr(ctx, err)
+	}
+	if slices.Contains(ids, id) {
+		return nil
+	}
+	pending := 0
+	for _, other := range ids {
+		if pending >= s.cfg.MaxPending {
+			break
+		}
+		a, _, err := s.approval(ctx, other) // unindexes what is no longer pending
+		switch {
+		case errors.Is(err, ErrNotFound):
+			s.st.IndexRemove(ctx, idx, other)
+		case errors.Is(err, ErrStateUnavailable):
+			return err
+		case err != nil:
+			s.log.WarnContext(ctx, "unreadable approval record not counted against the pending cap", "approval_id", other, "error", err)
+		case a.Status == ApprovalPending:
+			pending++
+		}
+	}
+	if pending >= s.cfg.MaxPending {
+		return ErrTooManyPending
+	}
+	return nil
+}
+
+func (s *Service) index(ctx context.Context, a Approval) error {
+	score := float64(a.CreatedAt.Unix())
+	for _, idx := range []string{pendingIndex, accountIndex(a.Order.AccountID), requesterIndex(a.Requester)} {
+		if err := s.st.IndexAdd(ctx, idx, a.ID, score); err != nil {
+			return s.stateErr(ctx, err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) unindex(ctx context.Context, a Approval) {
+	s.st.IndexRemove(ctx, pendingIndex, a.ID)
+	s.st.IndexRemove(ctx, accountIndex(a.Order.AccountID), a.ID)
+	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
+}
+
+// committed sums what the account's pending approvals other than self hold:
+// the estimated notional of buys, the shares of sells. An approved order
+// executes at once (Decide), after which the account itself shows it. A
+// record that cannot be read is skipped (and logged), as in the cap.
+func (s *Service) committed(ctx context.Context, account, self string) (policy.Committed, error) {
+	ids, err := s.st.IndexRange(ctx, accountIndex(account), 1000)
+	if err != nil {
+		return policy.Committed{}, s.stateErr(ctx, err)
+	}
+	c := policy.Committed{Shares: map[string]float64{}}
+	for _, id := range ids {
+		if id == self {
+			continue
+		}
+		a, _, err := s.approval(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case errors.Is(err, ErrStateUnavailable):
+			return policy.Committed{}, err
+		case err != nil:
+			// One bad record must not stop the account's trading.
+			s.log.WarnContext(ctx, "unreadable approval record not counted as committed", "approval_id", id, "error", err)
+			continue
+		}
+		if a.Status != ApprovalPending {
+			continue
+		}
+		if a.Order.Side == backends.SideSell {
+			c.Shares[strings.ToUpper(a.Order.Ticker)] += a.Order.Quantity
+		} else if a.Preview != nil {
+			c.Cash += a.Preview.EstimatedNotional
+		}
+	}
+	return c, nil
+}
+
+// sameSubject compares principals for four eyes: subjects that differ only
+// in case or surrounding space are the same person.
+func sameSubject(a, b string) bool {
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
+}
+
+// visible reports whether p may see approval a: its requester, or anyone
+// entitled to the account who holds the approve scope (checked by authz).
+func visible(p principal.Principal, a Approval) bool {
+	return a.Requester == p.Subject || p.Entitled(a.Order.AccountID)
+}
+
+// approvalOutcome reports an approval; once its order reached the Trade
+// service, in the order's current state.
+func (s *Service) approvalOutcome(ctx context.Context, a Approval) Outcome {
+	out := Outcome{Status: a.Status, Approval: &a, IdempotencyKey: a.Order.IdempotencyKey}
+	switch a.Status {
+	case ApprovalPending:
+		out.Status = StatusPendingApproval
+		out.Message = "waiting for a human approver until " + a.ExpiresAt.Format(time.RFC3339) + "; poll get_order_status with approval_id " + a.ID
+	case ApprovalApproved, ApprovalExecuting:
+		out.Status = StatusApproved
+		out.Message = "approved by " + a.DecidedBy + "; being sent to the Trade service, poll get_order_status again"
+	case ApprovalSubmitted:
+		o, err := s.bs.Trade.GetOrder(ctx, a.OrderID)
+		if err != nil {
+			s.log.WarnContext(ctx, "could not read an approved order's state", "order_id", a.OrderID, "error", err)
+			out.Status = StatusSubmitted
+			out.Message = "approved by " + a.DecidedBy + " and sent to the Trade service as order " + a.OrderID +
+				"; its current state could not be read just now, poll get_order_status with " + a.OrderID
+			return out
+		}
+		return approvedOrder(a, o)
+	case ApprovalRejected:
+		out.Status = StatusRejected
+		out.Message = "rejected by " + a.DecidedBy + ": " + a.Reason + "; the order was not placed"
+	case ApprovalExpired:
+		out.Status = StatusExpired
+		out.Message = "no approver decided before " + a.ExpiresAt.Format(time.RFC3339) + "; the order was not placed. Place it again with a new idempotency_key if still wanted"
+	case ApprovalCancelled:
+		out.Status = StatusCancelled
+		out.Message = "cancelled before a decision; the order was not placed"
+	case ApprovalFailed:
+		out.Status = StatusRejected
+		out.Message = "approved, but not placed: " + a.Error
+	}
+	return out
+}
+
+// Expect pins a decision to the approval it was made for: a signed event
+// must name the exact order (its argument digest) and requester it decides,
+// so it cannot be replayed against a later approval with the same id.
+type Expect struct {
+	ArgsDigest string
+	Requester  string
+}
+
+// ErrMismatch: the decision names a different order than the approval holds.
+var ErrMismatch = errors.New("the decision does not match the approval's order or requester; nothing was changed")
+
+// Decide records an approver's decision and, on approval, executes the
+// order exactly once. A repeat of the same decision by the same approver is
+// a no-op that re-drives an interrupted execution. expect, if set, must
+// match the approval.
+func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, decision, reason string, expect *Expect) (Outcome, error) {
+	if decision != DecisionApprove && decision != DecisionReject {
+		return Outcome{}, fmt.Errorf("%w: decision must be approve or reject", backends.ErrInvalid)
+	}
+	for {
+		a, ver, err := s.approval(ctx, id)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if !approver.Entitled(a.Order.AccountID) {
+			return Outcome{}, ErrNotFound
+		}
+		if expect != nil && (expect.ArgsDigest != a.ArgsDigest || expect.Requester != a.Requester) {
+			return Outcome{}, ErrMismatch
+		}
+		if sameSubject(a.Requester, approver.Subject) {
+			return Outcome{}, ErrFourEyes
+		}
+		switch a.Status {
+		case ApprovalPending:
+		case ApprovalExpired:
+			return Outcome{}, ErrExpired
+		default:
+			sameDecision := a.DecidedBy == approver.Subject && (decision == DecisionApprove) == (a.Status != ApprovalRejected)
+			if !sameDecision {
+				return s.approvalOutcome(ctx, a), ErrAlreadyDecided
+			}
+			if decision == DecisionApprove {
+				return s.execute(ctx, a.ID)
+			}
+			return s.approvalOutcome(ctx, a), nil
+		}
+
+		if err := s.journal.Record(ctx, JournalEntry{Action: "approval.decided", Principal: approver.Subject, AccountID: a.Order.AccountID,
+			ArgsDigest: a.ArgsDigest, IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: decision + ": " + reason}); err != nil {
+			s.log.ErrorContext(ctx, "journal refused approval decision", "error", err)
+			return Outcome{}, ErrNotRecorded
+		}
+		now := s.now().UTC()
+		if !now.Before(a.ExpiresAt) {
+			continue // expired while the decision was being journaled
+		}
+		a.DecidedBy, a.DecidedAt, a.Reason = approver.Subject, &now, reason
+		a.Status = ApprovalApproved
+		if decision == DecisionReject {
+			a.Status = ApprovalRejected
+		}
+		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			continue // decided, cancelled or expired concurrently: look again
+		} else if err != nil {
+			return Outcome{}, s.stateErr(ctx, err)
+		}
+		s.unindex(ctx, a)
+		if decision == DecisionReject {
+			return s.approvalOutcome(ctx, a), nil
+		}
+		return s.execute(ctx, a.ID)
+	}
+}
+
+// execute places an approved order exactly once. Our bookkeeping is a
+// lease-guarded compare-and-swap; the Trade service's client order id makes
+// a repeat after a crash harmless, and a takeover asks the Trade service
+// first, so an order that reached it is never checked against its own fill.
+func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
+	for {
+		a, ver, err := s.approval(ctx, id)
+		if err != nil {
+			return Outcome{}, err
+		}
+		takeover := a.Status == ApprovalExecuting && a.LeaseUntil != nil && !s.now().Before(*a.LeaseUntil)
+		if a.Status != ApprovalApproved && !takeover {
+			return s.approvalOutcome(ctx, a), nil // done, or another replica holds the lease
+		}
+		if takeover {
+			order, err := s.bs.Trade.OrderByClientID(ctx, a.ClientOrderID)
+			switch {
+			case err == nil:
+				return s.submitted(ctx, a, ver, order, "reconciled: the Trade service had accepted the order of an earlier attempt")
+			case !errors.Is(err, backends.ErrNotFound):
+				s.log.WarnContext(ctx, "cannot ask the Trade service whether an interrupted execution reached it", "approval_id", id, "error", err)
+				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+			}
+			// Not seen (yet): the interrupted attempt may still land, so it
+			// is sent again as it is, without a re-check that would count
+			// a late fill against itself; the client order id makes the two
+			// one order.
+		}
+		// On a first attempt the account may have changed since the request
+		// (other orders, other approvals, the session closing): check again
+		// before money moves. The order's own approval never counts against
+		// it.
+		pre := policy.Preview{Allowed: true}
+		if !takeover {
+			if pre, err = s.check(ctx, a.Order, a.ID, true); err != nil {
+				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
+				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+			}
+		}
+		if !pre.Allowed {
+			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "pre-trade check at execution: "+strings.Join(pre.Violations, "; "), nil
+			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+				continue
+			} else if err != nil {
+				return Outcome{}, s.stateErr(ctx, err)
+			}
+			return s.approvalOutcome(ctx, a), nil
+		}
+		lease := s.now().Add(s.cfg.Lease).UTC()
+		a.Status, a.LeaseUntil = ApprovalExecuting, &lease
+		if ver, err = updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return Outcome{}, s.stateErr(ctx, err)
+		}
+
+		order, err := s.bs.Trade.PlaceOrder(ctx, a.Order.request(a.ClientOrderID))
+		switch {
+		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
+			executing := a
+			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "the Trade service refused it: "+strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": "), nil
+			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); err != nil {
+				// Unrecorded, the refusal is not final: the lease expiry
+				// re-drives the execution. Say only what is on record.
+				s.log.ErrorContext(ctx, "could not record a refused execution; the lease expiry re-drives it", "approval_id", id, "error", err)
+				return s.approvalOutcome(ctx, executing), ErrStateUnavailable
+			}
+			return s.approvalOutcome(ctx, a), nil
+		case err != nil:
+			// Keep the lease: the next get_order_status or decision after it
+			// ends asks the Trade service, then retries if it never saw it.
+			s.log.WarnContext(ctx, "trade backend failed executing approval", "approval_id", id, "error", err)
+			return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+		}
+		return s.submitted(ctx, a, ver, order, order.Status)
+	}
+}
+
+// submitted records that the Trade service has an approval's order, and
+// journals it. If the record cannot be written, the lease expiry re-drives
+// the execution, which then finds the order by its client order id.
+func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order backends.Order, detail string) (Outcome, error) {
+	a.Status, a.OrderID, a.LeaseUntil = ApprovalSubmitted, order.OrderID, nil
+	_, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL)
+	if errors.Is(err, store.ErrConflict) {
+		// Another replica took the execution over meanwhile: the Trade
+		// service holding the order is the truth, whatever it recorded.
+		err = forceJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL)
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
+	}
+	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, a.OrderID, detail)
+	return approvedOrder(a, order), nil
+}
+
+// approvedOrder reports an approval whose order the Trade service holds,
+// in the order's state.
+func approvedOrder(a Approval, order backends.Order) Outcome {
+	out := orderOutcome(order)
+	out.Approval, out.IdempotencyKey = &a, a.Order.IdempotencyKey
+	out.Message = "approved by " + a.DecidedBy + "; " + out.Message
+	return out
+}
+
+// Status reports an approval (by approval id) or an order (by order id).
+// An approved approval whose execution was interrupted is driven forward,
+// so any replica's status call completes it.
+func (s *Service) Status(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
+	if strings.HasPrefix(id, "APR-") {
+		a, _, err := s.approval(ctx, id)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if !visible(p, a) {
+			return Outcome{}, ErrNotFound
+		}
+		return s.refresh(ctx, Outcome{Approval: &a})
+	}
+	o, err := s.bs.Trade.GetOrder(ctx, id)
+	if err != nil {
+		if errors.Is(err, backends.ErrNotFound) {
+			return Outcome{}, ErrNotFound
+		}
+		return Outcome{}, err
+	}
+	if !p.Entitled(o.AccountID) {
+		return Outcome{}, ErrNotFound
+	}
+	return orderOutcome(o), nil
+}
+
+// Cancel withdraws a pending approval (its requester only) or cancels a
+// resting order at the Trade service.
+func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
+	if strings.HasPrefix(id, "APR-") {
+		for {
+			a, ver, err := s.approval(ctx, id)
+			if err != nil {
+				return Outcome{}, err
+			}
+			if !visible(p, a) {
+				return Outcome{}, ErrNotFound
+			}
+			if a.Status == ApprovalCancelled {
+				return s.approvalOutcome(ctx, a), nil
+			}
+			if a.Status != ApprovalPending || !sameSubject(a.Requester, p.Subject) {
+				return s.approvalOutcome(ctx, a), ErrNotCancellable
+			}
+			if err := s.journal.Record(ctx, JournalEntry{Action: "approval.cancelled", Principal: p.Subject, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey}); err != nil {
+				return Outcome{}, ErrNotRecorded
+			}
+			a.Status = ApprovalCancelled
+			if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+				continue
+			} else if err != nil {
+				return Outcome{}, s.stateErr(ctx, err)
+			}
+			s.unindex(ctx, a)
+			return s.approvalOutcome(ctx, a), nil
+		}
+	}
+	cur, err := s.Status(ctx, p, id)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if err := s.journal.Record(ctx, JournalEntry{Action: "order.cancel", Principal: p.Subject, AccountID: cur.Order.AccountID, OrderID: id}); err != nil {
+		return Outcome{}, ErrNotRecorded
+	}
+	o, err := s.bs.Trade.CancelOrder(ctx, id)
+	switch {
+	case errors.Is(err, backends.ErrInvalid):
+		return Outcome{Status: cur.Order.Status, Order: cur.Order, Message: "not cancelled: " + cur.Message}, ErrNotCancellable
+	case err != nil:
+		return Outcome{}, err
+	}
+	return orderOutcome(o), nil
+}
+
+// ListPending returns pending approvals p may see, oldest first: from the
+// per-account queues of the accounts p is entitled to, or the global queue
+// for a principal entitled to every account.
+func (s *Service) ListPending(ctx context.Context, p principal.Principal, limit int) ([]Approval, error) {
+	indexes := []string{pendingIndex}
+	if !p.Entitled(principal.AllAccounts) {
+		indexes = indexes[:0]
+		for _, acct := range p.Accounts {
+			indexes = append(indexes, accountIndex(acct))
+		}
+	}
+	out := []Approval{}
+	for _, idx := range indexes {
+		ids, err := s.st.IndexRange(ctx, idx, 1000)
+		if err != nil {
+			return nil, s.stateErr(ctx, err)
+		}
+		for _, id := range ids {
+			a, _, err := s.approval(ctx, id)
+			if errors.Is(err, ErrNotFound) {
+				s.st.IndexRemove(ctx, idx, id)
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if a.Status != ApprovalPending {
+				s.unindex(ctx, a)
+				continue
+			}
+			if visible(p, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y Approval) int {
+		return cmp.Or(x.CreatedAt.Compare(y.CreatedAt), cmp.Compare(x.ID, y.ID))
+	})
+	return out[:min(limit, len(out))], nil
+}

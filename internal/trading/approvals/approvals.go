@@ -1,0 +1,334 @@
+// Package approvals is how humans decide pending orders: an authenticated
+// HTTP API for approval tools and people, and a CloudEvents receiver for an
+// approval workflow (a Knative Trigger delivering approval.decided events).
+// Both end in trading.Service.Decide, which enforces four eyes and executes
+// an approved order exactly once.
+package approvals
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+)
+
+// EventType is the CloudEvents type of an approval decision.
+const EventType = "com.portfolio-mcp.approval.decided"
+
+// SignatureExtension carries the event's HMAC-SHA256 signature (hex).
+const SignatureExtension = "signature"
+
+// Decider is the part of trading.Service the API drives.
+type Decider interface {
+	Decide(ctx context.Context, approver principal.Principal, id, decision, reason string, expect *trading.Expect) (trading.Outcome, error)
+	Status(ctx context.Context, p principal.Principal, id string) (trading.Outcome, error)
+	ListPending(ctx context.Context, p principal.Principal, limit int) ([]trading.Approval, error)
+}
+
+// Options configure the handlers.
+type Options struct {
+	Decider Decider
+	// ApproveScope is the scope a principal needs to decide (trade:approve).
+	ApproveScope string
+	// EventSources are the CloudEvents sources trusted to send decisions.
+	EventSources []string
+	// EventKey returns the current HMAC key for event signatures.
+	EventKey func() ([]byte, error)
+	// EventMaxAge refuses events whose time is older (replays of old
+	// decisions); the approval TTL is the natural bound.
+	EventMaxAge time.Duration
+	// ApproverClients, if set, are the only OAuth clients (client_id) whose
+	// tokens may decide approvals: the firm's approval tool, not agents.
+	ApproverClients []string
+	// Store remembers applied event ids, so a redelivery is a no-op.
+	Store store.Store
+	// Audit records every request to the API and every event received,
+	// refused ones included (nil: none). Applied decisions are also
+	// journaled synchronously by the trading service before they act.
+	Audit  func(ctx context.Context, e audit.Event)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// API serves the routes.
+type API struct{ o Options }
+
+// New returns the API.
+func New(o Options) *API {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &API{o: o}
+}
+
+// Routes are the authenticated HTTP API; mount them behind the bearer-token
+// middleware.
+func (a *API) Routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /approvals", a.audited("approvals.list", http.HandlerFunc(a.list)))
+	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", http.HandlerFunc(a.get)))
+	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", http.HandlerFunc(a.decide)))
+	return mux
+}
+
+// auditNote is what a handler learns that the audit record needs.
+type auditNote struct {
+	approver, approvalID string
+}
+
+type noteKey struct{}
+
+// audited records one audit event per request: who, which approval, and
+// the outcome by status (ok, denied for 4xx, failed for 5xx).
+func (a *API) audited(tool string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.o.Audit == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		n := &auditNote{approvalID: r.PathValue("id")}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, n)))
+		e := audit.Event{
+			Time: start, Tool: tool, Class: "approve", ApprovalID: n.approvalID, Principal: n.approver,
+			RequestID: telemetry.RequestID(r.Context()), LatencyMS: float64(time.Since(start).Microseconds()) / 1000,
+			Outcome: audit.OutcomeOK,
+		}
+		if p, ok := principal.From(r.Context()); ok {
+			e.Principal, e.ClientID = p.Subject, p.ClientID
+		}
+		switch {
+		case rec.status >= 500:
+			e.Outcome, e.Error = audit.OutcomeFailed, http.StatusText(rec.status)
+		case rec.status >= 400:
+			e.Outcome, e.Error = audit.OutcomeDenied, http.StatusText(rec.status)
+		}
+		a.o.Audit(r.Context(), e)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func note(ctx context.Context, f func(*auditNote)) {
+	if n, ok := ctx.Value(noteKey{}).(*auditNote); ok {
+		f(n)
+	}
+}
+
+// Events receives approval.decided CloudEvents (binary or structured mode).
+// It authenticates the event itself (trusted source + HMAC signature), not
+// the HTTP caller: the Broker delivers on the workflow's behalf.
+func (a *API) Events() http.Handler {
+	return a.audited("approvals.event", http.HandlerFunc(a.event))
+}
+
+func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
+	p, ok := principal.From(r.Context())
+	if !ok {
+		httpserver.WriteError(w, http.StatusUnauthorized, "authentication required")
+		return p, false
+	}
+	if !p.HasScope(a.o.ApproveScope) {
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.ApproveScope+`"`)
+		httpserver.WriteError(w, http.StatusForbidden, "the "+a.o.ApproveScope+" scope is required")
+		return p, false
+	}
+	if len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID) {
+		httpserver.WriteError(w, http.StatusForbidden, "approvals are decided through the firm's approval tool, not this client")
+		return p, false
+	}
+	return p, true
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.approver(w, r)
+	if !ok {
+		return
+	}
+	limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+	if err != nil || limit < 1 || limit > 100 {
+		limit = 50
+	}
+	as, err := a.o.Decider.ListPending(r.Context(), p, limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpserver.WriteJSON(w, http.StatusOK, map[string]any{"approvals": as})
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.approver(w, r)
+	if !ok {
+		return
+	}
+	out, err := a.o.Decider.Status(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpserver.WriteJSON(w, http.StatusOK, out)
+}
+
+// Decision is the body of POST /approvals/{id}/decision and the data of an
+// approval.decided event. An event also names the approver, and pins the
+// exact order it decides (the approval's args_digest and requester), so it
+// cannot be replayed against another approval.
+type Decision struct {
+	ApprovalID string `json:"approval_id,omitempty"`
+	Decision   string `json:"decision"` // approve or reject
+	Approver   string `json:"approver,omitempty"`
+	Requester  string `json:"requester,omitempty"`
+	ArgsDigest string `json:"args_digest,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func (a *API) decide(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.approver(w, r)
+	if !ok {
+		return
+	}
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		httpserver.WriteError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return
+	}
+	var d Decision
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		httpserver.WriteError(w, http.StatusBadRequest, "body must be JSON: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
+		return
+	}
+	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, nil)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpserver.WriteJSON(w, http.StatusOK, out)
+}
+
+func (a *API) event(w http.ResponseWriter, r *http.Request) {
+	e, err := cehttp.NewEventFromHTTPRequest(r)
+	if err != nil || e.Validate() != nil {
+		httpserver.WriteError(w, http.StatusBadRequest, "not a valid CloudEvent")
+		return
+	}
+	if e.Type() != EventType {
+		httpserver.WriteError(w, http.StatusBadRequest, "unexpected event type "+strconv.Quote(e.Type()))
+		return
+	}
+	if !slices.Contains(a.o.EventSources, e.Source()) {
+		a.o.Logger.WarnContext(r.Context(), "approval event from untrusted source", "source", e.Source(), "id", e.ID())
+		httpserver.WriteError(w, http.StatusForbidden, "untrusted event source")
+		return
+	}
+	sig, _ := e.Extensions()[SignatureExtension].(string)
+	key, err := a.o.EventKey()
+	if err == nil && len(key) < 32 {
+		err = errors.New("shorter than 32 bytes")
+	}
+	if err != nil {
+		a.o.Logger.ErrorContext(r.Context(), "approval event key unavailable", "error", err)
+		httpserver.WriteError(w, http.StatusServiceUnavailable, "cannot verify events now")
+		return
+	}
+	if e.Time().IsZero() || !hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Time(), e.Data()))) {
+		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", e.Source(), "id", e.ID())
+		httpserver.WriteError(w, http.StatusUnauthorized, "bad event signature")
+		return
+	}
+	now := a.o.Now()
+	if age := now.Sub(e.Time()); age > a.o.EventMaxAge || age < -5*time.Minute {
+		a.o.Logger.WarnContext(r.Context(), "stale approval event refused", "source", e.Source(), "id", e.ID(), "time", e.Time())
+		httpserver.WriteError(w, http.StatusUnprocessableEntity, "event time is outside the accepted window")
+		return
+	}
+	var d Decision
+	err = json.Unmarshal(e.Data(), &d)
+	note(r.Context(), func(n *auditNote) { n.approver, n.approvalID = d.Approver, d.ApprovalID })
+	if err != nil || d.ApprovalID == "" || d.Approver == "" || d.Requester == "" || d.ArgsDigest == "" {
+		httpserver.WriteError(w, http.StatusBadRequest, "data must be JSON with approval_id, decision, approver, requester and args_digest")
+		return
+	}
+	seenSum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
+	seen := "approval-event:" + hex.EncodeToString(seenSum[:])
+	if _, _, err := a.o.Store.Get(r.Context(), seen); err == nil {
+		w.WriteHeader(http.StatusAccepted) // a redelivery of an applied event
+		return
+	}
+	// The signed workflow is the authority on who approved: the approver
+	// is entitled through it, and four eyes still compares subjects.
+	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
+	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
+	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.o.Store.Create(r.Context(), seen, nil, a.o.EventMaxAge+5*time.Minute); err != nil && !errors.Is(err, store.ErrConflict) {
+		a.o.Logger.WarnContext(r.Context(), "could not remember the applied event id", "error", err)
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// Sign is the signature of an approval event: hex HMAC-SHA256 over its id,
+// source, type, time (Unix seconds) and data, with the approval-event-key
+// secret.
+func Sign(key []byte, id, source, typ string, t time.Time, data []byte) string {
+	h := hmac.New(sha256.New, key)
+	for _, part := range [][]byte{[]byte("portfolio-mcp/approval-event/v2"), []byte(id), []byte(source), []byte(typ), []byte(strconv.FormatInt(t.Unix(), 10)), data} {
+		h.Write(part)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fail maps trading errors to statuses. For events, 4xx are permanent (the
+// Broker sends them to its dead-letter sink) and 503 is retried.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, trading.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, trading.ErrFourEyes):
+		status = http.StatusForbidden
+	case errors.Is(err, trading.ErrAlreadyDecided), errors.Is(err, trading.ErrExpired), errors.Is(err, trading.ErrMismatch):
+		status = http.StatusConflict
+	case errors.Is(err, backends.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, trading.ErrStateUnavailable), errors.Is(err, trading.ErrNotRecorded), errors.Is(err, trading.ErrTradeUnavailable):
+		status = http.StatusServiceUnavailable
+	}
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		a.o.Logger.ErrorContext(r.Context(), "approval API failure", "error", err)
+		msg = "internal error"
+	}
+	httpserver.WriteError(w, status, msg)
+}

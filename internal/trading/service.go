@@ -1,0 +1,600 @@
+// Package trading is the state-changing half of the server: pre-trade
+// checks, the approval gate (durable, four eyes, expiring) and exactly-once
+// order execution. Every record lives in a store.Store shared by all
+// replicas; every step that moves money is journaled (audited) before it
+// happens, and fails closed when the journal or the store cannot record it.
+package trading
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+// Errors with messages safe to show an agent.
+var (
+	ErrNotFound         = errors.New("no such order or approval, or it is not accessible to you")
+	ErrKeyReused        = errors.New("idempotency_key was already used for a different order; use a new key for a new order")
+	ErrFourEyes         = errors.New("four-eyes rule: the principal who requested an order cannot decide its approval")
+	ErrAlreadyDecided   = errors.New("the approval was already decided")
+	ErrExpired          = errors.New("the approval has expired; the order was not placed")
+	ErrNotCancellable   = errors.New("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
+	ErrStateUnavailable = errors.New("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
+	ErrNotRecorded      = errors.New("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
+	ErrTradeUnavailable = errors.New("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
+	ErrClaimLost        = errors.New("another attempt with the same idempotency_key took this order over, and this one sent nothing; retry with the same idempotency_key to learn its outcome")
+	ErrTooManyPending   = errors.New("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
+)
+
+// errOutcomeUnknown: the order was sent and no answer came back. It may
+// still land; the key is marked sent, so every retry reconciles and then
+// resends as is, never re-checking the order against its own late fill.
+var errOutcomeUnknown = fmt.Errorf("%w (sent, no answer)", ErrTradeUnavailable)
+
+// Outcome statuses of place_order, get_order_status and cancel_order that
+// are not an order's own: before an order reaches the Trade service. Once it
+// has, the outcome's status is the order's (backends.StatusAccepted,
+// StatusPartiallyFilled, StatusFilled, StatusCancelled, StatusRejected,
+// StatusExpired): an agent is told an order filled only when it did.
+const (
+	StatusPendingApproval = "pending_approval"
+	// StatusApproved: an approver released the order; it is being sent.
+	StatusApproved = "approved"
+	// StatusSubmitted: the order reached the Trade service, whose current
+	// state of it could not be read just now.
+	StatusSubmitted = "submitted"
+	// StatusRejected: refused by pre-trade checks, an approver or the Trade
+	// service; nothing is working.
+	StatusRejected = backends.StatusRejected
+	// StatusExpired: an approval nobody decided in time, or an order whose
+	// time in force ended.
+	StatusExpired = backends.StatusExpired
+	// StatusCancelled: a withdrawn approval or order.
+	StatusCancelled = backends.StatusCancelled
+	// StatusNeedsConfirmation: nothing was placed; the user must confirm.
+	StatusNeedsConfirmation = "confirmation_required"
+	// StatusNotConfirmed: the user declined; nothing was placed.
+	StatusNotConfirmed = "not_confirmed"
+)
+
+// Outcome is what the order tools return.
+type Outcome struct {
+	Status         string          `json:"status" jsonschema:"confirmation_required, not_confirmed, pending_approval, approved (being sent), rejected, expired or cancelled; once the Trade service has the order, its state: accepted (working, nothing filled), partially_filled, filled, cancelled, rejected or expired; submitted when that state could not be read just now"`
+	Message        string          `json:"message" jsonschema:"what happened and what to do next"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	Replayed       bool            `json:"replayed,omitempty" jsonschema:"true when this is the stored outcome of an earlier call with the same idempotency_key"`
+	Order          *backends.Order `json:"order,omitempty"`
+	Approval       *Approval       `json:"approval,omitempty"`
+	Violations     []string        `json:"violations,omitempty" jsonschema:"pre-trade rules that rejected the order"`
+	Preview        *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check, when the order still needs the user's confirmation"`
+}
+
+// Journal records a state-changing step before it takes effect. An error
+// means the step must not happen (fail closed).
+type Journal interface {
+	Record(ctx context.Context, e JournalEntry) error
+}
+
+// JournalEntry is one journaled step.
+type JournalEntry struct {
+	Action         string // order.intent, approval.requested, approval.decided, order.executed
+	Principal      string
+	AccountID      string
+	ArgsDigest     string
+	IdempotencyKey string
+	ApprovalID     string
+	OrderID        string
+	Detail         string
+}
+
+// Config are the service's settings.
+type Config struct {
+	Rules       policy.Rules
+	ApprovalTTL time.Duration
+	// Lease bounds how long a replica may hold an execution before another
+	// replica (or a retry) may take it over; it must exceed a Trade call.
+	Lease time.Duration
+	// IdempotencyTTL is how long outcomes are remembered.
+	IdempotencyTTL time.Duration
+	// MaxPending is how many approvals one requester may have pending at
+	// once (default 20).
+	MaxPending int
+}
+
+// Service implements the order tools' behaviour.
+type Service struct {
+	cfg     Config
+	st      store.Store
+	bs      backends.Set
+	journal Journal
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns a Service. now is the clock (nil: time.Now).
+func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logger, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 20
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.IdempotencyTTL == 0 {
+		cfg.IdempotencyTTL = 7 * 24 * time.Hour
+	}
+	return &Service{cfg: cfg, st: st, bs: bs, journal: j, log: log, now: now}
+}
+
+// Preview runs the pre-trade check for p without side effects. With an
+// idempotency key, the order's own approval (a retry's) is not counted
+// against it.
+func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArgs) (policy.Preview, error) {
+	o = o.Normalize()
+	if !p.Entitled(o.AccountID) {
+		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+	}
+	self := ""
+	if o.IdempotencyKey != "" {
+		self = approvalID(p.Subject, o.IdempotencyKey)
+	}
+	return s.check(ctx, o, self, false)
+}
+
+// check runs the pre-trade policy against the account as it is now, with
+// what its other orders awaiting approval hold counted as spent. self is
+// the approval this order is (or would be), which never counts against
+// itself: a retry finds its own approval, an execution re-checks it.
+// strict checks (placing, executing) fail when the state store cannot say
+// what is committed; a preview goes on without it and says so.
+func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bool) (policy.Preview, error) {
+	committed, err := s.committed(ctx, o.AccountID, self)
+	unknown := err != nil
+	if unknown && (strict || !errors.Is(err, ErrStateUnavailable)) {
+		return policy.Preview{}, err
+	}
+	pv, err := s.bs.Portfolio.GetPortfolio(ctx, o.AccountID)
+	if err != nil {
+		return policy.Preview{}, fmt.Errorf("portfolio: %w", err)
+	}
+	qs, err := s.bs.MarketData.Quotes(ctx, []string{o.Ticker})
+	if err != nil {
+		return policy.Preview{}, fmt.Errorf("quote: %w", err)
+	}
+	if len(qs.Quotes) == 0 {
+		return policy.Preview{}, fmt.Errorf("ticker %q: %w", o.Ticker, backends.ErrNotFound)
+	}
+	p := policy.Check(s.cfg.Rules, o.policyOrder(), pv, qs.Quotes[0], committed, s.now())
+	p.CommittedUnknown = unknown
+	return p, nil
+}
+
+// Resolution is what Resolve learned about an idempotency key.
+type Resolution struct {
+	// Found: the key has an answer, Outcome (stored, its approval's, or the
+	// order the Trade service holds).
+	Found   bool
+	Outcome Outcome
+	// Resend: an earlier attempt sent the order and never heard back, and
+	// the Trade service has not seen it (yet): place it again as it is, with
+	// no new check or confirmation (it was checked and confirmed before it
+	// was sent, and a late arrival must not count against itself).
+	Resend bool
+}
+
+// Resolve answers a place_order whose idempotency key may have been used
+// before, from what is known about it, before any pre-trade check runs (an
+// order must never be checked against its own fill or its own approval):
+// the stored outcome, else the approval the key created, else the order the
+// Trade service holds for the key's client order id. Neither Found nor
+// Resend: the order was never recorded nor sent, and may be checked,
+// confirmed and placed. A call with the same key in progress elsewhere is
+// waited for.
+func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (Resolution, error) {
+	o = o.Normalize()
+	if !p.Entitled(o.AccountID) {
+		return Resolution{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+	}
+	key, digest := idemKey(p.Subject, "place_order", o.IdempotencyKey), o.Digest()
+	rec, ver, err := s.await(ctx, key, digest)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		ver = 0
+	case err != nil:
+		return Resolution{}, err
+	case rec.State == idemDone:
+		out, err := s.refresh(ctx, *rec.Outcome)
+		out.Replayed = true
+		return Resolution{Found: true, Outcome: out}, err
+	}
+	out, found, err := s.reconcile(ctx, p, o, digest, true)
+	if err != nil || !found {
+		return Resolution{Resend: rec.State == idemSent}, err
+	}
+	s.settle(ctx, key, digest, ver, out)
+	out.Replayed = true
+	return Resolution{Found: true, Outcome: out}, nil
+}
+
+// reconcile finds what an earlier attempt with o's key left behind: its
+// approval, or (when askTrade) the order the Trade service accepted for its
+// client order id, whose missing order.executed it journals. found is false
+// when there is neither. If the Trade service cannot say, nothing may be
+// decided: the error is ErrTradeUnavailable.
+func (s *Service) reconcile(ctx context.Context, p principal.Principal, o OrderArgs, digest string, askTrade bool) (Outcome, bool, error) {
+	a, _, err := s.approval(ctx, approvalID(p.Subject, o.IdempotencyKey))
+	switch {
+	case err == nil:
+		if a.ArgsDigest != digest {
+			return Outcome{}, false, ErrKeyReused // an older approval outlived its idempotency record
+		}
+		if a.Status == ApprovalPending {
+			// The earlier attempt may have died before indexing it.
+			if err := s.index(ctx, a); err != nil {
+				return Outcome{}, false, err
+			}
+		}
+		out, err := s.refresh(ctx, Outcome{Approval: &a})
+		return out, true, err
+	case !errors.Is(err, ErrNotFound):
+		return Outcome{}, false, err
+	case !askTrade:
+		return Outcome{}, false, nil
+	}
+	order, err := s.bs.Trade.OrderByClientID(ctx, clientOrderID(p.Subject, o.IdempotencyKey))
+	switch {
+	case errors.Is(err, backends.ErrNotFound):
+		return Outcome{}, false, nil
+	case err != nil:
+		s.log.WarnContext(ctx, "cannot ask the Trade service whether an earlier attempt reached it", "error", err)
+		return Outcome{}, false, ErrTradeUnavailable
+	case !order.Matches(o.request(order.ClientOrderID)):
+		return Outcome{}, false, ErrKeyReused
+	}
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, "reconciled: the Trade service had accepted the order of an earlier attempt")
+	return orderOutcome(order), true, nil
+}
+
+// settle stores a reconciled outcome as the key's, if the record is still
+// as it was read (version ver, 0: absent), so later retries need not ask the
+// Trade service again. Losing that race is harmless: the outcome is the same.
+func (s *Service) settle(ctx context.Context, key, digest string, ver int64, out Outcome) {
+	rec := idemRecord{Digest: digest, State: idemDone, Outcome: &out}
+	var err error
+	if ver == 0 {
+		err = createJSON(ctx, s.st, key, rec, s.cfg.IdempotencyTTL)
+	} else {
+		_, err = updateJSON(ctx, s.st, key, rec, ver, s.cfg.IdempotencyTTL)
+	}
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		s.log.WarnContext(ctx, "could not store the reconciled outcome; the next retry reconciles again", "error", err)
+	}
+}
+
+// Place runs place_order after the user confirmed: exactly once per
+// (principal, idempotency key), whatever the concurrency or crashes.
+//
+// approvalReason, if not empty, sends the order to a human approver whatever
+// its size, for that reason (e.g. a confirmation the server cannot verify in
+// live trading).
+func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string) (Outcome, error) {
+	o = o.Normalize()
+	if !p.Entitled(o.AccountID) {
+		return Outcome{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+	}
+	key := idemKey(p.Subject, "place_order", o.IdempotencyKey)
+	digest := o.Digest()
+	out, owned, ver, prev, err := s.claim(ctx, key, digest)
+	if err != nil || !owned {
+		return out, err
+	}
+	takeover := prev.State != ""
+	if !takeover {
+		s.remember(ctx, p.Subject, o)
+	}
+	// renew re-takes the claim just before the order is sent: a claim that
+	// lapsed to another attempt (a slow check, a stalled journal) must not
+	// send, since that attempt owns the key now.
+	renew := func(ctx context.Context) error {
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
+		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			return ErrClaimLost
+		case err != nil:
+			return s.stateErr(ctx, err)
+		}
+		ver = nv
+		return nil
+	}
+
+	// Under the claim, before any check: an earlier attempt that took this
+	// key may have created the approval or reached the Trade service.
+	out, found, err := s.reconcile(ctx, p, o, digest, takeover)
+	switch {
+	case err != nil || found:
+	case prev.State == idemSent:
+		// Sent before, never answered, not seen by the Trade service (yet):
+		// the same order again, unchecked; the client order id makes a late
+		// arrival of the first one and this one the same order.
+		out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew)
+	default:
+		out, err = s.decide(ctx, p, o, digest, approvalReason, renew)
+	}
+	switch {
+	case errors.Is(err, ErrClaimLost):
+		return Outcome{}, err // the record is another attempt's now
+	case err != nil:
+		// Nothing irrevocable happened, or it is safe to redo (the backend
+		// dedups the client order id, and a retry reconciles first): hand the
+		// key back for a retry, remembering an unanswered send.
+		next := idemReleased
+		if errors.Is(err, errOutcomeUnknown) || prev.State == idemSent {
+			next = idemSent
+		}
+		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: next}, ver, s.cfg.IdempotencyTTL); rerr != nil {
+			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
+		}
+		return Outcome{}, err
+	}
+	out.IdempotencyKey = o.IdempotencyKey
+	done := idemRecord{Digest: digest, State: idemDone, Outcome: &out}
+	_, err = updateJSON(ctx, s.st, key, done, ver, s.cfg.IdempotencyTTL)
+	if errors.Is(err, store.ErrConflict) && out.Order != nil {
+		// Something took the key over after we sent: the Trade service's
+		// order is the truth, whatever that attempt recorded.
+		err = forceJSON(ctx, s.st, key, done, s.cfg.IdempotencyTTL)
+	}
+	if err != nil {
+		// The order is placed (or pending) and its record is durable in the
+		// approval or at the backend; a retry re-derives the same outcome.
+		s.log.ErrorContext(ctx, "could not store idempotent outcome", "error", err)
+	}
+	return out, nil
+}
+
+// await reads the key's idempotency record, waiting while another call owns
+// it and its lease runs: what it returns is done, released, lapsed, or (with
+// store.ErrNotFound) absent.
+func (s *Service) await(ctx context.Context, key, digest string) (idemRecord, int64, error) {
+	for wait := 10 * time.Millisecond; ; wait = min(wait*2, 200*time.Millisecond) {
+		rec, ver, err := getJSON[idemRecord](ctx, s.st, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return rec, 0, err
+		case err != nil:
+			return rec, 0, s.stateErr(ctx, err)
+		case rec.Digest != digest:
+			return rec, 0, ErrKeyReused
+		case rec.State != idemInProgress || !s.now().Before(rec.LeaseUntil):
+			return rec, ver, nil
+		}
+		// Another call owns the key and is working: wait for its outcome.
+		select {
+		case <-ctx.Done():
+			return rec, 0, fmt.Errorf("waiting for a concurrent call with the same idempotency_key: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// claim takes ownership of the idempotency key, or returns the outcome of
+// the caller that owned it. Concurrent callers with the same key wait for
+// the owner; an owner that vanished (crash, scale-down) loses its lease.
+// prev is the record an earlier attempt left (zero when the key is new):
+// that attempt may have reached the Trade service.
+func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, owned bool, ver int64, prev idemRecord, err error) {
+	for {
+		rec, v, err := s.await(ctx, key, digest)
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			err = createJSON(ctx, s.st, key, lease, s.cfg.IdempotencyTTL)
+			if err == nil {
+				return Outcome{}, true, 1, idemRecord{}, nil
+			}
+		case err != nil:
+			return Outcome{}, false, 0, idemRecord{}, err
+		case rec.State == idemDone:
+			out, err := s.refresh(ctx, *rec.Outcome)
+			out.Replayed = true
+			return out, false, 0, idemRecord{}, err
+		default: // released, sent, or the owner's lease ran out
+			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
+			if err == nil {
+				// A lapsed owner renewed its claim just before sending and
+				// sends within BACKEND_TIMEOUT, below the lease: it either
+				// sent long ago (the Trade service answers the lookup) or
+				// never will (its renewal now fails).
+				return Outcome{}, true, nv, rec, nil
+			}
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return Outcome{}, false, 0, idemRecord{}, s.stateErr(ctx, err)
+		}
+	}
+}
+
+// decide runs the checks and either records a pending approval or executes.
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error) (Outcome, error) {
+	pre, err := s.check(ctx, o, approvalID(p.Subject, o.IdempotencyKey), true)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if !pre.Allowed {
+		return Outcome{Status: StatusRejected, Violations: pre.Violations,
+			Message: "the order was rejected by pre-trade checks and not placed; see violations"}, nil
+	}
+	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey}
+	if approvalReason != "" {
+		pre.RequiresApproval = true
+		pre.ApprovalReasons = append(pre.ApprovalReasons, approvalReason)
+	}
+	if pre.RequiresApproval {
+		a := Approval{
+			ID: approvalID(p.Subject, o.IdempotencyKey), Status: ApprovalPending, Requester: p.Subject, Order: o, ArgsDigest: digest,
+			ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), Preview: &pre,
+			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
+		}
+		entry.Action, entry.ApprovalID = "approval.requested", a.ID
+		unlock, err := s.lockRequester(ctx, p.Subject)
+		if err != nil {
+			return Outcome{}, err
+		}
+		defer unlock()
+		if err := s.underPendingCap(ctx, p.Subject, a.ID); err != nil {
+			return Outcome{}, err
+		}
+		if err := s.journal.Record(ctx, entry); err != nil {
+			s.log.ErrorContext(ctx, "journal refused approval request", "error", err)
+			return Outcome{}, ErrNotRecorded
+		}
+		// The id derives from the idempotency key: a retry after a crash
+		// finds the approval it already created instead of a second one.
+		if err := createJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			existing, _, err := s.approval(ctx, a.ID)
+			if err != nil {
+				return Outcome{}, err
+			}
+			if existing.ArgsDigest != digest {
+				return Outcome{}, ErrKeyReused // an older approval outlived its idempotency record
+			}
+			if existing.Status == ApprovalPending {
+				// Our earlier attempt may have died before indexing it.
+				if err := s.index(ctx, existing); err != nil {
+					return Outcome{}, err
+				}
+			}
+			return s.approvalOutcome(ctx, existing), nil
+		} else if err != nil {
+			return Outcome{}, s.stateErr(ctx, err)
+		}
+		if err := s.index(ctx, a); err != nil {
+			return Outcome{}, err
+		}
+		return Outcome{Status: StatusPendingApproval, Approval: &a,
+			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
+				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
+	}
+	return s.send(ctx, p, o, digest, "", renew)
+}
+
+// send journals the intent, renews the key's claim and sends the order.
+// An answer that never came is errOutcomeUnknown: the order may still land.
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error) (Outcome, error) {
+	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail}
+	if err := s.journal.Record(ctx, entry); err != nil {
+		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
+		return Outcome{}, ErrNotRecorded
+	}
+	if err := renew(ctx); err != nil {
+		return Outcome{}, err
+	}
+	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(clientOrderID(p.Subject, o.IdempotencyKey)))
+	switch {
+	case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
+		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil
+	case err != nil:
+		s.log.WarnContext(ctx, "trade backend failed", "error", err)
+		return Outcome{}, errOutcomeUnknown
+	}
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, order.Status)
+	return orderOutcome(order), nil
+}
+
+// journalExecuted records that the Trade service has the order, with its
+// state then (or how we learned of it) as detail.
+func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID, orderID, detail string) {
+	if err := s.journal.Record(ctx, JournalEntry{Action: "order.executed", Principal: who, AccountID: o.AccountID, ArgsDigest: digest,
+		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: orderID, Detail: detail}); err != nil {
+		// The intent was journaled before execution; this is the follow-up.
+		s.log.ErrorContext(ctx, "journal refused order.executed after execution", "order_id", orderID, "error", err)
+	}
+}
+
+// refresh brings a stored outcome up to date: an approval may have been
+// decided since, and a working order may have filled or been cancelled.
+// If the Trade service cannot be asked, the stored outcome is the answer,
+// saying when it was true.
+func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
+	switch {
+	case out.Approval != nil:
+		a, _, err := s.approval(ctx, out.Approval.ID)
+		if err != nil {
+			return out, err
+		}
+		if a.Status == ApprovalApproved || a.Status == ApprovalExecuting {
+			// Drive an interrupted execution; if the Trade service is down
+			// the approval's state is still a truthful answer.
+			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) {
+				return out, err
+			}
+		}
+		return s.approvalOutcome(ctx, a), nil
+	case out.Order != nil && backends.Working(out.Order.Status):
+		o, err := s.bs.Trade.GetOrder(ctx, out.Order.OrderID)
+		if err != nil {
+			s.log.WarnContext(ctx, "could not refresh a working order", "order_id", out.Order.OrderID, "error", err)
+			out.Message += " (as of " + out.Order.UpdatedAt.Format(time.RFC3339) + "; the Trade service could not be asked just now)"
+			return out, nil
+		}
+		fresh := orderOutcome(o)
+		fresh.IdempotencyKey = out.IdempotencyKey
+		return fresh, nil
+	}
+	return out, nil
+}
+
+// orderOutcome reports an order the Trade service holds, in its true state.
+func orderOutcome(o backends.Order) Outcome {
+	out := Outcome{Status: o.Status, Order: &o}
+	id := "order " + o.OrderID
+	switch o.Status {
+	case backends.StatusAccepted:
+		out.Message = id + " is working at the venue" + limitText(o) + "; nothing has filled yet. Poll get_order_status to follow it, or cancel_order to withdraw it"
+	case backends.StatusPartiallyFilled:
+		out.Message = fmt.Sprintf("%s is working: %g of %g shares filled at an average %.2f; the rest may still fill. Poll get_order_status, or cancel_order to withdraw the rest",
+			id, o.FilledQuantity, o.Quantity, o.AveragePrice)
+	case backends.StatusFilled:
+		out.Message = fmt.Sprintf("%s filled: %s %g %s at an average %.2f", id, o.Side, o.FilledQuantity, o.Ticker, o.AveragePrice)
+	case backends.StatusCancelled, backends.StatusExpired:
+		out.Message = fmt.Sprintf("%s was %s with %g of %g shares filled", id, o.Status, o.FilledQuantity, o.Quantity)
+	case backends.StatusRejected:
+		out.Message = id + " was rejected by the Trade service; nothing was executed"
+	default:
+		out.Message = id + " is " + o.Status
+	}
+	return out
+}
+
+func limitText(o backends.Order) string {
+	if o.Type != backends.OrderLimit {
+		return ""
+	}
+	return fmt.Sprintf(" (limit %.2f)", o.LimitPrice)
+}
+
+func (s *Service) stateErr(ctx context.Context, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.ErrorContext(ctx, "state store unavailable", "error", err)
+		return ErrStateUnavailable
+	}
+	return err
+}
+
+func joinReasons(rs []string) string {
+	if len(rs) == 0 {
+		return "policy"
+	}
+	return strings.Join(rs, "; ")
+}
