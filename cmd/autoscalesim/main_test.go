@@ -38,7 +38,7 @@ func TestRunWritesTableCSVAndChart(t *testing.T) {
 	trace := writeTrace(t, dir)
 	args := func(sum string) []string {
 		return []string{
-			"-manifest", "../../autoscale/testdata/service-live.yaml",
+			"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml",
 			"-trace", trace, "-prewarm-min-scale", "3", "-progress", "off",
 			"-csv", filepath.Join(dir, "series.csv"), "-summary-csv", sum,
 			"-png", filepath.Join(dir, "chart.png"),
@@ -93,7 +93,7 @@ func TestRunWritesTableCSVAndChart(t *testing.T) {
 
 func TestAnnotationOverride(t *testing.T) {
 	var out bytes.Buffer
-	err := run([]string{"-manifest", "../../autoscale/testdata/service-live.yaml", "-trace", writeTrace(t, t.TempDir()),
+	err := run([]string{"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml", "-trace", writeTrace(t, t.TempDir()),
 		"-annotation", "target=2", "-annotation", "autoscaling.knative.dev/max-scale=4", "-container-concurrency", "5",
 		"-variant", "rps:metric=rps,target=333,target-utilization-percentage=75,container-concurrency=4",
 		"-prewarm-on", "rps", "-prewarm-min-scale", "2",
@@ -114,15 +114,15 @@ func TestAnnotationOverride(t *testing.T) {
 func TestRunErrors(t *testing.T) {
 	for name, args := range map[string][]string{
 		"no manifest":   {"-manifest", "does/not/exist.yaml"},
-		"closed day":    {"-manifest", "../../autoscale/testdata/service-live.yaml", "-date", "2026-03-08"},
-		"bad prewarm":   {"-manifest", "../../autoscale/testdata/service-live.yaml", "-prewarm-min-scale", "x"},
+		"closed day":    {"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml", "-date", "2026-03-08"},
+		"bad prewarm":   {"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml", "-prewarm-min-scale", "x"},
 		"bad holiday":   {"-holidays", "2026-02-30"},
 		"stray arg":     {"extra"},
-		"bad hpa":       {"-manifest", "../../autoscale/testdata/service-live.yaml", "-hpa-min", "0"},
-		"bad parallel":  {"-manifest", "../../autoscale/testdata/service-live.yaml", "-pod-parallelism", "-1"},
+		"bad hpa":       {"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml", "-hpa-min", "0"},
+		"bad parallel":  {"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml", "-pod-parallelism", "-1"},
 		"bad annotaton": {"-annotation", "novalue"},
 		"bad variant":   {"-variant", "nameonly"},
-		"no variant":    {"-manifest", "../../autoscale/testdata/service-live.yaml", "-prewarm-on", "missing"},
+		"no variant":    {"-manifest", "../../internal/tooling/autoscale/testdata/service-live.yaml", "-prewarm-on", "missing"},
 	} {
 		if err := run(args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 			t.Errorf("%s: no error", name)
