@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 )
 
 // Config is every setting the server reads. Field tags name the environment
@@ -54,8 +57,8 @@ type Config struct {
 	// non-loopback address: for a sealed test network only (containers in
 	// CI). Refused in live trading mode.
 	AllowUnauthenticated bool `env:"ALLOW_UNAUTHENTICATED, default=false"`
-	Limits               Limits
-	Audit                Audit
+	Limits               ratelimit.Config
+	Audit                audit.Config
 	Trading              Trading
 
 	// RedisURL selects the Redis state store (approvals, idempotency records,
@@ -99,25 +102,6 @@ type Auth struct {
 	// EntitlementsClaim is the token claim listing the account ids a
 	// principal may see and trade ("*" grants all).
 	EntitlementsClaim string `env:"ENTITLEMENTS_CLAIM, default=accounts"`
-}
-
-// Limits configures per-principal rate limits by tool class.
-type Limits struct {
-	ReadPerSecond  float64 `env:"RATE_READ_PER_SECOND, default=20"`
-	ReadBurst      int     `env:"RATE_READ_BURST, default=40"`
-	TradePerMinute float64 `env:"RATE_TRADE_PER_MINUTE, default=30"`
-	TradeBurst     int     `env:"RATE_TRADE_BURST, default=5"`
-	// Cancels have a budget of their own, so placements never use it up.
-	CancelPerMinute float64 `env:"RATE_CANCEL_PER_MINUTE, default=120"`
-	CancelBurst     int     `env:"RATE_CANCEL_BURST, default=20"`
-}
-
-// Audit configures the audit trail. Knative's SinkBinding injects K_SINK and
-// K_CE_OVERRIDES; without K_SINK audit events go to the structured log.
-type Audit struct {
-	Sink        string `env:"K_SINK"`
-	CEOverrides string `env:"K_CE_OVERRIDES"`
-	QueueSize   int    `env:"AUDIT_QUEUE_SIZE, default=1024"`
 }
 
 // Trading configures the order tools and their pre-trade policy.
@@ -361,16 +345,20 @@ func (c *Config) validateSecurity() error {
 		return &Error{"OAUTH_CLOCK_SKEW", fmt.Sprintf("%s is outside [0, 5m]", a.ClockSkew)}
 	case a.TokenCacheTTL < 0 || a.TokenCacheTTL > 10*time.Minute:
 		return &Error{"OAUTH_TOKEN_CACHE_TTL", fmt.Sprintf("%s is outside [0, 10m]", a.TokenCacheTTL)}
-	case a.ScopeRead == "" || a.ScopeTrade == "" || a.ScopeApprove == "":
-		return &Error{"SCOPE_READ", "scope names must not be empty"}
-	case c.Limits.ReadPerSecond <= 0 || c.Limits.ReadBurst < 1:
-		return &Error{"RATE_READ_PER_SECOND", "read rate and RATE_READ_BURST must be positive"}
-	case c.Limits.TradePerMinute <= 0 || c.Limits.TradeBurst < 1:
-		return &Error{"RATE_TRADE_PER_MINUTE", "trade rate and RATE_TRADE_BURST must be positive"}
-	case c.Limits.CancelPerMinute <= 0 || c.Limits.CancelBurst < 1:
-		return &Error{"RATE_CANCEL_PER_MINUTE", "cancel rate and RATE_CANCEL_BURST must be positive"}
+	case a.ScopeRead == "":
+		return &Error{"SCOPE_READ", "must not be empty"}
+	case a.ScopeTrade == "":
+		return &Error{"SCOPE_TRADE", "must not be empty"}
+	case a.ScopeApprove == "":
+		return &Error{"SCOPE_APPROVE", "must not be empty"}
 	case c.Audit.QueueSize < 1 || c.Audit.QueueSize > 1<<20:
 		return &Error{"AUDIT_QUEUE_SIZE", fmt.Sprintf("%d is outside 1..1048576", c.Audit.QueueSize)}
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.Audit.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if c.Audit.Sink != "" {
 		if err := checkURL(c.Audit.Sink, false); err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	sjson "github.com/segmentio/encoding/json"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 )
 
 // compileTool is mcp.AddTool's typed-tool adapter with the per-call work
@@ -64,7 +66,7 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], output
 			return nil, fmt.Errorf("tool %q: input schema: %w", t.Name, err)
 		}
 		var args In
-		if err := decodeArgs(req.Params.Arguments, resolved, nested, &args); err != nil {
+		if err := decodeArgs(parsedArgs(ctx, t.Name), req.Params.Arguments, resolved, nested, &args); err != nil {
 			var r mcp.CallToolResult
 			r.SetError(err)
 			return &r, nil
@@ -131,9 +133,15 @@ func (c outputSchemas) forType(rt reflect.Type) *jsonschema.Schema {
 // JSON object with defaults applied, then decode into the typed input, both
 // with the SDK's JSON decoder settings) without its per-call costs: a 32 KiB
 // decoder buffer per unmarshal and an unconditional re-encode of the map.
-func decodeArgs[In any](raw json.RawMessage, resolved *jsonschema.Resolved, nested bool, dst *In) error {
+//
+// parsed, if not nil, is the arguments as the edge decoded them
+// (call.Call.Args): validation then works on a copy of that value instead
+// of decoding the bytes again.
+func decodeArgs[In any](parsed map[string]any, raw json.RawMessage, resolved *jsonschema.Resolved, nested bool, dst *In) error {
 	v := make(map[string]any)
-	if len(raw) > 0 {
+	if parsed != nil {
+		v = parsed
+	} else if len(raw) > 0 {
 		if err := unmarshal(raw, &v); err != nil {
 			return fmt.Errorf("validating \"arguments\": %v", fmt.Errorf("unmarshaling arguments: %w", err))
 		}
@@ -159,6 +167,62 @@ func decodeArgs[In any](raw json.RawMessage, resolved *jsonschema.Resolved, nest
 	var zero In
 	*dst = zero
 	return unmarshal(data, dst)
+}
+
+// parsedArgs is a private copy of the arguments the edge decoded for this
+// call of tool, with numbers as float64 (what the schema validator
+// expects), or nil when there is none to use (an in-process call, or
+// arguments the edge could not decode: the bytes then decide, with the
+// SDK's own error texts).
+func parsedArgs(ctx context.Context, tool string) map[string]any {
+	c := call.From(ctx)
+	if c == nil || c.Tool != tool {
+		return nil
+	}
+	v, err := c.Args()
+	m, ok := v.(map[string]any)
+	if err != nil || !ok {
+		return nil
+	}
+	out, ok := plain(m).(map[string]any)
+	if !ok {
+		return nil
+	}
+	return out
+}
+
+// plain deep-copies a decoded JSON value, turning json.Number into
+// float64 as a decode into any would; nil if a number does not fit.
+func plain(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			p := plain(e)
+			if p == nil && e != nil {
+				return nil
+			}
+			m[k] = p
+		}
+		return m
+	case []any:
+		a := make([]any, len(v))
+		for i, e := range v {
+			p := plain(e)
+			if p == nil && e != nil {
+				return nil
+			}
+			a[i] = p
+		}
+		return a
+	case json.Number:
+		f, err := v.Float64()
+		if err != nil {
+			return nil
+		}
+		return f
+	}
+	return v
 }
 
 // unmarshal decodes data as the go-sdk's internal JSON decoder does

@@ -42,15 +42,15 @@ func TestDecodeArgs(t *testing.T) {
 		{`{"limit":3,"inner":{"mode":"y"}}`, 3},
 	} {
 		var sdk, direct compileArgs
-		if err := decodeArgs(json.RawMessage(c.raw), r, true, &sdk); err != nil || sdk.Limit != c.limit {
+		if err := decodeArgs(nil, json.RawMessage(c.raw), r, true, &sdk); err != nil || sdk.Limit != c.limit {
 			t.Errorf("%s: %+v, %v; want limit %d", c.raw, sdk, err, c.limit)
 		}
-		if err := decodeArgs(json.RawMessage(c.raw), r, false, &direct); err != nil || direct != sdk {
+		if err := decodeArgs(nil, json.RawMessage(c.raw), r, false, &direct); err != nil || direct != sdk {
 			t.Errorf("%s: direct %+v, %v; re-encoded %+v", c.raw, direct, err, sdk)
 		}
 	}
 	var got compileArgs
-	if err := decodeArgs(json.RawMessage(`{"inner":{},"Limit":3}`), r, true, &got); err == nil {
+	if err := decodeArgs(nil, json.RawMessage(`{"inner":{},"Limit":3}`), r, true, &got); err == nil {
 		t.Error("an undeclared (differently cased) property was accepted")
 	}
 }

@@ -7,7 +7,6 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,20 +17,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
-)
-
-// Class groups tools by what they may do, which is what scopes and rate
-// limits are granted on.
-type Class string
-
-// Tool classes.
-const (
-	ClassRead    Class = "read"    // read-only views: portfolio:read
-	ClassTrade   Class = "trade"   // state-changing orders: trade:write
-	ClassApprove Class = "approve" // deciding approvals: trade:approve
 )
 
 // Deps are what the handlers need, wired in main.
@@ -47,14 +37,21 @@ type Deps struct {
 	TypedSDK bool
 }
 
-// Catalog lists every tool registered by Register with its class.
-type Catalog map[string]Class
+// Surface is what Register added: the catalog of its tools (for
+// governance) and the handlers' own MCP middleware.
+type Surface struct {
+	Catalog *catalog.Catalog
+	// Middleware runs innermost, next to the tools: the tools' own
+	// validation errors explained in their terms, and resources/list
+	// listing the accounts' portfolios.
+	Middleware []mcp.Middleware
+}
 
-// Register adds the finance capabilities to s and returns the
-// catalog of the tools it registered.
-func Register(s *mcp.Server, d Deps) Catalog {
+// Register adds the finance capabilities to s and returns what it added.
+// The caller installs Surface.Middleware innermost in its middleware list.
+func Register(s *mcp.Server, d Deps) Surface {
 	h := &handlers{Deps: d}
-	r := registrar{s: s, cat: Catalog{}, typed: d.TypedSDK, outputs: outputSchemas{}, inputs: map[string]*jsonschema.Schema{}}
+	r := registrar{s: s, cat: catalog.New(), typed: d.TypedSDK, outputs: outputSchemas{}, inputs: map[string]*jsonschema.Schema{}}
 	h.registerPortfolio(r)
 	h.registerMarket(r)
 	h.registerRisk(r)
@@ -62,10 +59,7 @@ func Register(s *mcp.Server, d Deps) Catalog {
 		h.registerTrading(r)
 	}
 	h.registerPrompts(s)
-	// Innermost: the tools' own validation errors, explained in their terms
-	// before any other middleware (audit, metrics) sees the result.
-	s.AddReceivingMiddleware(explainInvalidArguments(r.inputs), listAccountResources(d.Backends))
-	return r.cat
+	return Surface{Catalog: r.cat, Middleware: []mcp.Middleware{explainInvalidArguments(r.inputs), listAccountResources(d.Backends)}}
 }
 
 type handlers struct {
@@ -77,9 +71,10 @@ type handlers struct {
 // The input schema is resolved once, on the tool's first call, and enforced
 // on every call; the output shape is guaranteed by Out and checked against the declared output
 // schema by tests (see compileTool).
-func addTool[In, Out any](r registrar, class Class, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
+func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in *jsonschema.Schema, h mcp.ToolHandlerFor[In, Out]) {
 	t.InputSchema = in
-	r.cat[t.Name] = class
+	entry.Name = t.Name
+	r.cat.Add(entry)
 	r.inputs[t.Name] = in
 	if r.typed {
 		mcp.AddTool(r.s, t, h)
@@ -92,7 +87,7 @@ func addTool[In, Out any](r registrar, class Class, t *mcp.Tool, in *jsonschema.
 // registrar is where tools are being registered.
 type registrar struct {
 	s       *mcp.Server
-	cat     Catalog
+	cat     *catalog.Catalog
 	typed   bool
 	outputs outputSchemas
 	inputs  map[string]*jsonschema.Schema // by tool name
@@ -129,11 +124,6 @@ func notAccessible(what string) error {
 	return fmt.Errorf("%s was not found or is not accessible to you", what)
 }
 
-// AccountNotAccessible is the tool error for account id when it does not
-// exist or the caller is not entitled to it (authz uses it so that both
-// cases read the same).
-func AccountNotAccessible(id string) error { return notAccessible(fmt.Sprintf("account %q", id)) }
-
 // toolError turns a backend failure into the message an agent sees: what
 // went wrong and what to do next, never a URL, body or stack. The full
 // error goes to the log under the request id the message quotes.
@@ -154,15 +144,6 @@ func (h *handlers) toolError(ctx context.Context, what string, err error) error 
 	return fmt.Errorf("internal error while reading %s (ref %s)", what, ref)
 }
 
-// Names lists the catalog's tool names.
-func (c Catalog) Names() []string {
-	names := make([]string, 0, len(c))
-	for n := range c {
-		names = append(names, n)
-	}
-	return names
-}
-
 // Coded gives every error a JSON-RPC code. A handler's plain Go error would
 // otherwise leave as code 0, which no client can act on; its message was
 // written for the agent (toolError and friends), so it is kept, under
@@ -173,7 +154,8 @@ func Coded() mcp.Middleware {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			res, err := next(ctx, method, req)
 			var wire *jsonrpc.Error
-			if err != nil && !errors.As(err, &wire) {
+			var refused *outcome.Refused
+			if err != nil && !errors.As(err, &wire) && !errors.As(err, &refused) {
 				return res, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
 			}
 			return res, err
@@ -195,25 +177,4 @@ func Recover(log *slog.Logger) mcp.Middleware {
 			return next(ctx, method, req)
 		}
 	}
-}
-
-// RateClass is the rate-limit budget a tools/call draws from: its class,
-// except that cancel_order has a budget of its own (a cancel is how a user
-// stops damage; placements must never use it up), and a place_order round
-// that cannot place anything (it asks for the user's confirmation: no
-// confirm argument, no requestState answering an input request) draws on
-// the read budget, so confirming an order never costs two trade calls.
-func RateClass(p *mcp.CallToolParamsRaw, class string) string {
-	switch p.Name {
-	case "cancel_order":
-		return "cancel"
-	case "place_order":
-		var a struct {
-			Confirm bool `json:"confirm"`
-		}
-		if p.RequestState == "" && (json.Unmarshal(p.Arguments, &a) != nil || !a.Confirm) {
-			return string(ClassRead)
-		}
-	}
-	return class
 }

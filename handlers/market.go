@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 )
 
 // MaxQuoteTickers bounds one get_quotes call.
@@ -40,7 +41,7 @@ type QuotesInput struct {
 }
 
 func (h *handlers) registerMarket(r registrar) {
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "search_equities",
 		Title: "Search equities",
 		Description: "Search the listed equity universe by ticker, company name or kind of business (a GICS industry or sector word: \"bank\", \"semiconductor\", \"insurance\"), " +
@@ -59,7 +60,7 @@ func (h *handlers) registerMarket(r registrar) {
 		p["cursor"].MaxLength = ptr(64)
 	}), h.searchEquities)
 
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "get_quotes",
 		Title: "Get quotes",
 		Description: "Latest quote for up to 50 tickers: price, previous close, change, bid/ask, volume and time. " +

@@ -13,11 +13,12 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 )
 
 // PortfolioURITemplate is the get_portfolio resource template.
-const PortfolioURITemplate = "portfolio://accounts/{account_id}"
+const PortfolioURITemplate = catalog.PortfolioURITemplate
 
 const portfolioURIPrefix = "portfolio://accounts/"
 
@@ -38,14 +39,14 @@ func accountSchema() *jsonschema.Schema {
 }
 
 func (h *handlers) registerPortfolio(r registrar) {
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:        "list_accounts",
 		Title:       "List accounts",
 		Description: "List the accounts you may view: id, name, type, owner and base currency. Start here to find an account_id for the other tools.",
 		Annotations: readOnly,
 	}, inputSchema[struct{}](nil), h.listAccounts)
 
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "get_portfolio",
 		Title: "Get portfolio",
 		Description: "Holdings of one account valued at the latest prices: per position quantity, average cost, cost basis, price, " +

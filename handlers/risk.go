@@ -7,10 +7,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 )
 
 func (h *handlers) registerRisk(r registrar) {
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "get_risk_summary",
 		Title: "Get risk summary",
 		Description: "Risk view of one account: exposure by GICS sector, the five largest positions, value-weighted beta, " +

@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
@@ -71,7 +72,7 @@ func orderProps(p map[string]*jsonschema.Schema) {
 }
 
 func (h *handlers) registerTrading(r registrar) {
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "preview_order",
 		Title: "Preview order",
 		Description: "Pre-trade check of a proposed order without placing it: estimated price and notional, position weight before and after, " +
@@ -79,7 +80,7 @@ func (h *handlers) registerTrading(r registrar) {
 		Annotations: readOnly,
 	}, inputSchema[OrderInput](orderProps), h.previewOrder)
 
-	addTool(r, ClassTrade, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Trade, ConfirmFirst: true}, &mcp.Tool{
 		Name:  "place_order",
 		Title: "Place order",
 		Description: "Place an equity order after the user's confirmation. Runs the same checks as preview_order; then either executes, " +
@@ -92,21 +93,21 @@ func (h *handlers) registerTrading(r registrar) {
 		p["idempotency_key"].Pattern = idempotencyKeyPattern
 	}), h.placeOrder)
 
-	addTool(r, ClassTrade, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Trade, Bucket: catalog.CancelBudget}, &mcp.Tool{
 		Name:        "cancel_order",
 		Title:       "Cancel order",
 		Description: "Cancel a resting order (order_id) or withdraw your own pending approval request (approval_id). Cancelling twice is harmless.",
 		Annotations: &mcp.ToolAnnotations{Title: "Cancel order", DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(true)},
 	}, idSchema(), h.cancelOrder)
 
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:        "get_order_status",
 		Title:       "Get order status",
 		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled.",
 		Annotations: readOnly,
 	}, idSchema(), h.getOrderStatus)
 
-	addTool(r, ClassRead, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "list_orders",
 		Title: "List orders",
 		Description: "Your orders and approval requests on one account, newest first, each in its current state (working orders and approvals re-read, as get_order_status does): " +
@@ -123,7 +124,7 @@ func (h *handlers) registerTrading(r registrar) {
 		p["cursor"].MaxLength = ptr(256)
 	}), h.listOrders)
 
-	addTool(r, ClassApprove, &mcp.Tool{
+	addTool(r, catalog.Tool{Class: catalog.Approve}, &mcp.Tool{
 		Name:  "list_pending_approvals",
 		Title: "List pending approvals",
 		Description: "For approvers: orders waiting for a human decision on accounts you may see, oldest first, with the pre-trade check taken when each was requested. " +

@@ -75,4 +75,4 @@ go test -count=1 -timeout 30m ./... "$@"
 # fresh inputs); a crasher fails CI.
 go test ./internal/app   -run "^$" -fuzz "^FuzzMCPEntry$"      -fuzztime 15s
 go test ./internal/app   -run "^$" -fuzz "^FuzzToolArguments$" -fuzztime 15s
-go test ./internal/governance/authz -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 15s
+go test ./internal/edge/call -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 15s

@@ -18,7 +18,10 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/httpclient"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/handlers"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
@@ -36,6 +39,14 @@ type Option func(*options)
 type options struct {
 	backends *backends.Set
 	typedSDK bool
+	observe  func(*call.Call)
+}
+
+// WithCallObserver calls f with each /mcp request's parsed call once the
+// request was served, for tests and benchmarks that count what the request
+// path did (how many times the arguments were decoded).
+func WithCallObserver(f func(*call.Call)) Option {
+	return func(o *options) { o.observe = f }
 }
 
 // WithTypedSDKTools registers tools with the go-sdk's typed mcp.AddTool
@@ -91,7 +102,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	if err != nil {
 		return nil, err
 	}
-	tp, err := newTrading(cfg, st, bs, gov.journal(), gov.auditor.Emit, secret, log)
+	tp, err := newTrading(cfg, st, bs, gov.auditor.Journal(), gov.auditor.RecordOperation, secret, log)
 	if err != nil {
 		return nil, err
 	}
@@ -105,44 +116,96 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		// The SDK logs every stateless session at info; keep only its warnings.
 		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
-	catalog := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer, TypedSDK: o.typedSDK})
-	policy := gov.policy(catalog)
-	srv.AddReceivingMiddleware(
-		metrics.Middleware(log, catalog.Names()),
-		gov.audit(policy), // outside Recover: a panicking call is audited too
-		handlers.Recover(log),
-		handlers.Coded(),
-		gov.limit(policy),
-		policy.Middleware(),
-	)
+	surface := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer, TypedSDK: o.typedSDK})
+	policy := authz.New(surface.Catalog, gov.scopes)
+	srv.AddReceivingMiddleware(mcpMiddleware(metrics, log, gov, policy, surface)...)
 
-	mcpHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{
+	var mcpHandler http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
-		// hostGuard in httpserver does this check, in a form that admits
+		// The Host guard at the edge does this check, in a form that admits
 		// Knative's queue-proxy (loopback connection, public Host).
 		DisableLocalhostProtection: true,
 		MaxRequestBodyBytes:        cfg.MaxBodyBytes,
 		Logger:                     log,
 	})
-
+	if o.observe != nil {
+		mcpHandler = observed(mcpHandler, o.observe)
+	}
+	guard, err := httpserver.Guard(cfg.AllowedHosts, cfg.AllowedOrigins)
+	if err != nil {
+		return nil, &config.Error{Var: "ALLOWED_ORIGINS", Msg: err.Error()}
+	}
+	approvalsAPI := approvalsEdge(cfg, gov, guard, tp.api.Routes())
 	return httpserver.New(httpserver.Options{
 		Addr: cfg.Addr(),
-		MCP:  gov.wrap(policy, mcpHandler),
 		Routes: gov.routes(map[string]http.Handler{
-			"/approvals":             gov.authenticate(tp.api.Routes()),
-			"/approvals/":            gov.authenticate(tp.api.Routes()),
-			"POST /events/approvals": tp.api.Events(),
-		}),
-		OnDrained:      []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close},
-		Warm:           gov.warmed(),
-		AllowedHosts:   cfg.AllowedHosts,
-		AllowedOrigins: cfg.AllowedOrigins,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		DrainTimeout:   cfg.DrainTimeout,
-		DrainDelay:     cfg.DrainDelay,
-		Metrics:        metrics.Registry,
-		Logger:         log,
+			"/mcp":                   mcpEdge(cfg, gov, policy, guard, mcpHandler),
+			"/approvals":             approvalsAPI,
+			"/approvals/":            approvalsAPI,
+			"POST /events/approvals": approvalsEdge(cfg, nil, guard, tp.api.Events()),
+		}, guard),
+		OnDrained:    []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close},
+		Warm:         gov.warmed(),
+		DrainTimeout: cfg.DrainTimeout,
+		DrainDelay:   cfg.DrainDelay,
+		Metrics:      metrics.Registry,
+		Logger:       log,
+	})
+}
+
+// mcpEdge is the HTTP path of a request to /mcp, outermost first: every
+// check a call passes before MCP runs, in the order it passes them.
+func mcpEdge(cfg *config.Config, gov *security, policy *authz.Policy, guard func(http.Handler) http.Handler, mcpHandler http.Handler) http.Handler {
+	return httpserver.Chain(mcpHandler,
+		httpserver.RequestID,                   // adopt or make the id every log line and record carries
+		httpserver.LimitBody(cfg.MaxBodyBytes), // bound what anyone can make us read
+		guard,                                  // Host (DNS rebinding) and Origin (cross-site browsers)
+		httpserver.ParseCall,                   // read the JSON-RPC message once; refuse what is not one
+		gov.authenticate,                       // bearer token -> principal, or 401 naming the metadata
+		gov.challenge(policy),                  // 403 insufficient_scope step-up, before MCP runs
+	)
+}
+
+// approvalsEdge is the HTTP path of the approvals API and of approval
+// events: the same request id, body limit and Host/Origin rules as /mcp
+// (the API is as worth a DNS-rebinding or cross-site attempt as the tools
+// are); the API authenticates its caller, the events carry their own
+// signature (gov nil).
+func approvalsEdge(cfg *config.Config, gov *security, guard func(http.Handler) http.Handler, api http.Handler) http.Handler {
+	auth := func(h http.Handler) http.Handler { return h }
+	if gov != nil {
+		auth = gov.authenticate
+	}
+	return httpserver.Chain(api,
+		httpserver.RequestID,
+		httpserver.LimitBody(cfg.MaxBodyBytes),
+		guard,
+		auth,
+	)
+}
+
+// mcpMiddleware is every MCP step a request passes, outermost first.
+func mcpMiddleware(m *telemetry.Metrics, log *slog.Logger, gov *security, policy *authz.Policy, s handlers.Surface) []mcp.Middleware {
+	return append([]mcp.Middleware{
+		outcome.Deliver(),                    // a step's refusal becomes what the agent sees, after metrics and audit classified it
+		m.Middleware(log, s.Catalog.Names()), // request metrics and the one log line per call
+		call.Bind(),                          // the parsed call every later step reads; an ambiguous message stops here
+		gov.auditor.Middleware(s.Catalog),    // the call's record: outside the rest, so denied, limited and panicking calls are recorded
+		handlers.Recover(log),                // a panic becomes an internal error, never a crash
+		handlers.Coded(),                     // every error leaves with a JSON-RPC code
+		gov.limiter.Middleware(s.Catalog),    // the caller's rate budget for this call
+		policy.Middleware(),                  // scope and account entitlement: the authoritative check
+	}, s.Middleware...) // the handlers' own, next to the tools
+}
+
+// observed calls f with the request's parsed call after h served it.
+func observed(h http.Handler, f func(*call.Call)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		if c := call.From(r.Context()); c != nil {
+			f(c)
+		}
 	})
 }
 

@@ -2,38 +2,33 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portfolio-mcp/portfolio-mcp/config"
-	"github.com/portfolio-mcp/portfolio-mcp/handlers"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 )
 
 // security is the governance wrapped around the MCP handler: bearer-token
 // authentication (or the local developer on loopback), scopes and
 // entitlements, rate limits and the audit trail.
 //
-// HTTP, outermost first: token -> scope challenge (403) -> MCP handler.
-// MCP middleware, outermost first: metrics -> audit -> recover -> coded
-// errors -> rate limit -> authorization -> (handlers' own) -> tool. Audit sits outside the others so that a
-// denied, limited or panicking call is recorded too.
+// The order in which its steps run is in mcpEdge and mcpMiddleware.
 type security struct {
-	scopes   authz.Scopes
+	scopes   catalog.Scopes
 	auditor  *audit.Auditor
 	limiter  *ratelimit.Limiter
 	verifier *oauth.Verifier // nil when unauthenticated
@@ -47,7 +42,7 @@ type security struct {
 
 func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision, reg prometheus.Registerer, st store.Store, log *slog.Logger) (*security, error) {
 	s := &security{
-		scopes: authz.Scopes{Read: cfg.Auth.ScopeRead, Trade: cfg.Auth.ScopeTrade, Approve: cfg.Auth.ScopeApprove},
+		scopes: catalog.Scopes{Read: cfg.Auth.ScopeRead, Trade: cfg.Auth.ScopeTrade, Approve: cfg.Auth.ScopeApprove},
 		log:    log,
 	}
 	var err error
@@ -59,7 +54,7 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 	if r, ok := st.(*store.Redis); ok {
 		rdb = r.Client()
 	}
-	if s.limiter, err = ratelimit.New(ratelimit.FromConfig(cfg.Limits), rdb, reg, log); err != nil {
+	if s.limiter, err = ratelimit.New(cfg.Limits.Limits(), rdb, reg, log); err != nil {
 		return nil, err
 	}
 
@@ -119,24 +114,13 @@ func cacheTTL(d time.Duration) time.Duration {
 // ready, when unauthenticated).
 func (s *security) warmed() <-chan struct{} { return s.warm }
 
-// policy is the authorization policy over the registered tools.
-func (s *security) policy(cat handlers.Catalog) *authz.Policy { return authz.New(cat, s.scopes) }
-
-// audit is the per-call audit middleware.
-func (s *security) audit(p *authz.Policy) mcp.Middleware { return s.auditor.Middleware(p.ClassOf) }
-
-// limit is the rate-limit middleware.
-func (s *security) limit(p *authz.Policy) mcp.Middleware {
-	return s.limiter.Middleware(func(c *mcp.CallToolParamsRaw) string { return handlers.RateClass(c, p.ClassOf(c.Name)) })
-}
-
-// wrap puts authentication and the scope challenge in front of the MCP
-// handler.
-func (s *security) wrap(p *authz.Policy, h http.Handler) http.Handler {
+// challenge is the HTTP scope challenge step (none when unauthenticated:
+// the local developer holds every scope).
+func (s *security) challenge(p *authz.Policy) func(http.Handler) http.Handler {
 	if s.verifier == nil {
-		return s.authenticate(h)
+		return func(h http.Handler) http.Handler { return h }
 	}
-	return s.authenticate(p.Challenge(s.mdURL, s.auditor)(h))
+	return p.Challenge(s.mdURL, s.auditor)
 }
 
 // authenticate requires a bearer token (or, unauthenticated, supplies the
@@ -148,8 +132,9 @@ func (s *security) authenticate(h http.Handler) http.Handler {
 	return s.verifier.Middleware(s.mdURL)(h)
 }
 
-// routes adds the protected resource metadata to routes.
-func (s *security) routes(routes map[string]http.Handler) map[string]http.Handler {
+// routes adds the protected resource metadata to routes, behind the Host
+// and Origin guard.
+func (s *security) routes(routes map[string]http.Handler, guard func(http.Handler) http.Handler) map[string]http.Handler {
 	if s.verifier == nil {
 		return routes
 	}
@@ -158,7 +143,7 @@ func (s *security) routes(routes map[string]http.Handler) map[string]http.Handle
 		panic(fmt.Sprintf("protected resource metadata: %v", err))
 	}
 	for p, h := range md {
-		routes[p] = h
+		routes[p] = httpserver.Chain(h, httpserver.RequestID, guard)
 	}
 	return routes
 }
@@ -169,46 +154,4 @@ func (s *security) close(ctx context.Context) error {
 		s.verifier.Close()
 	}
 	return s.auditor.Close(ctx)
-}
-
-// journal records the trading service's steps in the audit trail,
-// synchronously: a step the sink did not acknowledge does not happen. It
-// also copies the step's ids onto the audit event of the call in progress.
-func (s *security) journal() trading.Journal { return auditJournal{s.auditor} }
-
-type auditJournal struct{ a *audit.Auditor }
-
-func (j auditJournal) Record(ctx context.Context, e trading.JournalEntry) error {
-	var tool, class, requestID, clientID string
-	audit.Annotate(ctx, func(ev *audit.Event) {
-		tool, class, requestID, clientID = ev.Tool, ev.Class, ev.RequestID, ev.ClientID
-		if e.ApprovalID != "" {
-			ev.ApprovalID = e.ApprovalID
-		}
-		if e.IdempotencyKey != "" {
-			ev.IdempotencyKey = e.IdempotencyKey
-		}
-		if e.OrderID != "" {
-			ev.OrderID = e.OrderID
-		}
-		if e.Action == "approval.requested" && ev.Outcome == "" {
-			ev.Outcome = audit.OutcomePendingApproval
-		}
-	})
-	if requestID == "" {
-		requestID = telemetry.RequestID(ctx)
-	}
-	args := map[string]any{"account_id": e.AccountID}
-	if e.Detail != "" {
-		args["detail"] = e.Detail
-	}
-	err := j.a.EmitSync(ctx, audit.Event{
-		Action: e.Action, Tool: tool, Class: class, Principal: e.Principal, ClientID: clientID,
-		ArgsDigest: e.ArgsDigest, Args: args, Outcome: audit.OutcomeRecorded,
-		ApprovalID: e.ApprovalID, IdempotencyKey: e.IdempotencyKey, OrderID: e.OrderID, RequestID: requestID,
-	})
-	if err != nil {
-		return errors.Join(errors.New("the audit trail could not record the step"), err)
-	}
-	return nil
 }

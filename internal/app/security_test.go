@@ -33,6 +33,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
@@ -445,15 +446,18 @@ func TestAuditTrail(t *testing.T) {
 	if err := srv.stop(); err != nil { // drains the audit queue
 		t.Fatal(err)
 	}
-	type want struct{ principal, tool, outcome string }
+	type want struct {
+		principal, tool string
+		outcome         outcome.Outcome
+	}
 	wants := []want{
-		{"alice", "list_accounts", audit.OutcomeOK},
-		{"alice", "get_portfolio", audit.OutcomeDenied},
-		{"alice", "place_order", audit.OutcomeDenied},
-		{"bob", "place_order", audit.OutcomeOK},
-		{"alice", "get_quotes", audit.OutcomeOK},
-		{"alice", "get_quotes", audit.OutcomeOK},
-		{"alice", "get_quotes", audit.OutcomeRateLimited},
+		{"alice", "list_accounts", outcome.OK},
+		{"alice", "get_portfolio", outcome.Denied},
+		{"alice", "place_order", outcome.Denied},
+		{"bob", "place_order", outcome.OK},
+		{"alice", "get_quotes", outcome.OK},
+		{"alice", "get_quotes", outcome.OK},
+		{"alice", "get_quotes", outcome.RateLimited},
 	}
 	calls := sink.byType(audit.EventType)
 	var got []want
@@ -488,12 +492,21 @@ func TestAuditTrail(t *testing.T) {
 	if !slices.Equal(got, wants) {
 		t.Errorf("audit events:\n got  %v\n want %v", got, wants)
 	}
-	steps := sink.byType(audit.StepEventType)
+	// Steps before their effect are events of their own; a step that took
+	// effect during a call (the order the Trade service accepted) travels
+	// with the call's record.
 	var actions []string
-	for _, ev := range steps {
+	for _, ev := range sink.byType(audit.StepEventType) {
 		var e audit.Event
 		ev.DataAs(&e)
 		actions = append(actions, e.Action)
+	}
+	for _, ev := range calls {
+		var e audit.Event
+		ev.DataAs(&e)
+		for _, s := range e.Steps {
+			actions = append(actions, s.Action)
+		}
 	}
 	if !slices.Contains(actions, "order.intent") || !slices.Contains(actions, "order.executed") {
 		t.Errorf("trade steps recorded: %v, want order.intent and order.executed", actions)

@@ -90,7 +90,7 @@ type tradingParts struct {
 	api     *approvals.API
 }
 
-func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Event), secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
+func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
 	var holidays []calendar.Date
 	for _, h := range cfg.Trading.Holidays {
 		d, err := calendar.ParseDate(h)

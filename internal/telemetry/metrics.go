@@ -8,13 +8,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-)
 
-// Outcomes of a tool call, as labelled in metrics and logs.
-const (
-	OutcomeOK        = "ok"         // the tool returned a result
-	OutcomeToolError = "tool_error" // the tool returned isError (bad input, unknown account, backend down)
-	OutcomeRejected  = "rejected"   // a JSON-RPC error: unknown tool, denied, rate-limited
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/redact"
 )
 
 // Metrics are the server's Prometheus collectors, registered on their own
@@ -80,13 +76,8 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 			elapsed := time.Since(start)
 			m.inFlight.Dec()
 
-			outcome := OutcomeOK
-			if err != nil {
-				outcome = OutcomeRejected
-			} else if r, ok := res.(*mcp.CallToolResult); ok && r.IsError {
-				outcome = OutcomeToolError
-			}
-			m.rpcErrors.WithLabelValues(method, outcome).Inc()
+			o, msg := outcome.Classify(res, err)
+			m.rpcErrors.WithLabelValues(method, string(o)).Inc()
 			if method != "tools/call" {
 				return res, err
 			}
@@ -97,11 +88,11 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 			if !known[tool] {
 				tool = "unknown"
 			}
-			m.calls.WithLabelValues(tool, outcome).Inc()
+			m.calls.WithLabelValues(tool, string(o)).Inc()
 			m.latency.WithLabelValues(tool).Observe(elapsed.Seconds())
-			attrs := []any{"tool", tool, "outcome", outcome, "duration_ms", float64(elapsed.Microseconds()) / 1000}
+			attrs := []any{"tool", tool, "outcome", string(o), "duration_ms", float64(elapsed.Microseconds()) / 1000}
 			if err != nil {
-				attrs = append(attrs, "error", err.Error())
+				attrs = append(attrs, "error", redact.Text(msg, 512))
 			}
 			log.InfoContext(ctx, "tool call", attrs...)
 			return res, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
@@ -77,23 +78,17 @@ type Outcome struct {
 	Preview        *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check, when the order still needs the user's confirmation"`
 }
 
-// Journal records a state-changing step before it takes effect. An error
-// means the step must not happen (fail closed).
+// Journal is the audit trail as the service uses it (audit.Journal):
+// Record journals a step before it takes effect, and an error means the
+// step must not happen (fail closed); RecordDone journals a step that has
+// taken effect (an order the Trade service accepted).
 type Journal interface {
 	Record(ctx context.Context, e JournalEntry) error
+	RecordDone(ctx context.Context, e JournalEntry) error
 }
 
 // JournalEntry is one journaled step.
-type JournalEntry struct {
-	Action         string // order.intent, approval.requested, approval.decided, order.executed
-	Principal      string
-	AccountID      string
-	ArgsDigest     string
-	IdempotencyKey string
-	ApprovalID     string
-	OrderID        string
-	Detail         string
-}
+type JournalEntry = audit.Step
 
 // Config are the service's settings.
 type Config struct {
@@ -515,7 +510,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 // journalExecuted records that the Trade service has the order, with its
 // state then (or how we learned of it) as detail.
 func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID, orderID, detail string) {
-	if err := s.journal.Record(ctx, JournalEntry{Action: "order.executed", Principal: who, AccountID: o.AccountID, ArgsDigest: digest,
+	if err := s.journal.RecordDone(ctx, JournalEntry{Action: "order.executed", Principal: who, AccountID: o.AccountID, ArgsDigest: digest,
 		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: orderID, Detail: detail}); err != nil {
 		// The intent was journaled before execution; this is the follow-up.
 		s.log.ErrorContext(ctx, "journal refused order.executed after execution", "order_id", orderID, "error", err)

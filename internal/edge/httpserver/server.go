@@ -11,27 +11,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
 // Options configure a Server.
 type Options struct {
-	Addr           string
-	MCP            http.Handler // the MCP endpoint, mounted at /mcp
-	Routes         map[string]http.Handler
-	AllowedHosts   []string
-	AllowedOrigins []string
-	MaxBodyBytes   int64
-	DrainTimeout   time.Duration
-	DrainDelay     time.Duration
+	Addr string
+	// Routes are the served endpoints (/mcp, the approvals API), each
+	// already wrapped in its edge chain (see the composition root).
+	Routes       map[string]http.Handler
+	DrainTimeout time.Duration
+	DrainDelay   time.Duration
 	// OnDrained runs after in-flight requests finished (e.g. flush audit).
 	OnDrained []func(context.Context) error
 	// Warm, if not nil, holds readiness until it is closed: start-up work
@@ -54,12 +49,7 @@ type Server struct {
 // New builds the server and its routes.
 func New(o Options) (*Server, error) {
 	s := &Server{opts: o}
-	guard, err := newHostGuard(o.AllowedHosts, o.AllowedOrigins, jsonrpcGuard(o.MCP))
-	if err != nil {
-		return nil, fmt.Errorf("allowed origins: %w", err)
-	}
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", s.withRequestID(s.limitBody(guard)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -68,13 +58,7 @@ func New(o Options) (*Server, error) {
 		mux.Handle("GET /metrics", scrapeOnly(promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})))
 	}
 	for p, h := range o.Routes {
-		// The same Host and Origin rules as /mcp: the approvals API is as
-		// worth a DNS-rebinding or cross-site attempt as the tools are.
-		g, err := newHostGuard(o.AllowedHosts, o.AllowedOrigins, h)
-		if err != nil {
-			return nil, fmt.Errorf("allowed origins: %w", err)
-		}
-		mux.Handle(p, s.withRequestID(s.limitBody(g)))
+		mux.Handle(p, h)
 	}
 	s.srv = &http.Server{
 		Addr:              o.Addr,
@@ -180,35 +164,6 @@ func scrapeOnly(next http.Handler) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// requestIDPattern is the shape of an adopted request id, at most 64
-// characters (checked apart: a bounded repetition compiles to a program 64
-// times larger, which cold start pays for).
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-
-// withRequestID adopts a well-formed X-Request-Id from the caller (Knative
-// and most ingresses set one) or makes one, and echoes it in the response.
-func (s *Server) withRequestID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if len(id) > 64 || !requestIDPattern.MatchString(id) {
-			id = telemetry.NewRequestID()
-		}
-		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(telemetry.WithRequestID(r.Context(), id)))
-	})
-}
-
-func (s *Server) limitBody(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > s.opts.MaxBodyBytes {
-			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", s.opts.MaxBodyBytes))
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -25,7 +25,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
@@ -39,28 +40,16 @@ const StepEventType = "com.portfolio-mcp.trade.step"
 // DefaultSource is the CloudEvent source outside Knative.
 const DefaultSource = "portfolio-mcp"
 
-// Outcomes of a call as recorded in Event.Outcome.
-const (
-	OutcomeOK              = "ok"               // the tool returned a result
-	OutcomeToolError       = "tool_error"       // the tool returned isError (bad input, unknown account, backend down)
-	OutcomeDenied          = "denied"           // missing scope or entitlement
-	OutcomeRateLimited     = "rate_limited"     // over the principal's rate limit
-	OutcomeFailed          = "failed"           // a JSON-RPC error: unknown tool, internal error
-	OutcomeInputRequired   = "input_required"   // the call asked the client for input (MRTR round-trip)
-	OutcomePendingApproval = "pending_approval" // set by trading tools through Annotate
-	OutcomeRecorded        = "recorded"         // a journaled step (Action), before it takes effect
-)
-
 // Event is one audit record; the CloudEvent's data.
 type Event struct {
 	Time           time.Time      `json:"time"`
 	Principal      string         `json:"principal"`
 	ClientID       string         `json:"client_id,omitempty"`
 	Tool           string         `json:"tool"`
-	Class          string         `json:"class"`                 // read, trade, approve
+	Class          catalog.Class  `json:"class"`                 // read, trade, approve
 	ArgsDigest     string         `json:"args_digest,omitempty"` // sha256 of canonical JSON arguments
 	Args           map[string]any `json:"args,omitempty"`        // redacted arguments
-	Outcome        string         `json:"outcome"`               // ok, tool_error, denied, rate_limited, failed, pending_approval, ...
+	Outcome        outcome.Outcome `json:"outcome"`              // ok, tool_error, denied, rate_limited, failed, pending_approval, ...
 	Error          string         `json:"error,omitempty"`
 	ApprovalID     string         `json:"approval_id,omitempty"`
 	IdempotencyKey string         `json:"idempotency_key,omitempty"`
@@ -74,6 +63,26 @@ type Event struct {
 	// approval.requested, order.executed, ...) journaled by the trading
 	// service; empty on the one record per call.
 	Action string `json:"action,omitempty"`
+	// Steps are the journaled steps that took effect during the call (an
+	// order the Trade service accepted): carried by the call's own record,
+	// so they cost no delivery of their own.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Config configures the audit trail. Knative's SinkBinding injects K_SINK
+// and K_CE_OVERRIDES; without K_SINK audit events go to the structured log.
+type Config struct {
+	Sink        string `env:"K_SINK"`
+	CEOverrides string `env:"K_CE_OVERRIDES"`
+	QueueSize   int    `env:"AUDIT_QUEUE_SIZE, default=1024"`
+}
+
+// Validate reports a K_CE_OVERRIDES that is not Knative's duck type.
+func (c Config) Validate() error {
+	if _, err := parseOverrides(c.CEOverrides); err != nil {
+		return fmt.Errorf("K_CE_OVERRIDES %w", err)
+	}
+	return nil
 }
 
 // Delivery bounds: an asynchronous event gets a few retries with backoff; a
@@ -114,10 +123,10 @@ type Auditor struct {
 
 // New builds an Auditor from the audit configuration. With cfg.Sink set it
 // starts the workers that deliver queued events; Close stops them.
-func New(cfg config.Audit, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer) (*Auditor, error) {
+func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer) (*Auditor, error) {
 	ext, err := parseOverrides(cfg.CEOverrides)
 	if err != nil {
-		return nil, &config.Error{Var: "K_CE_OVERRIDES", Msg: err.Error()}
+		return nil, fmt.Errorf("K_CE_OVERRIDES %w", err)
 	}
 	size := cfg.QueueSize
 	if size < 1 {
@@ -212,6 +221,7 @@ func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 	if err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(sctx, syncBackoff, syncRetries), e); err != nil {
 		a.delivered.WithLabelValues("sync", "failed").Inc()
 		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
+		a.logEvent(ctx, slog.LevelError, "audit event not delivered: the sink did not acknowledge", e)
 		return fmt.Errorf("audit: recording %s call: %w", e.Tool, err)
 	}
 	a.delivered.WithLabelValues("sync", "delivered").Inc()

@@ -16,7 +16,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
@@ -97,7 +97,7 @@ func (r *receiver) setStatus(code int) {
 	r.mu.Unlock()
 }
 
-func newAuditor(t *testing.T, cfg config.Audit, log io.Writer) (*audit.Auditor, *prometheus.Registry) {
+func newAuditor(t *testing.T, cfg audit.Config, log io.Writer) (*audit.Auditor, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	a, err := audit.New(cfg, telemetry.Revision{Service: "portfolio-mcp", Revision: "portfolio-mcp-00007"},
@@ -113,13 +113,13 @@ func sample(tool string) audit.Event {
 		Principal: "alice", ClientID: "agent-1", Tool: tool, Class: "trade",
 		Args:       audit.Redact(json.RawMessage(`{"account_id":"ACC-1001","token":"s3cret"}`)),
 		ArgsDigest: audit.Digest(json.RawMessage(`{"account_id":"ACC-1001","token":"s3cret"}`)),
-		Outcome:    audit.OutcomeOK, IdempotencyKey: "idem-1", RequestID: "req-1", LatencyMS: 1.5,
+		Outcome:    outcome.OK, IdempotencyKey: "idem-1", RequestID: "req-1", LatencyMS: 1.5,
 	}
 }
 
 func TestSyncEventIsAWellFormedCloudEvent(t *testing.T) {
 	rcv := newReceiver(t)
-	a, _ := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 8,
+	a, _ := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 8,
 		CEOverrides: `{"extensions":{"cluster":"prod-eu"}}`}, io.Discard)
 	defer a.Close(context.Background())
 
@@ -163,7 +163,7 @@ func TestSyncEventIsAWellFormedCloudEvent(t *testing.T) {
 
 func TestSyncFailsWhenSinkRefusesOrIsDown(t *testing.T) {
 	rcv := newReceiver(t)
-	a, reg := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 8}, io.Discard)
+	a, reg := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 8}, io.Discard)
 	defer a.Close(context.Background())
 
 	rcv.setStatus(http.StatusInternalServerError)
@@ -184,7 +184,7 @@ func TestAsyncQueueIsBoundedAndDrainedOnClose(t *testing.T) {
 	rcv.holdRequests()
 	defer rcv.release()
 	var logs syncBuffer
-	a, reg := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 1}, &logs)
+	a, reg := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 1}, &logs)
 
 	// Two workers each take one event and block in the sink.
 	a.Emit(context.Background(), sample("get_portfolio"))
@@ -221,7 +221,7 @@ func TestCloseGivesUpWhenItsContextEnds(t *testing.T) {
 	rcv.holdRequests()
 	defer rcv.release()
 	var logs syncBuffer
-	a, _ := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 4}, &logs)
+	a, _ := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 4}, &logs)
 	for range 3 {
 		a.Emit(context.Background(), sample("get_portfolio"))
 	}
@@ -240,7 +240,7 @@ func TestCloseGivesUpWhenItsContextEnds(t *testing.T) {
 func TestWithoutSinkEventsGoToTheLog(t *testing.T) {
 	var logs syncBuffer
 	// Audit records are written even when the log level is above info.
-	a, err := audit.New(config.Audit{QueueSize: 1}, telemetry.Revision{},
+	a, err := audit.New(audit.Config{QueueSize: 1}, telemetry.Revision{},
 		slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError})), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -261,11 +261,15 @@ func TestWithoutSinkEventsGoToTheLog(t *testing.T) {
 	}
 }
 
-func TestBadOverridesAreAConfigError(t *testing.T) {
+func TestBadOverridesNameTheVariable(t *testing.T) {
 	for _, o := range []string{`not json`, `{"extensions":{"bad-name":"x"}}`, `{"extensions":{"id":"x"}}`} {
-		_, err := audit.New(config.Audit{CEOverrides: o, QueueSize: 1}, telemetry.Revision{}, slog.New(slog.DiscardHandler), nil)
-		if _, ok := err.(*config.Error); !ok {
-			t.Errorf("K_CE_OVERRIDES=%s: err = %v, want a config.Error", o, err)
+		cfg := audit.Config{CEOverrides: o, QueueSize: 1}
+		_, err := audit.New(cfg, telemetry.Revision{}, slog.New(slog.DiscardHandler), nil)
+		if err == nil || !strings.Contains(err.Error(), "K_CE_OVERRIDES") {
+			t.Errorf("K_CE_OVERRIDES=%s: err = %v, want an error naming the variable", o, err)
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "K_CE_OVERRIDES") {
+			t.Errorf("K_CE_OVERRIDES=%s: Validate = %v, want an error naming the variable", o, err)
 		}
 	}
 }

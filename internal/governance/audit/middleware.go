@@ -2,101 +2,61 @@ package audit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/redact"
 )
 
-// ReadClass is the tool class recorded asynchronously; every other known
-// class changes state and is recorded synchronously, failing closed.
-const ReadClass = "read"
-
 // ResourceRead is the Tool recorded for a resources/read call.
-const ResourceRead = "resources/read"
+const ResourceRead = call.ResourceRead
 
 const maxErrorBytes = 512
 
-// note carries the event of the call in progress so that code further in
-// (policy middleware, tool handlers) can add to it with Annotate.
-type note struct {
-	mu   sync.Mutex
-	ev   *Event
-	done bool
-}
-
-type noteKey struct{}
-
-// Annotate lets a handler or middleware add to the audit event of the call
-// in ctx: an approval id, idempotency key or order id, or an explicit
-// outcome such as OutcomePendingApproval or OutcomeDenied (which the
-// middleware keeps instead of the outcome it would infer). It does nothing
-// outside an audited call or after the call's event was emitted.
-func Annotate(ctx context.Context, f func(*Event)) {
-	n, ok := ctx.Value(noteKey{}).(*note)
-	if !ok {
-		return
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if !n.done {
-		f(n.ev)
-	}
-}
-
-// Middleware records every tools/call and resources/read as one event.
-// classOf maps a tool name to its class (read, trade, approve; "" for a
-// tool the server does not know). Calls of a state-changing class are
-// recorded with EmitSync: if the sink does not acknowledge, the agent gets
-// an error result saying the call could not be recorded instead of the
-// tool's result. Install it outside the authorization and rate-limit
-// middleware so that denied and limited calls are recorded too.
-func (a *Auditor) Middleware(classOf func(tool string) string) mcp.Middleware {
+// Middleware records every tools/call and resources/read as one event,
+// built here and only here: from the parsed call (call.From), the
+// principal, the steps the call journaled (Journal) and how it ended
+// (outcome.Classify). Calls of a state-changing class are recorded with
+// EmitSync: if the sink does not acknowledge, the agent gets an error
+// result saying the call could not be recorded instead of the tool's
+// result. Install it outside the authorization and rate-limit middleware so
+// that denied and limited calls are recorded too.
+func (a *Auditor) Middleware(cat *catalog.Catalog) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-			var (
-				ev  Event
-				raw json.RawMessage
-			)
-			switch p := req.GetParams().(type) {
-			case *mcp.CallToolParamsRaw:
-				ev.Tool, ev.Class, raw = truncate(p.Name), classOf(p.Name), p.Arguments
-			case *mcp.ReadResourceParams:
-				ev.Tool, ev.Class = ResourceRead, ReadClass
-				raw, _ = json.Marshal(map[string]string{"uri": p.URI})
-			default:
+			c := call.From(ctx)
+			if c == nil || (method != "tools/call" && method != "resources/read") {
 				return next(ctx, method, req)
 			}
+			class := catalog.Read
+			if method == "tools/call" {
+				t, _ := cat.Lookup(c.Tool)
+				class = t.Class // "" for a tool the server does not know
+			}
 			start := time.Now()
-			ev.Time = start.UTC()
-			ev.RequestID = telemetry.RequestID(ctx)
-			if p, ok := principal.From(ctx); ok {
-				ev.Principal, ev.ClientID = p.Subject, p.ClientID
+			ev := newEvent(ctx, c, class, start)
+			tr := &trail{subject: ev.Tool, class: class, clientID: ev.ClientID, requestID: ev.RequestID}
+			res, err := next(context.WithValue(ctx, trailKey{}, tr), method, req)
+
+			o, msg := outcome.Classify(res, err)
+			steps, ids, pending := tr.close()
+			if pending && o == outcome.OK {
+				o = outcome.PendingApproval
 			}
-			ev.ArgsDigest, ev.Args = Digest(raw), Redact(raw)
-
-			n := &note{ev: &ev}
-			res, err := next(context.WithValue(ctx, noteKey{}, n), method, req)
-
-			n.mu.Lock()
-			n.done = true
-			n.mu.Unlock()
+			ev.Outcome, ev.Error = o, redact.Text(msg, maxErrorBytes)
+			ev.ApprovalID, ev.IdempotencyKey, ev.OrderID = ids.ApprovalID, ids.IdempotencyKey, ids.OrderID
+			ev.Steps = steps
 			ev.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
-			outcome, msg := infer(res, err)
-			if ev.Outcome == "" {
-				ev.Outcome = outcome
-			}
-			if ev.Error == "" {
-				ev.Error = msg
-			}
 
-			if ev.Class == ReadClass || ev.Class == "" {
+			if !class.StateChanging() {
 				a.Emit(ctx, ev)
 				return res, err
 			}
@@ -108,31 +68,38 @@ func (a *Auditor) Middleware(classOf func(tool string) string) mcp.Middleware {
 	}
 }
 
-// infer derives the outcome and agent-visible error of a call from what the
-// inner handlers returned.
-func infer(res mcp.Result, err error) (outcome, msg string) {
-	if err != nil {
-		var werr *jsonrpc.Error
-		if errors.As(err, &werr) {
-			return OutcomeFailed, truncateTo(werr.Message, maxErrorBytes)
-		}
-		return OutcomeFailed, truncateTo(err.Error(), maxErrorBytes)
+// newEvent is the record of call c as it starts: the one constructor every
+// per-call record (MCP middleware, the HTTP scope challenge) goes through,
+// so every free-text field is redacted the same way.
+func newEvent(ctx context.Context, c *call.Call, class catalog.Class, start time.Time) Event {
+	ev := Event{Time: start.UTC(), Tool: redact.Text(c.Subject(), redact.MaxStringBytes), Class: class, RequestID: telemetry.RequestID(ctx)}
+	if p, ok := principal.From(ctx); ok {
+		ev.Principal, ev.ClientID = p.Subject, p.ClientID
 	}
-	r, ok := res.(*mcp.CallToolResult)
+	if c.Method == "resources/read" {
+		uri := map[string]any{"uri": c.URI}
+		ev.ArgsDigest, ev.Args = digestValue(uri), redact.Value(uri)
+		return ev
+	}
+	v, err := c.Args()
 	switch {
-	case !ok || r == nil:
-		return OutcomeOK, ""
-	case r.IsError:
-		for _, c := range r.Content {
-			if t, ok := c.(*mcp.TextContent); ok {
-				return OutcomeToolError, truncateTo(t.Text, maxErrorBytes)
-			}
-		}
-		return OutcomeToolError, ""
-	case len(r.InputRequests) > 0:
-		return OutcomeInputRequired, ""
+	case err != nil:
+		ev.ArgsDigest = digestBytes(c.RawArgs)
+		ev.Args = map[string]any{"_invalid": "arguments were refused: " + err.Error()}
+	case v == nil:
+		ev.ArgsDigest = digestValue(map[string]any{})
+	default:
+		ev.ArgsDigest, ev.Args = digestValue(v), redact.Value(v)
 	}
-	return OutcomeOK, ""
+	return ev
+}
+
+// Refused records a call refused before MCP ran (the HTTP scope
+// challenge), built exactly as the middleware builds its records.
+func (a *Auditor) Refused(ctx context.Context, c *call.Call, class catalog.Class, o outcome.Outcome, reason string) {
+	ev := newEvent(ctx, c, class, time.Now())
+	ev.Outcome, ev.Error = o, redact.Text(reason, maxErrorBytes)
+	a.Emit(ctx, ev)
 }
 
 // unrecorded is what an agent sees when a state-changing call could not be
@@ -146,12 +113,81 @@ func unrecorded(ctx context.Context) *mcp.CallToolResult {
 	return r
 }
 
-func truncateTo(s string, n int) string {
-	if len(s) <= n {
-		return s
+// trail is what one call journaled while it ran: audit's own per-call
+// state, reached only through the Journal.
+type trail struct {
+	subject, clientID, requestID string
+	class                        catalog.Class
+
+	mu      sync.Mutex
+	done    bool
+	ids     Step
+	pending bool
+	after   []Step // steps that took effect, delivered with the call's record
+}
+
+type trailKey struct{}
+
+func trailFrom(ctx context.Context) *trail {
+	t, _ := ctx.Value(trailKey{}).(*trail)
+	return t
+}
+
+// note copies a recorded step's ids onto the call; it reports false once
+// the call's record is being built.
+func (t *trail) note(s Step, after bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return false
 	}
-	for n > 0 && !validStart(s[n]) {
-		n--
+	if s.ApprovalID != "" {
+		t.ids.ApprovalID = s.ApprovalID
 	}
-	return s[:n] + "…"
+	if s.IdempotencyKey != "" {
+		t.ids.IdempotencyKey = s.IdempotencyKey
+	}
+	if s.OrderID != "" {
+		t.ids.OrderID = s.OrderID
+	}
+	if s.Action == "approval.requested" {
+		t.pending = true
+	}
+	if after {
+		t.after = append(t.after, s)
+	}
+	return true
+}
+
+func (t *trail) close() (after []Step, ids Step, pending bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.done = true
+	return t.after, t.ids, t.pending
+}
+
+// Operation is a governed request that is not an MCP call (a decision
+// through the approvals API), as its handler knows it.
+type Operation struct {
+	Name       string // e.g. approvals.approve
+	Class      catalog.Class
+	Start      time.Time
+	Principal  string // the decider, when the handler learned it
+	ApprovalID string
+	Outcome    outcome.Outcome
+	Error      string
+}
+
+// RecordOperation records op asynchronously, built and redacted as a call's
+// record is.
+func (a *Auditor) RecordOperation(ctx context.Context, op Operation) {
+	ev := Event{
+		Time: op.Start.UTC(), Tool: redact.Text(op.Name, redact.MaxStringBytes), Class: op.Class, Principal: op.Principal,
+		ApprovalID: op.ApprovalID, RequestID: telemetry.RequestID(ctx), Outcome: op.Outcome, Error: redact.Text(op.Error, maxErrorBytes),
+		LatencyMS: float64(time.Since(op.Start).Microseconds()) / 1000,
+	}
+	if p, ok := principal.From(ctx); ok {
+		ev.Principal, ev.ClientID = p.Subject, p.ClientID
+	}
+	a.Emit(ctx, ev)
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/portfolio-mcp/portfolio-mcp/config"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 )
 
@@ -26,7 +28,9 @@ func session(t *testing.T, a *audit.Auditor) (*mcp.ClientSession, *int) {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "1"}, nil)
 	ok := func(ctx context.Context, _ *mcp.CallToolRequest, _ map[string]any) (*mcp.CallToolResult, any, error) {
 		*executed++
-		audit.Annotate(ctx, func(e *audit.Event) { e.OrderID, e.IdempotencyKey = "ORD-1", "idem-9" })
+		if err := a.Journal().RecordDone(ctx, audit.Step{Action: "order.executed", OrderID: "ORD-1", IdempotencyKey: "idem-9"}); err != nil {
+			return nil, nil, err
+		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	}
 	mcp.AddTool(srv, &mcp.Tool{Name: "read_tool"}, ok)
@@ -34,18 +38,20 @@ func session(t *testing.T, a *audit.Auditor) (*mcp.ClientSession, *int) {
 	mcp.AddTool(srv, &mcp.Tool{Name: "broken_tool"}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, any, error) {
 		return nil, nil, errors.New("backend unavailable (ref r1)")
 	})
-	classes := map[string]string{"read_tool": "read", "trade_tool": "trade", "broken_tool": "read", "guarded_tool": "trade"}
+	cat := catalog.New()
+	for name, class := range map[string]catalog.Class{"read_tool": catalog.Read, "trade_tool": catalog.Trade, "broken_tool": catalog.Read, "guarded_tool": catalog.Trade} {
+		cat.Add(catalog.Tool{Name: name, Class: class})
+	}
 	mcp.AddTool(srv, &mcp.Tool{Name: "guarded_tool"}, ok)
 	deny := func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok && p.Name == "guarded_tool" {
-				audit.Annotate(ctx, func(e *audit.Event) { e.Outcome = audit.OutcomeDenied })
-				return nil, &jsonrpc.Error{Code: -32003, Message: "insufficient scope"}
+				return nil, &outcome.Refused{Outcome: outcome.Denied, Reason: "insufficient scope", Err: &jsonrpc.Error{Code: -32003, Message: "insufficient scope"}}
 			}
 			return next(ctx, method, req)
 		}
 	}
-	srv.AddReceivingMiddleware(a.Middleware(func(tool string) string { return classes[tool] }), deny)
+	srv.AddReceivingMiddleware(outcome.Deliver(), call.Bind(), a.Middleware(cat), deny)
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(principal.With(r.Context(), principal.Principal{Subject: "alice", ClientID: "agent"})))
@@ -62,7 +68,7 @@ func session(t *testing.T, a *audit.Auditor) (*mcp.ClientSession, *int) {
 
 func TestMiddlewareRecordsEveryCall(t *testing.T) {
 	rcv := newReceiver(t)
-	a, _ := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
+	a, _ := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
 	cs, _ := session(t, a)
 	ctx := context.Background()
 	cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_tool", Arguments: map[string]any{"account_id": "ACC-1", "password": "hunter2"}})
@@ -84,20 +90,21 @@ func TestMiddlewareRecordsEveryCall(t *testing.T) {
 		}
 		got[e.Tool] = e
 	}
-	want := map[string]string{
-		"read_tool": audit.OutcomeOK, "trade_tool": audit.OutcomeOK, "broken_tool": audit.OutcomeToolError,
-		"guarded_tool": audit.OutcomeDenied, "no_such_tool": audit.OutcomeFailed,
+	want := map[string]outcome.Outcome{
+		"read_tool": outcome.OK, "trade_tool": outcome.OK, "broken_tool": outcome.ToolError,
+		"guarded_tool": outcome.Denied, "no_such_tool": outcome.Failed,
 	}
 	if len(got) != len(want) {
 		t.Errorf("events for %d tools, want %d: %v", len(got), len(want), got)
 	}
-	for tool, outcome := range want {
+	for tool, o := range want {
 		e := got[tool]
-		if e.Outcome != outcome || e.Principal != "alice" || e.ClientID != "agent" {
-			t.Errorf("%s: %+v, want outcome %s by alice", tool, e, outcome)
+		if e.Outcome != o || e.Principal != "alice" || e.ClientID != "agent" {
+			t.Errorf("%s: %+v, want outcome %s by alice", tool, e, o)
 		}
 	}
-	if e := got["trade_tool"]; e.OrderID != "ORD-1" || e.IdempotencyKey != "idem-9" || e.Class != "trade" {
+	if e := got["trade_tool"]; e.OrderID != "ORD-1" || e.IdempotencyKey != "idem-9" || e.Class != catalog.Trade ||
+		len(e.Steps) != 1 || e.Steps[0].Action != "order.executed" {
 		t.Errorf("annotations lost: %+v", e)
 	}
 	if e := got["read_tool"]; e.Args["password"] != audit.Redacted || e.Args["account_id"] != "ACC-1" {
@@ -111,7 +118,7 @@ func TestMiddlewareRecordsEveryCall(t *testing.T) {
 func TestMiddlewareFailsClosedForTrades(t *testing.T) {
 	rcv := newReceiver(t)
 	rcv.setStatus(http.StatusServiceUnavailable)
-	a, _ := newAuditor(t, config.Audit{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
+	a, _ := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
 	defer a.Close(context.Background())
 	cs, executed := session(t, a)
 	ctx := context.Background()

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -27,8 +28,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
-	"github.com/portfolio-mcp/portfolio-mcp/config"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 )
 
@@ -45,7 +47,7 @@ const MetaKey = "portfolio-mcp/rate-limit"
 type Refusal struct {
 	Code              int     `json:"code"`
 	RetryAfterSeconds float64 `json:"retry_after_seconds"`
-	Class             string  `json:"class"`
+	Class             catalog.Bucket `json:"class"`
 }
 
 // Refused reads the Refusal of a tool result, if the rate limit refused it.
@@ -67,20 +69,48 @@ type Limit struct {
 	Burst     int
 }
 
-// Limits are the limits by tool class.
-type Limits map[string]Limit
+// Limits are the limits by rate budget.
+type Limits map[catalog.Bucket]Limit
 
-// FromConfig maps the configuration to limits: reads, trades, and
-// cancels (a bucket of their own: a cancel is how a user stops damage, so
-// placements must never use it up); deciding approvals shares the trade
-// budget's numbers (in a bucket of its own).
-func FromConfig(c config.Limits) Limits {
+// Config is the rate limits as configured.
+type Config struct {
+	ReadPerSecond  float64 `env:"RATE_READ_PER_SECOND, default=20"`
+	ReadBurst      int     `env:"RATE_READ_BURST, default=40"`
+	TradePerMinute float64 `env:"RATE_TRADE_PER_MINUTE, default=30"`
+	TradeBurst     int     `env:"RATE_TRADE_BURST, default=5"`
+	// Cancels have a budget of their own, so placements never use it up.
+	CancelPerMinute float64 `env:"RATE_CANCEL_PER_MINUTE, default=120"`
+	CancelBurst     int     `env:"RATE_CANCEL_BURST, default=20"`
+}
+
+// Validate reports every limit that is not positive, by variable.
+func (c Config) Validate() error {
+	var errs []error
+	for _, v := range []struct {
+		name string
+		ok   bool
+	}{
+		{"RATE_READ_PER_SECOND", c.ReadPerSecond > 0}, {"RATE_READ_BURST", c.ReadBurst > 0},
+		{"RATE_TRADE_PER_MINUTE", c.TradePerMinute > 0}, {"RATE_TRADE_BURST", c.TradeBurst > 0},
+		{"RATE_CANCEL_PER_MINUTE", c.CancelPerMinute > 0}, {"RATE_CANCEL_BURST", c.CancelBurst > 0},
+	} {
+		if !v.ok {
+			errs = append(errs, fmt.Errorf("%s must be positive", v.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Limits maps the configuration to limits: reads, trades, and cancels (a
+// budget of their own); deciding approvals shares the trade budget's
+// numbers (in a bucket of its own).
+func (c Config) Limits() Limits {
 	trade := Limit{PerSecond: c.TradePerMinute / 60, Burst: c.TradeBurst}
 	return Limits{
-		"read":    {PerSecond: c.ReadPerSecond, Burst: c.ReadBurst},
-		"trade":   trade,
-		"approve": trade,
-		"cancel":  {PerSecond: c.CancelPerMinute / 60, Burst: c.CancelBurst},
+		catalog.ReadBudget:    {PerSecond: c.ReadPerSecond, Burst: c.ReadBurst},
+		catalog.TradeBudget:   trade,
+		catalog.ApproveBudget: trade,
+		catalog.CancelBudget:  {PerSecond: c.CancelPerMinute / 60, Burst: c.CancelBurst},
 	}
 }
 
@@ -152,15 +182,15 @@ func (l *Limiter) Backend() string { return l.backend }
 // limit uses the read limit. If the shared store fails, the call is decided
 // by this replica's own buckets and the store's error is returned with that
 // decision (the limit still holds, per replica).
-func (l *Limiter) Allow(ctx context.Context, subject, class string) (Decision, error) {
+func (l *Limiter) Allow(ctx context.Context, subject string, class catalog.Bucket) (Decision, error) {
 	lim, ok := l.limits[class]
 	if !ok {
-		class = "read"
+		class = catalog.ReadBudget
 		lim = l.limits[class]
 	}
 	// The subject is hashed: keys stay short and Redis holds no identities.
 	sum := sha256.Sum256([]byte(subject))
-	key := "portfolio-mcp:" + class + ":" + hex.EncodeToString(sum[:16])
+	key := "portfolio-mcp:" + string(class) + ":" + hex.EncodeToString(sum[:16])
 	d, err := l.store.take(ctx, key, lim)
 	if err != nil {
 		d, _ = l.local.take(ctx, key, lim)
@@ -169,35 +199,33 @@ func (l *Limiter) Allow(ctx context.Context, subject, class string) (Decision, e
 }
 
 // Middleware refuses a tools/call (or resources/read, as a read) beyond the
-// caller's budget. A tool call is refused with a tool result the model can
-// read (isError, the retry-after in its text and in _meta under MetaKey); a
-// resource read with a JSON-RPC error (CodeRateLimited) carrying the same
-// hint. classOf names the budget a call draws from (see
-// handlers.RateClass). If Redis fails, this replica's buckets decide
-// meanwhile (counted in mcp_rate_limiter_errors_total): the limit loosens to
-// per replica rather than failing open, and a Redis outage does not by
+// caller's budget: the catalog names the budget a call draws on
+// (catalog.Tool.Budget). A tool call is refused with a tool result the
+// model can read (isError, the retry-after in its text and in _meta under
+// MetaKey); a resource read with a JSON-RPC error (CodeRateLimited)
+// carrying the same hint. If Redis fails, this replica's buckets decide
+// meanwhile (counted in mcp_rate_limiter_errors_total): the limit loosens
+// to per replica rather than failing open, and a Redis outage does not by
 // itself stop reads (state-changing calls fail closed in the trading layer,
 // which cannot record them without the store).
-func (l *Limiter) Middleware(classOf func(*mcp.CallToolParamsRaw) string) mcp.Middleware {
+func (l *Limiter) Middleware(cat *catalog.Catalog) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-			var class string
-			call, isCall := req.GetParams().(*mcp.CallToolParamsRaw)
-			switch {
-			case isCall:
-				class = classOf(call)
-			case method == "resources/read":
-				class = "read"
-			default:
+			c := call.From(ctx)
+			if c == nil || (method != "tools/call" && method != "resources/read") {
 				return next(ctx, method, req)
 			}
+			class := catalog.ReadBudget
+			if t, ok := cat.Lookup(c.Tool); ok && method == "tools/call" {
+				class = t.Budget(c.Confirms())
+			}
 			if _, ok := l.limits[class]; !ok {
-				class = "read" // as Allow decides, and so labelled
+				class = catalog.ReadBudget // as Allow decides, and so labelled
 			}
 			pr, _ := principal.From(ctx)
 			d, err := l.Allow(ctx, pr.Subject, class)
 			if err != nil {
-				l.errors.WithLabelValues(class).Inc()
+				l.errors.WithLabelValues(string(class)).Inc()
 				if l.degraded.CompareAndSwap(false, true) {
 					l.log.WarnContext(ctx, "shared rate limiter unavailable; limiting per replica until it answers again", "class", class, "error", err)
 				}
@@ -207,22 +235,22 @@ func (l *Limiter) Middleware(classOf func(*mcp.CallToolParamsRaw) string) mcp.Mi
 			if d.Allowed {
 				return next(ctx, method, req)
 			}
-			l.limited.WithLabelValues(class).Inc()
+			l.limited.WithLabelValues(string(class)).Inc()
 			r := refusal(class, d.RetryAfter)
-			audit.Annotate(ctx, func(e *audit.Event) {
-				e.Outcome, e.Error = audit.OutcomeRateLimited, fmt.Sprintf("retry after %.1fs", r.RetryAfterSeconds)
-			})
-			if isCall {
-				return r.result(), nil
+			ref := &outcome.Refused{Outcome: outcome.RateLimited, Reason: fmt.Sprintf("retry after %.1fs", r.RetryAfterSeconds)}
+			if method == "tools/call" {
+				ref.Result = r.result()
+			} else {
+				ref.Err = r.wireError()
 			}
-			return nil, r.wireError()
+			return nil, ref
 		}
 	}
 }
 
 // refusal says when a refused call of class may be retried: rounded up to
 // a tenth of a second, never advising a retry too early.
-func refusal(class string, after time.Duration) Refusal {
+func refusal(class catalog.Bucket, after time.Duration) Refusal {
 	return Refusal{Code: CodeRateLimited, Class: class, RetryAfterSeconds: max(math.Ceil(after.Seconds()*10)/10, 0.1)}
 }
 

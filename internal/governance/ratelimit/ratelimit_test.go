@@ -14,6 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
 )
@@ -21,8 +24,8 @@ import (
 // A rate so slow that no token comes back while a test runs: the outcome
 // depends only on the number of calls, never on timing.
 var limits = ratelimit.Limits{
-	"read":  {PerSecond: 0.001, Burst: 3},
-	"trade": {PerSecond: 0.001, Burst: 1},
+	catalog.ReadBudget:  {PerSecond: 0.001, Burst: 3},
+	catalog.TradeBudget: {PerSecond: 0.001, Burst: 1},
 }
 
 func newLimiter(t *testing.T, rdb redis.UniversalClient) *ratelimit.Limiter {
@@ -40,12 +43,12 @@ func burst(t *testing.T, ls ...*ratelimit.Limiter) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range 3 {
-		d, err := ls[i%len(ls)].Allow(ctx, "alice", "read")
+		d, err := ls[i%len(ls)].Allow(ctx, "alice", catalog.ReadBudget)
 		if err != nil || !d.Allowed {
 			t.Fatalf("read %d within the burst: %+v, %v", i+1, d, err)
 		}
 	}
-	d, err := ls[3%len(ls)].Allow(ctx, "alice", "read")
+	d, err := ls[3%len(ls)].Allow(ctx, "alice", catalog.ReadBudget)
 	if err != nil || d.Allowed {
 		t.Fatalf("read beyond the burst: %+v, %v", d, err)
 	}
@@ -53,13 +56,13 @@ func burst(t *testing.T, ls ...*ratelimit.Limiter) {
 		t.Errorf("refusal without a retry-after: %+v", d)
 	}
 	// Budgets are per principal and per class.
-	if d, _ := ls[0].Allow(ctx, "bob", "read"); !d.Allowed {
+	if d, _ := ls[0].Allow(ctx, "bob", catalog.ReadBudget); !d.Allowed {
 		t.Error("another principal was limited by alice's calls")
 	}
-	if d, _ := ls[0].Allow(ctx, "alice", "trade"); !d.Allowed {
+	if d, _ := ls[0].Allow(ctx, "alice", catalog.TradeBudget); !d.Allowed {
 		t.Error("alice's trade budget was spent by reads")
 	}
-	if d, _ := ls[len(ls)-1].Allow(ctx, "alice", "trade"); d.Allowed {
+	if d, _ := ls[len(ls)-1].Allow(ctx, "alice", catalog.TradeBudget); d.Allowed {
 		t.Error("second trade within a burst of 1 was allowed")
 	}
 }
@@ -97,9 +100,10 @@ func mcpServer(t *testing.T, l *ratelimit.Limiter) *mcp.ClientSession {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 		})
 	}
-	srv.AddReceivingMiddleware(l.Middleware(func(p *mcp.CallToolParamsRaw) string {
-		return strings.TrimSuffix(p.Name, "_tool")
-	}))
+	cat := catalog.New()
+	cat.Add(catalog.Tool{Name: "read_tool", Class: catalog.Read})
+	cat.Add(catalog.Tool{Name: "trade_tool", Class: catalog.Trade})
+	srv.AddReceivingMiddleware(outcome.Deliver(), call.Bind(), l.Middleware(cat))
 	hs := httptest.NewServer(oauth.Unauthenticated([]string{"portfolio:read"})(
 		mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})))
 	t.Cleanup(hs.Close)
@@ -120,14 +124,14 @@ func TestMiddlewareRefusesWithRetryAfter(t *testing.T) {
 	}
 	cs := mcpServer(t, l)
 	ctx := context.Background()
-	call := func(name string) error {
+	callTool := func(name string) error {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})
 		if err == nil && res.IsError {
 			return fmt.Errorf("tool error: %v", res.Content[0].(*mcp.TextContent).Text)
 		}
 		return err
 	}
-	if err := call("trade_tool"); err != nil {
+	if err := callTool("trade_tool"); err != nil {
 		t.Fatal(err)
 	}
 	// The refusal is a tool result the model reads, with the retry-after
@@ -140,7 +144,7 @@ func TestMiddlewareRefusesWithRetryAfter(t *testing.T) {
 	if !ok || r.RetryAfterSeconds <= 0 || r.Class != "trade" || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "retry after") {
 		t.Errorf("second trade: %+v (%+v %v), want a refusal with a retry-after", res, r, ok)
 	}
-	if err := call("read_tool"); err != nil {
+	if err := callTool("read_tool"); err != nil {
 		t.Errorf("reads were limited by the trade budget: %v", err)
 	}
 	if n := limited(t, reg, "trade"); n != 1 {
@@ -154,14 +158,14 @@ func TestRedisDownFallsBackToPerReplicaLimits(t *testing.T) {
 	cs := mcpServer(t, l)
 	rdb.Close() // the shared store is gone
 	ctx := context.Background()
-	call := func(name string) error {
+	callTool := func(name string) error {
 		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{}})
 		return err
 	}
-	if err := call("read_tool"); err != nil {
+	if err := callTool("read_tool"); err != nil {
 		t.Errorf("read with Redis down: %v (reads must keep working)", err)
 	}
-	if err := call("trade_tool"); err != nil {
+	if err := callTool("trade_tool"); err != nil {
 		t.Errorf("first trade with Redis down: %v (the per-replica budget allows it)", err)
 	}
 	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "trade_tool", Arguments: map[string]any{}}); err != nil {

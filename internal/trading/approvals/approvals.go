@@ -24,9 +24,10 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 )
 
@@ -63,7 +64,7 @@ type Options struct {
 	// Audit records every request to the API and every event received,
 	// refused ones included (nil: none). Applied decisions are also
 	// journaled synchronously by the trading service before they act.
-	Audit  func(ctx context.Context, e audit.Event)
+	Audit  func(ctx context.Context, op audit.Operation)
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -108,21 +109,14 @@ func (a *API) audited(tool string, next http.Handler) http.Handler {
 		n := &auditNote{approvalID: r.PathValue("id")}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, n)))
-		e := audit.Event{
-			Time: start, Tool: tool, Class: "approve", ApprovalID: n.approvalID, Principal: n.approver,
-			RequestID: telemetry.RequestID(r.Context()), LatencyMS: float64(time.Since(start).Microseconds()) / 1000,
-			Outcome: audit.OutcomeOK,
-		}
-		if p, ok := principal.From(r.Context()); ok {
-			e.Principal, e.ClientID = p.Subject, p.ClientID
-		}
+		op := audit.Operation{Name: tool, Class: catalog.Approve, Start: start, Principal: n.approver, ApprovalID: n.approvalID, Outcome: outcome.OK}
 		switch {
 		case rec.status >= 500:
-			e.Outcome, e.Error = audit.OutcomeFailed, http.StatusText(rec.status)
+			op.Outcome, op.Error = outcome.Failed, http.StatusText(rec.status)
 		case rec.status >= 400:
-			e.Outcome, e.Error = audit.OutcomeDenied, http.StatusText(rec.status)
+			op.Outcome, op.Error = outcome.Denied, http.StatusText(rec.status)
 		}
-		a.o.Audit(r.Context(), e)
+		a.o.Audit(r.Context(), op)
 	})
 }
 

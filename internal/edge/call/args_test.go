@@ -1,4 +1,4 @@
-package authz_test
+package call_test
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 
 	sjson "github.com/segmentio/encoding/json" // the decoder the go-sdk applies to tool arguments
 
-	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 )
 
 func TestAccounts(t *testing.T) {
@@ -31,7 +31,7 @@ func TestAccounts(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := authz.Accounts(json.RawMessage(c.args))
+			got, err := call.FromTool("t", json.RawMessage(c.args), "").Accounts()
 			if (err != nil) != c.err {
 				t.Fatalf("err = %v, want error %v", err, c.err)
 			}
@@ -47,7 +47,7 @@ func TestAccounts(t *testing.T) {
 // and as encoding/json does) is among the accounts the check saw. A
 // difference would let an argument smuggle an account past entitlement.
 //
-//	go test ./authz -run '^$' -fuzz '^FuzzAccounts$' -fuzztime 30s
+//	go test ./internal/edge/call -run '^$' -fuzz '^FuzzAccounts$' -fuzztime 30s
 func FuzzAccounts(f *testing.F) {
 	for _, s := range []string{
 		`{"account_id":"ACC-1"}`, `{"account_id":"A","account_id":"B"}`, `{"ACCOUNT_ID":"A","account_id":"B"}`,
@@ -56,7 +56,7 @@ func FuzzAccounts(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, args []byte) {
-		ids, err := authz.Accounts(args)
+		ids, err := call.FromTool("t", args, "").Accounts()
 		if err != nil {
 			return // refused: the call never reaches the tool
 		}

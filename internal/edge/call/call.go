@@ -1,0 +1,344 @@
+// Package call is one request to /mcp, parsed once at the HTTP edge: the
+// JSON-RPC envelope (id, method), the protocol version, the tool or
+// resource it names, its raw arguments and, decoded once on first use, the
+// arguments as a value and the account ids they name. Every later step
+// (authentication's challenge, audit, rate limits, authorization, the
+// tools' validation) reads this value from the context instead of reading
+// the body or decoding the arguments again.
+//
+// It imports nothing of the project: it is the vocabulary the edge and the
+// governance steps share.
+package call
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	sjson "github.com/segmentio/encoding/json"
+)
+
+// JSON-RPC 2.0 error codes answered at the edge.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+)
+
+// ResourceRead is the subject of a resources/read call, where a tools/call
+// has the tool's name.
+const ResourceRead = "resources/read"
+
+// serverMethods are the JSON-RPC requests an MCP server answers. It mirrors
+// the go-sdk server's method table, which the SDK does not export.
+var serverMethods = map[string]bool{
+	"initialize": true, "ping": true, "server/discover": true,
+	"tools/list": true, "tools/call": true,
+	"resources/list": true, "resources/read": true, "resources/templates/list": true,
+	"resources/subscribe": true, "resources/unsubscribe": true, "subscriptions/listen": true,
+	"prompts/list": true, "prompts/get": true,
+	"completion/complete": true, "logging/setLevel": true,
+}
+
+// Call is one parsed JSON-RPC message. Fields are set by Parse and never
+// changed; the decoded arguments are computed once, on first use.
+type Call struct {
+	ID              json.RawMessage // the request id as sent; nil for a notification or response
+	Method          string          // "" for a response to a server request
+	ProtocolVersion string          // the Mcp-Protocol-Version header
+	Tool            string          // tools/call: the tool's name
+	URI             string          // resources/read: the resource
+	RawArgs         json.RawMessage // tools/call: the arguments exactly as sent
+	RequestState    string          // tools/call: the requestState of a multi round-trip retry
+
+	once     sync.Once
+	args     any
+	accounts []string
+	argsErr  error
+	decodes  int
+}
+
+// Subject is what the call acts on: the tool's name, ResourceRead, or the
+// method.
+func (c *Call) Subject() string {
+	switch c.Method {
+	case "tools/call":
+		return c.Tool
+	case "resources/read":
+		return ResourceRead
+	}
+	return c.Method
+}
+
+// Args is the tool's arguments as a JSON value (numbers as json.Number;
+// nil when none were sent), decoded on first use and shared by every
+// caller afterwards: callers must not modify it. Arguments that repeat a
+// key in an object or nest too deeply are an error (duplicate keys are
+// refused because parsers disagree on which copy wins, and every check must
+// see what the tool will see).
+func (c *Call) Args() (any, error) {
+	c.decode()
+	return c.args, c.argsErr
+}
+
+// Accounts is every account id the arguments name under an account_id key
+// (matched case-insensitively, at any depth): what entitlement checks.
+func (c *Call) Accounts() ([]string, error) {
+	c.decode()
+	return c.accounts, c.argsErr
+}
+
+// ArgsDecodes is how many times the arguments were decoded: at most one.
+// Tests and benchmarks read it to prove the request path decodes once.
+func (c *Call) ArgsDecodes() int {
+	c.decode()
+	return c.decodes
+}
+
+// Confirms reports whether the call carries a confirmation: confirm=true
+// in its arguments, or a requestState answering an input request. A
+// place_order round without one cannot place anything.
+func (c *Call) Confirms() bool {
+	if c.RequestState != "" {
+		return true
+	}
+	args, _ := c.Args()
+	m, _ := args.(map[string]any)
+	v, _ := m["confirm"].(bool)
+	return v
+}
+
+func (c *Call) decode() {
+	c.once.Do(func() {
+		if len(bytes.TrimSpace(c.RawArgs)) == 0 || string(bytes.TrimSpace(c.RawArgs)) == "null" {
+			return
+		}
+		c.decodes++
+		c.args, c.accounts, c.argsErr = DecodeArgs(c.RawArgs)
+	})
+}
+
+// FromTool is the Call of a tools/call that did not come through the HTTP
+// edge (an in-process transport): the same decoding, on the same terms.
+func FromTool(name string, args json.RawMessage, requestState string) *Call {
+	return &Call{Method: "tools/call", Tool: name, RawArgs: args, RequestState: requestState}
+}
+
+// FromResource is the Call of a resources/read that did not come through
+// the HTTP edge.
+func FromResource(uri string) *Call { return &Call{Method: "resources/read", URI: uri} }
+
+type ctxKey struct{}
+
+// With returns ctx carrying c.
+func With(ctx context.Context, c *Call) context.Context { return context.WithValue(ctx, ctxKey{}, c) }
+
+// From returns the Call in ctx, or nil.
+func From(ctx context.Context) *Call {
+	c, _ := ctx.Value(ctxKey{}).(*Call)
+	return c
+}
+
+// Error is a message refused at the edge, answered as a JSON-RPC error.
+type Error struct {
+	Code    int
+	Message string
+	ID      json.RawMessage
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// wire is the envelope of a JSON-RPC message. Keys are matched exactly, as
+// the go-sdk matches them.
+type wire struct {
+	JSONRPC string          `json:"jsonrpc"`
+	Method  *string         `json:"method"`
+	ID      json.RawMessage `json:"id"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   json.RawMessage `json:"error"`
+}
+
+type params struct {
+	Name         string          `json:"name"`
+	URI          string          `json:"uri"`
+	Arguments    json.RawMessage `json:"arguments"`
+	RequestState string          `json:"requestState"`
+}
+
+// Parse reads one JSON-RPC message. It refuses what no MCP server may
+// accept (not JSON, a batch, not JSON-RPC 2.0, an unknown method) with the
+// error to answer; everything else is a Call, whose params the go-sdk then
+// validates in full.
+func Parse(body []byte, protocolVersion string) (*Call, *Error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if !json.Valid(trimmed) {
+			return nil, &Error{Code: CodeParseError, Message: "parse error: request body is not valid JSON"}
+		}
+		return nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: JSON-RPC batches are not supported; send one message per request"}
+	}
+	var w wire
+	if err := unmarshal(body, &w); err != nil {
+		if !json.Valid(body) {
+			return nil, &Error{Code: CodeParseError, Message: "parse error: request body is not valid JSON"}
+		}
+		return nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: not a JSON-RPC 2.0 message object"}
+	}
+	c := &Call{ID: w.ID, ProtocolVersion: protocolVersion}
+	if string(c.ID) == "null" {
+		c.ID = nil
+	}
+	switch {
+	case w.JSONRPC != "2.0":
+		return nil, &Error{Code: CodeInvalidRequest, Message: `invalid request: "jsonrpc" must be "2.0"`, ID: w.ID}
+	case w.Method == nil && (w.Result != nil || w.Error != nil):
+		return c, nil // a client's answer to a server request
+	case w.Method == nil:
+		return nil, &Error{Code: CodeInvalidRequest, Message: `invalid request: "method" is required`, ID: w.ID}
+	}
+	c.Method = *w.Method
+	if c.ID == nil {
+		return c, nil // a notification: the SDK accepts or ignores it
+	}
+	if !serverMethods[c.Method] {
+		return nil, &Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q", c.Method), ID: w.ID}
+	}
+	if c.Method == "tools/call" || c.Method == "resources/read" {
+		var p params
+		if len(w.Params) > 0 && unmarshal(w.Params, &p) == nil {
+			c.Tool, c.URI, c.RawArgs, c.RequestState = p.Name, p.URI, p.Arguments, p.RequestState
+		}
+		if c.Method == "resources/read" {
+			c.Tool, c.RawArgs, c.RequestState = "", nil, ""
+		} else {
+			c.URI = ""
+		}
+	}
+	return c, nil
+}
+
+// unmarshal decodes as the go-sdk does: case-sensitive keys.
+func unmarshal(data []byte, v any) error {
+	_, err := sjson.Parse(data, v, sjson.DontMatchCaseInsensitiveStructFields)
+	return err
+}
+
+// accountArg is the argument that names an account, in every tool that
+// takes one (the convention all tools follow).
+const accountArg = "account_id"
+
+const maxArgsDepth = 64
+
+// DecodeArgs decodes tool arguments into a JSON value (numbers as
+// json.Number), refusing repeated keys and deep nesting, and collects the
+// account ids it names. See Call.Args.
+func DecodeArgs(raw json.RawMessage) (any, []string, error) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var ids []string
+	v, err := decodeValue(d, 0, &ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, nil, errors.New("trailing data after the arguments")
+	}
+	return v, ids, nil
+}
+
+var errInvalidJSON = errors.New("arguments are not valid JSON")
+
+// decodeValue reads one JSON value from d.
+func decodeValue(d *json.Decoder, depth int, ids *[]string) (any, error) {
+	if depth > maxArgsDepth {
+		return nil, errors.New("arguments nest too deeply")
+	}
+	tok, err := d.Token()
+	if err != nil {
+		return nil, errInvalidJSON
+	}
+	switch tok {
+	case json.Delim('{'):
+		m := map[string]any{}
+		for d.More() {
+			kt, err := d.Token()
+			if err != nil {
+				return nil, errInvalidJSON
+			}
+			key := kt.(string)
+			if _, dup := m[key]; dup {
+				return nil, fmt.Errorf("duplicate key %q", key)
+			}
+			v, err := decodeValue(d, depth+1, ids)
+			if err != nil {
+				return nil, err
+			}
+			if s, ok := v.(string); ok && strings.EqualFold(key, accountArg) {
+				*ids = append(*ids, s) // a non-string id fails the tool's own schema
+			}
+			m[key] = v
+		}
+		if _, err := d.Token(); err != nil { // '}'
+			return nil, errInvalidJSON
+		}
+		return m, nil
+	case json.Delim('['):
+		a := []any{}
+		for d.More() {
+			v, err := decodeValue(d, depth+1, ids)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		if _, err := d.Token(); err != nil { // ']'
+			return nil, errInvalidJSON
+		}
+		return a, nil
+	}
+	return tok, nil // string, json.Number, bool, nil
+}
+
+// Status is the HTTP status that answers e: an unknown method is 404 on
+// protocol 2026-07-28 and later (as the spec requires, and as the SDK
+// answers methods that version removed) and 200 before it; any other
+// refused message is 400.
+func (e *Error) Status(protocolVersion string) int {
+	if e.Code != CodeMethodNotFound {
+		return http.StatusBadRequest
+	}
+	if protocolVersion >= "2026-07-28" {
+		return http.StatusNotFound
+	}
+	return http.StatusOK
+}
+
+// WriteError answers a JSON-RPC error: the one writer of error bodies the
+// edge produces itself (refused messages, the scope challenge). data, if
+// not nil, is the error's data member.
+func WriteError(w http.ResponseWriter, status int, id json.RawMessage, code int, msg string, data any) {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	e := struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Data    any    `json:"data,omitempty"`
+	}{code, msg, data}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   any             `json:"error"`
+	}{"2.0", id, e})
+}

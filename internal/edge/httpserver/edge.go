@@ -1,0 +1,99 @@
+package httpserver
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+)
+
+// The steps of an edge chain. Each wraps the next handler; the composition
+// root lists them, in order, in one place.
+
+// requestIDPattern is the shape of an adopted request id, at most 64
+// characters (checked apart: a bounded repetition compiles to a program 64
+// times larger, which cold start pays for).
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// RequestID adopts a well-formed X-Request-Id from the caller (Knative and
+// most ingresses set one) or makes one, and echoes it in the response.
+func RequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if len(id) > 64 || !requestIDPattern.MatchString(id) {
+			id = telemetry.NewRequestID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(telemetry.WithRequestID(r.Context(), id)))
+	})
+}
+
+// LimitBody refuses a body over max bytes.
+func LimitBody(max int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > max {
+				WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", max))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Guard is the Host and Origin check (see hostGuard).
+func Guard(allowedHosts, allowedOrigins []string) (func(http.Handler) http.Handler, error) {
+	if _, err := newHostGuard(allowedHosts, allowedOrigins, nil); err != nil {
+		return nil, fmt.Errorf("allowed origins: %w", err)
+	}
+	return func(next http.Handler) http.Handler {
+		g, _ := newHostGuard(allowedHosts, allowedOrigins, next)
+		return g
+	}, nil
+}
+
+// ParseCall reads a POSTed JSON-RPC message once, answers a malformed one
+// with a JSON-RPC error (as the spec requires, where the SDK answers plain
+// text), and puts the parsed call.Call into the request's context for every
+// later step. The body is handed on as read, for the SDK.
+func ParseCall(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+				return
+			}
+			WriteError(w, http.StatusBadRequest, "could not read request body")
+			return
+		}
+		version := r.Header.Get("Mcp-Protocol-Version")
+		c, perr := call.Parse(body, version)
+		if perr != nil {
+			call.WriteError(w, perr.Status(version), perr.ID, perr.Code, perr.Message, nil)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r.WithContext(call.With(r.Context(), c)))
+	})
+}
+
+// Chain applies steps to h, the first step outermost.
+func Chain(h http.Handler, steps ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(steps) - 1; i >= 0; i-- {
+		h = steps[i](h)
+	}
+	return h
+}
