@@ -188,8 +188,8 @@ func LoadFrom(ctx context.Context, l envconfig.Lookuper) (*Config, error) {
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &c, Lookuper: l}); err != nil {
 		return nil, decodeError(err)
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	if errs := c.validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...) // every bad variable at once
 	}
 	return &c, nil
 }
@@ -199,38 +199,43 @@ func (c *Config) Addr() string {
 	return net.JoinHostPort(c.ListenHost, fmt.Sprint(c.Port))
 }
 
-func (c *Config) validate() error {
-	switch {
-	case c.Port < 0 || c.Port > 65535:
-		return &Error{"PORT", fmt.Sprintf("%d is not a TCP port (0-65535; 0 picks a free one)", c.Port)}
-	case c.ListenHost != "" && net.ParseIP(c.ListenHost) == nil && c.ListenHost != "localhost":
-		return &Error{"LISTEN_HOST", fmt.Sprintf("%q is not an IP address or localhost", c.ListenHost)}
-	case !validLevel(c.LogLevel):
-		return &Error{"LOG_LEVEL", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel)}
-	case c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 64<<20:
-		return &Error{"MAX_BODY_BYTES", fmt.Sprintf("%d is outside 1024..67108864", c.MaxBodyBytes)}
-	case c.DrainTimeout <= 0 || c.DrainTimeout > 10*time.Minute:
-		return &Error{"DRAIN_TIMEOUT", fmt.Sprintf("%s is outside (0, 10m]", c.DrainTimeout)}
-	case c.DrainDelay < 0 || c.DrainDelay >= c.DrainTimeout:
-		return &Error{"DRAIN_DELAY", fmt.Sprintf("%s must be >= 0 and below DRAIN_TIMEOUT", c.DrainDelay)}
-	case c.Backends.Timeout <= 0 || c.Backends.Timeout > time.Minute:
-		return &Error{"BACKEND_TIMEOUT", fmt.Sprintf("%s is outside (0, 1m]", c.Backends.Timeout)}
-	case c.Backends.Retries < 0 || c.Backends.Retries > 5:
-		return &Error{"BACKEND_RETRIES", fmt.Sprintf("%d is outside 0..5", c.Backends.Retries)}
-	case c.Backends.BreakerFailures < 1 || c.Backends.BreakerFailures > 1000:
-		return &Error{"BACKEND_BREAKER_FAILURES", fmt.Sprintf("%d is outside 1..1000", c.Backends.BreakerFailures)}
-	case c.Backends.BreakerCooldown < 100*time.Millisecond || c.Backends.BreakerCooldown > 10*time.Minute:
-		return &Error{"BACKEND_BREAKER_COOLDOWN", fmt.Sprintf("%s is outside [100ms, 10m]", c.Backends.BreakerCooldown)}
+func (c *Config) validate() []error {
+	var errs []error
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, &Error{"PORT", fmt.Sprintf("%d is not a TCP port (0-65535; 0 picks a free one)", c.Port)})
 	}
-	if err := c.validateSecurity(); err != nil {
-		return err
+	if c.ListenHost != "" && net.ParseIP(c.ListenHost) == nil && c.ListenHost != "localhost" {
+		errs = append(errs, &Error{"LISTEN_HOST", fmt.Sprintf("%q is not an IP address or localhost", c.ListenHost)})
 	}
-	if err := c.validateTrading(); err != nil {
-		return err
+	if !validLevel(c.LogLevel) {
+		errs = append(errs, &Error{"LOG_LEVEL", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel)})
 	}
+	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 64<<20 {
+		errs = append(errs, &Error{"MAX_BODY_BYTES", fmt.Sprintf("%d is outside 1024..67108864", c.MaxBodyBytes)})
+	}
+	if c.DrainTimeout <= 0 || c.DrainTimeout > 10*time.Minute {
+		errs = append(errs, &Error{"DRAIN_TIMEOUT", fmt.Sprintf("%s is outside (0, 10m]", c.DrainTimeout)})
+	}
+	if c.DrainDelay < 0 || c.DrainDelay >= c.DrainTimeout {
+		errs = append(errs, &Error{"DRAIN_DELAY", fmt.Sprintf("%s must be >= 0 and below DRAIN_TIMEOUT", c.DrainDelay)})
+	}
+	if c.Backends.Timeout <= 0 || c.Backends.Timeout > time.Minute {
+		errs = append(errs, &Error{"BACKEND_TIMEOUT", fmt.Sprintf("%s is outside (0, 1m]", c.Backends.Timeout)})
+	}
+	if c.Backends.Retries < 0 || c.Backends.Retries > 5 {
+		errs = append(errs, &Error{"BACKEND_RETRIES", fmt.Sprintf("%d is outside 0..5", c.Backends.Retries)})
+	}
+	if c.Backends.BreakerFailures < 1 || c.Backends.BreakerFailures > 1000 {
+		errs = append(errs, &Error{"BACKEND_BREAKER_FAILURES", fmt.Sprintf("%d is outside 1..1000", c.Backends.BreakerFailures)})
+	}
+	if c.Backends.BreakerCooldown < 100*time.Millisecond || c.Backends.BreakerCooldown > 10*time.Minute {
+		errs = append(errs, &Error{"BACKEND_BREAKER_COOLDOWN", fmt.Sprintf("%s is outside [100ms, 10m]", c.Backends.BreakerCooldown)})
+	}
+	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.validateTrading()...)
 	if c.PublicURL != "" {
 		if err := checkURL(c.PublicURL, true); err != nil {
-			return &Error{"PUBLIC_URL", err.Error()}
+			errs = append(errs, &Error{"PUBLIC_URL", err.Error()})
 		}
 	}
 	for name, u := range map[string]string{
@@ -240,22 +245,41 @@ func (c *Config) validate() error {
 	} {
 		if u != "" {
 			if err := checkURL(u, false); err != nil {
-				return &Error{name, err.Error()}
+				errs = append(errs, &Error{name, err.Error()})
 			}
 		}
 	}
 	for _, o := range c.AllowedOrigins {
 		u, err := url.Parse(o)
 		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return &Error{"ALLOWED_ORIGINS", fmt.Sprintf("%q is not an origin like https://host[:port]", o)}
+			errs = append(errs, &Error{"ALLOWED_ORIGINS", fmt.Sprintf("%q is not an origin like https://host[:port]", o)})
 		}
 	}
 	for _, h := range c.AllowedHosts {
 		if h == "" || strings.ContainsAny(h, "/ *") {
-			return &Error{"ALLOWED_HOSTS", fmt.Sprintf("%q is not a host name (use .example.com for a domain)", h)}
+			errs = append(errs, &Error{"ALLOWED_HOSTS", fmt.Sprintf("%q is not a host name (use .example.com for a domain)", h)})
 		}
 	}
-	return nil
+	return errs
+}
+
+// named turns a package's validation errors, each starting with the
+// variable it is about (the convention every package Config follows), into
+// Errors naming it.
+func named(err error) []error {
+	if err == nil {
+		return nil
+	}
+	list := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	}
+	out := make([]error, 0, len(list))
+	for _, e := range list {
+		name, msg, _ := strings.Cut(e.Error(), " ")
+		out = append(out, &Error{name, msg})
+	}
+	return out
 }
 
 func checkURL(raw string, https bool) error {
@@ -319,96 +343,107 @@ func envName(t reflect.Type, field string) string {
 	return ""
 }
 
-func (c *Config) validateSecurity() error {
+func (c *Config) validateSecurity() []error {
+	var errs []error
 	a := c.Auth
 	if a.Issuer == "" {
 		if !isLoopbackHost(c.ListenHost) && !c.AllowUnauthenticated {
-			return &Error{"OAUTH_ISSUER", "is required when LISTEN_HOST is not loopback (set ALLOW_UNAUTHENTICATED=true only on a sealed test network)"}
+			errs = append(errs, &Error{"OAUTH_ISSUER", "is required when LISTEN_HOST is not loopback (set ALLOW_UNAUTHENTICATED=true only on a sealed test network)"})
 		}
 	} else {
 		if err := checkURL(a.Issuer, true); err != nil {
-			return &Error{"OAUTH_ISSUER", err.Error()}
+			errs = append(errs, &Error{"OAUTH_ISSUER", err.Error()})
 		}
 		if a.Audience == "" && c.PublicURL == "" {
-			return &Error{"OAUTH_AUDIENCE", "is required with OAUTH_ISSUER (or set PUBLIC_URL, its default)"}
+			errs = append(errs, &Error{"OAUTH_AUDIENCE", "is required with OAUTH_ISSUER (or set PUBLIC_URL, its default)"})
 		}
 	}
 	for _, alg := range a.Algorithms {
 		switch alg {
 		case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA":
 		default:
-			return &Error{"OAUTH_ALGORITHMS", fmt.Sprintf("%q is not an asymmetric JWS algorithm", alg)}
+			errs = append(errs, &Error{"OAUTH_ALGORITHMS", fmt.Sprintf("%q is not an asymmetric JWS algorithm", alg)})
 		}
 	}
-	switch {
-	case a.ClockSkew < 0 || a.ClockSkew > 5*time.Minute:
-		return &Error{"OAUTH_CLOCK_SKEW", fmt.Sprintf("%s is outside [0, 5m]", a.ClockSkew)}
-	case a.TokenCacheTTL < 0 || a.TokenCacheTTL > 10*time.Minute:
-		return &Error{"OAUTH_TOKEN_CACHE_TTL", fmt.Sprintf("%s is outside [0, 10m]", a.TokenCacheTTL)}
-	case a.ScopeRead == "":
-		return &Error{"SCOPE_READ", "must not be empty"}
-	case a.ScopeTrade == "":
-		return &Error{"SCOPE_TRADE", "must not be empty"}
-	case a.ScopeApprove == "":
-		return &Error{"SCOPE_APPROVE", "must not be empty"}
-	case c.Audit.QueueSize < 1 || c.Audit.QueueSize > 1<<20:
-		return &Error{"AUDIT_QUEUE_SIZE", fmt.Sprintf("%d is outside 1..1048576", c.Audit.QueueSize)}
+	if a.ClockSkew < 0 || a.ClockSkew > 5*time.Minute {
+		errs = append(errs, &Error{"OAUTH_CLOCK_SKEW", fmt.Sprintf("%s is outside [0, 5m]", a.ClockSkew)})
 	}
-	if err := c.Limits.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
+	if a.TokenCacheTTL < 0 || a.TokenCacheTTL > 10*time.Minute {
+		errs = append(errs, &Error{"OAUTH_TOKEN_CACHE_TTL", fmt.Sprintf("%s is outside [0, 10m]", a.TokenCacheTTL)})
 	}
-	if err := c.Audit.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
+	if a.ScopeRead == "" {
+		errs = append(errs, &Error{"SCOPE_READ", "must not be empty"})
 	}
+	if a.ScopeTrade == "" {
+		errs = append(errs, &Error{"SCOPE_TRADE", "must not be empty"})
+	}
+	if a.ScopeApprove == "" {
+		errs = append(errs, &Error{"SCOPE_APPROVE", "must not be empty"})
+	}
+	if c.Audit.QueueSize < 1 || c.Audit.QueueSize > 1<<20 {
+		errs = append(errs, &Error{"AUDIT_QUEUE_SIZE", fmt.Sprintf("%d is outside 1..1048576", c.Audit.QueueSize)})
+	}
+	errs = append(errs, named(c.Limits.Validate())...)
+	errs = append(errs, named(c.Audit.Validate())...)
 	if c.Audit.Sink != "" {
 		if err := checkURL(c.Audit.Sink, false); err != nil {
-			return &Error{"K_SINK", err.Error()}
+			errs = append(errs, &Error{"K_SINK", err.Error()})
 		}
 	}
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			return &Error{"REDIS_URL", "must be a redis:// or rediss:// URL"}
+			errs = append(errs, &Error{"REDIS_URL", "must be a redis:// or rediss:// URL"})
 		}
 	}
-	switch {
-	case c.RedisTimeout < time.Millisecond || c.RedisTimeout >= c.Backends.Timeout:
-		return &Error{"REDIS_TIMEOUT", fmt.Sprintf("%s must be at least 1ms and below BACKEND_TIMEOUT (%s)", c.RedisTimeout, c.Backends.Timeout)}
-	case c.RedisBreakerFailures < 1 || c.RedisBreakerFailures > 1000:
-		return &Error{"REDIS_BREAKER_FAILURES", fmt.Sprintf("%d is outside 1..1000", c.RedisBreakerFailures)}
-	case c.RedisBreakerCooldown < 100*time.Millisecond || c.RedisBreakerCooldown > 10*time.Minute:
-		return &Error{"REDIS_BREAKER_COOLDOWN", fmt.Sprintf("%s is outside [100ms, 10m]", c.RedisBreakerCooldown)}
+	if c.RedisTimeout < time.Millisecond || c.RedisTimeout >= c.Backends.Timeout {
+		errs = append(errs, &Error{"REDIS_TIMEOUT", fmt.Sprintf("%s must be at least 1ms and below BACKEND_TIMEOUT (%s)", c.RedisTimeout, c.Backends.Timeout)})
 	}
-	return nil
+	if c.RedisBreakerFailures < 1 || c.RedisBreakerFailures > 1000 {
+		errs = append(errs, &Error{"REDIS_BREAKER_FAILURES", fmt.Sprintf("%d is outside 1..1000", c.RedisBreakerFailures)})
+	}
+	if c.RedisBreakerCooldown < 100*time.Millisecond || c.RedisBreakerCooldown > 10*time.Minute {
+		errs = append(errs, &Error{"REDIS_BREAKER_COOLDOWN", fmt.Sprintf("%s is outside [100ms, 10m]", c.RedisBreakerCooldown)})
+	}
+	return errs
 }
 
-func (c *Config) validateTrading() error {
+func (c *Config) validateTrading() []error {
+	var errs []error
 	t := c.Trading
-	switch {
-	case t.Mode != "paper" && t.Mode != "live":
-		return &Error{"TRADING_MODE", fmt.Sprintf("%q is not paper or live", t.Mode)}
-	case t.Mode == "live" && c.AllowUnauthenticated:
-		return &Error{"ALLOW_UNAUTHENTICATED", "is never allowed with TRADING_MODE=live"}
-	case t.Mode == "live" && c.Auth.Issuer == "":
-		return &Error{"OAUTH_ISSUER", "is required with TRADING_MODE=live"}
-	case t.MaxOrderNotional <= 0:
-		return &Error{"ORDER_MAX_NOTIONAL", "must be positive"}
-	case t.ApprovalNotional < 0:
-		return &Error{"APPROVAL_NOTIONAL", "must not be negative"}
-	case t.MaxPositionWeight <= 0 || t.MaxPositionWeight > 1:
-		return &Error{"MAX_POSITION_WEIGHT", fmt.Sprintf("%g is outside (0, 1]", t.MaxPositionWeight)}
-	case t.ApprovalTTL < time.Minute || t.ApprovalTTL > 7*24*time.Hour:
-		return &Error{"APPROVAL_TTL", fmt.Sprintf("%s is outside [1m, 168h]", t.ApprovalTTL)}
-	case t.MaxPendingApprovals < 1 || t.MaxPendingApprovals > 500:
-		return &Error{"MAX_PENDING_APPROVALS", fmt.Sprintf("%d is outside [1, 500]", t.MaxPendingApprovals)}
-	case t.ExecutionLease <= c.Backends.Timeout || t.ExecutionLease > 10*time.Minute:
-		return &Error{"EXECUTION_LEASE", fmt.Sprintf("%s must exceed BACKEND_TIMEOUT (%s) and be at most 10m", t.ExecutionLease, c.Backends.Timeout)}
-	case t.ConfirmTTL < 10*time.Second || t.ConfirmTTL > time.Hour:
-		return &Error{"CONFIRM_TTL", fmt.Sprintf("%s is outside [10s, 1h]", t.ConfirmTTL)}
+	if t.Mode != "paper" && t.Mode != "live" {
+		errs = append(errs, &Error{"TRADING_MODE", fmt.Sprintf("%q is not paper or live", t.Mode)})
+	}
+	if t.Mode == "live" && c.AllowUnauthenticated {
+		errs = append(errs, &Error{"ALLOW_UNAUTHENTICATED", "is never allowed with TRADING_MODE=live"})
+	}
+	if t.Mode == "live" && c.Auth.Issuer == "" {
+		errs = append(errs, &Error{"OAUTH_ISSUER", "is required with TRADING_MODE=live"})
+	}
+	if t.MaxOrderNotional <= 0 {
+		errs = append(errs, &Error{"ORDER_MAX_NOTIONAL", "must be positive"})
+	}
+	if t.ApprovalNotional < 0 {
+		errs = append(errs, &Error{"APPROVAL_NOTIONAL", "must not be negative"})
+	}
+	if t.MaxPositionWeight <= 0 || t.MaxPositionWeight > 1 {
+		errs = append(errs, &Error{"MAX_POSITION_WEIGHT", fmt.Sprintf("%g is outside (0, 1]", t.MaxPositionWeight)})
+	}
+	if t.ApprovalTTL < time.Minute || t.ApprovalTTL > 7*24*time.Hour {
+		errs = append(errs, &Error{"APPROVAL_TTL", fmt.Sprintf("%s is outside [1m, 168h]", t.ApprovalTTL)})
+	}
+	if t.MaxPendingApprovals < 1 || t.MaxPendingApprovals > 500 {
+		errs = append(errs, &Error{"MAX_PENDING_APPROVALS", fmt.Sprintf("%d is outside [1, 500]", t.MaxPendingApprovals)})
+	}
+	if t.ExecutionLease <= c.Backends.Timeout || t.ExecutionLease > 10*time.Minute {
+		errs = append(errs, &Error{"EXECUTION_LEASE", fmt.Sprintf("%s must exceed BACKEND_TIMEOUT (%s) and be at most 10m", t.ExecutionLease, c.Backends.Timeout)})
+	}
+	if t.ConfirmTTL < 10*time.Second || t.ConfirmTTL > time.Hour {
+		errs = append(errs, &Error{"CONFIRM_TTL", fmt.Sprintf("%s is outside [10s, 1h]", t.ConfirmTTL)})
 	}
 	for _, d := range t.Holidays {
 		if _, err := time.Parse(time.DateOnly, d); err != nil {
-			return &Error{"MARKET_HOLIDAYS", fmt.Sprintf("%q is not a date like 2026-12-24", d)}
+			errs = append(errs, &Error{"MARKET_HOLIDAYS", fmt.Sprintf("%q is not a date like 2026-12-24", d)})
 		}
 	}
-	return nil
+	return errs
 }

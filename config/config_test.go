@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/sethvargo/go-envconfig"
@@ -62,6 +63,17 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		var ce *config.Error
 		if !errors.As(err, &ce) || ce.Var != tt.want {
 			t.Errorf("%v: error %v, want one naming %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+func TestEveryBadVariableAtOnce(t *testing.T) {
+	_, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(map[string]string{
+		"LOG_LEVEL": "loud", "RATE_TRADE_BURST": "0", "MAX_POSITION_WEIGHT": "2", "SCOPE_TRADE": "",
+	}))
+	for _, name := range []string{"LOG_LEVEL", "RATE_TRADE_BURST", "MAX_POSITION_WEIGHT"} {
+		if err == nil || !strings.Contains(err.Error(), "config: "+name+":") {
+			t.Errorf("error %v does not name %s", err, name)
 		}
 	}
 }
