@@ -80,7 +80,9 @@ func (j *journal) Record(ctx context.Context, e trading.JournalEntry) error {
 	return nil
 }
 
-func (j *journal) RecordDone(ctx context.Context, e trading.JournalEntry) error { return j.Record(ctx, e) }
+func (j *journal) RecordDone(ctx context.Context, e trading.JournalEntry) error {
+	return j.Record(ctx, e)
+}
 
 type clock struct {
 	mu  sync.Mutex

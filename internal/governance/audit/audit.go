@@ -42,20 +42,20 @@ const DefaultSource = "portfolio-mcp"
 
 // Event is one audit record; the CloudEvent's data.
 type Event struct {
-	Time           time.Time      `json:"time"`
-	Principal      string         `json:"principal"`
-	ClientID       string         `json:"client_id,omitempty"`
-	Tool           string         `json:"tool"`
-	Class          catalog.Class  `json:"class"`                 // read, trade, approve
-	ArgsDigest     string         `json:"args_digest,omitempty"` // sha256 of canonical JSON arguments
-	Args           map[string]any `json:"args,omitempty"`        // redacted arguments
-	Outcome        outcome.Outcome `json:"outcome"`              // ok, tool_error, denied, rate_limited, failed, pending_approval, ...
-	Error          string         `json:"error,omitempty"`
-	ApprovalID     string         `json:"approval_id,omitempty"`
-	IdempotencyKey string         `json:"idempotency_key,omitempty"`
-	OrderID        string         `json:"order_id,omitempty"`
-	RequestID      string         `json:"request_id,omitempty"`
-	LatencyMS      float64        `json:"latency_ms"`
+	Time           time.Time       `json:"time"`
+	Principal      string          `json:"principal"`
+	ClientID       string          `json:"client_id,omitempty"`
+	Tool           string          `json:"tool"`
+	Class          catalog.Class   `json:"class"`                 // read, trade, approve
+	ArgsDigest     string          `json:"args_digest,omitempty"` // sha256 of canonical JSON arguments
+	Args           map[string]any  `json:"args,omitempty"`        // redacted arguments
+	Outcome        outcome.Outcome `json:"outcome"`               // ok, tool_error, denied, rate_limited, failed, pending_approval, ...
+	Error          string          `json:"error,omitempty"`
+	ApprovalID     string          `json:"approval_id,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	OrderID        string          `json:"order_id,omitempty"`
+	RequestID      string          `json:"request_id,omitempty"`
+	LatencyMS      float64         `json:"latency_ms"`
 	// Revision is the Knative revision that handled the call; the Auditor
 	// fills it in.
 	Revision string `json:"revision,omitempty"`

@@ -45,8 +45,8 @@ const MetaKey = "portfolio-mcp/rate-limit"
 
 // Refusal says why a call was refused and when to retry.
 type Refusal struct {
-	Code              int     `json:"code"`
-	RetryAfterSeconds float64 `json:"retry_after_seconds"`
+	Code              int            `json:"code"`
+	RetryAfterSeconds float64        `json:"retry_after_seconds"`
 	Class             catalog.Bucket `json:"class"`
 }
 

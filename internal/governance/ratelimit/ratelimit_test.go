@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
