@@ -713,3 +713,44 @@ func TestReadyWaitsForIssuerKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestTypedTextIsRedacted: a credential an agent types anywhere (an
+// argument the schema refuses and its error quotes, a tool name) never
+// reaches the audit trail verbatim.
+func TestTypedTextIsRedacted(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	sink := newSecSink(t)
+	sh, _ := secBackends()
+	env := tradingEnv(iss, "")
+	env["K_SINK"] = sink.srv.URL
+	srv := startServer(t, env, app.WithBackends(sh.set))
+	bob := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(iss.Token(t, iss.Claims("bob", secResource, allScopes, "*"))))
+
+	const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2lnbmF0dXJl"
+	// The schema refuses it, and the validator's message quotes it.
+	if res, err := bob.CallTool(t.Context(), &mcp.CallToolParams{Name: "get_portfolio", Arguments: map[string]any{"account_id": jwt}}); err != nil || !res.IsError {
+		t.Fatalf("get_portfolio with a token as account: %v %+v", err, res)
+	}
+	// An unknown tool is recorded under the name it was called by.
+	if _, err := bob.CallTool(t.Context(), &mcp.CallToolParams{Name: jwt, Arguments: map[string]any{}}); err == nil {
+		t.Fatal("a tool named like a token was called")
+	}
+	if err := srv.stop(); err != nil {
+		t.Fatal(err)
+	}
+	events := sink.byType(audit.EventType)
+	if len(events) != 2 {
+		t.Fatalf("%d call records, want 2", len(events))
+	}
+	for _, ev := range events {
+		if strings.Contains(string(ev.Data()), "eyJ") || strings.Contains(ev.Subject(), "eyJ") {
+			t.Errorf("a token reached the audit trail: subject %q data %s", ev.Subject(), ev.Data())
+		}
+		var e audit.Event
+		ev.DataAs(&e)
+		if e.Outcome == outcome.OK {
+			t.Errorf("record %+v: want a refusal", e)
+		}
+	}
+}

@@ -144,3 +144,26 @@ func TestMiddlewareFailsClosedForTrades(t *testing.T) {
 		t.Fatalf("executed %d", *executed)
 	}
 }
+
+// TestJournalRedactsDetail: a step's free text (an approver's reject
+// reason) is redacted like arguments before it is recorded.
+func TestJournalRedactsDetail(t *testing.T) {
+	rcv := newReceiver(t)
+	a, _ := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 16}, io.Discard)
+	reason := "rejected: use Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln instead"
+	if err := a.Journal().Record(context.Background(), audit.Step{Action: "approval.decided", Principal: "carol", Detail: reason}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	evs := rcv.received()
+	if len(evs) != 1 {
+		t.Fatalf("%d events, want 1", len(evs))
+	}
+	var e audit.Event
+	evs[0].DataAs(&e)
+	if d, _ := e.Args["detail"].(string); strings.Contains(string(evs[0].Data()), "eyJ") || !strings.Contains(d, audit.Redacted) || !strings.HasPrefix(d, "rejected: use") {
+		t.Errorf("detail recorded as %q", d)
+	}
+}
