@@ -383,12 +383,9 @@ func (h *handlers) listPending(ctx context.Context, _ *mcp.CallToolRequest, in P
 // tradeError passes the trading package's safe errors through and maps the
 // rest like any backend failure.
 func (h *handlers) tradeError(ctx context.Context, what string, err error) error {
-	for _, safe := range []error{trading.ErrNotFound, trading.ErrKeyReused, trading.ErrFourEyes, trading.ErrAlreadyDecided,
-		trading.ErrExpired, trading.ErrNotCancellable, trading.ErrStateUnavailable, trading.ErrNotRecorded, trading.ErrTradeUnavailable,
-		trading.ErrTooManyPending, trading.ErrClaimLost} {
-		if errors.Is(err, safe) {
-			return safe
-		}
+	var safe *trading.AgentError
+	if errors.As(err, &safe) {
+		return safe // written for the agent (no list to forget one)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errors.New("the call timed out before the order was confirmed placed; retry with the same idempotency_key to learn its outcome")

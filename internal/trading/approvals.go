@@ -263,7 +263,7 @@ type Expect struct {
 }
 
 // ErrMismatch: the decision names a different order than the approval holds.
-var ErrMismatch = errors.New("the decision does not match the approval's order or requester; nothing was changed")
+var ErrMismatch = agentError("the decision does not match the approval's order or requester; nothing was changed")
 
 // Decide records an approver's decision and, on approval, executes the
 // order exactly once. A repeat of the same decision by the same approver is

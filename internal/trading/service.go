@@ -22,17 +22,17 @@ import (
 
 // Errors with messages safe to show an agent.
 var (
-	ErrNotFound         = errors.New("no such order or approval, or it is not accessible to you")
-	ErrKeyReused        = errors.New("idempotency_key was already used for a different order; use a new key for a new order")
-	ErrFourEyes         = errors.New("four-eyes rule: the principal who requested an order cannot decide its approval")
-	ErrAlreadyDecided   = errors.New("the approval was already decided")
-	ErrExpired          = errors.New("the approval has expired; the order was not placed")
-	ErrNotCancellable   = errors.New("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
-	ErrStateUnavailable = errors.New("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
-	ErrNotRecorded      = errors.New("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
-	ErrTradeUnavailable = errors.New("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
-	ErrClaimLost        = errors.New("another attempt with the same idempotency_key took this order over, and this one sent nothing; retry with the same idempotency_key to learn its outcome")
-	ErrTooManyPending   = errors.New("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
+	ErrNotFound         = agentError("no such order or approval, or it is not accessible to you")
+	ErrKeyReused        = agentError("idempotency_key was already used for a different order; use a new key for a new order")
+	ErrFourEyes         = agentError("four-eyes rule: the principal who requested an order cannot decide its approval")
+	ErrAlreadyDecided   = agentError("the approval was already decided")
+	ErrExpired          = agentError("the approval has expired; the order was not placed")
+	ErrNotCancellable   = agentError("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
+	ErrStateUnavailable = agentError("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
+	ErrNotRecorded      = agentError("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
+	ErrTradeUnavailable = agentError("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
+	ErrClaimLost        = agentError("another attempt with the same idempotency_key took this order over, and this one sent nothing; retry with the same idempotency_key to learn its outcome")
+	ErrTooManyPending   = agentError("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
 )
 
 // errOutcomeUnknown: the order was sent and no answer came back. It may
@@ -77,6 +77,16 @@ type Outcome struct {
 	Violations     []string        `json:"violations,omitempty" jsonschema:"pre-trade rules that rejected the order"`
 	Preview        *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check, when the order still needs the user's confirmation"`
 }
+
+// AgentError is an error whose message was written for the agent: safe to
+// show (no internals) and saying what to do next. Every sentinel of this
+// package is one, so a new one cannot leak as "internal error" for want of
+// being listed somewhere.
+type AgentError struct{ msg string }
+
+func (e *AgentError) Error() string { return e.msg }
+
+func agentError(msg string) error { return &AgentError{msg} }
 
 // Journal is the audit trail as the service uses it (audit.Journal):
 // Record journals a step before it takes effect, and an error means the
