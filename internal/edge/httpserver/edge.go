@@ -50,12 +50,12 @@ func LimitBody(max int64) func(http.Handler) http.Handler {
 
 // Guard is the Host and Origin check (see hostGuard).
 func Guard(allowedHosts, allowedOrigins []string) (func(http.Handler) http.Handler, error) {
-	if _, err := newHostGuard(allowedHosts, allowedOrigins, nil); err != nil {
+	g, err := newHostGuard(allowedHosts, allowedOrigins, nil)
+	if err != nil {
 		return nil, fmt.Errorf("allowed origins: %w", err)
 	}
 	return func(next http.Handler) http.Handler {
-		g, _ := newHostGuard(allowedHosts, allowedOrigins, next)
-		return g
+		return &hostGuard{hosts: g.hosts, cop: g.cop, next: next} // one parsed allow list for every route
 	}, nil
 }
 
