@@ -21,16 +21,14 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
 )
 
 // Deps are what the handlers need, wired in main.
 type Deps struct {
 	Backends backends.Set
 	Logger   *slog.Logger
-	// Trading and Confirm enable the order tools; nil leaves them out.
+	// Trading enables the order tools; nil leaves them out.
 	Trading *trading.Service
-	Confirm *confirm.Signer
 	// TypedSDK registers tools with the go-sdk's typed mcp.AddTool (input
 	// and output validated on every call) instead of compileTool, so the
 	// differential tests and benchmarks can run both side by side.

@@ -13,7 +13,6 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -160,9 +159,6 @@ func (h *handlers) previewOrder(ctx context.Context, _ *mcp.CallToolRequest, in 
 	if err != nil {
 		return nil, policy.Preview{}, err
 	}
-	if err := checkLimit(in); err != nil {
-		return nil, policy.Preview{}, err
-	}
 	pre, err := h.Trading.Preview(ctx, p, in.args(""))
 	if err != nil {
 		return nil, policy.Preview{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
@@ -170,87 +166,24 @@ func (h *handlers) previewOrder(ctx context.Context, _ *mcp.CallToolRequest, in 
 	return nil, pre, nil
 }
 
-func checkLimit(in OrderInput) error {
-	if in.OrderType == backends.OrderLimit && in.LimitPrice <= 0 {
-		return errors.New("limit_price is required for a limit order")
-	}
-	return nil
-}
-
+// placeOrder maps place_order to the trading service: the confirmation as
+// the protocol carried it in, and a question for the user (an input
+// request) or the outcome out.
 func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in PlaceInput) (*mcp.CallToolResult, trading.Outcome, error) {
 	p, err := caller(ctx)
 	if err != nil {
 		return nil, trading.Outcome{}, err
 	}
-	if err := checkLimit(in.OrderInput); err != nil {
-		return nil, trading.Outcome{}, err
-	}
-	args := in.args(in.IdempotencyKey)
-
-	// A retry is answered from what its earlier attempt left (the stored
-	// outcome, its approval, or the order the Trade service accepted), before
-	// any check and without asking the user again.
-	res, err := h.Trading.Resolve(ctx, p, args)
+	c := trading.Confirmation{Askable: supportsInputRequests(req), State: req.Params.RequestState,
+		Accepted: accepted(req.Params.InputResponses["confirm"]), Claimed: in.Confirm}
+	pl, err := h.Trading.PlaceOrder(ctx, p, in.args(in.IdempotencyKey), c)
 	switch {
 	case err != nil:
 		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
-	case res.Found:
-		return nil, res.Outcome, nil
-	case res.Resend:
-		// Checked and confirmed before it was first sent; it goes again as
-		// it is (a late arrival of the first send is the same order).
-		out, err := h.Trading.Place(ctx, p, args, "")
-		if err != nil {
-			return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
-		}
-		return nil, out, nil
+	case pl.Ask != nil:
+		return confirmationRequest(pl.Ask), trading.Outcome{}, nil
 	}
-	pre, err := h.Trading.Preview(ctx, p, args)
-	if err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
-	}
-	if !pre.Allowed {
-		return nil, trading.Outcome{Status: trading.StatusRejected, Violations: pre.Violations, Preview: &pre, IdempotencyKey: args.IdempotencyKey,
-			Message: "the order breaks pre-trade rules and was not placed; see violations"}, nil
-	}
-
-	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: args.Digest()}
-	if supportsInputRequests(req) {
-		if req.Params.RequestState == "" {
-			state, err := h.Confirm.Issue(binding)
-			if err != nil {
-				h.Logger.ErrorContext(ctx, "cannot sign confirmation state", "error", err)
-				return nil, trading.Outcome{}, errors.New("order confirmation is unavailable (signing key missing); no order was placed")
-			}
-			return confirmationRequest(args, pre, state), trading.Outcome{}, nil
-		}
-		if err := h.Confirm.Verify(ctx, req.Params.RequestState, binding); err != nil {
-			h.Logger.WarnContext(ctx, "confirmation state refused", "error", err)
-			if errors.Is(err, confirm.ErrInvalid) || errors.Is(err, confirm.ErrExpired) || errors.Is(err, confirm.ErrReplayed) {
-				return nil, trading.Outcome{}, fmt.Errorf("%w; no order was placed: call place_order again without requestState to ask the user afresh", err)
-			}
-			return nil, trading.Outcome{}, errors.New("the confirmation could not be checked; no order was placed, retry shortly")
-		}
-		if !accepted(req.Params.InputResponses["confirm"]) {
-			return nil, trading.Outcome{Status: trading.StatusNotConfirmed, IdempotencyKey: args.IdempotencyKey,
-				Message: "the user did not confirm; no order was placed"}, nil
-		}
-	} else if !in.Confirm {
-		return nil, trading.Outcome{Status: trading.StatusNeedsConfirmation, Preview: &pre, IdempotencyKey: args.IdempotencyKey,
-			Message: "nothing was placed yet: show the user " + summary(args, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"}, nil
-	}
-
-	// In live trading an order confirmed only by the confirm argument (a
-	// claim no server can check) waits for a human approver as well.
-	var approvalReason string
-	if !supportsInputRequests(req) && pre.Mode == "live" {
-		approvalReason = "live order confirmed by an argument the server cannot verify (the client cannot be asked through an input request)"
-	}
-	out, err := h.Trading.Place(ctx, p, args, approvalReason)
-	if err != nil {
-		return nil, trading.Outcome{}, h.tradeError(ctx, fmt.Sprintf("account %q", in.AccountID), err)
-	}
-	return nil, out, nil
+	return nil, pl.Outcome, nil
 }
 
 // supportsInputRequests reports whether the server may ask this client for
@@ -271,11 +204,11 @@ func supportsInputRequests(req *mcp.CallToolRequest) bool {
 	return c.Elicitation.Form != nil || c.Elicitation.URL == nil
 }
 
-func confirmationRequest(o trading.OrderArgs, pre policy.Preview, state string) *mcp.CallToolResult {
+func confirmationRequest(a *trading.Ask) *mcp.CallToolResult {
 	return &mcp.CallToolResult{
 		InputRequests: mcp.InputRequestMap{"confirm": &mcp.ElicitParams{
 			Mode:    "form",
-			Message: "Confirm order: " + summary(o, pre),
+			Message: a.Message,
 			RequestedSchema: &jsonschema.Schema{
 				Type: "object",
 				Properties: map[string]*jsonschema.Schema{
@@ -284,7 +217,7 @@ func confirmationRequest(o trading.OrderArgs, pre policy.Preview, state string) 
 				Required: []string{"confirm"},
 			},
 		}},
-		RequestState: state,
+		RequestState: a.State,
 	}
 }
 
@@ -295,23 +228,6 @@ func accepted(r mcp.InputResponse) bool {
 	}
 	v, _ := er.Content["confirm"].(bool)
 	return v
-}
-
-// summary is what the user confirms: the order type and, for a limit
-// order, the limit price itself, with the notional estimated at the worse
-// of the limit and the market.
-func summary(o trading.OrderArgs, pre policy.Preview) string {
-	s := fmt.Sprintf("%s %g %s in account %s: ", o.Side, o.Quantity, o.Ticker, o.AccountID)
-	if o.Type == backends.OrderLimit {
-		s += fmt.Sprintf("limit order at %.2f (estimated fill price %.2f), estimated notional up to %.2f", o.LimitPrice, pre.EstimatedPrice, pre.EstimatedNotional)
-	} else {
-		s += fmt.Sprintf("market order at about %.2f, estimated notional %.2f", pre.EstimatedPrice, pre.EstimatedNotional)
-	}
-	s += ", " + pre.Mode + " trading"
-	if pre.RequiresApproval {
-		s += "; it will then wait for a human approver"
-	}
-	return s
 }
 
 func (h *handlers) cancelOrder(ctx context.Context, _ *mcp.CallToolRequest, in IDInput) (*mcp.CallToolResult, trading.Outcome, error) {
@@ -386,9 +302,6 @@ func (h *handlers) tradeError(ctx context.Context, what string, err error) error
 	var safe *trading.AgentError
 	if errors.As(err, &safe) {
 		return safe // written for the agent (no list to forget one)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return errors.New("the call timed out before the order was confirmed placed; retry with the same idempotency_key to learn its outcome")
 	}
 	return h.toolError(ctx, what, err) // what reads like "account \"ACC-1\"", as in the read tools
 }

@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		// The SDK logs every stateless session at info; keep only its warnings.
 		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
 	})
-	surface := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, Confirm: tp.signer, TypedSDK: o.typedSDK})
+	surface := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, TypedSDK: o.typedSDK})
 	policy := authz.New(surface.Catalog, gov.scopes)
 	srv.AddReceivingMiddleware(mcpMiddleware(metrics, log, gov, policy, surface)...)
 

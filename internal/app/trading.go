@@ -109,14 +109,14 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 		MaxPositionWeight: t.MaxPositionWeight, SymbolAllow: t.SymbolAllow, SymbolDeny: t.SymbolDeny,
 		EnforceMarketHours: t.EnforceMarketHours, Calendar: cal,
 	}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals}, st, bs, j, log, nil)
 	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals}, st, bs, j, signer, log, nil)
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
 		EventKey:    func() ([]byte, error) { return secret(secretApprovalEvent) },
 		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Audit: record, Logger: log,
 	})
-	return &tradingParts{service: svc, signer: signer, api: api}, nil
+	return &tradingParts{service: svc, api: api}, nil
 }
 
 // requireSecrets refuses to start a server that would report ready and then

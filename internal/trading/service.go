@@ -17,6 +17,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -120,12 +121,15 @@ type Service struct {
 	st      store.Store
 	bs      backends.Set
 	journal Journal
+	signer  *confirm.Signer
 	log     *slog.Logger
 	now     func() time.Time
 }
 
-// New returns a Service. now is the clock (nil: time.Now).
-func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logger, now func() time.Time) *Service {
+// New returns a Service. signer signs and checks the confirmations put to
+// users through input requests (nil: such confirmations are unavailable);
+// now is the clock (nil: time.Now).
+func New(cfg Config, st store.Store, bs backends.Set, j Journal, signer *confirm.Signer, log *slog.Logger, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
@@ -138,7 +142,7 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logge
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 7 * 24 * time.Hour
 	}
-	return &Service{cfg: cfg, st: st, bs: bs, journal: j, log: log, now: now}
+	return &Service{cfg: cfg, st: st, bs: bs, journal: j, signer: signer, log: log, now: now}
 }
 
 // Preview runs the pre-trade check for p without side effects. With an
@@ -146,6 +150,9 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, log *slog.Logge
 // against it.
 func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArgs) (policy.Preview, error) {
 	o = o.Normalize()
+	if err := o.validate(); err != nil {
+		return policy.Preview{}, err
+	}
 	if !p.Entitled(o.AccountID) {
 		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
@@ -156,36 +163,58 @@ func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArg
 	return s.check(ctx, o, self, false)
 }
 
-// check runs the pre-trade policy against the account as it is now, with
-// what its other orders awaiting approval hold counted as spent. self is
-// the approval this order is (or would be), which never counts against
-// itself: a retry finds its own approval, an execution re-checks it.
-// strict checks (placing, executing) fail when the state store cannot say
-// what is committed; a preview goes on without it and says so.
+// check runs the pre-trade policy against the account and market as they
+// are now; see evaluate.
 func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bool) (policy.Preview, error) {
+	m, err := s.fetch(ctx, o)
+	if err != nil {
+		return policy.Preview{}, err
+	}
+	return s.evaluate(ctx, o, m, self, strict)
+}
+
+// market is what a pre-trade check reads from the backends. One call reads
+// it once: the preview shown for confirmation and the check under the
+// idempotency claim judge the same portfolio and quote.
+type market struct {
+	portfolio backends.PortfolioValuation
+	quote     backends.Quote
+}
+
+func (s *Service) fetch(ctx context.Context, o OrderArgs) (market, error) {
+	pv, err := s.bs.Portfolio.GetPortfolio(ctx, o.AccountID)
+	if err != nil {
+		return market{}, fmt.Errorf("portfolio: %w", err)
+	}
+	qs, err := s.bs.MarketData.Quotes(ctx, []string{o.Ticker})
+	if err != nil {
+		return market{}, fmt.Errorf("quote: %w", err)
+	}
+	if len(qs.Quotes) == 0 {
+		return market{}, fmt.Errorf("ticker %q: %w", o.Ticker, backends.ErrNotFound)
+	}
+	return market{portfolio: pv, quote: qs.Quotes[0]}, nil
+}
+
+// evaluate runs the pre-trade policy on m, with what the account's other
+// orders awaiting approval hold counted as spent. self is the approval this
+// order is (or would be), which never counts against itself: a retry finds
+// its own approval, an execution re-checks it. strict checks (placing,
+// executing) fail when the state store cannot say what is committed; a
+// preview goes on without it and says so.
+func (s *Service) evaluate(ctx context.Context, o OrderArgs, m market, self string, strict bool) (policy.Preview, error) {
 	committed, err := s.committed(ctx, o.AccountID, self)
 	unknown := err != nil
 	if unknown && (strict || !errors.Is(err, ErrStateUnavailable)) {
 		return policy.Preview{}, err
 	}
-	pv, err := s.bs.Portfolio.GetPortfolio(ctx, o.AccountID)
-	if err != nil {
-		return policy.Preview{}, fmt.Errorf("portfolio: %w", err)
-	}
-	qs, err := s.bs.MarketData.Quotes(ctx, []string{o.Ticker})
-	if err != nil {
-		return policy.Preview{}, fmt.Errorf("quote: %w", err)
-	}
-	if len(qs.Quotes) == 0 {
-		return policy.Preview{}, fmt.Errorf("ticker %q: %w", o.Ticker, backends.ErrNotFound)
-	}
-	p := policy.Check(s.cfg.Rules, o.policyOrder(), pv, qs.Quotes[0], committed, s.now())
+	p := policy.Check(s.cfg.Rules, o.policyOrder(), m.portfolio, m.quote, committed, s.now())
 	p.CommittedUnknown = unknown
 	return p, nil
 }
 
-// Resolution is what Resolve learned about an idempotency key.
-type Resolution struct {
+// resolution is what resolve learned about an idempotency key.
+type resolution struct {
 	// Found: the key has an answer, Outcome (stored, its approval's, or the
 	// order the Trade service holds).
 	Found   bool
@@ -197,7 +226,7 @@ type Resolution struct {
 	Resend bool
 }
 
-// Resolve answers a place_order whose idempotency key may have been used
+// resolve answers a place_order whose idempotency key may have been used
 // before, from what is known about it, before any pre-trade check runs (an
 // order must never be checked against its own fill or its own approval):
 // the stored outcome, else the approval the key created, else the order the
@@ -205,10 +234,10 @@ type Resolution struct {
 // Resend: the order was never recorded nor sent, and may be checked,
 // confirmed and placed. A call with the same key in progress elsewhere is
 // waited for.
-func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (Resolution, error) {
+func (s *Service) resolve(ctx context.Context, p principal.Principal, o OrderArgs) (resolution, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
-		return Resolution{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
+		return resolution{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
 	key, digest := idemKey(p.Subject, "place_order", o.IdempotencyKey), o.Digest()
 	rec, ver, err := s.await(ctx, key, digest)
@@ -216,19 +245,19 @@ func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArg
 	case errors.Is(err, store.ErrNotFound):
 		ver = 0
 	case err != nil:
-		return Resolution{}, err
+		return resolution{}, err
 	case rec.State == idemDone:
 		out, err := s.refresh(ctx, *rec.Outcome)
 		out.Replayed = true
-		return Resolution{Found: true, Outcome: out}, err
+		return resolution{Found: true, Outcome: out}, err
 	}
 	out, found, err := s.reconcile(ctx, p, o, digest, true)
 	if err != nil || !found {
-		return Resolution{Resend: rec.State == idemSent}, err
+		return resolution{Resend: rec.State == idemSent}, err
 	}
 	s.settle(ctx, key, digest, ver, out)
 	out.Replayed = true
-	return Resolution{Found: true, Outcome: out}, nil
+	return resolution{Found: true, Outcome: out}, nil
 }
 
 // reconcile finds what an earlier attempt with o's key left behind: its
@@ -286,13 +315,14 @@ func (s *Service) settle(ctx context.Context, key, digest string, ver int64, out
 	}
 }
 
-// Place runs place_order after the user confirmed: exactly once per
-// (principal, idempotency key), whatever the concurrency or crashes.
+// place places a confirmed order: exactly once per (principal, idempotency
+// key), whatever the concurrency or crashes.
 //
 // approvalReason, if not empty, sends the order to a human approver whatever
 // its size, for that reason (e.g. a confirmation the server cannot verify in
-// live trading).
-func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string) (Outcome, error) {
+// live trading). m, if not nil, is the market the caller's preview read;
+// the check under the claim reuses it instead of reading the backends again.
+func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string, m *market) (Outcome, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
 		return Outcome{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
@@ -334,7 +364,7 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// arrival of the first one and this one the same order.
 		out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew)
 	default:
-		out, err = s.decide(ctx, p, o, digest, approvalReason, renew)
+		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m)
 	}
 	switch {
 	case errors.Is(err, ErrClaimLost):
@@ -431,8 +461,17 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 }
 
 // decide runs the checks and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error) (Outcome, error) {
-	pre, err := s.check(ctx, o, approvalID(p.Subject, o.IdempotencyKey), true)
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error, m *market) (Outcome, error) {
+	if m == nil {
+		fresh, err := s.fetch(ctx, o)
+		if err != nil {
+			return Outcome{}, err
+		}
+		m = &fresh
+	}
+	// What other orders commit is re-read under the claim: it may have
+	// changed since the preview, and it must be known to place.
+	pre, err := s.evaluate(ctx, o, *m, approvalID(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
 	}

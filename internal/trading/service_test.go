@@ -114,7 +114,7 @@ func newFixture(t *testing.T, st store.Store) *fixture {
 func newService(st store.Store, bs backends.Set, j trading.Journal, c *clock) *trading.Service {
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
 	return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second},
-		st, bs, j, slog.New(slog.NewTextHandler(io.Discard, nil)), c.Now)
+		st, bs, j, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), c.Now)
 }
 
 func small(key string) trading.OrderArgs {
@@ -471,7 +471,7 @@ func TestApprovalGuards(t *testing.T) {
 	hours := trading.New(trading.Config{
 		Rules:       policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true, Calendar: cal},
 		ApprovalTTL: 24 * time.Hour, Lease: 10 * time.Second,
-	}, store.NewMemory(nil), backends.Set{Portfolio: d, MarketData: d, Trade: f.trade}, f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+	}, store.NewMemory(nil), backends.Set{Portfolio: d, MarketData: d, Trade: f.trade}, f.j, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
 	f.clock.now = time.Date(2026, 11, 23, 11, 0, 0, 0, cal.Location()) // Monday, in session
 	out, err := hours.Place(ctx, alice, large("session-0001"), "")
 	if err != nil || out.Status != trading.StatusPendingApproval {
@@ -517,7 +517,7 @@ func TestApprovalGuards(t *testing.T) {
 func (f *fixture) capped(n int) *trading.Service {
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5}
 	return trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, MaxPending: n},
-		f.st, demo.New(nil).Set(), f.j, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+		f.st, demo.New(nil).Set(), f.j, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
 }
 
 // TestPendingApprovalCap: one requester cannot have more than MaxPending

@@ -1,0 +1,18 @@
+package trading
+
+import (
+	"context"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+)
+
+// Place is the confirmed-order primitive under PlaceOrder, for the tests of
+// exactly-once placement that need no confirmation step.
+func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string) (Outcome, error) {
+	return s.place(ctx, p, o, approvalReason, nil)
+}
+
+// Resolve is PlaceOrder's first step, answering a retry from what its key left.
+func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (resolution, error) {
+	return s.resolve(ctx, p, o)
+}

@@ -1,0 +1,171 @@
+package trading
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+// Errors of the confirmation step, with messages safe to show an agent.
+var (
+	ErrLimitPriceMissing   = agentError("limit_price is required for a limit order")
+	ErrConfirmUnavailable  = agentError("order confirmation is unavailable (signing key missing); no order was placed")
+	ErrConfirmUncheckable  = agentError("the confirmation could not be checked; no order was placed, retry shortly")
+	ErrTimedOutBeforeKnown = agentError("the call timed out before the order was confirmed placed; retry with the same idempotency_key to learn its outcome")
+)
+
+// Confirmation is how the user's consent to an order reached the server.
+type Confirmation struct {
+	// Askable: the client can be asked through an input request (MCP
+	// 2026-07-28 with the elicitation capability), whose answer the server
+	// can verify. Otherwise only the client's word, Claimed, is available.
+	Askable bool
+	// State is the signed state the client echoed with the user's answer
+	// (empty: the user has not been asked yet).
+	State string
+	// Accepted is the user's answer to that input request.
+	Accepted bool
+	// Claimed is the confirm argument: the client says the user confirmed.
+	Claimed bool
+}
+
+// Placement is PlaceOrder's answer: the order's outcome, or (Ask set, and
+// nothing placed) the confirmation to put to the user.
+type Placement struct {
+	Outcome Outcome
+	Ask     *Ask
+}
+
+// Ask is a confirmation for the client to put to its user through an input
+// request: the order summary, and the signed state to echo with the answer.
+type Ask struct {
+	Message string
+	State   string
+}
+
+// liveUnverified is why a live order confirmed only by the confirm argument
+// waits for a human approver as well: no server can check that claim.
+const liveUnverified = "live order confirmed by an argument the server cannot verify (the client cannot be asked through an input request)"
+
+// PlaceOrder is place_order: answer a retry from what its key left, else
+// check the order, settle the user's confirmation, and place it exactly once
+// (executed, or pending a human approver). The portfolio and quote are read
+// once per call.
+func (s *Service) PlaceOrder(ctx context.Context, p principal.Principal, o OrderArgs, c Confirmation) (Placement, error) {
+	out, ask, err := s.placeOrder(ctx, p, o.Normalize(), c)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = ErrTimedOutBeforeKnown
+	}
+	return Placement{Outcome: out, Ask: ask}, err
+}
+
+func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o OrderArgs, c Confirmation) (Outcome, *Ask, error) {
+	if err := o.validate(); err != nil {
+		return Outcome{}, nil, err
+	}
+	// A retry is answered from what its earlier attempt left (the stored
+	// outcome, its approval, or the order the Trade service accepted), before
+	// any check and without asking the user again.
+	res, err := s.resolve(ctx, p, o)
+	switch {
+	case err != nil:
+		return Outcome{}, nil, err
+	case res.Found:
+		return res.Outcome, nil, nil
+	case res.Resend:
+		// Checked and confirmed before it was first sent; it goes again as
+		// it is (a late arrival of the first send is the same order).
+		out, err := s.place(ctx, p, o, "", nil)
+		return out, nil, err
+	}
+	m, err := s.fetch(ctx, o)
+	if err != nil {
+		return Outcome{}, nil, err
+	}
+	pre, err := s.evaluate(ctx, o, m, approvalID(p.Subject, o.IdempotencyKey), false)
+	if err != nil {
+		return Outcome{}, nil, err
+	}
+	if !pre.Allowed {
+		return Outcome{Status: StatusRejected, Violations: pre.Violations, Preview: &pre, IdempotencyKey: o.IdempotencyKey,
+			Message: "the order breaks pre-trade rules and was not placed; see violations"}, nil, nil
+	}
+	if out, ask, err := s.confirmation(ctx, p, o, pre, c); err != nil || ask != nil || out.Status != "" {
+		return out, ask, err
+	}
+	reason := ""
+	if !c.Askable && pre.Mode == "live" {
+		reason = liveUnverified
+	}
+	out, err := s.place(ctx, p, o, reason, &m)
+	return out, nil, err
+}
+
+// confirmation settles whether the user confirmed o. It returns an outcome
+// or an ask when the order must not go on now, and zero values when it may.
+func (s *Service) confirmation(ctx context.Context, p principal.Principal, o OrderArgs, pre policy.Preview, c Confirmation) (Outcome, *Ask, error) {
+	if !c.Askable {
+		if c.Claimed {
+			return Outcome{}, nil, nil
+		}
+		return Outcome{Status: StatusNeedsConfirmation, Preview: &pre, IdempotencyKey: o.IdempotencyKey,
+			Message: "nothing was placed yet: show the user " + summary(o, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"}, nil, nil
+	}
+	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: o.Digest()}
+	if c.State == "" {
+		if s.signer == nil {
+			return Outcome{}, nil, ErrConfirmUnavailable
+		}
+		state, err := s.signer.Issue(binding)
+		if err != nil {
+			s.log.ErrorContext(ctx, "cannot sign confirmation state", "error", err)
+			return Outcome{}, nil, ErrConfirmUnavailable
+		}
+		return Outcome{}, &Ask{Message: "Confirm order: " + summary(o, pre), State: state}, nil
+	}
+	if s.signer == nil {
+		return Outcome{}, nil, ErrConfirmUnavailable
+	}
+	if err := s.signer.Verify(ctx, c.State, binding); err != nil {
+		s.log.WarnContext(ctx, "confirmation state refused", "error", err)
+		if errors.Is(err, confirm.ErrInvalid) || errors.Is(err, confirm.ErrExpired) || errors.Is(err, confirm.ErrReplayed) {
+			return Outcome{}, nil, agentError(err.Error() + "; no order was placed: call place_order again without requestState to ask the user afresh")
+		}
+		return Outcome{}, nil, ErrConfirmUncheckable
+	}
+	if !c.Accepted {
+		return Outcome{Status: StatusNotConfirmed, IdempotencyKey: o.IdempotencyKey,
+			Message: "the user did not confirm; no order was placed"}, nil, nil
+	}
+	return Outcome{}, nil, nil
+}
+
+// summary is what the user confirms: the order type and, for a limit order,
+// the limit price itself, with the notional estimated at the worse of the
+// limit and the market.
+func summary(o OrderArgs, pre policy.Preview) string {
+	s := fmt.Sprintf("%s %g %s in account %s: ", o.Side, o.Quantity, o.Ticker, o.AccountID)
+	if o.Type == backends.OrderLimit {
+		s += fmt.Sprintf("limit order at %.2f (estimated fill price %.2f), estimated notional up to %.2f", o.LimitPrice, pre.EstimatedPrice, pre.EstimatedNotional)
+	} else {
+		s += fmt.Sprintf("market order at about %.2f, estimated notional %.2f", pre.EstimatedPrice, pre.EstimatedNotional)
+	}
+	s += ", " + pre.Mode + " trading"
+	if pre.RequiresApproval {
+		s += "; it will then wait for a human approver"
+	}
+	return s
+}
+
+// validate refuses what the schema cannot: a limit order without its price.
+func (o OrderArgs) validate() error {
+	if o.Type == backends.OrderLimit && o.LimitPrice <= 0 {
+		return ErrLimitPriceMissing
+	}
+	return nil
+}
