@@ -15,8 +15,10 @@ import (
 
 	"github.com/sethvargo/go-envconfig"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/loopback"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
 // Config is every setting the server reads. Field tags name the environment
@@ -123,7 +125,7 @@ type Trading struct {
 	// EnforceMarketHours refuses orders outside the regular US session.
 	EnforceMarketHours bool `env:"ENFORCE_MARKET_HOURS, default=true"`
 	// Holidays are extra exchange holidays (YYYY-MM-DD) beyond the built-in calendar.
-	Holidays []string `env:"MARKET_HOLIDAYS"`
+	Holidays []calendar.Date `env:"MARKET_HOLIDAYS"`
 	// ApprovalTTL is how long a pending approval can be decided.
 	ApprovalTTL time.Duration `env:"APPROVAL_TTL, default=30m"`
 	// MaxPendingApprovals is how many orders one requester may have waiting
@@ -287,18 +289,10 @@ func checkURL(raw string, https bool) error {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return fmt.Errorf("%q is not an absolute http(s) URL", raw)
 	}
-	if https && u.Scheme != "https" && !isLoopbackHost(u.Hostname()) {
+	if https && u.Scheme != "https" && !loopback.Name(u.Hostname()) {
 		return fmt.Errorf("%q must use https (http only for loopback)", raw)
 	}
 	return nil
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 func validLevel(s string) bool {
@@ -312,14 +306,20 @@ func validLevel(s string) bool {
 // decodeError turns go-envconfig's "FieldName: cause" into an Error naming
 // the environment variable, which is what an operator can fix.
 func decodeError(err error) error {
-	field, cause, ok := strings.Cut(err.Error(), ": ")
-	if !ok {
-		return fmt.Errorf("config: %w", err)
-	}
-	if name := envName(reflect.TypeFor[Config](), field); name != "" {
-		return &Error{name, cause}
+	// Nested fields come as "Struct: Field: cause".
+	rest := err.Error()
+	for {
+		field, cause, ok := strings.Cut(rest, ": ")
+		if !ok {
+			break
+		}
+		if name := envName(reflect.TypeFor[Config](), field); name != "" {
+			return &Error{name, cause}
+		}
+		rest = cause
 	}
 	if errors.Is(err, envconfig.ErrMissingRequired) {
+		_, cause, _ := strings.Cut(err.Error(), ": ")
 		return &Error{strings.TrimPrefix(cause, envconfig.ErrMissingRequired.Error()+": "), "is required"}
 	}
 	return fmt.Errorf("config: %w", err)
@@ -343,19 +343,38 @@ func envName(t reflect.Type, field string) string {
 	return ""
 }
 
+// ResourceURL is the protected resource agents' tokens are for (RFC 9728):
+// PUBLIC_URL, else an https OAUTH_AUDIENCE. Validation guarantees it is an
+// absolute URL whenever OAUTH_ISSUER is set.
+func (c *Config) ResourceURL() string {
+	if c.PublicURL != "" {
+		return c.PublicURL
+	}
+	return c.Auth.Audience
+}
+
+// TokenAudience is the "aud" claim tokens must carry: OAUTH_AUDIENCE, else
+// the resource URL.
+func (c *Config) TokenAudience() string {
+	if c.Auth.Audience != "" {
+		return c.Auth.Audience
+	}
+	return c.ResourceURL()
+}
+
 func (c *Config) validateSecurity() []error {
 	var errs []error
 	a := c.Auth
 	if a.Issuer == "" {
-		if !isLoopbackHost(c.ListenHost) && !c.AllowUnauthenticated {
+		if !loopback.Name(c.ListenHost) && !c.AllowUnauthenticated {
 			errs = append(errs, &Error{"OAUTH_ISSUER", "is required when LISTEN_HOST is not loopback (set ALLOW_UNAUTHENTICATED=true only on a sealed test network)"})
 		}
 	} else {
 		if err := checkURL(a.Issuer, true); err != nil {
 			errs = append(errs, &Error{"OAUTH_ISSUER", err.Error()})
 		}
-		if a.Audience == "" && c.PublicURL == "" {
-			errs = append(errs, &Error{"OAUTH_AUDIENCE", "is required with OAUTH_ISSUER (or set PUBLIC_URL, its default)"})
+		if c.PublicURL == "" && checkURL(a.Audience, true) != nil {
+			errs = append(errs, &Error{"PUBLIC_URL", "is required with OAUTH_ISSUER: it is the protected resource the tokens are for (OAUTH_AUDIENCE stands in only when it is an https URL)"})
 		}
 	}
 	for _, alg := range a.Algorithms {
@@ -439,11 +458,6 @@ func (c *Config) validateTrading() []error {
 	}
 	if t.ConfirmTTL < 10*time.Second || t.ConfirmTTL > time.Hour {
 		errs = append(errs, &Error{"CONFIRM_TTL", fmt.Sprintf("%s is outside [10s, 1h]", t.ConfirmTTL)})
-	}
-	for _, d := range t.Holidays {
-		if _, err := time.Parse(time.DateOnly, d); err != nil {
-			errs = append(errs, &Error{"MARKET_HOLIDAYS", fmt.Sprintf("%q is not a date like 2026-12-24", d)})
-		}
 	}
 	return errs
 }

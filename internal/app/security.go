@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,17 +63,7 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 			" with every scope and account (development only)")
 		return s, nil
 	}
-	resourceURL := cfg.PublicURL
-	if resourceURL == "" {
-		resourceURL = cfg.Auth.Audience
-	}
-	if u, err := url.Parse(resourceURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, &config.Error{Var: "PUBLIC_URL", Msg: "is required with OAUTH_ISSUER: it is the protected resource the tokens are for"}
-	}
-	audience := cfg.Auth.Audience
-	if audience == "" {
-		audience = resourceURL
-	}
+	resourceURL, audience := cfg.ResourceURL(), cfg.TokenAudience() // validated by config
 	s.resource = oauth.Resource{URL: resourceURL, Issuers: []string{cfg.Auth.Issuer}, Scopes: s.scopes.All(), Name: "Portfolio MCP"}
 	if s.mdURL, err = s.resource.MetadataURL(); err != nil {
 		return nil, &config.Error{Var: "PUBLIC_URL", Msg: err.Error()}

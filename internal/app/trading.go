@@ -86,20 +86,11 @@ func newStore(cfg *config.Config, secret func(string) ([]byte, error), reg prome
 // tradingParts are the trading components New wires into handlers and routes.
 type tradingParts struct {
 	service *trading.Service
-	signer  *confirm.Signer
 	api     *approvals.API
 }
 
 func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
-	var holidays []calendar.Date
-	for _, h := range cfg.Trading.Holidays {
-		d, err := calendar.ParseDate(h)
-		if err != nil {
-			return nil, &config.Error{Var: "MARKET_HOLIDAYS", Msg: err.Error()}
-		}
-		holidays = append(holidays, d)
-	}
-	cal, err := calendar.NYSE(holidays, nil)
+	cal, err := calendar.NYSE(cfg.Trading.Holidays, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exchange calendar: %w", err)
 	}

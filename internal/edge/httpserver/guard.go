@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/loopback"
 )
 
 // hostGuard rejects DNS-rebinding and cross-origin browser requests before
@@ -53,7 +55,7 @@ func (g *hostGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *hostGuard) hostAllowed(r *http.Request) bool {
 	host := hostname(r.Host)
-	if isLoopbackName(host) {
+	if loopback.Name(host) {
 		return true
 	}
 	for _, h := range g.hosts {
@@ -67,16 +69,8 @@ func (g *hostGuard) hostAllowed(r *http.Request) bool {
 }
 
 func arrivedOnLoopback(r *http.Request) bool {
-	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return false
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	a, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return loopback.Addr(a)
 }
 
 func hostname(hostport string) string {
@@ -85,12 +79,4 @@ func hostname(hostport string) string {
 		h = host
 	}
 	return strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
-}
-
-func isLoopbackName(h string) bool {
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

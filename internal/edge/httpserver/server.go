@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/loopback"
 )
 
 // Options configure a Server.
@@ -160,7 +162,7 @@ func closed(c <-chan struct{}) bool {
 // developer's curl to localhost and the scraper both get the metrics.
 func scrapeOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if arrivedOnLoopback(r) && !isLoopbackName(hostname(r.Host)) {
+		if arrivedOnLoopback(r) && !loopback.Name(hostname(r.Host)) {
 			http.NotFound(w, r)
 			return
 		}

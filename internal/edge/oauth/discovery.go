@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/loopback"
 )
 
 // issuerMetadata is the part of RFC 8414 / OpenID Connect discovery
@@ -113,17 +114,9 @@ func checkJWKSURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		if isLoopback(u.Hostname()) {
+		if loopback.Name(u.Hostname()) {
 			return nil
 		}
 	}
 	return fmt.Errorf("%q must use https", raw)
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -28,6 +28,8 @@ var rules = []struct {
 		reason: "tool classes and budgets are plain values"},
 	{pkg: "internal/governance/outcome", links: []string{module + "/"},
 		reason: "the outcome vocabulary is a leaf"},
+	{pkg: "internal/edge/loopback", links: []string{module + "/"},
+		reason: "the one definition of loopback is a leaf every rule about it can share"},
 	{pkg: "handlers",
 		imports: []string{"net/http", module + "/internal/edge/httpserver", module + "/internal/edge/oauth", module + "/internal/governance/audit",
 			module + "/internal/governance/authz", module + "/internal/governance/ratelimit"},

@@ -37,6 +37,17 @@ func ParseDate(s string) (Date, error) {
 	return Date{Year: t.Year(), Month: t.Month(), Day: t.Day()}, nil
 }
 
+// UnmarshalText parses a date in the form 2006-01-02, so a Date can be read
+// straight from configuration.
+func (d *Date) UnmarshalText(b []byte) error {
+	v, err := ParseDate(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
 // String formats d as 2006-01-02.
 func (d Date) String() string {
 	return fmt.Sprintf("%04d-%02d-%02d", d.Year, int(d.Month), d.Day)
