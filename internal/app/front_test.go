@@ -270,13 +270,9 @@ func TestRequestIDAdopted(t *testing.T) {
 		id    string
 		adopt bool
 	}{
+		// The rule itself is httpserver's (TestRequestID); this is its wiring.
 		{"abc-123", true},
-		{"a.b_c-D", true},
-		{strings.Repeat("r", 64), true},
-		{strings.Repeat("r", 65), false},
 		{"has space", false},
-		{"new\\line", false},
-		{"", false},
 	} {
 		req, _ := http.NewRequest("POST", srv.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		req.Header.Set("Content-Type", "application/json")
