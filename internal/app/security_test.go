@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -369,6 +370,20 @@ type secSink struct {
 	events []cloudevents.Event
 }
 
+// auditedServer starts a trading server with an OAuth issuer whose audit
+// events go to a recording sink; extra overrides its environment.
+func auditedServer(t *testing.T, extra map[string]string) (*testServer, *oauthtest.Issuer, *secSink) {
+	t.Helper()
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	sink := newSecSink(t)
+	sh, _ := secBackends()
+	env := tradingEnv(iss, "")
+	env["K_SINK"] = sink.srv.URL
+	maps.Copy(env, extra)
+	return startServer(t, env, app.WithBackends(sh.set)), iss, sink
+}
+
 func newSecSink(t *testing.T) *secSink {
 	s := &secSink{t: t}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -403,16 +418,11 @@ func (s *secSink) byType(typ string) []cloudevents.Event {
 // either layer, rate-limited), the trade's steps recorded synchronously,
 // the SinkBinding's overrides applied, and no token anywhere.
 func TestAuditTrail(t *testing.T) {
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	sink := newSecSink(t)
-	sh, _ := secBackends()
-	env := tradingEnv(iss, "")
-	env["K_SINK"] = sink.srv.URL
-	env["K_CE_OVERRIDES"] = `{"extensions":{"cluster":"test-eu"}}`
-	env["RATE_READ_BURST"] = "4"
-	env["RATE_READ_PER_SECOND"] = "0.001"
-	srv := startServer(t, env, app.WithBackends(sh.set))
+	srv, iss, sink := auditedServer(t, map[string]string{
+		"K_CE_OVERRIDES":       `{"extensions":{"cluster":"test-eu"}}`,
+		"RATE_READ_BURST":      "4",
+		"RATE_READ_PER_SECOND": "0.001",
+	})
 
 	aliceToken := iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001"))
 	bobToken := iss.Token(t, iss.Claims("bob", secResource, allScopes, "ACC-1001"))
@@ -718,13 +728,7 @@ func TestReadyWaitsForIssuerKeys(t *testing.T) {
 // argument the schema refuses and its error quotes, a tool name) never
 // reaches the audit trail verbatim.
 func TestTypedTextIsRedacted(t *testing.T) {
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	sink := newSecSink(t)
-	sh, _ := secBackends()
-	env := tradingEnv(iss, "")
-	env["K_SINK"] = sink.srv.URL
-	srv := startServer(t, env, app.WithBackends(sh.set))
+	srv, iss, sink := auditedServer(t, nil)
 	bob := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(iss.Token(t, iss.Claims("bob", secResource, allScopes, "*"))))
 
 	const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.c2lnbmF0dXJl"

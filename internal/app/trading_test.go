@@ -526,12 +526,7 @@ func TestRedisPasswordFromSecretsDir(t *testing.T) {
 // TestApprovalsAPIAudited: every request to the approvals API, refused
 // ones included, leaves an audit record.
 func TestApprovalsAPIAudited(t *testing.T) {
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	sink := newSecSink(t)
-	env := tradingEnv(iss, "")
-	env["K_SINK"] = sink.srv.URL
-	srv := startServer(t, env)
+	srv, iss, sink := auditedServer(t, nil)
 	alice := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-2001"))
 	if code, _ := decide(t, srv.URL, alice, "APR-00000000000000000000", "approve"); code != http.StatusNotFound {
 		t.Fatalf("unknown approval: %d", code)
