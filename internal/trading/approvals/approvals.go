@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -77,6 +79,9 @@ func New(o Options) *API {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	return &API{o: o}
 }
 
@@ -105,7 +110,7 @@ func (a *API) audited(tool string, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		start := time.Now()
+		start := a.o.Now()
 		n := &auditNote{approvalID: r.PathValue("id")}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, n)))
@@ -167,13 +172,19 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
-	if err != nil || limit < 1 || limit > 100 {
+	switch {
+	case err != nil || limit < 1:
 		limit = 50
+	case limit > 100:
+		limit = 100
 	}
 	as, err := a.o.Decider.ListPending(r.Context(), p, limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if as == nil {
+		as = []trading.Approval{}
 	}
 	httpserver.WriteJSON(w, http.StatusOK, map[string]any{"approvals": as})
 }
@@ -216,8 +227,20 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 	var d Decision
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&d); err != nil {
-		httpserver.WriteError(w, http.StatusBadRequest, "body must be JSON: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
+	err := dec.Decode(&d)
+	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
+		err = errors.New("more than one JSON value")
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		httpserver.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", tooLarge.Limit))
+		return
+	case err != nil:
+		httpserver.WriteError(w, http.StatusBadRequest, "body must be one JSON object: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
+		return
+	case d.ApprovalID != "" && d.ApprovalID != r.PathValue("id"):
+		httpserver.WriteError(w, http.StatusBadRequest, "approval_id in the body names another approval than the path")
 		return
 	}
 	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, nil)
