@@ -43,13 +43,18 @@ type Surface struct {
 	// validation errors explained in their terms, and resources/list
 	// listing the accounts' portfolios.
 	Middleware []mcp.Middleware
+	// Direct are the handlers of the tools that never ask the client for
+	// input (every tool but the trade tools), by name: a stateless call of
+	// one needs nothing of an MCP session, so the edge may answer it without
+	// creating one (see internal/edge/direct). Empty with TypedSDK.
+	Direct map[string]mcp.ToolHandler
 }
 
 // Register adds the finance capabilities to s and returns what it added.
 // The caller installs Surface.Middleware innermost in its middleware list.
 func Register(s *mcp.Server, d Deps) Surface {
 	h := &handlers{Deps: d}
-	r := registrar{s: s, cat: catalog.New(), typed: d.TypedSDK, outputs: outputSchemas{}, inputs: map[string]*jsonschema.Schema{}}
+	r := registrar{s: s, cat: catalog.New(), typed: d.TypedSDK, outputs: outputSchemas{}, inputs: map[string]*jsonschema.Schema{}, direct: map[string]mcp.ToolHandler{}}
 	h.registerPortfolio(r)
 	h.registerMarket(r)
 	h.registerRisk(r)
@@ -57,7 +62,7 @@ func Register(s *mcp.Server, d Deps) Surface {
 		h.registerTrading(r)
 	}
 	h.registerPrompts(s)
-	return Surface{Catalog: r.cat, Middleware: []mcp.Middleware{explainInvalidArguments(r.inputs), listAccountResources(d.Backends)}}
+	return Surface{Catalog: r.cat, Middleware: []mcp.Middleware{explainInvalidArguments(r.inputs), listAccountResources(d.Backends)}, Direct: r.direct}
 }
 
 type handlers struct {
@@ -80,6 +85,9 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in *json
 	}
 	tt, th := compileTool(t, h, r.outputs)
 	r.s.AddTool(tt, th)
+	if entry.Class != catalog.Trade {
+		r.direct[t.Name] = th
+	}
 }
 
 // registrar is where tools are being registered.
@@ -89,6 +97,7 @@ type registrar struct {
 	typed   bool
 	outputs outputSchemas
 	inputs  map[string]*jsonschema.Schema // by tool name
+	direct  map[string]mcp.ToolHandler    // by tool name: see Surface.Direct
 }
 
 // inputSchema derives the JSON schema of T and lets edit add bounds that Go

@@ -19,6 +19,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/handlers"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/direct"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
@@ -40,6 +41,8 @@ type options struct {
 	backends *backends.Set
 	typedSDK bool
 	observe  func(*call.Call)
+	noDirect bool
+	served   func(tool string)
 }
 
 // WithCallObserver calls f with each /mcp request's parsed call once the
@@ -54,6 +57,15 @@ func WithCallObserver(f func(*call.Call)) Option {
 // the differential tests and benchmarks.
 func WithTypedSDKTools() Option {
 	return func(o *options) { o.typedSDK = true }
+}
+
+// WithDirectPath sets whether stateless tools/calls of tools that never ask
+// for input are answered without a go-sdk session (internal/edge/direct;
+// on by default), and calls served, if not nil, with the tool of each call
+// that path answered: the differential test turns it off on one server and
+// proves the other took it.
+func WithDirectPath(on bool, served func(tool string)) Option {
+	return func(o *options) { o.noDirect, o.served = !on, served }
 }
 
 // WithBackends replaces the backends chosen by the configuration, for tests
@@ -107,7 +119,8 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		return nil, err
 	}
 
-	srv := mcp.NewServer(&mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}, &mcp.ServerOptions{
+	impl := &mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}
+	srv := mcp.NewServer(impl, &mcp.ServerOptions{
 		Instructions:      instructions,
 		CompletionHandler: handlers.Completion(bs),
 		// Tools sharing an output type (the order tools) resolve its schema
@@ -118,7 +131,8 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	})
 	surface := handlers.Register(srv, handlers.Deps{Backends: bs, Logger: log, Trading: tp.service, TypedSDK: o.typedSDK})
 	policy := authz.New(surface.Catalog, gov.scopes)
-	srv.AddReceivingMiddleware(mcpMiddleware(metrics, log, gov, policy, surface)...)
+	middleware := mcpMiddleware(metrics, log, gov, policy, surface)
+	srv.AddReceivingMiddleware(middleware...)
 
 	var mcpHandler http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
@@ -129,6 +143,12 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		MaxRequestBodyBytes:        cfg.MaxBodyBytes,
 		Logger:                     log,
 	})
+	if !o.noDirect {
+		// A stateless call of a tool that never asks for input needs no
+		// session: answer it with the same middleware and handler, and the
+		// same bytes, without the SDK creating one.
+		mcpHandler = direct.New(direct.Options{Tools: surface.Direct, Middleware: middleware, Server: impl, Served: o.served, Logger: log}, mcpHandler)
+	}
 	if o.observe != nil {
 		mcpHandler = observed(mcpHandler, o.observe)
 	}

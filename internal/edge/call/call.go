@@ -57,6 +57,7 @@ type Call struct {
 	URI             string          // resources/read: the resource
 	RawArgs         json.RawMessage // tools/call: the arguments exactly as sent
 	RequestState    string          // tools/call: the requestState of a multi round-trip retry
+	Params          json.RawMessage // tools/call: the params exactly as sent
 
 	once     sync.Once
 	args     any
@@ -219,7 +220,7 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 		if c.Method == "resources/read" {
 			c.Tool, c.RawArgs, c.RequestState = "", nil, ""
 		} else {
-			c.URI = ""
+			c.URI, c.Params = "", w.Params
 		}
 	}
 	return c, nil

@@ -20,12 +20,10 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +32,7 @@ import (
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/loadgen"
 )
 
@@ -61,19 +60,9 @@ func TestLoad(t *testing.T) {
 		dur = d
 	}
 	dir := t.TempDir()
-	build := func(name, pkg string) string {
-		out := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-		cmd.Dir = "../../.."
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, b)
-		}
-		return out
-	}
-	baseline := build("baseline", "./internal/tooling/bench/baseline")
-	floor := target{name: "initfloor", bin: build("initfloor", "./internal/tooling/bench/initfloor")}
-	server := build("portfolio-mcp", "./cmd/portfolio-mcp")
-	mcpload := build("mcpload", "./cmd/mcpload")
+	bins := buildAll(t, dir, "baseline", "initfloor", "portfolio-mcp", "mcpload")
+	baseline, server, mcpload := bins["baseline"], bins["portfolio-mcp"], bins["mcpload"]
+	floor := target{name: "initfloor", bin: bins["initfloor"]}
 
 	iss := oauthtest.New(t)
 	var events atomic.Int64
@@ -82,15 +71,8 @@ func TestLoad(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	t.Cleanup(sink.Close)
-	const public = "http://127.0.0.1/mcp"
-	claims := iss.Claims("bench", public, "portfolio:read", "ACC-1001")
-	claims["exp"] = time.Now().Add(time.Hour).Unix()
-	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte(iss.Token(t, claims)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	common := []string{"LOG_LEVEL=error", "RATE_READ_PER_SECOND=1000000", "RATE_READ_BURST=1000000"}
-	prod := append([]string{"OAUTH_ISSUER=" + iss.URL, "PUBLIC_URL=" + public, "K_SINK=" + sink.URL}, common...)
+	tokenFile := benchToken(t, iss, dir)
+	common, prod := benchEnv(iss, sink.URL)
 	targets := []target{
 		{name: "plain net/http (bench/baseline)", bin: baseline},
 		{name: "portfolio-mcp, dev mode (no auth, audit to log)", bin: server, env: common},
@@ -162,7 +144,7 @@ func readyTimes(t *testing.T, tg target, n int) []time.Duration {
 	t.Helper()
 	var ds []time.Duration
 	for range n {
-		port := freePort(t)
+		port := proctest.FreePort(t)
 		cmd := exec.Command("taskset", "-c", "0", tg.bin)
 		cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
 		start := time.Now()
@@ -194,7 +176,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func runTarget(t *testing.T, tg target, mcpload, tokenFile string, dur time.Duration) row {
 	t.Helper()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	cmd := exec.Command("taskset", "-c", "0", tg.bin)
 	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
 	var stderr bytes.Buffer
@@ -264,15 +246,6 @@ func runTarget(t *testing.T, tg target, mcpload, tokenFile string, dur time.Dura
 	load(200, 2*time.Second, 0)
 	r.hwm = procStatus(t, pid, "VmHWM:")
 	return r
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // procCPU is the user+system CPU time the process has used.

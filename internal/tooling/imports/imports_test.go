@@ -28,6 +28,8 @@ var rules = []struct {
 		reason: "tool classes and budgets are plain values"},
 	{pkg: "internal/governance/outcome", links: []string{module + "/"},
 		reason: "the outcome vocabulary is a leaf"},
+	{pkg: "internal/edge/direct", links: []string{module + "/handlers", module + "/internal/governance/", module + "/internal/trading", module + "/internal/app", module + "/config"},
+		reason: "the direct path runs the middleware and tools it is given: it knows none of them"},
 	{pkg: "internal/edge/loopback", links: []string{module + "/"},
 		reason: "the one definition of loopback is a leaf every rule about it can share"},
 	{pkg: "handlers",

@@ -1,0 +1,416 @@
+// Package direct answers the commonest MCP request, a stateless tools/call
+// of a tool that never asks the client for input, without the go-sdk
+// creating a server session for it.
+//
+// In stateless mode go-sdk v1.8.0 serves every POST by connecting a new
+// session (a transport, a JSON-RPC connection, goroutines, two decodes of
+// the message and two encodes of the result), which is most of what a read
+// call costs (docs/performance.md). A stateless tools/call needs none of
+// that: this handler runs the server's own receiving middleware and the
+// tool's own handler, as the session would, and writes the bytes the SDK
+// would write. Everything it does not prove the SDK would accept as is (an
+// unknown tool, a protocol version it was not proven on, a mismatched
+// Mcp-* header, an unusual id, input responses, anything malformed) goes to
+// the SDK untouched, so the SDK stays the protocol's authority. The
+// differential test in internal/app compares the two paths byte for byte,
+// on every protocol generation, and runs on every go-sdk upgrade.
+package direct
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	sjson "github.com/segmentio/encoding/json"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+)
+
+// provenVersions are the protocol versions the differential test proves
+// this path on; other versions take the SDK's path.
+var provenVersions = []string{"2025-06-18", "2025-11-25", newProtocol}
+
+// newProtocol is the first sessionless protocol generation (SEP-2575): the
+// version, client capabilities and info travel in each request's _meta.
+const newProtocol = "2026-07-28"
+
+// Options configure the handler.
+type Options struct {
+	// Tools are the tools this path may answer, by name: tools that never
+	// return input requests and never read the session.
+	Tools map[string]mcp.ToolHandler
+	// Middleware is the server's receiving middleware, outermost first, as
+	// given to mcp.Server.AddReceivingMiddleware.
+	Middleware []mcp.Middleware
+	// Server is the server's implementation, which results on the new
+	// protocol generation carry in _meta (SEP-2575).
+	Server *mcp.Implementation
+	// Versions are the protocol versions the server accepts (nil: the SDK's).
+	Versions []string
+	// Served, if not nil, is told the tool of each call this path answered.
+	Served func(tool string)
+	Logger *slog.Logger
+}
+
+type handler struct {
+	sdk      http.Handler
+	tools    map[string]mcp.ToolHandler
+	chain    mcp.MethodHandler
+	impl     *mcp.Implementation
+	versions []string
+	served   func(string)
+	log      *slog.Logger
+}
+
+// New returns a handler that answers what it can and hands everything else
+// to sdk, the go-sdk's streamable HTTP handler for the same server.
+func New(o Options, sdk http.Handler) http.Handler {
+	if len(o.Tools) == 0 {
+		return sdk
+	}
+	h := &handler{sdk: sdk, tools: o.Tools, impl: o.Server, served: o.Served, log: o.Logger}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	accepted := o.Versions
+	if accepted == nil {
+		accepted = mcp.SupportedProtocolVersions()
+	}
+	for _, v := range provenVersions {
+		if slices.Contains(accepted, v) {
+			h.versions = append(h.versions, v)
+		}
+	}
+	// AddReceivingMiddleware(m1, m2, m3) serves m1(m2(m3(handler))).
+	h.chain = h.callTool
+	for _, m := range slices.Backward(o.Middleware) {
+		h.chain = m(h.chain)
+	}
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, version, ok := h.accept(r)
+	if !ok {
+		h.sdk.ServeHTTP(w, r)
+		return
+	}
+	var own toolResult
+	res, err := h.chain(context.WithValue(r.Context(), toolResultKey{}, &own), "tools/call", req)
+	complete := false
+	if version >= newProtocol && err == nil {
+		complete = h.annotate(res, own.res)
+	}
+	h.reply(w, call.From(r.Context()).ID, res, err, version, complete)
+	if h.served != nil {
+		h.served(req.Params.Name)
+	}
+}
+
+// toolResult is the result the tool itself returned, as opposed to one a
+// middleware answered with instead.
+type toolResult struct{ res *mcp.CallToolResult }
+
+type toolResultKey struct{}
+
+// callTool is the SDK server's tools/call for a known tool: the handler's
+// result, with content never null.
+func (h *handler) callTool(ctx context.Context, _ string, req mcp.Request) (mcp.Result, error) {
+	r := req.(*mcp.CallToolRequest)
+	res, err := h.tools[r.Params.Name](ctx, r)
+	if err == nil && res != nil && res.Content == nil && res.InputRequests == nil {
+		copied := *res
+		copied.Content = []mcp.Content{}
+		res = &copied
+	}
+	if own, ok := ctx.Value(toolResultKey{}).(*toolResult); ok {
+		own.res = res
+	}
+	return res, err
+}
+
+// annotate does to a result on the new protocol generation what the SDK's
+// session does: the tool's own result is marked complete (resultType; set
+// by the SDK's tools/call, so a middleware's answer instead has none), and
+// every result names the server in _meta. It reports whether res is the
+// tool's own result.
+func (h *handler) annotate(res mcp.Result, own *mcp.CallToolResult) bool {
+	r, ok := res.(*mcp.CallToolResult)
+	if !ok || r == nil {
+		return false
+	}
+	if h.impl == nil {
+		return r == own
+	}
+	m := r.GetMeta()
+	if m == nil {
+		m = map[string]any{}
+	}
+	if _, ok := m[mcp.MetaKeyServerInfo]; !ok {
+		m[mcp.MetaKeyServerInfo] = h.impl
+		r.SetMeta(m)
+	}
+	return r == own
+}
+
+// params is CallToolParamsRaw as the SDK decodes it, with the fields this
+// path refuses to handle kept raw so their presence is seen.
+type params struct {
+	Meta           map[string]any  `json:"_meta"`
+	Name           string          `json:"name"`
+	Arguments      json.RawMessage `json:"arguments"`
+	InputResponses json.RawMessage `json:"inputResponses"`
+	RequestState   json.RawMessage `json:"requestState"`
+}
+
+// accept returns the request the SDK's session would build, when this
+// path may answer r exactly as the SDK would.
+func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
+	c := call.From(r.Context())
+	if c == nil || r.Method != http.MethodPost || c.Method != "tools/call" || h.tools[c.Tool] == nil || !plainID(c.ID) {
+		return nil, "", false
+	}
+	version := r.Header.Get("Mcp-Protocol-Version")
+	if !slices.Contains(h.versions, version) || r.Header.Get("Last-Event-ID") != "" || !jsonBody(r.Header.Get("Content-Type")) || !acceptsBoth(r.Header.Values("Accept")) {
+		return nil, "", false
+	}
+	var p params
+	if len(c.Params) == 0 || shallow(c.Params) != nil {
+		return nil, "", false
+	}
+	if _, err := sjson.Parse(c.Params, &p, sjson.DontMatchCaseInsensitiveStructFields); err != nil || p.Name != c.Tool || p.InputResponses != nil || p.RequestState != nil {
+		return nil, "", false
+	}
+	req := &mcp.CallToolRequest{
+		Params: &mcp.CallToolParamsRaw{Meta: p.Meta, Name: p.Name, Arguments: p.Arguments},
+		Extra:  &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header},
+	}
+	metaVersion, _ := p.Meta[mcp.MetaKeyProtocolVersion].(string)
+	if version < newProtocol {
+		// An old-generation request naming a version in _meta is checked
+		// (and refused) by the SDK.
+		return req, version, metaVersion == ""
+	}
+	// The new generation: the standard headers must name this call, and
+	// _meta must carry what the SDK requires, decodable as it decodes it.
+	if r.Header.Get("Mcp-Method") != "tools/call" || r.Header.Get("Mcp-Name") != c.Tool || hasParamHeaders(r.Header) || metaVersion != version {
+		return nil, "", false
+	}
+	if req.ClientCapabilities() == nil {
+		return nil, "", false
+	}
+	if _, present := p.Meta[mcp.MetaKeyClientInfo]; present && req.ClientInfo() == nil {
+		return nil, "", false
+	}
+	return req, version, true
+}
+
+// reply writes what the SDK's JSON response mode writes for res or err;
+// complete marks the result final (resultType).
+func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Result, err error, version string, complete bool) {
+	w.Header().Set("Cache-Control", "no-cache, no-transform")
+	w.Header().Set("Content-Type", "application/json")
+	if err == nil {
+		if r, ok := res.(*mcp.CallToolResult); ok && r != nil && r.InputRequests != nil {
+			// Tools on this path never ask for input; one that did would need
+			// the session's multi round-trip handling.
+			h.log.Error("a tool on the direct path asked for input", "tool", "tools/call")
+			err = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "server bug: input requested on the direct path"}
+		}
+	}
+	if err != nil {
+		wire := wireError(err)
+		if status := errorStatus(version, wire.Code); status != 0 {
+			w.WriteHeader(status)
+		}
+		body, merr := encode(struct {
+			JSONRPC string          `json:"jsonrpc"`
+			ID      json.RawMessage `json:"id"`
+			Error   *jsonrpc.Error  `json:"error"`
+		}{"2.0", id, wire})
+		if merr != nil {
+			h.log.Error("encoding an error response", "error", merr)
+			return
+		}
+		w.Write(body)
+		return
+	}
+	result, merr := encode(res)
+	if merr != nil {
+		h.log.Error("encoding a tool result", "error", merr)
+		body, _ := encode(struct {
+			JSONRPC string          `json:"jsonrpc"`
+			ID      json.RawMessage `json:"id"`
+			Error   *jsonrpc.Error  `json:"error"`
+		}{"2.0", id, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}})
+		w.Write(body)
+		return
+	}
+	if complete {
+		result = completed(result)
+	}
+	body := make([]byte, 0, len(result)+len(id)+32)
+	body = append(body, `{"jsonrpc":"2.0","id":`...)
+	body = append(body, id...)
+	body = append(body, `,"result":`...)
+	body = append(body, result...)
+	w.Write(append(body, '}'))
+}
+
+// completed marks a result final for the new protocol generation, as the
+// SDK's result marshalling does: "resultType" is its last member.
+func completed(result []byte) []byte {
+	if len(result) < 2 || result[0] != '{' {
+		return result
+	}
+	out := make([]byte, 0, len(result)+24)
+	out = append(out, result[:len(result)-1]...)
+	if len(result) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, `"resultType":"complete"}`...)
+}
+
+// wireError is the JSON-RPC error the SDK's connection sends for err.
+func wireError(err error) *jsonrpc.Error {
+	if e, ok := err.(*jsonrpc.Error); ok {
+		return e
+	}
+	e := &jsonrpc.Error{Message: err.Error()}
+	var wrapped *jsonrpc.Error
+	if errors.As(err, &wrapped) {
+		e.Code = wrapped.Code
+	}
+	return e
+}
+
+// errorStatus is the HTTP status the SDK gives a protocol-level error on
+// the new generation (SEP-2575); 0 keeps 200.
+func errorStatus(version string, code int64) int {
+	if version < newProtocol {
+		return 0
+	}
+	switch code {
+	case jsonrpc.CodeMethodNotFound:
+		return http.StatusNotFound
+	case jsonrpc.CodeInvalidParams, mcp.CodeUnsupportedProtocolVersion, mcp.CodeMissingRequiredClientCapabilities:
+		return http.StatusBadRequest
+	}
+	return 0
+}
+
+// encode marshals v as the SDK's JSON-RPC layer does: no HTML escaping, no
+// trailing newline.
+func encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// plainID reports whether id is echoed by the SDK byte for byte: an integer
+// that fits in an int64 without a sign, exponent or leading zero, or a
+// string of printable ASCII without escapes. Other ids take the SDK's path.
+func plainID(id json.RawMessage) bool {
+	switch {
+	case len(id) == 0:
+		return false
+	case id[0] == '"':
+		if len(id) < 2 || id[len(id)-1] != '"' {
+			return false
+		}
+		for _, b := range id[1 : len(id)-1] {
+			if b < 0x20 || b > 0x7e || b == '"' || b == '\\' {
+				return false
+			}
+		}
+		return true
+	case id[0] >= '1' && id[0] <= '9' && len(id) <= 15: // exact as the float64 the SDK decodes it into
+		for _, b := range id {
+			if b < '0' || b > '9' {
+				return false
+			}
+		}
+		return true
+	}
+	return string(id) == "0"
+}
+
+// jsonBody is the SDK's Content-Type test.
+func jsonBody(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// acceptsBoth is the SDK's Accept test: JSON and an event stream.
+func acceptsBoth(values []string) bool {
+	var jsonOK, streamOK bool
+	for _, v := range values {
+		for _, raw := range strings.Split(v, ",") {
+			base, _, _ := strings.Cut(strings.TrimSpace(raw), ";")
+			switch strings.ToLower(strings.TrimSpace(base)) {
+			case "application/json", "application/*":
+				jsonOK = true
+			case "text/event-stream", "text/*":
+				streamOK = true
+			case "*/*":
+				jsonOK, streamOK = true, true
+			}
+		}
+	}
+	return jsonOK && streamOK
+}
+
+// hasParamHeaders reports Mcp-Param-* headers, which the SDK checks
+// against the tool's annotations: such requests take its path.
+func hasParamHeaders(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(k, "Mcp-Param-") {
+			return true
+		}
+	}
+	return false
+}
+
+// maxDepth bounds the nesting this path handles; deeper params (which the
+// SDK refuses past 1000) take its path.
+const maxDepth = 64
+
+var errDeep = errors.New("params nest deeper than the direct path handles")
+
+// shallow reports errDeep for params nesting deeper than maxDepth.
+func shallow(data []byte) error {
+	depth, inString, escaped := 0, false, false
+	for _, b := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case inString && b == '"':
+			inString = false
+		case inString:
+		case b == '"':
+			inString = true
+		case b == '{' || b == '[':
+			if depth++; depth > maxDepth {
+				return errDeep
+			}
+		case b == '}' || b == ']':
+			depth--
+		}
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package direct
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// The end-to-end proof that this path writes the SDK's bytes is
+// internal/app's TestDirectPathIsTheSDKPath; these pin the small rules it
+// rests on.
+
+func TestPlainID(t *testing.T) {
+	for id, want := range map[string]bool{
+		`0`: true, `7`: true, `123456789012345`: true, `"abc"`: true, `"<a&b>"`: true, `""`: true,
+		`1234567890123456`: false, // past float64's exact integers
+		`-1`:               false, `01`: false, `1.0`: false, `1e2`: false, `"\u0041"`: false, `"é"`: false,
+		`"a\"b"`: false, `null`: false, ``: false, `"unterminated`: false, `true`: false,
+	} {
+		if got := plainID(json.RawMessage(id)); got != want {
+			t.Errorf("plainID(%s) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestCompleted(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"content":[]}`: `{"content":[],"resultType":"complete"}`,
+		`{}`:             `{"resultType":"complete"}`,
+		`null`:           `null`,
+	} {
+		if got := string(completed([]byte(in))); got != want {
+			t.Errorf("completed(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestAcceptsBoth(t *testing.T) {
+	for accept, want := range map[string]bool{
+		"application/json, text/event-stream":             true,
+		"text/event-stream;q=0.9, application/json;q=1.0": true,
+		"*/*":                   true,
+		"application/*, text/*": true,
+		"application/json":      false,
+		"text/event-stream":     false,
+		"":                      false,
+	} {
+		if got := acceptsBoth([]string{accept}); got != want {
+			t.Errorf("acceptsBoth(%q) = %v, want %v", accept, got, want)
+		}
+	}
+}
+
+func TestShallow(t *testing.T) {
+	deep := strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1)
+	ok := strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)
+	quoted := `{"a":"` + strings.Repeat("[", 2*maxDepth) + `\"["}`
+	for in, want := range map[string]error{deep: errDeep, ok: nil, quoted: nil} {
+		if got := shallow([]byte(in)); got != want {
+			t.Errorf("shallow(%.20s...) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestJSONBody(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/json": true, "application/json; charset=utf-8": true, "Application/JSON": true,
+		"application/json-seq": false, "text/json": false, "": false, "application/json;;": false,
+	} {
+		if got := jsonBody(ct); got != want {
+			t.Errorf("jsonBody(%q) = %v, want %v", ct, got, want)
+		}
+	}
+}
