@@ -244,7 +244,11 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 		w.Write(body)
 		return
 	}
-	result, merr := encode(res)
+	result, fast := encodeResult(res)
+	var merr error
+	if !fast {
+		result, merr = encode(res)
+	}
 	if merr != nil {
 		h.log.Error("encoding a tool result", "error", merr)
 		body, _ := encode(struct {
@@ -264,6 +268,95 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 	body = append(body, `,"result":`...)
 	body = append(body, result...)
 	w.Write(append(body, '}'))
+}
+
+// encodeResult writes a tool result as the SDK's marshalling does, for the
+// shape compiled tools and governance refusals produce: text content
+// without annotations or _meta, and structured content that is JSON the
+// tool marshalled (compact, HTML-escaped). Encoding it as the SDK does
+// compacts the same bytes four times over (the result's MarshalJSON, the
+// content's, and the encoder around each), which is most of what a read
+// call costs; ok false for any other shape, which encode handles as the SDK
+// does.
+func encodeResult(res mcp.Result) (b []byte, ok bool) {
+	r, isTool := res.(*mcp.CallToolResult)
+	if !isTool || r == nil || r.Content == nil || r.InputRequests != nil || r.RequestState != "" {
+		return nil, false
+	}
+	var structured json.RawMessage
+	switch sc := r.StructuredContent.(type) {
+	case nil:
+	case json.RawMessage:
+		if !compactJSON(sc) {
+			return nil, false
+		}
+		structured = sc
+	default:
+		return nil, false
+	}
+	b = make([]byte, 0, 2*len(structured)+256)
+	b = append(b, '{')
+	if len(r.Meta) > 0 {
+		m, err := json.Marshal(r.Meta)
+		if err != nil {
+			return nil, false
+		}
+		b = append(append(append(b, `"_meta":`...), m...), ',')
+	}
+	b = append(b, `"content":[`...)
+	for i, c := range r.Content {
+		tc, isText := c.(*mcp.TextContent)
+		if !isText || tc == nil || len(tc.Meta) > 0 || tc.Annotations != nil {
+			return nil, false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		text, err := json.Marshal(tc.Text) // HTML-escaped, as the SDK's json.Marshal
+		if err != nil {
+			return nil, false
+		}
+		b = append(append(append(b, `{"type":"text","text":`...), text...), '}')
+	}
+	b = append(b, ']')
+	if structured != nil {
+		b = append(append(b, `,"structuredContent":`...), structured...)
+	}
+	if r.IsError {
+		b = append(b, `,"isError":true`...)
+	}
+	return append(b, '}'), true
+}
+
+// compactJSON reports whether raw is what compacting it with HTML escaping
+// would leave unchanged: no whitespace outside strings, no <, > or &, no
+// U+2028 or U+2029. It does not validate: the structured content on this
+// path is what json.Marshal produced.
+func compactJSON(raw []byte) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	inString, escaped := false, false
+	for i, c := range raw {
+		switch {
+		case c == '<' || c == '>' || c == '&':
+			return false
+		case c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x80 && (raw[i+2] == 0xA8 || raw[i+2] == 0xA9):
+			return false
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			return false
+		}
+	}
+	return !inString
 }
 
 // completed marks a result final for the new protocol generation, as the

@@ -72,3 +72,22 @@ func TestJSONBody(t *testing.T) {
 		}
 	}
 }
+
+func TestCompactJSON(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"a":[1,2],"b":"x y"}`:    true,
+		`{"a":"\"quoted\" \\ ok"}`: true,
+		`{"a": 1}`:                 false, // whitespace outside a string
+		"{\"a\":1}\n":              false,
+		`{"a":"<b>"}`:              false, // the SDK's compaction escapes it
+		`{"a":"x & y"}`:            false,
+		"{\"a\":\"\u2028\"}":       false,
+		`{"a":"\u003cb\u003e"}`:    true,
+		``:                         false,
+		`{"a":"unterminated}`:      false,
+	} {
+		if got := compactJSON([]byte(in)); got != want {
+			t.Errorf("compactJSON(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -34,9 +34,11 @@ import (
 // excluded). Bytes allocated per call come from the server's own
 // go_memstats_alloc_bytes_total over 2N calls run natively.
 //
-//	BENCH_ICOUNT=1 go test ./internal/tooling/bench -run TestInstructions -v -timeout 30m
+//	BENCH_ICOUNT=1 go test ./internal/tooling/bench -count=1 -run TestInstructions -v -timeout 30m
 //
-// BENCH_ICOUNT_N (default 400) sets N.
+// BENCH_ICOUNT_N (default 400) sets N; BENCH_ICOUNT_OUT, a directory, keeps
+// the callgrind dumps there (one per run, named after the row) and builds
+// the binaries with their symbols, for callgrind_annotate.
 func TestInstructions(t *testing.T) {
 	if os.Getenv("BENCH_ICOUNT") == "" {
 		t.Skip("set BENCH_ICOUNT=1 to count instructions per call under callgrind (several minutes)")
@@ -50,6 +52,10 @@ func TestInstructions(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bins := buildAll(t, dir, "baseline", "portfolio-mcp", "mcpload")
+	dumps := dir
+	if out := os.Getenv("BENCH_ICOUNT_OUT"); out != "" {
+		dumps = out
+	}
 
 	iss := oauthtest.New(t)
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
@@ -84,8 +90,9 @@ func TestInstructions(t *testing.T) {
 			if gc != "" {
 				tg.env = append(append([]string(nil), tg.env...), gc)
 			}
-			ir1 := callgrindRun(t, tg, bins["mcpload"], tokenFile, v.protocol, n, dir)
-			ir2 := callgrindRun(t, tg, bins["mcpload"], tokenFile, v.protocol, 2*n, dir)
+			name := strings.NewReplacer(" ", "_", ",", "", "/", "", "(", "", ")", "").Replace(fmt.Sprintf("%s_%s_%s", v.name, v.protocol, gc))
+			ir1 := callgrindRun(t, tg, bins["mcpload"], tokenFile, v.protocol, n, filepath.Join(dumps, name+".n"))
+			ir2 := callgrindRun(t, tg, bins["mcpload"], tokenFile, v.protocol, 2*n, filepath.Join(dumps, name+".2n"))
 			per[gc] = float64(ir2-ir1) / float64(n)
 		}
 		if baseIr == 0 {
@@ -124,7 +131,11 @@ func buildAll(t *testing.T, dir string, names ...string) map[string]string {
 	out := map[string]string{}
 	for _, name := range names {
 		bin := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkgs[name])
+		ldflags := "-s -w"
+		if os.Getenv("BENCH_ICOUNT_OUT") != "" {
+			ldflags = "" // symbols, for callgrind_annotate
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", bin, pkgs[name])
 		cmd.Dir = "../../.."
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", name, err, b)
@@ -154,10 +165,9 @@ var totals = regexp.MustCompile(`(?m)^(?:totals|summary): (\d+)`)
 // load (callgrind_control), and the process is then killed. (Letting it
 // exit on SIGTERM is not an option: callgrind 3.19 asserts on Go's signal
 // handling.)
-func callgrindRun(t *testing.T, tg target, mcpload, tokenFile, protocol string, calls int, dir string) int64 {
+func callgrindRun(t *testing.T, tg target, mcpload, tokenFile, protocol string, calls int, out string) int64 {
 	t.Helper()
 	port := proctest.FreePort(t)
-	out := filepath.Join(dir, fmt.Sprintf("callgrind.%d", port))
 	cmd := exec.Command("valgrind", "--tool=callgrind", "--fair-sched=yes", "--callgrind-out-file="+out, tg.bin)
 	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off"}, tg.env...)...)
 	var stderr bytes.Buffer
