@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"unsafe"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -102,10 +103,12 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], output
 			return nil, fmt.Errorf("marshaling output: %w", err)
 		}
 		res.StructuredContent = json.RawMessage(b)
+		// The text copy shares b's bytes: nothing writes to b after this.
+		text := unsafe.String(unsafe.SliceData(b), len(b))
 		if res.Content == nil {
-			res.Content = []mcp.Content{&mcp.TextContent{Text: string(b)}}
+			res.Content = []mcp.Content{&mcp.TextContent{Text: text}}
 		} else if !isObjectJSON(b) {
-			res.Content = append(res.Content, &mcp.TextContent{Text: string(b)})
+			res.Content = append(res.Content, &mcp.TextContent{Text: text})
 		}
 		return res, nil
 	}

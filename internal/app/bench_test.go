@@ -23,7 +23,8 @@ func BenchmarkSearchEquitiesHTTP(b *testing.B) {
 	// Limits high enough that every call does the full work; the limiter
 	// itself still runs.
 	common := map[string]string{"LOG_LEVEL": "error", "RATE_READ_PER_SECOND": "1000000", "RATE_READ_BURST": "1000000"}
-	b.Run("dev", func(b *testing.B) { benchSearch(b, startServer(b, common), "") })
+	b.Run("dev", func(b *testing.B) { benchSearch(b, startServer(b, common), "", "2025-11-25") })
+	b.Run("dev-2026-07-28", func(b *testing.B) { benchSearch(b, startServer(b, common), "", "2026-07-28") })
 	b.Run("production", func(b *testing.B) {
 		iss := oauthtest.New(b)
 		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -37,18 +38,26 @@ func BenchmarkSearchEquitiesHTTP(b *testing.B) {
 		}
 		claims := iss.Claims("bench", secResource, "portfolio:read", "ACC-1001")
 		claims["exp"] = time.Now().Add(time.Hour).Unix()
-		benchSearch(b, startServer(b, env), iss.Token(b, claims))
+		benchSearch(b, startServer(b, env), iss.Token(b, claims), "2025-11-25")
 	})
 }
 
-func benchSearch(b *testing.B, srv *testServer, token string) {
-	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_equities","arguments":{"query":"in","limit":20}}}`)
+func benchSearch(b *testing.B, srv *testServer, token, protocol string) {
+	meta := ""
+	if protocol >= "2026-07-28" {
+		meta = `,"_meta":{"io.modelcontextprotocol/protocolVersion":"` + protocol + `","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_equities","arguments":{"query":"in","limit":20}` + meta + `}}`)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	post := func() {
 		req, _ := http.NewRequest("POST", srv.URL+"/mcp", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+		req.Header.Set("MCP-Protocol-Version", protocol)
+		if protocol >= "2026-07-28" {
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "search_equities")
+		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -65,6 +66,7 @@ type handler struct {
 	sdk      http.Handler
 	tools    map[string]mcp.ToolHandler
 	chain    mcp.MethodHandler
+	clients  clientMeta
 	impl     *mcp.Implementation
 	versions []string
 	served   func(string)
@@ -165,7 +167,7 @@ func (h *handler) annotate(res mcp.Result, own *mcp.CallToolResult) bool {
 // params is CallToolParamsRaw as the SDK decodes it, with the fields this
 // path refuses to handle kept raw so their presence is seen.
 type params struct {
-	Meta           map[string]any  `json:"_meta"`
+	Meta           json.RawMessage `json:"_meta"`
 	Name           string          `json:"name"`
 	Arguments      json.RawMessage `json:"arguments"`
 	InputResponses json.RawMessage `json:"inputResponses"`
@@ -190,11 +192,21 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	if _, err := sjson.Parse(c.Params, &p, sjson.DontMatchCaseInsensitiveStructFields); err != nil || p.Name != c.Tool || p.InputResponses != nil || p.RequestState != nil {
 		return nil, "", false
 	}
+	var meta map[string]any
+	var rawMeta map[string]json.RawMessage
+	if len(p.Meta) > 0 && string(p.Meta) != "null" {
+		if _, err := sjson.Parse(p.Meta, &meta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, "", false
+		}
+		if _, err := sjson.Parse(p.Meta, &rawMeta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, "", false
+		}
+	}
 	req := &mcp.CallToolRequest{
-		Params: &mcp.CallToolParamsRaw{Meta: p.Meta, Name: p.Name, Arguments: p.Arguments},
+		Params: &mcp.CallToolParamsRaw{Meta: meta, Name: p.Name, Arguments: p.Arguments},
 		Extra:  &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header},
 	}
-	metaVersion, _ := p.Meta[mcp.MetaKeyProtocolVersion].(string)
+	metaVersion, _ := meta[mcp.MetaKeyProtocolVersion].(string)
 	if version < newProtocol {
 		// An old-generation request naming a version in _meta is checked
 		// (and refused) by the SDK.
@@ -205,13 +217,49 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	if r.Header.Get("Mcp-Method") != "tools/call" || r.Header.Get("Mcp-Name") != c.Tool || hasParamHeaders(r.Header) || metaVersion != version {
 		return nil, "", false
 	}
-	if req.ClientCapabilities() == nil {
-		return nil, "", false
+	return req, version, h.clients.accepts(req, rawMeta)
+}
+
+// clientMeta remembers whether the SDK accepts a request's _meta client
+// capabilities and client info, by their bytes: a client sends the same
+// ones on every call, and deciding means re-marshalling them through the
+// SDK's decoder (two 32 KiB buffers) each time.
+type clientMeta struct {
+	mu       sync.Mutex
+	verdicts map[string]bool
+}
+
+// maxClientMeta bounds what is remembered, in entries and key bytes.
+const (
+	maxClientMeta    = 256
+	maxClientMetaKey = 2048
+)
+
+func (m *clientMeta) accepts(req *mcp.CallToolRequest, raw map[string]json.RawMessage) bool {
+	info, hasInfo := raw[mcp.MetaKeyClientInfo]
+	key := string(raw[mcp.MetaKeyClientCapabilities]) + "\x00" + string(info)
+	if hasInfo {
+		key += "\x00i"
 	}
-	if _, present := p.Meta[mcp.MetaKeyClientInfo]; present && req.ClientInfo() == nil {
-		return nil, "", false
+	cacheable := len(key) <= maxClientMetaKey
+	if cacheable {
+		m.mu.Lock()
+		ok, known := m.verdicts[key]
+		m.mu.Unlock()
+		if known {
+			return ok
+		}
 	}
-	return req, version, true
+	ok := req.ClientCapabilities() != nil && (!hasInfo || req.ClientInfo() != nil)
+	if cacheable {
+		m.mu.Lock()
+		if m.verdicts == nil || len(m.verdicts) >= maxClientMeta {
+			m.verdicts = map[string]bool{}
+		}
+		m.verdicts[key] = ok
+		m.mu.Unlock()
+	}
+	return ok
 }
 
 // reply writes what the SDK's JSON response mode writes for res or err;
@@ -228,78 +276,88 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 		}
 	}
 	if err != nil {
-		wire := wireError(err)
-		if status := errorStatus(version, wire.Code); status != 0 {
-			w.WriteHeader(status)
-		}
-		body, merr := encode(struct {
-			JSONRPC string          `json:"jsonrpc"`
-			ID      json.RawMessage `json:"id"`
-			Error   *jsonrpc.Error  `json:"error"`
-		}{"2.0", id, wire})
-		if merr != nil {
-			h.log.Error("encoding an error response", "error", merr)
+		h.writeError(w, id, version, wireError(err))
+		return
+	}
+	body := make([]byte, 0, bodySize(res, id))
+	body = append(append(append(body, `{"jsonrpc":"2.0","id":`...), id...), `,"result":`...)
+	envelope := len(body)
+	body, fast := appendResult(body, res, complete)
+	if !fast {
+		result, err := encode(res)
+		if err != nil {
+			h.log.Error("encoding a tool result", "error", err)
+			h.writeError(w, id, version, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"})
 			return
 		}
-		w.Write(body)
-		return
+		if complete {
+			result = completed(result)
+		}
+		body = append(body[:envelope], result...)
 	}
-	result, fast := encodeResult(res)
-	var merr error
-	if !fast {
-		result, merr = encode(res)
-	}
-	if merr != nil {
-		h.log.Error("encoding a tool result", "error", merr)
-		body, _ := encode(struct {
-			JSONRPC string          `json:"jsonrpc"`
-			ID      json.RawMessage `json:"id"`
-			Error   *jsonrpc.Error  `json:"error"`
-		}{"2.0", id, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}})
-		w.Write(body)
-		return
-	}
-	if complete {
-		result = completed(result)
-	}
-	body := make([]byte, 0, len(result)+len(id)+32)
-	body = append(body, `{"jsonrpc":"2.0","id":`...)
-	body = append(body, id...)
-	body = append(body, `,"result":`...)
-	body = append(body, result...)
 	w.Write(append(body, '}'))
 }
 
-// encodeResult writes a tool result as the SDK's marshalling does, for the
-// shape compiled tools and governance refusals produce: text content
+// writeError writes the JSON-RPC error response the SDK writes for e.
+func (h *handler) writeError(w http.ResponseWriter, id json.RawMessage, version string, e *jsonrpc.Error) {
+	if status := errorStatus(version, e.Code); status != 0 {
+		w.WriteHeader(status)
+	}
+	body, err := encode(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   *jsonrpc.Error  `json:"error"`
+	}{"2.0", id, e})
+	if err != nil {
+		h.log.Error("encoding an error response", "error", err)
+		return
+	}
+	w.Write(body)
+}
+
+// bodySize is a guess at the response's size, to allocate it once: the
+// structured content and its text copy, escaped, and the envelope.
+func bodySize(res mcp.Result, id json.RawMessage) int {
+	n := 256 + len(id)
+	if r, ok := res.(*mcp.CallToolResult); ok && r != nil {
+		if raw, ok := r.StructuredContent.(json.RawMessage); ok {
+			n += len(raw) * 9 / 4 // the raw JSON, and its text copy with quotes escaped
+		}
+	}
+	return n
+}
+
+// appendResult appends a tool result as the SDK's marshalling writes it
+// (marked complete if complete), for the shape compiled tools and
+// governance refusals produce: text content
 // without annotations or _meta, and structured content that is JSON the
 // tool marshalled (compact, HTML-escaped). Encoding it as the SDK does
 // compacts the same bytes four times over (the result's MarshalJSON, the
 // content's, and the encoder around each), which is most of what a read
-// call costs; ok false for any other shape, which encode handles as the SDK
-// does.
-func encodeResult(res mcp.Result) (b []byte, ok bool) {
+// call costs. It reports false, with b as it was, for any other shape,
+// which encode handles as the SDK does.
+func appendResult(b []byte, res mcp.Result, complete bool) ([]byte, bool) {
 	r, isTool := res.(*mcp.CallToolResult)
 	if !isTool || r == nil || r.Content == nil || r.InputRequests != nil || r.RequestState != "" {
-		return nil, false
+		return b, false
 	}
 	var structured json.RawMessage
 	switch sc := r.StructuredContent.(type) {
 	case nil:
 	case json.RawMessage:
 		if !compactJSON(sc) {
-			return nil, false
+			return b, false
 		}
 		structured = sc
 	default:
-		return nil, false
+		return b, false
 	}
-	b = make([]byte, 0, 2*len(structured)+256)
+	start := len(b)
 	b = append(b, '{')
 	if len(r.Meta) > 0 {
 		m, err := json.Marshal(r.Meta)
 		if err != nil {
-			return nil, false
+			return b[:start], false
 		}
 		b = append(append(append(b, `"_meta":`...), m...), ',')
 	}
@@ -307,16 +365,17 @@ func encodeResult(res mcp.Result) (b []byte, ok bool) {
 	for i, c := range r.Content {
 		tc, isText := c.(*mcp.TextContent)
 		if !isText || tc == nil || len(tc.Meta) > 0 || tc.Annotations != nil {
-			return nil, false
+			return b[:start], false
 		}
 		if i > 0 {
 			b = append(b, ',')
 		}
-		text, err := json.Marshal(tc.Text) // HTML-escaped, as the SDK's json.Marshal
-		if err != nil {
-			return nil, false
+		b = append(b, `{"type":"text","text":`...)
+		var err error
+		if b, err = appendString(b, tc.Text); err != nil {
+			return b[:start], false
 		}
-		b = append(append(append(b, `{"type":"text","text":`...), text...), '}')
+		b = append(b, '}')
 	}
 	b = append(b, ']')
 	if structured != nil {
@@ -325,7 +384,20 @@ func encodeResult(res mcp.Result) (b []byte, ok bool) {
 	if r.IsError {
 		b = append(b, `,"isError":true`...)
 	}
+	if complete {
+		b = append(b, `,"resultType":"complete"`...)
+	}
 	return append(b, '}'), true
+}
+
+// appendString appends s as a JSON string, HTML-escaped, as json.Marshal
+// writes it (the SDK's content marshalling), without allocating a copy.
+func appendString(b []byte, s string) ([]byte, error) {
+	buf := bytes.NewBuffer(b)
+	if err := json.NewEncoder(buf).Encode(s); err != nil {
+		return b, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // compactJSON reports whether raw is what compacting it with HTML escaping
