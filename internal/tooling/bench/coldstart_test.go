@@ -1,0 +1,81 @@
+package bench
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
+)
+
+// TestColdStart measures exec-to-ready (the first 200 from /readyz, wall
+// clock, each process pinned to core 0) of bench/initfloor (plain net/http
+// linking the same libraries: the floor they set) and of the server in dev
+// and production mode, in interleaved rounds, and reports each one's median
+// and its idle resident memory.
+//
+//	BENCH_COLD=1 go test ./internal/tooling/bench -count=1 -run TestColdStart -v
+//
+// BENCH_COLD_ROUNDS (default 15) sets the rounds.
+func TestColdStart(t *testing.T) {
+	if os.Getenv("BENCH_COLD") == "" {
+		t.Skip("set BENCH_COLD=1 to measure exec-to-ready against the library floor")
+	}
+	rounds := 15
+	if n, err := strconv.Atoi(os.Getenv("BENCH_COLD_ROUNDS")); err == nil && n >= 3 {
+		rounds = n
+	}
+	dir := t.TempDir()
+	bins := buildAll(t, dir, "initfloor", "portfolio-mcp")
+	iss := oauthtest.New(t)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	t.Cleanup(sink.Close)
+	dev, prod := benchEnv(iss, sink.URL)
+	targets := []target{
+		{name: "bench/initfloor", bin: bins["initfloor"]},
+		{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
+		{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod},
+	}
+	starts := make([][]time.Duration, len(targets))
+	for range rounds {
+		for i, tg := range targets {
+			starts[i] = append(starts[i], readyTimes(t, tg, 1)...)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nexec to ready, median of %d interleaved rounds\n\n| binary | exec→ready ms | x floor | idle RSS MB |\n|---|---|---|---|\n", rounds)
+	var floor time.Duration
+	for i, tg := range targets {
+		slices.Sort(starts[i])
+		med := starts[i][len(starts[i])/2]
+		if i == 0 {
+			floor = med
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.1f |\n", tg.name, ms(med), float64(med)/float64(floor), float64(idleRSS(t, tg))/1024)
+	}
+	t.Log(b.String())
+}
+
+// idleRSS starts tg, waits until it is ready, and reads its resident memory.
+func idleRSS(t *testing.T, tg target) int64 {
+	t.Helper()
+	port := proctest.FreePort(t)
+	cmd := exec.Command("taskset", "-c", "0", tg.bin)
+	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
+		t.Fatalf("%s: %v", tg.name, err)
+	}
+	return procStatus(t, cmd.Process.Pid, "VmRSS:")
+}
