@@ -123,7 +123,9 @@ type Trading struct {
 	// SymbolDeny tickers may never be traded (restricted list).
 	SymbolDeny []string `env:"SYMBOL_DENY"`
 	// EnforceMarketHours refuses orders outside the regular US session.
-	EnforceMarketHours bool `env:"ENFORCE_MARKET_HOURS, default=true"`
+	// Unset, it is on, except on the built-in demo backends, whose prices
+	// are frozen at a close anyway: see Config.MarketHoursEnforced.
+	EnforceMarketHours *bool `env:"ENFORCE_MARKET_HOURS, noinit"`
 	// Holidays are extra exchange holidays (YYYY-MM-DD) beyond the built-in calendar.
 	Holidays []calendar.Date `env:"MARKET_HOLIDAYS"`
 	// ApprovalTTL is how long a pending approval can be decided.
@@ -341,6 +343,23 @@ func envName(t reflect.Type, field string) string {
 		}
 	}
 	return ""
+}
+
+// Demo reports whether the built-in demo backends serve (no backend URL
+// is set).
+func (c *Config) Demo() bool {
+	b := c.Backends
+	return b.PortfolioURL == "" && b.TradeURL == "" && b.RiskURL == ""
+}
+
+// MarketHoursEnforced is ENFORCE_MARKET_HOURS, or when it is unset: true,
+// except on the demo backends, so a first try on a laptop can place a
+// paper order at any hour while any real deployment stays strict.
+func (c *Config) MarketHoursEnforced() bool {
+	if c.Trading.EnforceMarketHours != nil {
+		return *c.Trading.EnforceMarketHours
+	}
+	return !c.Demo()
 }
 
 // ResourceURL is the protected resource agents' tokens are for (RFC 9728):

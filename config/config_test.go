@@ -79,3 +79,29 @@ func TestEveryBadVariableAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestMarketHoursDefault: a laptop on the demo backends can try an order at
+// any hour; a deployment on real backends is strict unless told otherwise.
+func TestMarketHoursDefault(t *testing.T) {
+	real := map[string]string{"PORTFOLIO_URL": "https://p.internal", "TRADE_URL": "https://t.internal", "RISK_URL": "https://r.internal"}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"demo backends", map[string]string{}, false},
+		{"demo backends, enforced", map[string]string{"ENFORCE_MARKET_HOURS": "true"}, true},
+		{"real backends", real, true},
+		{"real backends, switched off", map[string]string{"PORTFOLIO_URL": "https://p.internal", "TRADE_URL": "https://t.internal", "RISK_URL": "https://r.internal", "ENFORCE_MARKET_HOURS": "false"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.MarketHoursEnforced(); got != tc.want {
+				t.Errorf("MarketHoursEnforced() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -235,7 +235,7 @@ func observed(h http.Handler, f func(*call.Call)) http.Handler {
 // services would be worse than not starting.
 func newBackends(cfg *config.Config, sec *secrets.Store, log *slog.Logger) (backends.Set, error) {
 	b := cfg.Backends
-	if b.PortfolioURL == "" && b.TradeURL == "" && b.RiskURL == "" {
+	if cfg.Demo() {
 		return demo.New(nil).Set(), nil
 	}
 	for _, v := range []struct{ name, url string }{{"PORTFOLIO_URL", b.PortfolioURL}, {"TRADE_URL", b.TradeURL}, {"RISK_URL", b.RiskURL}} {

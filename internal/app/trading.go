@@ -98,7 +98,7 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 	rules := policy.Rules{
 		Mode: t.Mode, MaxOrderNotional: t.MaxOrderNotional, ApprovalNotional: t.ApprovalNotional,
 		MaxPositionWeight: t.MaxPositionWeight, SymbolAllow: t.SymbolAllow, SymbolDeny: t.SymbolDeny,
-		EnforceMarketHours: t.EnforceMarketHours, Calendar: cal,
+		EnforceMarketHours: cfg.MarketHoursEnforced(), Calendar: cal,
 	}
 	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
 	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals}, st, bs, j, signer, log, nil)
