@@ -21,7 +21,7 @@ CYCLONEDX=github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
 tools="${XDG_CACHE_HOME:-$HOME/.cache}/portfolio-mcp/tools"
 mkdir -p "$tools"
 for pkg in "$GORELEASER" "$CYCLONEDX"; do
-  stamp="$tools/.$(basename "${pkg%@*}")"
+  stamp="$tools/.$(tr '/' '_' <<<"${pkg%@*}")"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$pkg" ]; then
     echo "installing $pkg" >&2
     GOBIN="$tools" go install "$pkg"
