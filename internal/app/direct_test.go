@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,6 +96,7 @@ func directCases() []directCase {
 		variant("Accept JSON only", func(h map[string]string) { h["Accept"] = "application/json" }, false)
 		variant("charset", func(h map[string]string) { h["Content-Type"] = "application/json; charset=utf-8" }, true)
 		variant("Last-Event-ID", func(h map[string]string) { h["Last-Event-ID"] = "1" }, false)
+		variant("empty Last-Event-ID", func(h map[string]string) { h["Last-Event-ID"] = "" }, false)
 	}
 	const nv = "2026-07-28"
 	newVariant := func(name string, edit func(h map[string]string), meta string) {
@@ -114,7 +116,13 @@ func directCases() []directCase {
 	newVariant("bad client info", keep, `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":"me","io.modelcontextprotocol/clientCapabilities":{}}`)
 	newVariant("input responses", keep, `,"inputResponses":{},`+newMeta)
 	oldMeta := std("2025-11-25", "list_accounts")
+	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
 	cases = append(cases,
+		directCase{"2025-11-25 an error member beside the method", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts"},"error":"x"}`, oldMeta, false},
+		directCase{"2025-11-25 _meta twice", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"_meta":{}}}`, oldMeta, false},
+		directCase{"2026-07-28 _meta twice", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","_meta":{"io.modelcontextprotocol/clientInfo":"bad"},` + newMeta + `}}`, std(nv, "list_accounts"), false},
+		directCase{"2025-11-25 deep arguments", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","arguments":{"x":` + deep(100) + `}}}`, oldMeta, false},
+		directCase{"2025-11-25 nested past the SDK's limit", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts"},"x":` + deep(1001) + `}`, oldMeta, false},
 		directCase{"2025-11-25 _meta naming a version", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, oldMeta, false},
 		directCase{"2025-03-26 (not proven)", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts"}}`, map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-03-26"}, false},
 		directCase{"no protocol header", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts"}}`, map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}, false},
@@ -168,6 +176,36 @@ func TestDirectPathIsTheSDKPath(t *testing.T) {
 	if len(served) == 0 {
 		t.Fatal("the direct path answered nothing: the test lost its subject")
 	}
+	// Every tool the direct path answers must have been compared here: a
+	// new read tool joins the direct path on its own, and must join this
+	// test too.
+	for _, tool := range listTools(t, withSDK.URL, token) {
+		if tool != "place_order" && tool != "cancel_order" && !slices.Contains(served, tool) {
+			t.Errorf("tool %s: no request of it took the direct path here; add its calls to directCases", tool)
+		}
+	}
+}
+
+// listTools is the names tools/list gives.
+func listTools(t *testing.T, base, token string) []string {
+	t.Helper()
+	_, _, body := directPost(t, base, token, directCase{
+		body:    `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+		headers: map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"},
+	})
+	var list struct {
+		Result struct {
+			Tools []struct{ Name string } `json:"tools"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil || len(list.Result.Tools) == 0 {
+		t.Fatalf("tools/list: %v: %s", err, body)
+	}
+	var names []string
+	for _, tl := range list.Result.Tools {
+		names = append(names, tl.Name)
+	}
+	return names
 }
 
 // directPost sends c and returns the status, the response headers that a

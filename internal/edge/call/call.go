@@ -58,6 +58,9 @@ type Call struct {
 	RawArgs         json.RawMessage // tools/call: the arguments exactly as sent
 	RequestState    string          // tools/call: the requestState of a multi round-trip retry
 	Params          json.RawMessage // tools/call: the params exactly as sent
+	// Mixed: a request that also carries "result" or "error" members, which
+	// the go-sdk decodes (and may refuse) where the edge does not look.
+	Mixed bool
 
 	once     sync.Once
 	args     any
@@ -179,6 +182,12 @@ type params struct {
 // error to answer; everything else is a Call, whose params the go-sdk then
 // validates in full.
 func Parse(body []byte, protocolVersion string) (*Call, *Error) {
+	// Before any parser recurses into it: a body of a million brackets
+	// would otherwise cost seconds and could overflow the stack, before
+	// anyone is authenticated.
+	if TooDeep(body, MaxDepth) {
+		return nil, &Error{Code: CodeInvalidRequest, Message: fmt.Sprintf("invalid request: the message nests deeper than %d levels", MaxDepth)}
+	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		if !json.Valid(trimmed) {
@@ -206,6 +215,7 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 		return nil, &Error{Code: CodeInvalidRequest, Message: `invalid request: "method" is required`, ID: w.ID}
 	}
 	c.Method = *w.Method
+	c.Mixed = w.Result != nil || w.Error != nil
 	if c.ID == nil {
 		return c, nil // a notification: the SDK accepts or ignores it
 	}
@@ -224,6 +234,36 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 		}
 	}
 	return c, nil
+}
+
+// MaxDepth is the deepest nesting of arrays and objects a message may have:
+// the go-sdk's own limit.
+const MaxDepth = 1000
+
+// TooDeep reports whether data nests arrays and objects deeper than max,
+// in one pass that does not recurse (strings are skipped).
+func TooDeep(data []byte, max int) bool {
+	depth, inString, escaped := 0, false, false
+	for _, b := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case inString && b == '"':
+			inString = false
+		case inString:
+		case b == '"':
+			inString = true
+		case b == '{' || b == '[':
+			if depth++; depth > max {
+				return true
+			}
+		case b == '}' || b == ']':
+			depth--
+		}
+	}
+	return false
 }
 
 // unmarshal decodes as the go-sdk does: case-sensitive keys.

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -76,7 +77,8 @@ type handler struct {
 // New returns a handler that answers what it can and hands everything else
 // to sdk, the go-sdk's streamable HTTP handler for the same server.
 func New(o Options, sdk http.Handler) http.Handler {
-	if len(o.Tools) == 0 {
+	// MCPGODEBUG switches go-sdk behaviours this path does not mirror.
+	if len(o.Tools) == 0 || os.Getenv("MCPGODEBUG") != "" {
 		return sdk
 	}
 	h := &handler{sdk: sdk, tools: o.Tools, impl: o.Server, served: o.Served, log: o.Logger}
@@ -106,16 +108,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.sdk.ServeHTTP(w, r)
 		return
 	}
+	// As in the SDK's stateless sessions, a client that goes away does not
+	// cancel the call: it completes, and its record says what it did.
 	var own toolResult
-	res, err := h.chain(context.WithValue(r.Context(), toolResultKey{}, &own), "tools/call", req)
+	ctx := context.WithValue(context.WithoutCancel(r.Context()), toolResultKey{}, &own)
+	res, err := h.chain(ctx, "tools/call", req)
 	complete := false
 	if version >= newProtocol && err == nil {
 		complete = h.annotate(res, own.res)
 	}
-	h.reply(w, call.From(r.Context()).ID, res, err, version, complete)
 	if h.served != nil {
-		h.served(req.Params.Name)
+		h.served(req.Params.Name) // before the answer: whoever reads it may count on it
 	}
+	h.reply(w, call.From(r.Context()).ID, res, err, version, complete)
 }
 
 // toolResult is the result the tool itself returned, as opposed to one a
@@ -178,15 +183,17 @@ type params struct {
 // path may answer r exactly as the SDK would.
 func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	c := call.From(r.Context())
-	if c == nil || r.Method != http.MethodPost || c.Method != "tools/call" || h.tools[c.Tool] == nil || !plainID(c.ID) {
+	if c == nil || r.Method != http.MethodPost || c.Method != "tools/call" || c.Mixed || h.tools[c.Tool] == nil || !plainID(c.ID) {
 		return nil, "", false
 	}
 	version := r.Header.Get("Mcp-Protocol-Version")
-	if !slices.Contains(h.versions, version) || r.Header.Get("Last-Event-ID") != "" || !jsonBody(r.Header.Get("Content-Type")) || !acceptsBoth(r.Header.Values("Accept")) {
+	if !slices.Contains(h.versions, version) || len(r.Header.Values("Last-Event-ID")) > 0 || !jsonBody(r.Header.Get("Content-Type")) || !acceptsBoth(r.Header.Values("Accept")) {
 		return nil, "", false
 	}
+	// Deep params, or _meta given twice (the SDK merges the copies into one
+	// map, a raw decode keeps the last), are the SDK's to read.
 	var p params
-	if len(c.Params) == 0 || shallow(c.Params) != nil {
+	if len(c.Params) == 0 || call.TooDeep(c.Params, maxDepth) || bytes.Count(c.Params, []byte(`"_meta"`)) > 1 {
 		return nil, "", false
 	}
 	if _, err := sjson.Parse(c.Params, &p, sjson.DontMatchCaseInsensitiveStructFields); err != nil || p.Name != c.Tool || p.InputResponses != nil || p.RequestState != nil {
@@ -268,10 +275,17 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 	w.Header().Set("Cache-Control", "no-cache, no-transform")
 	w.Header().Set("Content-Type", "application/json")
 	if err == nil {
-		if r, ok := res.(*mcp.CallToolResult); ok && r != nil && r.InputRequests != nil {
+		r, ok := res.(*mcp.CallToolResult)
+		switch {
+		case !ok || r == nil:
+			// The SDK answers an internal error too (or, for a typed nil on
+			// the new generation, fails worse).
+			h.log.Error("a tool on the direct path returned no result")
+			err = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "internal error"}
+		case r.InputRequests != nil:
 			// Tools on this path never ask for input; one that did would need
 			// the session's multi round-trip handling.
-			h.log.Error("a tool on the direct path asked for input", "tool", "tools/call")
+			h.log.Error("a tool on the direct path asked for input")
 			err = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "server bug: input requested on the direct path"}
 		}
 	}
@@ -445,8 +459,13 @@ func completed(result []byte) []byte {
 	return append(out, `"resultType":"complete"}`...)
 }
 
-// wireError is the JSON-RPC error the SDK's connection sends for err.
+// wireError is the JSON-RPC error the SDK's connection sends for err. Like
+// the SDK's, it names the method in any "method not found" (code -32601).
 func wireError(err error) *jsonrpc.Error {
+	var notFound *jsonrpc.Error
+	if errors.As(err, &notFound) && notFound.Code == jsonrpc.CodeMethodNotFound {
+		return &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: `method not found: "tools/call"`}
+	}
 	if e, ok := err.(*jsonrpc.Error); ok {
 		return e
 	}
@@ -550,32 +569,5 @@ func hasParamHeaders(h http.Header) bool {
 }
 
 // maxDepth bounds the nesting this path handles; deeper params (which the
-// SDK refuses past 1000) take its path.
+// SDK refuses past call.MaxDepth) take its path.
 const maxDepth = 64
-
-var errDeep = errors.New("params nest deeper than the direct path handles")
-
-// shallow reports errDeep for params nesting deeper than maxDepth.
-func shallow(data []byte) error {
-	depth, inString, escaped := 0, false, false
-	for _, b := range data {
-		switch {
-		case inString && escaped:
-			escaped = false
-		case inString && b == '\\':
-			escaped = true
-		case inString && b == '"':
-			inString = false
-		case inString:
-		case b == '"':
-			inString = true
-		case b == '{' || b == '[':
-			if depth++; depth > maxDepth {
-				return errDeep
-			}
-		case b == '}' || b == ']':
-			depth--
-		}
-	}
-	return nil
-}

@@ -2,7 +2,6 @@ package direct
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 )
 
@@ -47,17 +46,6 @@ func TestAcceptsBoth(t *testing.T) {
 	} {
 		if got := acceptsBoth([]string{accept}); got != want {
 			t.Errorf("acceptsBoth(%q) = %v, want %v", accept, got, want)
-		}
-	}
-}
-
-func TestShallow(t *testing.T) {
-	deep := strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1)
-	ok := strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth)
-	quoted := `{"a":"` + strings.Repeat("[", 2*maxDepth) + `\"["}`
-	for in, want := range map[string]error{deep: errDeep, ok: nil, quoted: nil} {
-		if got := shallow([]byte(in)); got != want {
-			t.Errorf("shallow(%.20s...) = %v, want %v", in, got, want)
 		}
 	}
 }
