@@ -26,6 +26,7 @@ func BenchmarkSearchEquitiesHTTP(b *testing.B) {
 	b.Run("dev", func(b *testing.B) { benchSearch(b, startServer(b, common), "", "2025-11-25") })
 	b.Run("dev-2026-07-28", func(b *testing.B) { benchSearch(b, startServer(b, common), "", "2026-07-28") })
 	b.Run("production", func(b *testing.B) {
+		setSecrets(b)
 		iss := oauthtest.New(b)
 		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.Copy(io.Discard, r.Body)

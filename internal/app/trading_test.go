@@ -67,7 +67,7 @@ func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-func setSecrets(t *testing.T) {
+func setSecrets(t testing.TB) {
 	t.Setenv("SECRET_REQUEST_STATE_KEY", "test-request-state-key-0123456789abcdef")
 	t.Setenv("SECRET_APPROVAL_EVENT_KEY", approveKey)
 }
