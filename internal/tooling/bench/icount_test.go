@@ -51,7 +51,7 @@ func TestInstructions(t *testing.T) {
 		n = v
 	}
 	dir := t.TempDir()
-	bins := buildAll(t, dir, "baseline", "portfolio-mcp", "mcpload")
+	bins := buildAll(t, dir, "baseline", "mcpgo", "portfolio-mcp", "mcpload")
 	dumps := dir
 	if out := os.Getenv("BENCH_ICOUNT_OUT"); out != "" {
 		dumps = out
@@ -70,8 +70,10 @@ func TestInstructions(t *testing.T) {
 	}
 	var variants []variant
 	for _, p := range []string{"2025-11-25", "2026-07-28"} {
-		if p == "2025-11-25" { // the baseline speaks one generation's bytes
-			variants = append(variants, variant{"plain net/http (bench/baseline)", target{bin: bins["baseline"]}, p})
+		if p == "2025-11-25" { // the baseline and mcp-go speak the initialize-era generation
+			variants = append(variants,
+				variant{"plain net/http (bench/baseline)", target{bin: bins["baseline"]}, p},
+				variant{"mark3labs/mcp-go v1.2.1, no governance (bench/mcpgo)", target{bin: bins["mcpgo"]}, p})
 		}
 		variants = append(variants,
 			variant{"portfolio-mcp, dev mode", target{bin: bins["portfolio-mcp"], env: common}, p},
@@ -99,7 +101,7 @@ func TestInstructions(t *testing.T) {
 			baseIr = per[""]
 		}
 		alloc := "n/a"
-		if v.target.bin != bins["baseline"] {
+		if v.target.bin == bins["portfolio-mcp"] { // the others have no /metrics
 			alloc = fmt.Sprintf("%.1f KB", allocPerCall(t, v.target, bins["mcpload"], tokenFile, v.protocol, 2*n)/1000)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.2f M | %.2f | %.2f M | %s |\n", v.name, v.protocol, per[""]/1e6, baseIr/per[""], per["GOGC=off"]/1e6, alloc)
@@ -127,6 +129,7 @@ func buildAll(t *testing.T, dir string, names ...string) map[string]string {
 	pkgs := map[string]string{
 		"baseline": "./internal/tooling/bench/baseline", "initfloor": "./internal/tooling/bench/initfloor",
 		"portfolio-mcp": "./cmd/portfolio-mcp", "mcpload": "./cmd/mcpload",
+		"mcpgo": ".", // its own module, in internal/tooling/bench/mcpgo
 	}
 	out := map[string]string{}
 	for _, name := range names {
@@ -137,6 +140,9 @@ func buildAll(t *testing.T, dir string, names ...string) map[string]string {
 		}
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", bin, pkgs[name])
 		cmd.Dir = "../../.."
+		if name == "mcpgo" {
+			cmd.Dir = "mcpgo"
+		}
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", name, err, b)
 		}

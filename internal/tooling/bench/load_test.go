@@ -1,5 +1,6 @@
 // Package bench holds the side-by-side load harness of docs/performance.md:
-// the plain net/http floor (bench/baseline) and portfolio-mcp, in dev mode
+// the plain net/http floor (bench/baseline), mark3labs/mcp-go serving the
+// same tool (bench/mcpgo) and portfolio-mcp, in dev mode
 // and with the full production middleware (JWT auth against a real JWKS
 // issuer with a cached verified token, scope check, rate limit, metrics,
 // audit to a CloudEvents sink), each pinned to core 0 and loaded by
@@ -60,7 +61,7 @@ func TestLoad(t *testing.T) {
 		dur = d
 	}
 	dir := t.TempDir()
-	bins := buildAll(t, dir, "baseline", "initfloor", "portfolio-mcp", "mcpload")
+	bins := buildAll(t, dir, "baseline", "initfloor", "mcpgo", "portfolio-mcp", "mcpload")
 	baseline, server, mcpload := bins["baseline"], bins["portfolio-mcp"], bins["mcpload"]
 	floor := target{name: "initfloor", bin: bins["initfloor"]}
 
@@ -75,6 +76,7 @@ func TestLoad(t *testing.T) {
 	common, prod := benchEnv(iss, sink.URL)
 	targets := []target{
 		{name: "plain net/http (bench/baseline)", bin: baseline},
+		{name: "mark3labs/mcp-go v1.2.1, stateless, no governance (bench/mcpgo)", bin: bins["mcpgo"]},
 		{name: "portfolio-mcp, dev mode (no auth, audit to log)", bin: server, env: common},
 		{name: "portfolio-mcp, production middleware", bin: server, env: prod, auth: true},
 	}
