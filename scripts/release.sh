@@ -44,8 +44,8 @@ if [ "${1:-}" = "--check" ]; then
   want=$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/metadata.json | head -1)
   got=$("$bin" --version)
   case "$got" in
-    "portfolio-mcp $want "*) echo "release check: ok ($got)" ;;
-    *) echo "release check: the binary says \"$got\", want version $want" >&2; exit 1 ;;
+    "portfolio-mcp v$want "*) echo "release check: ok ($got)" ;;
+    *) echo "release check: the binary says \"$got\", want version v$want" >&2; exit 1 ;;
   esac
   exit 0
 fi
