@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/mcptest"
 )
 
 // session serves a read tool, a trade tool that annotates its event, a
@@ -52,18 +52,12 @@ func session(t *testing.T, a *audit.Auditor) (*mcp.ClientSession, *int) {
 		}
 	}
 	srv.AddReceivingMiddleware(outcome.Deliver(), call.Bind(), a.Middleware(cat), deny)
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(principal.With(r.Context(), principal.Principal{Subject: "alice", ClientID: "agent"})))
-	}))
-	t.Cleanup(hs.Close)
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "c", Version: "1"}, nil).
-		Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: hs.URL}, nil)
-	if err != nil {
-		t.Fatal(err)
+	asAlice := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r.WithContext(principal.With(r.Context(), principal.Principal{Subject: "alice", ClientID: "agent"})))
+		})
 	}
-	t.Cleanup(func() { cs.Close() })
-	return cs, executed
+	return mcptest.Connect(t, srv, asAlice), executed
 }
 
 func TestMiddlewareRecordsEveryCall(t *testing.T) {

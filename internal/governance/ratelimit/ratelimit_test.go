@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/mcptest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
 )
 
@@ -104,16 +103,7 @@ func mcpServer(t *testing.T, l *ratelimit.Limiter) *mcp.ClientSession {
 	cat.Add(catalog.Tool{Name: "read_tool", Class: catalog.Read})
 	cat.Add(catalog.Tool{Name: "trade_tool", Class: catalog.Trade})
 	srv.AddReceivingMiddleware(outcome.Deliver(), call.Bind(), l.Middleware(cat))
-	hs := httptest.NewServer(oauth.Unauthenticated([]string{"portfolio:read"})(
-		mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})))
-	t.Cleanup(hs.Close)
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "c", Version: "1"}, nil).
-		Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: hs.URL}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cs.Close() })
-	return cs
+	return mcptest.Connect(t, srv, oauth.Unauthenticated([]string{"portfolio:read"}))
 }
 
 func TestMiddlewareRefusesWithRetryAfter(t *testing.T) {
