@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends/faults"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
 const fakesPort = "8090/tcp"
@@ -374,25 +374,7 @@ func resultText(res *mcp.CallToolResult) string {
 // goroutines reads go_goroutines from the server's /metrics.
 func goroutines(t *testing.T, base string) int {
 	t.Helper()
-	// A fresh connection per scrape, so the scrape holds no idle one.
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := hc.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return int(n)
-		}
-	}
-	t.Fatal("no go_goroutines in /metrics")
-	return 0
+	return int(proctest.Metric(t, base, "go_goroutines"))
 }
 
 // eventually polls cond until it holds or timeout passes.

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -182,27 +181,11 @@ func BenchmarkStartup(b *testing.B) {
 		elapsed := time.Since(start)
 		b.StopTimer()
 		total += elapsed
-		rssKB = readRSS(b, cmd.Process.Pid)
+		rssKB = float64(proctest.StatusKB(b, cmd.Process.Pid, "VmRSS:"))
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-ready")
 	b.ReportMetric(rssKB/1024, "MB-RSS-idle")
-}
-
-func readRSS(t testing.TB, pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return kb
-		}
-	}
-	return 0
 }

@@ -3,10 +3,14 @@
 package proctest
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,4 +49,49 @@ func PollReady(base string, exited <-chan struct{}) error {
 		time.Sleep(200 * time.Microsecond)
 	}
 	return fmt.Errorf("not ready within 15s: %v", err)
+}
+
+// StatusKB reads a kB field of /proc/pid/status, such as "VmRSS:" (resident
+// memory) or "VmHWM:" (its peak).
+func StatusKB(t testing.TB, pid int, field string) int64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
+}
+
+// Metric scrapes base's /metrics and returns the value of the unlabelled
+// metric name. It opens a fresh connection, so the scrape leaves no idle
+// one behind (tests count the server's goroutines).
+func Metric(t testing.TB, base, name string) float64 {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in %s/metrics", name, base)
+	return 0
 }

@@ -77,5 +77,5 @@ func idleRSS(t *testing.T, tg target) int64 {
 	if err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
 		t.Fatalf("%s: %v", tg.name, err)
 	}
-	return procStatus(t, cmd.Process.Pid, "VmRSS:")
+	return proctest.StatusKB(t, cmd.Process.Pid, "VmRSS:")
 }

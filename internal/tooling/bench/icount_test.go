@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -222,27 +221,9 @@ func allocPerCall(t *testing.T, tg target, mcpload, tokenFile, protocol string, 
 		t.Fatalf("%s: %v", tg.name, err)
 	}
 	load(t, tg, mcpload, tokenFile, base, protocol, 20) // warm: caches, first-use allocations
-	before := allocated(t, base)
+	before := proctest.Metric(t, base, "go_memstats_alloc_bytes_total")
 	load(t, tg, mcpload, tokenFile, base, protocol, calls)
-	return (allocated(t, base) - before) / float64(calls)
-}
-
-func allocated(t *testing.T, base string) float64 {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_alloc_bytes_total "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	t.Fatal("no go_memstats_alloc_bytes_total in /metrics")
-	return 0
+	return (proctest.Metric(t, base, "go_memstats_alloc_bytes_total") - before) / float64(calls)
 }
 
 // load makes calls sequential calls with mcpload.

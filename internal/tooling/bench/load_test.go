@@ -16,7 +16,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/json"
@@ -214,7 +213,7 @@ func runTarget(t *testing.T, tg target, mcpload, tokenFile string, dur time.Dura
 		time.Sleep(200 * time.Microsecond)
 	}
 	pid := cmd.Process.Pid
-	r.idleRSS = procStatus(t, pid, "VmRSS:")
+	r.idleRSS = proctest.StatusKB(t, pid, "VmRSS:")
 	load := func(conc int, d time.Duration, n int64) loadgen.Result {
 		args := []string{mcpload, "-url", base + "/mcp", "-d", d.String(), "-c", strconv.Itoa(conc), "-json", "-q"}
 		if n > 0 {
@@ -246,7 +245,7 @@ func runTarget(t *testing.T, tg target, mcpload, tokenFile string, dur time.Dura
 		t.Errorf("%s: %d of %d calls failed: %v", tg.name, r.res.Calls-r.res.OK, r.res.Calls, r.res.Errors)
 	}
 	load(200, 2*time.Second, 0)
-	r.hwm = procStatus(t, pid, "VmHWM:")
+	r.hwm = proctest.StatusKB(t, pid, "VmHWM:")
 	return r
 }
 
@@ -260,21 +259,4 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * (time.Second / 100) // USER_HZ
-}
-
-// procStatus reads a kB field of /proc/pid/status.
-func procStatus(t *testing.T, pid int, field string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
