@@ -171,15 +171,24 @@ func TestToolsDifferential(t *testing.T) {
 
 func rawPost(t *testing.T, hc *http.Client, base string, c diffCall) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", base+"/mcp", strings.NewReader(c.body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("MCP-Protocol-Version", c.protocol)
+	h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": c.protocol}
 	if c.protocol >= "2026-07-28" {
-		req.Header.Set("Mcp-Method", c.method)
+		h["Mcp-Method"] = c.method
 		if c.name != "" {
-			req.Header.Set("Mcp-Name", c.name)
+			h["Mcp-Name"] = c.name
 		}
+	}
+	resp, b := postMCP(t, hc, base, c.body, h)
+	return resp.StatusCode, b
+}
+
+// postMCP posts body to base's /mcp with headers and returns the response
+// (its body already read and closed) and the body.
+func postMCP(t *testing.T, hc *http.Client, base, body string, headers map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -190,7 +199,7 @@ func rawPost(t *testing.T, hc *http.Client, base string, c diffCall) (int, []byt
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, b
+	return resp, b
 }
 
 // normalise masks volatile values and parses the answer, and the JSON text

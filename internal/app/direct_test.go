@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -212,21 +212,10 @@ func listTools(t *testing.T, base, token string) []string {
 // client may read (all but the date) in a canonical form, and the body.
 func directPost(t *testing.T, base, token string, c directCase) (int, string, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(c.body))
-	for k, v := range c.headers {
-		req.Header.Set(k, v)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("X-Request-Id", "direct-diff") // adopted: error refs match
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := maps.Clone(c.headers)
+	h["Authorization"] = "Bearer " + token
+	h["X-Request-Id"] = "direct-diff" // adopted: error refs match
+	resp, b := postMCP(t, http.DefaultClient, base, c.body, h)
 	var hs []string
 	for k, vs := range resp.Header {
 		if k != "Date" {
