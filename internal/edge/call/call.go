@@ -58,6 +58,8 @@ type Call struct {
 	RawArgs         json.RawMessage // tools/call: the arguments exactly as sent
 	RequestState    string          // tools/call: the requestState of a multi round-trip retry
 	Params          json.RawMessage // tools/call: the params exactly as sent
+	Meta            json.RawMessage // tools/call: the params' _meta as sent
+	InputResponses  json.RawMessage // tools/call: the answers of a multi round-trip retry, as sent
 	// Mixed: a request that also carries "result" or "error" members, which
 	// the go-sdk decodes (and may refuse) where the edge does not look.
 	Mixed bool
@@ -171,10 +173,12 @@ type wire struct {
 }
 
 type params struct {
-	Name         string          `json:"name"`
-	URI          string          `json:"uri"`
-	Arguments    json.RawMessage `json:"arguments"`
-	RequestState string          `json:"requestState"`
+	Name           string          `json:"name"`
+	URI            string          `json:"uri"`
+	Arguments      json.RawMessage `json:"arguments"`
+	RequestState   string          `json:"requestState"`
+	Meta           json.RawMessage `json:"_meta"`
+	InputResponses json.RawMessage `json:"inputResponses"`
 }
 
 // Parse reads one JSON-RPC message. It refuses what no MCP server may
@@ -230,7 +234,7 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 		if c.Method == "resources/read" {
 			c.Tool, c.RawArgs, c.RequestState = "", nil, ""
 		} else {
-			c.URI, c.Params = "", w.Params
+			c.URI, c.Params, c.Meta, c.InputResponses = "", w.Params, p.Meta, p.InputResponses
 		}
 	}
 	return c, nil

@@ -169,16 +169,6 @@ func (h *handler) annotate(res mcp.Result, own *mcp.CallToolResult) bool {
 	return r == own
 }
 
-// params is CallToolParamsRaw as the SDK decodes it, with the fields this
-// path refuses to handle kept raw so their presence is seen.
-type params struct {
-	Meta           json.RawMessage `json:"_meta"`
-	Name           string          `json:"name"`
-	Arguments      json.RawMessage `json:"arguments"`
-	InputResponses json.RawMessage `json:"inputResponses"`
-	RequestState   json.RawMessage `json:"requestState"`
-}
-
 // accept returns the request the SDK's session would build, when this
 // path may answer r exactly as the SDK would.
 func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
@@ -190,27 +180,25 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	if !slices.Contains(h.versions, version) || len(r.Header.Values("Last-Event-ID")) > 0 || !jsonBody(r.Header.Get("Content-Type")) || !acceptsBoth(r.Header.Values("Accept")) {
 		return nil, "", false
 	}
-	// Deep params, or _meta given twice (the SDK merges the copies into one
-	// map, a raw decode keeps the last), are the SDK's to read.
-	var p params
-	if len(c.Params) == 0 || call.TooDeep(c.Params, maxDepth) || bytes.Count(c.Params, []byte(`"_meta"`)) > 1 {
-		return nil, "", false
-	}
-	if _, err := sjson.Parse(c.Params, &p, sjson.DontMatchCaseInsensitiveStructFields); err != nil || p.Name != c.Tool || p.InputResponses != nil || p.RequestState != nil {
+	// Deep params, _meta given twice (the SDK merges the copies into one
+	// map, a raw decode keeps the last), or a multi round-trip retry are the
+	// SDK's to read. The edge decoded the params' members (call.Parse).
+	if len(c.Params) == 0 || call.TooDeep(c.Params, maxDepth) || bytes.Count(c.Params, []byte(`"_meta"`)) > 1 ||
+		c.InputResponses != nil || c.RequestState != "" {
 		return nil, "", false
 	}
 	var meta map[string]any
 	var rawMeta map[string]json.RawMessage
-	if len(p.Meta) > 0 && string(p.Meta) != "null" {
-		if _, err := sjson.Parse(p.Meta, &meta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+	if len(c.Meta) > 0 && string(c.Meta) != "null" {
+		if _, err := sjson.Parse(c.Meta, &meta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
 			return nil, "", false
 		}
-		if _, err := sjson.Parse(p.Meta, &rawMeta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		if _, err := sjson.Parse(c.Meta, &rawMeta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
 			return nil, "", false
 		}
 	}
 	req := &mcp.CallToolRequest{
-		Params: &mcp.CallToolParamsRaw{Meta: meta, Name: p.Name, Arguments: p.Arguments},
+		Params: &mcp.CallToolParamsRaw{Meta: meta, Name: c.Tool, Arguments: c.RawArgs},
 		Extra:  &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header},
 	}
 	metaVersion, _ := meta[mcp.MetaKeyProtocolVersion].(string)
