@@ -3,6 +3,7 @@ package knative
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -32,6 +33,8 @@ import (
 	revconfig "knative.dev/serving/pkg/reconciler/revision/config"
 	revresources "knative.dev/serving/pkg/reconciler/revision/resources"
 	svcresources "knative.dev/serving/pkg/reconciler/service/resources"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
 )
 
 // queueProxyQuietPeriod is how long Knative's queue-proxy keeps serving
@@ -272,7 +275,9 @@ func TestKnativeAdmissionRejectsBrokenServices(t *testing.T) {
 func TestScalingDecisions(t *testing.T) {
 	cfg := knativeConfig(t)
 	as := cfg.Autoscaler
-	svcs := admittedServices(t, cfg, resolved(loadManifests(t, manifestDir)))
+	docs := loadManifests(t, manifestDir)
+	svcs := admittedServices(t, cfg, resolved(docs))
+	job, prewarmed := prewarmJob(t, docs)
 	for _, mode := range modes {
 		svc := svcs[serviceName(mode)]
 		rev := revisionOf(t, cfg, svc)
@@ -320,12 +325,18 @@ func TestScalingDecisions(t *testing.T) {
 			t.Errorf("%s: stable window %v (set: %v), panic window %v, panic threshold %.2f; want an explicit window and a shorter panic window above target",
 				svc.Name, window, hasWindow, metric.Spec.PanicWindow, decider.Spec.PanicThreshold)
 		}
-		// Idle pods stay through an agent's pauses, yet the night is spent
-		// at zero: from the last call, the stable window empties, the
-		// scale-down delay passes, then the scale-to-zero grace period.
+		// Idle pods stay through an agent's pauses in the trading session,
+		// yet the night is spent at zero. Either the scale-down delay keeps
+		// the last pod through a pause, or the pre-warm job holds a floor
+		// over the whole session (Knative applies a changed min-scale to a
+		// running revision at once, but not a changed scale-down-delay).
+		// From the last call to zero: the stable window empties, the delay
+		// passes, then the scale-to-zero grace period.
 		toZero := window + delay + as.ScaleToZeroGracePeriod
-		if delay < 5*time.Minute || toZero > 30*time.Minute {
-			t.Errorf("%s: scale-down-delay %v, %v from the last call to zero pods; want a delay of 5m or more and zero within 30m", svc.Name, delay, toZero)
+		sessionFloor := prewarmed[svc.Name] && job.Hold == 0 && job.MinScale >= 1
+		if delay < 5*time.Minute && !sessionFloor || toZero > 30*time.Minute {
+			t.Errorf("%s: scale-down-delay %v, %v from the last call to zero pods, pre-warm session floor %v; want a delay of 5m or more or a floor over the session, and zero within 30m",
+				svc.Name, delay, toZero, sessionFloor)
 		}
 	}
 	paper, live := revisionOf(t, cfg, svcs[serviceName("paper")]), revisionOf(t, cfg, svcs[serviceName("live")])
@@ -334,6 +345,39 @@ func TestScalingDecisions(t *testing.T) {
 	if liveMax < paperMax {
 		t.Errorf("live max-scale %d below paper's %d", liveMax, paperMax)
 	}
+}
+
+// prewarmJob is the shipped pre-warm CronJob's schedule and the Services
+// it names in --services.
+func prewarmJob(t *testing.T, docs []document) (prewarm.Schedule, map[string]bool) {
+	t.Helper()
+	job, err := prewarm.FromCronJob(filepath.Join(manifestDir, "prewarm.yaml"), "prewarm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, d := range docs {
+		if d.GVK() != batchv1.SchemeGroupVersion.WithKind("CronJob") {
+			continue
+		}
+		var cj batchv1.CronJob
+		if err := decodeStrict(d.Raw, &cj); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cj.Spec.JobTemplate.Spec.Template.Spec.Containers {
+			for _, a := range c.Args {
+				if list, ok := strings.CutPrefix(a, "--services="); ok {
+					for _, n := range strings.Split(list, ",") {
+						names[strings.TrimSpace(n)] = true
+					}
+				}
+			}
+		}
+	}
+	if len(names) == 0 {
+		t.Fatal("the pre-warm CronJob names no --services")
+	}
+	return job, names
 }
 
 // TestDrainFitsTheGracePeriod checks the shutdown timeline on the pod

@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"os"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -16,13 +17,42 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/autoscale"
 )
 
-var palette = []color.Color{
-	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
-	color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+// Colours are fixed per scenario, so the same scenario looks the same in
+// every chart; other variants take the rest of the palette in order.
+var (
+	shippedColor  = color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff} // blue
+	manifestColor = color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff} // orange
+	hpaColor      = color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff} // grey
+	palette       = []color.Color{
+		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+		color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+		color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+		color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+		color.RGBA{R: 0xe3, G: 0x77, B: 0xc2, A: 0xff},
+		color.RGBA{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff},
+	}
+)
+
+// styles gives each result its colour and dash pattern.
+func styles(results []*autoscale.Result) []draw.LineStyle {
+	out := make([]draw.LineStyle, len(results))
+	other := 0
+	for i, r := range results {
+		st := draw.LineStyle{Width: vg.Points(1.5)}
+		switch {
+		case r.Name == shippedName:
+			st.Color = shippedColor
+		case r.Name == manifestName:
+			st.Color, st.Dashes = manifestColor, []vg.Length{vg.Points(6), vg.Points(2)}
+		case strings.HasPrefix(r.Name, "hpa "):
+			st.Color, st.Dashes = hpaColor, []vg.Length{vg.Points(2), vg.Points(2)}
+		default:
+			st.Color, st.Dashes = palette[other%len(palette)], []vg.Length{vg.Points(float64(3 + 2*other)), vg.Points(2)}
+			other++
+		}
+		out[i] = st
+	}
+	return out
 }
 
 // clockTicks labels an axis in hours since local midnight as HH:MM.
@@ -79,8 +109,38 @@ func meanRate(ss []autoscale.Sample) float64 {
 	return float64(n) / float64(len(ss))
 }
 
-// writeChart draws the request rate and each scenario's replicas over the
-// whole trace, plus a per-second zoom on [zoomFrom, zoomTo) if set.
+func coldDelayed(ss []autoscale.Sample) float64 {
+	n := 0
+	for _, s := range ss {
+		n += s.ColdDelayed
+	}
+	return float64(n)
+}
+
+func slowestMS(ss []autoscale.Sample) float64 {
+	var m time.Duration
+	for _, s := range ss {
+		m = max(m, s.Slowest)
+	}
+	return float64(m) / float64(time.Millisecond)
+}
+
+// positive keeps the points a log scale can draw.
+func positive(pts plotter.XYs) plotter.XYs {
+	var out plotter.XYs
+	for _, p := range pts {
+		if p.Y > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// writeChart draws, over the whole trace: the request rate, each scenario's
+// replicas, the calls delayed by a cold start and the slowest call, per
+// bucket (a minute for a day); plus a per-second zoom on the replicas in
+// [zoomFrom, zoomTo) if set. The legend has its own strip above the panels,
+// so it hides no data.
 func writeChart(path, title string, results []*autoscale.Result, loc *time.Location, zoomFrom, zoomTo time.Time) error {
 	if len(results) == 0 {
 		return nil
@@ -90,16 +150,39 @@ func writeChart(path, title string, results []*autoscale.Result, loc *time.Locat
 	to := r0.Start.Add(time.Duration(len(r0.Samples)) * time.Second)
 	span := to.Sub(from)
 	bucket := max(time.Minute, (span / 1440).Truncate(time.Second))
+	per := "per " + strings.TrimPrefix(durationWords(bucket), "1 ")
 	tick := clockTicks{every: 2}
 	if span <= 6*time.Hour {
 		tick.every = 0.5
 	}
+	xLabel := fmt.Sprintf("time of day, %s (%s)", loc, from.In(loc).Format("MST"))
+	st := styles(results)
+	panel := func(yLabel string, log bool) *plot.Plot {
+		p := plot.New()
+		p.X.Label.Text = xLabel
+		p.Y.Label.Text = yLabel
+		p.X.Tick.Marker = tick
+		if log {
+			p.Y.Scale = plot.LogScale{}
+			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		}
+		p.Add(plotter.NewGrid())
+		return p
+	}
+	lines := func(p *plot.Plot, from, to time.Time, bucket time.Duration, value func([]autoscale.Sample) float64) error {
+		for i, r := range results {
+			l, err := plotter.NewLine(series(r, loc, from, to, bucket, value))
+			if err != nil {
+				return err
+			}
+			l.StepStyle = plotter.PostStep
+			l.LineStyle = st[i]
+			p.Add(l)
+		}
+		return nil
+	}
 
-	rate := plot.New()
-	rate.Title.Text = title
-	rate.Y.Label.Text = "requests/s"
-	rate.X.Tick.Marker = tick
-	rate.Add(plotter.NewGrid())
+	rate := panel("calls/s, mean "+per, false)
 	l, err := plotter.NewLine(series(r0, loc, from, to, bucket, meanRate))
 	if err != nil {
 		return err
@@ -107,32 +190,74 @@ func writeChart(path, title string, results []*autoscale.Result, loc *time.Locat
 	l.Color = color.Gray{Y: 0x40}
 	rate.Add(l)
 
-	pods := plot.New()
-	pods.Y.Label.Text = fmt.Sprintf("replicas (max per %v)", bucket)
-	pods.X.Tick.Marker = tick
-	pods.Add(plotter.NewGrid())
-	pods.Legend.Top = true
-	pods.Legend.Left = true
-	addReplicas(pods, results, loc, from, to, bucket)
-
-	rows := [][]*plot.Plot{{rate}, {pods}}
-	height := vg.Points(640)
-	if !zoomFrom.IsZero() {
-		zoom := plot.New()
-		zoom.Title.Text = fmt.Sprintf("zoom %s-%s, per second", zoomFrom.In(loc).Format("15:04"), zoomTo.In(loc).Format("15:04"))
-		zoom.Y.Label.Text = "replicas"
-		zoom.X.Tick.Marker = clockTicks{every: 1.0 / 12}
-		zoom.Add(plotter.NewGrid())
-		zoom.Legend.Top = true
-		zoom.Legend.Left = true
-		addReplicas(zoom, results, loc, zoomFrom, zoomTo, time.Second)
-		rows = append(rows, []*plot.Plot{zoom})
-		height = vg.Points(900)
+	pods := panel("replicas, max "+per, false)
+	if err := lines(pods, from, to, bucket, maxReplicas); err != nil {
+		return err
 	}
-	img := vgimg.New(vg.Points(1000), height)
+	var coldMax float64
+	for _, r := range results {
+		for _, p := range series(r, loc, from, to, bucket, coldDelayed) {
+			coldMax = max(coldMax, p.Y)
+		}
+	}
+	coldLabel := "calls delayed by a cold start, " + per
+	if coldMax > 20 {
+		coldLabel += " (log)"
+	}
+	cold := panel(coldLabel, coldMax > 20)
+	slow := panel("slowest call, ms, "+per+" (log)", true)
+	for i, r := range results {
+		for _, pp := range []struct {
+			p     *plot.Plot
+			value func([]autoscale.Sample) float64
+		}{{cold, coldDelayed}, {slow, slowestMS}} {
+			pts := positive(series(r, loc, from, to, bucket, pp.value))
+			if len(pts) == 0 {
+				continue
+			}
+			sc, err := plotter.NewScatter(pts)
+			if err != nil {
+				return err
+			}
+			sc.GlyphStyle = draw.GlyphStyle{Color: st[i].Color, Radius: vg.Points(2), Shape: glyphs[i%len(glyphs)]}
+			pp.p.Add(sc)
+		}
+	}
+
+	rows := [][]*plot.Plot{{rate}, {pods}, {cold}, {slow}}
+	if !zoomFrom.IsZero() {
+		zoom := panel(fmt.Sprintf("replicas, %s-%s, per second", zoomFrom.In(loc).Format("15:04"), zoomTo.In(loc).Format("15:04")), false)
+		zoom.X.Tick.Marker = clockTicks{every: 1.0 / 12}
+		if err := lines(zoom, zoomFrom, zoomTo, time.Second, maxReplicas); err != nil {
+			return err
+		}
+		rows = append(rows, []*plot.Plot{zoom})
+	}
+
+	rate.Title.Text = title
+	const width, panelHeight, header = 1000, 260, 8
+	legendHeight := 20 * len(results)
+	img := vgimg.New(vg.Points(width), vg.Points(float64(header+legendHeight+panelHeight*len(rows))))
 	dc := draw.New(img)
+	top := dc.Max.Y
+	// The legend strip, above the panels.
+	leg := plot.NewLegend()
+	leg.Top, leg.Left = true, true
+	leg.Padding = vg.Points(4)
+	leg.ThumbnailWidth = vg.Points(30)
+	for i, r := range results {
+		ls := st[i]
+		leg.Add(fmt.Sprintf("%s (%.1f pod-hours)", r.Name, r.PodHours()), legendThumb{line: ls, glyph: glyphs[i%len(glyphs)]})
+	}
+	legArea := draw.Crop(dc, vg.Points(10), 0, 0, 0)
+	legArea.Max.Y = top - vg.Points(header)
+	legArea.Min.Y = legArea.Max.Y - vg.Points(float64(legendHeight))
+	leg.Draw(legArea)
+
+	body := dc
+	body.Max.Y = legArea.Min.Y - vg.Points(4)
 	tiles := draw.Tiles{Rows: len(rows), Cols: 1, PadTop: 4, PadBottom: 4, PadLeft: 4, PadRight: 8, PadY: 12}
-	canvases := plot.Align(rows, tiles, dc)
+	canvases := plot.Align(rows, tiles, body)
 	for i := range rows {
 		rows[i][0].Draw(canvases[i][0])
 	}
@@ -147,19 +272,35 @@ func writeChart(path, title string, results []*autoscale.Result, loc *time.Locat
 	return f.Close()
 }
 
-func addReplicas(p *plot.Plot, results []*autoscale.Result, loc *time.Location, from, to time.Time, bucket time.Duration) {
-	for i, r := range results {
-		l, err := plotter.NewLine(series(r, loc, from, to, bucket, maxReplicas))
-		if err != nil {
-			continue
-		}
-		l.StepStyle = plotter.PostStep
-		l.Color = palette[i%len(palette)]
-		l.Width = vg.Points(1.5)
-		if i > 0 {
-			l.Dashes = []vg.Length{vg.Points(float64(2 + 2*i)), vg.Points(2)}
-		}
-		p.Add(l)
-		p.Legend.Add(r.Name, l)
+var glyphs = []draw.GlyphDrawer{draw.CircleGlyph{}, draw.SquareGlyph{}, draw.TriangleGlyph{}, draw.PlusGlyph{}, draw.CrossGlyph{}, draw.RingGlyph{}}
+
+// legendThumb shows a scenario's line style and its cold-start glyph.
+type legendThumb struct {
+	line  draw.LineStyle
+	glyph draw.GlyphDrawer
+}
+
+func (t legendThumb) Thumbnail(c *draw.Canvas) {
+	y := c.Center().Y
+	c.StrokeLine2(t.line, c.Min.X, y, c.Max.X-vg.Points(8), y)
+	c.DrawGlyph(draw.GlyphStyle{Color: t.line.Color, Radius: vg.Points(2.5), Shape: t.glyph}, vg.Point{X: c.Max.X - vg.Points(3), Y: y})
+}
+
+// durationWords spells a bucket: "1 minute", "5 minutes", "1 hour".
+func durationWords(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return plural(int(d/time.Hour), "hour")
+	case d%time.Minute == 0:
+		return plural(int(d/time.Minute), "minute")
+	default:
+		return plural(int(d/time.Second), "second")
 	}
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
 }

@@ -26,6 +26,7 @@ import (
 
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/autoscale"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
@@ -52,9 +53,12 @@ type options struct {
 	hpaMin, hpaMax           int
 	hpaTarget                float64
 	noHPA, noKnative         bool
+	prewarmJob               string
 	prewarm                  string
 	prewarmBefore, prewarmAf time.Duration
 	prewarmHold              time.Duration
+	memIdle, memPerCall      quantity
+	study                    string
 	holidays, earlyCloses    string
 	csvPath, summaryPath     string
 	pngPath                  string
@@ -132,8 +136,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.trace, "trace", "trading-day", "trading-day, closed-day, or a CSV file (one timestamp per request, or time,rate rows)")
 	fs.StringVar(&o.date, "date", "2026-03-10", "exchange date for the built-in traces (YYYY-MM-DD)")
 	fs.Float64Var(&o.peak, "peak-rps", 1500, "request rate at the opening bell for the trading-day trace")
-	fs.DurationVar(&o.coldStart, "cold-start", 500*time.Millisecond, "replica requested -> ready (image pull excluded)")
-	fs.DurationVar(&o.serviceTime, "service-time", 3*time.Millisecond, "mean CPU time of one tool call (it holds one of the pod's servers)")
+	fs.DurationVar(&o.coldStart, "cold-start", measuredColdStart, "replica requested -> ready: the container's start to ready plus scheduling (image pull excluded)")
+	fs.DurationVar(&o.serviceTime, "service-time", measuredServiceTime, "mean CPU time of one tool call (it holds one of the pod's servers)")
 	fs.DurationVar(&o.backendLatency, "backend-latency", 0, "mean time a call then waits on the backends (in flight, holding no CPU)")
 	fs.BoolVar(&o.constantService, "constant-service-time", false, "every call takes exactly -service-time (default: exponential)")
 	fs.IntVar(&o.parallelism, "pod-parallelism", 0, "calls one pod runs on CPU at once (0: the container's CPU limit rounded up, else 1); per-replica capacity = this / -service-time")
@@ -144,15 +148,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.hpaTarget, "hpa-target", 70, "HPA baseline target CPU utilisation, percent")
 	fs.BoolVar(&o.noHPA, "no-hpa", false, "skip the HPA baseline")
 	fs.BoolVar(&o.noKnative, "no-knative", false, "skip the manifest-as-is scenario")
-	fs.StringVar(&o.prewarm, "prewarm-min-scale", "5", "comma-separated min-scale values to simulate pre-warmed (empty: none)")
+	fs.StringVar(&o.prewarmJob, "prewarm-job", "knative/prewarm.yaml", "the pre-warm CronJob manifest: its schedule is simulated on the manifest as the \"shipped\" scenario (empty: none)")
+	fs.StringVar(&o.prewarm, "prewarm-min-scale", "", "comma-separated min-scale values to simulate pre-warmed with the -prewarm-* window (empty: none)")
 	fs.DurationVar(&o.prewarmBefore, "prewarm-before", 15*time.Minute, "raise min-scale this long before the open")
 	fs.DurationVar(&o.prewarmAf, "prewarm-after", 15*time.Minute, "lower min-scale this long after the close")
 	fs.DurationVar(&o.prewarmHold, "prewarm-hold", 0, "if set, lower min-scale this long after the open instead (warm for the opening burst only)")
+	o.memIdle, o.memPerCall = mustQuantity(measuredIdleMemory), mustQuantity(measuredMemoryPerCall)
+	fs.Var(&o.memIdle, "memory-idle", "resident memory of an idle pod (checked with -memory-per-call against the manifest's memory limit)")
+	fs.Var(&o.memPerCall, "memory-per-call", "resident memory per call in flight")
 	fs.StringVar(&o.holidays, "holidays", "", "extra exchange holidays, comma-separated YYYY-MM-DD")
 	fs.StringVar(&o.earlyCloses, "early-closes", "", "extra early closes, comma-separated YYYY-MM-DD=HH:MM")
 	fs.StringVar(&o.csvPath, "csv", "", "write the per-second time series of every scenario to this CSV file")
 	fs.StringVar(&o.summaryPath, "summary-csv", "", "write the summary table to this CSV file")
 	fs.StringVar(&o.pngPath, "png", "", "write a chart to this PNG file")
+	fs.StringVar(&o.study, "study", "", "regenerate the study's tables in this Markdown file (docs/autoscaling.md) and, with -png, its chart; other flags are ignored")
 	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), on, off")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -204,98 +213,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cal, err := o.calendar()
+	if o.study != "" {
+		return writeStudy(o.study, o.pngPath, stderr)
+	}
+	sim, err := prepare(o)
 	if err != nil {
 		return err
 	}
-	svc, err := autoscale.LoadService(o.manifest)
-	if err != nil {
-		return fmt.Errorf("%w (set -manifest)", err)
-	}
-	applyOverrides(svc, o.annotations, o.containerConcurrency)
-	cfg, err := autoscale.AutoscalerConfig(nil)
-	if o.asConfig != "" {
-		cfg, err = autoscale.LoadAutoscalerConfigMap(o.asConfig)
-	}
+	sim.describe(stdout)
+	bar := newProgress(stderr, o.progress, len(sim.runs))
+	results, err := sim.simulate(bar)
 	if err != nil {
 		return err
 	}
-	settings, err := autoscale.FromService(svc, cfg)
-	if err != nil {
-		return err
-	}
-	variantSettings := make([]*autoscale.Settings, len(o.variants))
-	for i, v := range o.variants {
-		vs := svc.DeepCopy()
-		applyOverrides(vs, v.annotations, v.cc)
-		if variantSettings[i], err = autoscale.FromService(vs, cfg); err != nil {
-			return fmt.Errorf("variant %s: %w", v.name, err)
-		}
-		variantSettings[i].Name = v.name
-	}
-	trace, err := loadTrace(o, cal)
-	if err != nil {
-		return err
-	}
-	model := autoscale.Model{ColdStart: o.coldStart, ServiceTime: o.serviceTime, IOTime: o.backendLatency,
-		ConstantServiceTime: o.constantService, Parallelism: o.parallelism}
-	parallelFrom := "-pod-parallelism"
-	switch {
-	case model.Parallelism < 0:
-		return errors.New("-pod-parallelism must not be negative")
-	case model.Parallelism == 0 && settings.CPULimit > 0:
-		model.Parallelism, parallelFrom = int(math.Ceil(settings.CPULimit)), "the CPU limit"
-	case model.Parallelism == 0:
-		model.Parallelism, parallelFrom = 1, "no CPU limit: default"
-	}
-
-	runs, err := scenarios(o, cal, settings, variantSettings)
-	if err != nil {
-		return err
-	}
-	if len(runs) == 0 {
-		return errors.New("no scenario to run")
-	}
-	for i := range runs {
-		runs[i].Trace, runs[i].Model, runs[i].Seed, runs[i].Fresh = trace, model, o.seed, o.fresh
-	}
-
-	fmt.Fprintf(stdout, "manifest: %s\n", o.manifest)
-	fmt.Fprintf(stdout, "knative:  %s\n", settings)
-	for _, v := range variantSettings {
-		fmt.Fprintf(stdout, "variant:  %s\n", v)
-	}
-	dist := "exponential"
-	if model.ConstantServiceTime {
-		dist = "constant"
-	}
-	fmt.Fprintf(stdout, "model:    cold start %v; per call %v CPU + %v backend wait (%s); %d CPU per pod (%s): capacity ~%.0f req/s per pod\n",
-		model.ColdStart, model.ServiceTime, model.IOTime, dist, model.Parallelism, parallelFrom,
-		float64(model.Parallelism)/model.ServiceTime.Seconds())
-	fmt.Fprintf(stdout, "trace:    %s, %s from %s, seed %d\n", trace.Name(), trace.Duration(),
-		trace.Start().In(cal.Location()).Format("2006-01-02 15:04 MST"), o.seed)
-
-	bar := newProgress(stderr, o.progress, len(runs))
-	results := make([]*autoscale.Result, len(runs))
-	errs := make([]error, len(runs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 2)
-	for i := range runs {
-		runs[i].Progress = bar.reporter(i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i], errs[i] = autoscale.Simulate(runs[i])
-		}()
-	}
-	wg.Wait()
-	bar.done()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-
 	fmt.Fprintln(stdout)
 	if err := autoscale.WriteTable(stdout, results); err != nil {
 		return err
@@ -313,17 +243,148 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if o.pngPath != "" {
-		var zf, zt time.Time
-		if d, err := calendar.ParseDate(o.date); err == nil && o.trace == "trading-day" {
-			if open, _, ok := cal.Session(d); ok {
-				zf, zt = open.Add(-10*time.Minute), open.Add(20*time.Minute)
-			}
-		}
-		if err := writeChart(o.pngPath, trace.Name(), results, cal.Location(), zf, zt); err != nil {
-			return err
-		}
+		return sim.chart(o.pngPath, results)
 	}
 	return nil
+}
+
+// simulation is one invocation's scenarios, ready to run.
+type simulation struct {
+	o        *options
+	cal      *calendar.Calendar
+	settings *autoscale.Settings
+	variants []*autoscale.Settings
+	trace    autoscale.Trace
+	model    autoscale.Model
+	parallel string // where model.Parallelism came from
+	runs     []autoscale.Run
+}
+
+// prepare reads the manifest, the variants, the trace and the model.
+func prepare(o *options) (*simulation, error) {
+	cal, err := o.calendar()
+	if err != nil {
+		return nil, err
+	}
+	svc, err := autoscale.LoadService(o.manifest)
+	if err != nil {
+		return nil, fmt.Errorf("%w (set -manifest)", err)
+	}
+	applyOverrides(svc, o.annotations, o.containerConcurrency)
+	cfg, err := autoscale.AutoscalerConfig(nil)
+	if o.asConfig != "" {
+		cfg, err = autoscale.LoadAutoscalerConfigMap(o.asConfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sim := &simulation{o: o, cal: cal}
+	if sim.settings, err = autoscale.FromService(svc, cfg); err != nil {
+		return nil, err
+	}
+	sim.variants = make([]*autoscale.Settings, len(o.variants))
+	for i, v := range o.variants {
+		vs := svc.DeepCopy()
+		applyOverrides(vs, v.annotations, v.cc)
+		if sim.variants[i], err = autoscale.FromService(vs, cfg); err != nil {
+			return nil, fmt.Errorf("variant %s: %w", v.name, err)
+		}
+		sim.variants[i].Name = v.name
+	}
+	if sim.trace, err = loadTrace(o, cal); err != nil {
+		return nil, err
+	}
+	sim.model = autoscale.Model{ColdStart: o.coldStart, ServiceTime: o.serviceTime, IOTime: o.backendLatency,
+		ConstantServiceTime: o.constantService, Parallelism: o.parallelism}
+	sim.parallel = "-pod-parallelism"
+	switch {
+	case sim.model.Parallelism < 0:
+		return nil, errors.New("-pod-parallelism must not be negative")
+	case sim.model.Parallelism == 0 && sim.settings.CPULimit > 0:
+		sim.model.Parallelism, sim.parallel = int(math.Ceil(sim.settings.CPULimit)), "the CPU limit"
+	case sim.model.Parallelism == 0:
+		sim.model.Parallelism, sim.parallel = 1, "no CPU limit: default"
+	}
+	if sim.runs, err = scenarios(o, cal, sim.settings, sim.variants); err != nil {
+		return nil, err
+	}
+	if len(sim.runs) == 0 {
+		return nil, errors.New("no scenario to run")
+	}
+	for i := range sim.runs {
+		sim.runs[i].Trace, sim.runs[i].Model, sim.runs[i].Seed, sim.runs[i].Fresh = sim.trace, sim.model, o.seed, o.fresh
+	}
+	return sim, nil
+}
+
+// describe prints the settings, the model and the trace being simulated.
+func (sim *simulation) describe(w io.Writer) {
+	m := sim.model
+	fmt.Fprintf(w, "manifest: %s\n", sim.o.manifest)
+	fmt.Fprintf(w, "knative:  %s\n", sim.settings)
+	for _, v := range sim.variants {
+		fmt.Fprintf(w, "variant:  %s\n", v)
+	}
+	dist := "exponential"
+	if m.ConstantServiceTime {
+		dist = "constant"
+	}
+	fmt.Fprintf(w, "model:    cold start %v; per call %v CPU + %v backend wait (%s); %d CPU per pod (%s): capacity ~%.0f req/s per pod\n",
+		m.ColdStart, m.ServiceTime, m.IOTime, dist, m.Parallelism, sim.parallel, float64(m.Parallelism)/m.ServiceTime.Seconds())
+	memoryLine(w, sim.settings, sim.o.memIdle.Value(), sim.o.memPerCall.Value())
+	fmt.Fprintf(w, "trace:    %s, %s from %s, seed %d\n", sim.trace.Name(), sim.trace.Duration(),
+		sim.trace.Start().In(sim.cal.Location()).Format("2006-01-02 15:04 MST"), sim.o.seed)
+}
+
+// simulate runs every scenario, two at a time (one per core here).
+func (sim *simulation) simulate(bar *progress) ([]*autoscale.Result, error) {
+	results := make([]*autoscale.Result, len(sim.runs))
+	errs := make([]error, len(sim.runs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 2)
+	for i := range sim.runs {
+		sim.runs[i].Progress = bar.reporter(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i], errs[i] = autoscale.Simulate(sim.runs[i])
+		}()
+	}
+	wg.Wait()
+	bar.done()
+	return results, errors.Join(errs...)
+}
+
+// chart draws the results, with a zoom on the open for a trading day.
+func (sim *simulation) chart(path string, results []*autoscale.Result) error {
+	var zf, zt time.Time
+	if d, err := calendar.ParseDate(sim.o.date); err == nil && sim.o.trace == "trading-day" {
+		if open, _, ok := sim.cal.Session(d); ok {
+			zf, zt = open.Add(-10*time.Minute), open.Add(20*time.Minute)
+		}
+	}
+	return writeChart(path, sim.trace.Name(), results, sim.cal.Location(), zf, zt)
+}
+
+// memoryLine checks the manifest's memory limit against the measured
+// memory of a pod holding containerConcurrency calls.
+func memoryLine(w io.Writer, s *autoscale.Settings, idle, perCall int64) {
+	if s.ContainerConcurrency == 0 {
+		fmt.Fprintf(w, "memory:   %s idle + %s per call in flight; no containerConcurrency, so no bound per pod\n", mib(idle), mib(perCall))
+		return
+	}
+	peak := idle + s.ContainerConcurrency*perCall
+	verdict := "no memory limit"
+	if s.MemoryLimit > 0 {
+		verdict = fmt.Sprintf("%.0f%% of the %s limit", 100*float64(peak)/float64(s.MemoryLimit), mib(s.MemoryLimit))
+		if peak > s.MemoryLimit {
+			verdict += ": OVER THE LIMIT"
+		}
+	}
+	fmt.Fprintf(w, "memory:   %s idle + %d in flight x %s = %s per pod at containerConcurrency, %s\n",
+		mib(idle), s.ContainerConcurrency, mib(perCall), mib(peak), verdict)
 }
 
 // applyOverrides edits the Service's revision template: annotations (an
@@ -345,10 +406,24 @@ func applyOverrides(svc *servingv1.Service, anns map[string]string, cc int64) {
 	}
 }
 
+// The scenarios simulated by default: the manifest with the pre-warm job as
+// shipped, and the manifest alone.
+const (
+	shippedName  = "shipped (manifest + pre-warm job)"
+	manifestName = "manifest only"
+)
+
 func scenarios(o *options, cal *calendar.Calendar, s *autoscale.Settings, variants []*autoscale.Settings) ([]autoscale.Run, error) {
 	var runs []autoscale.Run
+	if o.prewarmJob != "" {
+		job, err := prewarm.FromCronJob(o.prewarmJob, "prewarm")
+		if err != nil {
+			return nil, fmt.Errorf("-prewarm-job: %w", err)
+		}
+		runs = append(runs, autoscale.Run{Name: shippedName, Knative: s, MinScale: autoscale.PrewarmFloor(cal, job)})
+	}
 	if !o.noKnative {
-		runs = append(runs, autoscale.Run{Name: "knative (manifest)", Knative: s})
+		runs = append(runs, autoscale.Run{Name: manifestName, Knative: s})
 	}
 	prewarmBase, prewarmLabel := s, ""
 	for _, v := range variants {
@@ -369,14 +444,18 @@ func scenarios(o *options, cal *calendar.Calendar, s *autoscale.Settings, varian
 		runs = append(runs, autoscale.Run{Name: fmt.Sprintf("hpa %d-%d @%.0f%%", h.Min, h.Max, o.hpaTarget), HPA: &h})
 	}
 	for _, v := range splitList(o.prewarm) {
-		n, err := strconv.ParseInt(v, 10, 32)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("-prewarm-min-scale %q: want non-negative integers", v)
+		n, err := strconv.Atoi(v)
+		sched := prewarm.Schedule{MinScale: n, Before: o.prewarmBefore, After: o.prewarmAf, Hold: o.prewarmHold}
+		if err != nil {
+			return nil, fmt.Errorf("-prewarm-min-scale %q: want integers", v)
+		}
+		if err := sched.Validate(); err != nil {
+			return nil, fmt.Errorf("-prewarm-*: %w", err)
 		}
 		runs = append(runs, autoscale.Run{
 			Name:     fmt.Sprintf("prewarm %d%s", n, prewarmLabel),
 			Knative:  prewarmBase,
-			MinScale: autoscale.PrewarmSchedule(cal, int32(n), o.prewarmBefore, o.prewarmAf, o.prewarmHold),
+			MinScale: autoscale.PrewarmFloor(cal, sched),
 		})
 	}
 	return runs, nil

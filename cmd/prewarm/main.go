@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientset "knative.dev/serving/pkg/client/clientset/versioned"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
@@ -45,10 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, client cl
 	fs.SetOutput(stderr)
 	namespace := fs.String("namespace", "portfolio-mcp", "namespace of the Services")
 	services := fs.String("services", "portfolio-mcp-live", "comma-separated Knative Service names")
-	minScale := fs.Int("min-scale", 5, "min-scale to hold during the warm window")
-	before := fs.Duration("before", 15*time.Minute, "raise min-scale this long before the open")
-	after := fs.Duration("after", 15*time.Minute, "restore min-scale this long after the close")
-	hold := fs.Duration("hold", 0, "if set, restore min-scale this long after the open instead (warm for the opening burst only)")
+	var sched prewarm.Schedule
+	sched.Register(fs)
 	holidays := fs.String("holidays", "", "extra exchange holidays, comma-separated YYYY-MM-DD")
 	earlyCloses := fs.String("early-closes", "", "extra early closes, comma-separated YYYY-MM-DD=HH:MM")
 	interval := fs.Duration("interval", 0, "reconcile every interval until stopped (0: once, for a CronJob)")
@@ -61,13 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, client cl
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *minScale < 1 {
-		return errors.New("-min-scale must be at least 1")
-	}
-	for _, d := range []time.Duration{*before, *after, *hold} {
-		if d < 0 || d >= 24*time.Hour {
-			return errors.New("-before, -after and -hold must be in [0, 24h)")
-		}
+	if err := sched.Validate(); err != nil {
+		return err
 	}
 	cal, err := calendar.NYSEFromLists(*holidays, *earlyCloses)
 	if err != nil {
@@ -92,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, client cl
 	}
 	p := &prewarmer{
 		client: client, namespace: *namespace, services: splitList(*services), cal: cal,
-		warm: int32(*minScale), before: *before, after: *after, hold: *hold, dryRun: *dryRun, out: stdout,
+		sched: sched, dryRun: *dryRun, out: stdout,
 	}
 	if len(p.services) == 0 {
 		return errors.New("-services is empty")
@@ -101,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, client cl
 		now := clock()
 		state := "cold"
 		if p.warmAt(now) {
-			state = fmt.Sprintf("warm (min-scale %d)", p.warm)
+			state = fmt.Sprintf("warm (min-scale %d)", p.sched.MinScale)
 		}
 		fmt.Fprintf(stdout, "%s: %s\n", now.In(cal.Location()).Format(time.RFC3339), state)
 		if err := p.reconcile(ctx, now); err != nil {

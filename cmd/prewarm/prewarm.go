@@ -17,6 +17,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	clientset "knative.dev/serving/pkg/client/clientset/versioned"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
@@ -42,10 +43,7 @@ type prewarmer struct {
 	namespace string
 	services  []string
 	cal       *calendar.Calendar
-	warm      int32
-	before    time.Duration
-	after     time.Duration
-	hold      time.Duration // > 0: warm only [open-before, open+hold)
+	sched     prewarm.Schedule
 	dryRun    bool
 	out       io.Writer
 }
@@ -64,10 +62,7 @@ func (p *prewarmer) reconcile(ctx context.Context, now time.Time) error {
 
 // warmAt reports whether t is in the warm window.
 func (p *prewarmer) warmAt(t time.Time) bool {
-	if p.hold > 0 {
-		return p.cal.WithinOpening(t, p.before, p.hold)
-	}
-	return p.cal.WithinSession(t, p.before, p.after)
+	return p.sched.Warm(p.cal, t)
 }
 
 func (p *prewarmer) reconcileService(ctx context.Context, name string, warm bool) error {
@@ -89,7 +84,7 @@ func (p *prewarmer) reconcileService(ctx context.Context, name string, warm bool
 		}
 		var patch map[string]any
 		if warm && routed[rev.Name] {
-			patch = raisePatch(rev, p.warm)
+			patch = raisePatch(rev, int32(p.sched.MinScale))
 		} else {
 			patch = restorePatch(rev)
 		}

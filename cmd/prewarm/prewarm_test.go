@@ -13,6 +13,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"knative.dev/serving/pkg/client/clientset/versioned/fake"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
@@ -54,7 +55,7 @@ func newPrewarmer(t *testing.T, c *fake.Clientset) (*prewarmer, *bytes.Buffer) {
 	}
 	var out bytes.Buffer
 	return &prewarmer{client: c, namespace: ns, services: []string{"portfolio-mcp-live"}, cal: cal,
-		warm: 6, before: 15 * time.Minute, after: 15 * time.Minute, out: &out}, &out
+		sched: prewarm.Schedule{MinScale: 6, Before: 15 * time.Minute, After: 15 * time.Minute}, out: &out}, &out
 }
 
 func et(t *testing.T, s string) time.Time {

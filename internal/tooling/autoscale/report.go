@@ -10,7 +10,7 @@ import (
 )
 
 func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64)
 }
 
 // WriteTable writes one line per result: the numbers docs/autoscaling.md
@@ -41,15 +41,16 @@ func WriteSummaryCSV(w io.Writer, results []*Result) error {
 }
 
 // WriteSamplesCSV writes the per-second time series of every result, long
-// format: scenario,time,replicas,ready,draining,arrivals,concurrency,activator.
+// format: scenario,time,replicas,ready,draining,arrivals,concurrency,
+// activator_buffered,cold_delayed,slowest_ms.
 func WriteSamplesCSV(w io.Writer, results []*Result) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"scenario", "time", "replicas", "ready", "draining", "arrivals", "concurrency", "activator_buffered"})
+	_ = cw.Write([]string{"scenario", "time", "replicas", "ready", "draining", "arrivals", "concurrency", "activator_buffered", "cold_delayed", "slowest_ms"})
 	for _, r := range results {
 		for _, s := range r.Samples {
 			_ = cw.Write([]string{r.Name, r.Start.Add(s.At).Format(time.RFC3339), strconv.Itoa(s.Replicas),
 				strconv.Itoa(s.Ready), strconv.Itoa(s.Draining), strconv.Itoa(s.Arrivals),
-				strconv.FormatFloat(s.Concurrency, 'f', 3, 64), strconv.Itoa(s.Activator)})
+				strconv.FormatFloat(s.Concurrency, 'f', 3, 64), strconv.Itoa(s.Activator), strconv.Itoa(s.ColdDelayed), ms(s.Slowest)})
 		}
 	}
 	cw.Flush()

@@ -46,6 +46,9 @@ type Settings struct {
 	// CPULimit is the serving container's CPU limit in cores (0: none). The
 	// simulator's default pod parallelism is derived from it.
 	CPULimit float64
+	// MemoryLimit is the serving container's memory limit in bytes (0:
+	// none), against which the model's memory per pod is checked.
+	MemoryLimit int64
 	// EnableScaleToZero, ScaleToZeroGracePeriod and ScaleToZeroPodRetention
 	// drive the KPA's handleScaleToZero.
 	EnableScaleToZero       bool
@@ -152,6 +155,9 @@ func FromService(svc *servingv1.Service, cfg *autoscalerconfig.Config) (*Setting
 	s := settingsFromPA(svc.Name, pa, cfg)
 	if q, ok := rev.Spec.GetContainer().Resources.Limits[corev1.ResourceCPU]; ok {
 		s.CPULimit = q.AsApproximateFloat64()
+	}
+	if q, ok := rev.Spec.GetContainer().Resources.Limits[corev1.ResourceMemory]; ok {
+		s.MemoryLimit = q.Value()
 	}
 	return s, nil
 }

@@ -83,6 +83,12 @@ type Sample struct {
 	// Activator is the number of requests buffered in the activator at the
 	// end of the second.
 	Activator int
+	// ColdDelayed counts the requests that started service in the second
+	// after waiting for a cold start.
+	ColdDelayed int
+	// Slowest is the largest latency of the requests completed in the
+	// second (0 if none).
+	Slowest time.Duration
 }
 
 // Result summarises one Run.
@@ -223,7 +229,8 @@ type sim struct {
 
 	// Areas (count x seconds) since the last scrape.
 	areaN, areaA, areaBusy, areaServers float64
-	arrivalsSec                         int
+	arrivalsSec, coldSec                int
+	slowestSec                          time.Duration
 	actEntry                            bool
 	firstAdj                            float64
 
@@ -523,6 +530,7 @@ func (s *sim) startService(p *pod, r request) {
 	s.busy++
 	if p.readyAt > r.arrival {
 		s.res.ColdDelayed++
+		s.coldSec++
 		s.coldHist.add(s.now - r.arrival)
 		if r.atZero {
 			s.res.ColdAtZero++
@@ -551,6 +559,7 @@ func (s *sim) complete(c completion) {
 	}
 	s.res.Requests++
 	s.hist.add(s.now - r.arrival)
+	s.slowestSec = max(s.slowestSec, s.now-r.arrival)
 	if p.terminating {
 		if p.inflight == 0 {
 			s.draining--
@@ -592,8 +601,10 @@ func (s *sim) scrape() {
 			Arrivals:    s.arrivalsSec,
 			Concurrency: s.areaN / sec,
 			Activator:   s.actQ.len(),
+			ColdDelayed: s.coldSec,
+			Slowest:     s.slowestSec,
 		})
 	}
 	s.areaN, s.areaA, s.areaBusy, s.areaServers = 0, 0, 0, 0
-	s.arrivalsSec = 0
+	s.arrivalsSec, s.coldSec, s.slowestSec = 0, 0, 0
 }

@@ -59,6 +59,17 @@ func simulate(t *testing.T, r Run) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The per-second series agree with the totals (calls finishing after
+	// the trace's end are in the totals only).
+	var cold int64
+	var slowest time.Duration
+	for _, s := range res.Samples {
+		cold += int64(s.ColdDelayed)
+		slowest = max(slowest, s.Slowest)
+	}
+	if cold > res.ColdDelayed || (res.ColdDelayed > 0) != (cold > 0) || slowest > res.Max {
+		t.Errorf("samples: %d cold-delayed, slowest %v; totals %d, max %v", cold, slowest, res.ColdDelayed, res.Max)
+	}
 	return res
 }
 

@@ -151,7 +151,7 @@ func TestHistogramQuantiles(t *testing.T) {
 
 func TestReports(t *testing.T) {
 	r := &Result{Name: "a", Start: t0, Requests: 3, PodSeconds: 7200, MaxReplicas: 2, P50: 2 * time.Millisecond,
-		Samples: []Sample{{At: time.Second, Replicas: 1, Ready: 1, Arrivals: 3, Concurrency: 0.5}}}
+		Samples: []Sample{{At: time.Second, Replicas: 1, Ready: 1, Arrivals: 3, Concurrency: 0.5, ColdDelayed: 2, Slowest: 1500 * time.Millisecond}}}
 	var tab, sum, ser bytes.Buffer
 	if err := WriteTable(&tab, []*Result{r}); err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func TestReports(t *testing.T) {
 		t.Errorf("summary csv:\n%s", sum.String())
 	}
 	_ = WriteSamplesCSV(&ser, []*Result{r})
-	if got := strings.Split(ser.String(), "\n")[1]; got != "a,2026-03-10T00:00:01Z,1,1,0,3,0.500,0" {
+	if got := strings.Split(ser.String(), "\n")[1]; got != "a,2026-03-10T00:00:01Z,1,1,0,3,0.500,0,2,1500.00" {
 		t.Errorf("samples csv row %q", got)
 	}
 }
