@@ -18,6 +18,30 @@ import (
 type issuerMetadata struct {
 	Issuer  string `json:"issuer"`
 	JWKSURI string `json:"jwks_uri"`
+	// The endpoints a client signing a person in needs (the console).
+	AuthorizationEndpoint string `json:"authorization_endpoint"`
+	TokenEndpoint         string `json:"token_endpoint"`
+}
+
+// Endpoints are an issuer's authorization and token endpoints, for a client
+// that signs a person in with the authorization code flow.
+type Endpoints struct {
+	Authorization, Token string
+}
+
+// DiscoverEndpoints reads issuer's metadata (as the verifier does) and
+// returns its endpoints, both required to be https (http on loopback).
+func DiscoverEndpoints(ctx context.Context, c *http.Client, issuer string) (Endpoints, error) {
+	md, err := discover(ctx, c, issuer)
+	if err != nil {
+		return Endpoints{}, err
+	}
+	for _, e := range []struct{ name, url string }{{"authorization_endpoint", md.AuthorizationEndpoint}, {"token_endpoint", md.TokenEndpoint}} {
+		if err := checkJWKSURL(e.url); err != nil {
+			return Endpoints{}, fmt.Errorf("issuer metadata: %s: %w", e.name, err)
+		}
+	}
+	return Endpoints{Authorization: md.AuthorizationEndpoint, Token: md.TokenEndpoint}, nil
 }
 
 const maxMetadataBytes = 1 << 20
@@ -105,6 +129,8 @@ func fetchMetadata(ctx context.Context, c *http.Client, u string) (issuerMetadat
 	return md, true, nil
 }
 
+// checkJWKSURL (and every endpoint URL) must be absolute and https, or
+// http on loopback.
 func checkJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {

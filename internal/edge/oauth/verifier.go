@@ -233,6 +233,8 @@ func (v *Verifier) discoverKeys(ctx context.Context) (keyfunc.Keyfunc, error) {
 type Token struct {
 	Principal principal.Principal
 	Expiry    time.Time
+	// Nonce is the OpenID Connect nonce of an ID token ("" otherwise).
+	Nonce string
 }
 
 // cachedToken is a verified token, the key that verified it and the
@@ -337,7 +339,7 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Token, signingKey, e
 		return Token{}, used, fmt.Errorf("%w: %s", auth.ErrInvalidToken, err)
 	}
 	exp, _ := claims.GetExpirationTime() // required and validated by the parser
-	return Token{Principal: p, Expiry: exp.Time}, used, nil
+	return Token{Principal: p, Expiry: exp.Time, Nonce: str(claims["nonce"])}, used, nil
 }
 
 // rejection names the failed check, safe to show the client.
