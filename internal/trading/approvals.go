@@ -159,7 +159,92 @@ func (s *Service) index(ctx context.Context, a Approval) error {
 			return s.stateErr(ctx, err)
 		}
 	}
+	// The history keeps every approval, newest first, for as long as its
+	// record lives (entries of expired records are dropped when read).
+	for _, idx := range []string{historyIndex, historyIndex + ":" + a.Order.AccountID} {
+		if err := s.st.IndexAdd(ctx, idx, a.ID, -score); err != nil {
+			return s.stateErr(ctx, err)
+		}
+	}
 	return nil
+}
+
+// indexed loads the approvals an index lists (up to max, in its order),
+// dropping the entries whose records have expired.
+func (s *Service) indexed(ctx context.Context, idx string, max int) ([]Approval, error) {
+	ids, err := s.st.IndexRange(ctx, idx, max)
+	if err != nil {
+		return nil, s.stateErr(ctx, err)
+	}
+	out := make([]Approval, 0, len(ids))
+	for _, id := range ids {
+		a, _, err := s.approval(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			s.st.IndexRemove(ctx, idx, id)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// historyIndex lists every approval, globally and per account.
+const historyIndex = "approvals:history"
+
+// HistoryQuery selects approvals for History.
+type HistoryQuery struct {
+	// AccountID, if set, limits the history to one account.
+	AccountID string
+	// Statuses, if set, keeps only approvals in these statuses.
+	Statuses []string
+	// Limit caps the result (default 100, at most 500).
+	Limit int
+}
+
+// History lists the approvals p may see, newest first: pending ones and
+// the decided, expired, cancelled and failed ones whose records are still
+// kept (IDEMPOTENCY_TTL).
+func (s *Service) History(ctx context.Context, p principal.Principal, q HistoryQuery) ([]Approval, error) {
+	limit := q.Limit
+	switch {
+	case limit < 1:
+		limit = 100
+	case limit > 500:
+		limit = 500
+	}
+	var indexes []string
+	switch {
+	case q.AccountID != "":
+		if !p.Entitled(q.AccountID) {
+			return []Approval{}, nil
+		}
+		indexes = []string{historyIndex + ":" + q.AccountID}
+	case p.Entitled(principal.AllAccounts):
+		indexes = []string{historyIndex}
+	default:
+		for _, acct := range p.Accounts {
+			indexes = append(indexes, historyIndex+":"+acct)
+		}
+	}
+	out := []Approval{}
+	for _, idx := range indexes {
+		as, err := s.indexed(ctx, idx, 2000)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range as {
+			if p.Entitled(a.Order.AccountID) && (len(q.Statuses) == 0 || slices.Contains(q.Statuses, a.Status)) {
+				out = append(out, a)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y Approval) int {
+		return cmp.Or(y.CreatedAt.Compare(x.CreatedAt), cmp.Compare(x.ID, y.ID))
+	})
+	return out[:min(limit, len(out))], nil
 }
 
 func (s *Service) unindex(ctx context.Context, a Approval) {
@@ -522,19 +607,11 @@ func (s *Service) ListPending(ctx context.Context, p principal.Principal, limit 
 	}
 	out := []Approval{}
 	for _, idx := range indexes {
-		ids, err := s.st.IndexRange(ctx, idx, 1000)
+		as, err := s.indexed(ctx, idx, 1000)
 		if err != nil {
-			return nil, s.stateErr(ctx, err)
+			return nil, err
 		}
-		for _, id := range ids {
-			a, _, err := s.approval(ctx, id)
-			if errors.Is(err, ErrNotFound) {
-				s.st.IndexRemove(ctx, idx, id)
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
+		for _, a := range as {
 			if a.Status != ApprovalPending {
 				s.unindex(ctx, a)
 				continue

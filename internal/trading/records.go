@@ -80,21 +80,23 @@ const (
 // Approval is the durable record of an order waiting for, or released by, a
 // human approver.
 type Approval struct {
-	ID            string          `json:"approval_id"`
-	Status        string          `json:"status"`
-	Requester     string          `json:"requester" jsonschema:"principal who placed the order"`
-	Order         OrderArgs       `json:"order"`
-	ArgsDigest    string          `json:"args_digest"`
-	ClientOrderID string          `json:"client_order_id"`
-	Preview       *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check at request time"`
-	CreatedAt     time.Time       `json:"created_at"`
-	ExpiresAt     time.Time       `json:"expires_at"`
-	DecidedBy     string          `json:"decided_by,omitempty"`
-	DecidedAt     *time.Time      `json:"decided_at,omitempty"`
-	Reason        string          `json:"reason,omitempty"`
-	OrderID       string          `json:"order_id,omitempty"`
-	LeaseUntil    *time.Time      `json:"lease_until,omitempty"`
-	Error         string          `json:"error,omitempty"`
+	ID        string `json:"approval_id"`
+	Status    string `json:"status"`
+	Requester string `json:"requester" jsonschema:"principal who placed the order"`
+	// RequesterClient is the OAuth client (the agent) the order came from.
+	RequesterClient string          `json:"requester_client,omitempty" jsonschema:"OAuth client id of the agent that placed the order"`
+	Order           OrderArgs       `json:"order"`
+	ArgsDigest      string          `json:"args_digest"`
+	ClientOrderID   string          `json:"client_order_id"`
+	Preview         *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check at request time"`
+	CreatedAt       time.Time       `json:"created_at"`
+	ExpiresAt       time.Time       `json:"expires_at"`
+	DecidedBy       string          `json:"decided_by,omitempty"`
+	DecidedAt       *time.Time      `json:"decided_at,omitempty"`
+	Reason          string          `json:"reason,omitempty"`
+	OrderID         string          `json:"order_id,omitempty"`
+	LeaseUntil      *time.Time      `json:"lease_until,omitempty"`
+	Error           string          `json:"error,omitempty"`
 }
 
 // idemRecord is the idempotency record of one (principal, tool, key).

@@ -163,6 +163,16 @@ func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArg
 	return s.check(ctx, o, self, false)
 }
 
+// Recheck runs the pre-trade check of a pending approval's order again, as
+// the account and market are now (the approval itself not counted against
+// its own order), for an approver about to decide it.
+func (s *Service) Recheck(ctx context.Context, p principal.Principal, a Approval) (policy.Preview, error) {
+	if !p.Entitled(a.Order.AccountID) {
+		return policy.Preview{}, ErrNotFound
+	}
+	return s.check(ctx, a.Order, a.ID, false)
+}
+
 // check runs the pre-trade policy against the account and market as they
 // are now; see evaluate.
 func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bool) (policy.Preview, error) {
@@ -486,7 +496,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 	}
 	if pre.RequiresApproval {
 		a := Approval{
-			ID: approvalID(p.Subject, o.IdempotencyKey), Status: ApprovalPending, Requester: p.Subject, Order: o, ArgsDigest: digest,
+			ID: approvalID(p.Subject, o.IdempotencyKey), Status: ApprovalPending, Requester: p.Subject, RequesterClient: p.ClientID, Order: o, ArgsDigest: digest,
 			ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), Preview: &pre,
 			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
 		}

@@ -793,3 +793,70 @@ func resolve(svc *trading.Service, ctx context.Context, o trading.OrderArgs) (tr
 	res, err := svc.Resolve(ctx, alice, o)
 	return res.Outcome, res.Found, err
 }
+
+// TestHistory: decided approvals stay listed, newest first, filtered by
+// account and state, and only for accounts the reader is entitled to.
+func TestHistory(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			ctx := t.Context()
+			var ids []string
+			agent := alice
+			agent.ClientID = "claude-desktop"
+			for _, key := range []string{"hist-order-1", "hist-order-2", "hist-order-3"} {
+				out, err := f.svc.Place(ctx, agent, large(key), "")
+				if err != nil || out.Approval == nil {
+					t.Fatalf("%s: %+v %v", key, out, err)
+				}
+				ids = append(ids, out.Approval.ID)
+				f.clock.Add(time.Second)
+			}
+			if _, err := f.svc.Decide(ctx, bob, ids[0], trading.DecisionReject, "too big", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.svc.Decide(ctx, bob, ids[1], trading.DecisionApprove, "", nil); err != nil {
+				t.Fatal(err)
+			}
+			all, err := f.svc.History(ctx, bob, trading.HistoryQuery{})
+			if err != nil || len(all) != 3 || all[0].ID != ids[2] || all[2].ID != ids[0] {
+				t.Fatalf("history: %v %v", approvalIDs(all), err)
+			}
+			if all[2].Reason != "too big" || all[2].DecidedBy != bob.Subject || all[0].RequesterClient != "claude-desktop" {
+				t.Errorf("history records: %+v", all[2])
+			}
+			rejected, _ := f.svc.History(ctx, bob, trading.HistoryQuery{AccountID: "ACC-2001", Statuses: []string{trading.ApprovalRejected}})
+			if len(rejected) != 1 || rejected[0].ID != ids[0] {
+				t.Errorf("rejected: %v", approvalIDs(rejected))
+			}
+			for name, q := range map[string]trading.HistoryQuery{"other account": {AccountID: "ACC-1001"}, "limit": {Limit: 1}} {
+				got, _ := f.svc.History(ctx, bob, q)
+				if want := map[string]int{"other account": 0, "limit": 1}[name]; len(got) != want {
+					t.Errorf("%s: %d approvals, want %d", name, len(got), want)
+				}
+			}
+			if got, _ := f.svc.History(ctx, eve, trading.HistoryQuery{}); len(got) != 0 {
+				t.Errorf("an unentitled reader sees %v", approvalIDs(got))
+			}
+			if got, _ := f.svc.History(ctx, eve, trading.HistoryQuery{AccountID: "ACC-2001"}); len(got) != 0 {
+				t.Errorf("an unentitled reader asking for the account sees %v", approvalIDs(got))
+			}
+			// The pending one, re-checked for its approver.
+			pre, err := f.svc.Recheck(ctx, bob, all[0])
+			if err != nil || pre.EstimatedNotional == 0 {
+				t.Errorf("recheck: %+v %v", pre, err)
+			}
+			if _, err := f.svc.Recheck(ctx, eve, all[0]); !errors.Is(err, trading.ErrNotFound) {
+				t.Errorf("recheck by an unentitled reader: %v", err)
+			}
+		})
+	}
+}
+
+func approvalIDs(as []trading.Approval) []string {
+	var ids []string
+	for _, a := range as {
+		ids = append(ids, a.ID+":"+a.Status)
+	}
+	return ids
+}
