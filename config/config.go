@@ -62,6 +62,7 @@ type Config struct {
 	Limits               ratelimit.Config
 	Audit                audit.Config
 	Trading              Trading
+	Console              Console
 
 	// RedisURL selects the Redis state store (approvals, idempotency records,
 	// rate-limit buckets) shared by every replica, e.g. redis://redis:6379/0.
@@ -104,6 +105,24 @@ type Auth struct {
 	// EntitlementsClaim is the token claim listing the account ids a
 	// principal may see and trade ("*" grants all).
 	EntitlementsClaim string `env:"ENTITLEMENTS_CLAIM, default=accounts"`
+}
+
+// Console configures the approvals console served under /console/. With
+// OAUTH_ISSUER, approvers sign in there (OpenID Connect, authorization code
+// with PKCE) and the console is on once CONSOLE_CLIENT_ID is set; its cookie
+// key is the console-cookie-key secret. Without an issuer (a laptop run) it
+// offers built-in personas instead.
+type Console struct {
+	// ClientID is the console's client at OAUTH_ISSUER: a public client
+	// (PKCE; a console-client-secret secret, if present, is sent too) whose
+	// redirect URI is CONSOLE_REDIRECT_URL.
+	ClientID string `env:"CONSOLE_CLIENT_ID"`
+	// RedirectURL is the sign-in callback registered at the issuer; default
+	// PUBLIC_URL's origin + /console/callback.
+	RedirectURL string `env:"CONSOLE_REDIRECT_URL"`
+	// SessionTTL bounds a sign-in (the access token's own expiry bounds it
+	// too).
+	SessionTTL time.Duration `env:"CONSOLE_SESSION_TTL, default=8h"`
 }
 
 // Trading configures the order tools and their pre-trade policy.
@@ -372,6 +391,22 @@ func (c *Config) ResourceURL() string {
 	return c.Auth.Audience
 }
 
+// ConsoleOn reports whether the approvals console is served: always on a
+// laptop run (personas), with an issuer once it has a client id.
+func (c *Config) ConsoleOn() bool { return c.Auth.Issuer == "" || c.Console.ClientID != "" }
+
+// ConsoleRedirectURL is the console's sign-in callback.
+func (c *Config) ConsoleRedirectURL() string {
+	if c.Console.RedirectURL != "" {
+		return c.Console.RedirectURL
+	}
+	u, err := url.Parse(c.ResourceURL())
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/console/callback"}).String()
+}
+
 // TokenAudience is the "aud" claim tokens must carry: OAUTH_AUDIENCE, else
 // the resource URL.
 func (c *Config) TokenAudience() string {
@@ -417,6 +452,16 @@ func (c *Config) validateSecurity() []error {
 	}
 	if a.ScopeApprove == "" {
 		errs = append(errs, &Error{"SCOPE_APPROVE", "must not be empty"})
+	}
+	if c.Console.SessionTTL < 5*time.Minute || c.Console.SessionTTL > 24*time.Hour {
+		errs = append(errs, &Error{"CONSOLE_SESSION_TTL", fmt.Sprintf("%s is outside [5m, 24h]", c.Console.SessionTTL)})
+	}
+	if a.Issuer != "" && c.Console.ClientID != "" {
+		if err := checkURL(c.ConsoleRedirectURL(), true); err != nil {
+			errs = append(errs, &Error{"CONSOLE_REDIRECT_URL", err.Error()})
+		} else if u, _ := url.Parse(c.ConsoleRedirectURL()); u.Path != "/console/callback" {
+			errs = append(errs, &Error{"CONSOLE_REDIRECT_URL", "must end in /console/callback (the console's callback)"})
+		}
 	}
 	if c.Audit.QueueSize < 1 || c.Audit.QueueSize > 1<<20 {
 		errs = append(errs, &Error{"AUDIT_QUEUE_SIZE", fmt.Sprintf("%d is outside 1..1048576", c.Audit.QueueSize)})

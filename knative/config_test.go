@@ -291,7 +291,7 @@ func sealForTest(t *testing.T, cfg *config.Config) {
 	cfg.Auth.Issuer = ""
 	cfg.Audit.Sink = ""
 	dir := t.TempDir()
-	for _, name := range []string{secrets.RequestStateKey, secrets.ApprovalEventKey, secrets.BackendAPIKey} {
+	for _, name := range []string{secrets.RequestStateKey, secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.ConsoleCookieKey} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("test-"+name+"-0123456789abcdef0123456789abcdef"), 0o400); err != nil {
 			t.Fatal(err)
 		}

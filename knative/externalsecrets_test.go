@@ -269,7 +269,7 @@ func TestSecretsReachTheServerAsFiles(t *testing.T) {
 	accounts := objectsOf[corev1.ServiceAccount](t, docs, corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
 	externals := decodeLoose[externalSecret](t, docs, "ExternalSecret")
 	stores := decodeLoose[secretStore](t, docs, "SecretStore")
-	wantKeys := []string{secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.RequestStateKey}
+	wantKeys := []string{secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.ConsoleCookieKey, secrets.RequestStateKey}
 
 	used := map[string]string{} // AWS secret, role, store, Secret -> mode
 	share := func(what, mode string) {
@@ -306,15 +306,7 @@ func TestSecretsReachTheServerAsFiles(t *testing.T) {
 		}
 		share("Secret "+secretName, mode)
 
-		var es *externalSecret
-		for _, e := range externals {
-			if e.Spec.Target.Name == secretName {
-				es = e
-			}
-		}
-		if es == nil {
-			t.Fatalf("%s mounts Secret %s, which no ExternalSecret writes", svc.Name, secretName)
-		}
+		es := writerOf(t, externals, svc.Name, secretName)
 		var keys []string
 		for _, d := range es.Spec.Data {
 			keys = append(keys, d.SecretKey)
@@ -348,4 +340,16 @@ func TestSecretsReachTheServerAsFiles(t *testing.T) {
 			t.Errorf("%s runs as %s, the account holding the secrets role; the pods need no AWS access", svc.Name, sa.Name)
 		}
 	}
+}
+
+// writerOf is the ExternalSecret that writes the Secret a Service mounts.
+func writerOf(t *testing.T, externals map[string]*externalSecret, service, secretName string) *externalSecret {
+	t.Helper()
+	for _, e := range externals {
+		if e.Spec.Target.Name == secretName {
+			return e
+		}
+	}
+	t.Fatalf("%s mounts Secret %s, which no ExternalSecret writes", service, secretName)
+	return nil
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, end-to-end, Redis and container tests.
-# On a fresh Debian machine it first installs what the suite needs (Docker
-# engine, Redis server) when run as root, and starts dockerd if it is not
+# Runs the whole test suite: unit, end-to-end, Redis, container and browser
+# tests. On a fresh Debian machine it first installs what the suite needs
+# (Docker engine, Redis server, Chromium for the approvals console) when run
+# as root, and starts dockerd if it is not
 # running. Without Docker the container tests skip with one line saying how
 # to enable them, except under CI (CI set), where they fail instead.
 set -euo pipefail
@@ -11,6 +12,7 @@ need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
 command -v npm >/dev/null 2>&1 || need_install+=(npm)
 command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
+command -v chromium >/dev/null 2>&1 || need_install+=(chromium)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_install+=(ca-certificates)
 if [ ${#need_install[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

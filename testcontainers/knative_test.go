@@ -54,7 +54,7 @@ func mountSecrets(t *testing.T, mode os.FileMode) string {
 	if err := os.Mkdir(version, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{secrets.RequestStateKey, secrets.ApprovalEventKey, secrets.BackendAPIKey} {
+	for _, name := range []string{secrets.RequestStateKey, secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.ConsoleCookieKey} {
 		if err := os.WriteFile(filepath.Join(version, name), []byte("test-"+name+"-0123456789abcdef0123456789abcdef\n"), mode); err != nil {
 			t.Fatal(err)
 		}

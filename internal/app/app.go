@@ -157,15 +157,25 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		return nil, &config.Error{Var: "ALLOWED_ORIGINS", Msg: err.Error()}
 	}
 	approvalsAPI := approvalsEdge(cfg, gov, guard, tp.api.Routes())
+	routes := map[string]http.Handler{
+		"/mcp":                   mcpEdge(cfg, gov, policy, guard, mcpHandler),
+		"/approvals":             approvalsAPI,
+		"/approvals/":            approvalsAPI,
+		"POST /events/approvals": approvalsEdge(cfg, nil, guard, tp.api.Events()),
+	}
+	closeConsole := func() {}
+	if cfg.ConsoleOn() {
+		var h http.Handler
+		if h, closeConsole, err = newConsole(cfg, gov, tp.service, secret, log); err != nil {
+			return nil, err
+		}
+		routes["/console/"] = consoleEdge(cfg, guard, h)
+	}
 	return httpserver.New(httpserver.Options{
-		Addr: cfg.Addr(),
-		Routes: gov.routes(map[string]http.Handler{
-			"/mcp":                   mcpEdge(cfg, gov, policy, guard, mcpHandler),
-			"/approvals":             approvalsAPI,
-			"/approvals/":            approvalsAPI,
-			"POST /events/approvals": approvalsEdge(cfg, nil, guard, tp.api.Events()),
-		}, guard),
-		OnDrained:    []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close},
+		Addr:   cfg.Addr(),
+		Routes: gov.routes(routes, guard),
+		OnDrained: []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close,
+			func(context.Context) error { closeConsole(); return nil }},
 		Warm:         gov.warmed(),
 		DrainTimeout: cfg.DrainTimeout,
 		DrainDelay:   cfg.DrainDelay,

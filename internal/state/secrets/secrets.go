@@ -32,6 +32,9 @@ const (
 	ApprovalEventKey = "approval-event-key"
 	// BackendAPIKey is the bearer token presented to the backends.
 	BackendAPIKey = "backend-api-key"
+	// ConsoleCookieKey seals the approvals console's session cookies
+	// (AES-GCM); every replica holds the same.
+	ConsoleCookieKey = "console-cookie-key"
 )
 
 // MaxSize bounds one secret file; anything larger is a misconfiguration.

@@ -1,0 +1,232 @@
+// Package console is the approvals console: the web interface in which the
+// humans of the approval gate see the queue of orders waiting for them,
+// open one with its whole context (the order, the pre-trade check as it is
+// now, what the agent sent), approve or reject it, and look back at what
+// was decided. It is served by the server itself under /console/:
+// server-rendered HTML (html/template escapes everything a user or an
+// agent typed), one small script for live updates, and a strict
+// Content-Security-Policy.
+//
+// Sign-in is OpenID Connect against the server's issuer (OIDC), or, on an
+// unauthenticated laptop run, one of a few built-in personas. Sessions are
+// sealed cookies; every form carries a CSRF token bound to the session.
+// Deciding goes through trading.Service.Decide with the session's
+// principal, exactly as the approvals API does: trade:approve, entitlement
+// to the account, four eyes.
+package console
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+// prefix is where the console is mounted.
+const prefix = "/console/"
+
+// Service is the trading service as the console uses it.
+type Service interface {
+	ListPending(ctx context.Context, p principal.Principal, limit int) ([]trading.Approval, error)
+	History(ctx context.Context, p principal.Principal, q trading.HistoryQuery) ([]trading.Approval, error)
+	Status(ctx context.Context, p principal.Principal, id string) (trading.Outcome, error)
+	Recheck(ctx context.Context, p principal.Principal, a trading.Approval) (policy.Preview, error)
+	Decide(ctx context.Context, approver principal.Principal, id, decision, reason string, expect *trading.Expect) (trading.Outcome, error)
+}
+
+// Options configure the console.
+type Options struct {
+	Service  Service
+	Sessions *Sessions
+	// Exactly one of OIDC and Personas signs people in.
+	OIDC     *OIDC
+	Personas []Persona
+	// ApproveScope is what deciding (and the console) needs.
+	ApproveScope string
+	// ApproverClients, if set, are the only OAuth clients whose sessions
+	// may decide (as for the approvals API): the console's client id must
+	// be one of them.
+	ApproverClients []string
+	// SessionTTL bounds a session (the access token's expiry bounds it too).
+	SessionTTL time.Duration
+	// Mode is the trading mode (paper or live), shown in every page.
+	Mode string
+	// Audit records page views of an order, decisions, exports and
+	// sign-ins (nil: none).
+	Audit  func(ctx context.Context, op audit.Operation)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Console serves the pages.
+type Console struct {
+	o     Options
+	pages map[string]*template.Template
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// New parses the templates and returns the console.
+func New(o Options) (*Console, error) {
+	if o.Service == nil || o.Sessions == nil || (o.OIDC == nil) == (len(o.Personas) == 0) {
+		return nil, errors.New("console: needs a service, sessions, and exactly one of OIDC and personas")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 8 * time.Hour
+	}
+	c := &Console{o: o, pages: map[string]*template.Template{}}
+	funcs := template.FuncMap{
+		"money":    money,
+		"qty":      quantity,
+		"pct":      percent,
+		"when":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"left":     func(t time.Time) string { return timeLeft(t, o.Now()) },
+		"whenp":    func(t *time.Time) string { return optionalTime(t) },
+		"approval": approvalLabel,
+	}
+	for _, page := range []string{"signin", "queue", "detail", "history", "message", "signedin"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
+		if err != nil {
+			return nil, err
+		}
+		c.pages[page] = t
+	}
+	return c, nil
+}
+
+// Handler serves everything under /console/. Mount it behind the request
+// id, body limit and Host/Origin guard, like every route.
+func (c *Console) Handler() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", cacheStatic(http.FileServerFS(static))))
+	mux.HandleFunc("GET /console/{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, prefix+"queue", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /console/signin", c.signinPage)
+	mux.HandleFunc("GET /console/login", c.login)
+	mux.HandleFunc("GET /console/callback", c.callback)
+	mux.HandleFunc("POST /console/login/persona", c.personaLogin)
+	mux.HandleFunc("POST /console/logout", c.signedIn(c.logout))
+	mux.HandleFunc("GET /console/queue", c.signedIn(c.queue))
+	mux.HandleFunc("GET /console/approvals/{id}", c.signedIn(c.detail))
+	mux.HandleFunc("POST /console/approvals/{id}/decision", c.signedIn(c.decide))
+	mux.HandleFunc("GET /console/history", c.signedIn(c.history))
+	mux.HandleFunc("GET /console/history.csv", c.signedIn(c.historyCSV))
+	return secureHeaders(mux)
+}
+
+// secureHeaders: nothing but our own script, styles and forms; no framing;
+// no caching of pages that show orders; no referrer leaking approval ids.
+func secureHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func cacheStatic(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		w.Header().Set("Cache-Control", "no-cache")
+	})
+}
+
+// page is what every page template sees.
+type page struct {
+	Title   string
+	Nav     string
+	Session *Session
+	CSRF    string
+	Mode    string
+	Data    any
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	p.Mode = c.o.Mode
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := c.pages[name].Execute(w, p); err != nil {
+		c.o.Logger.ErrorContext(r.Context(), "console page failed", "page", name, "error", err)
+	}
+}
+
+// message renders a page that only says something (errors, refusals).
+func (c *Console) message(w http.ResponseWriter, r *http.Request, status int, sess *Session, title, text string) {
+	p := page{Title: title, Session: sess, Data: text}
+	if sess != nil {
+		p.CSRF = c.o.Sessions.CSRF(*sess)
+	}
+	c.render(w, r, status, "message", p)
+}
+
+// signedIn runs h for a signed-in approver; others go to the sign-in page
+// (GET) or are refused (POST). A session without the approve scope, or
+// from a client that may not decide, is refused here, as the approvals API
+// refuses its token.
+func (c *Console) signedIn(h func(http.ResponseWriter, *http.Request, Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, ok := c.o.Sessions.Get(r)
+		if !ok {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, prefix+"signin?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			c.message(w, r, http.StatusUnauthorized, nil, "Signed out", "Your session has ended. Sign in again.")
+			return
+		}
+		if r.Method == http.MethodPost && !c.o.Sessions.CheckCSRF(sess, r.PostFormValue("csrf")) {
+			c.audit(r.Context(), audit.Operation{Name: "console.csrf", Class: catalog.Approve, Principal: sess.Subject,
+				ApprovalID: r.PathValue("id"), Outcome: outcome.Denied, Error: "missing or wrong CSRF token", Start: c.o.Now()})
+			c.message(w, r, http.StatusForbidden, &sess, "Refused", "This form is out of date or did not come from the console. Reload the page and try again.")
+			return
+		}
+		p := sess.Principal()
+		switch {
+		case r.URL.Path == prefix+"logout":
+		case !p.HasScope(c.o.ApproveScope):
+			c.message(w, r, http.StatusForbidden, &sess, "Not an approver",
+				"The approvals console needs the "+c.o.ApproveScope+" scope, which your sign-in does not hold.")
+			return
+		case len(c.o.ApproverClients) > 0 && !slices.Contains(c.o.ApproverClients, sess.ClientID):
+			c.message(w, r, http.StatusForbidden, &sess, "Not an approval client",
+				"Approvals are decided through the firm's approval tool, and this console's client is not one of them (APPROVER_CLIENT_IDS).")
+			return
+		}
+		h(w, r, sess)
+	}
+}
+
+func (c *Console) audit(ctx context.Context, op audit.Operation) {
+	if c.o.Audit != nil {
+		c.o.Audit(ctx, op)
+	}
+}

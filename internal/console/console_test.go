@@ -1,0 +1,102 @@
+package console
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSessionsSealAndRefuse(t *testing.T) {
+	now := time.Date(2026, 3, 10, 14, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	s, err := NewSessions([]byte("0123456789abcdef0123456789abcdef"), clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewSessions([]byte("fedcba9876543210fedcba9876543210"), clock)
+	if _, err := NewSessions([]byte("short"), clock); err == nil {
+		t.Error("a 5-byte key was accepted")
+	}
+	rec := httptest.NewRecorder()
+	if err := s.Start(rec, Session{Subject: "bob", Scopes: []string{"trade:approve"}, Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	c := rec.Result().Cookies()[0]
+	if c.Name != sessionCookie || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.MaxAge != 3600 {
+		t.Errorf("cookie %+v", c)
+	}
+	if strings.Contains(c.Value, "bob") || strings.Contains(c.Value, "trade") {
+		t.Error("the cookie shows its contents")
+	}
+	req := func(value string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/console/queue", nil)
+		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: value})
+		return r
+	}
+	sess, ok := s.Get(req(c.Value))
+	if !ok || sess.Subject != "bob" || sess.ID == "" {
+		t.Fatalf("own cookie: %+v %v", sess, ok)
+	}
+	if _, ok := other.Get(req(c.Value)); ok {
+		t.Error("a cookie opened under another key")
+	}
+	b := []byte(c.Value)
+	b[10] ^= 2
+	for name, v := range map[string]string{"edited": string(b), "truncated": c.Value[:20], "empty": "", "not base64": "!!!"} {
+		if _, ok := s.Get(req(v)); ok {
+			t.Errorf("%s cookie accepted", name)
+		}
+	}
+	// A login cookie is not a session, even sealed under the same key.
+	lrec := httptest.NewRecorder()
+	s.startLogin(lrec, loginState{State: "x", Expires: now.Add(time.Minute)})
+	if _, ok := s.Get(req(lrec.Result().Cookies()[0].Value)); ok {
+		t.Error("a login cookie opened as a session")
+	}
+	// CSRF tokens are bound to the session.
+	if !s.CheckCSRF(sess, s.CSRF(sess)) || s.CheckCSRF(sess, "") || s.CheckCSRF(sess, s.CSRF(Session{ID: "another"})) {
+		t.Error("CSRF check")
+	}
+	now = now.Add(time.Hour)
+	if _, ok := s.Get(req(c.Value)); ok {
+		t.Error("an expired session was accepted")
+	}
+}
+
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{
+		"/console/approvals/APR-1?result=approved": "/console/approvals/APR-1?result=approved",
+		"/console/history?account=ACC-1&status=":   "/console/history?account=ACC-1&status=",
+		"https://evil.example/console/":            "/console/queue",
+		"//evil.example/console/":                  "/console/queue",
+		"/console//evil.example":                   "/console/queue",
+		"/console/../mcp":                          "/console/queue",
+		"/console/x;url=javascript:alert(1)":       "/console/queue",
+		"/console/x\r\nSet-Cookie: a=b":            "/console/queue",
+		"/console/\\evil":                          "/console/queue",
+		"":                                         "/console/queue",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	if got := safeCells("=HYPERLINK(\"x\")", "+1", "-2", "@a", "ok", ""); strings.Join(got, "|") != "'=HYPERLINK(\"x\")|'+1|'-2|'@a|ok|" {
+		t.Errorf("safeCells: %q", got)
+	}
+	for v, want := range map[float64]string{0: "0.00", 1234567.891: "1,234,567.89", -1500: "-1,500.00", 999: "999.00"} {
+		if got := money(v); got != want {
+			t.Errorf("money(%v) = %q, want %q", v, got, want)
+		}
+	}
+	now := time.Date(2026, 3, 10, 14, 0, 0, 0, time.UTC)
+	for d, want := range map[time.Duration]string{-time.Second: "expired", 90 * time.Second: "1m 30s", 2*time.Hour + 5*time.Minute: "2h 05m"} {
+		if got := timeLeft(now.Add(d), now); got != want {
+			t.Errorf("timeLeft(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
