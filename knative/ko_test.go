@@ -167,14 +167,16 @@ func TestKoResolveOffline(t *testing.T) {
 	// The same admission and pod checks as the source manifests.
 	cfg := knativeConfig(t)
 	svcs := admittedServices(t, cfg, got)
-	if len(svcs) != len(modes) {
-		t.Fatalf("resolved output has %d Services", len(svcs))
+	if len(svcs) != 2*len(modes) {
+		t.Fatalf("resolved output has %d Services; want a server and a notifier per mode", len(svcs))
 	}
 	var serverImages []string
 	for _, svc := range svcs {
 		rev := revisionOf(t, cfg, svc)
 		deploymentOf(t, cfg, rev)
-		serverImages = append(serverImages, svc.Spec.Template.Spec.GetContainer().Image)
+		if !strings.HasSuffix(svc.Name, notifierSuffix) {
+			serverImages = append(serverImages, svc.Spec.Template.Spec.GetContainer().Image)
+		}
 	}
 	if serverImages[0] != serverImages[1] {
 		t.Errorf("paper and live run different server images %v; they must be the same build", serverImages)

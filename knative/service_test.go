@@ -3,6 +3,7 @@ package knative
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -203,7 +204,7 @@ func TestServicesPassKnativeAdmission(t *testing.T) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	if want := []string{serviceName("live"), serviceName("paper")}; !slices.Equal(names, want) {
+	if want := []string{serviceName("live"), notifierName("live"), serviceName("paper"), notifierName("paper")}; !slices.Equal(names, want) {
 		t.Fatalf("Knative Services = %v, want %v", names, want)
 	}
 	for _, mode := range modes {
@@ -218,7 +219,8 @@ func TestServicesPassKnativeAdmission(t *testing.T) {
 			t.Errorf("%s holds %v; want exactly the Service %s", file, inFile, serviceName(mode))
 		}
 	}
-	for _, svc := range svcs {
+	for _, mode := range modes { // the notifiers: notifier_test.go
+		svc := svcs[serviceName(mode)]
 		c := svc.Spec.Template.Spec.GetContainer()
 		if len(svc.Spec.Template.Spec.Containers) != 1 {
 			t.Errorf("%s: %d containers; the server runs alone beside queue-proxy", svc.Name, len(svc.Spec.Template.Spec.Containers))
@@ -483,8 +485,8 @@ func TestGeneratedPodMeetsRestrictedPodSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range modes {
-		rev := revisionOf(t, cfg, svcs[serviceName(mode)])
+	for _, name := range slices.Sorted(maps.Keys(svcs)) { // every Service: the servers and the notifiers
+		rev := revisionOf(t, cfg, svcs[name])
 		tmpl := deploymentOf(t, cfg, rev).Spec.Template
 		res := psapolicy.AggregateCheckResults(eval.EvaluatePod(
 			psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &tmpl.ObjectMeta, &tmpl.Spec))

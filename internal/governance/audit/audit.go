@@ -295,11 +295,13 @@ func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
 		ev.SetType(StepEventType)
 	}
 	ev.SetSource(a.source)
+	// A step's subject is its action (approval.requested, ...), also when a
+	// tool call took it: what a Trigger routes on (notifications).
 	switch {
-	case e.Tool != "":
-		ev.SetSubject(e.Tool)
 	case e.Action != "":
 		ev.SetSubject(e.Action)
+	case e.Tool != "":
+		ev.SetSubject(e.Tool)
 	}
 	ev.SetTime(e.Time)
 	if err := ev.SetData(cloudevents.ApplicationJSON, e); err != nil {
