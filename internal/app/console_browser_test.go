@@ -253,6 +253,13 @@ func TestConsoleInABrowser(t *testing.T) {
 	if buttons != 0 {
 		t.Error("the requester is offered a decision form")
 	}
+	// Nor by posting the decision herself, with a valid token.
+	landed := value(t, ctx, "self-approval", chromedp.Evaluate[string](fmt.Sprintf(
+		`fetch('/console/approvals/%s/decision', {method: 'POST', body: new URLSearchParams({decision: 'approve',
+			csrf: document.querySelector('input[name=csrf]').value})}).then(r => r.url)`, third.ID), chromedp.EvalAwaitPromise))
+	if !strings.HasSuffix(landed, "result=foureyes") {
+		t.Errorf("the requester's own decision landed on %q, want the four-eyes refusal", landed)
+	}
 
 	// Carol holds no trade:approve: the console refuses her.
 	signOut(t, ctx)
