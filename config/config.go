@@ -18,6 +18,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/loopback"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/tracing"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
@@ -63,6 +64,8 @@ type Config struct {
 	Audit                audit.Config
 	Trading              Trading
 	Console              Console
+	// Tracing is OpenTelemetry's standard OTEL_* environment.
+	Tracing tracing.Config
 
 	// RedisURL selects the Redis state store (approvals, idempotency records,
 	// rate-limit buckets) shared by every replica, e.g. redis://redis:6379/0.
@@ -468,6 +471,9 @@ func (c *Config) validateSecurity() []error {
 	}
 	errs = append(errs, named(c.Limits.Validate())...)
 	errs = append(errs, named(c.Audit.Validate())...)
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, &Error{"OTEL_TRACES_SAMPLER", err.Error()})
+	}
 	if c.Audit.Sink != "" {
 		if err := checkURL(c.Audit.Sink, false); err != nil {
 			errs = append(errs, &Error{"K_SINK", err.Error()})

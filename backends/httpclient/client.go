@@ -6,6 +6,9 @@
 // sooner); reads are retried with jittered exponential backoff inside it
 // (github.com/cenkalti/backoff/v5); each service has its own circuit breaker
 // (github.com/sony/gobreaker/v2); connections are pooled per service host.
+// Each call is measured (Options.Metrics: Prometheus, see Metrics) and each
+// attempt is an OpenTelemetry client span whose context the request carries
+// (otelhttp; Options.TracerProvider and Options.Propagator).
 // Failures come back as the backends sentinel errors, worded for logs: the
 // handlers turn them into what an agent sees, and only an ErrInvalid's text
 // (a bounded, URL-free message from the service) is ever shown verbatim.
@@ -29,6 +32,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
@@ -78,6 +83,16 @@ type Options struct {
 	Transport http.RoundTripper
 	// Logger receives breaker state changes and retries; nil discards.
 	Logger *slog.Logger
+	// Metrics, if set, measures calls, retries and the breakers (see
+	// NewMetrics); nil measures nothing.
+	Metrics *Metrics
+	// TracerProvider makes the client span of each attempt; nil uses the
+	// provider of the caller's span, else the global one.
+	TracerProvider trace.TracerProvider
+	// Propagator injects the span context into each request (traceparent
+	// with propagation.TraceContext); nil uses the global propagator, which
+	// injects nothing until otel.SetTextMapPropagator installs one.
+	Propagator propagation.TextMapPropagator
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -148,7 +163,7 @@ func newCaller(service, baseURL string, o Options) (*caller, error) {
 		service: service,
 		base:    strings.TrimSuffix(u.String(), "/"),
 		hc: &http.Client{
-			Transport: o.Transport,
+			Transport: traced(o.Transport, o),
 			// The contract has no redirects; one is a misrouted base URL,
 			// reported rather than followed to wherever it points.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -167,17 +182,21 @@ func newCaller(service, baseURL string, o Options) (*caller, error) {
 			}
 			o.Logger.Log(context.Background(), level, "backend circuit breaker changed state",
 				"service", name, "from", from.String(), "to", to.String())
+			o.Metrics.breakerChanged(name, to)
 		},
 		IsSuccessful: backendHealthy,
 		// A caller that went away says nothing about the service.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 	})
+	o.Metrics.service(service)
 	return c, nil
 }
 
 // request is one contract call. route is the contract's pattern, used in
-// errors and logs instead of the URL (which may carry ids and hosts).
+// errors, logs and span names instead of the URL (which may carry ids and
+// hosts); op names the client method in metrics (get_portfolio, ...).
 type request struct {
+	op     string
 	method string
 	route  string
 	path   string // escaped path below the base URL
@@ -190,11 +209,18 @@ type request struct {
 
 func (r request) read() bool { return r.method == http.MethodGet }
 
-// do runs r under the call's deadline, retries and breaker, and decodes a
-// 2xx body into out.
+// do runs r under the call's deadline, retries and breaker, decodes a 2xx
+// body into out, and measures the call as one.
 func (c *caller) do(ctx context.Context, r request, out any) error {
+	start := time.Now()
+	err := c.call(ctx, r, out)
+	c.opts.Metrics.observe(ctx, c.service, r.op, time.Since(start), err)
+	return err
+}
+
+func (c *caller) call(ctx context.Context, r request, out any) error {
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	ctx, cancel := context.WithTimeout(withRoute(ctx, r.route), c.opts.Timeout)
 	defer cancel()
 
 	var payload []byte
@@ -209,6 +235,9 @@ func (c *caller) do(ctx context.Context, r request, out any) error {
 	var last error
 	op := func() ([]byte, error) {
 		attempts++
+		if attempts > 1 {
+			c.opts.Metrics.retried(c.service, r.op)
+		}
 		body, err := c.breaker.Execute(func() ([]byte, error) { return c.attempt(ctx, r, payload) })
 		if err == nil {
 			return body, nil

@@ -77,7 +77,7 @@ func (p *Portfolio) ListAccounts(ctx context.Context) ([]backends.Account, error
 	var out struct {
 		Accounts []backends.Account `json:"accounts"`
 	}
-	err := p.c.do(ctx, request{method: http.MethodGet, route: "GET /v1/accounts", path: "/v1/accounts"}, &out)
+	err := p.c.do(ctx, request{op: "list_accounts", method: http.MethodGet, route: "GET /v1/accounts", path: "/v1/accounts"}, &out)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (p *Portfolio) ListAccounts(ctx context.Context) ([]backends.Account, error
 // GetPortfolio implements backends.Portfolio.
 func (p *Portfolio) GetPortfolio(ctx context.Context, accountID string) (backends.PortfolioValuation, error) {
 	var out backends.PortfolioValuation
-	err := p.c.do(ctx, request{
+	err := p.c.do(ctx, request{op: "get_portfolio",
 		method: http.MethodGet, route: "GET /v1/accounts/{account_id}/portfolio",
 		path: "/v1/accounts/" + url.PathEscape(accountID) + "/portfolio",
 	}, &out)
@@ -122,7 +122,7 @@ func (p *Portfolio) SearchEquities(ctx context.Context, q backends.EquityQuery) 
 	}
 	set("cursor", q.Cursor)
 	var out backends.EquityPage
-	err := p.c.do(ctx, request{method: http.MethodGet, route: "GET /v1/equities", path: "/v1/equities", query: v}, &out)
+	err := p.c.do(ctx, request{op: "search_equities", method: http.MethodGet, route: "GET /v1/equities", path: "/v1/equities", query: v}, &out)
 	if err != nil {
 		return backends.EquityPage{}, err
 	}
@@ -133,7 +133,7 @@ func (p *Portfolio) SearchEquities(ctx context.Context, q backends.EquityQuery) 
 func (p *Portfolio) Quotes(ctx context.Context, tickers []string) (backends.QuoteSet, error) {
 	v := url.Values{"ticker": tickers}
 	var out backends.QuoteSet
-	err := p.c.do(ctx, request{method: http.MethodGet, route: "GET /v1/quotes", path: "/v1/quotes", query: v}, &out)
+	err := p.c.do(ctx, request{op: "get_quotes", method: http.MethodGet, route: "GET /v1/quotes", path: "/v1/quotes", query: v}, &out)
 	if err != nil {
 		return backends.QuoteSet{}, err
 	}
@@ -143,7 +143,7 @@ func (p *Portfolio) Quotes(ctx context.Context, tickers []string) (backends.Quot
 // RiskSummary implements backends.Risk.
 func (r *Risk) RiskSummary(ctx context.Context, accountID string) (backends.RiskSummary, error) {
 	var out backends.RiskSummary
-	err := r.c.do(ctx, request{
+	err := r.c.do(ctx, request{op: "risk_summary",
 		method: http.MethodGet, route: "GET /v1/accounts/{account_id}/risk-summary",
 		path: "/v1/accounts/" + url.PathEscape(accountID) + "/risk-summary",
 	}, &out)
@@ -162,7 +162,7 @@ func (t *Trade) PlaceOrder(ctx context.Context, req backends.OrderRequest) (back
 		return backends.Order{}, fmt.Errorf("%w: client_order_id is required", backends.ErrInvalid)
 	}
 	var out backends.Order
-	err := t.c.do(ctx, request{
+	err := t.c.do(ctx, request{op: "place_order",
 		method: http.MethodPost, route: "POST /v1/orders", path: "/v1/orders", body: req, replaySafe: true,
 	}, &out)
 	if err != nil {
@@ -174,7 +174,7 @@ func (t *Trade) PlaceOrder(ctx context.Context, req backends.OrderRequest) (back
 // GetOrder implements backends.Trade.
 func (t *Trade) GetOrder(ctx context.Context, orderID string) (backends.Order, error) {
 	var out backends.Order
-	err := t.c.do(ctx, request{
+	err := t.c.do(ctx, request{op: "get_order",
 		method: http.MethodGet, route: "GET /v1/orders/{order_id}", path: "/v1/orders/" + url.PathEscape(orderID),
 	}, &out)
 	if err != nil {
@@ -188,7 +188,7 @@ func (t *Trade) GetOrder(ctx context.Context, orderID string) (backends.Order, e
 // id.
 func (t *Trade) OrderByClientID(ctx context.Context, clientOrderID string) (backends.Order, error) {
 	var out backends.Order
-	err := t.c.do(ctx, request{
+	err := t.c.do(ctx, request{op: "order_by_client_id",
 		method: http.MethodGet, route: "GET /v1/client-orders/{client_order_id}",
 		path: "/v1/client-orders/" + url.PathEscape(clientOrderID),
 	}, &out)
@@ -202,7 +202,7 @@ func (t *Trade) OrderByClientID(ctx context.Context, clientOrderID string) (back
 // contract, so like PlaceOrder it is resent only when no response arrived.
 func (t *Trade) CancelOrder(ctx context.Context, orderID string) (backends.Order, error) {
 	var out backends.Order
-	err := t.c.do(ctx, request{
+	err := t.c.do(ctx, request{op: "cancel_order",
 		method: http.MethodPost, route: "POST /v1/orders/{order_id}/cancel",
 		path: "/v1/orders/" + url.PathEscape(orderID) + "/cancel", replaySafe: true,
 	}, &out)

@@ -293,7 +293,7 @@ func TestTheServersOwnEventsAreNotified(t *testing.T) {
 	hook := newFakeWebhook(t)
 	target, _ := startNotifier(t, testConfig(t, hook))
 	a, err := audit.New(audit.Config{Sink: target, QueueSize: 4, CEOverrides: `{"extensions":{"tradingmode":"paper"}}`},
-		telemetry.Revision{Service: "portfolio-mcp-paper", Revision: "portfolio-mcp-paper-00007"}, slog.New(slog.DiscardHandler), nil)
+		telemetry.Revision{Service: "portfolio-mcp-paper", Revision: "portfolio-mcp-paper-00007"}, slog.New(slog.DiscardHandler), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
@@ -118,6 +119,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Revision:      os.Getenv("K_REVISION"),
 	}
 	log := telemetry.NewLogger(stdout, cfg.LogLevel, rev)
+	// OpenTelemetry reports export failures (a collector down) through its
+	// one process-wide handler: into the JSON log, at warn.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", "error", err) }))
 	// go-redis reports pool trouble (dial failures while Redis is away)
 	// through a logger of its own, process-wide: route it into ours, as
 	// structured warnings, instead of bare lines on stderr.

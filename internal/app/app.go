@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
@@ -25,6 +27,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/tracing"
 )
 
 // Version is stamped by the build (-ldflags "-X ...app.Version=v0.1.0").
@@ -90,12 +93,6 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	} else if err := requireSecrets(cfg, sec.Get); err != nil {
 		return nil, err
 	}
-	var bs backends.Set
-	if o.backends != nil {
-		bs = *o.backends
-	} else if bs, err = newBackends(cfg, sec, log); err != nil {
-		return nil, err
-	}
 	metrics := telemetry.NewMetrics(rev)
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "portfolio_mcp_build_info", Help: "Always 1; its labels name the build (version, Go version).",
@@ -106,18 +103,33 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		return nil, fmt.Errorf("build info metric: %w", err)
 	}
 	log.Info("portfolio-mcp starting", "version", Version, "go", runtime.Version(), "trading_mode", cfg.Trading.Mode)
-	st, err := newStore(cfg, sec.Get, metrics.Registerer(), log)
+	// Tracing is a no-op (nothing initialised) unless an OTLP endpoint is
+	// configured: off the path to ready for everyone who does not use it.
+	tr, err := tracing.New(ctx, cfg.Tracing, Version, revisionAttributes(rev)...)
+	if err != nil {
+		return nil, &config.Error{Var: "OTEL_EXPORTER_OTLP_ENDPOINT", Msg: err.Error()}
+	}
+	var bs backends.Set
+	if o.backends != nil {
+		bs = *o.backends
+	} else if bs, err = newBackends(cfg, sec, metrics.Registerer(), tr, log); err != nil {
+		return nil, err
+	}
+	st, err := newStore(cfg, sec.Get, metrics.Registerer(), tr.Provider, log)
 	if err != nil {
 		return nil, err
 	}
-	gov, err := newSecurity(ctx, cfg, rev, metrics.Registerer(), st, log)
+	gov, err := newSecurity(ctx, cfg, rev, metrics.Registerer(), st, tr, log)
 	if err != nil {
 		return nil, err
 	}
-	tp, err := newTrading(cfg, st, bs, gov.auditor.Journal(), gov.auditor.RecordOperation, secret, log)
+	tp, err := newTrading(cfg, st, bs, gov.auditor.Journal(), gov.auditor.RecordOperation, secret, metrics.Registerer(), log)
 	if err != nil {
 		return nil, err
 	}
+	// The approval queue's gauges, read from the shared store in the
+	// background (never on a scrape).
+	stopGauges := tp.service.RefreshApprovalGauges(ctx, 15*time.Second)
 
 	impl := &mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}
 	srv := mcp.NewServer(impl, &mcp.ServerOptions{
@@ -158,7 +170,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	}
 	approvalsAPI := approvalsEdge(cfg, gov, guard, tp.api.Routes())
 	routes := map[string]http.Handler{
-		"/mcp":                   mcpEdge(cfg, gov, policy, guard, mcpHandler),
+		"/mcp":                   mcpEdge(cfg, gov, policy, guard, tr, mcpHandler),
 		"/approvals":             approvalsAPI,
 		"/approvals/":            approvalsAPI,
 		"POST /events/approvals": approvalsEdge(cfg, nil, guard, tp.api.Events()),
@@ -175,7 +187,8 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		Addr:   cfg.Addr(),
 		Routes: gov.routes(routes, guard),
 		OnDrained: []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close,
-			func(context.Context) error { closeConsole(); return nil }},
+			func(context.Context) error { closeConsole(); stopGauges(); return nil },
+			tr.Shutdown}, // last: the spans of the drained requests are flushed
 		Warm:         gov.warmed(),
 		DrainTimeout: cfg.DrainTimeout,
 		DrainDelay:   cfg.DrainDelay,
@@ -186,12 +199,13 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 
 // mcpEdge is the HTTP path of a request to /mcp, outermost first: every
 // check a call passes before MCP runs, in the order it passes them.
-func mcpEdge(cfg *config.Config, gov *security, policy *authz.Policy, guard func(http.Handler) http.Handler, mcpHandler http.Handler) http.Handler {
+func mcpEdge(cfg *config.Config, gov *security, policy *authz.Policy, guard func(http.Handler) http.Handler, tr tracing.Tracing, mcpHandler http.Handler) http.Handler {
 	return httpserver.Chain(mcpHandler,
 		httpserver.RequestID,                   // adopt or make the id every log line and record carries
 		httpserver.LimitBody(cfg.MaxBodyBytes), // bound what anyone can make us read
 		guard,                                  // Host (DNS rebinding) and Origin (cross-site browsers)
 		httpserver.ParseCall,                   // read the JSON-RPC message once; refuse what is not one
+		tr.Server,                              // the request's server span, child of the agent's trace
 		gov.authenticate,                       // bearer token -> principal, or 401 naming the metadata
 		gov.challenge(policy),                  // 403 insufficient_scope step-up, before MCP runs
 	)
@@ -213,6 +227,17 @@ func approvalsEdge(cfg *config.Config, gov *security, guard func(http.Handler) h
 		guard,
 		auth,
 	)
+}
+
+// revisionAttributes name the Knative revision in the trace resource.
+func revisionAttributes(rev telemetry.Revision) []attribute.KeyValue {
+	var kv []attribute.KeyValue
+	for k, v := range map[string]string{"k8s.service.name": rev.Service, "knative.revision.name": rev.Revision} {
+		if v != "" {
+			kv = append(kv, attribute.String(k, v))
+		}
+	}
+	return kv
 }
 
 // mcpMiddleware is every MCP step a request passes, outermost first.
@@ -243,7 +268,7 @@ func observed(h http.Handler, f func(*call.Call)) http.Handler {
 // and HTTP clients of the firm's services when all three are. A partial set
 // is refused: silently mixing demo data (or paper trading) with real
 // services would be worse than not starting.
-func newBackends(cfg *config.Config, sec *secrets.Store, log *slog.Logger) (backends.Set, error) {
+func newBackends(cfg *config.Config, sec *secrets.Store, reg prometheus.Registerer, tr tracing.Tracing, log *slog.Logger) (backends.Set, error) {
 	b := cfg.Backends
 	if cfg.Demo() {
 		return demo.New(nil).Set(), nil
@@ -253,7 +278,12 @@ func newBackends(cfg *config.Config, sec *secrets.Store, log *slog.Logger) (back
 			return backends.Set{}, &config.Error{Var: v.name, Msg: "is required when any of PORTFOLIO_URL, TRADE_URL, RISK_URL is set (set all three, or none for the built-in demo backends)"}
 		}
 	}
+	metrics, err := httpclient.NewMetrics(reg)
+	if err != nil {
+		return backends.Set{}, err
+	}
 	set, err := httpclient.NewSet(httpclient.URLs{Portfolio: b.PortfolioURL, Risk: b.RiskURL, Trade: b.TradeURL}, httpclient.Options{
+		Metrics: metrics, TracerProvider: tr.Provider, Propagator: tr.Propagator,
 		Timeout:         b.Timeout,
 		Retries:         b.Retries,
 		BreakerFailures: b.BreakerFailures,

@@ -44,7 +44,7 @@ func newConsole(cfg *config.Config, gov *security, svc *trading.Service, secret 
 	} else {
 		id, err := oauth.NewVerifier(oauth.Options{
 			Issuer: cfg.Auth.Issuer, Audience: cfg.Console.ClientID, Algorithms: cfg.Auth.Algorithms,
-			ClockSkew: cfg.Auth.ClockSkew, EntitlementsClaim: cfg.Auth.EntitlementsClaim, Logger: log, CacheTTL: -1,
+			ClockSkew: cfg.Auth.ClockSkew, EntitlementsClaim: cfg.Auth.EntitlementsClaim, Logger: log, CacheTTL: -1, TracerProvider: gov.tracer,
 		})
 		if err != nil {
 			return nil, nil, &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
@@ -19,6 +19,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/tracing"
 )
 
 // security is the governance wrapped around the MCP handler: bearer-token
@@ -36,24 +37,23 @@ type security struct {
 	warm     chan struct{}
 	resource oauth.Resource
 	mdURL    string
+	tracer   trace.TracerProvider
 	log      *slog.Logger
 }
 
-func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision, reg prometheus.Registerer, st store.Store, log *slog.Logger) (*security, error) {
+func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision, reg prometheus.Registerer, st store.Store, tr tracing.Tracing, log *slog.Logger) (*security, error) {
 	s := &security{
 		scopes: catalog.Scopes{Read: cfg.Auth.ScopeRead, Trade: cfg.Auth.ScopeTrade, Approve: cfg.Auth.ScopeApprove},
+		tracer: tr.Provider,
 		log:    log,
 	}
 	var err error
-	if s.auditor, err = audit.New(cfg.Audit, rev, log, reg); err != nil {
+	if s.auditor, err = audit.New(cfg.Audit, rev, log, reg, tr.Provider); err != nil {
 		return nil, err
 	}
 	// Rate-limit buckets live where the rest of the shared state lives.
-	var rdb redis.UniversalClient
-	if r, ok := st.(*store.Redis); ok {
-		rdb = r.Client()
-	}
-	if s.limiter, err = ratelimit.New(cfg.Limits.Limits(), rdb, reg, log); err != nil {
+	rdb := store.RedisClient(st)
+	if s.limiter, err = ratelimit.New(cfg.Limits.Limits(), rdb, reg, log, tr.Provider); err != nil {
 		return nil, err
 	}
 
@@ -71,7 +71,7 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 	s.verifier, err = oauth.NewVerifier(oauth.Options{
 		Issuer: cfg.Auth.Issuer, Audience: audience, Algorithms: cfg.Auth.Algorithms,
 		ClockSkew: cfg.Auth.ClockSkew, EntitlementsClaim: cfg.Auth.EntitlementsClaim, Logger: log,
-		CacheTTL: cacheTTL(cfg.Auth.TokenCacheTTL),
+		CacheTTL: cacheTTL(cfg.Auth.TokenCacheTTL), TracerProvider: tr.Provider,
 	})
 	if err != nil {
 		return nil, &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}

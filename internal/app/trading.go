@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
@@ -38,9 +39,12 @@ const (
 // Every command runs under REDIS_TIMEOUT and a circuit breaker (store.Guard):
 // a Redis that hangs must never stall reads (whose rate-limit check falls
 // back to this replica) nor hold a trade longer than a fast refusal.
-func newStore(cfg *config.Config, secret func(string) ([]byte, error), reg prometheus.Registerer, log *slog.Logger) (store.Store, error) {
+//
+// Both stores are measured (state_store_operation_duration_seconds), and
+// Redis commands are traced.
+func newStore(cfg *config.Config, secret func(string) ([]byte, error), reg prometheus.Registerer, tp trace.TracerProvider, log *slog.Logger) (store.Store, error) {
 	if cfg.RedisURL == "" {
-		return store.NewMemory(nil), nil
+		return store.Measure(store.NewMemory(nil), reg)
 	}
 	opts, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -80,7 +84,11 @@ func newStore(cfg *config.Config, secret func(string) ([]byte, error), reg prome
 			}
 		},
 	}))
-	return store.NewRedis(c, "pmcp:"+cfg.Trading.Mode+":"), nil
+	// After the guard: spans are the commands that reached Redis.
+	if err := store.InstrumentRedis(c, tp); err != nil {
+		return nil, fmt.Errorf("redis tracing: %w", err)
+	}
+	return store.Measure(store.NewRedis(c, "pmcp:"+cfg.Trading.Mode+":"), reg)
 }
 
 // tradingParts are the trading components New wires into handlers and routes.
@@ -89,7 +97,7 @@ type tradingParts struct {
 	api     *approvals.API
 }
 
-func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), secret func(string) ([]byte, error), log *slog.Logger) (*tradingParts, error) {
+func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), secret func(string) ([]byte, error), reg prometheus.Registerer, log *slog.Logger) (*tradingParts, error) {
 	cal, err := calendar.NYSE(cfg.Trading.Holidays, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exchange calendar: %w", err)
@@ -101,7 +109,12 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 		EnforceMarketHours: cfg.MarketHoursEnforced(), Calendar: cal,
 	}
 	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals}, st, bs, j, signer, log, nil)
+	metrics, err := trading.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals, Metrics: metrics},
+		st, bs, j, signer, log, nil)
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
 		EventKey:    func() ([]byte, error) { return secret(secretApprovalEvent) },

@@ -8,6 +8,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/redact"
@@ -78,6 +81,20 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 
 			o, msg := outcome.Classify(res, err)
 			m.rpcErrors.WithLabelValues(method, string(o)).Inc()
+			span := trace.SpanFromContext(ctx)
+			if span.IsRecording() {
+				span.SetAttributes(attribute.String("portfolio_mcp.outcome", string(o)))
+				switch o {
+				case outcome.OK, outcome.InputRequired, outcome.PendingApproval, outcome.Recorded:
+				default:
+					// The semantic conventions' error.type: the call did not
+					// do what was asked; only a server failure is an error status.
+					span.SetAttributes(attribute.String("error.type", string(o)))
+				}
+				if o == outcome.Failed {
+					span.SetStatus(codes.Error, string(o))
+				}
+			}
 			if method != "tools/call" {
 				return res, err
 			}
@@ -89,7 +106,7 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 				tool = "unknown"
 			}
 			m.calls.WithLabelValues(tool, string(o)).Inc()
-			m.latency.WithLabelValues(tool).Observe(elapsed.Seconds())
+			observe(m.latency.WithLabelValues(tool), elapsed.Seconds(), span.SpanContext())
 			attrs := []any{"tool", tool, "outcome", string(o), "duration_ms", float64(elapsed.Microseconds()) / 1000}
 			if err != nil {
 				attrs = append(attrs, "error", redact.Text(msg, 512))
@@ -98,4 +115,14 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 			return res, err
 		}
 	}
+}
+
+// observe records v, with the trace id as exemplar when the call was
+// sampled: a slow bucket then leads to a trace of it.
+func observe(o prometheus.Observer, v float64, sc trace.SpanContext) {
+	if eo, ok := o.(prometheus.ExemplarObserver); ok && sc.IsSampled() {
+		eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": sc.TraceID().String()})
+		return
+	}
+	o.Observe(v)
 }

@@ -45,6 +45,7 @@ func (s *Service) approval(ctx context.Context, id string) (Approval, int64, err
 		} else if err != nil {
 			return Approval{}, 0, s.stateErr(ctx, err)
 		}
+		s.cfg.Metrics.expiredOnce()
 		s.unindex(ctx, a)
 		return a, nv, nil
 	}
@@ -406,6 +407,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		} else if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
+		s.cfg.Metrics.decidedOnce(decision)
 		s.unindex(ctx, a)
 		if decision == DecisionReject {
 			return s.approvalOutcome(ctx, a), nil

@@ -16,3 +16,7 @@ func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs,
 func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArgs) (resolution, error) {
 	return s.resolve(ctx, p, o)
 }
+
+// OnRefreshed tells f when each refresh of the approval gauges has ended.
+// Set it before the refresher starts.
+func (m *Metrics) OnRefreshed(f func(error)) { m.refreshed = f }

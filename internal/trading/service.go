@@ -113,6 +113,9 @@ type Config struct {
 	// MaxPending is how many approvals one requester may have pending at
 	// once (default 20).
 	MaxPending int
+	// Metrics, if set, counts decisions and expiries, and holds the gauges
+	// RefreshApprovalGauges keeps (see NewMetrics); nil measures nothing.
+	Metrics *Metrics
 }
 
 // Service implements the order tools' behaviour.

@@ -57,7 +57,7 @@ func New(o Options) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if o.Metrics != nil {
-		mux.Handle("GET /metrics", scrapeOnly(promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})))
+		mux.Handle("GET /metrics", scrapeOnly(promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{EnableOpenMetrics: true})))
 	}
 	for p, h := range o.Routes {
 		mux.Handle(p, h)

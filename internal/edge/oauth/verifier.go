@@ -35,6 +35,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
@@ -73,11 +76,15 @@ type Options struct {
 	// HTTPClient fetches metadata and keys. Default: 5 s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// TracerProvider traces the checks that are not answered from the
+	// cache (nil: none).
+	TracerProvider trace.TracerProvider
 }
 
 // Verifier verifies access tokens. It discovers the issuer's keys on first
 // use (or Warm) and retries discovery at most every few seconds on failure.
 type Verifier struct {
+	tracer trace.Tracer
 	opts   Options
 	parser *jwt.Parser
 	// life bounds the JWKS refresh goroutine; Close ends it.
@@ -145,8 +152,13 @@ func NewVerifier(o Options) (*Verifier, error) {
 	// RFC 9728 resource identifiers are compared as strings; the only
 	// relaxation is the trailing slash, which issuers add or drop freely.
 	aud := strings.TrimSuffix(o.Audience, "/")
+	tp := o.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	v := &Verifier{
-		opts: o,
+		tracer: tp.Tracer("github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"),
+		opts:   o,
 		parser: jwt.NewParser(
 			jwt.WithValidMethods(o.Algorithms),
 			jwt.WithIssuer(o.Issuer),
@@ -275,7 +287,12 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Token, error) {
 			v.verified.Remove(hash)
 		}
 	}
+	ctx, span := v.tracer.Start(ctx, "oauth.verify_token")
 	t, used, err := v.verify(ctx, raw)
+	if err != nil {
+		span.SetStatus(codes.Error, "token rejected")
+	}
+	span.End()
 	if err == nil && v.verified != nil && used.kid != "" {
 		until := v.now().Add(v.opts.CacheTTL)
 		if last := t.Expiry.Add(v.opts.ClockSkew); last.Before(until) {

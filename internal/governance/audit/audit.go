@@ -11,6 +11,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,10 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
@@ -42,6 +47,8 @@ const DefaultSource = "portfolio-mcp"
 
 // Event is one audit record; the CloudEvent's data.
 type Event struct {
+	// ID is the CloudEvent id (a UUID), also in the trace of the request.
+	ID             string          `json:"event_id,omitempty"`
 	Time           time.Time       `json:"time"`
 	Principal      string          `json:"principal"`
 	ClientID       string          `json:"client_id,omitempty"`
@@ -55,7 +62,9 @@ type Event struct {
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	OrderID        string          `json:"order_id,omitempty"`
 	RequestID      string          `json:"request_id,omitempty"`
-	LatencyMS      float64         `json:"latency_ms"`
+	// TraceID is the OpenTelemetry trace of the request, when it has one.
+	TraceID   string  `json:"trace_id,omitempty"`
+	LatencyMS float64 `json:"latency_ms"`
 	// Revision is the Knative revision that handled the call; the Auditor
 	// fills it in.
 	Revision string `json:"revision,omitempty"`
@@ -119,11 +128,15 @@ type Auditor struct {
 	delivered *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 	queued    prometheus.GaugeFunc
+	tracer    trace.Tracer
 }
 
 // New builds an Auditor from the audit configuration. With cfg.Sink set it
 // starts the workers that deliver queued events; Close stops them.
-func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer) (*Auditor, error) {
+func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) (*Auditor, error) {
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	ext, err := parseOverrides(cfg.CEOverrides)
 	if err != nil {
 		return nil, fmt.Errorf("K_CE_OVERRIDES %w", err)
@@ -133,6 +146,7 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 		size = 1
 	}
 	a := &Auditor{
+		tracer:     tp.Tracer("github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"),
 		source:     source(rev),
 		revision:   rev.Revision,
 		extensions: ext,
@@ -184,7 +198,7 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 // the Auditor is closed) the event is counted as dropped and written to the
 // log, so it is not lost from the record altogether.
 func (a *Auditor) Emit(ctx context.Context, e Event) {
-	a.fill(&e)
+	a.fill(ctx, &e)
 	if a.client == nil {
 		a.logEvent(ctx, slog.LevelInfo, "audit", e)
 		a.delivered.WithLabelValues("async", "logged").Inc()
@@ -210,7 +224,10 @@ func (a *Auditor) Emit(ctx context.Context, e Event) {
 // returns an error. Delivery is attempted even if ctx is cancelled (the agent
 // went away), bounded by a few seconds. Without a sink the event is logged.
 func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
-	a.fill(&e)
+	a.fill(ctx, &e)
+	ctx, span := a.tracer.Start(ctx, "audit.deliver", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID), attribute.String("portfolio_mcp.audit.record", cmp.Or(e.Action, e.Tool))))
+	defer span.End()
 	if a.client == nil {
 		a.logEvent(ctx, slog.LevelInfo, "audit", e)
 		a.delivered.WithLabelValues("sync", "logged").Inc()
@@ -220,6 +237,7 @@ func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 	defer cancel()
 	if err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(sctx, syncBackoff, syncRetries), e); err != nil {
 		a.delivered.WithLabelValues("sync", "failed").Inc()
+		span.SetStatus(codes.Error, "the audit sink did not acknowledge")
 		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
 		a.logEvent(ctx, slog.LevelError, "audit event not delivered: the sink did not acknowledge", e)
 		return fmt.Errorf("audit: recording %s call: %w", e.Tool, err)
@@ -289,7 +307,7 @@ func (a *Auditor) send(ctx context.Context, e Event) error {
 // subject the tool, and the SinkBinding's extension overrides.
 func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
 	ev := cloudevents.NewEvent()
-	ev.SetID(uuid.NewString())
+	ev.SetID(cmp.Or(e.ID, uuid.NewString()))
 	ev.SetType(EventType)
 	if e.Action != "" {
 		ev.SetType(StepEventType)
@@ -316,12 +334,25 @@ func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
 	return ev, nil
 }
 
-func (a *Auditor) fill(e *Event) {
+// fill completes e: its id, time, revision and trace; and notes the event
+// on the request's span, so a trace leads to its audit records.
+func (a *Auditor) fill(ctx context.Context, e *Event) {
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
 	if e.Revision == "" {
 		e.Revision = a.revision
+	}
+	span := trace.SpanFromContext(ctx)
+	if sc := span.SpanContext(); e.TraceID == "" && sc.IsValid() {
+		e.TraceID = sc.TraceID().String()
+	}
+	if span.IsRecording() {
+		span.AddEvent("audit", trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID),
+			attribute.String("portfolio_mcp.audit.record", cmp.Or(e.Action, e.Tool)), attribute.String("portfolio_mcp.outcome", string(e.Outcome))))
 	}
 }
 

@@ -101,7 +101,7 @@ func newAuditor(t *testing.T, cfg audit.Config, log io.Writer) (*audit.Auditor, 
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	a, err := audit.New(cfg, telemetry.Revision{Service: "portfolio-mcp", Revision: "portfolio-mcp-00007"},
-		slog.New(slog.NewJSONHandler(log, nil)), reg)
+		slog.New(slog.NewJSONHandler(log, nil)), reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestWithoutSinkEventsGoToTheLog(t *testing.T) {
 	var logs syncBuffer
 	// Audit records are written even when the log level is above info.
 	a, err := audit.New(audit.Config{QueueSize: 1}, telemetry.Revision{},
-		slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError})), prometheus.NewRegistry())
+		slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError})), prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestWithoutSinkEventsGoToTheLog(t *testing.T) {
 func TestBadOverridesNameTheVariable(t *testing.T) {
 	for _, o := range []string{`not json`, `{"extensions":{"bad-name":"x"}}`, `{"extensions":{"id":"x"}}`} {
 		cfg := audit.Config{CEOverrides: o, QueueSize: 1}
-		_, err := audit.New(cfg, telemetry.Revision{}, slog.New(slog.DiscardHandler), nil)
+		_, err := audit.New(cfg, telemetry.Revision{}, slog.New(slog.DiscardHandler), nil, nil)
 		if err == nil || !strings.Contains(err.Error(), "K_CE_OVERRIDES") {
 			t.Errorf("K_CE_OVERRIDES=%s: err = %v, want an error naming the variable", o, err)
 		}

@@ -26,6 +26,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
@@ -140,10 +144,15 @@ type Limiter struct {
 	log      *slog.Logger
 	limited  *prometheus.CounterVec
 	errors   *prometheus.CounterVec
+	tracer   trace.Tracer
 }
 
 // New returns a Limiter keeping buckets in rdb, or in memory when rdb is nil.
-func New(limits Limits, rdb redis.UniversalClient, reg prometheus.Registerer, log *slog.Logger) (*Limiter, error) {
+// tp traces the shared store's checks (nil: none).
+func New(limits Limits, rdb redis.UniversalClient, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider) (*Limiter, error) {
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	for class, l := range limits {
 		if l.PerSecond <= 0 || l.Burst < 1 {
 			return nil, fmt.Errorf("rate limit for %s: rate and burst must be positive", class)
@@ -158,7 +167,8 @@ func New(limits Limits, rdb redis.UniversalClient, reg prometheus.Registerer, lo
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_rate_limiter_errors_total", Help: "Calls limited by per-replica buckets because the shared (Redis) store failed, by tool class.",
 		}, []string{"class"}),
-		local: newMemoryStore(),
+		local:  newMemoryStore(),
+		tracer: tp.Tracer("github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"),
 	}
 	if rdb != nil {
 		l.store, l.backend = redisStore{redis_rate.NewLimiter(rdb)}, "redis"
@@ -191,8 +201,14 @@ func (l *Limiter) Allow(ctx context.Context, subject string, class catalog.Bucke
 	// The subject is hashed: keys stay short and Redis holds no identities.
 	sum := sha256.Sum256([]byte(subject))
 	key := "portfolio-mcp:" + string(class) + ":" + hex.EncodeToString(sum[:16])
+	if l.backend == "redis" {
+		var span trace.Span
+		ctx, span = l.tracer.Start(ctx, "ratelimit.check", trace.WithAttributes(attribute.String("portfolio_mcp.rate_limit.class", string(class))))
+		defer span.End()
+	}
 	d, err := l.store.take(ctx, key, lim)
 	if err != nil {
+		trace.SpanFromContext(ctx).SetStatus(codes.Error, "the shared rate-limit store failed; this replica's buckets decided")
 		d, _ = l.local.take(ctx, key, lim)
 	}
 	return d, err

@@ -29,7 +29,7 @@ var limits = ratelimit.Limits{
 
 func newLimiter(t *testing.T, rdb redis.UniversalClient) *ratelimit.Limiter {
 	t.Helper()
-	l, err := ratelimit.New(limits, rdb, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	l, err := ratelimit.New(limits, rdb, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func mcpServer(t *testing.T, l *ratelimit.Limiter) *mcp.ClientSession {
 
 func TestMiddlewareRefusesWithRetryAfter(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	l, err := ratelimit.New(limits, nil, reg, slog.New(slog.DiscardHandler))
+	l, err := ratelimit.New(limits, nil, reg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
