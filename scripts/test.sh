@@ -13,6 +13,7 @@ command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
 command -v npm >/dev/null 2>&1 || need_install+=(npm)
 command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
 command -v chromium >/dev/null 2>&1 || need_install+=(chromium)
+command -v promtool >/dev/null 2>&1 || need_install+=(prometheus)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_install+=(ca-certificates)
 if [ ${#need_install[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
