@@ -27,6 +27,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
@@ -363,5 +364,72 @@ func writeTracePicture(t *testing.T, spans []*tracepb.Span) {
 	p.Y.Min, p.Y.Max = 0.5, float64(len(spans))+0.5
 	if err := p.Save(10*vg.Inch, vg.Length(0.35*float64(len(spans))+1.2)*vg.Inch, filepath.Join("..", "..", "docs", "observability-trace.png")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// grpcReceiver is a real OTLP/gRPC trace receiver: the protocol's own
+// service definition on a gRPC server.
+type grpcReceiver struct {
+	collectorpb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (g *grpcReceiver) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			g.spans = append(g.spans, ss.Spans...)
+		}
+	}
+	return &collectorpb.ExportTraceServiceResponse{}, nil
+}
+
+// TestTracesOverGRPCAndSampling: OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports
+// to a gRPC collector; with OTEL_TRACES_SAMPLER=always_off nothing is
+// exported, yet the agent's trace id still reaches the logs.
+func TestTracesOverGRPCAndSampling(t *testing.T) {
+	recv := &grpcReceiver{}
+	gs := grpc.NewServer()
+	collectorpb.RegisterTraceServiceServer(gs, recv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	const agentTrace = "0af7651916cd43dd8448eb211c80319c"
+	call := func(env map[string]string, logs io.Writer) {
+		env["OTEL_EXPORTER_OTLP_ENDPOINT"], env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http://"+ln.Addr().String(), "grpc"
+		base, stop := serveWithLog(t, env, logs)
+		cs := connect(t, base+"/mcp", "2025-11-25", nil)
+		if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_accounts", Arguments: map[string]any{},
+			Meta: mcp.Meta{"traceparent": "00-" + agentTrace + "-b7ad6b7169203331-01"}}); err != nil {
+			t.Fatal(err)
+		}
+		cs.Close()
+		stop()
+	}
+	var logs lockedBuffer
+	call(map[string]string{"OTEL_TRACES_SAMPLER": "always_off"}, &logs)
+	recv.mu.Lock()
+	n := len(recv.spans)
+	recv.mu.Unlock()
+	if n != 0 {
+		t.Errorf("always_off exported %d spans", n)
+	}
+	if !strings.Contains(logs.String(), `"trace_id":"`+agentTrace+`"`) {
+		t.Errorf("with sampling off, the log lacks the agent's trace id:\n%s", logs.String())
+	}
+	call(map[string]string{}, io.Discard)
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	var server bool
+	for _, s := range recv.spans {
+		server = server || (s.Name == "tools/call list_accounts" && hex.EncodeToString(s.TraceId) == agentTrace)
+	}
+	if !server {
+		t.Errorf("no server span of the agent's trace over gRPC; got %d spans", len(recv.spans))
 	}
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -62,6 +63,13 @@ func TestSessionsSealAndRefuse(t *testing.T) {
 	now = now.Add(time.Hour)
 	if _, ok := s.Get(req(c.Value)); ok {
 		t.Error("an expired session was accepted")
+	}
+	many := make([]string, 400)
+	for i := range many {
+		many[i] = "ACC-" + strings.Repeat("9", 8)
+	}
+	if err := s.Start(httptest.NewRecorder(), Session{Subject: "bob", Accounts: many, Expires: now.Add(time.Hour)}); !errors.Is(err, ErrSessionTooLarge) {
+		t.Errorf("a 4 KB+ session: %v", err)
 	}
 }
 

@@ -100,7 +100,12 @@ func (c *Console) startSession(w http.ResponseWriter, r *http.Request, p princip
 	}
 	sess := Session{Subject: p.Subject, ClientID: p.ClientID, Scopes: p.Scopes, Accounts: p.Accounts, Expires: exp}
 	if err := c.o.Sessions.Start(w, sess); err != nil {
-		c.message(w, r, http.StatusInternalServerError, nil, "Sign-in failed", "The session could not be started.")
+		text := "The session could not be started."
+		if errors.Is(err, ErrSessionTooLarge) {
+			text = "Your sign-in carries more accounts than the console can hold in a session; ask for a narrower entitlement (or \"*\" for all accounts)."
+		}
+		c.o.Logger.WarnContext(r.Context(), "console session not started", "subject", p.Subject, "error", err)
+		c.message(w, r, http.StatusForbidden, nil, "Sign-in failed", text)
 		return
 	}
 	c.audit(r.Context(), audit.Operation{Name: "console.signin", Class: catalog.Approve, Start: start, Principal: p.Subject, Outcome: outcome.OK})

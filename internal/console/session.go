@@ -111,12 +111,23 @@ func (s *Sessions) open(name, value string, v any) error {
 	return json.Unmarshal(plain, v)
 }
 
+// ErrSessionTooLarge: the sign-in holds more (scopes, entitlements) than a
+// cookie can carry; a browser would drop it silently.
+var ErrSessionTooLarge = errors.New("the sign-in carries too many scopes and accounts for a session cookie")
+
+// maxCookie is below the 4096 bytes browsers keep per cookie, name and
+// attributes included.
+const maxCookie = 3800
+
 // Start sets a new session's cookie.
 func (s *Sessions) Start(w http.ResponseWriter, sess Session) error {
 	sess.ID = rand.Text()
 	v, err := s.seal(sessionCookie, sess)
 	if err != nil {
 		return err
+	}
+	if len(v) > maxCookie {
+		return ErrSessionTooLarge
 	}
 	http.SetCookie(w, s.cookie(sessionCookie, v, sess.Expires, http.SameSiteStrictMode))
 	return nil

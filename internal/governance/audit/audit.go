@@ -161,6 +161,16 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 			Name: "audit_events_dropped_total", Help: "Asynchronous audit events not delivered to the sink (written to the log instead), by reason.",
 		}, []string{"reason"}),
 	}
+	// Every series exists from the start at zero, so the first failure or
+	// drop is an increase an alert's rate() sees.
+	for _, mode := range []string{"async", "sync"} {
+		for _, result := range []string{"delivered", "failed", "logged"} {
+			a.delivered.WithLabelValues(mode, result)
+		}
+	}
+	for _, reason := range []string{"queue_full", "closed", "shutdown", "delivery_failed"} {
+		a.dropped.WithLabelValues(reason)
+	}
 	a.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "audit_queue_length", Help: "Audit events waiting for delivery.",
 	}, func() float64 { return float64(len(a.queue)) })
