@@ -126,6 +126,9 @@ type Console struct {
 	// SessionTTL bounds a sign-in (the access token's own expiry bounds it
 	// too).
 	SessionTTL time.Duration `env:"CONSOLE_SESSION_TTL, default=8h"`
+	// PersonaKey guards the laptop personas (no issuer): the sign-in link
+	// the server prints carries it. Empty: a random key per process.
+	PersonaKey string `env:"CONSOLE_PERSONA_KEY"`
 }
 
 // Trading configures the order tools and their pre-trade policy.
@@ -396,7 +399,15 @@ func (c *Config) ResourceURL() string {
 
 // ConsoleOn reports whether the approvals console is served: always on a
 // laptop run (personas), with an issuer once it has a client id.
-func (c *Config) ConsoleOn() bool { return c.Auth.Issuer == "" || c.Console.ClientID != "" }
+//
+// The personas are offered only on loopback: with ALLOW_UNAUTHENTICATED on
+// a wider network the console stays off.
+func (c *Config) ConsoleOn() bool {
+	if c.Auth.Issuer == "" {
+		return loopback.Name(c.ListenHost)
+	}
+	return c.Console.ClientID != ""
+}
 
 // ConsoleRedirectURL is the console's sign-in callback.
 func (c *Config) ConsoleRedirectURL() string {

@@ -41,6 +41,11 @@ func newConsole(cfg *config.Config, gov *security, svc *trading.Service, secret 
 	close = func() {}
 	if gov.verifier == nil {
 		o.Personas = console.DevPersonas(cfg.Auth.ScopeRead, cfg.Auth.ScopeTrade, cfg.Auth.ScopeApprove)
+		o.PersonaKey = cfg.Console.PersonaKey
+		if o.PersonaKey == "" {
+			o.PersonaKey = rand.Text()
+		}
+		log.Warn("approvals console with laptop personas; sign in at http://" + cfg.Addr() + "/console/signin?key=" + o.PersonaKey)
 	} else {
 		id, err := oauth.NewVerifier(oauth.Options{
 			Issuer: cfg.Auth.Issuer, Audience: cfg.Console.ClientID, Algorithms: cfg.Auth.Algorithms,

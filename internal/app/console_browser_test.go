@@ -134,7 +134,7 @@ func signOut(t *testing.T, ctx context.Context) {
 	t.Helper()
 	run(t, ctx, "sign out",
 		chromedp.Click(chromedp.CSS(".signout button")),
-		chromedp.WaitVisible(chromedp.CSS("#signin, ul.personas")),
+		chromedp.WaitVisible(chromedp.CSS("#signin, ul.personas, #need-key")),
 	)
 }
 
@@ -221,6 +221,15 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("decision without CSRF token: HTTP %d, want 403", status)
 	}
 	checkForgedCookies(t, ctx, base, second.ID)
+	// A decision names the order the approver was shown: another digest
+	// changes nothing.
+	landed := value(t, ctx, "stale decision", chromedp.Evaluate[string](fmt.Sprintf(
+		`fetch('/console/approvals/%s/decision', {method: 'POST', body: new URLSearchParams({decision: 'approve',
+			args_digest: 'not-this-order', requester: 'alice', csrf: document.querySelector('input[name=csrf]').value})}).then(r => r.url)`,
+		second.ID), chromedp.EvalAwaitPromise))
+	if !strings.HasSuffix(landed, "result=mismatch") || shared.count() != 1 {
+		t.Errorf("a decision for another digest landed on %q with %d orders", landed, shared.count())
+	}
 
 	// Reject with a reason that is markup: shown as text in the history.
 	reason := `<script>document.title='pwned'</script><b id=xss-reason>bold</b>`
@@ -253,10 +262,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	if buttons != 0 {
 		t.Error("the requester is offered a decision form")
 	}
-	// Nor by posting the decision herself, with a valid token.
-	landed := value(t, ctx, "self-approval", chromedp.Evaluate[string](fmt.Sprintf(
+	// Nor by posting the decision herself, with a valid token and the
+	// order's own digest.
+	landed = value(t, ctx, "self-approval", chromedp.Evaluate[string](fmt.Sprintf(
 		`fetch('/console/approvals/%s/decision', {method: 'POST', body: new URLSearchParams({decision: 'approve',
-			csrf: document.querySelector('input[name=csrf]').value})}).then(r => r.url)`, third.ID), chromedp.EvalAwaitPromise))
+			args_digest: '%s', requester: 'alice', csrf: document.querySelector('input[name=csrf]').value})}).then(r => r.url)`,
+		third.ID, third.ArgsDigest), chromedp.EvalAwaitPromise))
 	if !strings.HasSuffix(landed, "result=foureyes") {
 		t.Errorf("the requester's own decision landed on %q, want the four-eyes refusal", landed)
 	}
@@ -355,15 +366,30 @@ func writeScreenshot(t *testing.T, ctx context.Context, name string) {
 func TestConsoleLaptopPersonas(t *testing.T) {
 	ctx := browser(t)
 	shared := newShared()
-	srv := startServer(t, map[string]string{"ENFORCE_MARKET_HOURS": "false", "APPROVAL_NOTIONAL": "1000"}, app.WithBackends(shared.set))
+	const key = "laptop-persona-key-0123456789"
+	srv := startServer(t, map[string]string{"ENFORCE_MARKET_HOURS": "false", "APPROVAL_NOTIONAL": "1000", "CONSOLE_PERSONA_KEY": key},
+		app.WithBackends(shared.set))
 	cs := connect(t, srv.URL+"/mcp", "2025-11-25", nil)
 	a := placeForApproval(t, cs, "laptop-demo-1", 100)
 	detail := "/console/approvals/" + a.ID
 
-	run(t, ctx, "trader", chromedp.Navigate(srv.URL+detail), chromedp.WaitVisible(chromedp.CSS("#persona-trader")),
+	// Without the printed link's key the personas are not offered, and a
+	// sign-in posted without it (an agent with an HTTP tool) is refused.
+	run(t, ctx, "no key", chromedp.Navigate(srv.URL+detail), chromedp.WaitVisible(chromedp.CSS("#need-key")))
+	resp, err := http.PostForm(srv.URL+"/console/login/persona", url.Values{"persona": {"approver"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+		t.Fatalf("persona sign-in without the key: HTTP %d, cookies %v", resp.StatusCode, resp.Cookies())
+	}
+
+	signin := srv.URL + "/console/signin?key=" + key + "&next=" + detail
+	run(t, ctx, "trader", chromedp.Navigate(signin), chromedp.WaitVisible(chromedp.CSS("#persona-trader")),
 		chromedp.Click(chromedp.CSS("#persona-trader")), chromedp.WaitVisible(chromedp.CSS("#foureyes")))
 	signOut(t, ctx)
-	run(t, ctx, "approver", chromedp.Navigate(srv.URL+detail), chromedp.WaitVisible(chromedp.CSS("#persona-approver")),
+	run(t, ctx, "approver", chromedp.Navigate(signin), chromedp.WaitVisible(chromedp.CSS("#persona-approver")),
 		chromedp.Click(chromedp.CSS("#persona-approver")), chromedp.WaitVisible(chromedp.CSS("#approve")),
 		chromedp.Click(chromedp.CSS("#approve")), chromedp.WaitVisible(chromedp.CSS("#order-state")))
 	if got := text(t, ctx, "#decided-by"); !strings.HasPrefix(got, "local-approver") {

@@ -53,6 +53,11 @@ type Options struct {
 	// Exactly one of OIDC and Personas signs people in.
 	OIDC     *OIDC
 	Personas []Persona
+	// PersonaKey is required to sign in as a persona: the link the server
+	// prints at start carries it, so what can merely reach the port (an
+	// agent with an HTTP tool, on the same laptop) cannot approve its own
+	// orders as another persona.
+	PersonaKey string
 	// ApproveScope is what deciding (and the console) needs.
 	ApproveScope string
 	// ApproverClients, if set, are the only OAuth clients whose sessions
@@ -86,6 +91,9 @@ var staticFS embed.FS
 func New(o Options) (*Console, error) {
 	if o.Service == nil || o.Sessions == nil || (o.OIDC == nil) == (len(o.Personas) == 0) {
 		return nil, errors.New("console: needs a service, sessions, and exactly one of OIDC and personas")
+	}
+	if len(o.Personas) > 0 && len(o.PersonaKey) < 16 {
+		return nil, errors.New("console: personas need a persona key of at least 16 characters")
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"crypto/subtle"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -32,13 +33,28 @@ type signinData struct {
 	Next     string
 	OIDC     bool
 	Personas []Persona
-	Error    string
+	// PersonaKey is the key the page was opened with; NeedKey is set when
+	// it was not (the personas are not offered then).
+	PersonaKey string
+	NeedKey    bool
 }
 
 func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.URL.Query().Get("next"))
-	d := signinData{Next: next, OIDC: c.o.OIDC != nil, Personas: c.o.Personas}
+	d := signinData{Next: next, OIDC: c.o.OIDC != nil}
+	if len(c.o.Personas) > 0 {
+		if key := r.URL.Query().Get("key"); c.personaKey(key) {
+			d.Personas, d.PersonaKey = c.o.Personas, key
+		} else {
+			d.NeedKey = true
+		}
+	}
 	c.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Data: d})
+}
+
+// personaKey reports whether key is the server's persona key.
+func (c *Console) personaKey(key string) bool {
+	return c.o.PersonaKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(c.o.PersonaKey)) == 1
 }
 
 // login sends the browser to the issuer.
@@ -85,6 +101,11 @@ func (c *Console) callback(w http.ResponseWriter, r *http.Request) {
 // console has personas only when the server runs unauthenticated, which
 // config allows on loopback).
 func (c *Console) personaLogin(w http.ResponseWriter, r *http.Request) {
+	if !c.personaKey(r.PostFormValue("key")) {
+		c.audit(r.Context(), audit.Operation{Name: "console.signin", Class: catalog.Approve, Start: c.o.Now(), Outcome: outcome.Denied, Error: "persona sign-in without the key"})
+		c.message(w, r, http.StatusForbidden, nil, "Sign-in refused", "Open the console with the link the server printed when it started.")
+		return
+	}
 	pe, err := persona(c.o.Personas, r.PostFormValue("persona"))
 	if err != nil {
 		c.message(w, r, http.StatusBadRequest, nil, "Sign-in failed", "No such persona.")
@@ -184,6 +205,7 @@ var results = map[string]string{
 	"expired":  "This approval expired before the decision; the order was not placed.",
 	"foureyes": "You requested this order, so you cannot decide it (four eyes).",
 	"reason":   "A rejection needs a reason.",
+	"mismatch": "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
 	"failed":   "The decision could not be completed just now; see the approval's state below and try again.",
 }
 
@@ -243,7 +265,9 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 	if utf8.RuneCountInString(reason) > maxReason {
 		reason = string([]rune(reason)[:maxReason])
 	}
-	_, err := c.o.Service.Decide(r.Context(), p, id, decision, reason, nil)
+	// The decision is for the order the approver was shown.
+	expect := &trading.Expect{ArgsDigest: r.PostFormValue("args_digest"), Requester: r.PostFormValue("requester")}
+	_, err := c.o.Service.Decide(r.Context(), p, id, decision, reason, expect)
 	result := map[string]string{trading.DecisionApprove: "approved", trading.DecisionReject: "rejected"}[decision]
 	switch {
 	case err == nil:
@@ -253,6 +277,8 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		result, op.Outcome, op.Error = "decided", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrExpired):
 		result, op.Outcome, op.Error = "expired", outcome.Denied, err.Error()
+	case errors.Is(err, trading.ErrMismatch):
+		result, op.Outcome, op.Error = "mismatch", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrNotFound):
 		op.Outcome, op.Error = outcome.Denied, err.Error()
 		c.audit(r.Context(), op)
@@ -286,7 +312,10 @@ var historyStatuses = []string{trading.ApprovalSubmitted, trading.ApprovalApprov
 
 // historyRows reads the filtered history, with each submitted order's
 // state now (for the rows shown).
-func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int) (historyData, error) {
+// orderLookups bounds the Trade service reads one history page makes.
+const orderLookups = 25
+
+func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int, lookups int) (historyData, error) {
 	q := r.URL.Query()
 	d := historyData{Account: strings.TrimSpace(q.Get("account")), Status: q.Get("status"), Statuses: historyStatuses}
 	hq := trading.HistoryQuery{AccountID: d.Account, Limit: limit}
@@ -303,9 +332,13 @@ func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int)
 	for _, a := range as {
 		hr := historyRow{Approval: a, OrderState: "-"}
 		if a.OrderID != "" {
-			hr.OrderState = "unknown"
-			if out, err := c.o.Service.Status(r.Context(), p, a.ID); err == nil {
-				hr.OrderState = out.Status
+			hr.OrderState = "see the order"
+			if lookups > 0 {
+				lookups--
+				hr.OrderState = "unknown"
+				if out, err := c.o.Service.Status(r.Context(), p, a.ID); err == nil {
+					hr.OrderState = out.Status
+				}
 			}
 		}
 		d.Rows = append(d.Rows, hr)
@@ -314,7 +347,7 @@ func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int)
 }
 
 func (c *Console) history(w http.ResponseWriter, r *http.Request, sess Session) {
-	d, err := c.historyRows(r, sess.Principal(), 100)
+	d, err := c.historyRows(r, sess.Principal(), 100, orderLookups)
 	if err != nil {
 		c.o.Logger.WarnContext(r.Context(), "console history", "error", err)
 		d.Error = "The history cannot be read just now (" + agentText(err) + ")."
@@ -326,7 +359,7 @@ func (c *Console) history(w http.ResponseWriter, r *http.Request, sess Session) 
 // read as a formula are prefixed with a quote.
 func (c *Console) historyCSV(w http.ResponseWriter, r *http.Request, sess Session) {
 	op := audit.Operation{Name: "console.export", Class: catalog.Approve, Start: c.o.Now(), Principal: sess.Subject, Outcome: outcome.OK}
-	d, err := c.historyRows(r, sess.Principal(), 500)
+	d, err := c.historyRows(r, sess.Principal(), 500, 0)
 	if err != nil {
 		op.Outcome, op.Error = outcome.Failed, err.Error()
 		c.audit(r.Context(), op)
@@ -337,11 +370,11 @@ func (c *Console) historyCSV(w http.ResponseWriter, r *http.Request, sess Sessio
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="approvals.csv"`)
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"approval_id", "status", "order_state", "order_id", "account_id", "side", "quantity", "ticker", "type", "limit_price",
+	_ = cw.Write([]string{"approval_id", "status", "order_id", "account_id", "side", "quantity", "ticker", "type", "limit_price",
 		"requester", "requester_client", "requested_at", "decided_by", "decided_at", "reason", "args_digest"})
 	for _, h := range d.Rows {
 		a := h.Approval
-		_ = cw.Write(safeCells(a.ID, a.Status, h.OrderState, a.OrderID, a.Order.AccountID, a.Order.Side, quantity(a.Order.Quantity), a.Order.Ticker,
+		_ = cw.Write(safeCells(a.ID, a.Status, a.OrderID, a.Order.AccountID, a.Order.Side, quantity(a.Order.Quantity), a.Order.Ticker,
 			a.Order.Type, limitPrice(a.Order), a.Requester, a.RequesterClient, a.CreatedAt.UTC().Format(time.RFC3339), a.DecidedBy,
 			optionalTime(a.DecidedAt), a.Reason, a.ArgsDigest))
 	}

@@ -40,19 +40,29 @@ type OIDC struct {
 
 	mu        sync.Mutex
 	endpoints *oauth.Endpoints
+	failed    time.Time // the last discovery failure, answered again for a while
+	failure   error
 }
+
+// retryDiscovery is how long a failed discovery is answered from memory,
+// so sign-ins during an issuer outage do not each wait on it.
+const retryDiscovery = 5 * time.Second
 
 // config discovers the issuer's endpoints once (retrying after a failure).
 func (o *OIDC) config(ctx context.Context) (*oauth2.Config, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.endpoints == nil {
+		if time.Since(o.failed) < retryDiscovery {
+			return nil, o.failure
+		}
 		c := o.HTTPClient
 		if c == nil {
 			c = &http.Client{Timeout: 10 * time.Second}
 		}
 		e, err := oauth.DiscoverEndpoints(ctx, c, o.Issuer)
 		if err != nil {
+			o.failed, o.failure = time.Now(), err
 			return nil, err
 		}
 		o.endpoints = &e
@@ -157,8 +167,8 @@ func persona(ps []Persona, key string) (Persona, error) {
 
 // safeNext keeps a post-sign-in destination inside the console: a path
 // under /console/ made of URL-safe characters only (no scheme, host,
-// backslash or whitespace: no open redirect, nothing a refresh header
-// could misread).
+// backslash, whitespace or percent-encoding: no open redirect, no encoded
+// dot segments, nothing a refresh header could misread).
 func safeNext(next string) string {
 	if !strings.HasPrefix(next, prefix) || strings.Contains(next, "//") || strings.Contains(next, "..") ||
 		strings.IndexFunc(next, func(r rune) bool { return !strings.ContainsRune(nextChars, r) }) >= 0 {
@@ -167,4 +177,4 @@ func safeNext(next string) string {
 	return next
 }
 
-const nextChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.?=&%"
+const nextChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.?=&"

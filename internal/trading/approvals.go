@@ -232,7 +232,9 @@ func (s *Service) History(ctx context.Context, p principal.Principal, q HistoryQ
 	}
 	out := []Approval{}
 	for _, idx := range indexes {
-		as, err := s.indexed(ctx, idx, 2000)
+		// Newest first: a few times the limit leaves room for the state
+		// filter without reading a long history.
+		as, err := s.indexed(ctx, idx, min(2000, 4*limit))
 		if err != nil {
 			return nil, err
 		}

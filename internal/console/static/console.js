@@ -20,6 +20,9 @@
 
   var live = document.getElementById("live"), rows = document.getElementById("rows");
   function refresh() {
+    if (document.hidden) {
+      return; // a tab in the background polls nothing
+    }
     fetch(live.dataset.live, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) {
         if (!r.ok || r.redirected || (r.headers.get("Content-Type") || "").indexOf("text/html") !== 0) {
