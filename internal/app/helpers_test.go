@@ -30,6 +30,16 @@ type testServer struct {
 // config) on a free loopback port and stops it when the test ends.
 func startServer(t testing.TB, env map[string]string, opts ...app.Option) *testServer {
 	t.Helper()
+	log := telemetry.NewLogger(io.Discard, "warn", telemetry.Revision{})
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return serve(t, env, log, opts...)
+}
+
+// serve is startServer with the server's logger given.
+func serve(t testing.TB, env map[string]string, log *slog.Logger, opts ...app.Option) *testServer {
+	t.Helper()
 	base := map[string]string{"PORT": "0", "LOG_LEVEL": "warn"}
 	for k, v := range env {
 		base[k] = v
@@ -37,10 +47,6 @@ func startServer(t testing.TB, env map[string]string, opts ...app.Option) *testS
 	cfg, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(base))
 	if err != nil {
 		t.Fatalf("config: %v", err)
-	}
-	log := telemetry.NewLogger(io.Discard, cfg.LogLevel, telemetry.Revision{})
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := app.New(ctx, cfg, telemetry.Revision{}, log, opts...)

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/sethvargo/go-envconfig"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"gonum.org/v1/plot"
@@ -32,8 +31,6 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
-	"github.com/portfolio-mcp/portfolio-mcp/config"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
@@ -108,31 +105,11 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 }
 func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
-// serveWithLog is startServer with the server's JSON log kept.
+// serveWithLog is a server whose JSON log (at info) goes to logs.
 func serveWithLog(t *testing.T, env map[string]string, logs io.Writer) (base string, stop func()) {
 	t.Helper()
-	env["PORT"], env["LOG_LEVEL"] = "0", "info"
-	cfg, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(env))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := app.New(ctx, cfg, telemetry.Revision{}, telemetry.NewLogger(logs, "info", telemetry.Revision{}))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	ln, err := srv.Listen()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), stop
+	srv := serve(t, env, telemetry.NewLogger(logs, "info", telemetry.Revision{}))
+	return srv.URL, func() { srv.stop() }
 }
 
 // TestTraceOfAnOrder follows one place_order from the agent's trace id to
@@ -388,7 +365,8 @@ func (g *grpcReceiver) Export(_ context.Context, req *collectorpb.ExportTraceSer
 
 // TestTracesOverGRPCAndSampling: OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports
 // to a gRPC collector; with OTEL_TRACES_SAMPLER=always_off nothing is
-// exported, yet the agent's trace id still reaches the logs.
+// exported, and with tracing off nothing is set up, yet the agent's trace
+// id still reaches the logs.
 func TestTracesOverGRPCAndSampling(t *testing.T) {
 	recv := &grpcReceiver{}
 	gs := grpc.NewServer()
@@ -401,7 +379,9 @@ func TestTracesOverGRPCAndSampling(t *testing.T) {
 	t.Cleanup(gs.Stop)
 	const agentTrace = "0af7651916cd43dd8448eb211c80319c"
 	call := func(env map[string]string, logs io.Writer) {
-		env["OTEL_EXPORTER_OTLP_ENDPOINT"], env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http://"+ln.Addr().String(), "grpc"
+		if env["OTEL_TRACES_EXPORTER"] != "none" {
+			env["OTEL_EXPORTER_OTLP_ENDPOINT"], env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http://"+ln.Addr().String(), "grpc"
+		}
 		base, stop := serveWithLog(t, env, logs)
 		cs := connect(t, base+"/mcp", "2025-11-25", nil)
 		if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_accounts", Arguments: map[string]any{},
@@ -421,6 +401,12 @@ func TestTracesOverGRPCAndSampling(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"trace_id":"`+agentTrace+`"`) {
 		t.Errorf("with sampling off, the log lacks the agent's trace id:\n%s", logs.String())
+	}
+	// Tracing off altogether: no span, still the agent's trace in the log.
+	var offLogs lockedBuffer
+	call(map[string]string{"OTEL_TRACES_EXPORTER": "none"}, &offLogs)
+	if !strings.Contains(offLogs.String(), `"trace_id":"`+agentTrace+`"`) {
+		t.Errorf("with tracing off, the log lacks the agent's trace id:\n%s", offLogs.String())
 	}
 	call(map[string]string{}, io.Discard)
 	recv.mu.Lock()

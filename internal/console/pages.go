@@ -165,7 +165,7 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 	}
 	slices.Reverse(as)
 	for _, a := range as {
-		d.Rows = append(d.Rows, row{Approval: a, Own: ownOrder(a, p)})
+		d.Rows = append(d.Rows, row{Approval: a, Own: a.RequestedBy(p.Subject)})
 	}
 	pg := page{Title: "Approval queue", Nav: "queue", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d}
 	if r.URL.Query().Get("fragment") == "rows" {
@@ -178,10 +178,6 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 	c.render(w, r, http.StatusOK, "queue", pg)
 }
 
-// ownOrder: four eyes, as the trading service applies it.
-func ownOrder(a trading.Approval, p principal.Principal) bool {
-	return strings.EqualFold(a.Requester, p.Subject)
-}
 
 // --- detail and decision
 
@@ -224,7 +220,7 @@ func (c *Console) detail(w http.ResponseWriter, r *http.Request, sess Session) {
 	}
 	c.audit(r.Context(), op)
 	a := *out.Approval
-	d := detailData{Approval: a, OrderState: out.Status, Own: ownOrder(a, p), Pending: a.Status == trading.ApprovalPending,
+	d := detailData{Approval: a, OrderState: out.Status, Own: a.RequestedBy(p.Subject), Pending: a.Status == trading.ApprovalPending,
 		Result: results[r.URL.Query().Get("result")]}
 	args, _ := json.MarshalIndent(a.Order, "", "  ")
 	d.Args = string(args)

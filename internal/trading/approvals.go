@@ -295,6 +295,10 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 
 // sameSubject compares principals for four eyes: subjects that differ only
 // in case or surrounding space are the same person.
+// RequestedBy reports whether subject asked for the approval's order: the
+// four-eyes rule, which refuses that subject's decision.
+func (a Approval) RequestedBy(subject string) bool { return sameSubject(a.Requester, subject) }
+
 func sameSubject(a, b string) bool {
 	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 }
@@ -372,7 +376,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		if expect != nil && (expect.ArgsDigest != a.ArgsDigest || expect.Requester != a.Requester) {
 			return Outcome{}, ErrMismatch
 		}
-		if sameSubject(a.Requester, approver.Subject) {
+		if a.RequestedBy(approver.Subject) {
 			return Outcome{}, ErrFourEyes
 		}
 		switch a.Status {
@@ -565,7 +569,7 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 			if a.Status == ApprovalCancelled {
 				return s.approvalOutcome(ctx, a), nil
 			}
-			if a.Status != ApprovalPending || !sameSubject(a.Requester, p.Subject) {
+			if a.Status != ApprovalPending || !a.RequestedBy(p.Subject) {
 				return s.approvalOutcome(ctx, a), ErrNotCancellable
 			}
 			if err := s.journal.Record(ctx, JournalEntry{Action: "approval.cancelled", Principal: p.Subject, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey}); err != nil {

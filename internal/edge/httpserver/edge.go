@@ -97,3 +97,32 @@ func Chain(h http.Handler, steps ...func(http.Handler) http.Handler) http.Handle
 	}
 	return h
 }
+
+// StatusRecorder remembers the status a handler wrote (200 if none), for
+// the steps that report on a request after it was served (audit, the
+// server span).
+type StatusRecorder struct {
+	http.ResponseWriter
+	Status int
+}
+
+// NewStatusRecorder wraps w.
+func NewStatusRecorder(w http.ResponseWriter) *StatusRecorder {
+	return &StatusRecorder{ResponseWriter: w, Status: http.StatusOK}
+}
+
+// WriteHeader records code and writes it.
+func (s *StatusRecorder) WriteHeader(code int) {
+	s.Status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Flush passes streaming responses through.
+func (s *StatusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
 )
 
 const scope = "github.com/portfolio-mcp/portfolio-mcp"
@@ -25,37 +27,53 @@ const scope = "github.com/portfolio-mcp/portfolio-mcp"
 // The parent is the agent's trace: the W3C traceparent in the params'
 // _meta, as MCP clients pass it, else the HTTP header. When both are there
 // and differ (a proxy's hop), the header's is kept as a link.
+//
+// With tracing off only the agent's trace context is carried on (to the
+// logs, the audit events and the backends): no span, no wrapped writer.
 func (t Tracing) Server(next http.Handler) http.Handler {
 	tracer := t.Provider.Tracer(scope)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := t.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		c := call.From(r.Context())
-		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
-		if c != nil && bytes.Contains(c.Meta, []byte("traceparent")) {
-			var meta map[string]any
-			if json.Unmarshal(c.Meta, &meta) == nil {
-				mctx := t.Propagator.Extract(ctx, metaCarrier(meta))
-				header, agent := trace.SpanContextFromContext(ctx), trace.SpanContextFromContext(mctx)
-				if agent.IsValid() && !agent.Equal(header) {
-					if header.IsValid() {
-						opts = append(opts, trace.WithLinks(trace.Link{SpanContext: header}))
-					}
-					ctx = mctx
-				}
-			}
+		ctx, link := t.parent(r, c)
+		if !t.on {
+			next.ServeHTTP(w, r.WithContext(ctx))
+			return
 		}
 		name, attrs := describe(c)
-		opts = append(opts, trace.WithAttributes(attrs...))
+		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...)}
+		if link.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: link}))
+		}
 		ctx, span := tracer.Start(ctx, name, opts...)
 		defer span.End()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := httpserver.NewStatusRecorder(w)
 		next.ServeHTTP(rec, r.WithContext(ctx))
-		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
-		if rec.status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(rec.status))
-			span.SetAttributes(attribute.String("error.type", strconv.Itoa(rec.status)))
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.Status))
+		if rec.Status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(rec.Status))
+			span.SetAttributes(attribute.String("error.type", strconv.Itoa(rec.Status)))
 		}
 	})
+}
+
+// parent is the request's context carrying the agent's trace: the
+// traceparent in the params' _meta, else the HTTP header's; when both are
+// there and differ, the header's is returned as the link to keep.
+func (t Tracing) parent(r *http.Request, c *call.Call) (context.Context, trace.SpanContext) {
+	ctx := t.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	if c == nil || !bytes.Contains(c.Meta, []byte("traceparent")) {
+		return ctx, trace.SpanContext{}
+	}
+	var meta map[string]any
+	if json.Unmarshal(c.Meta, &meta) != nil {
+		return ctx, trace.SpanContext{}
+	}
+	mctx := t.Propagator.Extract(ctx, metaCarrier(meta))
+	header, agent := trace.SpanContextFromContext(ctx), trace.SpanContextFromContext(mctx)
+	if !agent.IsValid() || agent.Equal(header) {
+		return ctx, trace.SpanContext{}
+	}
+	return mctx, header
 }
 
 // describe names the span and sets the request's attributes.
@@ -98,23 +116,3 @@ func (m metaCarrier) Keys() []string {
 	}
 	return keys
 }
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
-// Flush passes streaming responses through.
-func (s *statusRecorder) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

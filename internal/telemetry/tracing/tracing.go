@@ -116,6 +116,7 @@ type Tracing struct {
 	Propagator propagation.TextMapPropagator
 	// Shutdown flushes the spans still queued and stops the exporter.
 	Shutdown func(context.Context) error
+	on       bool
 }
 
 // Off is tracing disabled: a no-op provider; trace context is still read
@@ -171,5 +172,5 @@ func New(ctx context.Context, c Config, version string, attrs ...attribute.KeyVa
 		sdktrace.WithResource(res),
 		sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second), sdktrace.WithMaxQueueSize(4096)),
 	)
-	return Tracing{Provider: tp, Propagator: propagator(), Shutdown: tp.Shutdown}, nil
+	return Tracing{Provider: tp, Propagator: propagator(), Shutdown: tp.Shutdown, on: true}, nil
 }

@@ -112,27 +112,17 @@ func (a *API) audited(tool string, next http.Handler) http.Handler {
 		}
 		start := a.o.Now()
 		n := &auditNote{approvalID: r.PathValue("id")}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := httpserver.NewStatusRecorder(w)
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, n)))
 		op := audit.Operation{Name: tool, Class: catalog.Approve, Start: start, Principal: n.approver, ApprovalID: n.approvalID, Outcome: outcome.OK}
 		switch {
-		case rec.status >= 500:
-			op.Outcome, op.Error = outcome.Failed, http.StatusText(rec.status)
-		case rec.status >= 400:
-			op.Outcome, op.Error = outcome.Denied, http.StatusText(rec.status)
+		case rec.Status >= 500:
+			op.Outcome, op.Error = outcome.Failed, http.StatusText(rec.Status)
+		case rec.Status >= 400:
+			op.Outcome, op.Error = outcome.Denied, http.StatusText(rec.Status)
 		}
 		a.o.Audit(r.Context(), op)
 	})
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
 }
 
 func note(ctx context.Context, f func(*auditNote)) {
