@@ -178,7 +178,6 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 	c.render(w, r, http.StatusOK, "queue", pg)
 }
 
-
 // --- detail and decision
 
 type detailData struct {
