@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/promtest"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -27,41 +28,11 @@ import (
 
 // scrape gathers reg as /metrics would, keyed by metric name.
 func scrape(t *testing.T, reg *prometheus.Registry) map[string]*dto.MetricFamily {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*dto.MetricFamily{}
-	for _, mf := range mfs {
-		out[mf.GetName()] = mf
-	}
-	return out
+	return promtest.Families(t, reg)
 }
 
-// series lists a family's series as "k=v,k=v value": a counter's or gauge's
-// value, a histogram's sample count.
-func series(mf *dto.MetricFamily) []string {
-	var out []string
-	for _, m := range mf.GetMetric() {
-		var labels []string
-		for _, l := range m.GetLabel() {
-			labels = append(labels, l.GetName()+"="+l.GetValue())
-		}
-		var v float64
-		switch {
-		case m.Histogram != nil:
-			v = float64(m.GetHistogram().GetSampleCount())
-		case m.Counter != nil:
-			v = m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			v = m.GetGauge().GetValue()
-		}
-		out = append(out, fmt.Sprintf("%s %g", strings.Join(labels, ","), v))
-	}
-	sort.Strings(out)
-	return out
-}
+// series lists a family's series as "k=v,k=v value".
+func series(mf *dto.MetricFamily) []string { return promtest.Series(mf) }
 
 // metric finds the series of family name with exactly these label values.
 func metric(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels map[string]string) *dto.Metric {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/promtest"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
@@ -24,22 +26,14 @@ import (
 // "name{k=v} value".
 func approvalMetrics(t *testing.T, reg *prometheus.Registry) []string {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "approvals_") {
+	for name, mf := range promtest.Families(t, reg) {
+		if !strings.HasPrefix(name, "approvals_") {
 			continue
 		}
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			out = append(out, fmt.Sprintf("%s{%s} %g", mf.GetName(), strings.Join(labels, ","), v))
+		for _, s := range promtest.Series(mf) {
+			labels, v, _ := strings.Cut(s, " ")
+			out = append(out, name+"{"+labels+"} "+v)
 		}
 	}
 	sort.Strings(out)

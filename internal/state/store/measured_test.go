@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/promtest"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -27,28 +28,11 @@ import (
 // as "operation=...,outcome=... count".
 func durations(t *testing.T, reg *prometheus.Registry) []string {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	mf := promtest.Families(t, reg)["state_store_operation_duration_seconds"]
+	if mf != nil && mf.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("type %v, want a histogram", mf.GetType())
 	}
-	var out []string
-	for _, mf := range mfs {
-		if mf.GetName() != "state_store_operation_duration_seconds" {
-			continue
-		}
-		if mf.GetType() != dto.MetricType_HISTOGRAM {
-			t.Fatalf("type %v, want a histogram", mf.GetType())
-		}
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			out = append(out, fmt.Sprintf("%s %d", strings.Join(labels, ","), m.GetHistogram().GetSampleCount()))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return promtest.Series(mf)
 }
 
 func measure(t *testing.T, s store.Store) (*store.Measured, *prometheus.Registry) {
