@@ -14,28 +14,14 @@ package knative
 // their go.sum hash.
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/crdtest"
+
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
-	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel"
-	structuraldefaulting "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
-	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/listtype"
-	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
-	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/validation/field"
-	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
@@ -56,101 +42,10 @@ var esoCRDFiles = []string{
 	"config/crds/bases/external-secrets.io_externalsecrets.yaml",
 }
 
-// downloadModule fetches path@version into the module cache through the
-// Go module proxy and returns its directory, failing unless the zip's hash
-// is wantSum. It runs in an empty directory so this module's go.mod and
-// go.sum are not touched.
-func downloadModule(t *testing.T, path, version, wantSum string) string {
-	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", path+"@"+version)
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "GO111MODULE=on", "GOFLAGS=")
-	out, err := cmd.Output()
-	var info struct{ Dir, Sum, Error string }
-	if jerr := json.Unmarshal(out, &info); jerr != nil || err != nil || info.Error != "" {
-		t.Fatalf("go mod download %s@%s (the CRD schemas come from it): %v %s %s", path, version, err, info.Error, out)
-	}
-	if info.Sum != wantSum {
-		t.Fatalf("%s@%s has hash %s, want %s", path, version, info.Sum, wantSum)
-	}
-	return info.Dir
-}
-
-// crdValidator checks custom resources of one kind and version the way the
-// API server does on create.
-type crdValidator struct {
-	gvk        schema.GroupVersionKind
-	structural *structuralschema.Structural
-	schema     apiservervalidation.SchemaCreateValidator
-	cel        *cel.Validator
-}
-
-// loadCRDValidators builds a validator for every served version of each
-// CRD file under dir.
-func loadCRDValidators(t *testing.T, dir string, files []string) map[schema.GroupVersionKind]*crdValidator {
-	t.Helper()
-	out := map[schema.GroupVersionKind]*crdValidator{}
-	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v1crd apiextensionsv1.CustomResourceDefinition
-		if err := yaml.Unmarshal(b, &v1crd); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		var crd apiextensions.CustomResourceDefinition
-		if err := apiextensionsv1.Convert_v1_CustomResourceDefinition_To_apiextensions_CustomResourceDefinition(&v1crd, &crd, nil); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		for _, v := range crd.Spec.Versions {
-			if !v.Served || v.Schema == nil {
-				continue
-			}
-			ss, err := structuralschema.NewStructural(v.Schema.OpenAPIV3Schema)
-			if err != nil {
-				t.Fatalf("%s %s: structural schema: %v", f, v.Name, err)
-			}
-			sv, _, err := apiservervalidation.NewSchemaValidator(v.Schema.OpenAPIV3Schema)
-			if err != nil {
-				t.Fatalf("%s %s: %v", f, v.Name, err)
-			}
-			gvk := schema.GroupVersionKind{Group: crd.Spec.Group, Version: v.Name, Kind: crd.Spec.Names.Kind}
-			out[gvk] = &crdValidator{
-				gvk:        gvk,
-				structural: ss,
-				schema:     sv,
-				cel:        cel.NewValidator(ss, true, celconfig.PerCallLimit),
-			}
-		}
-	}
-	return out
-}
-
-// validate checks one object (YAML) as the API server would with strict
-// field validation: unknown fields are errors, then defaults are applied
-// and the schema, list-type and CEL rules checked.
-func (v *crdValidator) validate(raw []byte) error {
-	var obj map[string]any
-	if err := yaml.Unmarshal(raw, &obj); err != nil {
-		return err
-	}
-	if unknown := pruning.PruneWithOptions(obj, v.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true}); len(unknown) > 0 {
-		return fmt.Errorf("unknown fields (the API server would reject them with strict field validation, or drop them): %s", strings.Join(unknown, ", "))
-	}
-	structuraldefaulting.Default(obj, v.structural)
-	var errs field.ErrorList
-	errs = append(errs, apiservervalidation.ValidateCustomResource(nil, obj, v.schema)...)
-	errs = append(errs, listtype.ValidateListSetsAndMaps(nil, v.structural, obj)...)
-	celErrs, _ := v.cel.Validate(context.Background(), nil, v.structural, obj, nil, celconfig.RuntimeCELCostBudget)
-	errs = append(errs, celErrs...)
-	return errs.ToAggregate()
-}
-
 // externalSecretsValidators fetches the CRDs and builds their validators.
-func externalSecretsValidators(t *testing.T) map[schema.GroupVersionKind]*crdValidator {
+func externalSecretsValidators(t *testing.T) map[schema.GroupVersionKind]*crdtest.Validator {
 	t.Helper()
-	vs := loadCRDValidators(t, downloadModule(t, esoModule, esoVersion, esoZipHash), esoCRDFiles)
+	vs := crdtest.Load(t, crdtest.DownloadModule(t, esoModule, esoVersion, esoZipHash), esoCRDFiles)
 	for _, gvk := range crdKinds {
 		if vs[gvk] == nil {
 			t.Fatalf("External Secrets %s serves no %s", esoVersion, gvk)
@@ -170,7 +65,7 @@ func TestExternalSecretsObjectsMatchTheirCRDs(t *testing.T) {
 			continue
 		}
 		seen++
-		if err := vs[d.GVK()].validate(d.Raw); err != nil {
+		if err := vs[d.GVK()].Validate(d.Raw); err != nil {
 			t.Errorf("%s: %v", d.Source, err)
 		}
 	}
@@ -188,7 +83,7 @@ spec:
       region: us-east-1
       auth: {jwt: {serviceAccountRef: {name: z}}}
 `)
-	if err := vs[crdKinds[0]].validate(store); err == nil || !strings.Contains(err.Error(), "service") {
+	if err := vs[crdKinds[0]].Validate(store); err == nil || !strings.Contains(err.Error(), "service") {
 		t.Errorf("a misspelt enum value passed: %v", err)
 	}
 	es := []byte(`apiVersion: external-secrets.io/v1
@@ -201,7 +96,7 @@ spec:
   - secretKey: k
     key: portfolio-mcp/paper
 `)
-	if err := vs[crdKinds[1]].validate(es); err == nil || !strings.Contains(err.Error(), "key") {
+	if err := vs[crdKinds[1]].Validate(es); err == nil || !strings.Contains(err.Error(), "key") {
 		t.Errorf("a misplaced field passed: %v", err)
 	}
 }
