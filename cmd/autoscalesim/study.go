@@ -261,15 +261,15 @@ func (s *study) mainTable() string {
 		}
 		cold := "-"
 		if r.ColdDelayed > 0 {
-			cold = fmt.Sprintf("%s / %s", msText(r.ColdP50), msText(r.ColdP99))
+			cold = fmt.Sprintf("%s / %s", autoscale.Millis(r.ColdP50), autoscale.Millis(r.ColdP99))
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.1f%% | %d | %s | %s | %s | %s | %s | %s |\n", name, ph, pct(r.PodSeconds, fixed.PodSeconds),
-			r.MaxReplicas, msText(r.P50), msText(r.P99), msText(r.Max), thousands(r.ColdDelayed), share(r.ColdDelayed, r.Requests), cold)
+			r.MaxReplicas, autoscale.Millis(r.P50), autoscale.Millis(r.P99), autoscale.Millis(r.Max), thousands(r.ColdDelayed), share(r.ColdDelayed, r.Requests), cold)
 	}
 	fmt.Fprintf(&b, "\nThe goals on this day, for the shipped configuration:\n\n")
 	fmt.Fprintf(&b, "- pod-hours at most 25%% of the fixed fleet's: **%.1f%%** (%.2f of %.2f)\n", pct(ship.PodSeconds, fixed.PodSeconds), ship.PodHours(), fixed.PodHours())
 	fmt.Fprintf(&b, "- at most 0.1%% of calls delayed by a cold start: **%s** (%s of %s)\n", share(ship.ColdDelayed, ship.Requests), thousands(ship.ColdDelayed), thousands(ship.Requests))
-	fmt.Fprintf(&b, "- p99 latency no worse than the fixed fleet's: **%s ms** against %s ms\n", msText(ship.P99), msText(fixed.P99))
+	fmt.Fprintf(&b, "- p99 latency no worse than the fixed fleet's: **%s ms** against %s ms\n", autoscale.Millis(ship.P99), autoscale.Millis(fixed.P99))
 	return b.String()
 }
 
@@ -286,7 +286,7 @@ func (s *study) compareTable(first string, rows []dayRow, flags bool) string {
 			label += " (`" + strings.Join(d.inputs, " ") + "`)"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.1f%% | %d | %s (%s) | %s / %s |\n", label, thousands(sh.Requests), sh.PodHours(), fx.PodHours(),
-			pct(sh.PodSeconds, fx.PodSeconds), sh.MaxReplicas, thousands(sh.ColdDelayed), share(sh.ColdDelayed, sh.Requests), msText(sh.P99), msText(fx.P99))
+			pct(sh.PodSeconds, fx.PodSeconds), sh.MaxReplicas, thousands(sh.ColdDelayed), share(sh.ColdDelayed, sh.Requests), autoscale.Millis(sh.P99), autoscale.Millis(fx.P99))
 	}
 	return b.String()
 }
@@ -299,7 +299,7 @@ func (s *study) choicesTable() string {
 		fmt.Fprintf(&b, "| %d | %s", i+1, c.label)
 		for _, in := range [][]string{measured, slowDay} {
 			r, fx := s.one(c.run(in)), s.one(fixedFleet(append(append([]string{}, in...), c.fleet...)...))
-			fmt.Fprintf(&b, " | %.2f | %d | %s (%s) | %s", r.PodHours(), r.MaxReplicas, msText(r.P99), msText(fx.P99), thousands(r.ColdDelayed))
+			fmt.Fprintf(&b, " | %.2f | %d | %s (%s) | %s", r.PodHours(), r.MaxReplicas, autoscale.Millis(r.P99), autoscale.Millis(fx.P99), thousands(r.ColdDelayed))
 		}
 		b.WriteString(" |\n")
 	}
@@ -319,10 +319,6 @@ func share(n, total int64) string {
 		return "0%"
 	}
 	return strconv.FormatFloat(100*float64(n)/float64(total), 'g', 2, 64) + "%"
-}
-
-func msText(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64)
 }
 
 // thousands writes n with comma separators.

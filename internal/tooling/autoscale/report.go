@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-func ms(d time.Duration) string {
+// Millis formats d in milliseconds with two decimals, as the tables do.
+func Millis(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64)
 }
 
@@ -20,8 +21,8 @@ func WriteTable(w io.Writer, results []*Result) error {
 	fmt.Fprintln(tw, "scenario\trequests\tpod-hours\tmax pods\tfrom-zero\tp50 ms\tp99 ms\tmax ms\tcold-delayed\tat-zero\tcold p50 ms\tcold p99 ms\t")
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t\n",
-			r.Name, r.Requests, r.PodHours(), r.MaxReplicas, r.ScaleFromZero, ms(r.P50), ms(r.P99), ms(r.Max),
-			r.ColdDelayed, r.ColdAtZero, ms(r.ColdP50), ms(r.ColdP99))
+			r.Name, r.Requests, r.PodHours(), r.MaxReplicas, r.ScaleFromZero, Millis(r.P50), Millis(r.P99), Millis(r.Max),
+			r.ColdDelayed, r.ColdAtZero, Millis(r.ColdP50), Millis(r.ColdP99))
 	}
 	return tw.Flush()
 }
@@ -33,8 +34,8 @@ func WriteSummaryCSV(w io.Writer, results []*Result) error {
 		"cold_delayed", "cold_at_zero", "cold_p50_ms", "cold_p99_ms"})
 	for _, r := range results {
 		_ = cw.Write([]string{r.Name, strconv.FormatInt(r.Requests, 10), strconv.FormatFloat(r.PodHours(), 'f', 3, 64),
-			strconv.Itoa(r.MaxReplicas), strconv.Itoa(r.ScaleFromZero), ms(r.P50), ms(r.P99), ms(r.Max),
-			strconv.FormatInt(r.ColdDelayed, 10), strconv.FormatInt(r.ColdAtZero, 10), ms(r.ColdP50), ms(r.ColdP99)})
+			strconv.Itoa(r.MaxReplicas), strconv.Itoa(r.ScaleFromZero), Millis(r.P50), Millis(r.P99), Millis(r.Max),
+			strconv.FormatInt(r.ColdDelayed, 10), strconv.FormatInt(r.ColdAtZero, 10), Millis(r.ColdP50), Millis(r.ColdP99)})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -50,7 +51,7 @@ func WriteSamplesCSV(w io.Writer, results []*Result) error {
 		for _, s := range r.Samples {
 			_ = cw.Write([]string{r.Name, r.Start.Add(s.At).Format(time.RFC3339), strconv.Itoa(s.Replicas),
 				strconv.Itoa(s.Ready), strconv.Itoa(s.Draining), strconv.Itoa(s.Arrivals),
-				strconv.FormatFloat(s.Concurrency, 'f', 3, 64), strconv.Itoa(s.Activator), strconv.Itoa(s.ColdDelayed), ms(s.Slowest)})
+				strconv.FormatFloat(s.Concurrency, 'f', 3, 64), strconv.Itoa(s.Activator), strconv.Itoa(s.ColdDelayed), Millis(s.Slowest)})
 		}
 	}
 	cw.Flush()
