@@ -312,7 +312,7 @@ func visible(p principal.Principal, a Approval) bool {
 // approvalOutcome reports an approval; once its order reached the Trade
 // service, in the order's current state.
 func (s *Service) approvalOutcome(ctx context.Context, a Approval) Outcome {
-	out := Outcome{Status: a.Status, Approval: &a, IdempotencyKey: a.Order.IdempotencyKey}
+	out := Outcome{Status: a.Status, Approval: &a, IdempotencyKey: a.Order.IdempotencyKey, Provenance: a.provenance()}
 	switch a.Status {
 	case ApprovalPending:
 		out.Status = StatusPendingApproval
@@ -381,6 +381,13 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		}
 		switch a.Status {
 		case ApprovalPending:
+			if decision == DecisionApprove {
+				// Nothing is released while the kill switch holds it; the
+				// approval stays pending, and a rejection still works.
+				if err := s.guard(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
+					return s.approvalOutcome(ctx, a), err
+				}
+			}
 		case ApprovalExpired:
 			return Outcome{}, ErrExpired
 		default:
@@ -395,7 +402,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		}
 
 		if err := s.journal.Record(ctx, JournalEntry{Action: "approval.decided", Principal: approver.Subject, AccountID: a.Order.AccountID,
-			ArgsDigest: a.ArgsDigest, IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: decision + ": " + reason}); err != nil {
+			ArgsDigest: a.ArgsDigest, IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: decision + ": " + reason, Provenance: a.Provenance.fields()}); err != nil {
 			s.log.ErrorContext(ctx, "journal refused approval decision", "error", err)
 			return Outcome{}, ErrNotRecorded
 		}
@@ -436,6 +443,22 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		if a.Status != ApprovalApproved && !takeover {
 			return s.approvalOutcome(ctx, a), nil // done, or another replica holds the lease
 		}
+		if err := s.guard(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
+			if takeover {
+				// An interrupted send may have landed: leave it for the
+				// reconciliation after the halt is released.
+				return s.approvalOutcome(ctx, a), err
+			}
+			// Approved before the halt, never sent: it does not go out later
+			// by surprise; the requester places it again if still wanted.
+			a.Status, a.Error = ApprovalFailed, "not sent: "+err.Error()
+			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+				continue
+			} else if err != nil {
+				return Outcome{}, s.stateErr(ctx, err)
+			}
+			return s.approvalOutcome(ctx, a), nil
+		}
 		if takeover {
 			order, err := s.bs.Trade.OrderByClientID(ctx, a.ClientOrderID)
 			switch {
@@ -456,7 +479,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		// it.
 		pre := policy.Preview{Allowed: true}
 		if !takeover {
-			if pre, err = s.check(ctx, a.Order, a.ID, true); err != nil {
+			if pre, err = s.check(ctx, a.Requester, a.RequesterClient, a.Order, a.ID, true); err != nil {
 				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
 			}
@@ -469,6 +492,9 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 				return Outcome{}, s.stateErr(ctx, err)
 			}
 			return s.approvalOutcome(ctx, a), nil
+		}
+		if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
+			return s.approvalOutcome(ctx, a), err
 		}
 		lease := s.now().Add(s.cfg.Lease).UTC()
 		a.Status, a.LeaseUntil = ApprovalExecuting, &lease
@@ -514,7 +540,7 @@ func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order ba
 	if err != nil {
 		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
 	}
-	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, a.OrderID, detail)
+	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, order, a.provenance(), detail)
 	return approvedOrder(a, order), nil
 }
 
@@ -551,45 +577,73 @@ func (s *Service) Status(ctx context.Context, p principal.Principal, id string) 
 	if !p.Entitled(o.AccountID) {
 		return Outcome{}, ErrNotFound
 	}
-	return orderOutcome(o), nil
+	out := orderOutcome(o)
+	out.Provenance = s.provenanceOf(ctx, o.ClientOrderID)
+	return out, nil
 }
 
 // Cancel withdraws a pending approval (its requester only) or cancels a
 // resting order at the Trade service.
 func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
 	if strings.HasPrefix(id, "APR-") {
-		for {
-			a, ver, err := s.approval(ctx, id)
-			if err != nil {
-				return Outcome{}, err
-			}
+		return s.withdraw(ctx, p.Subject, id, "", func(a Approval) error {
 			if !visible(p, a) {
-				return Outcome{}, ErrNotFound
+				return ErrNotFound
 			}
-			if a.Status == ApprovalCancelled {
-				return s.approvalOutcome(ctx, a), nil
+			if !a.RequestedBy(p.Subject) {
+				return ErrNotCancellable
 			}
-			if a.Status != ApprovalPending || !a.RequestedBy(p.Subject) {
-				return s.approvalOutcome(ctx, a), ErrNotCancellable
-			}
-			if err := s.journal.Record(ctx, JournalEntry{Action: "approval.cancelled", Principal: p.Subject, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey}); err != nil {
-				return Outcome{}, ErrNotRecorded
-			}
-			a.Status = ApprovalCancelled
-			if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
-				continue
-			} else if err != nil {
-				return Outcome{}, s.stateErr(ctx, err)
-			}
-			s.unindex(ctx, a)
-			return s.approvalOutcome(ctx, a), nil
-		}
+			return nil
+		})
 	}
 	cur, err := s.Status(ctx, p, id)
 	if err != nil {
 		return Outcome{}, err
 	}
-	if err := s.journal.Record(ctx, JournalEntry{Action: "order.cancel", Principal: p.Subject, AccountID: cur.Order.AccountID, OrderID: id}); err != nil {
+	return s.cancelOrder(ctx, p.Subject, cur, "")
+}
+
+// withdraw cancels a pending approval on behalf of by, if may allows it.
+func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(Approval) error) (Outcome, error) {
+	for {
+		a, ver, err := s.approval(ctx, id)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if err := may(a); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return Outcome{}, err
+			}
+			return s.approvalOutcome(ctx, a), err
+		}
+		if a.Status == ApprovalCancelled {
+			return s.approvalOutcome(ctx, a), nil
+		}
+		if a.Status != ApprovalPending {
+			return s.approvalOutcome(ctx, a), ErrNotCancellable
+		}
+		if err := s.journal.Record(ctx, JournalEntry{Action: "approval.cancelled", Principal: by, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey, Detail: detail}); err != nil {
+			return Outcome{}, ErrNotRecorded
+		}
+		a.Status = ApprovalCancelled
+		if detail != "" {
+			a.Reason = detail
+		}
+		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return Outcome{}, s.stateErr(ctx, err)
+		}
+		s.unindex(ctx, a)
+		return s.approvalOutcome(ctx, a), nil
+	}
+}
+
+// cancelOrder journals and sends the cancel of an order whose current
+// state is cur.
+func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detail string) (Outcome, error) {
+	id := cur.Order.OrderID
+	if err := s.journal.Record(ctx, JournalEntry{Action: "order.cancel", Principal: by, AccountID: cur.Order.AccountID, OrderID: id, Detail: detail}); err != nil {
 		return Outcome{}, ErrNotRecorded
 	}
 	o, err := s.bs.Trade.CancelOrder(ctx, id)
@@ -599,7 +653,9 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 	case err != nil:
 		return Outcome{}, err
 	}
-	return orderOutcome(o), nil
+	out := orderOutcome(o)
+	out.Provenance = cur.Provenance
+	return out, nil
 }
 
 // ListPending returns pending approvals p may see, oldest first: from the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
@@ -32,6 +33,10 @@ type Confirmation struct {
 	Accepted bool
 	// Claimed is the confirm argument: the client says the user confirmed.
 	Claimed bool
+	// DuplicateAcknowledged is the acknowledge_duplicate argument: the
+	// client says the user wants this order although an identical one was
+	// just entered under another key (clients that cannot be asked).
+	DuplicateAcknowledged bool
 }
 
 // Placement is PlaceOrder's answer: the order's outcome, or (Ask set, and
@@ -80,14 +85,18 @@ func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o Order
 	case res.Resend:
 		// Checked and confirmed before it was first sent; it goes again as
 		// it is (a late arrival of the first send is the same order).
-		out, err := s.place(ctx, p, o, "", nil)
+		out, err := s.place(ctx, p, o, "", nil, s.provenance(ctx, p, ConfirmedBefore, ""))
 		return out, nil, err
+	}
+	// A halted order is refused before anyone is asked to confirm it.
+	if err := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err != nil {
+		return Outcome{}, nil, err
 	}
 	m, err := s.fetch(ctx, o)
 	if err != nil {
 		return Outcome{}, nil, err
 	}
-	pre, err := s.evaluate(ctx, o, m, approvalID(p.Subject, o.IdempotencyKey), false)
+	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, m, approvalID(p.Subject, o.IdempotencyKey), false)
 	if err != nil {
 		return Outcome{}, nil, err
 	}
@@ -95,54 +104,82 @@ func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o Order
 		return Outcome{Status: StatusRejected, Violations: pre.Violations, Preview: &pre, IdempotencyKey: o.IdempotencyKey,
 			Message: "the order breaks pre-trade rules and was not placed; see violations"}, nil, nil
 	}
-	if out, ask, err := s.confirmation(ctx, p, o, pre, c); err != nil || ask != nil || out.Status != "" {
+	dup, err := s.duplicateOf(ctx, o)
+	if err != nil {
+		return Outcome{}, nil, err
+	}
+	prov, out, ask, err := s.confirmation(ctx, p, o, pre, c, dup)
+	if err != nil || ask != nil || out.Status != "" {
 		return out, ask, err
 	}
 	reason := ""
 	if !c.Askable && pre.Mode == "live" {
 		reason = liveUnverified
 	}
-	out, err := s.place(ctx, p, o, reason, &m)
+	out, err = s.place(ctx, p, o, reason, &m, prov)
 	return out, nil, err
 }
 
-// confirmation settles whether the user confirmed o. It returns an outcome
-// or an ask when the order must not go on now, and zero values when it may.
-func (s *Service) confirmation(ctx context.Context, p principal.Principal, o OrderArgs, pre policy.Preview, c Confirmation) (Outcome, *Ask, error) {
-	if !c.Askable {
-		if c.Claimed {
-			return Outcome{}, nil, nil
-		}
-		return Outcome{Status: StatusNeedsConfirmation, Preview: &pre, IdempotencyKey: o.IdempotencyKey,
-			Message: "nothing was placed yet: show the user " + summary(o, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"}, nil, nil
+// confirmation settles whether the user confirmed o, and confirmed it
+// knowing of a possible duplicate (dup). It returns the order's provenance
+// when the order may go on, else an outcome or an ask.
+func (s *Service) confirmation(ctx context.Context, p principal.Principal, o OrderArgs, pre policy.Preview, c Confirmation, dup *Duplicate) (*Provenance, Outcome, *Ask, error) {
+	warning := ""
+	if dup != nil {
+		warning = duplicateWarning(o, dup, s.now())
 	}
-	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: o.Digest()}
-	if c.State == "" {
-		if s.signer == nil {
-			return Outcome{}, nil, ErrConfirmUnavailable
+	if !c.Askable {
+		switch {
+		case !c.Claimed:
+			msg := "nothing was placed yet: show the user " + summary(o, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"
+			if dup != nil {
+				msg = "nothing was placed yet. " + strings.ToUpper(warning[:1]) + warning[1:] + ". Show the user " + summary(o, pre) +
+					" and this warning; only if they confirm they want a second, separate order, call place_order again with confirm=true, acknowledge_duplicate=true and the same idempotency_key"
+			}
+			return nil, Outcome{Status: StatusNeedsConfirmation, Preview: &pre, Duplicate: dup, IdempotencyKey: o.IdempotencyKey, Message: msg}, nil, nil
+		case dup != nil && !c.DuplicateAcknowledged:
+			return nil, Outcome{Status: StatusNeedsConfirmation, Preview: &pre, Duplicate: dup, IdempotencyKey: o.IdempotencyKey,
+				Message: "nothing was placed: " + warning + ". Ask the user whether they want a second, separate order; only if they do, call place_order again with confirm=true, acknowledge_duplicate=true and the same idempotency_key"}, nil, nil
 		}
-		state, err := s.signer.Issue(binding)
+		prov := s.provenance(ctx, p, ConfirmedByArgument, previewDigest(pre))
+		if dup != nil {
+			prov.DuplicateOf = dup.Ref
+		}
+		return prov, Outcome{}, nil, nil
+	}
+	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: o.Digest(), Warning: warning}
+	if s.signer == nil {
+		return nil, Outcome{}, nil, ErrConfirmUnavailable
+	}
+	if c.State == "" {
+		state, err := s.signer.Issue(binding, previewDigest(pre))
 		if err != nil {
 			s.log.ErrorContext(ctx, "cannot sign confirmation state", "error", err)
-			return Outcome{}, nil, ErrConfirmUnavailable
+			return nil, Outcome{}, nil, ErrConfirmUnavailable
 		}
-		return Outcome{}, &Ask{Message: "Confirm order: " + summary(o, pre), State: state}, nil
+		msg := "Confirm order: " + summary(o, pre)
+		if dup != nil {
+			msg = "POSSIBLE DUPLICATE: " + warning + ". Confirm only if you want a second, separate order: " + summary(o, pre)
+		}
+		return nil, Outcome{}, &Ask{Message: msg, State: state}, nil
 	}
-	if s.signer == nil {
-		return Outcome{}, nil, ErrConfirmUnavailable
-	}
-	if err := s.signer.Verify(ctx, c.State, binding); err != nil {
+	shown, err := s.signer.Verify(ctx, c.State, binding)
+	if err != nil {
 		s.log.WarnContext(ctx, "confirmation state refused", "error", err)
 		if errors.Is(err, confirm.ErrInvalid) || errors.Is(err, confirm.ErrExpired) || errors.Is(err, confirm.ErrReplayed) {
-			return Outcome{}, nil, agentError(err.Error() + "; no order was placed: call place_order again without requestState to ask the user afresh")
+			return nil, Outcome{}, nil, agentError(err.Error() + "; no order was placed: call place_order again without requestState to ask the user afresh")
 		}
-		return Outcome{}, nil, ErrConfirmUncheckable
+		return nil, Outcome{}, nil, ErrConfirmUncheckable
 	}
 	if !c.Accepted {
-		return Outcome{Status: StatusNotConfirmed, IdempotencyKey: o.IdempotencyKey,
+		return nil, Outcome{Status: StatusNotConfirmed, IdempotencyKey: o.IdempotencyKey,
 			Message: "the user did not confirm; no order was placed"}, nil, nil
 	}
-	return Outcome{}, nil, nil
+	prov := s.provenance(ctx, p, ConfirmedByInputRequest, shown)
+	if dup != nil {
+		prov.DuplicateOf = dup.Ref
+	}
+	return prov, Outcome{}, nil, nil
 }
 
 // summary is what the user confirms: the order type and, for a limit order,

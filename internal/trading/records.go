@@ -89,6 +89,7 @@ type Approval struct {
 	ArgsDigest      string          `json:"args_digest"`
 	ClientOrderID   string          `json:"client_order_id"`
 	Preview         *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check at request time"`
+	Provenance      *Provenance     `json:"provenance,omitempty" jsonschema:"how the order was entered: the user and agent, the confirmation, the policy version"`
 	CreatedAt       time.Time       `json:"created_at"`
 	ExpiresAt       time.Time       `json:"expires_at"`
 	DecidedBy       string          `json:"decided_by,omitempty"`

@@ -18,6 +18,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -77,6 +78,8 @@ type Outcome struct {
 	Approval       *Approval       `json:"approval,omitempty"`
 	Violations     []string        `json:"violations,omitempty" jsonschema:"pre-trade rules that rejected the order"`
 	Preview        *policy.Preview `json:"preview,omitempty" jsonschema:"the pre-trade check, when the order still needs the user's confirmation"`
+	Duplicate      *Duplicate      `json:"possible_duplicate,omitempty" jsonschema:"an identical order entered moments ago under another idempotency_key: place this one only if the user confirms they want a second order"`
+	Provenance     *Provenance     `json:"provenance,omitempty" jsonschema:"how the order came to be decided: the user and agent, the confirmation, the policy version, the approver"`
 }
 
 // AgentError is an error whose message was written for the agent: safe to
@@ -116,6 +119,13 @@ type Config struct {
 	// Metrics, if set, counts decisions and expiries, and holds the gauges
 	// RefreshApprovalGauges keeps (see NewMetrics); nil measures nothing.
 	Metrics *Metrics
+	// Halt is the kill switch, checked before every order goes out (nil:
+	// none, for tests of other things).
+	Halt *halt.Switch
+	// DuplicateWindow: an order identical in account, side, ticker and
+	// quantity to one entered this recently under another idempotency key
+	// needs the user to confirm it is not a duplicate (0: no check).
+	DuplicateWindow time.Duration
 }
 
 // Service implements the order tools' behaviour.
@@ -127,6 +137,9 @@ type Service struct {
 	signer  *confirm.Signer
 	log     *slog.Logger
 	now     func() time.Time
+	// policyVersion names the rule set (policy.Rules.Version), recorded
+	// with each order.
+	policyVersion string
 }
 
 // New returns a Service. signer signs and checks the confirmations put to
@@ -145,7 +158,7 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, signer *confirm
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 7 * 24 * time.Hour
 	}
-	return &Service{cfg: cfg, st: st, bs: bs, journal: j, signer: signer, log: log, now: now}
+	return &Service{cfg: cfg, st: st, bs: bs, journal: j, signer: signer, log: log, now: now, policyVersion: cfg.Rules.Version()}
 }
 
 // Preview runs the pre-trade check for p without side effects. With an
@@ -163,7 +176,13 @@ func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArg
 	if o.IdempotencyKey != "" {
 		self = approvalID(p.Subject, o.IdempotencyKey)
 	}
-	return s.check(ctx, o, self, false)
+	pre, err := s.check(ctx, p.Subject, p.ClientID, o, self, false)
+	if err == nil {
+		if herr := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); herr != nil {
+			pre.Violations, pre.Allowed = append(pre.Violations, herr.Error()), false
+		}
+	}
+	return pre, err
 }
 
 // Recheck runs the pre-trade check of a pending approval's order again, as
@@ -173,17 +192,17 @@ func (s *Service) Recheck(ctx context.Context, p principal.Principal, a Approval
 	if !p.Entitled(a.Order.AccountID) {
 		return policy.Preview{}, ErrNotFound
 	}
-	return s.check(ctx, a.Order, a.ID, false)
+	return s.check(ctx, a.Requester, a.RequesterClient, a.Order, a.ID, false)
 }
 
 // check runs the pre-trade policy against the account and market as they
 // are now; see evaluate.
-func (s *Service) check(ctx context.Context, o OrderArgs, self string, strict bool) (policy.Preview, error) {
+func (s *Service) check(ctx context.Context, subject, agent string, o OrderArgs, self string, strict bool) (policy.Preview, error) {
 	m, err := s.fetch(ctx, o)
 	if err != nil {
 		return policy.Preview{}, err
 	}
-	return s.evaluate(ctx, o, m, self, strict)
+	return s.evaluate(ctx, subject, agent, o, m, self, strict)
 }
 
 // market is what a pre-trade check reads from the backends. One call reads
@@ -210,19 +229,28 @@ func (s *Service) fetch(ctx context.Context, o OrderArgs) (market, error) {
 }
 
 // evaluate runs the pre-trade policy on m, with what the account's other
-// orders awaiting approval hold counted as spent. self is the approval this
-// order is (or would be), which never counts against itself: a retry finds
-// its own approval, an execution re-checks it. strict checks (placing,
-// executing) fail when the state store cannot say what is committed; a
-// preview goes on without it and says so.
-func (s *Service) evaluate(ctx context.Context, o OrderArgs, m market, self string, strict bool) (policy.Preview, error) {
+// orders awaiting approval hold counted as spent, and what the requester
+// (subject) and the agent entered today counted against the daily limits.
+// self is the approval this order is (or would be), which never counts
+// against itself: a retry finds its own approval, an execution re-checks
+// it. strict checks (placing, executing) fail when the state store cannot
+// say what is committed or used; a preview goes on without it and says so.
+func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderArgs, m market, self string, strict bool) (policy.Preview, error) {
 	committed, err := s.committed(ctx, o.AccountID, self)
 	unknown := err != nil
 	if unknown && (strict || !errors.Is(err, ErrStateUnavailable)) {
 		return policy.Preview{}, err
 	}
-	p := policy.Check(s.cfg.Rules, o.policyOrder(), m.portfolio, m.quote, committed, s.now())
+	usage, err := s.usage(ctx, subject, agent, idemKey(subject, "place_order", o.IdempotencyKey))
+	if err != nil {
+		if strict || !errors.Is(err, ErrStateUnavailable) {
+			return policy.Preview{}, err
+		}
+		usage.Unknown = true
+	}
+	p := policy.Check(s.cfg.Rules, o.policyOrder(), m.portfolio, m.quote, committed, usage, s.now())
 	p.CommittedUnknown = unknown
+	p.PolicyVersion = s.policyVersion
 	return p, nil
 }
 
@@ -308,8 +336,11 @@ func (s *Service) reconcile(ctx context.Context, p principal.Principal, o OrderA
 	case !order.Matches(o.request(order.ClientOrderID)):
 		return Outcome{}, false, ErrKeyReused
 	}
-	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, "reconciled: the Trade service had accepted the order of an earlier attempt")
-	return orderOutcome(order), true, nil
+	prov := s.provenanceOf(ctx, order.ClientOrderID)
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order, prov, "reconciled: the Trade service had accepted the order of an earlier attempt")
+	out := orderOutcome(order)
+	out.Provenance = prov
+	return out, true, nil
 }
 
 // settle stores a reconciled outcome as the key's, if the record is still
@@ -335,7 +366,8 @@ func (s *Service) settle(ctx context.Context, key, digest string, ver int64, out
 // its size, for that reason (e.g. a confirmation the server cannot verify in
 // live trading). m, if not nil, is the market the caller's preview read;
 // the check under the claim reuses it instead of reading the backends again.
-func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string, m *market) (Outcome, error) {
+// prov is how the order came to be confirmed.
+func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string, m *market, prov *Provenance) (Outcome, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
 		return Outcome{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
@@ -373,11 +405,17 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	case err != nil || found:
 	case prev.State == idemSent:
 		// Sent before, never answered, not seen by the Trade service (yet):
-		// the same order again, unchecked; the client order id makes a late
-		// arrival of the first one and this one the same order.
-		out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew)
+		// the same order again, unchecked but for the kill switch; the client
+		// order id makes a late arrival of the first one and this one the
+		// same order.
+		if err = s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err == nil {
+			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
+				prov = first
+			}
+			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov)
+		}
 	default:
-		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m)
+		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m, prov)
 	}
 	switch {
 	case errors.Is(err, ErrClaimLost):
@@ -473,8 +511,12 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 	}
 }
 
-// decide runs the checks and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error, m *market) (Outcome, error) {
+// decide runs the kill switch and the checks, counts the order against
+// the day's limits, and either records a pending approval or executes.
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error, m *market, prov *Provenance) (Outcome, error) {
+	if err := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err != nil {
+		return Outcome{}, err
+	}
 	if m == nil {
 		fresh, err := s.fetch(ctx, o)
 		if err != nil {
@@ -484,7 +526,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 	}
 	// What other orders commit is re-read under the claim: it may have
 	// changed since the preview, and it must be known to place.
-	pre, err := s.evaluate(ctx, o, *m, approvalID(p.Subject, o.IdempotencyKey), true)
+	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, *m, approvalID(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -492,7 +534,13 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		return Outcome{Status: StatusRejected, Violations: pre.Violations,
 			Message: "the order was rejected by pre-trade checks and not placed; see violations"}, nil
 	}
-	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey}
+	if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), pre.EstimatedNotional); err != nil {
+		return Outcome{}, err
+	}
+	if prov == nil {
+		prov = s.provenance(ctx, p, ConfirmedByArgument, previewDigest(pre))
+	}
+	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Provenance: prov.fields()}
 	if approvalReason != "" {
 		pre.RequiresApproval = true
 		pre.ApprovalReasons = append(pre.ApprovalReasons, approvalReason)
@@ -500,7 +548,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 	if pre.RequiresApproval {
 		a := Approval{
 			ID: approvalID(p.Subject, o.IdempotencyKey), Status: ApprovalPending, Requester: p.Subject, RequesterClient: p.ClientID, Order: o, ArgsDigest: digest,
-			ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), Preview: &pre,
+			ClientOrderID: clientOrderID(p.Subject, o.IdempotencyKey), Preview: &pre, Provenance: prov,
 			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
 		}
 		entry.Action, entry.ApprovalID = "approval.requested", a.ID
@@ -539,25 +587,31 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		if err := s.index(ctx, a); err != nil {
 			return Outcome{}, err
 		}
-		return Outcome{Status: StatusPendingApproval, Approval: &a,
+		s.rememberEntered(ctx, o, a.ID)
+		return Outcome{Status: StatusPendingApproval, Approval: &a, Provenance: prov,
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
-	return s.send(ctx, p, o, digest, "", renew)
+	return s.send(ctx, p, o, digest, "", renew, prov)
 }
 
-// send journals the intent, renews the key's claim and sends the order.
-// An answer that never came is errOutcomeUnknown: the order may still land.
-func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error) (Outcome, error) {
-	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail}
+// send journals the intent and keeps the order's provenance, renews the
+// key's claim and sends the order. An answer that never came is
+// errOutcomeUnknown: the order may still land.
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error, prov *Provenance) (Outcome, error) {
+	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail, Provenance: prov.fields()}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
 		return Outcome{}, ErrNotRecorded
 	}
+	coid := clientOrderID(p.Subject, o.IdempotencyKey)
+	if err := s.keepProvenance(ctx, coid, prov); err != nil {
+		return Outcome{}, err
+	}
 	if err := renew(ctx); err != nil {
 		return Outcome{}, err
 	}
-	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(clientOrderID(p.Subject, o.IdempotencyKey)))
+	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(coid))
 	switch {
 	case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil
@@ -565,18 +619,23 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		s.log.WarnContext(ctx, "trade backend failed", "error", err)
 		return Outcome{}, errOutcomeUnknown
 	}
-	s.journalExecuted(ctx, p.Subject, o, digest, "", order.OrderID, order.Status)
-	return orderOutcome(order), nil
+	s.journalExecuted(ctx, p.Subject, o, digest, "", order, prov, order.Status)
+	s.rememberEntered(ctx, o, order.OrderID)
+	out := orderOutcome(order)
+	out.Provenance = prov
+	return out, nil
 }
 
 // journalExecuted records that the Trade service has the order, with its
-// state then (or how we learned of it) as detail.
-func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID, orderID, detail string) {
+// state then (or how we learned of it) as detail, and lists it for the
+// kill switch's cancel-all while it works.
+func (s *Service) journalExecuted(ctx context.Context, who string, o OrderArgs, digest, approvalID string, order backends.Order, prov *Provenance, detail string) {
 	if err := s.journal.RecordDone(ctx, JournalEntry{Action: "order.executed", Principal: who, AccountID: o.AccountID, ArgsDigest: digest,
-		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: orderID, Detail: detail}); err != nil {
+		IdempotencyKey: o.IdempotencyKey, ApprovalID: approvalID, OrderID: order.OrderID, Detail: detail, Provenance: prov.fields()}); err != nil {
 		// The intent was journaled before execution; this is the follow-up.
-		s.log.ErrorContext(ctx, "journal refused order.executed after execution", "order_id", orderID, "error", err)
+		s.log.ErrorContext(ctx, "journal refused order.executed after execution", "order_id", order.OrderID, "error", err)
 	}
+	s.indexOpen(ctx, order, prov)
 }
 
 // refresh brings a stored outcome up to date: an approval may have been
@@ -606,7 +665,7 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 			return out, nil
 		}
 		fresh := orderOutcome(o)
-		fresh.IdempotencyKey = out.IdempotencyKey
+		fresh.IdempotencyKey, fresh.Provenance = out.IdempotencyKey, out.Provenance
 		return fresh, nil
 	}
 	return out, nil

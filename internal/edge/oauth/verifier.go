@@ -403,6 +403,10 @@ func (v *Verifier) principal(c jwt.MapClaims) (principal.Principal, error) {
 			break
 		}
 	}
+	p.AuthorizedParty = str(c["azp"])
+	if act, ok := c["act"].(map[string]any); ok {
+		p.Actor = str(act["sub"])
+	}
 	p.Scopes = append(strings.Fields(str(c["scope"])), list(c["scp"])...)
 	for _, a := range list(c[v.opts.EntitlementsClaim]) {
 		if a == principal.AllAccounts || (len(a) <= 64 && accountPattern.MatchString(a)) {

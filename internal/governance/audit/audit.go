@@ -72,6 +72,8 @@ type Event struct {
 	// approval.requested, order.executed, ...) journaled by the trading
 	// service; empty on the one record per call.
 	Action string `json:"action,omitempty"`
+	// Provenance, on a step of an order, is how it came to be decided.
+	Provenance map[string]string `json:"provenance,omitempty"`
 	// Steps are the journaled steps that took effect during the call (an
 	// order the Trade service accepted): carried by the call's own record,
 	// so they cost no delivery of their own.

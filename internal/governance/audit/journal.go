@@ -22,6 +22,10 @@ type Step struct {
 	ApprovalID     string    `json:"approval_id,omitempty"`
 	OrderID        string    `json:"order_id,omitempty"`
 	Detail         string    `json:"detail,omitempty"`
+	// Provenance is how an order came to be decided (the agent, the
+	// confirmation, the policy version, the approver): see
+	// trading.Provenance.
+	Provenance map[string]string `json:"provenance,omitempty"`
 }
 
 // Journal is the audit trail's API for the trading service: steps that
@@ -78,7 +82,7 @@ func (j Journal) stepEvent(ctx context.Context, s Step) Event {
 		Time: s.Time, Action: s.Action, Principal: s.Principal, ArgsDigest: s.ArgsDigest,
 		Args: map[string]any{"account_id": s.AccountID}, Outcome: outcome.Recorded,
 		ApprovalID: s.ApprovalID, IdempotencyKey: s.IdempotencyKey, OrderID: s.OrderID,
-		RequestID: telemetry.RequestID(ctx),
+		RequestID: telemetry.RequestID(ctx), Provenance: s.Provenance,
 	}
 	if s.Detail != "" {
 		ev.Args["detail"] = s.Detail

@@ -18,7 +18,12 @@ type Principal struct {
 	Subject string
 	// ClientID is the OAuth client the token was issued to, if known.
 	ClientID string
-	Scopes   []string
+	// AuthorizedParty is the token's azp claim, and Actor the subject of
+	// its act claim (RFC 8693 delegation: who acts for Subject), when the
+	// token carries them: recorded in each order's provenance.
+	AuthorizedParty string
+	Actor           string
+	Scopes          []string
 	// Accounts the principal may see and trade; AllAccounts for all.
 	Accounts []string
 }

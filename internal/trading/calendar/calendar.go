@@ -211,6 +211,15 @@ func (c *Calendar) NextClose(t time.Time) time.Time {
 	panic("calendar: no session within a month")
 }
 
+// TradingDay is the session an instant counts towards, for limits that
+// reset each trading day: the session in progress, else the next one. The
+// day rolls over at the close (an early close included), so an order after
+// Friday's close, on the weekend or on a holiday counts towards the next
+// session, whatever the wall clock or the DST offset says.
+func (c *Calendar) TradingDay(t time.Time) Date {
+	return DateOf(c.NextClose(t), c.loc)
+}
+
 // WithinSession reports whether t falls in [open-before, close+after) of any
 // session: the window in which a service should be kept warm. before and
 // after must each be under 24 hours.

@@ -217,3 +217,34 @@ func TestParseLists(t *testing.T) {
 		t.Error("bad month accepted")
 	}
 }
+
+func TestTradingDay(t *testing.T) {
+	cal := nyse(t)
+	ny := cal.Location()
+	tests := []struct {
+		name string
+		at   time.Time
+		want string
+	}{
+		{"before the open counts towards that session", time.Date(2026, 11, 23, 8, 0, 0, 0, ny), "2026-11-23"},
+		{"in the session", time.Date(2026, 11, 23, 15, 59, 59, 0, ny), "2026-11-23"},
+		{"at the close rolls over", time.Date(2026, 11, 23, 16, 0, 0, 0, ny), "2026-11-24"},
+		{"after the close", time.Date(2026, 11, 23, 23, 0, 0, 0, ny), "2026-11-24"},
+		{"UTC midnight is still the New York evening", time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC), "2026-11-24"},
+		{"day before Thanksgiving after the close skips the holiday", time.Date(2026, 11, 25, 17, 0, 0, 0, ny), "2026-11-27"},
+		{"early close: in the short session", time.Date(2026, 11, 27, 12, 59, 0, 0, ny), "2026-11-27"},
+		{"early close: after 13:00 it is Monday's", time.Date(2026, 11, 27, 13, 0, 0, 0, ny), "2026-11-30"},
+		{"weekend", time.Date(2026, 11, 28, 12, 0, 0, 0, ny), "2026-11-30"},
+		{"DST start Sunday counts towards Monday", time.Date(2026, 3, 8, 3, 30, 0, 0, ny), "2026-03-09"},
+		{"DST start Monday in the session (EDT)", time.Date(2026, 3, 9, 13, 45, 0, 0, time.UTC), "2026-03-09"},
+		{"DST end Monday: 20:59 UTC is 15:59 EST, still the session", time.Date(2026, 11, 2, 20, 59, 0, 0, time.UTC), "2026-11-02"},
+		{"DST end Monday: 21:00 UTC is the close", time.Date(2026, 11, 2, 21, 0, 0, 0, time.UTC), "2026-11-03"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := cal.TradingDay(tt.at).String(); got != tt.want {
+				t.Errorf("TradingDay(%s) = %s, want %s", tt.at.In(ny), got, tt.want)
+			}
+		})
+	}
+}

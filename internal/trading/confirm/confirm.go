@@ -35,6 +35,9 @@ type Binding struct {
 	Principal string
 	Tool      string
 	Digest    string // of the canonical arguments, idempotency key included
+	// Warning is what else the user was told (a possible duplicate): an
+	// answer counts only for the same warning.
+	Warning string
 }
 
 // Signer issues and verifies states.
@@ -59,15 +62,20 @@ type payload struct {
 	Principal string `json:"p"`
 	Tool      string `json:"t"`
 	Digest    string `json:"d"`
+	Warning   string `json:"w,omitempty"`
+	Shown     string `json:"s,omitempty"`
 	Expires   int64  `json:"e"`
 	Nonce     string `json:"n"`
 }
 
-// Issue returns a signed state for b.
-func (s *Signer) Issue(b Binding) (string, error) {
+// Issue returns a signed state for b. shown names what the user is shown
+// (a digest of the pre-trade check); Verify returns it, so the record of
+// the order can say what exactly the user confirmed.
+func (s *Signer) Issue(b Binding, shown string) (string, error) {
 	var n [16]byte
 	rand.Read(n[:])
-	p := payload{Principal: b.Principal, Tool: b.Tool, Digest: b.Digest, Expires: s.now().Add(s.ttl).Unix(), Nonce: hex.EncodeToString(n[:])}
+	p := payload{Principal: b.Principal, Tool: b.Tool, Digest: b.Digest, Warning: b.Warning, Shown: shown,
+		Expires: s.now().Add(s.ttl).Unix(), Nonce: hex.EncodeToString(n[:])}
 	body, err := json.Marshal(p)
 	if err != nil {
 		return "", fmt.Errorf("encode state: %w", err)
@@ -80,43 +88,44 @@ func (s *Signer) Issue(b Binding) (string, error) {
 }
 
 // Verify checks state against b and consumes it: a second Verify of the same
-// state fails with ErrReplayed, on any replica sharing the store.
-func (s *Signer) Verify(ctx context.Context, state string, b Binding) error {
+// state fails with ErrReplayed, on any replica sharing the store. It
+// returns what the user was shown, as given to Issue.
+func (s *Signer) Verify(ctx context.Context, state string, b Binding) (shown string, err error) {
 	bodyB64, macB64, ok := strings.Cut(state, ".")
 	if !ok || len(state) > 2048 {
-		return ErrInvalid
+		return "", ErrInvalid
 	}
 	body, err1 := base64.RawURLEncoding.DecodeString(bodyB64)
 	mac, err2 := base64.RawURLEncoding.DecodeString(macB64)
 	if err1 != nil || err2 != nil {
-		return ErrInvalid
+		return "", ErrInvalid
 	}
 	want, err := s.mac(body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !hmac.Equal(mac, want) {
-		return ErrInvalid
+		return "", ErrInvalid
 	}
 	var p payload
 	if err := json.Unmarshal(body, &p); err != nil {
-		return ErrInvalid
+		return "", ErrInvalid
 	}
-	if p.Principal != b.Principal || p.Tool != b.Tool || p.Digest != b.Digest {
-		return ErrInvalid
+	if p.Principal != b.Principal || p.Tool != b.Tool || p.Digest != b.Digest || p.Warning != b.Warning {
+		return "", ErrInvalid
 	}
 	exp := time.Unix(p.Expires, 0)
 	if !s.now().Before(exp) {
-		return ErrExpired
+		return "", ErrExpired
 	}
 	// Keep the nonce until the state would have expired anyway.
 	if err := s.store.Create(ctx, "confirm-nonce:"+p.Nonce, nil, exp.Sub(s.now())+time.Second); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return ErrReplayed
+			return "", ErrReplayed
 		}
-		return fmt.Errorf("record confirmation nonce: %w", err)
+		return "", fmt.Errorf("record confirmation nonce: %w", err)
 	}
-	return nil
+	return p.Shown, nil
 }
 
 func (s *Signer) mac(body []byte) ([]byte, error) {

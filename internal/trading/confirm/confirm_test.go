@@ -21,7 +21,7 @@ func TestStateLifecycle(t *testing.T) {
 	b := confirm.Binding{Principal: "alice", Tool: "place_order", Digest: "abc"}
 
 	issue := func() string {
-		state, err := s.Issue(b)
+		state, err := s.Issue(b, "preview-1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -29,10 +29,10 @@ func TestStateLifecycle(t *testing.T) {
 	}
 
 	state := issue()
-	if err := s.Verify(t.Context(), state, b); err != nil {
-		t.Fatalf("fresh state: %v", err)
+	if shown, err := s.Verify(t.Context(), state, b); err != nil || shown != "preview-1" {
+		t.Fatalf("fresh state: shown %q, %v", shown, err)
 	}
-	if err := s.Verify(t.Context(), state, b); !errors.Is(err, confirm.ErrReplayed) {
+	if _, err := s.Verify(t.Context(), state, b); !errors.Is(err, confirm.ErrReplayed) {
 		t.Fatalf("replay: %v, want ErrReplayed", err)
 	}
 
@@ -48,16 +48,17 @@ func TestStateLifecycle(t *testing.T) {
 		b     confirm.Binding
 		want  error
 	}{
-		{"other principal", issue(), confirm.Binding{"mallory", "place_order", "abc"}, confirm.ErrInvalid},
-		{"other tool", issue(), confirm.Binding{"alice", "cancel_order", "abc"}, confirm.ErrInvalid},
-		{"other arguments", issue(), confirm.Binding{"alice", "place_order", "abd"}, confirm.ErrInvalid},
-		{"tampered payload", tampered(issue()), confirm.Binding{"alice", "place_order", "abd"}, confirm.ErrInvalid},
+		{"other principal", issue(), confirm.Binding{Principal: "mallory", Tool: "place_order", Digest: "abc"}, confirm.ErrInvalid},
+		{"other tool", issue(), confirm.Binding{Principal: "alice", Tool: "cancel_order", Digest: "abc"}, confirm.ErrInvalid},
+		{"other arguments", issue(), confirm.Binding{Principal: "alice", Tool: "place_order", Digest: "abd"}, confirm.ErrInvalid},
+		{"a warning the user was not shown", issue(), confirm.Binding{Principal: "alice", Tool: "place_order", Digest: "abc", Warning: "possible duplicate"}, confirm.ErrInvalid},
+		{"tampered payload", tampered(issue()), confirm.Binding{Principal: "alice", Tool: "place_order", Digest: "abd"}, confirm.ErrInvalid},
 		{"garbage", "not-a-state", b, confirm.ErrInvalid},
 		{"truncated mac", issue()[:40], b, confirm.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := s.Verify(t.Context(), tt.state, tt.b); !errors.Is(err, tt.want) {
+			if _, err := s.Verify(t.Context(), tt.state, tt.b); !errors.Is(err, tt.want) {
 				t.Fatalf("Verify = %v, want %v", err, tt.want)
 			}
 		})
@@ -65,19 +66,19 @@ func TestStateLifecycle(t *testing.T) {
 
 	// Signed with another key (or a rotated one): invalid.
 	other := confirm.NewSigner(func() ([]byte, error) { return bytes.Repeat([]byte("o"), 32), nil }, st, 5*time.Minute, clock)
-	foreign, _ := other.Issue(b)
-	if err := s.Verify(t.Context(), foreign, b); !errors.Is(err, confirm.ErrInvalid) {
+	foreign, _ := other.Issue(b, "")
+	if _, err := s.Verify(t.Context(), foreign, b); !errors.Is(err, confirm.ErrInvalid) {
 		t.Fatalf("foreign key: %v", err)
 	}
 
 	old := issue()
 	now = now.Add(5 * time.Minute)
-	if err := s.Verify(t.Context(), old, b); !errors.Is(err, confirm.ErrExpired) {
+	if _, err := s.Verify(t.Context(), old, b); !errors.Is(err, confirm.ErrExpired) {
 		t.Fatalf("expired: %v", err)
 	}
 
 	short := confirm.NewSigner(func() ([]byte, error) { return []byte("short"), nil }, st, time.Minute, clock)
-	if _, err := short.Issue(b); err == nil {
+	if _, err := short.Issue(b, ""); err == nil {
 		t.Fatal("a short key must be refused")
 	}
 }

@@ -5,6 +5,9 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -25,7 +28,52 @@ type Rules struct {
 	SymbolDeny         []string
 	EnforceMarketHours bool
 	Calendar           *calendar.Calendar
+	// Collar is the price collar (fat-finger check) as a fraction of the
+	// last price: a buy limit above last*(1+Collar), a sell limit below
+	// last*(1-Collar), or a market order whose side of the quote is outside
+	// that band is refused, and market buys are sized at the band's top.
+	// 0 turns the check off.
+	Collar float64
+	// Daily caps what one principal (the human) and one agent (the OAuth
+	// client) may place per trading day, across all replicas.
+	Daily DailyLimits
 }
+
+// DailyLimits are per-trading-day budgets; a zero field is no limit.
+type DailyLimits struct {
+	PrincipalOrders   int
+	PrincipalNotional float64
+	AgentOrders       int
+	AgentNotional     float64
+}
+
+func (d DailyLimits) set() bool {
+	return d.PrincipalOrders > 0 || d.PrincipalNotional > 0 || d.AgentOrders > 0 || d.AgentNotional > 0
+}
+
+// Version names the rule set: a digest of every setting that can change a
+// decision (calendar holidays included), recorded with each order so an
+// auditor can tell which policy allowed it.
+func (r Rules) Version() string {
+	canon := struct {
+		Mode                                            string
+		MaxOrderNotional, ApprovalNotional, MaxPosition float64
+		Allow, Deny                                     []string
+		MarketHours                                     bool
+		Holidays                                        []calendar.Date
+		Collar                                          float64
+		Daily                                           DailyLimits
+	}{r.Mode, r.MaxOrderNotional, r.ApprovalNotional, r.MaxPositionWeight, sorted(upper(r.SymbolAllow)), sorted(upper(r.SymbolDeny)),
+		r.EnforceMarketHours, nil, r.Collar, r.Daily}
+	if r.Calendar != nil {
+		canon.Holidays = r.Calendar.Holidays()
+	}
+	b, _ := json.Marshal(canon) // plain data: cannot fail
+	sum := sha256.Sum256(b)
+	return "rules-" + hex.EncodeToString(sum[:6])
+}
+
+func sorted(ss []string) []string { slices.Sort(ss); return ss }
 
 // Order is a proposed order.
 type Order struct {
@@ -46,35 +94,76 @@ type Committed struct {
 	Shares map[string]float64 // by upper-case ticker
 }
 
+// Usage is what a principal and an agent have placed so far on the trading
+// day, from the shared state store.
+type Usage struct {
+	Day       string // the trading day, YYYY-MM-DD in the exchange's zone
+	Principal Used
+	Agent     Used
+	// Unknown: the store could not say (a preview goes on without it).
+	Unknown bool
+}
+
+// Used is one budget's consumption.
+type Used struct {
+	Orders   int
+	Notional float64
+}
+
+// DailyBudget is the preview's view of the daily limits.
+type DailyBudget struct {
+	TradingDay string  `json:"trading_day" jsonschema:"the exchange trading day the order counts towards (it rolls over at the close)"`
+	Principal  *Budget `json:"principal,omitempty" jsonschema:"the human user's budget"`
+	Agent      *Budget `json:"agent,omitempty" jsonschema:"this agent's (OAuth client's) budget"`
+	Unknown    bool    `json:"unknown,omitempty" jsonschema:"true if usage could not be read (state store unavailable); placing would fail until it is back"`
+}
+
+// Budget is one daily limit: used before this order, the limit, and what
+// remains before it.
+type Budget struct {
+	OrdersUsed        int     `json:"orders_used"`
+	OrdersLimit       int     `json:"orders_limit,omitempty" jsonschema:"0: no limit"`
+	OrdersRemaining   int     `json:"orders_remaining,omitempty"`
+	NotionalUsed      float64 `json:"notional_used"`
+	NotionalLimit     float64 `json:"notional_limit,omitempty" jsonschema:"0: no limit"`
+	NotionalRemaining float64 `json:"notional_remaining,omitempty"`
+}
+
 // Preview is the outcome of the pre-trade check.
 type Preview struct {
-	AccountID                string   `json:"account_id"`
-	Ticker                   string   `json:"ticker"`
-	Side                     string   `json:"side"`
-	Quantity                 float64  `json:"quantity"`
-	EstimatedPrice           float64  `json:"estimated_price" jsonschema:"expected fill price: the ask for buys, the bid for sells, or the limit if worse"`
-	EstimatedNotional        float64  `json:"estimated_notional" jsonschema:"quantity times estimated price, base currency"`
-	CurrentWeight            float64  `json:"current_weight" jsonschema:"position's share of account value now, 0..1"`
-	PostTradeWeight          float64  `json:"post_trade_weight" jsonschema:"position's share of account value after the order, 0..1"`
-	PostTradeMaxWeight       float64  `json:"post_trade_max_concentration" jsonschema:"largest single-position weight after the order"`
-	BuyingPower              float64  `json:"buying_power" jsonschema:"cash available before the order: the account's cash less committed_cash"`
-	CommittedCash            float64  `json:"committed_cash,omitempty" jsonschema:"cash held for the account's buy orders awaiting approval"`
-	CommittedShares          float64  `json:"committed_shares,omitempty" jsonschema:"shares of this ticker held for the account's sell orders awaiting approval"`
-	CommittedUnknown         bool     `json:"committed_unknown,omitempty" jsonschema:"true if orders awaiting approval could not be counted (state store unavailable): buying_power may be overstated, and placing the order would fail until it is back"`
-	BuyingPowerAfter         float64  `json:"buying_power_after" jsonschema:"cash after the order at the estimated price"`
-	MarketOpen               bool     `json:"market_open"`
-	MarketStatus             string   `json:"market_status" jsonschema:"the session now, or when it next opens"`
-	Mode                     string   `json:"mode" jsonschema:"paper or live"`
-	Allowed                  bool     `json:"allowed" jsonschema:"true if no rule blocks the order"`
-	Violations               []string `json:"violations,omitempty" jsonschema:"rules that block the order; fix these before placing it"`
-	RequiresApproval         bool     `json:"requires_approval" jsonschema:"true if a human approver must release the order"`
-	ApprovalReasons          []string `json:"approval_reasons,omitempty"`
-	RequiresUserConfirmation bool     `json:"requires_user_confirmation" jsonschema:"place_order always asks the agent's user to confirm"`
+	AccountID                string       `json:"account_id"`
+	Ticker                   string       `json:"ticker"`
+	Side                     string       `json:"side"`
+	Quantity                 float64      `json:"quantity"`
+	EstimatedPrice           float64      `json:"estimated_price" jsonschema:"expected fill price: the ask for buys, the bid for sells, or the limit if worse"`
+	EstimatedNotional        float64      `json:"estimated_notional" jsonschema:"quantity times estimated price, base currency"`
+	CurrentWeight            float64      `json:"current_weight" jsonschema:"position's share of account value now, 0..1"`
+	PostTradeWeight          float64      `json:"post_trade_weight" jsonschema:"position's share of account value after the order, 0..1"`
+	PostTradeMaxWeight       float64      `json:"post_trade_max_concentration" jsonschema:"largest single-position weight after the order"`
+	BuyingPower              float64      `json:"buying_power" jsonschema:"cash available before the order: the account's cash less committed_cash"`
+	CommittedCash            float64      `json:"committed_cash,omitempty" jsonschema:"cash held for the account's buy orders awaiting approval"`
+	CommittedShares          float64      `json:"committed_shares,omitempty" jsonschema:"shares of this ticker held for the account's sell orders awaiting approval"`
+	CommittedUnknown         bool         `json:"committed_unknown,omitempty" jsonschema:"true if orders awaiting approval could not be counted (state store unavailable): buying_power may be overstated, and placing the order would fail until it is back"`
+	BuyingPowerAfter         float64      `json:"buying_power_after" jsonschema:"cash after the order at the estimated price"`
+	ReferencePrice           float64      `json:"reference_price,omitempty" jsonschema:"last price the price collar is centred on"`
+	PriceBandLow             float64      `json:"price_band_low,omitempty" jsonschema:"lowest sell limit the price collar accepts"`
+	PriceBandHigh            float64      `json:"price_band_high,omitempty" jsonschema:"highest buy limit the price collar accepts; market buys are sized at it"`
+	DailyLimits              *DailyBudget `json:"daily_limits,omitempty" jsonschema:"today's order-count and gross-notional budgets, before this order"`
+	PolicyVersion            string       `json:"policy_version,omitempty" jsonschema:"the pre-trade rule set that made this decision"`
+	MarketOpen               bool         `json:"market_open"`
+	MarketStatus             string       `json:"market_status" jsonschema:"the session now, or when it next opens"`
+	Mode                     string       `json:"mode" jsonschema:"paper or live"`
+	Allowed                  bool         `json:"allowed" jsonschema:"true if no rule blocks the order"`
+	Violations               []string     `json:"violations,omitempty" jsonschema:"rules that block the order; fix these before placing it"`
+	RequiresApproval         bool         `json:"requires_approval" jsonschema:"true if a human approver must release the order"`
+	ApprovalReasons          []string     `json:"approval_reasons,omitempty"`
+	RequiresUserConfirmation bool         `json:"requires_user_confirmation" jsonschema:"place_order always asks the agent's user to confirm"`
 }
 
 // Check runs every rule, with what orders awaiting approval hold (c)
-// counted as spent.
-func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c Committed, now time.Time) Preview {
+// counted as spent and what was placed today (u) counted against the daily
+// limits.
+func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c Committed, u Usage, now time.Time) Preview {
 	ticker := strings.ToUpper(q.Ticker)
 	cash := pv.Cash - c.Cash
 	p := Preview{
@@ -95,6 +184,17 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 	}
 	if o.Type == backends.OrderLimit && o.LimitPrice > price {
 		price = o.LimitPrice
+	}
+	// The collar: a limit far from the last price is a fat finger, and a
+	// market buy may fill anywhere up to the band's top, so it is sized
+	// there.
+	var lo, hi float64
+	if r.Collar > 0 && q.Price > 0 {
+		lo, hi = round2(q.Price*(1-r.Collar)), round2(q.Price*(1+r.Collar))
+		p.ReferencePrice, p.PriceBandLow, p.PriceBandHigh = q.Price, lo, hi
+		if o.Type == backends.OrderMarket && o.Side == backends.SideBuy && hi > price {
+			price = hi
+		}
 	}
 	p.EstimatedPrice = round2(price)
 	p.EstimatedNotional = round2(price * o.Quantity)
@@ -130,6 +230,22 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 		violate("%s is on the restricted list and cannot be traded", ticker)
 	case len(r.SymbolAllow) > 0 && !slices.Contains(upper(r.SymbolAllow), ticker):
 		violate("%s is not on the list of tradable symbols", ticker)
+	}
+	switch pct := r.Collar * 100; {
+	case r.Collar <= 0:
+	case q.Price <= 0:
+		violate("%s has no last price to check the order against the price collar; try again when it trades", ticker)
+	case o.Type == backends.OrderLimit && o.Side == backends.SideBuy && o.LimitPrice > hi:
+		violate("buy limit %.2f is more than %g%% above the last price %.2f (collar %.2f to %.2f): check the price", o.LimitPrice, pct, q.Price, lo, hi)
+	case o.Type == backends.OrderLimit && o.Side == backends.SideSell && o.LimitPrice < lo:
+		violate("sell limit %.2f is more than %g%% below the last price %.2f (collar %.2f to %.2f): check the price", o.LimitPrice, pct, q.Price, lo, hi)
+	case o.Type == backends.OrderMarket && o.Side == backends.SideBuy && q.Ask > hi:
+		violate("the ask %.2f is more than %g%% above the last price %.2f: the market is outside the price collar, use a limit order", q.Ask, pct, q.Price)
+	case o.Type == backends.OrderMarket && o.Side == backends.SideSell && q.Bid < lo:
+		violate("the bid %.2f is more than %g%% below the last price %.2f: the market is outside the price collar, use a limit order", q.Bid, pct, q.Price)
+	}
+	if r.Daily.set() {
+		p.DailyLimits = daily(r.Daily, u, p.EstimatedNotional, violate)
 	}
 	if o.Quantity != math.Trunc(o.Quantity) || o.Quantity < 1 {
 		violate("quantity must be a whole number of shares, at least 1")
@@ -178,6 +294,34 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 	}
 	p.Allowed = len(p.Violations) == 0
 	return p
+}
+
+// daily reports the day's budgets before the order and refuses an order
+// that would exceed one.
+func daily(l DailyLimits, u Usage, notional float64, violate func(string, ...any)) *DailyBudget {
+	d := &DailyBudget{TradingDay: u.Day, Unknown: u.Unknown}
+	budget := func(who string, used Used, orders int, limit float64) *Budget {
+		if orders <= 0 && limit <= 0 {
+			return nil
+		}
+		b := &Budget{OrdersUsed: used.Orders, OrdersLimit: orders, NotionalUsed: round2(used.Notional), NotionalLimit: limit}
+		if orders > 0 {
+			b.OrdersRemaining = max(0, orders-used.Orders)
+			if used.Orders+1 > orders {
+				violate("%s daily order limit of %d for trading day %s is used up", who, orders, u.Day)
+			}
+		}
+		if limit > 0 {
+			b.NotionalRemaining = round2(max(0, limit-used.Notional))
+			if used.Notional+notional > limit {
+				violate("estimated notional %.2f exceeds %s remaining daily notional of %.2f (limit %.2f) for trading day %s", notional, who, b.NotionalRemaining, limit, u.Day)
+			}
+		}
+		return b
+	}
+	d.Principal = budget("your", u.Principal, l.PrincipalOrders, l.PrincipalNotional)
+	d.Agent = budget("this agent's", u.Agent, l.AgentOrders, l.AgentNotional)
+	return d
 }
 
 func upper(ss []string) []string {

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestCheck(t *testing.T) {
 			if tt.rules != nil {
 				tt.rules(&r)
 			}
-			p := policy.Check(r, tt.o, pv, tt.q, policy.Committed{}, tt.now)
+			p := policy.Check(r, tt.o, pv, tt.q, policy.Committed{}, policy.Usage{}, tt.now)
 			if tt.wantViolation == "" && !p.Allowed {
 				t.Errorf("blocked: %v", p.Violations)
 			}
@@ -78,7 +79,7 @@ func TestCheck(t *testing.T) {
 		})
 	}
 
-	p := policy.Check(rules, policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 10}, pv, quote("AAPL", 200), policy.Committed{}, open)
+	p := policy.Check(rules, policy.Order{Ticker: "AAPL", Side: "buy", Type: "market", Quantity: 10}, pv, quote("AAPL", 200), policy.Committed{}, policy.Usage{}, open)
 	if p.EstimatedPrice != 200.05 || p.EstimatedNotional != 2000.5 || p.CurrentWeight != 0.2 || p.PostTradeWeight != 0.220005 ||
 		p.BuyingPowerAfter != 27999.5 || p.PostTradeMaxWeight != 0.5 || !p.MarketOpen {
 		t.Errorf("estimates: %+v", p)
@@ -108,7 +109,7 @@ func TestCheckCommitted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := policy.Check(rules, tt.o, pv, tt.q, tt.c, time.Time{})
+			p := policy.Check(rules, tt.o, pv, tt.q, tt.c, policy.Usage{}, time.Time{})
 			got := strings.Join(p.Violations, "; ")
 			if (tt.wantViolation == "") != p.Allowed || !strings.Contains(got, tt.wantViolation) {
 				t.Errorf("violations %q, want %q", got, tt.wantViolation)
@@ -117,5 +118,135 @@ func TestCheckCommitted(t *testing.T) {
 				t.Errorf("buying power %.2f (committed %.2f), want %.2f", p.BuyingPower, p.CommittedCash, tt.wantPower)
 			}
 		})
+	}
+}
+
+// TestCollar: the price collar refuses limits far from the last price on
+// the side that hurts (buy above, sell below), at the band's edge
+// inclusive, and sizes a market buy at the band's top.
+func TestCollar(t *testing.T) {
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e9, ApprovalNotional: 1e9, MaxPositionWeight: 1, Collar: 0.05}
+	pv := backends.PortfolioValuation{Cash: 1e6, TotalValue: 2e6,
+		Holdings: []backends.Holding{{Ticker: "AAPL", Quantity: 1000, Price: 200, MarketValue: 200_000}}}
+	q := backends.Quote{Ticker: "AAPL", Price: 200, Bid: 199.9, Ask: 200.1}
+	limit := func(side string, px float64) policy.Order {
+		return policy.Order{Ticker: "AAPL", Side: side, Type: "limit", Quantity: 10, LimitPrice: px}
+	}
+	market := func(side string) policy.Order {
+		return policy.Order{Ticker: "AAPL", Side: side, Type: "market", Quantity: 10}
+	}
+	tests := []struct {
+		name          string
+		o             policy.Order
+		q             backends.Quote
+		wantViolation string
+		wantPrice     float64
+	}{
+		{"buy limit inside", limit("buy", 205), q, "", 205},
+		{"buy limit at the top of the band", limit("buy", 210), q, "", 210},
+		{"buy limit a cent above the band", limit("buy", 210.01), q, "more than 5% above the last price 200.00 (collar 190.00 to 210.00)", 210.01},
+		{"buy limit far below is not a fat finger", limit("buy", 10), q, "", 200.1},
+		{"sell limit inside", limit("sell", 195), q, "", 199.9},
+		{"sell limit at the bottom of the band", limit("sell", 190), q, "", 199.9},
+		{"sell limit a cent below the band", limit("sell", 189.99), q, "more than 5% below the last price", 199.9},
+		{"sell limit far above is not a fat finger", limit("sell", 900), q, "", 900},
+		{"market buy is sized at the band's top", market("buy"), q, "", 210},
+		{"market sell is sized at the bid", market("sell"), q, "", 199.9},
+		{"market buy with the ask outside the band", market("buy"), backends.Quote{Ticker: "AAPL", Price: 200, Bid: 199, Ask: 211}, "the market is outside the price collar", 211},
+		{"market sell with the bid outside the band", market("sell"), backends.Quote{Ticker: "AAPL", Price: 200, Bid: 189, Ask: 201}, "the market is outside the price collar", 189},
+		{"no last price", market("buy"), backends.Quote{Ticker: "AAPL", Bid: 199, Ask: 201}, "no last price", 201},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := policy.Check(rules, tt.o, pv, tt.q, policy.Committed{}, policy.Usage{}, time.Time{})
+			got := strings.Join(p.Violations, "; ")
+			if (tt.wantViolation == "") != p.Allowed || !strings.Contains(got, tt.wantViolation) {
+				t.Errorf("violations %q, want %q", got, tt.wantViolation)
+			}
+			if p.EstimatedPrice != tt.wantPrice {
+				t.Errorf("estimated price %.2f, want %.2f", p.EstimatedPrice, tt.wantPrice)
+			}
+			if tt.q.Price > 0 && (p.ReferencePrice != 200 || p.PriceBandLow != 190 || p.PriceBandHigh != 210) {
+				t.Errorf("band: reference %.2f, %.2f to %.2f", p.ReferencePrice, p.PriceBandLow, p.PriceBandHigh)
+			}
+		})
+	}
+	off := rules
+	off.Collar = 0
+	if p := policy.Check(off, limit("buy", 1000), pv, q, policy.Committed{}, policy.Usage{}, time.Time{}); !p.Allowed || p.PriceBandHigh != 0 {
+		t.Errorf("collar off: %v, band %.2f", p.Violations, p.PriceBandHigh)
+	}
+}
+
+// TestDailyLimits: the budgets before the order are shown, and an order
+// that would pass a count or a notional limit, for the principal or the
+// agent, is refused.
+func TestDailyLimits(t *testing.T) {
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e9, ApprovalNotional: 1e9, MaxPositionWeight: 1,
+		Daily: policy.DailyLimits{PrincipalOrders: 10, PrincipalNotional: 100_000, AgentOrders: 5, AgentNotional: 50_000}}
+	pv := backends.PortfolioValuation{Cash: 1e6, TotalValue: 1e6}
+	q := backends.Quote{Ticker: "KO", Price: 100, Bid: 100, Ask: 100}
+	order := func(qty float64) policy.Order {
+		return policy.Order{Ticker: "KO", Side: "buy", Type: "market", Quantity: qty}
+	}
+	tests := []struct {
+		name          string
+		qty           float64
+		u             policy.Usage
+		wantViolation string
+	}{
+		{"fresh day", 10, policy.Usage{Day: "2026-11-30"}, ""},
+		{"last order of the agent's count", 10, policy.Usage{Day: "2026-11-30", Principal: policy.Used{Orders: 4}, Agent: policy.Used{Orders: 4}}, ""},
+		{"agent's count used up", 10, policy.Usage{Day: "2026-11-30", Principal: policy.Used{Orders: 5}, Agent: policy.Used{Orders: 5}}, "this agent's daily order limit of 5 for trading day 2026-11-30 is used up"},
+		{"principal's count used up by other agents", 10, policy.Usage{Day: "2026-11-30", Principal: policy.Used{Orders: 10}}, "your daily order limit of 10"},
+		{"notional exactly to the agent's limit", 100, policy.Usage{Day: "2026-11-30", Agent: policy.Used{Notional: 40_000}}, ""},
+		{"notional a share over the agent's limit", 101, policy.Usage{Day: "2026-11-30", Agent: policy.Used{Notional: 40_000}}, "exceeds this agent's remaining daily notional of 10000.00 (limit 50000.00)"},
+		{"notional over the principal's limit", 100, policy.Usage{Day: "2026-11-30", Principal: policy.Used{Notional: 95_000}}, "exceeds your remaining daily notional of 5000.00"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := policy.Check(rules, order(tt.qty), pv, q, policy.Committed{}, tt.u, time.Time{})
+			got := strings.Join(p.Violations, "; ")
+			if (tt.wantViolation == "") != p.Allowed || !strings.Contains(got, tt.wantViolation) {
+				t.Errorf("violations %q, want %q", got, tt.wantViolation)
+			}
+			d := p.DailyLimits
+			if d == nil || d.TradingDay != tt.u.Day || d.Principal == nil || d.Agent == nil {
+				t.Fatalf("daily limits %+v", d)
+			}
+			if d.Agent.OrdersRemaining != max(0, 5-tt.u.Agent.Orders) || d.Agent.NotionalRemaining != max(0, 50_000-tt.u.Agent.Notional) ||
+				d.Principal.OrdersUsed != tt.u.Principal.Orders {
+				t.Errorf("budgets: principal %+v agent %+v", *d.Principal, *d.Agent)
+			}
+		})
+	}
+	none := rules
+	none.Daily = policy.DailyLimits{}
+	if p := policy.Check(none, order(1), pv, q, policy.Committed{}, policy.Usage{}, time.Time{}); p.DailyLimits != nil {
+		t.Errorf("no limits configured, yet a budget: %+v", p.DailyLimits)
+	}
+}
+
+// TestVersion: the rule-set version moves with every setting that decides,
+// and not with the order of a list.
+func TestVersion(t *testing.T) {
+	base := policy.Rules{Mode: "paper", MaxOrderNotional: 1000, SymbolDeny: []string{"a", "b"}}
+	same := base
+	same.SymbolDeny = []string{"B", "A"}
+	if base.Version() != same.Version() {
+		t.Error("list order changed the version")
+	}
+	for name, change := range map[string]func(*policy.Rules){
+		"collar":    func(r *policy.Rules) { r.Collar = 0.1 },
+		"daily":     func(r *policy.Rules) { r.Daily.AgentOrders = 1 },
+		"notional":  func(r *policy.Rules) { r.MaxOrderNotional = 1001 },
+		"deny list": func(r *policy.Rules) { r.SymbolDeny = []string{"a"} },
+	} {
+		r := base
+		r.SymbolDeny = slices.Clone(base.SymbolDeny)
+		change(&r)
+		if r.Version() == base.Version() {
+			t.Errorf("%s did not change the version", name)
+		}
 	}
 }

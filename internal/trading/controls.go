@@ -1,0 +1,446 @@
+package trading
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+// The market-access controls around the pre-trade policy: the kill switch
+// (package halt), daily limits per principal and per agent, duplicate-order
+// detection across idempotency keys, and each order's decision provenance.
+
+// How the user's consent to an order reached the server (Provenance).
+const (
+	ConfirmedByInputRequest = "input_request"    // the server asked the user; the answer is signed and verified
+	ConfirmedByArgument     = "confirm_argument" // the client says the user confirmed; the server cannot check it
+	ConfirmedBefore         = "resend"           // an unanswered send, confirmed before it first went out
+)
+
+// Provenance is how an order came to be decided: who asked (the human and
+// the agent, and the token's delegation claims), how the user confirmed and
+// what they were shown, which rule set allowed it and who approved it. It
+// is kept with the order, returned by get_order_status and journaled.
+type Provenance struct {
+	Subject         string `json:"subject" jsonschema:"the human the order was placed for (the token's subject)"`
+	Agent           string `json:"agent,omitempty" jsonschema:"OAuth client id of the agent that placed it"`
+	AuthorizedParty string `json:"azp,omitempty" jsonschema:"the token's azp claim"`
+	Actor           string `json:"actor,omitempty" jsonschema:"subject of the token's act claim: who acted for the user (delegation)"`
+	TraceID         string `json:"trace_id,omitempty" jsonschema:"the trace of the call that placed it"`
+	Confirmation    string `json:"confirmation" jsonschema:"input_request (the server asked the user and verified the answer), confirm_argument (the client's word) or resend (an unanswered send, confirmed before)"`
+	PreviewDigest   string `json:"preview_digest,omitempty" jsonschema:"digest of the pre-trade check the user was shown (input_request) or the order was placed on"`
+	// DuplicateOf is the earlier order this one was confirmed not to be a
+	// duplicate of.
+	DuplicateOf    string     `json:"duplicate_acknowledged,omitempty" jsonschema:"the earlier, identical order the user confirmed this one is not a duplicate of"`
+	PolicyVersion  string     `json:"policy_version" jsonschema:"the pre-trade rule set that allowed it"`
+	EnteredAt      time.Time  `json:"entered_at"`
+	ApprovedBy     string     `json:"approved_by,omitempty"`
+	ApprovalReason string     `json:"approval_reason,omitempty"`
+	DecidedAt      *time.Time `json:"decided_at,omitempty"`
+}
+
+// provenance starts an order's provenance from the caller's token and the
+// call's trace.
+func (s *Service) provenance(ctx context.Context, p principal.Principal, confirmation, previewDigest string) *Provenance {
+	prov := &Provenance{Subject: p.Subject, Agent: p.ClientID, AuthorizedParty: p.AuthorizedParty, Actor: p.Actor,
+		Confirmation: confirmation, PreviewDigest: previewDigest, PolicyVersion: s.policyVersion, EnteredAt: s.now().UTC()}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		prov.TraceID = sc.TraceID().String()
+	}
+	return prov
+}
+
+// withApproval adds an approval's decision to its order's provenance.
+func (a Approval) provenance() *Provenance {
+	if a.Provenance == nil {
+		return nil
+	}
+	prov := *a.Provenance
+	prov.ApprovedBy, prov.ApprovalReason, prov.DecidedAt = a.DecidedBy, a.Reason, a.DecidedAt
+	return &prov
+}
+
+// fields is the provenance as the audit trail records it.
+func (p *Provenance) fields() map[string]string {
+	if p == nil {
+		return nil
+	}
+	m := map[string]string{"subject": p.Subject, "agent": p.Agent, "azp": p.AuthorizedParty, "actor": p.Actor, "trace_id": p.TraceID,
+		"confirmation": p.Confirmation, "preview_digest": p.PreviewDigest, "duplicate_acknowledged": p.DuplicateOf,
+		"policy_version": p.PolicyVersion, "approved_by": p.ApprovedBy, "approval_reason": p.ApprovalReason}
+	maps.DeleteFunc(m, func(_, v string) bool { return v == "" })
+	return m
+}
+
+// previewDigest names a pre-trade check, for the provenance of the order
+// placed on it.
+func previewDigest(p policy.Preview) string {
+	b, _ := json.Marshal(p) // plain data: cannot fail
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:12])
+}
+
+// provenanceKey keeps an order's provenance by its client order id, written
+// before the order is sent, so an order found again after a crash still
+// has it.
+func provenanceKey(clientOrderID string) string { return "provenance:" + clientOrderID }
+
+func (s *Service) keepProvenance(ctx context.Context, clientOrderID string, prov *Provenance) error {
+	if prov == nil {
+		return nil
+	}
+	raw, err := json.Marshal(prov)
+	if err != nil {
+		return err
+	}
+	err = s.st.Create(ctx, provenanceKey(clientOrderID), raw, s.cfg.IdempotencyTTL)
+	if errors.Is(err, store.ErrConflict) {
+		err = forceJSON(ctx, s.st, provenanceKey(clientOrderID), prov, s.cfg.IdempotencyTTL)
+	}
+	return s.stateErr(ctx, err)
+}
+
+// provenanceOf reads an order's provenance; nil when it has none (placed
+// before provenance was kept, or its record expired).
+func (s *Service) provenanceOf(ctx context.Context, clientOrderID string) *Provenance {
+	prov, _, err := getJSON[Provenance](ctx, s.st, provenanceKey(clientOrderID))
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.WarnContext(ctx, "could not read an order's provenance", "client_order_id", clientOrderID, "error", err)
+		}
+		return nil
+	}
+	return &prov
+}
+
+// guard is the kill switch for an order of p's (or of the requester of an
+// approval): an engaged halt, or a switch that cannot be read, stops it.
+func (s *Service) guard(ctx context.Context, subject, agent, account string) error {
+	if s.cfg.Halt == nil {
+		return nil
+	}
+	err := s.cfg.Halt.Check(ctx, halt.Order{Account: account, Principal: subject, Agent: agent})
+	var h *halt.Halted
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &h):
+		return agentError(h.Error())
+	default:
+		s.log.ErrorContext(ctx, "kill switch unreadable: trading halted", "error", err)
+		return agentError(halt.ErrUnknown.Error())
+	}
+}
+
+// openIndexes are the indexes of orders placed through this server that
+// may still be working, per kill-switch scope, for "cancel all open orders"
+// of a scope. Entries are dropped once their order is no longer working.
+func openIndexes(account, subject, agent string) []string {
+	return []string{openIndex(halt.Global, ""), openIndex(halt.Account, account), openIndex(halt.Principal, subject), openIndex(halt.Agent, agent)}
+}
+
+func openIndex(scope, target string) string {
+	if scope == halt.Global {
+		return "orders:open"
+	}
+	return "orders:open:" + scope + ":" + target
+}
+
+// indexOpen lists an order the Trade service accepted under every scope
+// it may be cancelled by.
+func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provenance) {
+	if !backends.Working(o.Status) {
+		return
+	}
+	subject, agent := "", ""
+	if prov != nil {
+		subject, agent = prov.Subject, prov.Agent
+	}
+	for _, idx := range openIndexes(o.AccountID, subject, agent) {
+		if err := s.st.IndexAdd(ctx, idx, o.OrderID, float64(s.now().Unix())); err != nil {
+			s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "error", err)
+			return
+		}
+	}
+}
+
+// dailyKey is a budget's usage record for one trading day: the orders it
+// counts, by the digest of their idempotency record key, with their
+// notional. Keyed by order, a retry never counts twice.
+func dailyKey(day, kind, who string) string {
+	sum := sha256.Sum256([]byte(who))
+	return "daily:" + day + ":" + kind + ":" + hex.EncodeToString(sum[:16])
+}
+
+type dailyRecord struct {
+	Orders map[string]float64 `json:"orders"`
+}
+
+func (r dailyRecord) used(self string) policy.Used {
+	var u policy.Used
+	for k, n := range r.Orders {
+		if k != self {
+			u.Orders++
+			u.Notional += n
+		}
+	}
+	return u
+}
+
+// dailyTTL keeps a day's usage past any clock skew and the weekend.
+const dailyTTL = 8 * 24 * time.Hour
+
+// tradingDay is the exchange trading day an order entered now counts
+// towards.
+func (s *Service) tradingDay() calendar.Date {
+	if cal := s.cfg.Rules.Calendar; cal != nil {
+		return cal.TradingDay(s.now())
+	}
+	return calendar.DateOf(s.now(), time.UTC)
+}
+
+// usage reads what subject and agent have entered on the trading day, not
+// counting the order self (an approval re-checked at execution).
+func (s *Service) usage(ctx context.Context, subject, agent, self string) (policy.Usage, error) {
+	day := s.tradingDay().String()
+	u := policy.Usage{Day: day}
+	if s.cfg.Rules.Daily == (policy.DailyLimits{}) {
+		return u, nil
+	}
+	for _, b := range []struct {
+		kind, who string
+		into      *policy.Used
+	}{{"principal", subject, &u.Principal}, {"agent", agent, &u.Agent}} {
+		rec, _, err := getJSON[dailyRecord](ctx, s.st, dailyKey(day, b.kind, b.who))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return u, s.stateErr(ctx, err)
+		default:
+			*b.into = rec.used(self)
+		}
+	}
+	return u, nil
+}
+
+// ErrDailyLimit: the budget was used up by a concurrent order between the
+// check and the order's entry.
+var ErrDailyLimit = agentError("a daily order limit was reached while this order was being entered, so it was not placed; see preview_order for today's remaining budget")
+
+// reserve counts the order (member, with its notional) against the day's
+// budgets of subject and agent, refusing it if either would pass its limit.
+// Each budget is a compare-and-swap on one record, so concurrent orders on
+// any replica cannot both take the last place. A reservation is never
+// handed back: an order counts once entered, whatever becomes of it.
+func (s *Service) reserve(ctx context.Context, subject, agent, member string, notional float64) error {
+	l := s.cfg.Rules.Daily
+	if l == (policy.DailyLimits{}) {
+		return nil
+	}
+	day := s.tradingDay().String()
+	for _, b := range []struct {
+		kind, who string
+		orders    int
+		limit     float64
+	}{{"principal", subject, l.PrincipalOrders, l.PrincipalNotional}, {"agent", agent, l.AgentOrders, l.AgentNotional}} {
+		if b.orders <= 0 && b.limit <= 0 {
+			continue
+		}
+		if err := s.count(ctx, dailyKey(day, b.kind, b.who), member, notional, b.orders, b.limit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) count(ctx context.Context, key, member string, notional float64, orders int, limit float64) error {
+	for {
+		rec, ver, err := getJSON[dailyRecord](ctx, s.st, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			ver = 0
+		case err != nil:
+			return s.stateErr(ctx, err)
+		}
+		if _, ok := rec.Orders[member]; ok {
+			return nil // a retry of a counted order
+		}
+		u := rec.used("")
+		if (orders > 0 && u.Orders+1 > orders) || (limit > 0 && u.Notional+notional > limit) {
+			return ErrDailyLimit
+		}
+		if rec.Orders == nil {
+			rec.Orders = map[string]float64{}
+		}
+		rec.Orders[member] = notional
+		if ver == 0 {
+			err = createJSON(ctx, s.st, key, rec, dailyTTL)
+		} else {
+			_, err = updateJSON(ctx, s.st, key, rec, ver, dailyTTL)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return s.stateErr(ctx, err)
+		}
+	}
+}
+
+// Duplicate is an earlier order identical in account, side, ticker and
+// quantity, entered within the duplicate window under another idempotency
+// key: an agent that loops and mints a new key each time.
+type Duplicate struct {
+	IdempotencyKey string    `json:"idempotency_key"`
+	Ref            string    `json:"ref" jsonschema:"the earlier order's order id or approval id"`
+	EnteredAt      time.Time `json:"entered_at"`
+}
+
+func duplicateKey(o OrderArgs) string {
+	canon := o.AccountID + "\x00" + o.Side + "\x00" + o.Ticker + "\x00" + strconv.FormatFloat(o.Quantity, 'g', -1, 64)
+	sum := sha256.Sum256([]byte(canon))
+	return "recent-order:" + hex.EncodeToString(sum[:16])
+}
+
+// duplicateOf returns the earlier identical order under another key, if one
+// was entered within the window.
+func (s *Service) duplicateOf(ctx context.Context, o OrderArgs) (*Duplicate, error) {
+	if s.cfg.DuplicateWindow <= 0 {
+		return nil, nil
+	}
+	d, _, err := getJSON[Duplicate](ctx, s.st, duplicateKey(o))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, s.stateErr(ctx, err)
+	case d.IdempotencyKey == o.IdempotencyKey || s.now().Sub(d.EnteredAt) >= s.cfg.DuplicateWindow:
+		return nil, nil
+	}
+	return &d, nil
+}
+
+// rememberEntered notes an entered order for duplicate detection. Losing
+// the note only weakens the next check, so a failure is logged.
+func (s *Service) rememberEntered(ctx context.Context, o OrderArgs, ref string) {
+	if s.cfg.DuplicateWindow <= 0 {
+		return
+	}
+	d := Duplicate{IdempotencyKey: o.IdempotencyKey, Ref: ref, EnteredAt: s.now().UTC()}
+	key := duplicateKey(o)
+	err := createJSON(ctx, s.st, key, d, s.cfg.DuplicateWindow)
+	if errors.Is(err, store.ErrConflict) {
+		err = forceJSON(ctx, s.st, key, d, s.cfg.DuplicateWindow)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "could not note an order for duplicate detection", "error", err)
+	}
+}
+
+// duplicateWarning is what the user must confirm about a duplicate.
+func duplicateWarning(o OrderArgs, d *Duplicate, now time.Time) string {
+	return fmt.Sprintf("possible duplicate: the same order (%s %g %s in account %s) was entered %s ago under another idempotency_key (%s, %s)",
+		o.Side, o.Quantity, o.Ticker, o.AccountID, now.Sub(d.EnteredAt).Round(time.Second), d.IdempotencyKey, d.Ref)
+}
+
+// CancelReport is what a cancel-all did.
+type CancelReport struct {
+	Scope     string   `json:"scope"`
+	Target    string   `json:"target,omitempty"`
+	Cancelled []string `json:"cancelled_orders" jsonschema:"working orders cancelled at the Trade service"`
+	Withdrawn []string `json:"withdrawn_approvals" jsonschema:"pending approvals withdrawn"`
+	Failed    []string `json:"failed,omitempty" jsonschema:"orders or approvals that could not be cancelled, with why; try again"`
+}
+
+// CancelAll cancels, on behalf of by (a risk officer), every working order
+// placed through this server and every pending approval within a kill-switch
+// scope, journaling each. It goes on past a failure and reports it; what by
+// is not entitled to is left alone.
+func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, target, reason string) (CancelReport, error) {
+	h := halt.Halt{Scope: scope, Target: target}
+	rep := CancelReport{Scope: scope, Target: target, Cancelled: []string{}, Withdrawn: []string{}}
+	detail := "kill switch cancel-all (" + h.Describe() + "): " + reason
+
+	pending := pendingIndex
+	switch scope {
+	case halt.Account:
+		pending = accountIndex(target)
+	case halt.Principal:
+		pending = requesterIndex(target)
+	}
+	ids, err := s.st.IndexRange(ctx, pending, 1000)
+	if err != nil {
+		return rep, s.stateErr(ctx, err)
+	}
+	for _, id := range ids {
+		_, err := s.withdraw(ctx, by.Subject, id, detail, func(a Approval) error {
+			if !by.Entitled(a.Order.AccountID) || !h.Matches(halt.Order{Account: a.Order.AccountID, Principal: a.Requester, Agent: a.RequesterClient}) {
+				return errSkip
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			rep.Withdrawn = append(rep.Withdrawn, id)
+		case errors.Is(err, errSkip), errors.Is(err, ErrNotCancellable), errors.Is(err, ErrNotFound):
+			// another scope's, or decided meanwhile
+		default:
+			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
+		}
+	}
+
+	idx := openIndex(scope, target)
+	ids, err = s.st.IndexRange(ctx, idx, 1000)
+	if err != nil {
+		return rep, s.stateErr(ctx, err)
+	}
+	for _, id := range ids {
+		o, err := s.bs.Trade.GetOrder(ctx, id)
+		switch {
+		case errors.Is(err, backends.ErrNotFound):
+			s.st.IndexRemove(ctx, idx, id)
+			continue
+		case err != nil:
+			rep.Failed = append(rep.Failed, id+": the Trade service did not answer")
+			continue
+		case !backends.Working(o.Status):
+			s.st.IndexRemove(ctx, idx, id)
+			continue
+		case !by.Entitled(o.AccountID):
+			continue
+		}
+		cur := orderOutcome(o)
+		if _, err := s.cancelOrder(ctx, by.Subject, cur, detail); err != nil {
+			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
+			continue
+		}
+		s.st.IndexRemove(ctx, idx, id)
+		rep.Cancelled = append(rep.Cancelled, id)
+	}
+	return rep, nil
+}
+
+// errSkip: not in the scope being cancelled.
+var errSkip = errors.New("not in scope")
+
+// safeMessage is err's message if it was written for people, else a
+// generic one (the details are logged by the caller's caller).
+func safeMessage(err error) string {
+	var ae *AgentError
+	if errors.As(err, &ae) {
+		return ae.Error()
+	}
+	return "failed; see the server log"
+}

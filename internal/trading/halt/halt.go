@@ -1,0 +1,314 @@
+// Package halt is the kill switch: halts engaged by a risk officer at four
+// scopes (global, account, principal, agent) that stop new orders on every
+// replica at once. The switch lives in the shared state store and is read
+// on every order, so a halt engaged on one replica refuses the next order on
+// any other; when the store cannot be read the switch fails safe and
+// trading stops.
+package halt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+)
+
+// Scopes a halt applies to.
+const (
+	Global    = "global"    // every order
+	Account   = "account"   // orders for one account
+	Principal = "principal" // orders of one human (the token's subject)
+	Agent     = "agent"     // orders from one agent (the OAuth client id)
+)
+
+// Scopes lists the scopes, broadest first.
+var Scopes = []string{Global, Account, Principal, Agent}
+
+// Halt is one engaged halt.
+type Halt struct {
+	Scope     string    `json:"scope"`
+	Target    string    `json:"target,omitempty" jsonschema:"the account id, subject or client id; empty for global"`
+	Reason    string    `json:"reason"`
+	EngagedBy string    `json:"engaged_by"`
+	EngagedAt time.Time `json:"engaged_at"`
+}
+
+// Describe names the halt's scope for a person: "global", "account ACC-1".
+func (h Halt) Describe() string {
+	if h.Scope == Global {
+		return "global"
+	}
+	return h.Scope + " " + h.Target
+}
+
+// State is every halt engaged now.
+type State struct {
+	Halts []Halt `json:"halts"`
+}
+
+// Event is one engage or release, kept in the switch's journal.
+type Event struct {
+	ID     string    `json:"id"`
+	Action string    `json:"action"` // engaged or released
+	Scope  string    `json:"scope"`
+	Target string    `json:"target,omitempty"`
+	Reason string    `json:"reason"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+}
+
+// Order is what a halt is matched against.
+type Order struct {
+	Account   string
+	Principal string
+	Agent     string
+}
+
+// Matches reports whether h stops o.
+func (h Halt) Matches(o Order) bool {
+	switch h.Scope {
+	case Global:
+		return true
+	case Account:
+		return h.Target == o.Account
+	case Principal:
+		return strings.EqualFold(strings.TrimSpace(h.Target), strings.TrimSpace(o.Principal))
+	case Agent:
+		return h.Target == o.Agent
+	}
+	return true // an unknown scope (a newer replica's) stops everything: fail safe
+}
+
+// Halted is the error of an order a halt stops; its message names the
+// scope and the reason and is safe to show an agent.
+type Halted struct{ Halt Halt }
+
+func (e *Halted) Error() string {
+	return fmt.Sprintf("trading is halted (kill switch, %s scope) since %s: %s. No order was placed; cancel_order and reads still work",
+		e.Halt.Describe(), e.Halt.EngagedAt.Format(time.RFC3339), e.Halt.Reason)
+}
+
+// ErrUnknown: the switch could not be read, so trading is halted.
+var ErrUnknown = errors.New("the kill switch state cannot be read, so trading is halted as a precaution; no order was placed, retry shortly with the same idempotency_key")
+
+// Errors of Engage and Release, safe to show the caller.
+var (
+	ErrScope      = errors.New("scope must be global, account, principal or agent, with a target for all but global")
+	ErrReason     = errors.New("a reason is required")
+	ErrNotEngaged = errors.New("no such halt is engaged")
+)
+
+// Journal records an engage or release before it takes effect.
+type Journal interface {
+	Record(ctx context.Context, s audit.Step) error
+}
+
+// Switch is the kill switch.
+type Switch struct {
+	st      store.Store
+	journal Journal
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// Store keys. The state has no expiry: a halt holds until released.
+const (
+	stateKey     = "halt:state"
+	historyIndex = "halt:history"
+	// historyTTL is how long the journal of engages and releases is kept in
+	// the store; the audit trail keeps it for good.
+	historyTTL = 400 * 24 * time.Hour
+)
+
+// New returns the switch over st; now is the clock (nil: time.Now).
+func New(st store.Store, j Journal, log *slog.Logger, now func() time.Time) *Switch {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Switch{st: st, journal: j, log: log, now: now}
+}
+
+// State returns the halts engaged now.
+func (s *Switch) State(ctx context.Context) (State, error) {
+	st, _, err := s.read(ctx)
+	return st, err
+}
+
+func (s *Switch) read(ctx context.Context) (State, int64, error) {
+	raw, ver, err := s.st.Get(ctx, stateKey)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return State{}, 0, nil
+	case err != nil:
+		return State{}, 0, fmt.Errorf("read the kill switch: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return State{}, 0, fmt.Errorf("decode the kill switch: %w", err)
+	}
+	return st, ver, nil
+}
+
+// Check returns a *Halted error if a halt stops o, or ErrUnknown (joined
+// with the cause) if the switch cannot be read: no halt is ever assumed
+// away.
+func (s *Switch) Check(ctx context.Context, o Order) error {
+	st, err := s.State(ctx)
+	if err != nil {
+		return errors.Join(ErrUnknown, err)
+	}
+	for _, h := range st.Halts {
+		if h.Matches(o) {
+			return &Halted{Halt: h}
+		}
+	}
+	return nil
+}
+
+// Engage engages a halt (or updates the reason of the same scope's halt),
+// journaling it first. A halt is the safe direction: it takes effect even
+// when the audit trail cannot record it (the store keeps its history entry,
+// and the failure is logged).
+func (s *Switch) Engage(ctx context.Context, by, scope, target, reason string) (State, error) {
+	h, err := normalize(scope, target, reason)
+	if err != nil {
+		return State{}, err
+	}
+	h.EngagedBy, h.EngagedAt = by, s.now().UTC()
+	return s.change(ctx, Event{Action: "engaged", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, false, func(st *State) error {
+		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
+		st.Halts = append(st.Halts, h)
+		return nil
+	})
+}
+
+// Release releases the halt of scope and target, journaling it first:
+// trading resumes only on the record.
+func (s *Switch) Release(ctx context.Context, by, scope, target, reason string) (State, error) {
+	h, err := normalize(scope, target, reason)
+	if err != nil {
+		return State{}, err
+	}
+	return s.change(ctx, Event{Action: "released", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, true, func(st *State) error {
+		n := len(st.Halts)
+		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
+		if len(st.Halts) == n {
+			return ErrNotEngaged
+		}
+		return nil
+	})
+}
+
+func normalize(scope, target, reason string) (Halt, error) {
+	h := Halt{Scope: strings.ToLower(strings.TrimSpace(scope)), Target: strings.TrimSpace(target), Reason: strings.TrimSpace(reason)}
+	switch {
+	case !slices.Contains(Scopes, h.Scope), h.Scope == Global && h.Target != "", h.Scope != Global && h.Target == "", len(h.Target) > 256:
+		return Halt{}, ErrScope
+	case h.Reason == "" || len(h.Reason) > 1000:
+		return Halt{}, ErrReason
+	}
+	return h, nil
+}
+
+// change journals e, then applies edit to the state under compare-and-swap
+// and keeps e in the switch's history. mustJournal: a journal failure
+// stops the change.
+func (s *Switch) change(ctx context.Context, e Event, mustJournal bool, edit func(*State) error) (State, error) {
+	var id [8]byte
+	rand.Read(id[:])
+	e.ID, e.At = "HALT-"+strings.ToUpper(hex.EncodeToString(id[:])), s.now().UTC()
+	journaled := false
+	for {
+		st, ver, err := s.read(ctx)
+		if err != nil {
+			return State{}, err
+		}
+		if err := edit(&st); err != nil {
+			return State{}, err
+		}
+		if !journaled {
+			if err := s.journal.Record(ctx, audit.Step{Action: "halt." + e.Action, Principal: e.By, AccountID: accountOf(e),
+				Detail: e.Scope + " " + e.Target + ": " + e.Reason}); err != nil {
+				if mustJournal {
+					return State{}, fmt.Errorf("journal the kill switch change: %w", err)
+				}
+				s.log.ErrorContext(ctx, "kill switch engaged without an audit record; its history entry in the state store is the record", "halt_id", e.ID, "error", err)
+			}
+			journaled = true
+		}
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return State{}, err
+		}
+		if ver == 0 {
+			err = s.st.Create(ctx, stateKey, raw, 0)
+		} else {
+			_, err = s.st.Update(ctx, stateKey, raw, ver, 0)
+		}
+		if errors.Is(err, store.ErrConflict) {
+			continue // changed concurrently: apply the edit to the new state
+		}
+		if err != nil {
+			return State{}, fmt.Errorf("write the kill switch: %w", err)
+		}
+		if err := s.remember(ctx, e); err != nil {
+			return st, fmt.Errorf("the change took effect, but its history entry was not kept: %w", err)
+		}
+		return st, nil
+	}
+}
+
+func accountOf(e Event) string {
+	if e.Scope == Account {
+		return e.Target
+	}
+	return ""
+}
+
+func (s *Switch) remember(ctx context.Context, e Event) error {
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := s.st.Create(ctx, "halt:event:"+e.ID, raw, historyTTL); err != nil {
+		return err
+	}
+	return s.st.IndexAdd(ctx, historyIndex, e.ID, -float64(e.At.UnixNano()))
+}
+
+// History returns the latest engages and releases, newest first.
+func (s *Switch) History(ctx context.Context, limit int) ([]Event, error) {
+	ids, err := s.st.IndexRange(ctx, historyIndex, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the kill switch history: %w", err)
+	}
+	out := make([]Event, 0, len(ids))
+	for _, id := range ids {
+		raw, _, err := s.st.Get(ctx, "halt:event:"+id)
+		if errors.Is(err, store.ErrNotFound) {
+			s.st.IndexRemove(ctx, historyIndex, id)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the kill switch history: %w", err)
+		}
+		var e Event
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return nil, fmt.Errorf("decode the kill switch history: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

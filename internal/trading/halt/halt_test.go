@@ -1,0 +1,124 @@
+package halt_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+)
+
+type journal struct {
+	steps []audit.Step
+	fail  bool
+}
+
+func (j *journal) Record(_ context.Context, s audit.Step) error {
+	if j.fail {
+		return errors.New("sink down")
+	}
+	j.steps = append(j.steps, s)
+	return nil
+}
+
+// down is a store that cannot be reached.
+type down struct{ store.Store }
+
+func (down) Get(context.Context, string) ([]byte, int64, error) { return nil, 0, store.ErrUnavailable }
+
+func TestScopes(t *testing.T) {
+	ctx := context.Background()
+	order := halt.Order{Account: "ACC-1", Principal: "alice", Agent: "agent-a"}
+	tests := []struct {
+		scope, target string
+		stops         bool
+	}{
+		{halt.Global, "", true},
+		{halt.Account, "ACC-1", true},
+		{halt.Account, "ACC-2", false},
+		{halt.Principal, "alice", true},
+		{halt.Principal, " Alice ", true}, // four eyes folds subjects the same way
+		{halt.Principal, "bob", false},
+		{halt.Agent, "agent-a", true},
+		{halt.Agent, "agent-b", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.scope+"/"+tt.target, func(t *testing.T) {
+			sw := halt.New(store.NewMemory(nil), &journal{}, nil, nil)
+			if _, err := sw.Engage(ctx, "risk", tt.scope, tt.target, "runaway agent"); err != nil {
+				t.Fatal(err)
+			}
+			err := sw.Check(ctx, order)
+			var h *halt.Halted
+			if got := errors.As(err, &h); got != tt.stops {
+				t.Fatalf("Check = %v, want stopped %v", err, tt.stops)
+			}
+			if tt.stops && (!strings.Contains(err.Error(), "runaway agent") || !strings.Contains(err.Error(), tt.scope)) {
+				t.Errorf("message %q does not name the scope and reason", err)
+			}
+		})
+	}
+}
+
+func TestEngageReleaseJournaled(t *testing.T) {
+	ctx := context.Background()
+	j := &journal{}
+	sw := halt.New(store.NewMemory(nil), j, nil, nil)
+	for _, bad := range [][3]string{{"galaxy", "", "r"}, {halt.Global, "x", "r"}, {halt.Account, "", "r"}, {halt.Global, "", " "}} {
+		if _, err := sw.Engage(ctx, "risk", bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("Engage%q accepted", bad)
+		}
+	}
+	if _, err := sw.Engage(ctx, "risk", halt.Account, "ACC-1", "fat finger storm"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sw.Engage(ctx, "risk", halt.Account, "ACC-1", "still investigating")
+	if err != nil || len(st.Halts) != 1 || st.Halts[0].Reason != "still investigating" {
+		t.Fatalf("re-engage: %+v %v", st, err)
+	}
+	if _, err := sw.Release(ctx, "risk2", halt.Agent, "nobody", "oops"); !errors.Is(err, halt.ErrNotEngaged) {
+		t.Errorf("release of nothing: %v", err)
+	}
+	if st, err := sw.Release(ctx, "risk2", halt.Account, "ACC-1", "cleared"); err != nil || len(st.Halts) != 0 {
+		t.Fatalf("release: %+v %v", st, err)
+	}
+	if err := sw.Check(ctx, halt.Order{Account: "ACC-1"}); err != nil {
+		t.Errorf("after release: %v", err)
+	}
+	var actions []string
+	for _, s := range j.steps {
+		actions = append(actions, s.Action+" "+s.Principal+" "+s.Detail)
+	}
+	want := []string{"halt.engaged risk account ACC-1: fat finger storm", "halt.engaged risk account ACC-1: still investigating", "halt.released risk2 account ACC-1: cleared"}
+	if strings.Join(actions, "|") != strings.Join(want, "|") {
+		t.Errorf("journal %q, want %q", actions, want)
+	}
+	h, err := sw.History(ctx, 10)
+	if err != nil || len(h) != 3 || h[0].Action != "released" || h[2].Reason != "fat finger storm" {
+		t.Errorf("history newest first: %+v %v", h, err)
+	}
+}
+
+// TestFailSafe: an unreadable switch halts trading; a halt engages even if
+// the audit trail cannot record it, but a release does not.
+func TestFailSafe(t *testing.T) {
+	ctx := context.Background()
+	sw := halt.New(down{store.NewMemory(nil)}, &journal{}, nil, nil)
+	if err := sw.Check(ctx, halt.Order{Account: "ACC-1"}); !errors.Is(err, halt.ErrUnknown) || !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("unreadable switch: %v, want ErrUnknown", err)
+	}
+	j := &journal{fail: true}
+	sw = halt.New(store.NewMemory(nil), j, nil, nil)
+	if _, err := sw.Engage(ctx, "risk", halt.Global, "", "r"); err != nil {
+		t.Fatalf("a halt must engage without the audit trail: %v", err)
+	}
+	if _, err := sw.Release(ctx, "risk", halt.Global, "", "r"); err == nil {
+		t.Fatal("released without a journal entry")
+	}
+	if st, _ := sw.State(ctx); len(st.Halts) != 1 {
+		t.Errorf("unjournaled release took effect: %+v", st)
+	}
+}
