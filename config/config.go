@@ -105,6 +105,9 @@ type Auth struct {
 	ScopeRead    string `env:"SCOPE_READ, default=portfolio:read"`
 	ScopeTrade   string `env:"SCOPE_TRADE, default=trade:write"`
 	ScopeApprove string `env:"SCOPE_APPROVE, default=trade:approve"`
+	// ScopeHalt grants the kill switch: engaging and releasing halts and
+	// cancelling a scope's open orders (a risk officer's role).
+	ScopeHalt string `env:"SCOPE_HALT, default=trade:halt"`
 	// EntitlementsClaim is the token claim listing the account ids a
 	// principal may see and trade ("*" grants all).
 	EntitlementsClaim string `env:"ENTITLEMENTS_CLAIM, default=accounts"`
@@ -153,6 +156,23 @@ type Trading struct {
 	EnforceMarketHours *bool `env:"ENFORCE_MARKET_HOURS, noinit"`
 	// Holidays are extra exchange holidays (YYYY-MM-DD) beyond the built-in calendar.
 	Holidays []calendar.Date `env:"MARKET_HOLIDAYS"`
+	// PriceCollar refuses a limit price further than this fraction from the
+	// last price on the side that hurts (a buy above, a sell below), and a
+	// market order when the quote itself is outside that band; market buys
+	// are sized at the band's top. 0 turns the collar off.
+	PriceCollar float64 `env:"PRICE_COLLAR, default=0.05"`
+	// Daily limits per exchange trading day (it rolls over at the close),
+	// shared by all replicas: orders entered and their gross estimated
+	// notional, per principal (the human) and per agent (the OAuth client).
+	// 0 is no limit.
+	DailyOrdersPerPrincipal   int     `env:"DAILY_MAX_ORDERS_PER_PRINCIPAL, default=200"`
+	DailyNotionalPerPrincipal float64 `env:"DAILY_MAX_NOTIONAL_PER_PRINCIPAL, default=5000000"`
+	DailyOrdersPerAgent       int     `env:"DAILY_MAX_ORDERS_PER_AGENT, default=100"`
+	DailyNotionalPerAgent     float64 `env:"DAILY_MAX_NOTIONAL_PER_AGENT, default=2000000"`
+	// DuplicateWindow: an order identical in account, side, ticker and
+	// quantity to one entered this recently under another idempotency key
+	// needs the user's explicit acknowledgement (0: no check).
+	DuplicateWindow time.Duration `env:"DUPLICATE_ORDER_WINDOW, default=2m"`
 	// ApprovalTTL is how long a pending approval can be decided.
 	ApprovalTTL time.Duration `env:"APPROVAL_TTL, default=30m"`
 	// MaxPendingApprovals is how many orders one requester may have waiting
@@ -467,6 +487,9 @@ func (c *Config) validateSecurity() []error {
 	if a.ScopeApprove == "" {
 		errs = append(errs, &Error{"SCOPE_APPROVE", "must not be empty"})
 	}
+	if a.ScopeHalt == "" {
+		errs = append(errs, &Error{"SCOPE_HALT", "must not be empty"})
+	}
 	if c.Console.SessionTTL < 5*time.Minute || c.Console.SessionTTL > 24*time.Hour {
 		errs = append(errs, &Error{"CONSOLE_SESSION_TTL", fmt.Sprintf("%s is outside [5m, 24h]", c.Console.SessionTTL)})
 	}
@@ -527,6 +550,21 @@ func (c *Config) validateTrading() []error {
 	}
 	if t.MaxPositionWeight <= 0 || t.MaxPositionWeight > 1 {
 		errs = append(errs, &Error{"MAX_POSITION_WEIGHT", fmt.Sprintf("%g is outside (0, 1]", t.MaxPositionWeight)})
+	}
+	if t.PriceCollar < 0 || t.PriceCollar > 0.5 {
+		errs = append(errs, &Error{"PRICE_COLLAR", fmt.Sprintf("%g is outside [0, 0.5]", t.PriceCollar)})
+	}
+	for _, l := range []struct {
+		name string
+		v    float64
+	}{{"DAILY_MAX_ORDERS_PER_PRINCIPAL", float64(t.DailyOrdersPerPrincipal)}, {"DAILY_MAX_NOTIONAL_PER_PRINCIPAL", t.DailyNotionalPerPrincipal},
+		{"DAILY_MAX_ORDERS_PER_AGENT", float64(t.DailyOrdersPerAgent)}, {"DAILY_MAX_NOTIONAL_PER_AGENT", t.DailyNotionalPerAgent}} {
+		if l.v < 0 {
+			errs = append(errs, &Error{l.name, "must not be negative (0 is no limit)"})
+		}
+	}
+	if t.DuplicateWindow < 0 || t.DuplicateWindow > 24*time.Hour {
+		errs = append(errs, &Error{"DUPLICATE_ORDER_WINDOW", fmt.Sprintf("%s is outside [0, 24h]", t.DuplicateWindow)})
 	}
 	if t.ApprovalTTL < time.Minute || t.ApprovalTTL > 7*24*time.Hour {
 		errs = append(errs, &Error{"APPROVAL_TTL", fmt.Sprintf("%s is outside [1m, 168h]", t.ApprovalTTL)})

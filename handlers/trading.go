@@ -31,6 +31,8 @@ type PlaceInput struct {
 	OrderInput
 	IdempotencyKey string `json:"idempotency_key" jsonschema:"a unique key you choose for this order (e.g. a UUID); retrying with the same key and arguments never places a second order"`
 	Confirm        bool   `json:"confirm,omitempty" jsonschema:"for clients without multi round-trip input requests: set true only after the user has seen the order summary and confirmed it"`
+	// AcknowledgeDuplicate answers a possible_duplicate warning.
+	AcknowledgeDuplicate bool `json:"acknowledge_duplicate,omitempty" jsonschema:"set true only after the user, shown the possible_duplicate warning, confirmed they want a second, separate order"`
 }
 
 // IDInput names an order or an approval.
@@ -85,7 +87,9 @@ func (h *handlers) registerTrading(r registrar) {
 		Description: "Place an equity order after the user's confirmation. Runs the same checks as preview_order; then either executes, " +
 			"or records a pending approval for a human approver (someone other than you) and returns its approval_id and expiry. " +
 			"Always pass a fresh idempotency_key; retry with the same key and arguments after any error: it never places a second order. " +
-			"Clients on protocol 2026-07-28 that declare the elicitation capability are asked to confirm through an input request; other clients must show the summary to the user and call again with confirm=true.",
+			"Clients on protocol 2026-07-28 that declare the elicitation capability are asked to confirm through an input request; other clients must show the summary to the user and call again with confirm=true. " +
+			"An order identical to one entered moments ago under another key is flagged possible_duplicate and needs the user's explicit acknowledgement. " +
+			"Refused while a risk officer's kill switch halts trading for you, this agent or the account.",
 		Annotations: &mcp.ToolAnnotations{Title: "Place order", DestructiveHint: ptr(true), IdempotentHint: false, OpenWorldHint: ptr(true)},
 	}, inputSchema[PlaceInput](func(p map[string]*jsonschema.Schema) {
 		orderProps(p)
@@ -100,9 +104,10 @@ func (h *handlers) registerTrading(r registrar) {
 	}, idSchema(), h.cancelOrder)
 
 	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
-		Name:        "get_order_status",
-		Title:       "Get order status",
-		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled.",
+		Name:  "get_order_status",
+		Title: "Get order status",
+		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled, " +
+			"with its provenance: who placed it through which agent, how the user confirmed it, the policy version that allowed it and who approved it.",
 		Annotations: readOnly,
 	}, idSchema(), h.getOrderStatus)
 
@@ -175,7 +180,7 @@ func (h *handlers) placeOrder(ctx context.Context, req *mcp.CallToolRequest, in 
 		return nil, trading.Outcome{}, err
 	}
 	c := trading.Confirmation{Askable: supportsInputRequests(req), State: req.Params.RequestState,
-		Accepted: accepted(req.Params.InputResponses["confirm"]), Claimed: in.Confirm}
+		Accepted: accepted(req.Params.InputResponses["confirm"]), Claimed: in.Confirm, DuplicateAcknowledged: in.AcknowledgeDuplicate}
 	pl, err := h.Trading.PlaceOrder(ctx, p, in.args(in.IdempotencyKey), c)
 	switch {
 	case err != nil:

@@ -173,12 +173,14 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		"/mcp":                   mcpEdge(cfg, gov, policy, guard, tr, mcpHandler),
 		"/approvals":             approvalsAPI,
 		"/approvals/":            approvalsAPI,
+		"/halts":                 approvalsAPI,
+		"/halts/":                approvalsAPI,
 		"POST /events/approvals": approvalsEdge(cfg, nil, guard, tp.api.Events()),
 	}
 	closeConsole := func() {}
 	if cfg.ConsoleOn() {
 		var h http.Handler
-		if h, closeConsole, err = newConsole(cfg, gov, tp.service, secret, log); err != nil {
+		if h, closeConsole, err = newConsole(cfg, gov, tp.service, tp.halt, secret, log); err != nil {
 			return nil, err
 		}
 		routes["/console/"] = consoleEdge(cfg, guard, h)

@@ -13,6 +13,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 )
 
 // Console secrets (in SECRETS_DIR).
@@ -25,7 +26,7 @@ const (
 // issuer (its access tokens checked by the same verifier as /mcp's), or
 // the laptop personas when the server runs unauthenticated. close stops
 // the ID-token verifier.
-func newConsole(cfg *config.Config, gov *security, svc *trading.Service, secret func(string) ([]byte, error), log *slog.Logger) (h http.Handler, close func(), err error) {
+func newConsole(cfg *config.Config, gov *security, svc *trading.Service, kill *halt.Switch, secret func(string) ([]byte, error), log *slog.Logger) (h http.Handler, close func(), err error) {
 	key, err := consoleKey(cfg, secret, log)
 	if err != nil {
 		return nil, nil, err
@@ -36,11 +37,12 @@ func newConsole(cfg *config.Config, gov *security, svc *trading.Service, secret 
 	}
 	o := console.Options{
 		Service: svc, Sessions: sessions, ApproveScope: cfg.Auth.ScopeApprove, ApproverClients: cfg.Trading.ApproverClients,
+		Halt: kill, HaltScope: cfg.Auth.ScopeHalt,
 		SessionTTL: cfg.Console.SessionTTL, Mode: cfg.Trading.Mode, Audit: gov.auditor.RecordOperation, Logger: log,
 	}
 	close = func() {}
 	if gov.verifier == nil {
-		o.Personas = console.DevPersonas(cfg.Auth.ScopeRead, cfg.Auth.ScopeTrade, cfg.Auth.ScopeApprove)
+		o.Personas = console.DevPersonas(cfg.Auth.ScopeRead, cfg.Auth.ScopeTrade, cfg.Auth.ScopeApprove, cfg.Auth.ScopeHalt)
 		o.PersonaKey = cfg.Console.PersonaKey
 		if o.PersonaKey == "" {
 			o.PersonaKey = rand.Text()
@@ -59,7 +61,7 @@ func newConsole(cfg *config.Config, gov *security, svc *trading.Service, secret 
 		o.OIDC = &console.OIDC{
 			Issuer: cfg.Auth.Issuer, ClientID: cfg.Console.ClientID, ClientSecret: string(bytes.TrimSpace(clientSecret)),
 			RedirectURL: cfg.ConsoleRedirectURL(), Resource: cfg.ResourceURL(),
-			Scopes: []string{cfg.Auth.ScopeRead, cfg.Auth.ScopeApprove}, Access: gov.verifier, ID: id,
+			Scopes: []string{cfg.Auth.ScopeRead, cfg.Auth.ScopeApprove, cfg.Auth.ScopeHalt}, Access: gov.verifier, ID: id,
 		}
 	}
 	c, err := console.New(o)

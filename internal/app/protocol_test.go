@@ -241,7 +241,7 @@ func TestListOrders(t *testing.T) {
 	before := time.Now().UTC().Add(-time.Second)
 	var out trading.Outcome
 	callTool(t, alice, "place_order", confirmedArgs("ACC-2001", "list-filled-1", 10), &out)
-	resting := confirmedArgs("ACC-2001", "list-resting-1", 10)
+	resting := confirmedArgs("ACC-2001", "list-resting-1", 11)
 	resting["order_type"], resting["limit_price"] = "limit", 1
 	callTool(t, alice, "place_order", resting, &out)
 	callTool(t, alice, "place_order", confirmedArgs("ACC-2001", "list-pending-1", 1000), &out)

@@ -155,6 +155,8 @@ func TestTraceOfAnOrder(t *testing.T) {
 			"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "K_SINK": sink.URL, "ENFORCE_MARKET_HOURS": "false",
 			"PORTFOLIO_URL": backend.URL, "TRADE_URL": backend.URL, "RISK_URL": backend.URL,
 			"RATE_TRADE_PER_MINUTE": "100000", "RATE_TRADE_BURST": "1000",
+			// The same one-share order many times is meant here.
+			"DUPLICATE_ORDER_WINDOW": "0",
 		}
 	}
 	var logs lockedBuffer

@@ -19,6 +19,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/approvals"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -95,6 +96,7 @@ func newStore(cfg *config.Config, secret func(string) ([]byte, error), reg prome
 type tradingParts struct {
 	service *trading.Service
 	api     *approvals.API
+	halt    *halt.Switch
 }
 
 func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), secret func(string) ([]byte, error), reg prometheus.Registerer, log *slog.Logger) (*tradingParts, error) {
@@ -106,21 +108,26 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 	rules := policy.Rules{
 		Mode: t.Mode, MaxOrderNotional: t.MaxOrderNotional, ApprovalNotional: t.ApprovalNotional,
 		MaxPositionWeight: t.MaxPositionWeight, SymbolAllow: t.SymbolAllow, SymbolDeny: t.SymbolDeny,
-		EnforceMarketHours: cfg.MarketHoursEnforced(), Calendar: cal,
+		EnforceMarketHours: cfg.MarketHoursEnforced(), Calendar: cal, Collar: t.PriceCollar,
+		Daily: policy.DailyLimits{PrincipalOrders: t.DailyOrdersPerPrincipal, PrincipalNotional: t.DailyNotionalPerPrincipal,
+			AgentOrders: t.DailyOrdersPerAgent, AgentNotional: t.DailyNotionalPerAgent},
 	}
 	signer := confirm.NewSigner(func() ([]byte, error) { return secret(secretRequestState) }, st, t.ConfirmTTL, nil)
 	metrics, err := trading.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals, Metrics: metrics},
+	kill := halt.New(st, j, log, nil)
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: t.ApprovalTTL, Lease: t.ExecutionLease, MaxPending: t.MaxPendingApprovals, Metrics: metrics,
+		Halt: kill, DuplicateWindow: t.DuplicateWindow},
 		st, bs, j, signer, log, nil)
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
 		EventKey:    func() ([]byte, error) { return secret(secretApprovalEvent) },
 		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Audit: record, Logger: log,
+		Halt: kill, CancelAll: svc.CancelAll, HaltScope: cfg.Auth.ScopeHalt,
 	})
-	return &tradingParts{service: svc, api: api}, nil
+	return &tradingParts{service: svc, api: api, halt: kill}, nil
 }
 
 // requireSecrets refuses to start a server that would report ready and then

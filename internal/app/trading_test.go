@@ -264,6 +264,9 @@ func TestReplicasShareApprovals(t *testing.T) {
 	t.Cleanup(fakes.Close)
 	env := tradingEnv(iss, rds.URL())
 	env["PORTFOLIO_URL"], env["TRADE_URL"], env["RISK_URL"] = fakes.URL, fakes.URL, fakes.URL
+	// 100 identical one-share orders under distinct keys below are meant:
+	// the duplicate check and the agent's daily count are other tests'.
+	env["DUPLICATE_ORDER_WINDOW"], env["DAILY_MAX_ORDERS_PER_AGENT"] = "0", "0"
 	a := &testServer{URL: startProcess(t, env)}
 	b := &testServer{URL: startProcess(t, env)}
 	aud := "http://127.0.0.1/mcp"
@@ -567,7 +570,7 @@ func TestPendingCapReachesTheAgent(t *testing.T) {
 	if out.Status != trading.StatusPendingApproval {
 		t.Fatalf("first large order: %+v", out)
 	}
-	msg := callToolError(t, cs, "place_order", confirmedArgs("ACC-2001", "cap-agent-2", 1000))
+	msg := callToolError(t, cs, "place_order", confirmedArgs("ACC-2001", "cap-agent-2", 999))
 	if !strings.Contains(msg, "too many of your orders are waiting for an approver") || !strings.Contains(msg, "cancel_order") {
 		t.Fatalf("second large order: %q", msg)
 	}

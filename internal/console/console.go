@@ -31,6 +31,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -44,6 +45,15 @@ type Service interface {
 	Status(ctx context.Context, p principal.Principal, id string) (trading.Outcome, error)
 	Recheck(ctx context.Context, p principal.Principal, a trading.Approval) (policy.Preview, error)
 	Decide(ctx context.Context, approver principal.Principal, id, decision, reason string, expect *trading.Expect) (trading.Outcome, error)
+	CancelAll(ctx context.Context, by principal.Principal, scope, target, reason string) (trading.CancelReport, error)
+}
+
+// Switch is the kill switch as the console operates it (*halt.Switch).
+type Switch interface {
+	State(ctx context.Context) (halt.State, error)
+	History(ctx context.Context, limit int) ([]halt.Event, error)
+	Engage(ctx context.Context, by, scope, target, reason string) (halt.State, error)
+	Release(ctx context.Context, by, scope, target, reason string) (halt.State, error)
 }
 
 // Options configure the console.
@@ -58,8 +68,13 @@ type Options struct {
 	// agent with an HTTP tool, on the same laptop) cannot approve its own
 	// orders as another persona.
 	PersonaKey string
-	// ApproveScope is what deciding (and the console) needs.
+	// ApproveScope is what deciding needs; the console admits sessions
+	// holding it or HaltScope.
 	ApproveScope string
+	// Halt is the kill switch, shown on every page and operated on its
+	// own page by sessions holding HaltScope (trade:halt).
+	Halt      Switch
+	HaltScope string
 	// ApproverClients, if set, are the only OAuth clients whose sessions
 	// may decide (as for the approvals API): the console's client id must
 	// be one of them.
@@ -104,6 +119,9 @@ func New(o Options) (*Console, error) {
 	if o.SessionTTL <= 0 {
 		o.SessionTTL = 8 * time.Hour
 	}
+	if o.Halt == nil {
+		return nil, errors.New("console: needs the kill switch")
+	}
 	c := &Console{o: o, pages: map[string]*template.Template{}}
 	funcs := template.FuncMap{
 		"money":    money,
@@ -115,7 +133,7 @@ func New(o Options) (*Console, error) {
 		"whenp":    func(t *time.Time) string { return optionalTime(t) },
 		"approval": approvalLabel,
 	}
-	for _, page := range []string{"signin", "queue", "detail", "history", "message", "signedin"} {
+	for _, page := range []string{"signin", "queue", "detail", "history", "message", "signedin", "halts"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -144,6 +162,8 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("POST /console/approvals/{id}/decision", c.signedIn(c.decide))
 	mux.HandleFunc("GET /console/history", c.signedIn(c.history))
 	mux.HandleFunc("GET /console/history.csv", c.signedIn(c.historyCSV))
+	mux.HandleFunc("GET /console/halts", c.signedIn(c.halts))
+	mux.HandleFunc("POST /console/halts/{action}", c.signedIn(c.haltAction))
 	return secureHeaders(mux)
 }
 
@@ -176,10 +196,22 @@ type page struct {
 	CSRF    string
 	Mode    string
 	Data    any
+	// Halts are the kill switch's engaged halts, in a banner on every
+	// page; HaltUnknown: the switch could not be read (trading is halted).
+	Halts       []halt.Halt
+	HaltUnknown bool
+	// CanDecide and CanHalt say which forms the session may use.
+	CanDecide, CanHalt bool
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
 	p.Mode = c.o.Mode
+	if p.Session != nil {
+		sp := p.Session.Principal()
+		p.CanDecide, p.CanHalt = sp.HasScope(c.o.ApproveScope), sp.HasScope(c.o.HaltScope)
+		st, err := c.o.Halt.State(r.Context())
+		p.Halts, p.HaltUnknown = st.Halts, err != nil
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := c.pages[name].Execute(w, p); err != nil {
@@ -220,9 +252,9 @@ func (c *Console) signedIn(h func(http.ResponseWriter, *http.Request, Session)) 
 		p := sess.Principal()
 		switch {
 		case r.URL.Path == prefix+"logout":
-		case !p.HasScope(c.o.ApproveScope):
+		case !p.HasScope(c.o.ApproveScope) && !p.HasScope(c.o.HaltScope):
 			c.message(w, r, http.StatusForbidden, &sess, "Not an approver",
-				"The approvals console needs the "+c.o.ApproveScope+" scope, which your sign-in does not hold.")
+				"The approvals console needs the "+c.o.ApproveScope+" or the "+c.o.HaltScope+" scope, which your sign-in does not hold.")
 			return
 		case len(c.o.ApproverClients) > 0 && !slices.Contains(c.o.ApproverClients, sess.ClientID):
 			c.message(w, r, http.StatusForbidden, &sess, "Not an approval client",

@@ -201,6 +201,7 @@ var results = map[string]string{
 	"foureyes": "You requested this order, so you cannot decide it (four eyes).",
 	"reason":   "A rejection needs a reason.",
 	"mismatch": "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
+	"halted":   "Trading is halted by the kill switch (see the banner): nothing is released while it holds. The approval stays pending; a rejection still works.",
 	"failed":   "The decision could not be completed just now; see the approval's state below and try again.",
 }
 
@@ -245,6 +246,12 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 	back := func(result string) {
 		http.Redirect(w, r, prefix+"approvals/"+url.PathEscape(id)+"?result="+result, http.StatusSeeOther)
 	}
+	if !p.HasScope(c.o.ApproveScope) {
+		op.Outcome, op.Error = outcome.Denied, "missing scope "+c.o.ApproveScope
+		c.audit(r.Context(), op)
+		c.message(w, r, http.StatusForbidden, &sess, "Not an approver", "Deciding needs the "+c.o.ApproveScope+" scope, which your sign-in does not hold.")
+		return
+	}
 	if decision != trading.DecisionApprove && decision != trading.DecisionReject {
 		op.Outcome, op.Error = outcome.Denied, "decision must be approve or reject"
 		c.audit(r.Context(), op)
@@ -274,6 +281,8 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		result, op.Outcome, op.Error = "expired", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrMismatch):
 		result, op.Outcome, op.Error = "mismatch", outcome.Denied, err.Error()
+	case errors.Is(err, trading.ErrHalted):
+		result, op.Outcome, op.Error = "halted", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrNotFound):
 		op.Outcome, op.Error = outcome.Denied, err.Error()
 		c.audit(r.Context(), op)

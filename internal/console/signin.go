@@ -145,12 +145,14 @@ type Persona struct {
 
 // DevPersonas are the laptop personas: the trader (the identity MCP
 // clients act as), an approver, and a viewer without trade:approve.
-func DevPersonas(readScope, tradeScope, approveScope string) []Persona {
+func DevPersonas(readScope, tradeScope, approveScope, haltScope string) []Persona {
 	return []Persona{
 		{Key: "trader", Name: "Trader", Subject: oauth.LocalDeveloper, Scopes: []string{readScope, tradeScope, approveScope},
 			About: "the identity MCP clients act as on this laptop: places the orders, cannot approve its own"},
 		{Key: "approver", Name: "Approver", Subject: "local-approver", Scopes: []string{readScope, approveScope},
 			About: "a second person with trade:approve: decides the trader's orders"},
+		{Key: "risk", Name: "Risk officer", Subject: "local-risk-officer", Scopes: []string{readScope, haltScope},
+			About: "holds trade:halt: engages and releases the kill switch, cancels a scope's open orders; cannot approve"},
 		{Key: "viewer", Name: "Viewer", Subject: "local-viewer", Scopes: []string{readScope},
 			About: "sees the queue without trade:approve: cannot decide"},
 	}

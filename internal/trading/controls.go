@@ -140,10 +140,10 @@ func (s *Service) guard(ctx context.Context, subject, agent, account string) err
 	case err == nil:
 		return nil
 	case errors.As(err, &h):
-		return agentError(h.Error())
+		return &AgentError{msg: h.Error(), is: ErrHalted}
 	default:
 		s.log.ErrorContext(ctx, "kill switch unreadable: trading halted", "error", err)
-		return agentError(halt.ErrUnknown.Error())
+		return &AgentError{msg: halt.ErrUnknown.Error(), is: ErrHalted}
 	}
 }
 
@@ -179,27 +179,12 @@ func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provena
 	}
 }
 
-// dailyKey is a budget's usage record for one trading day: the orders it
-// counts, by the digest of their idempotency record key, with their
-// notional. Keyed by order, a retry never counts twice.
+// dailyKey is a budget's tally for one trading day: the orders it counts,
+// by the digest of their idempotency record key, with their notional.
+// Keyed by order, a retry never counts twice.
 func dailyKey(day, kind, who string) string {
 	sum := sha256.Sum256([]byte(who))
 	return "daily:" + day + ":" + kind + ":" + hex.EncodeToString(sum[:16])
-}
-
-type dailyRecord struct {
-	Orders map[string]float64 `json:"orders"`
-}
-
-func (r dailyRecord) used(self string) policy.Used {
-	var u policy.Used
-	for k, n := range r.Orders {
-		if k != self {
-			u.Orders++
-			u.Notional += n
-		}
-	}
-	return u
 }
 
 // dailyTTL keeps a day's usage past any clock skew and the weekend.
@@ -214,25 +199,36 @@ func (s *Service) tradingDay() calendar.Date {
 	return calendar.DateOf(s.now(), time.UTC)
 }
 
+// budget is one of the day's two budgets.
+type budget struct {
+	kind, who string
+	orders    int
+	notional  float64
+}
+
+func (s *Service) budgets(subject, agent string) []budget {
+	l := s.cfg.Rules.Daily
+	return []budget{{"principal", subject, l.PrincipalOrders, l.PrincipalNotional}, {"agent", agent, l.AgentOrders, l.AgentNotional}}
+}
+
 // usage reads what subject and agent have entered on the trading day, not
 // counting the order self (an approval re-checked at execution).
 func (s *Service) usage(ctx context.Context, subject, agent, self string) (policy.Usage, error) {
 	day := s.tradingDay().String()
 	u := policy.Usage{Day: day}
-	if s.cfg.Rules.Daily == (policy.DailyLimits{}) {
-		return u, nil
-	}
-	for _, b := range []struct {
-		kind, who string
-		into      *policy.Used
-	}{{"principal", subject, &u.Principal}, {"agent", agent, &u.Agent}} {
-		rec, _, err := getJSON[dailyRecord](ctx, s.st, dailyKey(day, b.kind, b.who))
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
+	for i, b := range s.budgets(subject, agent) {
+		if b.orders <= 0 && b.notional <= 0 {
+			continue
+		}
+		n, sum, err := s.st.TallyRead(ctx, dailyKey(day, b.kind, b.who), self)
+		if err != nil {
 			return u, s.stateErr(ctx, err)
-		default:
-			*b.into = rec.used(self)
+		}
+		used := policy.Used{Orders: n, Notional: sum}
+		if i == 0 {
+			u.Principal = used
+		} else {
+			u.Agent = used
 		}
 	}
 	return u, nil
@@ -244,59 +240,26 @@ var ErrDailyLimit = agentError("a daily order limit was reached while this order
 
 // reserve counts the order (member, with its notional) against the day's
 // budgets of subject and agent, refusing it if either would pass its limit.
-// Each budget is a compare-and-swap on one record, so concurrent orders on
-// any replica cannot both take the last place. A reservation is never
-// handed back: an order counts once entered, whatever becomes of it.
+// Each budget is one atomic step in the store, so concurrent orders on any
+// replica cannot both take the last place. A reservation is never handed
+// back: an order counts once entered, whatever becomes of it (a refusal by
+// the agent's budget after the principal's counted it leaves the
+// principal's count one high, the conservative side).
 func (s *Service) reserve(ctx context.Context, subject, agent, member string, notional float64) error {
-	l := s.cfg.Rules.Daily
-	if l == (policy.DailyLimits{}) {
-		return nil
-	}
 	day := s.tradingDay().String()
-	for _, b := range []struct {
-		kind, who string
-		orders    int
-		limit     float64
-	}{{"principal", subject, l.PrincipalOrders, l.PrincipalNotional}, {"agent", agent, l.AgentOrders, l.AgentNotional}} {
-		if b.orders <= 0 && b.limit <= 0 {
+	for _, b := range s.budgets(subject, agent) {
+		if b.orders <= 0 && b.notional <= 0 {
 			continue
 		}
-		if err := s.count(ctx, dailyKey(day, b.kind, b.who), member, notional, b.orders, b.limit); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Service) count(ctx context.Context, key, member string, notional float64, orders int, limit float64) error {
-	for {
-		rec, ver, err := getJSON[dailyRecord](ctx, s.st, key)
+		err := s.st.Tally(ctx, dailyKey(day, b.kind, b.who), member, notional, b.orders, b.notional, dailyTTL)
 		switch {
-		case errors.Is(err, store.ErrNotFound):
-			ver = 0
+		case errors.Is(err, store.ErrLimit):
+			return ErrDailyLimit
 		case err != nil:
 			return s.stateErr(ctx, err)
 		}
-		if _, ok := rec.Orders[member]; ok {
-			return nil // a retry of a counted order
-		}
-		u := rec.used("")
-		if (orders > 0 && u.Orders+1 > orders) || (limit > 0 && u.Notional+notional > limit) {
-			return ErrDailyLimit
-		}
-		if rec.Orders == nil {
-			rec.Orders = map[string]float64{}
-		}
-		rec.Orders[member] = notional
-		if ver == 0 {
-			err = createJSON(ctx, s.st, key, rec, dailyTTL)
-		} else {
-			_, err = updateJSON(ctx, s.st, key, rec, ver, dailyTTL)
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return s.stateErr(ctx, err)
-		}
 	}
+	return nil
 }
 
 // Duplicate is an earlier order identical in account, side, ticker and
@@ -332,6 +295,48 @@ func (s *Service) duplicateOf(ctx context.Context, o OrderArgs) (*Duplicate, err
 	return &d, nil
 }
 
+// ErrDuplicate: an identical order was entered under another key while
+// this one was being confirmed (the message says which, and what to do).
+var ErrDuplicate = agentError("possible duplicate order")
+
+// claimRecent takes the duplicate-detection slot of o as it is entered,
+// atomically: of identical orders raced in under different keys, one goes
+// on and the others are refused, unless the user acknowledged the
+// duplicate they were shown (prov.DuplicateOf). If the order is then not
+// entered after all, release hands the slot back.
+func (s *Service) claimRecent(ctx context.Context, o OrderArgs, prov *Provenance) (release func(), err error) {
+	if s.cfg.DuplicateWindow <= 0 {
+		return func() {}, nil
+	}
+	key := duplicateKey(o)
+	mine := Duplicate{IdempotencyKey: o.IdempotencyKey, EnteredAt: s.now().UTC()}
+	release = func() {
+		ctx := context.WithoutCancel(ctx)
+		d, ver, err := getJSON[Duplicate](ctx, s.st, key)
+		if err == nil && d.IdempotencyKey == o.IdempotencyKey && d.Ref == "" {
+			updateJSON(ctx, s.st, key, Duplicate{}, ver, time.Second) // zero EnteredAt: outside any window
+		}
+	}
+	for {
+		err := createJSON(ctx, s.st, key, mine, s.cfg.DuplicateWindow)
+		if !errors.Is(err, store.ErrConflict) {
+			return release, s.stateErr(ctx, err)
+		}
+		d, ver, err := getJSON[Duplicate](ctx, s.st, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue // expired meanwhile
+		case err != nil:
+			return nil, s.stateErr(ctx, err)
+		case d.IdempotencyKey != o.IdempotencyKey && s.now().Sub(d.EnteredAt) < s.cfg.DuplicateWindow && (prov == nil || prov.DuplicateOf == ""):
+			return nil, &AgentError{msg: duplicateWarning(o, &d, s.now()) + "; nothing was placed. Ask the user whether they want a second, separate order; only if they do, call place_order again with confirm=true, acknowledge_duplicate=true and the same idempotency_key", is: ErrDuplicate}
+		}
+		if _, err := updateJSON(ctx, s.st, key, mine, ver, s.cfg.DuplicateWindow); !errors.Is(err, store.ErrConflict) {
+			return release, s.stateErr(ctx, err)
+		}
+	}
+}
+
 // rememberEntered notes an entered order for duplicate detection. Losing
 // the note only weakens the next check, so a failure is logged.
 func (s *Service) rememberEntered(ctx context.Context, o OrderArgs, ref string) {
@@ -351,8 +356,12 @@ func (s *Service) rememberEntered(ctx context.Context, o OrderArgs, ref string) 
 
 // duplicateWarning is what the user must confirm about a duplicate.
 func duplicateWarning(o OrderArgs, d *Duplicate, now time.Time) string {
-	return fmt.Sprintf("possible duplicate: the same order (%s %g %s in account %s) was entered %s ago under another idempotency_key (%s, %s)",
-		o.Side, o.Quantity, o.Ticker, o.AccountID, now.Sub(d.EnteredAt).Round(time.Second), d.IdempotencyKey, d.Ref)
+	ref := d.IdempotencyKey
+	if d.Ref != "" {
+		ref += ", " + d.Ref
+	}
+	return fmt.Sprintf("possible duplicate: the same order (%s %g %s in account %s) was entered %s ago under another idempotency_key (%s)",
+		o.Side, o.Quantity, o.Ticker, o.AccountID, now.Sub(d.EnteredAt).Round(time.Second), ref)
 }
 
 // CancelReport is what a cancel-all did.

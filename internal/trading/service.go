@@ -34,7 +34,10 @@ var (
 	ErrNotRecorded      = agentError("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
 	ErrTradeUnavailable = agentError("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
 	ErrClaimLost        = agentError("another attempt with the same idempotency_key took this order over, and this one sent nothing; retry with the same idempotency_key to learn its outcome")
-	ErrTooManyPending   = agentError("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
+	// ErrHalted: the kill switch stops the order (the error's message names
+	// the halt's scope and reason), or its state cannot be read.
+	ErrHalted         = agentError("trading is halted by the kill switch")
+	ErrTooManyPending = agentError("too many of your orders are waiting for an approver, so this one was not placed; wait for decisions (list_pending_approvals, get_order_status) or cancel some with cancel_order, then retry with the same idempotency_key")
 )
 
 // errOutcomeUnknown: the order was sent and no answer came back. It may
@@ -86,11 +89,17 @@ type Outcome struct {
 // show (no internals) and saying what to do next. Every sentinel of this
 // package is one, so a new one cannot leak as "internal error" for want of
 // being listed somewhere.
-type AgentError struct{ msg string }
+type AgentError struct {
+	msg string
+	is  error // the sentinel a specific message stands for, if any
+}
 
 func (e *AgentError) Error() string { return e.msg }
 
-func agentError(msg string) error { return &AgentError{msg} }
+// Is lets a specific message match its sentinel (errors.Is(err, ErrHalted)).
+func (e *AgentError) Is(target error) bool { return e.is != nil && target == e.is }
+
+func agentError(msg string) error { return &AgentError{msg: msg} }
 
 // Journal is the audit trail as the service uses it (audit.Journal):
 // Record journals a step before it takes effect, and an error means the
@@ -534,6 +543,16 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		return Outcome{Status: StatusRejected, Violations: pre.Violations,
 			Message: "the order was rejected by pre-trade checks and not placed; see violations"}, nil
 	}
+	release, err := s.claimRecent(ctx, o, prov)
+	if err != nil {
+		return Outcome{}, err
+	}
+	entered := false
+	defer func() {
+		if !entered {
+			release()
+		}
+	}()
 	if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), pre.EstimatedNotional); err != nil {
 		return Outcome{}, err
 	}
@@ -580,6 +599,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 					return Outcome{}, err
 				}
 			}
+			entered = true
 			return s.approvalOutcome(ctx, existing), nil
 		} else if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
@@ -587,12 +607,16 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		if err := s.index(ctx, a); err != nil {
 			return Outcome{}, err
 		}
+		entered = true
 		s.rememberEntered(ctx, o, a.ID)
 		return Outcome{Status: StatusPendingApproval, Approval: &a, Provenance: prov,
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
-	return s.send(ctx, p, o, digest, "", renew, prov)
+	out, err := s.send(ctx, p, o, digest, "", renew, prov)
+	// Sent, or maybe sent: the order was entered.
+	entered = err == nil || errors.Is(err, errOutcomeUnknown)
+	return out, err
 }
 
 // send journals the intent and keeps the order's provenance, renews the

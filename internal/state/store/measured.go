@@ -17,11 +17,14 @@ const (
 	OpIndexAdd    = "index_add"
 	OpIndexRemove = "index_remove"
 	OpIndexRange  = "index_range"
+	OpTally       = "tally"
+	OpTallyRead   = "tally_read"
 	OpPing        = "ping"
 
 	OutcomeOK          = "ok"
 	OutcomeNotFound    = "not_found"   // ErrNotFound
 	OutcomeConflict    = "conflict"    // ErrConflict
+	OutcomeLimit       = "limit"       // ErrLimit
 	OutcomeUnavailable = "unavailable" // ErrUnavailable (Redis down, breaker open, deadline)
 	OutcomeError       = "error"       // anything else (a corrupt record)
 )
@@ -66,6 +69,8 @@ func outcome(err error) string {
 		return OutcomeNotFound
 	case errors.Is(err, ErrConflict):
 		return OutcomeConflict
+	case errors.Is(err, ErrLimit):
+		return OutcomeLimit
 	case errors.Is(err, ErrUnavailable):
 		return OutcomeUnavailable
 	}
@@ -118,6 +123,22 @@ func (m *Measured) IndexRange(ctx context.Context, index string, limit int) ([]s
 	out, err := m.s.IndexRange(ctx, index, limit)
 	m.observe(OpIndexRange, start, err)
 	return out, err
+}
+
+// Tally implements Store.
+func (m *Measured) Tally(ctx context.Context, key, member string, amount float64, maxCount int, maxSum float64, ttl time.Duration) error {
+	start := time.Now()
+	err := m.s.Tally(ctx, key, member, amount, maxCount, maxSum, ttl)
+	m.observe(OpTally, start, err)
+	return err
+}
+
+// TallyRead implements Store.
+func (m *Measured) TallyRead(ctx context.Context, key, exclude string) (int, float64, error) {
+	start := time.Now()
+	n, sum, err := m.s.TallyRead(ctx, key, exclude)
+	m.observe(OpTallyRead, start, err)
+	return n, sum, err
 }
 
 // Ping implements Store.

@@ -15,7 +15,13 @@ type Memory struct {
 	now     func() time.Time
 	values  map[string]memValue
 	indexes map[string]map[string]float64
+	tallies map[string]memTally
 	writes  int // since the last sweep
+}
+
+type memTally struct {
+	members map[string]float64
+	expires time.Time // zero: never
 }
 
 // sweepEvery bounds memory: expired keys that are never read again (used
@@ -34,7 +40,7 @@ func NewMemory(now func() time.Time) *Memory {
 	if now == nil {
 		now = time.Now
 	}
-	return &Memory{now: now, values: map[string]memValue{}, indexes: map[string]map[string]float64{}}
+	return &Memory{now: now, values: map[string]memValue{}, indexes: map[string]map[string]float64{}, tallies: map[string]memTally{}}
 }
 
 func (m *Memory) live(key string) (memValue, bool) {
@@ -59,6 +65,57 @@ func (m *Memory) wrote() {
 			delete(m.values, k)
 		}
 	}
+	for k, t := range m.tallies {
+		if !t.expires.IsZero() && !now.Before(t.expires) {
+			delete(m.tallies, k)
+		}
+	}
+}
+
+func (m *Memory) tally(key string) memTally {
+	t, ok := m.tallies[key]
+	if !ok || (!t.expires.IsZero() && !m.now().Before(t.expires)) {
+		return memTally{members: map[string]float64{}}
+	}
+	return t
+}
+
+// Tally implements Store.
+func (m *Memory) Tally(ctx context.Context, key, member string, amount float64, maxCount int, maxSum float64, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tally(key)
+	if _, ok := t.members[member]; ok {
+		return nil
+	}
+	sum := 0.0
+	for _, v := range t.members {
+		sum += v
+	}
+	if (maxCount > 0 && len(t.members)+1 > maxCount) || (maxSum > 0 && sum+amount > maxSum) {
+		return ErrLimit
+	}
+	t.members[member] = amount
+	if ttl > 0 {
+		t.expires = m.now().Add(ttl)
+	}
+	m.tallies[key] = t
+	m.wrote()
+	return nil
+}
+
+// TallyRead implements Store.
+func (m *Memory) TallyRead(ctx context.Context, key, exclude string) (int, float64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, sum := 0, 0.0
+	for k, v := range m.tally(key).members {
+		if k != exclude {
+			n++
+			sum += v
+		}
+	}
+	return n, sum, nil
 }
 
 // Len is the number of keys held, expired or not (for tests and metrics).

@@ -90,6 +90,55 @@ func (r *Redis) Update(ctx context.Context, key string, value []byte, version in
 	return n, nil
 }
 
+// tallyScript adds a member to a hash of member -> amount unless it is
+// there, within bounds, atomically: 1 added (or already there), 0 refused.
+var tallyScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+local vals = redis.call('HVALS', KEYS[1])
+local sum = 0
+for _, v in ipairs(vals) do sum = sum + tonumber(v) end
+local amount, maxn, maxsum = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if maxn > 0 and #vals + 1 > maxn then return 0 end
+if maxsum > 0 and sum + amount > maxsum then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+return 1
+`)
+
+// Tally implements Store.
+func (r *Redis) Tally(ctx context.Context, key, member string, amount float64, maxCount int, maxSum float64, ttl time.Duration) error {
+	n, err := tallyScript.Run(ctx, r.c, []string{r.prefix + key}, member, strconv.FormatFloat(amount, 'f', -1, 64),
+		maxCount, strconv.FormatFloat(maxSum, 'f', -1, 64), ttl.Milliseconds()).Int()
+	switch {
+	case err != nil:
+		return unavailable("tally", err)
+	case n == 0:
+		return ErrLimit
+	}
+	return nil
+}
+
+// TallyRead implements Store.
+func (r *Redis) TallyRead(ctx context.Context, key, exclude string) (int, float64, error) {
+	all, err := r.c.HGetAll(ctx, r.prefix+key).Result()
+	if err != nil {
+		return 0, 0, unavailable("tally read", err)
+	}
+	n, sum := 0, 0.0
+	for k, v := range all {
+		if k == exclude {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("tally %s: member %s: %w", key, k, err)
+		}
+		n++
+		sum += f
+	}
+	return n, sum, nil
+}
+
 // IndexAdd implements Store.
 func (r *Redis) IndexAdd(ctx context.Context, index, member string, score float64) error {
 	if err := r.c.ZAdd(ctx, r.prefix+index, redis.Z{Score: score, Member: member}).Err(); err != nil {

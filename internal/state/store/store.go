@@ -20,6 +20,8 @@ var (
 	// ErrUnavailable: the store could not be reached. State-changing callers
 	// must fail closed on it.
 	ErrUnavailable = errors.New("store: unavailable")
+	// ErrLimit: Tally would take the tally past a bound.
+	ErrLimit = errors.New("store: limit reached")
 )
 
 // Store is the shared state contract.
@@ -39,6 +41,14 @@ type Store interface {
 	IndexRemove(ctx context.Context, index, member string) error
 	// IndexRange lists up to limit members by ascending score.
 	IndexRange(ctx context.Context, index string, limit int) ([]string, error)
+	// Tally adds member, with amount, to the tally at key unless it is
+	// there already (a retry), in one atomic step across replicas; ErrLimit
+	// if the tally would then hold more than maxCount members or sum to
+	// more than maxSum (0: no bound). ttl > 0 resets the tally's expiry.
+	Tally(ctx context.Context, key, member string, amount float64, maxCount int, maxSum float64, ttl time.Duration) error
+	// TallyRead returns how many members the tally at key holds and their
+	// sum, leaving out exclude (zero for a missing tally).
+	TallyRead(ctx context.Context, key, exclude string) (count int, sum float64, err error)
 	// Ping reports whether the store answers (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -159,6 +159,53 @@ func TestConcurrentTransitions(t *testing.T) {
 	}
 }
 
+// TestTally: a tally counts each member once, refuses past either bound
+// (count or sum, edges inclusive) however many replicas race for the last
+// place, and reads back without the excluded member.
+func TestTally(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := t.Context()
+			if n, sum, err := s.TallyRead(ctx, "budget", ""); err != nil || n != 0 || sum != 0 {
+				t.Fatalf("empty tally: %d %g %v", n, sum, err)
+			}
+			if err := s.Tally(ctx, "budget", "a", 60, 3, 100, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Tally(ctx, "budget", "a", 60, 3, 100, time.Hour); err != nil {
+				t.Fatalf("a retry must not count again: %v", err)
+			}
+			if err := s.Tally(ctx, "budget", "b", 40.5, 3, 100, time.Hour); !errors.Is(err, store.ErrLimit) {
+				t.Fatalf("past the sum: %v, want ErrLimit", err)
+			}
+			if err := s.Tally(ctx, "budget", "b", 40, 3, 100, time.Hour); err != nil {
+				t.Fatalf("to the sum exactly: %v", err)
+			}
+			if n, sum, err := s.TallyRead(ctx, "budget", "a"); err != nil || n != 1 || sum != 40 {
+				t.Fatalf("read without a: %d %g %v", n, sum, err)
+			}
+			var won atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 40 {
+				wg.Go(func() {
+					err := s.Tally(ctx, "race", fmt.Sprint("m", i), 1, 5, 0, time.Hour)
+					switch {
+					case err == nil:
+						won.Add(1)
+					case !errors.Is(err, store.ErrLimit):
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			if n, _, _ := s.TallyRead(ctx, "race", ""); won.Load() != 5 || n != 5 {
+				t.Fatalf("%d of 40 racers counted (tally %d), want 5", won.Load(), n)
+			}
+		})
+	}
+}
+
 // TestRedisDown: with the server gone every call reports ErrUnavailable
 // (callers fail closed), and the store recovers without a new client.
 func TestRedisDown(t *testing.T) {

@@ -61,6 +61,11 @@ type Options struct {
 	// ApproverClients, if set, are the only OAuth clients (client_id) whose
 	// tokens may decide approvals: the firm's approval tool, not agents.
 	ApproverClients []string
+	// Halt is the kill switch and CancelAll its cancel-all action (nil: no
+	// /halts routes); HaltScope is the scope they need (trade:halt).
+	Halt      Switch
+	CancelAll func(ctx context.Context, by principal.Principal, scope, target, reason string) (trading.CancelReport, error)
+	HaltScope string
 	// Store remembers applied event ids, so a redelivery is a no-op.
 	Store store.Store
 	// Audit records every request to the API and every event received,
@@ -92,6 +97,12 @@ func (a *API) Routes() http.Handler {
 	mux.Handle("GET /approvals", a.audited("approvals.list", http.HandlerFunc(a.list)))
 	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", http.HandlerFunc(a.get)))
 	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", http.HandlerFunc(a.decide)))
+	if a.o.Halt != nil {
+		mux.Handle("GET /halts", a.audited("halts.list", http.HandlerFunc(a.halts)))
+		mux.Handle("POST /halts", a.audited("halts.engage", http.HandlerFunc(a.engage)))
+		mux.Handle("POST /halts/release", a.audited("halts.release", http.HandlerFunc(a.release)))
+		mux.Handle("POST /halts/cancel-open", a.audited("halts.cancel_open", http.HandlerFunc(a.cancelOpen)))
+	}
 	return mux
 }
 
@@ -210,25 +221,11 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		httpserver.WriteError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		return
-	}
 	var d Decision
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&d)
-	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
-		err = errors.New("more than one JSON value")
+	if !readJSON(w, r, &d, `{"decision": "approve"|"reject", "reason": "..."}`) {
+		return
 	}
-	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		httpserver.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", tooLarge.Limit))
-		return
-	case err != nil:
-		httpserver.WriteError(w, http.StatusBadRequest, "body must be one JSON object: {\"decision\": \"approve\"|\"reject\", \"reason\": \"...\"}")
-		return
 	case d.ApprovalID != "" && d.ApprovalID != r.PathValue("id"):
 		httpserver.WriteError(w, http.StatusBadRequest, "approval_id in the body names another approval than the path")
 		return
@@ -316,6 +313,31 @@ func Sign(key []byte, id, source, typ string, t time.Time, data []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// readJSON decodes the request body, one JSON object of known fields, into
+// v; on failure it has answered, with shape in the message.
+func readJSON(w http.ResponseWriter, r *http.Request, v any, shape string) bool {
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		httpserver.WriteError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return false
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
+		err = errors.New("more than one JSON value")
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		httpserver.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", tooLarge.Limit))
+		return false
+	case err != nil:
+		httpserver.WriteError(w, http.StatusBadRequest, "body must be one JSON object: "+shape)
+		return false
+	}
+	return true
+}
+
 // fail maps trading errors to statuses. For events, 4xx are permanent (the
 // Broker sends them to its dead-letter sink) and 503 is retried.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -325,7 +347,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, trading.ErrFourEyes):
 		status = http.StatusForbidden
-	case errors.Is(err, trading.ErrAlreadyDecided), errors.Is(err, trading.ErrExpired), errors.Is(err, trading.ErrMismatch):
+	case errors.Is(err, trading.ErrAlreadyDecided), errors.Is(err, trading.ErrExpired), errors.Is(err, trading.ErrMismatch), errors.Is(err, trading.ErrHalted):
 		status = http.StatusConflict
 	case errors.Is(err, backends.ErrInvalid):
 		status = http.StatusBadRequest

@@ -121,12 +121,12 @@ type DailyBudget struct {
 // Budget is one daily limit: used before this order, the limit, and what
 // remains before it.
 type Budget struct {
-	OrdersUsed        int     `json:"orders_used"`
-	OrdersLimit       int     `json:"orders_limit,omitempty" jsonschema:"0: no limit"`
-	OrdersRemaining   int     `json:"orders_remaining,omitempty"`
-	NotionalUsed      float64 `json:"notional_used"`
-	NotionalLimit     float64 `json:"notional_limit,omitempty" jsonschema:"0: no limit"`
-	NotionalRemaining float64 `json:"notional_remaining,omitempty"`
+	OrdersUsed        int      `json:"orders_used"`
+	OrdersLimit       int      `json:"orders_limit,omitempty" jsonschema:"absent: no limit on the count"`
+	OrdersRemaining   *int     `json:"orders_remaining,omitempty" jsonschema:"orders left today before this one; absent: no limit"`
+	NotionalUsed      float64  `json:"notional_used"`
+	NotionalLimit     float64  `json:"notional_limit,omitempty" jsonschema:"absent: no limit on the notional"`
+	NotionalRemaining *float64 `json:"notional_remaining,omitempty" jsonschema:"gross notional left today before this one; absent: no limit"`
 }
 
 // Preview is the outcome of the pre-trade check.
@@ -306,15 +306,17 @@ func daily(l DailyLimits, u Usage, notional float64, violate func(string, ...any
 		}
 		b := &Budget{OrdersUsed: used.Orders, OrdersLimit: orders, NotionalUsed: round2(used.Notional), NotionalLimit: limit}
 		if orders > 0 {
-			b.OrdersRemaining = max(0, orders-used.Orders)
+			left := max(0, orders-used.Orders)
+			b.OrdersRemaining = &left
 			if used.Orders+1 > orders {
 				violate("%s daily order limit of %d for trading day %s is used up", who, orders, u.Day)
 			}
 		}
 		if limit > 0 {
-			b.NotionalRemaining = round2(max(0, limit-used.Notional))
+			left := round2(max(0, limit-used.Notional))
+			b.NotionalRemaining = &left
 			if used.Notional+notional > limit {
-				violate("estimated notional %.2f exceeds %s remaining daily notional of %.2f (limit %.2f) for trading day %s", notional, who, b.NotionalRemaining, limit, u.Day)
+				violate("estimated notional %.2f exceeds %s remaining daily notional of %.2f (limit %.2f) for trading day %s", notional, who, left, limit, u.Day)
 			}
 		}
 		return b

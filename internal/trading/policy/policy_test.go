@@ -214,7 +214,7 @@ func TestDailyLimits(t *testing.T) {
 			if d == nil || d.TradingDay != tt.u.Day || d.Principal == nil || d.Agent == nil {
 				t.Fatalf("daily limits %+v", d)
 			}
-			if d.Agent.OrdersRemaining != max(0, 5-tt.u.Agent.Orders) || d.Agent.NotionalRemaining != max(0, 50_000-tt.u.Agent.Notional) ||
+			if *d.Agent.OrdersRemaining != max(0, 5-tt.u.Agent.Orders) || *d.Agent.NotionalRemaining != max(0, 50_000-tt.u.Agent.Notional) ||
 				d.Principal.OrdersUsed != tt.u.Principal.Orders {
 				t.Errorf("budgets: principal %+v agent %+v", *d.Principal, *d.Agent)
 			}

@@ -1,0 +1,129 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+)
+
+// Switch is the kill switch as the API drives it (*halt.Switch).
+type Switch interface {
+	State(ctx context.Context) (halt.State, error)
+	History(ctx context.Context, limit int) ([]halt.Event, error)
+	Engage(ctx context.Context, by, scope, target, reason string) (halt.State, error)
+	Release(ctx context.Context, by, scope, target, reason string) (halt.State, error)
+}
+
+// HaltRequest is the body of POST /halts, /halts/release and
+// /halts/cancel-open.
+type HaltRequest struct {
+	Scope  string `json:"scope"`            // global, account, principal or agent
+	Target string `json:"target,omitempty"` // the account id, subject or client id
+	Reason string `json:"reason"`
+}
+
+const haltShape = `{"scope": "global"|"account"|"principal"|"agent", "target": "...", "reason": "..."}`
+
+// officer admits a caller holding the halt scope, through the firm's tools
+// when approver clients are configured, and entitled to what the halt
+// covers: the account for an account halt, every account otherwise (a
+// principal or an agent trades across accounts).
+func (a *API) officer(w http.ResponseWriter, r *http.Request, scope, target string) (principal.Principal, bool) {
+	p, ok := principal.From(r.Context())
+	switch {
+	case !ok:
+		httpserver.WriteError(w, http.StatusUnauthorized, "authentication required")
+	case !p.HasScope(a.o.HaltScope):
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.HaltScope+`"`)
+		httpserver.WriteError(w, http.StatusForbidden, "the "+a.o.HaltScope+" scope is required")
+	case len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID):
+		httpserver.WriteError(w, http.StatusForbidden, "the kill switch is operated through the firm's tools, not this client")
+	case scope == halt.Account && !p.Entitled(target), scope != "" && scope != halt.Account && !p.Entitled(principal.AllAccounts):
+		httpserver.WriteError(w, http.StatusForbidden, "you are not entitled to every account this halt covers")
+	default:
+		note(r.Context(), func(n *auditNote) { n.approver = p.Subject })
+		return p, true
+	}
+	return p, false
+}
+
+func (a *API) halts(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.officer(w, r, "", ""); !ok {
+		return
+	}
+	st, err := a.o.Halt.State(r.Context())
+	if err != nil {
+		a.o.Logger.ErrorContext(r.Context(), "kill switch unreadable", "error", err)
+		httpserver.WriteError(w, http.StatusServiceUnavailable, halt.ErrUnknown.Error())
+		return
+	}
+	hist, err := a.o.Halt.History(r.Context(), 100)
+	if err != nil {
+		a.o.Logger.WarnContext(r.Context(), "kill switch history unreadable", "error", err)
+	}
+	httpserver.WriteJSON(w, http.StatusOK, map[string]any{"halts": nonNil(st.Halts), "history": nonNil(hist)})
+}
+
+func (a *API) engage(w http.ResponseWriter, r *http.Request) {
+	a.change(w, r, a.o.Halt.Engage)
+}
+
+func (a *API) release(w http.ResponseWriter, r *http.Request) {
+	a.change(w, r, a.o.Halt.Release)
+}
+
+func (a *API) change(w http.ResponseWriter, r *http.Request, do func(ctx context.Context, by, scope, target, reason string) (halt.State, error)) {
+	var req HaltRequest
+	if !readJSON(w, r, &req, haltShape) {
+		return
+	}
+	p, ok := a.officer(w, r, req.Scope, req.Target)
+	if !ok {
+		return
+	}
+	st, err := do(r.Context(), p.Subject, req.Scope, req.Target, req.Reason)
+	switch {
+	case errors.Is(err, halt.ErrScope), errors.Is(err, halt.ErrReason):
+		httpserver.WriteError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, halt.ErrNotEngaged):
+		httpserver.WriteError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		a.o.Logger.ErrorContext(r.Context(), "kill switch change failed", "error", err)
+		httpserver.WriteError(w, http.StatusServiceUnavailable, "the kill switch could not be changed (state store or audit trail unavailable); nothing changed unless GET /halts shows it, retry")
+	default:
+		httpserver.WriteJSON(w, http.StatusOK, map[string]any{"halts": nonNil(st.Halts)})
+	}
+}
+
+func (a *API) cancelOpen(w http.ResponseWriter, r *http.Request) {
+	var req HaltRequest
+	if !readJSON(w, r, &req, haltShape) {
+		return
+	}
+	if !slices.Contains(halt.Scopes, req.Scope) || (req.Scope == halt.Global) != (req.Target == "") || req.Reason == "" {
+		httpserver.WriteError(w, http.StatusBadRequest, halt.ErrScope.Error()+"; and a reason is required")
+		return
+	}
+	p, ok := a.officer(w, r, req.Scope, req.Target)
+	if !ok {
+		return
+	}
+	rep, err := a.o.CancelAll(r.Context(), p, req.Scope, req.Target, req.Reason)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httpserver.WriteJSON(w, http.StatusOK, rep)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
