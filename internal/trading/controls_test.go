@@ -186,7 +186,10 @@ func TestDuplicateDetection(t *testing.T) {
 		{"the same key (a retry)", func(o trading.OrderArgs) trading.OrderArgs { return o }, 0, claimed, false},
 		{"another quantity", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey, o.Quantity = "dup-2", 11; return o }, 0, claimed, false},
 		{"another side", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey, o.Side = "dup-2", "sell"; return o }, 0, claimed, false},
-		{"another account", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey, o.AccountID = "dup-2", "ACC-2001"; return o }, 0, claimed, false},
+		{"another account", func(o trading.OrderArgs) trading.OrderArgs {
+			o.IdempotencyKey, o.AccountID = "dup-2", "ACC-2001"
+			return o
+		}, 0, claimed, false},
 		{"just inside the window", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey = "dup-2"; return o }, time.Minute - time.Second, claimed, true},
 		{"after the window", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey = "dup-2"; return o }, time.Minute, claimed, false},
 	}
