@@ -21,6 +21,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit/audittest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
@@ -295,6 +296,10 @@ func sealForTest(t *testing.T, cfg *config.Config) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("test-"+name+"-0123456789abcdef0123456789abcdef"), 0o400); err != nil {
 			t.Fatal(err)
 		}
+	}
+	signing, _ := audittest.Key(t, "test")
+	if err := os.WriteFile(filepath.Join(dir, secrets.AuditSigningKey), []byte(signing+"\n"), 0o400); err != nil {
+		t.Fatal(err)
 	}
 	cfg.SecretsDir = dir
 }

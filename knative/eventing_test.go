@@ -8,14 +8,20 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	eventingconfig "knative.dev/eventing/pkg/apis/config"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
 	"knative.dev/eventing/pkg/apis/feature"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
+	"knative.dev/eventing/pkg/eventfilter"
+	"knative.dev/eventing/pkg/eventfilter/subscriptionsapi"
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
@@ -179,6 +185,75 @@ func TestEventingWiring(t *testing.T) {
 		if d := tr.Spec.Delivery; d == nil || d.Retry == nil || *d.Retry < 3 {
 			t.Errorf("Trigger %s: delivery %+v; an approval decision needs retries", tr.Name, d)
 		}
+	}
+}
+
+// TestAuditArchiveWiring follows each mode's audit records to its archive:
+// one Trigger on the Broker the mode's SinkBinding feeds delivers to the
+// archiver's Kubernetes Service in the namespace, its filters, run by
+// Knative Eventing's own filter code, pass exactly the three audit types
+// (not approval decisions, not anything else), and its retries outlast an
+// archiver outage of an hour.
+func TestAuditArchiveWiring(t *testing.T) {
+	docs := loadManifests(t, manifestDir)
+	_, triggers, bindings := eventingObjects(t, docs)
+	for _, mode := range modes {
+		var broker string
+		for _, b := range bindings {
+			if b.Spec.Subject.Name == serviceName(mode) && b.Spec.Sink.Ref != nil {
+				broker = b.Spec.Sink.Ref.Name
+			}
+		}
+		var archives []*eventingv1.Trigger
+		for _, tr := range triggers {
+			if ref := tr.Spec.Subscriber.Ref; ref != nil && ref.APIVersion == "v1" && ref.Kind == "Service" && tr.Spec.Broker == broker {
+				archives = append(archives, tr)
+			}
+		}
+		if len(archives) != 1 {
+			t.Fatalf("%d Triggers on %s's Broker %q deliver to a Kubernetes Service; want one, the audit archive", len(archives), serviceName(mode), broker)
+		}
+		tr := archives[0]
+		if ref := tr.Spec.Subscriber.Ref; !strings.Contains(ref.Name, mode) || (ref.Namespace != "" && ref.Namespace != projectNamespace) || tr.Spec.Subscriber.URI != nil {
+			t.Errorf("Trigger %s delivers to %+v %v; want this mode's archive Service in %s, at its root", tr.Name, ref, tr.Spec.Subscriber.URI, projectNamespace)
+		}
+		if tr.Spec.Filter != nil && len(tr.Spec.Filter.Attributes) > 0 {
+			t.Errorf("Trigger %s mixes filter and filters; Knative would ignore the former", tr.Name)
+		}
+		filter := subscriptionsapi.CreateSubscriptionsAPIFilters(zap.NewNop(), tr.Spec.Filters)
+		for typ, want := range map[string]eventfilter.FilterResult{
+			audit.EventType: eventfilter.PassFilter, audit.StepEventType: eventfilter.PassFilter, audit.CheckpointEventType: eventfilter.PassFilter,
+			approvalEventType: eventfilter.FailFilter, "com.portfolio-mcp.tool.called.v2": eventfilter.FailFilter, "dev.knative.sources.ping": eventfilter.FailFilter,
+		} {
+			ev := cloudevents.NewEvent()
+			ev.SetID("1")
+			ev.SetSource("/portfolio-mcp/" + serviceName(mode) + "/" + serviceName(mode) + "-00001")
+			ev.SetType(typ)
+			if got := filter.Filter(context.Background(), ev); got != want {
+				t.Errorf("Trigger %s: an event of type %s: %s, want %s", tr.Name, typ, got, want)
+			}
+		}
+		filter.Cleanup()
+		checkArchiveDelivery(t, tr)
+	}
+}
+
+// checkArchiveDelivery requires exponential retries whose backoff adds up
+// to an hour or more.
+func checkArchiveDelivery(t *testing.T, tr *eventingv1.Trigger) {
+	t.Helper()
+	d := tr.Spec.Delivery
+	if d == nil || d.Retry == nil || d.BackoffPolicy == nil || *d.BackoffPolicy != "exponential" || d.BackoffDelay == nil {
+		t.Errorf("Trigger %s: delivery %+v; want retries with exponential backoff", tr.Name, d)
+		return
+	}
+	m := isoSeconds.FindStringSubmatch(*d.BackoffDelay)
+	if m == nil {
+		t.Fatalf("Trigger %s: backoffDelay %q; want PT<n>S", tr.Name, *d.BackoffDelay)
+	}
+	delay, _ := strconv.Atoi(m[1])
+	if total := time.Duration(delay) * time.Second * time.Duration(1<<*d.Retry-1); total < time.Hour {
+		t.Errorf("Trigger %s: retries give up after %v; an archiver outage of an hour would lose records", tr.Name, total)
 	}
 }
 

@@ -1,108 +1,23 @@
 package knative
 
-// The External Secrets objects are checked against the CustomResourceDefinitions
-// External Secrets installs, with the API server's own custom-resource
-// code (k8s.io/apiextensions-apiserver): unknown fields found by structural
-// pruning, schema defaulting, OpenAPI validation, list-type and CEL rules.
-//
-// Why the CRD and not Go types: External Secrets publishes its API types as
-// a nested module (github.com/external-secrets/external-secrets/apis) that
-// the Go module proxy does not serve, and the main module would pull every
-// cloud provider's SDK into go.mod. The main module's zip, which the proxy
-// does serve, carries the CRDs; they are fetched into the module cache at
-// test time (outside this module, so go.mod is untouched) and pinned by
-// their go.sum hash.
+// The External Secrets objects are validated against their CRDs on the
+// real API server (crd_apiserver_test.go); the tests here check what a
+// schema cannot: that the secrets reach the server as the files it reads.
 
 import (
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/crdtest"
-
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 )
 
-// The External Secrets release whose CRDs the manifests target (install the
-// same chart version, docs/deploy.md), and the go.sum hash of its module zip.
-const (
-	esoModule  = "github.com/external-secrets/external-secrets"
-	esoVersion = "v1.3.2"
-	esoZipHash = "h1:u2J8RjlHIeF0oZCqtl92adI/uZWUwOesJIDkfql6LqQ="
-)
-
-// esoCRDFiles are the CRDs of the kinds in crdKinds, inside the module.
-var esoCRDFiles = []string{
-	"config/crds/bases/external-secrets.io_secretstores.yaml",
-	"config/crds/bases/external-secrets.io_externalsecrets.yaml",
-}
-
-// externalSecretsValidators fetches the CRDs and builds their validators.
-func externalSecretsValidators(t *testing.T) map[schema.GroupVersionKind]*crdtest.Validator {
-	t.Helper()
-	vs := crdtest.Load(t, crdtest.DownloadModule(t, esoModule, esoVersion, esoZipHash), esoCRDFiles)
-	for _, gvk := range crdKinds {
-		if vs[gvk] == nil {
-			t.Fatalf("External Secrets %s serves no %s", esoVersion, gvk)
-		}
-	}
-	return vs
-}
-
-// TestExternalSecretsObjectsMatchTheirCRDs validates every SecretStore and
-// ExternalSecret against External Secrets' CRD schema, and shows that the
-// check catches a misplaced field and a wrong enum value.
-func TestExternalSecretsObjectsMatchTheirCRDs(t *testing.T) {
-	vs := externalSecretsValidators(t)
-	seen := 0
-	for _, d := range loadManifests(t, manifestDir) {
-		if !slices.Contains(crdKinds, d.GVK()) {
-			continue
-		}
-		seen++
-		if err := vs[d.GVK()].Validate(d.Raw); err != nil {
-			t.Errorf("%s: %v", d.Source, err)
-		}
-	}
-	if seen == 0 {
-		t.Fatal("no External Secrets objects in the manifests")
-	}
-
-	store := []byte(`apiVersion: external-secrets.io/v1
-kind: SecretStore
-metadata: {name: x, namespace: y}
-spec:
-  provider:
-    aws:
-      service: SecretManager
-      region: us-east-1
-      auth: {jwt: {serviceAccountRef: {name: z}}}
-`)
-	if err := vs[crdKinds[0]].Validate(store); err == nil || !strings.Contains(err.Error(), "service") {
-		t.Errorf("a misspelt enum value passed: %v", err)
-	}
-	es := []byte(`apiVersion: external-secrets.io/v1
-kind: ExternalSecret
-metadata: {name: x, namespace: y}
-spec:
-  secretStoreRef: {kind: SecretStore, name: s}
-  target: {name: t}
-  data:
-  - secretKey: k
-    key: portfolio-mcp/paper
-`)
-	if err := vs[crdKinds[1]].Validate(es); err == nil || !strings.Contains(err.Error(), "key") {
-		t.Errorf("a misplaced field passed: %v", err)
-	}
-}
-
 // externalSecret is the part of an ExternalSecret the consistency checks
-// read (the schema test above covers the whole object).
+// read (crd_apiserver_test.go validates the whole object).
 type externalSecret struct {
 	Metadata struct{ Name string } `json:"metadata"`
 	Spec     struct {
@@ -164,7 +79,7 @@ func TestSecretsReachTheServerAsFiles(t *testing.T) {
 	accounts := objectsOf[corev1.ServiceAccount](t, docs, corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
 	externals := decodeLoose[externalSecret](t, docs, "ExternalSecret")
 	stores := decodeLoose[secretStore](t, docs, "SecretStore")
-	wantKeys := []string{secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.ConsoleCookieKey, secrets.RequestStateKey}
+	wantKeys := []string{secrets.ApprovalEventKey, secrets.AuditSigningKey, secrets.BackendAPIKey, secrets.ConsoleCookieKey, secrets.RequestStateKey}
 
 	used := map[string]string{} // AWS secret, role, store, Secret -> mode
 	share := func(what, mode string) {

@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	if err != nil {
 		return nil, err
 	}
-	gov, err := newSecurity(ctx, cfg, rev, metrics.Registerer(), st, tr, log)
+	gov, err := newSecurity(ctx, cfg, rev, metrics.Registerer(), st, tr, sec.Get, log)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/authz"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/tracing"
@@ -41,14 +42,22 @@ type security struct {
 	log      *slog.Logger
 }
 
-func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision, reg prometheus.Registerer, st store.Store, tr tracing.Tracing, log *slog.Logger) (*security, error) {
+func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision, reg prometheus.Registerer, st store.Store, tr tracing.Tracing, secret func(string) ([]byte, error), log *slog.Logger) (*security, error) {
 	s := &security{
 		scopes: catalog.Scopes{Read: cfg.Auth.ScopeRead, Trade: cfg.Auth.ScopeTrade, Approve: cfg.Auth.ScopeApprove},
 		tracer: tr.Provider,
 		log:    log,
 	}
-	var err error
-	if s.auditor, err = audit.New(cfg.Audit, rev, log, reg, tr.Provider); err != nil {
+	// The trail's checkpoints are signed with the audit-signing-key secret,
+	// required in production: on Knative (K_SERVICE) outside development
+	// (as requireSecrets: an issuer or SECRETS_DIR). Elsewhere a missing
+	// key is replaced by one made for the process.
+	production := rev.Service != "" && (cfg.SecretsDir != "" || cfg.Auth.Issuer != "")
+	signing, err := audit.SigningKey(func() ([]byte, error) { return secret(secrets.AuditSigningKey) }, production, log)
+	if err != nil {
+		return nil, &config.Error{Var: "SECRETS_DIR", Msg: err.Error()}
+	}
+	if s.auditor, err = audit.New(cfg.Audit, rev, log, reg, tr.Provider, signing); err != nil {
 		return nil, err
 	}
 	// Rate-limit buckets live where the rest of the shared state lives.

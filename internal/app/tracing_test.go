@@ -251,6 +251,9 @@ func TestTraceOfAnOrder(t *testing.T) {
 	}
 	var record string
 	for i, e := range callEvents {
+		if e["checkpoint"] != nil {
+			continue // the audit chain's seal at shutdown belongs to no request
+		}
 		if e["trace_id"] != agentTrace {
 			t.Errorf("audit event %v lacks the trace id", e)
 		}

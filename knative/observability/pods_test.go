@@ -6,36 +6,25 @@ package observability
 // added), and the NetworkPolicies that must let Prometheus in.
 
 import (
-	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	netcfg "knative.dev/networking/pkg/config"
-	"knative.dev/pkg/apis"
-	"knative.dev/pkg/logging"
-	_ "knative.dev/pkg/system/testing" // SYSTEM_NAMESPACE, which the revision reconciler reads
-	apicfg "knative.dev/serving/pkg/apis/config"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
-	asconfig "knative.dev/serving/pkg/autoscaler/config"
-	"knative.dev/serving/pkg/deployment"
-	knobservability "knative.dev/serving/pkg/observability"
-	cfgresources "knative.dev/serving/pkg/reconciler/configuration/resources"
 	revconfig "knative.dev/serving/pkg/reconciler/revision/config"
-	revresources "knative.dev/serving/pkg/reconciler/revision/resources"
-	svcresources "knative.dev/serving/pkg/reconciler/service/resources"
 	"sigs.k8s.io/yaml"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/dashboard/promnames"
 )
 
@@ -46,76 +35,22 @@ var modes = []string{"paper", "live"}
 // PodMonitors and the PrometheusRule live.
 const monitoringNamespace = "monitoring"
 
-// standInImage replaces the ko:// reference, which ko resolves at deploy
-// time.
-const standInImage = "registry.example.com/portfolio-mcp@sha256:0000000000000000000000000000000000000000000000000000000000000000"
-
-var koRef = regexp.MustCompile(`ko://[^\s"']+`)
-
-// knativeConfig is a fresh install's cluster configuration, parsed by
-// Knative's own constructors (as knative/service_test.go does).
+// knativeConfig is a fresh install's cluster configuration with what
+// README.md asks for: queue-proxy serves its request metrics in Prometheus
+// format.
 func knativeConfig(t *testing.T) *revconfig.Config {
 	t.Helper()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	defaults, err := apicfg.NewDefaultsConfigFromMap(nil)
-	must(err)
-	features, err := apicfg.NewFeaturesConfigFromMap(nil)
-	must(err)
-	autoscaler, err := asconfig.NewConfigFromMap(nil)
-	must(err)
-	dep, err := deployment.NewConfigFromMap(map[string]string{deployment.QueueSidecarImageKey: "ko.local/queue-proxy@sha256:" + strings.Repeat("1", 64)})
-	must(err)
-	network, err := netcfg.NewConfigFromMap(nil)
-	must(err)
-	logs, err := logging.NewConfigFromMap(nil)
-	must(err)
-	obs, err := knobservability.NewFromMap(map[string]string{
-		// What README.md asks for: the queue-proxy serves its request
-		// metrics in Prometheus format.
+	return knativetest.Config(t, map[string]string{
 		"metrics-protocol":         "prometheus",
 		"request-metrics-protocol": "prometheus",
 	})
-	must(err)
-	return &revconfig.Config{
-		Config:        &apicfg.Config{Defaults: defaults, Features: features, Autoscaler: autoscaler},
-		Deployment:    dep,
-		Logging:       logs,
-		Network:       network,
-		Observability: obs,
-	}
 }
 
-func webhookContext(cfg *revconfig.Config) context.Context {
-	return apis.WithinCreate(apicfg.ToContext(context.Background(), cfg.Config))
-}
-
-// service reads one Knative Service manifest, defaulted as the webhook
-// would.
+// service reads one Knative Service manifest of knative/, defaulted as the
+// webhook would.
 func service(t *testing.T, cfg *revconfig.Config, file string) *servingv1.Service {
 	t.Helper()
-	b := koRef.ReplaceAll(readFile(t, filepath.Join(knativeDir, file)), []byte(standInImage))
-	for _, doc := range splitYAML(t, b) {
-		var head struct{ APIVersion, Kind string }
-		if err := yaml.Unmarshal(doc, &head); err != nil {
-			t.Fatal(err)
-		}
-		if head.APIVersion != servingv1.SchemeGroupVersion.String() || head.Kind != "Service" {
-			continue
-		}
-		var svc servingv1.Service
-		if err := yaml.UnmarshalStrict(doc, &svc); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		svc.SetDefaults(webhookContext(cfg))
-		return &svc
-	}
-	t.Fatalf("%s holds no Knative Service", file)
-	return nil
+	return knativetest.Service(t, cfg, filepath.Join(knativeDir, file))
 }
 
 // serverServices are the server's Services of both modes.
@@ -133,23 +68,12 @@ func serverServices(t *testing.T) []*servingv1.Service {
 // revision: the pod that runs, queue-proxy beside the server.
 func podOf(t *testing.T, cfg *revconfig.Config, svc *servingv1.Service) *appsv1.Deployment {
 	t.Helper()
-	ctx := webhookContext(cfg)
-	conf := svcresources.MakeConfiguration(svc)
-	rev := cfgresources.MakeRevision(ctx, conf, time.Unix(0, 0))
-	rev.Name = conf.Name + "-00001"
-	rev.SetDefaults(ctx)
-	if err := rev.Validate(ctx).Filter(apis.ErrorLevel); err != nil {
-		t.Fatalf("revision of %s: %v", svc.Name, err)
-	}
-	d, err := revresources.MakeDeployment(rev, cfg)
-	if err != nil {
-		t.Fatalf("revision reconciler cannot make a Deployment for %s: %v", rev.Name, err)
-	}
-	return d
+	return knativetest.Deployment(t, cfg, knativetest.Revision(t, cfg, svc))
 }
 
 // podMonitor is the part of a monitoring.coreos.com/v1 PodMonitor the
-// checks read (crd_test.go validates the whole object).
+// checks read (knative/crd_apiserver_test.go validates the whole object on
+// the API server).
 type podMonitor struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
@@ -176,7 +100,7 @@ type podMonitor struct {
 func podMonitors(t *testing.T, file string) []podMonitor {
 	t.Helper()
 	var out []podMonitor
-	for _, doc := range splitYAML(t, readFile(t, file)) {
+	for _, doc := range knativetest.SplitYAML(t, readFile(t, file)) {
 		var pm podMonitor
 		if err := yaml.Unmarshal(doc, &pm); err != nil {
 			t.Fatalf("%s: %v", file, err)
@@ -187,22 +111,6 @@ func podMonitors(t *testing.T, file string) []podMonitor {
 	}
 	if len(out) == 0 {
 		t.Fatalf("%s holds no PodMonitor", file)
-	}
-	return out
-}
-
-// splitYAML cuts a stream at document separators, dropping empty ones.
-func splitYAML(t *testing.T, b []byte) [][]byte {
-	t.Helper()
-	var out [][]byte
-	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
-		var m map[string]any
-		if err := yaml.Unmarshal([]byte(d), &m); err != nil {
-			t.Fatal(err)
-		}
-		if len(m) > 0 {
-			out = append(out, []byte(d))
-		}
 	}
 	return out
 }
@@ -374,7 +282,7 @@ func TestKnativePodMonitorSelectsItsComponents(t *testing.T) {
 	for _, component := range []string{"autoscaler", "activator"} {
 		var dep appsv1.Deployment
 		b := readFile(t, filepath.Join(dir, "config/core/deployments", component+".yaml"))
-		docs := splitYAML(t, b)
+		docs := knativetest.SplitYAML(t, b)
 		if err := yaml.Unmarshal(docs[0], &dep); err != nil {
 			t.Fatal(err)
 		}
@@ -388,6 +296,12 @@ func TestKnativePodMonitorSelectsItsComponents(t *testing.T) {
 			t.Errorf("the %s has no port %q (%s)", component, pm.Spec.PodMetricsEndpoints[0].Port, ports(&dep.Spec.Template.Spec))
 		}
 	}
+}
+
+// goList runs `go list` with args in this module.
+func goList(args ...string) (string, error) {
+	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
+	return strings.TrimSpace(string(out)), err
 }
 
 // servingModuleDir is knative.dev/serving's directory in the module cache

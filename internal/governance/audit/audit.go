@@ -8,6 +8,10 @@
 // counted and written to the log instead. State-changing calls are recorded
 // synchronously (EmitSync): the caller learns whether the sink acknowledged
 // the event and fails closed if it did not.
+//
+// Every event is a link of this process's hash chain, sealed by signed
+// checkpoints (chain.go, keys.go), so an exported trail can be checked for
+// gaps, edits, insertions and reordering (cmd/auditverify).
 package audit
 
 import (
@@ -18,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -78,6 +83,11 @@ type Event struct {
 	// order the Trade service accepted): carried by the call's own record,
 	// so they cost no delivery of their own.
 	Steps []Step `json:"steps,omitempty"`
+	// Checkpoint is set on a checkpoint event only (CheckpointEventType).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Chain is the event's place in its stream, set when it is recorded;
+	// the only member its hash does not cover (Canonical).
+	Chain Link `json:"chain,omitzero"`
 }
 
 // Config configures the audit trail. Knative's SinkBinding injects K_SINK
@@ -86,14 +96,42 @@ type Config struct {
 	Sink        string `env:"K_SINK"`
 	CEOverrides string `env:"K_CE_OVERRIDES"`
 	QueueSize   int    `env:"AUDIT_QUEUE_SIZE, default=1024"`
+	// CheckpointEvents and CheckpointInterval bound what a crash can leave
+	// unsealed: a signed checkpoint follows at most about this many events,
+	// and at most this long after an event (none while idle). 0: the
+	// default.
+	CheckpointEvents   int           `env:"AUDIT_CHECKPOINT_EVENTS, default=256"`
+	CheckpointInterval time.Duration `env:"AUDIT_CHECKPOINT_INTERVAL, default=10s"`
 }
 
-// Validate reports a K_CE_OVERRIDES that is not Knative's duck type.
+// Checkpoint defaults, for a Config built without the environment.
+const (
+	defaultCheckpointEvents   = 256
+	defaultCheckpointInterval = 10 * time.Second
+)
+
+// Validate reports a K_CE_OVERRIDES that is not Knative's duck type and
+// checkpoint bounds out of range, each error starting with its variable.
 func (c Config) Validate() error {
+	var errs []error
 	if _, err := parseOverrides(c.CEOverrides); err != nil {
-		return fmt.Errorf("K_CE_OVERRIDES %w", err)
+		errs = append(errs, fmt.Errorf("K_CE_OVERRIDES %w", err))
 	}
-	return nil
+	if c.CheckpointEvents < 0 || c.CheckpointEvents > 1<<16 {
+		errs = append(errs, fmt.Errorf("AUDIT_CHECKPOINT_EVENTS %d is outside 1..65536", c.CheckpointEvents))
+	}
+	if c.CheckpointInterval != 0 && (c.CheckpointInterval < time.Second || c.CheckpointInterval > 10*time.Minute) {
+		errs = append(errs, fmt.Errorf("AUDIT_CHECKPOINT_INTERVAL %s is outside [1s, 10m]", c.CheckpointInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// Option adjusts an Auditor.
+type Option func(*options)
+
+type options struct {
+	signer *signer
+	ticks  <-chan time.Time // replaces the checkpoint interval's ticker (tests)
 }
 
 // Delivery bounds: an asynchronous event gets a few retries with backoff; a
@@ -131,13 +169,29 @@ type Auditor struct {
 	dropped   *prometheus.CounterVec
 	queued    prometheus.GaugeFunc
 	tracer    trace.Tracer
+
+	chain       *chain
+	signer      *signer
+	encoders    sync.Pool // *encoder
+	every       int       // events per checkpoint
+	due         chan struct{}
+	stopSeal    chan struct{} // closed by Close: the checkpoint loop ends
+	sealLoop    chan struct{} // closed when the checkpoint loop ended
+	sealOnce    sync.Once
+	undelivered undelivered
 }
 
-// New builds an Auditor from the audit configuration. With cfg.Sink set it
-// starts the workers that deliver queued events; Close stops them.
-func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) (*Auditor, error) {
+// New builds an Auditor from the audit configuration. It starts the
+// checkpoint loop and, with cfg.Sink set, the workers that deliver queued
+// events; Close stops them. Without SigningKey among opts, checkpoints are
+// signed with a key made for this process.
+func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider, opts ...Option) (*Auditor, error) {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	ext, err := parseOverrides(cfg.CEOverrides)
 	if err != nil {
@@ -185,14 +239,23 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 	}
 	if cfg.Sink == "" {
 		close(a.done)
-		return a, nil
+	} else if err := a.startWorkers(cfg.Sink); err != nil {
+		return nil, err
 	}
+	a.startChain(cfg, o)
+	return a, nil
+}
+
+// startWorkers connects the sink and starts the workers that deliver
+// queued events.
+func (a *Auditor) startWorkers(sink string) error {
+	var err error
 	a.client, err = cloudevents.NewClientHTTP(
-		cehttp.WithTarget(cfg.Sink),
+		cehttp.WithTarget(sink),
 		cehttp.WithClient(http.Client{Timeout: attemptTimeout}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("audit sink client: %w", err)
+		return fmt.Errorf("audit sink client: %w", err)
 	}
 	a.workCtx, a.abandon = context.WithCancel(context.Background())
 	var workers sync.WaitGroup
@@ -203,7 +266,7 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 		workers.Wait()
 		close(a.done)
 	}()
-	return a, nil
+	return nil
 }
 
 // Emit records e asynchronously. It never blocks: when the queue is full (or
@@ -211,8 +274,14 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 // log, so it is not lost from the record altogether.
 func (a *Auditor) Emit(ctx context.Context, e Event) {
 	a.fill(ctx, &e)
+	a.commit(&e)
+	a.enqueue(ctx, e)
+}
+
+// enqueue hands a committed event to the workers, or to the log.
+func (a *Auditor) enqueue(ctx context.Context, e Event) {
 	if a.client == nil {
-		a.logEvent(ctx, slog.LevelInfo, "audit", e)
+		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
 		a.delivered.WithLabelValues("async", "logged").Inc()
 		return
 	}
@@ -228,7 +297,7 @@ func (a *Auditor) Emit(ctx context.Context, e Event) {
 		}
 	}
 	a.dropped.WithLabelValues(reason).Inc()
-	a.logEvent(ctx, slog.LevelWarn, "audit event not delivered: "+reason, e)
+	a.logUndelivered(ctx, slog.LevelWarn, reason, e)
 }
 
 // EmitSync records e and returns only once the sink acknowledged it (a 2xx)
@@ -237,11 +306,12 @@ func (a *Auditor) Emit(ctx context.Context, e Event) {
 // went away), bounded by a few seconds. Without a sink the event is logged.
 func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 	a.fill(ctx, &e)
+	a.commit(&e)
 	ctx, span := a.tracer.Start(ctx, "audit.deliver", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID), attribute.String("portfolio_mcp.audit.record", cmp.Or(e.Action, e.Tool))))
 	defer span.End()
 	if a.client == nil {
-		a.logEvent(ctx, slog.LevelInfo, "audit", e)
+		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
 		a.delivered.WithLabelValues("sync", "logged").Inc()
 		return nil
 	}
@@ -251,7 +321,7 @@ func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 		a.delivered.WithLabelValues("sync", "failed").Inc()
 		span.SetStatus(codes.Error, "the audit sink did not acknowledge")
 		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
-		a.logEvent(ctx, slog.LevelError, "audit event not delivered: the sink did not acknowledge", e)
+		a.logUndelivered(ctx, slog.LevelError, "the sink did not acknowledge", e)
 		return fmt.Errorf("audit: recording %s call: %w", e.Tool, err)
 	}
 	a.delivered.WithLabelValues("sync", "delivered").Inc()
@@ -261,19 +331,36 @@ func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 // Close stops accepting asynchronous events and waits until the queue is
 // drained. If ctx ends first, deliveries in progress are abandoned and the
 // events still queued are written to the log (and counted as dropped), so
-// nothing is lost from the record. Run it after in-flight requests finished
-// (an httpserver OnDrained hook).
+// nothing is lost from the record. Then it seals the stream with its final
+// checkpoint, delivered while ctx lasts and logged otherwise. Run it after
+// in-flight requests finished (an httpserver OnDrained hook).
 func (a *Auditor) Close(ctx context.Context) error {
+	var err error
+	a.sealOnce.Do(func() {
+		close(a.stopSeal)
+		<-a.sealLoop // a periodic checkpoint in progress goes out with the queue
+		err = a.drain(ctx)
+		a.sealFinal(ctx)
+	})
+	return err
+}
+
+// drain closes the queue and waits for the workers, abandoning what is
+// left when ctx ends.
+func (a *Auditor) drain(ctx context.Context) error {
 	a.mu.Lock()
-	if !a.closed {
-		a.closed = true
-		close(a.queue)
-	}
+	a.closed = true
+	close(a.queue)
 	a.mu.Unlock()
 	select {
 	case <-a.done:
 		return nil
 	case <-ctx.Done():
+	}
+	select {
+	case <-a.done: // no sink, or drained just now
+		return nil
+	default:
 	}
 	left := len(a.queue)
 	a.abandon()
@@ -286,7 +373,7 @@ func (a *Auditor) work() {
 	for e := range a.queue {
 		if a.workCtx.Err() != nil {
 			a.dropped.WithLabelValues("shutdown").Inc()
-			a.logEvent(context.Background(), slog.LevelWarn, "audit event not delivered: shutdown", e)
+			a.logUndelivered(context.Background(), slog.LevelWarn, "shutdown", e)
 			continue
 		}
 		ctx, cancel := context.WithTimeout(a.workCtx, asyncDeadline)
@@ -294,7 +381,7 @@ func (a *Auditor) work() {
 		cancel()
 		if err != nil {
 			a.dropped.WithLabelValues("delivery_failed").Inc()
-			a.logEvent(context.Background(), slog.LevelError, "audit event not delivered: "+err.Error(), e)
+			a.logUndelivered(context.Background(), slog.LevelError, err.Error(), e)
 			continue
 		}
 		a.delivered.WithLabelValues("async", "delivered").Inc()
@@ -320,18 +407,10 @@ func (a *Auditor) send(ctx context.Context, e Event) error {
 func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
 	ev := cloudevents.NewEvent()
 	ev.SetID(cmp.Or(e.ID, uuid.NewString()))
-	ev.SetType(EventType)
-	if e.Action != "" {
-		ev.SetType(StepEventType)
-	}
+	ev.SetType(TypeOf(e))
 	ev.SetSource(a.source)
-	// A step's subject is its action (approval.requested, ...), also when a
-	// tool call took it: what a Trigger routes on (notifications).
-	switch {
-	case e.Action != "":
-		ev.SetSubject(e.Action)
-	case e.Tool != "":
-		ev.SetSubject(e.Tool)
+	if s := SubjectOf(e); s != "" {
+		ev.SetSubject(s)
 	}
 	ev.SetTime(e.Time)
 	if err := ev.SetData(cloudevents.ApplicationJSON, e); err != nil {
@@ -340,6 +419,11 @@ func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
 	for k, v := range a.extensions {
 		ev.SetExtension(k, v) // names were validated in parseOverrides
 	}
+	// The chain's position, outside the data too: an archiver can name
+	// objects <stream>/<seq> (a redelivery lands on the same name) without
+	// parsing the data. The verifier checks them against the data.
+	ev.SetExtension(StreamExtension, e.Chain.Stream)
+	ev.SetExtension(SeqExtension, strconv.FormatUint(e.Chain.Seq, 10))
 	if err := ev.Validate(); err != nil {
 		return ev, fmt.Errorf("audit event: %w", err)
 	}
@@ -371,7 +455,50 @@ func (a *Auditor) fill(ctx context.Context, e *Event) {
 // logEvent writes e to the structured log: the record of last resort. It
 // is written even when LOG_LEVEL would drop its level.
 func (a *Auditor) logEvent(ctx context.Context, level slog.Level, msg string, e Event) {
-	a.record.LogAttrs(ctx, level, msg, slog.Any("audit_event", e))
+	a.record.LogAttrs(ctx, level, msg, slog.Any(LogKey, e))
+}
+
+// logUndelivered logs an event the sink did not get, and notes it for the
+// next checkpoint, which tells the verifier where the gap's event is.
+func (a *Auditor) logUndelivered(ctx context.Context, level slog.Level, why string, e Event) {
+	kind := "event"
+	if e.Checkpoint != nil {
+		kind = "checkpoint"
+	}
+	a.logEvent(ctx, level, "audit "+kind+" not delivered: "+why, e)
+	a.undelivered.note(e.Chain.Seq)
+}
+
+// logMessage is the message of a record logged because there is no sink.
+func logMessage(e Event) string {
+	if e.Checkpoint != nil {
+		return "audit checkpoint"
+	}
+	return "audit"
+}
+
+// TypeOf is the CloudEvent type of e.
+func TypeOf(e Event) string {
+	switch {
+	case e.Checkpoint != nil:
+		return CheckpointEventType
+	case e.Action != "":
+		return StepEventType
+	}
+	return EventType
+}
+
+// SubjectOf is the CloudEvent subject of e. A step's subject is its action
+// (approval.requested, ...), also when a tool call took it: what a Trigger
+// routes on (notifications).
+func SubjectOf(e Event) string {
+	switch {
+	case e.Checkpoint != nil:
+		return CheckpointSubject
+	case e.Action != "":
+		return e.Action
+	}
+	return e.Tool
 }
 
 // alwaysEnabled passes every record to its handler: an audit record must

@@ -68,18 +68,32 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
+// received is what the sink got, checkpoints left out (Close always adds
+// one; chain_test.go looks at them).
 func (r *receiver) received() []cloudevents.Event {
+	var out []cloudevents.Event
+	for _, ev := range r.all() {
+		if ev.Type() != audit.CheckpointEventType {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// all is everything the sink got.
+func (r *receiver) all() []cloudevents.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]cloudevents.Event(nil), r.events...)
 }
 
-// holdRequests makes the sink block every request until release; each
-// blocked request is announced on held.
+// holdRequests makes the sink block every request until release (at the
+// latest when the test ends); each blocked request is announced on held.
 func (r *receiver) holdRequests() {
 	r.mu.Lock()
 	r.hold, r.held = make(chan struct{}), make(chan struct{}, 16)
 	r.mu.Unlock()
+	r.t.Cleanup(r.release)
 }
 
 func (r *receiver) release() {
@@ -182,19 +196,9 @@ func TestSyncFailsWhenSinkRefusesOrIsDown(t *testing.T) {
 func TestAsyncQueueIsBoundedAndDrainedOnClose(t *testing.T) {
 	rcv := newReceiver(t)
 	rcv.holdRequests()
-	defer rcv.release()
 	var logs syncBuffer
 	a, reg := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 1}, &logs)
-
-	// Two workers each take one event and block in the sink.
-	a.Emit(context.Background(), sample("get_portfolio"))
-	<-rcv.held
-	a.Emit(context.Background(), sample("get_portfolio"))
-	<-rcv.held
-	// One fits the queue; the next is dropped, counted and logged, and Emit
-	// does not block.
-	a.Emit(context.Background(), sample("get_quotes"))
-	a.Emit(context.Background(), sample("list_accounts"))
+	overflow(a, rcv)
 
 	if n := metric(t, reg, "audit_events_dropped_total", "reason", "queue_full"); n != 1 {
 		t.Errorf("queue_full drops = %v, want 1", n)
@@ -219,7 +223,6 @@ func TestAsyncQueueIsBoundedAndDrainedOnClose(t *testing.T) {
 func TestCloseGivesUpWhenItsContextEnds(t *testing.T) {
 	rcv := newReceiver(t)
 	rcv.holdRequests()
-	defer rcv.release()
 	var logs syncBuffer
 	a, _ := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 4}, &logs)
 	for range 3 {
@@ -272,6 +275,19 @@ func TestBadOverridesNameTheVariable(t *testing.T) {
 			t.Errorf("K_CE_OVERRIDES=%s: Validate = %v, want an error naming the variable", o, err)
 		}
 	}
+}
+
+// overflow emits four reads into an Auditor with a one-slot queue whose
+// sink holds requests: two workers each take one and block in the sink,
+// the third fits the queue, the fourth (list_accounts) is dropped, counted
+// and logged, and Emit does not block.
+func overflow(a *audit.Auditor, rcv *receiver) {
+	a.Emit(context.Background(), sample("get_portfolio"))
+	<-rcv.held
+	a.Emit(context.Background(), sample("get_portfolio"))
+	<-rcv.held
+	a.Emit(context.Background(), sample("get_quotes"))
+	a.Emit(context.Background(), sample("list_accounts"))
 }
 
 // metric returns the value of the counter name with the given label pairs

@@ -1,8 +1,9 @@
-// Package secrets reads the server's secrets (HMAC keys, backend API keys)
-// from files in a directory: a Kubernetes Secret, synced from the firm's
-// secret manager by External Secrets, mounted into the pod. Rotation needs no
-// restart: each read checks whether the file changed (including Kubernetes'
-// atomic symlink swap of the ..data directory) and reloads it if so.
+// Package secrets reads the server's secrets (HMAC keys, signing keys,
+// backend API keys) from files in a directory: a Kubernetes Secret, synced
+// from the firm's secret manager by External Secrets, mounted into the pod.
+// Rotation needs no restart: each read checks whether the file changed
+// (including Kubernetes' atomic symlink swap of the ..data directory) and
+// reloads it if so.
 //
 // Secret values are never logged: only a secret's name, when it is reloaded.
 // With no directory configured (a laptop run), secrets come from
@@ -35,6 +36,10 @@ const (
 	// ConsoleCookieKey seals the approvals console's session cookies
 	// (AES-GCM); every replica holds the same.
 	ConsoleCookieKey = "console-cookie-key"
+	// AuditSigningKey signs the audit trail's checkpoints (Ed25519 private
+	// keys, one "<key id>:<base64>" a line; the first signs): see
+	// internal/governance/audit/keys.go.
+	AuditSigningKey = "audit-signing-key"
 )
 
 // MaxSize bounds one secret file; anything larger is a misconfiguration.

@@ -1,0 +1,136 @@
+package verify_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit/audittest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit/verify"
+)
+
+func kinds(r *verify.Report) []verify.Kind {
+	var out []verify.Kind
+	for _, p := range r.Problems {
+		out = append(out, p.Kind)
+	}
+	for _, s := range r.Streams {
+		for _, p := range s.Problems {
+			out = append(out, p.Kind)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// TestVerifierFindsEachTampering: a clean trail passes in any order and
+// with redelivered copies; each way of tampering is reported for what it
+// is.
+func TestVerifierFindsEachTampering(t *testing.T) {
+	secret, public := audittest.Key(t, "2026-07")
+	_, otherPublic := audittest.Key(t, "2026-07")
+	_, strangerPublic := audittest.Key(t, "other")
+	lines := audittest.Lines(audittest.Trail(t, secret, 10))
+	last := uint64(len(lines)) // one line an event: the final checkpoint
+	shuffled := slices.Clone(lines)
+	rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	for _, c := range []struct {
+		name  string
+		lines [][]byte
+		keys  string
+		opt   verify.Options
+		want  []verify.Kind // nil: OK
+	}{
+		{"as written", lines, public, verify.Options{}, nil},
+		{"lines shuffled", shuffled, public, verify.Options{}, nil},
+		{"an event delivered twice", append(slices.Clone(lines), lines[3]), public, verify.Options{}, nil},
+		{"deleted", audittest.Delete(t, lines, 3), public, verify.Options{}, []verify.Kind{verify.Gap}},
+		{"edited", audittest.Edit(t, lines, 7, "principal", "mallory"), public, verify.Options{}, []verify.Kind{verify.Edited}},
+		{"field added", audittest.Edit(t, lines, 7, "approved_by", "mallory"), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap}},
+		{"reordered", audittest.Reorder(t, lines, 2, 3), public, verify.Options{}, []verify.Kind{verify.Reordered}},
+		{"inserted and the chain rebuilt", audittest.Insert(t, lines, 6), public, verify.Options{}, []verify.Kind{verify.BadSignature, verify.Unsealed}},
+		{"tail cut", audittest.Delete(t, audittest.Delete(t, lines, last), last-1), public, verify.Options{}, []verify.Kind{verify.Unsealed}},
+		{"tail cut, stream still open", audittest.Delete(t, lines, last), public, verify.Options{AllowOpen: true}, nil},
+		{"another key under the same id", lines, otherPublic, verify.Options{}, []verify.Kind{verify.BadSignature, verify.Unsealed}},
+		{"a key id the verifier lacks", lines, strangerPublic, verify.Options{}, []verify.Kind{verify.UnknownKey, verify.Unsealed}},
+		{"an unchained event", append(slices.Clone(lines), []byte(`{"audit_event":{"time":"2026-01-02T15:04:05Z","principal":"mallory","tool":"place_order","class":"trade","outcome":"ok","latency_ms":1}}`)), public, verify.Options{}, []verify.Kind{verify.Unchained}},
+		{"a cut line", append(slices.Clone(lines), lines[2][:len(lines[2])/2]), public, verify.Options{}, []verify.Kind{verify.Malformed}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := audittest.Verify(t, c.keys, c.opt, audittest.Join(c.lines))
+			out := audittest.Text(r)
+			if got := kinds(r); !slices.Equal(got, c.want) || r.OK() != (c.want == nil) {
+				t.Errorf("problems %v, want %v:\n%s", got, c.want, out)
+			}
+			if !strings.HasPrefix(lastLine(out), map[bool]string{true: "OK:", false: "FAIL:"}[c.want == nil]) {
+				t.Errorf("summary does not lead with the verdict:\n%s", out)
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestVerifierSeparatesInterleavedStreams: two replicas' records in one
+// export are two streams, each checked on its own.
+func TestVerifierSeparatesInterleavedStreams(t *testing.T) {
+	secret, public := audittest.Key(t, "k")
+	a, b := audittest.Lines(audittest.Trail(t, secret, 3)), audittest.Lines(audittest.Trail(t, secret, 5))
+	var mixed [][]byte
+	for i := range max(len(a), len(b)) {
+		if i < len(a) {
+			mixed = append(mixed, a[i])
+		}
+		if i < len(b) {
+			mixed = append(mixed, b[i])
+		}
+	}
+	r := audittest.Verify(t, public, verify.Options{}, audittest.Join(mixed))
+	if !r.OK() || len(r.Streams) != 2 {
+		t.Fatalf("two clean streams: %+v", r)
+	}
+	r = audittest.Verify(t, public, verify.Options{}, audittest.Join(audittest.Delete(t, audittest.Delete(t, mixed, 2), 2)))
+	bad := 0
+	for _, s := range r.Streams {
+		if len(s.Problems) > 0 {
+			bad++
+		}
+	}
+	if bad != 2 { // seq 2 of both streams deleted
+		t.Errorf("%d streams with problems, want 2", bad)
+	}
+}
+
+// TestCloudEventEnvelopeMustMatchItsData: the attributes a Trigger routes
+// on are outside the hash, so the verifier holds them to the data.
+func TestCloudEventEnvelopeMustMatchItsData(t *testing.T) {
+	secret, public := audittest.Key(t, "k")
+	in := &verify.Input{}
+	if err := in.Read(bytes.NewReader(audittest.Trail(t, secret, 1)), "log"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for i, e := range in.Entries {
+		ce := map[string]any{"specversion": "1.0", "id": e.Event.ID, "source": "/portfolio-mcp", "type": audit.EventType,
+			"subject": e.Event.Tool, "datacontenttype": "application/json", "data": e.Event}
+		if e.Event.Checkpoint != nil {
+			ce["type"], ce["subject"] = audit.CheckpointEventType, audit.CheckpointSubject
+		}
+		if i == 0 {
+			ce["subject"] = "place_order" // routed as a trade
+		}
+		b, _ := json.Marshal(ce)
+		out.Write(append(b, '\n'))
+	}
+	r := audittest.Verify(t, public, verify.Options{}, out.Bytes())
+	if got := kinds(r); !slices.Equal(got, []verify.Kind{verify.Mismatch}) {
+		t.Errorf("problems %v, want only the envelope mismatch", got)
+	}
+}
