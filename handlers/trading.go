@@ -32,7 +32,7 @@ type PlaceInput struct {
 	IdempotencyKey string `json:"idempotency_key" jsonschema:"a unique key you choose for this order (e.g. a UUID); retrying with the same key and arguments never places a second order"`
 	Confirm        bool   `json:"confirm,omitempty" jsonschema:"for clients without multi round-trip input requests: set true only after the user has seen the order summary and confirmed it"`
 	// AcknowledgeDuplicate answers a possible_duplicate warning.
-	AcknowledgeDuplicate bool `json:"acknowledge_duplicate,omitempty" jsonschema:"set true only after the user, shown the possible_duplicate warning, confirmed they want a second, separate order"`
+	AcknowledgeDuplicate string `json:"acknowledge_duplicate,omitempty" jsonschema:"the possible_duplicate's idempotency_key, only after the user, shown that warning, confirmed they want a second, separate order"`
 }
 
 // IDInput names an order or an approval.
@@ -94,6 +94,7 @@ func (h *handlers) registerTrading(r registrar) {
 	}, inputSchema[PlaceInput](func(p map[string]*jsonschema.Schema) {
 		orderProps(p)
 		p["idempotency_key"].Pattern = idempotencyKeyPattern
+		p["acknowledge_duplicate"].Pattern = idempotencyKeyPattern
 	}), h.placeOrder)
 
 	addTool(r, catalog.Tool{Class: catalog.Trade, Bucket: catalog.CancelBudget}, &mcp.Tool{

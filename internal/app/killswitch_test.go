@@ -190,8 +190,11 @@ func TestKillSwitchAcrossReplicas(t *testing.T) {
 		t.Errorf("switch state and journal: %+v", state)
 	}
 
-	// Redis gone: the switch cannot be read, so no order goes out, but a
-	// working order can still be cancelled.
+	// Redis gone (with a halt engaged elsewhere): no order goes out on
+	// either replica, whichever read fails first (the idempotency record's,
+	// before the switch's: TestHaltFailsSafe in internal/trading fails only
+	// the switch), but a working order can still be cancelled.
+	haltCall(t, a, rita, "/halts", approvals.HaltRequest{Scope: "account", Target: "ACC-9999", Reason: "unrelated"})
 	var working trading.Outcome
 	resting["idempotency_key"], resting["quantity"] = "halt-resting-2", 12
 	callTool(t, onA, "place_order", resting, &working)

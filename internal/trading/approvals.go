@@ -443,22 +443,6 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		if a.Status != ApprovalApproved && !takeover {
 			return s.approvalOutcome(ctx, a), nil // done, or another replica holds the lease
 		}
-		if err := s.guard(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
-			if takeover {
-				// An interrupted send may have landed: leave it for the
-				// reconciliation after the halt is released.
-				return s.approvalOutcome(ctx, a), err
-			}
-			// Approved before the halt, never sent: it does not go out later
-			// by surprise; the requester places it again if still wanted.
-			a.Status, a.Error = ApprovalFailed, "not sent: "+err.Error()
-			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
-				continue
-			} else if err != nil {
-				return Outcome{}, s.stateErr(ctx, err)
-			}
-			return s.approvalOutcome(ctx, a), nil
-		}
 		if takeover {
 			order, err := s.bs.Trade.OrderByClientID(ctx, a.ClientOrderID)
 			switch {
@@ -473,6 +457,21 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			// a late fill against itself; the client order id makes the two
 			// one order.
 		}
+		// The kill switch, after the Trade service was asked about an
+		// interrupted send (whose order, if it landed, is recorded above).
+		if err := s.guard(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
+			if takeover {
+				// It may still land: keep the lease's state for the
+				// reconciliation after the halt is released.
+				return s.approvalOutcome(ctx, a), err
+			}
+			// Approved before the halt, never sent: it does not go out later
+			// by surprise; the requester places it again if still wanted.
+			if out, retry, err := s.failApproval(ctx, a, ver, "not sent: "+err.Error()); !retry {
+				return out, err
+			}
+			continue
+		}
 		// On a first attempt the account may have changed since the request
 		// (other orders, other approvals, the session closing): check again
 		// before money moves. The order's own approval never counts against
@@ -485,13 +484,23 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			}
 		}
 		if !pre.Allowed {
-			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "pre-trade check at execution: "+strings.Join(pre.Violations, "; "), nil
-			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			if out, retry, err := s.failApproval(ctx, a, ver, "pre-trade check at execution: "+strings.Join(pre.Violations, "; ")); !retry {
+				return out, err
+			}
+			continue
+		}
+		// Released on a later trading day than it was entered, the order
+		// counts against that day's budgets too (a no-op on the same day).
+		if !takeover {
+			err := s.reserve(ctx, a.Requester, a.RequesterClient, idemKey(a.Requester, "place_order", a.Order.IdempotencyKey), pre.EstimatedNotional)
+			if errors.Is(err, ErrDailyLimit) {
+				if out, retry, err := s.failApproval(ctx, a, ver, "not sent: the daily limit of the trading day it was released on is used up"); !retry {
+					return out, err
+				}
 				continue
 			} else if err != nil {
-				return Outcome{}, s.stateErr(ctx, err)
+				return s.approvalOutcome(ctx, a), err
 			}
-			return s.approvalOutcome(ctx, a), nil
 		}
 		if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
 			return s.approvalOutcome(ctx, a), err
@@ -524,6 +533,18 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		}
 		return s.submitted(ctx, a, ver, order, order.Status)
 	}
+}
+
+// failApproval records that an approved order will not be sent, and why.
+// retry: the approval changed meanwhile; look again.
+func (s *Service) failApproval(ctx context.Context, a Approval, ver int64, why string) (out Outcome, retry bool, err error) {
+	a.Status, a.Error, a.LeaseUntil = ApprovalFailed, why, nil
+	if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+		return Outcome{}, true, nil
+	} else if err != nil {
+		return Outcome{}, false, s.stateErr(ctx, err)
+	}
+	return s.approvalOutcome(ctx, a), false, nil
 }
 
 // submitted records that the Trade service has an approval's order, and
@@ -653,6 +674,7 @@ func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detai
 	case err != nil:
 		return Outcome{}, err
 	}
+	s.unindexOpen(ctx, o, cur.Provenance)
 	out := orderOutcome(o)
 	out.Provenance = cur.Provenance
 	return out, nil

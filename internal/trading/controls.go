@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"strconv"
 	"time"
 
@@ -44,9 +45,9 @@ type Provenance struct {
 	TraceID         string `json:"trace_id,omitempty" jsonschema:"the trace of the call that placed it"`
 	Confirmation    string `json:"confirmation" jsonschema:"input_request (the server asked the user and verified the answer), confirm_argument (the client's word) or resend (an unanswered send, confirmed before)"`
 	PreviewDigest   string `json:"preview_digest,omitempty" jsonschema:"digest of the pre-trade check the user was shown (input_request) or the order was placed on"`
-	// DuplicateOf is the earlier order this one was confirmed not to be a
-	// duplicate of.
-	DuplicateOf    string     `json:"duplicate_acknowledged,omitempty" jsonschema:"the earlier, identical order the user confirmed this one is not a duplicate of"`
+	// DuplicateOf is the idempotency key of the earlier, identical order
+	// the user confirmed this one is not a duplicate of.
+	DuplicateOf    string     `json:"duplicate_acknowledged,omitempty" jsonschema:"idempotency_key of the earlier, identical order the user confirmed this one is not a duplicate of"`
 	PolicyVersion  string     `json:"policy_version" jsonschema:"the pre-trade rule set that allowed it"`
 	EnteredAt      time.Time  `json:"entered_at"`
 	ApprovedBy     string     `json:"approved_by,omitempty"`
@@ -151,7 +152,7 @@ func (s *Service) guard(ctx context.Context, subject, agent, account string) err
 // may still be working, per kill-switch scope, for "cancel all open orders"
 // of a scope. Entries are dropped once their order is no longer working.
 func openIndexes(account, subject, agent string) []string {
-	return []string{openIndex(halt.Global, ""), openIndex(halt.Account, account), openIndex(halt.Principal, subject), openIndex(halt.Agent, agent)}
+	return []string{openIndex(halt.Global, ""), openIndex(halt.Account, account), openIndex(halt.Principal, halt.Subject(subject)), openIndex(halt.Agent, agent)}
 }
 
 func openIndex(scope, target string) string {
@@ -173,9 +174,20 @@ func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provena
 	}
 	for _, idx := range openIndexes(o.AccountID, subject, agent) {
 		if err := s.st.IndexAdd(ctx, idx, o.OrderID, float64(s.now().Unix())); err != nil {
-			s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "error", err)
-			return
+			s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "index", idx, "error", err)
 		}
+	}
+}
+
+// unindexOpen drops an order that no longer works from the cancel-all
+// indexes, so they hold what may still need cancelling.
+func (s *Service) unindexOpen(ctx context.Context, o backends.Order, prov *Provenance) {
+	subject, agent := "", ""
+	if prov != nil {
+		subject, agent = prov.Subject, prov.Agent
+	}
+	for _, idx := range openIndexes(o.AccountID, subject, agent) {
+		s.st.IndexRemove(ctx, idx, o.OrderID)
 	}
 }
 
@@ -206,10 +218,20 @@ type budget struct {
 	notional  float64
 }
 
+// budgets are the principal's and the agent's. A token with no client id
+// gets an agent budget of its own per subject, never one shared by every
+// such token.
 func (s *Service) budgets(subject, agent string) []budget {
 	l := s.cfg.Rules.Daily
-	return []budget{{"principal", subject, l.PrincipalOrders, l.PrincipalNotional}, {"agent", agent, l.AgentOrders, l.AgentNotional}}
+	if agent == "" {
+		agent = "no-client:" + subject
+	}
+	return []budget{{"principal", halt.Subject(subject), l.PrincipalOrders, l.PrincipalNotional}, {"agent", agent, l.AgentOrders, l.AgentNotional}}
 }
+
+// Tallies hold notional in whole cents, so sums are exact whatever order
+// they are added in (Redis and Go agree at the limit).
+func cents(x float64) float64 { return math.Round(x * 100) }
 
 // usage reads what subject and agent have entered on the trading day, not
 // counting the order self (an approval re-checked at execution).
@@ -224,7 +246,7 @@ func (s *Service) usage(ctx context.Context, subject, agent, self string) (polic
 		if err != nil {
 			return u, s.stateErr(ctx, err)
 		}
-		used := policy.Used{Orders: n, Notional: sum}
+		used := policy.Used{Orders: n, Notional: sum / 100}
 		if i == 0 {
 			u.Principal = used
 		} else {
@@ -241,9 +263,11 @@ var ErrDailyLimit = agentError("a daily order limit was reached while this order
 // reserve counts the order (member, with its notional) against the day's
 // budgets of subject and agent, refusing it if either would pass its limit.
 // Each budget is one atomic step in the store, so concurrent orders on any
-// replica cannot both take the last place. A reservation is never handed
-// back: an order counts once entered, whatever becomes of it (a refusal by
-// the agent's budget after the principal's counted it leaves the
+// replica cannot both take the last place. It runs at the moment an order
+// is entered (just before the approval is created or the order sent, and
+// again when an approval is executed on a later trading day), and is never
+// handed back: an order counts once entered, whatever becomes of it (a
+// refusal by the agent's budget after the principal's counted it leaves the
 // principal's count one high, the conservative side).
 func (s *Service) reserve(ctx context.Context, subject, agent, member string, notional float64) error {
 	day := s.tradingDay().String()
@@ -251,7 +275,7 @@ func (s *Service) reserve(ctx context.Context, subject, agent, member string, no
 		if b.orders <= 0 && b.notional <= 0 {
 			continue
 		}
-		err := s.st.Tally(ctx, dailyKey(day, b.kind, b.who), member, notional, b.orders, b.notional, dailyTTL)
+		err := s.st.Tally(ctx, dailyKey(day, b.kind, b.who), member, cents(notional), b.orders, cents(b.notional), dailyTTL)
 		switch {
 		case errors.Is(err, store.ErrLimit):
 			return ErrDailyLimit
@@ -270,6 +294,10 @@ type Duplicate struct {
 	Ref            string    `json:"ref" jsonschema:"the earlier order's order id or approval id"`
 	EnteredAt      time.Time `json:"entered_at"`
 }
+
+// ConfirmedUnknown: how the user confirmed is not known (an order entered
+// through a path without a confirmation step).
+const ConfirmedUnknown = "unknown"
 
 func duplicateKey(o OrderArgs) string {
 	canon := o.AccountID + "\x00" + o.Side + "\x00" + o.Ticker + "\x00" + strconv.FormatFloat(o.Quantity, 'g', -1, 64)
@@ -328,8 +356,8 @@ func (s *Service) claimRecent(ctx context.Context, o OrderArgs, prov *Provenance
 			continue // expired meanwhile
 		case err != nil:
 			return nil, s.stateErr(ctx, err)
-		case d.IdempotencyKey != o.IdempotencyKey && s.now().Sub(d.EnteredAt) < s.cfg.DuplicateWindow && (prov == nil || prov.DuplicateOf == ""):
-			return nil, &AgentError{msg: duplicateWarning(o, &d, s.now()) + "; nothing was placed. Ask the user whether they want a second, separate order; only if they do, call place_order again with confirm=true, acknowledge_duplicate=true and the same idempotency_key", is: ErrDuplicate}
+		case d.IdempotencyKey != o.IdempotencyKey && s.now().Sub(d.EnteredAt) < s.cfg.DuplicateWindow && (prov == nil || prov.DuplicateOf != d.IdempotencyKey):
+			return nil, &AgentError{msg: duplicateWarning(o, &d, s.now()) + "; nothing was placed. Ask the user whether they want a second, separate order; only if they do, call place_order again with confirm=true, acknowledge_duplicate set to the earlier order's idempotency_key (" + d.IdempotencyKey + ") and the same idempotency_key", is: ErrDuplicate}
 		}
 		if _, err := updateJSON(ctx, s.st, key, mine, ver, s.cfg.DuplicateWindow); !errors.Is(err, store.ErrConflict) {
 			return release, s.stateErr(ctx, err)
@@ -354,6 +382,16 @@ func (s *Service) rememberEntered(ctx context.Context, o OrderArgs, ref string) 
 	}
 }
 
+// duplicateBinding is what a signed confirmation of a possible duplicate
+// is bound to: the earlier order, stably (the warning's text says how long
+// ago, which changes while the user reads it).
+func duplicateBinding(d *Duplicate) string {
+	if d == nil {
+		return ""
+	}
+	return "duplicate of " + d.IdempotencyKey + " entered " + d.EnteredAt.UTC().Format(time.RFC3339Nano)
+}
+
 // duplicateWarning is what the user must confirm about a duplicate.
 func duplicateWarning(o OrderArgs, d *Duplicate, now time.Time) string {
 	ref := d.IdempotencyKey
@@ -371,28 +409,35 @@ type CancelReport struct {
 	Cancelled []string `json:"cancelled_orders" jsonschema:"working orders cancelled at the Trade service"`
 	Withdrawn []string `json:"withdrawn_approvals" jsonschema:"pending approvals withdrawn"`
 	Failed    []string `json:"failed,omitempty" jsonschema:"orders or approvals that could not be cancelled, with why; try again"`
+	// Truncated: the scope held more than one pass reads; run it again.
+	Truncated bool `json:"truncated,omitempty"`
 }
+
+// cancelScan bounds one cancel-all pass over an index.
+const cancelScan = 50_000
 
 // CancelAll cancels, on behalf of by (a risk officer), every working order
 // placed through this server and every pending approval within a kill-switch
-// scope, journaling each. It goes on past a failure and reports it; what by
-// is not entitled to is left alone.
+// scope, journaling each. It goes on past a failure and reports it (with
+// what it did before an error that stopped it); what by is not entitled to
+// is left alone.
 func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, target, reason string) (CancelReport, error) {
-	h := halt.Halt{Scope: scope, Target: target}
-	rep := CancelReport{Scope: scope, Target: target, Cancelled: []string{}, Withdrawn: []string{}}
+	h, err := halt.Parse(scope, target)
+	if err != nil {
+		return CancelReport{}, &AgentError{msg: err.Error()}
+	}
+	rep := CancelReport{Scope: h.Scope, Target: h.Target, Cancelled: []string{}, Withdrawn: []string{}}
 	detail := "kill switch cancel-all (" + h.Describe() + "): " + reason
 
 	pending := pendingIndex
-	switch scope {
-	case halt.Account:
-		pending = accountIndex(target)
-	case halt.Principal:
-		pending = requesterIndex(target)
+	if h.Scope == halt.Account {
+		pending = accountIndex(h.Target)
 	}
-	ids, err := s.st.IndexRange(ctx, pending, 1000)
+	ids, err := s.st.IndexRange(ctx, pending, cancelScan)
 	if err != nil {
 		return rep, s.stateErr(ctx, err)
 	}
+	rep.Truncated = len(ids) == cancelScan
 	for _, id := range ids {
 		_, err := s.withdraw(ctx, by.Subject, id, detail, func(a Approval) error {
 			if !by.Entitled(a.Order.AccountID) || !h.Matches(halt.Order{Account: a.Order.AccountID, Principal: a.Requester, Agent: a.RequesterClient}) {
@@ -410,11 +455,12 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 		}
 	}
 
-	idx := openIndex(scope, target)
-	ids, err = s.st.IndexRange(ctx, idx, 1000)
+	idx := openIndex(h.Scope, h.Target)
+	ids, err = s.st.IndexRange(ctx, idx, cancelScan)
 	if err != nil {
 		return rep, s.stateErr(ctx, err)
 	}
+	rep.Truncated = rep.Truncated || len(ids) == cancelScan
 	for _, id := range ids {
 		o, err := s.bs.Trade.GetOrder(ctx, id)
 		switch {
@@ -424,18 +470,20 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 		case err != nil:
 			rep.Failed = append(rep.Failed, id+": the Trade service did not answer")
 			continue
-		case !backends.Working(o.Status):
-			s.st.IndexRemove(ctx, idx, id)
-			continue
 		case !by.Entitled(o.AccountID):
 			continue
 		}
+		prov := s.provenanceOf(ctx, o.ClientOrderID)
+		if !backends.Working(o.Status) {
+			s.unindexOpen(ctx, o, prov)
+			continue
+		}
 		cur := orderOutcome(o)
+		cur.Provenance = prov
 		if _, err := s.cancelOrder(ctx, by.Subject, cur, detail); err != nil {
 			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
 			continue
 		}
-		s.st.IndexRemove(ctx, idx, id)
 		rep.Cancelled = append(rep.Cancelled, id)
 	}
 	return rep, nil

@@ -1,12 +1,14 @@
 package trading_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/confirm"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
@@ -35,9 +38,10 @@ func controlled(t *testing.T, st store.Store, daily policy.DailyLimits, window t
 	bs.Trade = ct
 	f := &fixture{trade: ct, j: &journal{}, clock: &clock{now: time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)}, st: st}
 	sw := halt.New(st, f.j, nil, f.clock.Now)
+	signer := confirm.NewSigner(func() ([]byte, error) { return []byte("test-confirmation-key-0123456789abcdef"), nil }, st, 5*time.Minute, f.clock.Now)
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, Calendar: cal, Daily: daily}
 	f.svc = trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, Halt: sw, DuplicateWindow: window},
-		st, bs, f.j, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+		st, bs, f.j, signer, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
 	return f, sw
 }
 
@@ -173,7 +177,8 @@ func TestDailyLimitsShared(t *testing.T) {
 // exactly one through.
 func TestDuplicateDetection(t *testing.T) {
 	claimed := trading.Confirmation{Claimed: true}
-	acked := trading.Confirmation{Claimed: true, DuplicateAcknowledged: true}
+	acked := trading.Confirmation{Claimed: true, DuplicateAcknowledged: "dup-1"}
+	blanket := trading.Confirmation{Claimed: true, DuplicateAcknowledged: "some-other-key"}
 	tests := []struct {
 		name    string
 		second  func(trading.OrderArgs) trading.OrderArgs
@@ -183,6 +188,7 @@ func TestDuplicateDetection(t *testing.T) {
 	}{
 		{"another key", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey = "dup-2"; return o }, 0, claimed, true},
 		{"another key, acknowledged", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey = "dup-2"; return o }, 0, acked, false},
+		{"an acknowledgement naming another order", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey = "dup-2"; return o }, 0, blanket, true},
 		{"the same key (a retry)", func(o trading.OrderArgs) trading.OrderArgs { return o }, 0, claimed, false},
 		{"another quantity", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey, o.Quantity = "dup-2", 11; return o }, 0, claimed, false},
 		{"another side", func(o trading.OrderArgs) trading.OrderArgs { o.IdempotencyKey, o.Side = "dup-2", "sell"; return o }, 0, claimed, false},
@@ -210,11 +216,31 @@ func TestDuplicateDetection(t *testing.T) {
 			if gotDup != tt.wantDup || (gotDup && (pl.Outcome.Status != trading.StatusNeedsConfirmation || f.trade.orders() != before)) {
 				t.Fatalf("second: %s dup=%v, %d orders (was %d); want dup %v", pl.Outcome.Status, gotDup, f.trade.orders(), before, tt.wantDup)
 			}
-			if tt.c.DuplicateAcknowledged && (pl.Outcome.Provenance == nil || pl.Outcome.Provenance.DuplicateOf == "") {
+			if tt.c == acked && (pl.Outcome.Provenance == nil || pl.Outcome.Provenance.DuplicateOf != "dup-1") {
 				t.Errorf("acknowledged duplicate without its provenance: %+v", pl.Outcome.Provenance)
 			}
 		})
 	}
+
+	t.Run("asked through an input request", func(t *testing.T) {
+		f, _ := controlled(t, store.NewMemory(nil), policy.DailyLimits{}, time.Minute)
+		if _, err := f.svc.PlaceOrder(t.Context(), alice, orderOf(10, "dup-1"), claimed); err != nil {
+			t.Fatal(err)
+		}
+		second := orderOf(10, "dup-2")
+		pl, err := f.svc.PlaceOrder(t.Context(), alice, second, trading.Confirmation{Askable: true})
+		if err != nil || pl.Ask == nil || !strings.HasPrefix(pl.Ask.Message, "POSSIBLE DUPLICATE") {
+			t.Fatalf("ask: %+v %v", pl, err)
+		}
+		f.clock.Add(7 * time.Second) // the user reads the warning
+		pl, err = f.svc.PlaceOrder(t.Context(), alice, second, trading.Confirmation{Askable: true, State: pl.Ask.State, Accepted: true})
+		if err != nil || pl.Outcome.Order == nil {
+			t.Fatalf("accepted: %+v %v", pl, err)
+		}
+		if p := pl.Outcome.Provenance; p == nil || p.Confirmation != trading.ConfirmedByInputRequest || p.DuplicateOf != "dup-1" || p.PreviewDigest == "" {
+			t.Errorf("provenance: %+v", p)
+		}
+	})
 
 	t.Run("racing duplicates", func(t *testing.T) {
 		f, _ := controlled(t, store.NewMemory(nil), policy.DailyLimits{}, time.Minute)
@@ -273,9 +299,48 @@ func TestHaltInTheService(t *testing.T) {
 	if f.trade.orders() != before {
 		t.Errorf("orders placed under the halt")
 	}
-	// A scope that does not match is left alone.
-	other, _ := f.svc.Place(ctx, eve, trading.OrderArgs{AccountID: "ACC-1003", Ticker: "KO", Side: "buy", Type: "limit", LimitPrice: 1, Quantity: 2, IdempotencyKey: "eve-rest"}, "")
-	if other.Order != nil {
-		t.Fatalf("eve placed under a global halt: %+v", other)
+	// A global halt stops every account, and a made-up scope is refused,
+	// never read as "everything".
+	if _, err := f.svc.Place(ctx, eve, trading.OrderArgs{AccountID: "ACC-1003", Ticker: "KO", Side: "buy", Type: "market", Quantity: 2, IdempotencyKey: "eve-order"}, ""); !errors.Is(err, trading.ErrHalted) {
+		t.Errorf("eve's order under a global halt: %v", err)
+	}
+	if _, err := f.svc.CancelAll(ctx, bob, "Account ", "", "typo"); err == nil {
+		t.Error("cancel-all with a bad scope ran")
+	}
+}
+
+// unreadableSwitch is a store whose kill switch record cannot be read
+// once broken is set.
+type unreadableSwitch struct {
+	store.Store
+	broken *atomic.Bool
+}
+
+func (u unreadableSwitch) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	if key == "halt:state" && u.broken.Load() {
+		return nil, 0, store.ErrUnavailable
+	}
+	return u.Store.Get(ctx, key)
+}
+
+// TestHaltFailsSafe: with only the switch unreadable (everything else
+// working), orders are refused as halted and cancels go on.
+func TestHaltFailsSafe(t *testing.T) {
+	broken := &atomic.Bool{}
+	f, _ := controlled(t, unreadableSwitch{store.NewMemory(nil), broken}, policy.DailyLimits{}, 0)
+	resting := orderOf(5, "failsafe-rest")
+	resting.Type, resting.LimitPrice = "limit", 1
+	w, err := f.svc.Place(t.Context(), alice, resting, "")
+	if err != nil || w.Order == nil {
+		t.Fatalf("resting order: %+v %v", w, err)
+	}
+	broken.Store(true)
+	before := f.trade.orders()
+	_, err = f.svc.Place(t.Context(), alice, orderOf(3, "failsafe-new"), "")
+	if !errors.Is(err, trading.ErrHalted) || !strings.Contains(err.Error(), "cannot be read") || f.trade.orders() != before {
+		t.Fatalf("order with the switch unreadable: %v (%d orders, was %d)", err, f.trade.orders(), before)
+	}
+	if out, err := f.svc.Cancel(t.Context(), alice, w.Order.OrderID); err != nil || out.Status != backends.StatusCancelled {
+		t.Fatalf("cancel with the switch unreadable: %+v %v", out, err)
 	}
 }

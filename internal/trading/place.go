@@ -34,9 +34,10 @@ type Confirmation struct {
 	// Claimed is the confirm argument: the client says the user confirmed.
 	Claimed bool
 	// DuplicateAcknowledged is the acknowledge_duplicate argument: the
-	// client says the user wants this order although an identical one was
-	// just entered under another key (clients that cannot be asked).
-	DuplicateAcknowledged bool
+	// idempotency key of the possible duplicate the user was shown and
+	// confirmed they want this order besides (clients that cannot be
+	// asked). It counts only for that earlier order.
+	DuplicateAcknowledged string
 }
 
 // Placement is PlaceOrder's answer: the order's outcome, or (Ask set, and
@@ -134,20 +135,20 @@ func (s *Service) confirmation(ctx context.Context, p principal.Principal, o Ord
 			msg := "nothing was placed yet: show the user " + summary(o, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"
 			if dup != nil {
 				msg = "nothing was placed yet. " + strings.ToUpper(warning[:1]) + warning[1:] + ". Show the user " + summary(o, pre) +
-					" and this warning; only if they confirm they want a second, separate order, call place_order again with confirm=true, acknowledge_duplicate=true and the same idempotency_key"
+					" and this warning; only if they confirm they want a second, separate order, call place_order again with confirm=true, acknowledge_duplicate set to the earlier order's idempotency_key (possible_duplicate.idempotency_key) and the same idempotency_key"
 			}
 			return nil, Outcome{Status: StatusNeedsConfirmation, Preview: &pre, Duplicate: dup, IdempotencyKey: o.IdempotencyKey, Message: msg}, nil, nil
-		case dup != nil && !c.DuplicateAcknowledged:
+		case dup != nil && c.DuplicateAcknowledged != dup.IdempotencyKey:
 			return nil, Outcome{Status: StatusNeedsConfirmation, Preview: &pre, Duplicate: dup, IdempotencyKey: o.IdempotencyKey,
-				Message: "nothing was placed: " + warning + ". Ask the user whether they want a second, separate order; only if they do, call place_order again with confirm=true, acknowledge_duplicate=true and the same idempotency_key"}, nil, nil
+				Message: "nothing was placed: " + warning + ". Ask the user whether they want a second, separate order; only if they do, call place_order again with confirm=true, acknowledge_duplicate set to the earlier order's idempotency_key (possible_duplicate.idempotency_key) and the same idempotency_key"}, nil, nil
 		}
 		prov := s.provenance(ctx, p, ConfirmedByArgument, previewDigest(pre))
 		if dup != nil {
-			prov.DuplicateOf = dup.Ref
+			prov.DuplicateOf = dup.IdempotencyKey
 		}
 		return prov, Outcome{}, nil, nil
 	}
-	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: o.Digest(), Warning: warning}
+	binding := confirm.Binding{Principal: p.Subject, Tool: "place_order", Digest: o.Digest(), Warning: duplicateBinding(dup)}
 	if s.signer == nil {
 		return nil, Outcome{}, nil, ErrConfirmUnavailable
 	}
@@ -177,7 +178,7 @@ func (s *Service) confirmation(ctx context.Context, p principal.Principal, o Ord
 	}
 	prov := s.provenance(ctx, p, ConfirmedByInputRequest, shown)
 	if dup != nil {
-		prov.DuplicateOf = dup.Ref
+		prov.DuplicateOf = dup.IdempotencyKey
 	}
 	return prov, Outcome{}, nil, nil
 }

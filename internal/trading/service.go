@@ -421,7 +421,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
 				prov = first
 			}
-			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov)
+			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0)
 		}
 	default:
 		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m, prov)
@@ -553,11 +553,8 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			release()
 		}
 	}()
-	if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), pre.EstimatedNotional); err != nil {
-		return Outcome{}, err
-	}
 	if prov == nil {
-		prov = s.provenance(ctx, p, ConfirmedByArgument, previewDigest(pre))
+		prov = s.provenance(ctx, p, ConfirmedUnknown, previewDigest(pre))
 	}
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Provenance: prov.fields()}
 	if approvalReason != "" {
@@ -582,6 +579,9 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		if err := s.journal.Record(ctx, entry); err != nil {
 			s.log.ErrorContext(ctx, "journal refused approval request", "error", err)
 			return Outcome{}, ErrNotRecorded
+		}
+		if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), pre.EstimatedNotional); err != nil {
+			return Outcome{}, err
 		}
 		// The id derives from the idempotency key: a retry after a crash
 		// finds the approval it already created instead of a second one.
@@ -613,16 +613,19 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
-	out, err := s.send(ctx, p, o, digest, "", renew, prov)
-	// Sent, or maybe sent: the order was entered.
-	entered = err == nil || errors.Is(err, errOutcomeUnknown)
+	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional)
+	// Sent, or maybe sent: the order was entered. One the Trade service
+	// refused is no duplicate of a later one.
+	entered = (err == nil && out.Status != StatusRejected) || errors.Is(err, errOutcomeUnknown)
 	return out, err
 }
 
 // send journals the intent and keeps the order's provenance, renews the
 // key's claim and sends the order. An answer that never came is
 // errOutcomeUnknown: the order may still land.
-func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error, prov *Provenance) (Outcome, error) {
+// notional is what the order counts against the daily limits when it goes
+// out (a resend's reservation, made at its first send, is found again).
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error, prov *Provenance, notional float64) (Outcome, error) {
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail, Provenance: prov.fields()}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
@@ -633,6 +636,9 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		return Outcome{}, err
 	}
 	if err := renew(ctx); err != nil {
+		return Outcome{}, err
+	}
+	if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), notional); err != nil {
 		return Outcome{}, err
 	}
 	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(coid))
@@ -676,7 +682,8 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 		if a.Status == ApprovalApproved || a.Status == ApprovalExecuting {
 			// Drive an interrupted execution; if the Trade service is down
 			// the approval's state is still a truthful answer.
-			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) {
+			// A halt, too: a status read is still answered.
+			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) && !errors.Is(err, ErrHalted) {
 				return out, err
 			}
 		}

@@ -35,6 +35,9 @@ const haltShape = `{"scope": "global"|"account"|"principal"|"agent", "target": "
 // principal or an agent trades across accounts).
 func (a *API) officer(w http.ResponseWriter, r *http.Request, scope, target string) (principal.Principal, bool) {
 	p, ok := principal.From(r.Context())
+	if ok {
+		note(r.Context(), func(n *auditNote) { n.approver = p.Subject }) // refusals are audited with who asked
+	}
 	switch {
 	case !ok:
 		httpserver.WriteError(w, http.StatusUnauthorized, "authentication required")
@@ -46,7 +49,6 @@ func (a *API) officer(w http.ResponseWriter, r *http.Request, scope, target stri
 	case scope == halt.Account && !p.Entitled(target), scope != "" && scope != halt.Account && !p.Entitled(principal.AllAccounts):
 		httpserver.WriteError(w, http.StatusForbidden, "you are not entitled to every account this halt covers")
 	default:
-		note(r.Context(), func(n *auditNote) { n.approver = p.Subject })
 		return p, true
 	}
 	return p, false
@@ -115,7 +117,9 @@ func (a *API) cancelOpen(w http.ResponseWriter, r *http.Request) {
 	}
 	rep, err := a.o.CancelAll(r.Context(), p, req.Scope, req.Target, req.Reason)
 	if err != nil {
-		a.fail(w, r, err)
+		// What was done before the error stopped it, with the error.
+		a.o.Logger.ErrorContext(r.Context(), "cancel-all stopped", "error", err)
+		httpserver.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "cancel-all stopped (state store unavailable); run it again", "report": rep})
 		return
 	}
 	httpserver.WriteJSON(w, http.StatusOK, rep)

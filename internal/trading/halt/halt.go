@@ -81,7 +81,7 @@ func (h Halt) Matches(o Order) bool {
 	case Account:
 		return h.Target == o.Account
 	case Principal:
-		return strings.EqualFold(strings.TrimSpace(h.Target), strings.TrimSpace(o.Principal))
+		return Subject(h.Target) == Subject(o.Principal)
 	case Agent:
 		return h.Target == o.Agent
 	}
@@ -211,12 +211,32 @@ func (s *Switch) Release(ctx context.Context, by, scope, target, reason string) 
 	})
 }
 
-func normalize(scope, target, reason string) (Halt, error) {
-	h := Halt{Scope: strings.ToLower(strings.TrimSpace(scope)), Target: strings.TrimSpace(target), Reason: strings.TrimSpace(reason)}
+// Parse checks and normalises a scope and its target: a known scope, a
+// target for all but global, and a principal's subject in the one form
+// halts and indexes compare (subjects that differ only in case or
+// surrounding space are one person, as for four eyes).
+func Parse(scope, target string) (Halt, error) {
+	h := Halt{Scope: strings.ToLower(strings.TrimSpace(scope)), Target: strings.TrimSpace(target)}
+	if h.Scope == Principal {
+		h.Target = Subject(h.Target)
+	}
 	switch {
 	case !slices.Contains(Scopes, h.Scope), h.Scope == Global && h.Target != "", h.Scope != Global && h.Target == "", len(h.Target) > 256:
 		return Halt{}, ErrScope
-	case h.Reason == "" || len(h.Reason) > 1000:
+	}
+	return h, nil
+}
+
+// Subject is the form of a subject that principal halts compare.
+func Subject(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+func normalize(scope, target, reason string) (Halt, error) {
+	h, err := Parse(scope, target)
+	if err != nil {
+		return Halt{}, err
+	}
+	h.Reason = strings.TrimSpace(reason)
+	if h.Reason == "" || len(h.Reason) > 1000 {
 		return Halt{}, ErrReason
 	}
 	return h, nil
@@ -240,7 +260,7 @@ func (s *Switch) change(ctx context.Context, e Event, mustJournal bool, edit fun
 		}
 		if !journaled {
 			if err := s.journal.Record(ctx, audit.Step{Action: "halt." + e.Action, Principal: e.By, AccountID: accountOf(e),
-				Detail: e.Scope + " " + e.Target + ": " + e.Reason}); err != nil {
+				Detail: e.ID + " " + e.Scope + " " + e.Target + ": " + e.Reason}); err != nil {
 				if mustJournal {
 					return State{}, fmt.Errorf("journal the kill switch change: %w", err)
 				}

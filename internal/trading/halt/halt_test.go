@@ -88,6 +88,13 @@ func TestEngageReleaseJournaled(t *testing.T) {
 	if err := sw.Check(ctx, halt.Order{Account: "ACC-1"}); err != nil {
 		t.Errorf("after release: %v", err)
 	}
+	for i, s := range j.steps {
+		id, _, _ := strings.Cut(s.Detail, " ")
+		if !strings.HasPrefix(id, "HALT-") {
+			t.Errorf("step %d does not name its history entry: %q", i, s.Detail)
+		}
+		j.steps[i].Detail = strings.TrimPrefix(s.Detail, id+" ")
+	}
 	var actions []string
 	for _, s := range j.steps {
 		actions = append(actions, s.Action+" "+s.Principal+" "+s.Detail)

@@ -188,10 +188,13 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 	// The collar: a limit far from the last price is a fat finger, and a
 	// market buy may fill anywhere up to the band's top, so it is sized
 	// there.
+	// The band is compared unrounded (rounding to the cent would widen it
+	// by up to half a cent, and close it on sub-dime prices); it is shown
+	// to four decimals.
 	var lo, hi float64
 	if r.Collar > 0 && q.Price > 0 {
-		lo, hi = round2(q.Price*(1-r.Collar)), round2(q.Price*(1+r.Collar))
-		p.ReferencePrice, p.PriceBandLow, p.PriceBandHigh = q.Price, lo, hi
+		lo, hi = q.Price*(1-r.Collar), q.Price*(1+r.Collar)
+		p.ReferencePrice, p.PriceBandLow, p.PriceBandHigh = q.Price, round4(lo), round4(hi)
 		if o.Type == backends.OrderMarket && o.Side == backends.SideBuy && hi > price {
 			price = hi
 		}
@@ -235,10 +238,10 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 	case r.Collar <= 0:
 	case q.Price <= 0:
 		violate("%s has no last price to check the order against the price collar; try again when it trades", ticker)
-	case o.Type == backends.OrderLimit && o.Side == backends.SideBuy && o.LimitPrice > hi:
-		violate("buy limit %.2f is more than %g%% above the last price %.2f (collar %.2f to %.2f): check the price", o.LimitPrice, pct, q.Price, lo, hi)
-	case o.Type == backends.OrderLimit && o.Side == backends.SideSell && o.LimitPrice < lo:
-		violate("sell limit %.2f is more than %g%% below the last price %.2f (collar %.2f to %.2f): check the price", o.LimitPrice, pct, q.Price, lo, hi)
+	case o.Type == backends.OrderLimit && o.Side == backends.SideBuy && o.LimitPrice > hi*(1+bandSlack):
+		violate("buy limit %g is more than %g%% above the last price %g (collar %g to %g): check the price", o.LimitPrice, pct, q.Price, round4(lo), round4(hi))
+	case o.Type == backends.OrderLimit && o.Side == backends.SideSell && o.LimitPrice < lo*(1-bandSlack):
+		violate("sell limit %g is more than %g%% below the last price %g (collar %g to %g): check the price", o.LimitPrice, pct, q.Price, round4(lo), round4(hi))
 	case o.Type == backends.OrderMarket && o.Side == backends.SideBuy && q.Ask > hi:
 		violate("the ask %.2f is more than %g%% above the last price %.2f: the market is outside the price collar, use a limit order", q.Ask, pct, q.Price)
 	case o.Type == backends.OrderMarket && o.Side == backends.SideSell && q.Bid < lo:
@@ -335,4 +338,9 @@ func upper(ss []string) []string {
 }
 
 func round2(x float64) float64 { return math.Round(x*100) / 100 }
+// bandSlack keeps the band's edges inside it despite binary rounding
+// (200 × 1.05 is 210.00000000000003).
+const bandSlack = 1e-12
+
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }
 func round6(x float64) float64 { return math.Round(x*1e6) / 1e6 }

@@ -144,7 +144,7 @@ func TestCollar(t *testing.T) {
 	}{
 		{"buy limit inside", limit("buy", 205), q, "", 205},
 		{"buy limit at the top of the band", limit("buy", 210), q, "", 210},
-		{"buy limit a cent above the band", limit("buy", 210.01), q, "more than 5% above the last price 200.00 (collar 190.00 to 210.00)", 210.01},
+		{"buy limit a cent above the band", limit("buy", 210.01), q, "more than 5% above the last price 200 (collar 190 to 210)", 210.01},
 		{"buy limit far below is not a fat finger", limit("buy", 10), q, "", 200.1},
 		{"sell limit inside", limit("sell", 195), q, "", 199.9},
 		{"sell limit at the bottom of the band", limit("sell", 190), q, "", 199.9},
@@ -170,6 +170,29 @@ func TestCollar(t *testing.T) {
 				t.Errorf("band: reference %.2f, %.2f to %.2f", p.ReferencePrice, p.PriceBandLow, p.PriceBandHigh)
 			}
 		})
+	}
+	// Non-round and sub-dime prices: the band is not widened or closed by
+	// rounding to the cent.
+	for _, c := range []struct {
+		last, limit float64
+		side        string
+		allowed     bool
+	}{
+		{33.33, 35.00, "buy", false}, // 33.33 × 1.05 = 34.9965
+		{33.33, 34.99, "buy", true},
+		{33.33, 31.66, "sell", false}, // 33.33 × 0.95 = 31.6635
+		{33.33, 31.67, "sell", true},
+		{0.004, 0.0042, "buy", true},
+		{0.004, 0.0043, "buy", false},
+		{0.004, 0.0038, "sell", true},
+		{0.004, 0.0037, "sell", false},
+	} {
+		q := backends.Quote{Ticker: "AAPL", Price: c.last, Bid: c.last, Ask: c.last}
+		p := policy.Check(rules, limit(c.side, c.limit), pv, q, policy.Committed{}, policy.Usage{}, time.Time{})
+		collared := strings.Contains(strings.Join(p.Violations, ";"), "collar")
+		if collared == c.allowed {
+			t.Errorf("%s limit %g at last %g: violations %v, want allowed %v", c.side, c.limit, c.last, p.Violations, c.allowed)
+		}
 	}
 	off := rules
 	off.Collar = 0
