@@ -338,6 +338,7 @@ func upper(ss []string) []string {
 }
 
 func round2(x float64) float64 { return math.Round(x*100) / 100 }
+
 // bandSlack keeps the band's edges inside it despite binary rounding
 // (200 × 1.05 is 210.00000000000003).
 const bandSlack = 1e-12
