@@ -45,7 +45,7 @@ authenticates nobody (loopback only). The ones that matter most:
   PORTFOLIO_URL, TRADE_URL, RISK_URL
                            the firm's services (all three, or none for the demo)
   REDIS_URL                shared state for more than one replica
-  SECRETS_DIR              mounted secret files (request-state-key, approval-event-key, ...)
+  SECRETS_DIR              mounted secret files (request-state-key, approval-event-key, audit-signing-key, ...)
   TRADING_MODE             paper (default) or live
   LOG_LEVEL                debug, info (default), warn or error
 
