@@ -204,8 +204,9 @@ var typedKinds = map[schema.GroupVersionKind]func() any{
 	sourcesv1.SchemeGroupVersion.WithKind("SinkBinding"):      func() any { return new(sourcesv1.SinkBinding) },
 }
 
-// crdKinds are validated against their CustomResourceDefinition schema
-// (externalsecrets_test.go) because their Go module is not fetchable.
+// crdKinds are validated against their CustomResourceDefinition schema on
+// the API server (crd_apiserver_test.go) because their Go module is not
+// fetchable.
 var crdKinds = []schema.GroupVersionKind{
 	{Group: "external-secrets.io", Version: "v1", Kind: "SecretStore"},
 	{Group: "external-secrets.io", Version: "v1", Kind: "ExternalSecret"},
