@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,29 +16,19 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 	corev1 "k8s.io/api/core/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
-	"sigs.k8s.io/yaml"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit/audittest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
-// queueProxyQuietPeriod is how long Knative's queue-proxy drains before
-// the server gets SIGTERM (see knative/service_test.go); what is left of
-// the grace period (timeoutSeconds) is the server's.
-const queueProxyQuietPeriod = 30 * time.Second
-
-// paperService reads the paper Knative Service the way it is deployed.
+// paperService reads the paper Knative Service the way it is deployed
+// (defaulted as Knative's webhook does).
 func paperService(t *testing.T) (*servingv1.Service, *corev1.Container) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "knative", "service-paper.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var svc servingv1.Service
-	if err := yaml.UnmarshalStrict(b, &svc); err != nil {
-		t.Fatal(err)
-	}
-	return &svc, svc.Spec.Template.Spec.GetContainer()
+	svc := knativetest.Service(t, knativetest.Config(t, nil), filepath.Join("..", "knative", "service-paper.yaml"))
+	return svc, svc.Spec.Template.Spec.GetContainer()
 }
 
 // mountSecrets lays out the server's secret files in dir the way the
@@ -54,8 +42,13 @@ func mountSecrets(t *testing.T, mode os.FileMode) string {
 	if err := os.Mkdir(version, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	values := map[string]string{}
 	for _, name := range []string{secrets.RequestStateKey, secrets.ApprovalEventKey, secrets.BackendAPIKey, secrets.ConsoleCookieKey} {
-		if err := os.WriteFile(filepath.Join(version, name), []byte("test-"+name+"-0123456789abcdef0123456789abcdef\n"), mode); err != nil {
+		values[name] = "test-" + name + "-0123456789abcdef0123456789abcdef"
+	}
+	values[secrets.AuditSigningKey], _ = audittest.Key(t, "test")
+	for name, value := range values {
+		if err := os.WriteFile(filepath.Join(version, name), []byte(value+"\n"), mode); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Chmod(filepath.Join(version, name), mode); err != nil {
@@ -75,30 +68,29 @@ func mountSecrets(t *testing.T, mode os.FileMode) string {
 	return dir
 }
 
-// queueProxy stands in for Knative's queue-proxy: it shares the server's
-// network namespace, dials it on 127.0.0.1:$PORT, and forwards requests
-// with the public Host of the route (as the ingress sent them) plus the
-// X-Forwarded-* headers.
-func queueProxy(t *testing.T, port int, routeHost string) *httptest.Server {
-	t.Helper()
-	target := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
-	p := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		r.SetURL(target)
-		r.SetXForwarded()
-		r.Out.Host = routeHost
-	}}
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return srv
+// routeHost sends every request with the route's Host, as queue-proxy
+// forwards an agent's call over loopback (TestRealQueueProxy runs the real
+// queue-proxy; this test is about the image).
+type routeHost struct {
+	host string
+	next http.RoundTripper
+}
+
+func (r routeHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Host = r.host
+	return r.next.RoundTrip(req)
 }
 
 // TestKnativePodContract runs the ko-built server image the way Knative
 // runs knative/service-paper.yaml: that manifest's environment, user,
 // read-only root filesystem and dropped capabilities, the Secret mounted as
-// files at SECRETS_DIR, PORT and K_* set by the platform, and the server
-// reached only through a queue-proxy stand-in on loopback with the route's
-// Host. It must pass its probes, serve MCP calls, refuse a foreign Host,
-// and drain on SIGTERM within what the grace period leaves it.
+// files at SECRETS_DIR, PORT and K_* set by the platform, and calls on
+// loopback with the route's Host, as queue-proxy forwards them
+// (TestRealQueueProxy puts Knative's real queue-proxy in front of the
+// server binary). It must pass its probes, serve MCP calls, refuse a
+// foreign Host, and drain on SIGTERM within what the grace period leaves
+// it.
 //
 // Differences from a cluster, all forced by the sealed test machine: the
 // container shares the host's network namespace (standing in for the pod's,
@@ -191,14 +183,14 @@ func TestKnativePodContract(t *testing.T) {
 		}
 	}
 
-	// An agent's calls, through the queue-proxy stand-in.
-	qp := queueProxy(t, port, route.Host)
-	cs := connect(t, qp.URL+route.Path)
+	// An agent's calls, with the route's Host.
+	hc := &http.Client{Transport: routeHost{host: route.Host, next: &http.Transport{DisableKeepAlives: true}}}
+	cs := connectWith(t, hc, direct+route.Path)
 	if res := callTool(t, cs, "list_accounts", nil); res.IsError {
-		t.Fatalf("list_accounts through queue-proxy: %s", resultText(res))
+		t.Fatalf("list_accounts with the route's Host: %s", resultText(res))
 	}
 	if res := callTool(t, cs, "get_portfolio", map[string]any{"account_id": "ACC-1001"}); res.IsError {
-		t.Fatalf("get_portfolio through queue-proxy: %s", resultText(res))
+		t.Fatalf("get_portfolio with the route's Host: %s", resultText(res))
 	}
 
 	// A page that rebinds its own name to this loopback address is still
@@ -244,7 +236,7 @@ func TestKnativePodContract(t *testing.T) {
 	// SIGTERM, as the kubelet sends it once queue-proxy has drained: the
 	// server must exit cleanly before the rest of the grace period is up,
 	// or Docker kills it (exit 137).
-	budget := time.Duration(*svc.Spec.Template.Spec.TimeoutSeconds)*time.Second - queueProxyQuietPeriod
+	budget := time.Duration(*svc.Spec.Template.Spec.TimeoutSeconds)*time.Second - knativetest.QueueProxyQuietPeriod
 	if err := ctr.Stop(t.Context(), &budget); err != nil {
 		t.Fatal(err)
 	}
