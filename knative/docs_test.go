@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
+
 	corev1 "k8s.io/api/core/v1"
 	psaapi "k8s.io/pod-security-admission/api"
 	psapolicy "k8s.io/pod-security-admission/policy"
@@ -69,7 +71,7 @@ func TestDocsAuditDisplayIsAdmitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	svcs := admittedServices(t, cfg, docs)
 	_, triggers, _ := eventingObjects(t, docs)
 	if len(svcs) != 1 || len(triggers) != 1 {
@@ -83,7 +85,7 @@ func TestDocsAuditDisplayIsAdmitted(t *testing.T) {
 		if svc.Namespace != projectNamespace {
 			t.Errorf("%s is in namespace %q", svc.Name, svc.Namespace)
 		}
-		tmpl := deploymentOf(t, cfg, revisionOf(t, cfg, svc)).Spec.Template
+		tmpl := knativetest.Deployment(t, cfg, knativetest.Revision(t, cfg, svc)).Spec.Template
 		res := psapolicy.AggregateCheckResults(eval.EvaluatePod(
 			psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &tmpl.ObjectMeta, &tmpl.Spec))
 		if !res.Allowed {

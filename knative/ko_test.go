@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
+
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
@@ -165,15 +167,15 @@ func TestKoResolveOffline(t *testing.T) {
 	}
 
 	// The same admission and pod checks as the source manifests.
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	svcs := admittedServices(t, cfg, got)
 	if len(svcs) != 2*len(modes) {
 		t.Fatalf("resolved output has %d Services; want a server and a notifier per mode", len(svcs))
 	}
 	var serverImages []string
 	for _, svc := range svcs {
-		rev := revisionOf(t, cfg, svc)
-		deploymentOf(t, cfg, rev)
+		rev := knativetest.Revision(t, cfg, svc)
+		knativetest.Deployment(t, cfg, rev)
 		if !strings.HasSuffix(svc.Name, notifierSuffix) {
 			serverImages = append(serverImages, svc.Spec.Template.Spec.GetContainer().Image)
 		}

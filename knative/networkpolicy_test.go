@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -182,7 +184,7 @@ func inCluster(t *testing.T, raw string, podLabel string) (endpoint, int) {
 // reach DNS, their own backends, Redis, Broker and the issuer, and not the
 // other mode's, a private address or the cloud metadata service.
 func TestNetworkPoliciesIsolateThePods(t *testing.T) {
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	docs := loadManifests(t, manifestDir)
 	svcs := admittedServices(t, cfg, resolved(docs))
 	all := objectsOf[networkingv1.NetworkPolicy](t, docs, networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"))
@@ -190,7 +192,7 @@ func TestNetworkPoliciesIsolateThePods(t *testing.T) {
 
 	pods := map[string]endpoint{}
 	for _, mode := range modes {
-		tmpl := deploymentOf(t, cfg, revisionOf(t, cfg, svcs[serviceName(mode)])).Spec.Template
+		tmpl := knativetest.Deployment(t, cfg, knativetest.Revision(t, cfg, svcs[serviceName(mode)])).Spec.Template
 		pods[mode] = endpoint{name: mode + " pod", namespace: projectNamespace, labels: tmpl.Labels}
 	}
 	other := map[string]string{"paper": "live", "live": "paper"}

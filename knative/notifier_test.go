@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -249,14 +251,14 @@ func ptrValue(s *string) string {
 // service. The server's policy does not select the notifier, nor the other
 // way round.
 func TestNotifierNetworkPolicy(t *testing.T) {
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	docs := loadManifests(t, manifestDir)
 	svcs := admittedServices(t, cfg, resolved(docs))
 	all := objectsOf[networkingv1.NetworkPolicy](t, docs, networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"))
 	servers := serverServices(t, docs)
 
 	podOf := func(name string) endpoint {
-		tmpl := deploymentOf(t, cfg, revisionOf(t, cfg, svcs[name])).Spec.Template
+		tmpl := knativetest.Deployment(t, cfg, knativetest.Revision(t, cfg, svcs[name])).Spec.Template
 		return endpoint{name: name + " pod", namespace: projectNamespace, labels: tmpl.Labels}
 	}
 	for _, mode := range modes {

@@ -10,30 +10,23 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
+
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	psaapi "k8s.io/pod-security-admission/api"
 	psapolicy "k8s.io/pod-security-admission/policy"
-	netcfg "knative.dev/networking/pkg/config"
 	"knative.dev/pkg/apis"
-	"knative.dev/pkg/logging"
 	_ "knative.dev/pkg/system/testing" // SYSTEM_NAMESPACE, which the revision reconciler reads
 	"knative.dev/serving/pkg/apis/autoscaling"
-	apicfg "knative.dev/serving/pkg/apis/config"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
-	asconfig "knative.dev/serving/pkg/autoscaler/config"
-	"knative.dev/serving/pkg/deployment"
 	"knative.dev/serving/pkg/networking"
-	"knative.dev/serving/pkg/observability"
 	"knative.dev/serving/pkg/queue"
 	"knative.dev/serving/pkg/queue/readiness"
 	kparesources "knative.dev/serving/pkg/reconciler/autoscaling/kpa/resources"
 	aresources "knative.dev/serving/pkg/reconciler/autoscaling/resources"
-	cfgresources "knative.dev/serving/pkg/reconciler/configuration/resources"
 	revconfig "knative.dev/serving/pkg/reconciler/revision/config"
 	revresources "knative.dev/serving/pkg/reconciler/revision/resources"
-	svcresources "knative.dev/serving/pkg/reconciler/service/resources"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
 )
@@ -51,55 +44,6 @@ const queueProxyQuietPeriod = 30 * time.Second
 // config-features, config-autoscaler, config-deployment, config-network,
 // config-logging and config-observability all at Knative's defaults, parsed
 // by Knative's own constructors.
-func knativeConfig(t *testing.T) *revconfig.Config {
-	t.Helper()
-	defaults, err := apicfg.NewDefaultsConfigFromMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	features, err := apicfg.NewFeaturesConfigFromMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	autoscaler, err := asconfig.NewConfigFromMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dep, err := deployment.NewConfigFromMap(map[string]string{
-		deployment.QueueSidecarImageKey: "ko.local/queue-proxy@" + fakeDigest,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	network, err := netcfg.NewConfigFromMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs, err := logging.NewConfigFromMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obs, err := observability.NewFromMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &revconfig.Config{
-		Config:        &apicfg.Config{Defaults: defaults, Features: features, Autoscaler: autoscaler},
-		Deployment:    dep,
-		Logging:       logs,
-		Network:       network,
-		Observability: obs,
-	}
-}
-
-// webhookContext is the context the serving webhook gives SetDefaults and
-// Validate when an object is created.
-func webhookContext(cfg *revconfig.Config) context.Context {
-	return apis.WithinCreate(apicfg.ToContext(context.Background(), cfg.Config))
-}
-
-// admitService does to a Service manifest what the serving admission
-// webhook does on `kubectl apply`: decode, default, validate.
 func admitService(ctx context.Context, d document) (*servingv1.Service, error) {
 	var svc servingv1.Service
 	if err := decodeStrict(d.Raw, &svc); err != nil {
@@ -129,7 +73,7 @@ func admissionError(source, webhook string, errs *apis.FieldError) error {
 // by name.
 func admittedServices(t *testing.T, cfg *revconfig.Config, docs []document) map[string]*servingv1.Service {
 	t.Helper()
-	ctx := webhookContext(cfg)
+	ctx := knativetest.WebhookContext(cfg)
 	out := map[string]*servingv1.Service{}
 	for _, d := range docs {
 		if d.GVK() != servingv1.SchemeGroupVersion.WithKind("Service") {
@@ -147,41 +91,6 @@ func admittedServices(t *testing.T, cfg *revconfig.Config, docs []document) map[
 // revisionOf stamps out the first Revision of svc the way the controllers
 // do (service reconciler: Configuration; configuration reconciler:
 // Revision), then admits it through the webhook as the API server would.
-func revisionOf(t *testing.T, cfg *revconfig.Config, svc *servingv1.Service) *servingv1.Revision {
-	t.Helper()
-	ctx := webhookContext(cfg)
-	conf := svcresources.MakeConfiguration(svc)
-	rev := cfgresources.MakeRevision(ctx, conf, time.Unix(0, 0))
-	rev.Name = conf.Name + "-00001"
-	rev.SetDefaults(ctx)
-	if err := admissionError("revision of "+svc.Name, "Knative Serving", rev.Validate(ctx)); err != nil {
-		t.Fatal(err)
-	}
-	return rev
-}
-
-// deploymentOf is the Deployment the revision reconciler makes for rev:
-// the pod that actually runs, with queue-proxy beside the server.
-func deploymentOf(t *testing.T, cfg *revconfig.Config, rev *servingv1.Revision) *appsv1.Deployment {
-	t.Helper()
-	d, err := revresources.MakeDeployment(rev, cfg)
-	if err != nil {
-		t.Fatalf("revision reconciler cannot make a Deployment for %s: %v", rev.Name, err)
-	}
-	return d
-}
-
-func container(t *testing.T, pod *corev1.PodSpec, name string) *corev1.Container {
-	t.Helper()
-	for i := range pod.Containers {
-		if pod.Containers[i].Name == name {
-			return &pod.Containers[i]
-		}
-	}
-	t.Fatalf("pod has no container %q", name)
-	return nil
-}
-
 func envValue(c *corev1.Container, name string) (string, bool) {
 	for _, e := range c.Env {
 		if e.Name == name {
@@ -197,7 +106,7 @@ func envValue(c *corev1.Container, name string) (string, bool) {
 // service-<mode>.yaml (the autoscaling simulator reads those files).
 func TestServicesPassKnativeAdmission(t *testing.T) {
 	docs := loadManifests(t, manifestDir)
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	svcs := admittedServices(t, cfg, resolved(docs))
 	var names []string
 	for name := range svcs {
@@ -243,7 +152,7 @@ func TestServicesPassKnativeAdmission(t *testing.T) {
 // real: the same Service with a broken field is refused by Knative's code.
 func TestKnativeAdmissionRejectsBrokenServices(t *testing.T) {
 	docs := resolved(loadManifests(t, manifestDir))
-	ctx := webhookContext(knativeConfig(t))
+	ctx := knativetest.WebhookContext(knativetest.Config(t, nil))
 	var paper document
 	for _, d := range docs {
 		if d.File == "service-paper.yaml" {
@@ -275,14 +184,14 @@ func TestKnativeAdmissionRejectsBrokenServices(t *testing.T) {
 // does (PodAutoscaler from the revision reconciler, decider from the KPA)
 // and checks the decisions the manifests promise.
 func TestScalingDecisions(t *testing.T) {
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	as := cfg.Autoscaler
 	docs := loadManifests(t, manifestDir)
 	svcs := admittedServices(t, cfg, resolved(docs))
 	job, prewarmed := prewarmJob(t, docs)
 	for _, mode := range modes {
 		svc := svcs[serviceName(mode)]
-		rev := revisionOf(t, cfg, svc)
+		rev := knativetest.Revision(t, cfg, svc)
 		if err := autoscaling.ValidateAnnotations(context.Background(), as, rev.Annotations); err != nil {
 			t.Fatalf("%s: autoscaling annotations: %v", svc.Name, err)
 		}
@@ -341,7 +250,7 @@ func TestScalingDecisions(t *testing.T) {
 				svc.Name, delay, toZero, sessionFloor)
 		}
 	}
-	paper, live := revisionOf(t, cfg, svcs[serviceName("paper")]), revisionOf(t, cfg, svcs[serviceName("live")])
+	paper, live := knativetest.Revision(t, cfg, svcs[serviceName("paper")]), knativetest.Revision(t, cfg, svcs[serviceName("live")])
 	_, paperMax := revresources.MakePA(paper, nil).ScaleBounds(as)
 	_, liveMax := revresources.MakePA(live, nil).ScaleBounds(as)
 	if liveMax < paperMax {
@@ -387,12 +296,12 @@ func prewarmJob(t *testing.T, docs []document) (prewarm.Schedule, map[string]boo
 // waits for queue-proxy's drain, and the server's own drain
 // (DRAIN_TIMEOUT) fits in what is left.
 func TestDrainFitsTheGracePeriod(t *testing.T) {
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	svcs := admittedServices(t, cfg, resolved(loadManifests(t, manifestDir)))
 	for _, mode := range modes {
-		rev := revisionOf(t, cfg, svcs[serviceName(mode)])
-		pod := deploymentOf(t, cfg, rev).Spec.Template.Spec
-		user := container(t, &pod, rev.Spec.GetContainer().Name)
+		rev := knativetest.Revision(t, cfg, svcs[serviceName(mode)])
+		pod := knativetest.Deployment(t, cfg, rev).Spec.Template.Spec
+		user := knativetest.Container(t, &pod, rev.Spec.GetContainer().Name)
 
 		grace := time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 		if want := time.Duration(*rev.Spec.TimeoutSeconds) * time.Second; grace != want {
@@ -433,14 +342,14 @@ func durationEnv(t *testing.T, c *corev1.Container, name string) time.Duration {
 // (which probes the server over loopback), points liveness at the server's
 // port, and sets PORT to the container port.
 func TestProbesAndPortOnTheGeneratedPod(t *testing.T) {
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	svcs := admittedServices(t, cfg, resolved(loadManifests(t, manifestDir)))
 	for _, mode := range modes {
-		rev := revisionOf(t, cfg, svcs[serviceName(mode)])
+		rev := knativetest.Revision(t, cfg, svcs[serviceName(mode)])
 		port := rev.Spec.GetContainer().Ports[0].ContainerPort
-		pod := deploymentOf(t, cfg, rev).Spec.Template.Spec
-		user := container(t, &pod, rev.Spec.GetContainer().Name)
-		qp := container(t, &pod, "queue-proxy")
+		pod := knativetest.Deployment(t, cfg, rev).Spec.Template.Spec
+		user := knativetest.Container(t, &pod, rev.Spec.GetContainer().Name)
+		qp := knativetest.Container(t, &pod, "queue-proxy")
 
 		if v, _ := envValue(user, "PORT"); v != fmt.Sprint(port) {
 			t.Errorf("%s: PORT=%q in the pod, want %d", rev.Name, v, port)
@@ -473,7 +382,7 @@ func TestProbesAndPortOnTheGeneratedPod(t *testing.T) {
 // that profile leaves optional: a read-only root filesystem, and no API
 // token in the pod.
 func TestGeneratedPodMeetsRestrictedPodSecurity(t *testing.T) {
-	cfg := knativeConfig(t)
+	cfg := knativetest.Config(t, nil)
 	docs := loadManifests(t, manifestDir)
 	svcs := admittedServices(t, cfg, resolved(docs))
 	accounts := objectsOf[corev1.ServiceAccount](t, docs, corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
@@ -486,8 +395,8 @@ func TestGeneratedPodMeetsRestrictedPodSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range slices.Sorted(maps.Keys(svcs)) { // every Service: the servers and the notifiers
-		rev := revisionOf(t, cfg, svcs[name])
-		tmpl := deploymentOf(t, cfg, rev).Spec.Template
+		rev := knativetest.Revision(t, cfg, svcs[name])
+		tmpl := knativetest.Deployment(t, cfg, rev).Spec.Template
 		res := psapolicy.AggregateCheckResults(eval.EvaluatePod(
 			psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &tmpl.ObjectMeta, &tmpl.Spec))
 		if !res.Allowed {
@@ -504,7 +413,7 @@ func TestGeneratedPodMeetsRestrictedPodSecurity(t *testing.T) {
 		} else if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken || len(sa.Annotations) > 0 {
 			t.Errorf("%s: ServiceAccount %s must mount no token and carry no cloud role (it needs neither)", rev.Name, sa.Name)
 		}
-		if c := container(t, &tmpl.Spec, rev.Spec.GetContainer().Name); c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
+		if c := knativetest.Container(t, &tmpl.Spec, rev.Spec.GetContainer().Name); c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 			t.Errorf("%s: resources %+v, want a memory limit and a CPU request", rev.Name, c.Resources)
 		}
 	}

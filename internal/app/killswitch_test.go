@@ -1,38 +1,22 @@
 package app_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
-	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/approvals"
 )
 
-// haltCall posts to the kill switch API as token and returns the status
-// and the decoded body.
+// haltCall posts to the kill switch API as token.
 func haltCall(t *testing.T, base, token, path string, req approvals.HaltRequest) (int, map[string]any) {
 	t.Helper()
-	body, _ := json.Marshal(req)
-	r, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+path, bytes.NewReader(body))
-	r.Header.Set("Content-Type", "application/json")
-	resp, err := bearer(token).Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	return postJSON(t, base+path, token, req)
 }
 
 // TestKillSwitchAcrossReplicas: two server processes on one Redis. A halt
@@ -43,19 +27,8 @@ func haltCall(t *testing.T, base, token, path string, req approvals.HaltRequest)
 // with Redis gone, engaged or not, no order reaches the Trade service while
 // cancels still do.
 func TestKillSwitchAcrossReplicas(t *testing.T) {
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	rds := redistest.Start(t)
-	shared := newShared()
-	backend, err := fake.New(shared.set, fake.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fakes := httptest.NewServer(backend)
-	t.Cleanup(fakes.Close)
-	env := tradingEnv(iss, rds.URL())
-	env["PORTFOLIO_URL"], env["TRADE_URL"], env["RISK_URL"] = fakes.URL, fakes.URL, fakes.URL
-	a, b := startProcess(t, env), startProcess(t, env)
+	r := startReplicas(t, nil)
+	iss, rds, shared, a, b := r.iss, r.redis, r.shared, r.a, r.b
 	aud := "http://127.0.0.1/mcp"
 	aliceClaims := iss.Claims("alice", aud, "portfolio:read trade:write", "ACC-2001")
 	aliceClaims["azp"], aliceClaims["act"] = "agent-frontend", map[string]any{"sub": "agent-runtime"}
@@ -175,8 +148,8 @@ func TestKillSwitchAcrossReplicas(t *testing.T) {
 	haltCall(t, a, rita, "/halts/release", approvals.HaltRequest{Scope: "principal", Target: "alice", Reason: "back"})
 
 	// The journal of the switch.
-	r, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, b+"/halts", nil)
-	resp, err := bearer(rita).Do(r)
+	get, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, b+"/halts", nil)
+	resp, err := bearer(rita).Do(get)
 	if err != nil {
 		t.Fatal(err)
 	}

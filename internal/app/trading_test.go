@@ -234,8 +234,15 @@ func TestPlaceOrderConfirmationFlows(t *testing.T) {
 
 func decide(t *testing.T, base, token, id, decision string) (int, map[string]any) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"decision": decision, "reason": "test"})
-	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/approvals/"+id+"/decision", bytes.NewReader(body))
+	return postJSON(t, base+"/approvals/"+id+"/decision", token, map[string]string{"decision": decision, "reason": "test"})
+}
+
+// postJSON posts v as JSON with token as its bearer and returns the status
+// and the decoded answer.
+func postJSON(t *testing.T, url, token string, v any) (int, map[string]any) {
+	t.Helper()
+	body, _ := json.Marshal(v)
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := bearer(token).Do(req)
 	if err != nil {
@@ -251,24 +258,41 @@ func decide(t *testing.T, base, token, id, decision string) (int, map[string]any
 // Trade service (the fakes over HTTP). An order placed on one is approved
 // through the other, its status agrees on both, four eyes and scopes hold,
 // and concurrent identical calls make one backend order.
-func TestReplicasShareApprovals(t *testing.T) {
+// replicas are two server processes on one Redis and one Trade service
+// (the fakes over HTTP, counting orders), configured by extra on top of
+// tradingEnv.
+type replicas struct {
+	iss    *oauthtest.Issuer
+	redis  *redistest.Server
+	shared *sharedBackends
+	a, b   string
+}
+
+func startReplicas(t *testing.T, extra map[string]string) replicas {
+	t.Helper()
 	setSecrets(t)
-	iss := oauthtest.New(t)
-	rds := redistest.Start(t)
-	shared := newShared()
-	backend, err := fake.New(shared.set, fake.Options{})
+	r := replicas{iss: oauthtest.New(t), redis: redistest.Start(t), shared: newShared()}
+	backend, err := fake.New(r.shared.set, fake.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fakes := httptest.NewServer(backend)
 	t.Cleanup(fakes.Close)
-	env := tradingEnv(iss, rds.URL())
+	env := tradingEnv(r.iss, r.redis.URL())
 	env["PORTFOLIO_URL"], env["TRADE_URL"], env["RISK_URL"] = fakes.URL, fakes.URL, fakes.URL
+	for k, v := range extra {
+		env[k] = v
+	}
+	r.a, r.b = startProcess(t, env), startProcess(t, env)
+	return r
+}
+
+func TestReplicasShareApprovals(t *testing.T) {
 	// 100 identical one-share orders under distinct keys below are meant:
 	// the duplicate check and the agent's daily count are other tests'.
-	env["DUPLICATE_ORDER_WINDOW"], env["DAILY_MAX_ORDERS_PER_AGENT"] = "0", "0"
-	a := &testServer{URL: startProcess(t, env)}
-	b := &testServer{URL: startProcess(t, env)}
+	r := startReplicas(t, map[string]string{"DUPLICATE_ORDER_WINDOW": "0", "DAILY_MAX_ORDERS_PER_AGENT": "0"})
+	iss, shared := r.iss, r.shared
+	a, b := &testServer{URL: r.a}, &testServer{URL: r.b}
 	aud := "http://127.0.0.1/mcp"
 	alice := iss.Token(t, iss.Claims("alice", aud, "portfolio:read trade:write", "ACC-2001"))
 	bob := iss.Token(t, iss.Claims("bob", aud, "portfolio:read trade:approve", "ACC-2001"))
