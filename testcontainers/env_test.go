@@ -338,14 +338,7 @@ func startContainer(t *testing.T, s *suite, nw *testcontainers.DockerNetwork, en
 // alive, so the server holds no client goroutines between calls.
 func connect(t *testing.T, endpoint string) *mcp.ClientSession {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	client := mcp.NewClient(&mcp.Implementation{Name: "integration-test", Version: "1"}, nil)
-	cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
-	if err != nil {
-		t.Fatalf("MCP connect to %s: %v", endpoint, err)
-	}
-	t.Cleanup(func() { cs.Close() })
-	return cs
+	return connectWith(t, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, endpoint)
 }
 
 // callTool calls a tool; a protocol error fails the test, a tool error is

@@ -10,7 +10,6 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 )
@@ -73,7 +72,7 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 		c.audit(r.Context(), op)
 		c.message(w, r, http.StatusForbidden, &sess, "Not a risk officer", "The kill switch needs the "+c.o.HaltScope+" scope, which your sign-in does not hold.")
 		return
-	case !entitledTo(p, scope, target):
+	case !halt.Entitled(p, scope, target):
 		deny("forbidden", "not entitled to the halt's scope")
 		return
 	}
@@ -84,7 +83,7 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 	case "release":
 		_, err = c.o.Halt.Release(r.Context(), p.Subject, scope, target, reason)
 	case "cancel-open":
-		if reason == "" || (scope == halt.Global) != (target == "") {
+		if _, err := halt.Parse(scope, target); err != nil || reason == "" {
 			deny("invalid", "scope or reason missing")
 			return
 		}
@@ -111,13 +110,4 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 		c.audit(r.Context(), op)
 		back(map[string]string{"engage": "engaged", "release": "released"}[action])
 	}
-}
-
-// entitledTo: an account halt needs the account; a global, principal or
-// agent halt reaches every account.
-func entitledTo(p principal.Principal, scope, target string) bool {
-	if scope == halt.Account {
-		return p.Entitled(target)
-	}
-	return p.Entitled(principal.AllAccounts)
 }

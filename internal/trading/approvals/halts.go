@@ -46,7 +46,7 @@ func (a *API) officer(w http.ResponseWriter, r *http.Request, scope, target stri
 		httpserver.WriteError(w, http.StatusForbidden, "the "+a.o.HaltScope+" scope is required")
 	case len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID):
 		httpserver.WriteError(w, http.StatusForbidden, "the kill switch is operated through the firm's tools, not this client")
-	case scope == halt.Account && !p.Entitled(target), scope != "" && scope != halt.Account && !p.Entitled(principal.AllAccounts):
+	case scope != "" && !halt.Entitled(p, scope, target):
 		httpserver.WriteError(w, http.StatusForbidden, "you are not entitled to every account this halt covers")
 	default:
 		return p, true
@@ -107,7 +107,7 @@ func (a *API) cancelOpen(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req, haltShape) {
 		return
 	}
-	if !slices.Contains(halt.Scopes, req.Scope) || (req.Scope == halt.Global) != (req.Target == "") || req.Reason == "" {
+	if _, err := halt.Parse(req.Scope, req.Target); err != nil || req.Reason == "" {
 		httpserver.WriteError(w, http.StatusBadRequest, halt.ErrScope.Error()+"; and a reason is required")
 		return
 	}

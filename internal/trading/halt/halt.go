@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 )
 
@@ -225,6 +226,16 @@ func Parse(scope, target string) (Halt, error) {
 		return Halt{}, ErrScope
 	}
 	return h, nil
+}
+
+// Entitled reports whether p may operate a halt of scope and target: an
+// account halt needs the account; a global, principal or agent halt
+// reaches every account, so it needs them all.
+func Entitled(p principal.Principal, scope, target string) bool {
+	if strings.ToLower(strings.TrimSpace(scope)) == Account {
+		return p.Entitled(strings.TrimSpace(target))
+	}
+	return p.Entitled(principal.AllAccounts)
 }
 
 // Subject is the form of a subject that principal halts compare.
