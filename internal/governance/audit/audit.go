@@ -88,6 +88,11 @@ type Event struct {
 	// Chain is the event's place in its stream, set when it is recorded;
 	// the only member its hash does not cover (Canonical).
 	Chain Link `json:"chain,omitzero"`
+
+	// canonical is Canonical(e), kept from the chaining step when the
+	// event goes to a sink: its CloudEvent data is these bytes with the
+	// chain member appended, not a second encoding of the event.
+	canonical []byte
 }
 
 // Config configures the audit trail. Knative's SinkBinding injects K_SINK
@@ -413,7 +418,7 @@ func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
 		ev.SetSubject(s)
 	}
 	ev.SetTime(e.Time)
-	if err := ev.SetData(cloudevents.ApplicationJSON, e); err != nil {
+	if err := ev.SetData(cloudevents.ApplicationJSON, data(e)); err != nil {
 		return ev, fmt.Errorf("encoding audit event: %w", err)
 	}
 	for k, v := range a.extensions {

@@ -205,8 +205,10 @@ func newEncoder() any {
 
 // digest is BodyDigest(*e) for an event whose chain is still empty, with
 // a pooled encoder. json.Encoder escapes HTML as json.Marshal does; its
-// trailing newline is not part of the canonical bytes.
-func digest(pool *sync.Pool, e *Event) ([sha256.Size]byte, error) {
+// trailing newline is not part of the canonical bytes. With keep, the
+// canonical bytes are also returned (a copy the caller owns), unless
+// normalizing changed them.
+func digest(pool *sync.Pool, e *Event, keep bool) ([sha256.Size]byte, []byte, error) {
 	enc := pool.Get().(*encoder)
 	defer pool.Put(enc)
 	enc.buf.Reset()
@@ -214,11 +216,38 @@ func digest(pool *sync.Pool, e *Event) ([sha256.Size]byte, error) {
 	err := enc.enc.Encode(&enc.ev)
 	enc.ev = Event{} // the pool keeps no event's data
 	if err != nil {
-		return [sha256.Size]byte{}, fmt.Errorf("audit: encoding event: %w", err)
+		return [sha256.Size]byte{}, nil, fmt.Errorf("audit: encoding event: %w", err)
 	}
-	b, err := normalize(bytes.TrimSuffix(enc.buf.Bytes(), []byte("\n")))
+	raw := bytes.TrimSuffix(enc.buf.Bytes(), []byte("\n"))
+	b, err := normalize(raw)
 	if err != nil {
-		return [sha256.Size]byte{}, err
+		return [sha256.Size]byte{}, nil, err
 	}
-	return sha256.Sum256(b), nil
+	var kept []byte
+	if keep && len(b) == len(raw) {
+		kept = bytes.Clone(b)
+	}
+	return sha256.Sum256(b), kept, nil
+}
+
+// data is the event's JSON as json.Marshal writes it: the canonical bytes
+// kept by the chaining step with the chain member (the last field) put
+// back, or, without them, a fresh encoding.
+func data(e Event) any {
+	c := e.canonical
+	if len(c) < 2 || c[len(c)-1] != '}' {
+		return e
+	}
+	link, err := json.Marshal(e.Chain)
+	if err != nil {
+		return e
+	}
+	out := make([]byte, 0, len(c)+len(link)+10)
+	out = append(out, c[:len(c)-1]...)
+	if len(c) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, `"chain":`...)
+	out = append(out, link...)
+	return append(out, '}')
 }

@@ -356,3 +356,48 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	})
 }
+
+// TestCloudEventDataIsTheEvent: the CloudEvent data built from the
+// chaining step's canonical bytes is exactly what json.Marshal writes for
+// the committed event, for every kind of event (a call, a step with its
+// provenance, text that JSON escapes, invalid UTF-8, a checkpoint's
+// signature), so the sink and the verifier see the same bytes as before
+// the event was encoded only once.
+func TestCloudEventDataIsTheEvent(t *testing.T) {
+	rcv := newReceiver(t)
+	a := chained(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 8}, newKeyring(t, "2026-07"), io.Discard)
+	step := sample("place_order")
+	step.Action, step.Provenance = "order.intent", map[string]string{"agent": "a<b>&c", "policy_version": "rules-1"}
+	escaped := sample("search_equities")
+	escaped.Args = map[string]any{"query": "<script>\"x\" & \u2028 ü", "limit": 20}
+	broken := sample("get_portfolio")
+	broken.Error = "bad \xff byte"
+	checkpoint := audit.Event{Checkpoint: &audit.Checkpoint{Reason: "close", Final: true}}
+	checkpoint.Chain.KeyID, checkpoint.Chain.Sig = "2026-07", "c2ln"
+	for name, e := range map[string]audit.Event{"call": sample("list_accounts"), "step": step, "escaped": escaped, "invalid utf-8": broken, "empty": {}} {
+		t.Run(name, func(t *testing.T) {
+			a.Commit(&e)
+			got, err := a.CloudEventData(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("data\n %s\nwant\n %s", got, want)
+			}
+		})
+	}
+	t.Run("checkpoint", func(t *testing.T) {
+		e := checkpoint
+		key := e.Chain
+		a.Commit(&e)
+		e.Chain.KeyID, e.Chain.Sig = key.KeyID, key.Sig // signed after the commit, as seal does
+		got, _ := a.CloudEventData(e)
+		if want, _ := json.Marshal(e); !bytes.Equal(got, want) {
+			t.Errorf("data\n %s\nwant\n %s", got, want)
+		}
+	})
+}

@@ -9,3 +9,9 @@ func WithTicks(c <-chan time.Time) Option { return func(o *options) { o.ticks = 
 // Commit gives e its place in the stream, as Emit and EmitSync do, and
 // sends it nowhere: the chaining step alone, for its benchmark.
 func (a *Auditor) Commit(e *Event) { a.commit(e) }
+
+// CloudEventData is the data of the CloudEvent e is sent as.
+func (a *Auditor) CloudEventData(e Event) ([]byte, error) {
+	ev, err := a.cloudEvent(e)
+	return ev.Data(), err
+}

@@ -72,7 +72,8 @@ func streamID() string {
 // an event that waits in the queue or goes to the log keeps its place.
 func (a *Auditor) commit(e *Event) [sha256.Size]byte {
 	e.Chain = Link{}
-	body, err := digest(&a.encoders, e)
+	body, canonical, err := digest(&a.encoders, e, a.client != nil)
+	e.canonical = canonical
 	if err != nil { // not with these types; its hash then covers nothing
 		a.log.Error("audit event cannot be encoded", "error", err, "tool", e.Tool)
 	}
