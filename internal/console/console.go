@@ -48,14 +48,6 @@ type Service interface {
 	CancelAll(ctx context.Context, by principal.Principal, scope, target, reason string) (trading.CancelReport, error)
 }
 
-// Switch is the kill switch as the console operates it (*halt.Switch).
-type Switch interface {
-	State(ctx context.Context) (halt.State, error)
-	History(ctx context.Context, limit int) ([]halt.Event, error)
-	Engage(ctx context.Context, by, scope, target, reason string) (halt.State, error)
-	Release(ctx context.Context, by, scope, target, reason string) (halt.State, error)
-}
-
 // Options configure the console.
 type Options struct {
 	Service  Service
@@ -73,7 +65,7 @@ type Options struct {
 	ApproveScope string
 	// Halt is the kill switch, shown on every page and operated on its
 	// own page by sessions holding HaltScope (trade:halt).
-	Halt      Switch
+	Halt      *halt.Switch
 	HaltScope string
 	// ApproverClients, if set, are the only OAuth clients whose sessions
 	// may decide (as for the approvals API): the console's client id must

@@ -31,6 +31,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 )
 
 // EventType is the CloudEvents type of an approval decision.
@@ -63,7 +64,7 @@ type Options struct {
 	ApproverClients []string
 	// Halt is the kill switch and CancelAll its cancel-all action (nil: no
 	// /halts routes); HaltScope is the scope they need (trade:halt).
-	Halt      Switch
+	Halt      *halt.Switch
 	CancelAll func(ctx context.Context, by principal.Principal, scope, target, reason string) (trading.CancelReport, error)
 	HaltScope string
 	// Store remembers applied event ids, so a redelivery is a no-op.

@@ -11,14 +11,6 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 )
 
-// Switch is the kill switch as the API drives it (*halt.Switch).
-type Switch interface {
-	State(ctx context.Context) (halt.State, error)
-	History(ctx context.Context, limit int) ([]halt.Event, error)
-	Engage(ctx context.Context, by, scope, target, reason string) (halt.State, error)
-	Release(ctx context.Context, by, scope, target, reason string) (halt.State, error)
-}
-
 // HaltRequest is the body of POST /halts, /halts/release and
 // /halts/cancel-open.
 type HaltRequest struct {
