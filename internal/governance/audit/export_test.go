@@ -15,3 +15,6 @@ func (a *Auditor) CloudEventData(e Event) ([]byte, error) {
 	ev, err := a.cloudEvent(e)
 	return ev.Data(), err
 }
+
+// PublicKey is the public key of an Ed25519 seed, as the key checks derive it.
+func PublicKey(seed []byte) []byte { return publicKey(seed) }

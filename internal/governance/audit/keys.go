@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"filippo.io/edwards25519"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 )
@@ -93,13 +96,12 @@ func (k *Keys) add(entry string) error {
 	var pub ed25519.PublicKey
 	switch len(raw) {
 	case ed25519.PrivateKeySize:
-		priv := ed25519.NewKeyFromSeed(raw[:ed25519.SeedSize])
-		if !bytes.Equal(priv, raw) {
+		pub = publicKey(raw[:ed25519.SeedSize])
+		if !bytes.Equal(pub, raw[ed25519.SeedSize:]) {
 			return fmt.Errorf("key %s: the private key's public half does not match its seed", id)
 		}
-		pub = priv.Public().(ed25519.PublicKey)
 		if k.signer == nil {
-			k.Active, k.signer = id, priv
+			k.Active, k.signer = id, ed25519.PrivateKey(raw)
 		}
 	case ed25519.PublicKeySize:
 		pub = raw
@@ -152,6 +154,24 @@ func GenerateKey(id string, random io.Reader) (secretLine, publicLine string, er
 		return "", "", fmt.Errorf("generating a key: %w", err)
 	}
 	return id + ":" + base64.StdEncoding.EncodeToString(priv), id + ":" + base64.StdEncoding.EncodeToString(pub), nil
+}
+
+// publicKey is seed's Ed25519 public key (RFC 8032, section 5.1.5), as
+// ed25519.NewKeyFromSeed derives it, but with one variable-base scalar
+// multiplication. crypto/ed25519 uses the fixed-base one, whose first use
+// in a process builds a table of 256 affine multiples of the base point:
+// about 10 M instructions, a quarter of a cold start
+// (docs/performance.md). Checking a key and making a development key need
+// one multiplication, not the table; the first checkpoint's signature
+// builds it, in the checkpoint goroutine, off every request's path.
+// TestPublicKeyIsEd25519s compares the two.
+func publicKey(seed []byte) ed25519.PublicKey {
+	h := sha512.Sum512(seed)
+	s, err := edwards25519.NewScalar().SetBytesWithClamping(h[:32])
+	if err != nil {
+		panic(fmt.Sprintf("audit: clamping a hashed seed: %v", err)) // takes any 32 bytes
+	}
+	return new(edwards25519.Point).ScalarMult(s, edwards25519.NewGeneratorPoint()).Bytes()
 }
 
 // signer hands the active key to each checkpoint. It reads the secret
@@ -247,10 +267,10 @@ func SigningKey(load func() ([]byte, error), required bool, log *slog.Logger) (O
 // ephemeralSigner is a key for this process only: development, and an
 // Auditor built without SigningKey (tests, tools).
 func ephemeralSigner(log *slog.Logger) *signer {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		panic(fmt.Sprintf("audit: no randomness for a key: %v", err)) // crypto/rand does not fail on Linux
-	}
+	seed := make([]byte, ed25519.SeedSize, ed25519.PrivateKeySize)
+	rand.Read(seed) // never fails (crypto/rand crashes the program instead)
+	pub := publicKey(seed)
+	priv := ed25519.PrivateKey(append(seed, pub...))
 	sum := sha256.Sum256(pub)
 	id := "ephemeral-" + hex.EncodeToString(sum[:4])
 	log.Warn("audit signing key not configured; signing checkpoints with a key made for this process (development only: never in production)",

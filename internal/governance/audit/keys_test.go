@@ -1,7 +1,11 @@
 package audit_test
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -52,5 +56,25 @@ func TestParseKeys(t *testing.T) {
 				t.Fatalf("keys %+v, err %v; want active %q and %d ids", k, err, c.active, c.ids)
 			}
 		})
+	}
+}
+
+// TestPublicKeyIsEd25519s: the start-up's own public key derivation (one
+// variable-base multiplication instead of crypto/ed25519's base-point
+// table) gives crypto/ed25519's key for every seed: RFC 8032's first test
+// vector and random seeds.
+func TestPublicKeyIsEd25519s(t *testing.T) {
+	seed, _ := hex.DecodeString("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+	want, _ := hex.DecodeString("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+	if got := audit.PublicKey(seed); !bytes.Equal(got, want) {
+		t.Fatalf("RFC 8032 test 1: public key %x, want %x", got, want)
+	}
+	for range 200 {
+		seed := make([]byte, ed25519.SeedSize)
+		rand.Read(seed)
+		want := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+		if got := audit.PublicKey(seed); !bytes.Equal(got, want) {
+			t.Fatalf("seed %x: public key %x, crypto/ed25519 says %x", seed, got, want)
+		}
 	}
 }
