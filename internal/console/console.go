@@ -19,11 +19,13 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
@@ -84,8 +86,11 @@ type Options struct {
 
 // Console serves the pages.
 type Console struct {
-	o     Options
-	pages map[string]*template.Template
+	o Options
+	// pages parses the templates on the first page served: an approver's
+	// first page pays about 1 ms once, and a replica that only ever serves
+	// agents (most of them, after a scale from zero) never does.
+	pages func() (map[string]*template.Template, error)
 }
 
 //go:embed templates/*.html
@@ -114,25 +119,33 @@ func New(o Options) (*Console, error) {
 	if o.Halt == nil {
 		return nil, errors.New("console: needs the kill switch")
 	}
-	c := &Console{o: o, pages: map[string]*template.Template{}}
+	c := &Console{o: o}
+	c.pages = sync.OnceValues(func() (map[string]*template.Template, error) { return parsePages(o.Now) })
+	return c, nil
+}
+
+// parsePages parses every page with the layout. Templates are embedded,
+// so an error here is a bug the console's tests catch.
+func parsePages(now func() time.Time) (map[string]*template.Template, error) {
+	pages := map[string]*template.Template{}
 	funcs := template.FuncMap{
 		"money":    money,
 		"qty":      quantity,
 		"pct":      percent,
 		"when":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"left":     func(t time.Time) string { return timeLeft(t, o.Now()) },
+		"left":     func(t time.Time) string { return timeLeft(t, now()) },
 		"whenp":    func(t *time.Time) string { return optionalTime(t) },
 		"approval": approvalLabel,
 	}
 	for _, page := range []string{"signin", "queue", "detail", "history", "message", "signedin", "halts"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("console template %s: %w", page, err)
 		}
-		c.pages[page] = t
+		pages[page] = t
 	}
-	return c, nil
+	return pages, nil
 }
 
 // Handler serves everything under /console/. Mount it behind the request
@@ -204,11 +217,27 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		st, err := c.o.Halt.State(r.Context())
 		p.Halts, p.HaltUnknown = st.Halts, err != nil
 	}
+	t := c.template(w, r, name)
+	if t == nil {
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	if err := c.pages[name].Execute(w, p); err != nil {
+	if err := t.Execute(w, p); err != nil {
 		c.o.Logger.ErrorContext(r.Context(), "console page failed", "page", name, "error", err)
 	}
+}
+
+// template is the named page, or nil, with a 500 answered, when the
+// templates do not parse.
+func (c *Console) template(w http.ResponseWriter, r *http.Request, name string) *template.Template {
+	pages, err := c.pages()
+	if err != nil {
+		c.o.Logger.ErrorContext(r.Context(), "console templates do not parse", "error", err)
+		http.Error(w, "the console is broken; see the server log", http.StatusInternalServerError)
+		return nil
+	}
+	return pages[name]
 }
 
 // message renders a page that only says something (errors, refusals).

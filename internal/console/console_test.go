@@ -108,3 +108,17 @@ func TestFormatting(t *testing.T) {
 		}
 	}
 }
+
+// TestPagesParse: the templates, parsed only when the first page is served,
+// parse, and every page the handlers render is among them.
+func TestPagesParse(t *testing.T) {
+	pages, err := parsePages(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"signin", "queue", "detail", "history", "message", "signedin", "halts"} {
+		if pages[name] == nil || pages[name].Lookup("layout.html") == nil {
+			t.Errorf("page %s is missing or has no layout", name)
+		}
+	}
+}
