@@ -23,7 +23,7 @@ func TestDecodeArgs(t *testing.T) {
 	s := inputSchema[compileArgs](func(p map[string]*jsonschema.Schema) {
 		p["limit"].Default = json.RawMessage("7")
 		p["inner"].Properties["mode"].Default = json.RawMessage(`"fast"`)
-	})
+	})()
 	r, err := s.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true})
 	if err != nil {
 		t.Fatal(err)

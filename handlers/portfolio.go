@@ -32,7 +32,7 @@ type AccountList struct {
 	Accounts []backends.Account `json:"accounts"`
 }
 
-func accountSchema() *jsonschema.Schema {
+func accountSchema() schemaSource {
 	return inputSchema[AccountInput](func(p map[string]*jsonschema.Schema) {
 		p["account_id"].Pattern = accountIDPattern
 	})

@@ -140,7 +140,7 @@ func (h *handlers) registerTrading(r registrar) {
 	}), h.listPending)
 }
 
-func idSchema() *jsonschema.Schema {
+func idSchema() schemaSource {
 	return inputSchema[IDInput](func(p map[string]*jsonschema.Schema) {
 		p["id"].Pattern = `^(ORD|APR)-[A-Za-z0-9]{1,40}$`
 	})
