@@ -33,20 +33,22 @@ import (
 // declared order instead of re-sorted, numbers not round-tripped through
 // float64), and nothing instead of content when the handler asks for input
 // (multi round-trip).
-func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], outputs outputSchemas) (*mcp.Tool, mcp.ToolHandler) {
+func compileTool[In, Out any](t *mcp.Tool, in schemaSource, h mcp.ToolHandlerFor[In, Out], outputs outputSchemas) (*mcp.Tool, mcp.ToolHandler) {
 	tt := *t
-	in, ok := tt.InputSchema.(*jsonschema.Schema)
-	if !ok || in == nil {
-		panic(fmt.Sprintf("tool %q: input schema must be a *jsonschema.Schema", t.Name))
+	// Built and resolved on the first call, not at start-up: resolution
+	// (regular expressions, defaults checked against the schema) is a
+	// third of registering a tool, and a cold start should not pay it for
+	// tools nobody calls. TestInputSchemasResolve proves every schema
+	// resolves.
+	type input struct {
+		resolved *jsonschema.Resolved
+		nested   bool
 	}
-	// Resolved on the first call, not at start-up: resolution (regular
-	// expressions, defaults checked against the schema) is a third of
-	// registering a tool, and a cold start should not pay it for tools
-	// nobody calls. TestInputSchemasResolve proves every schema resolves.
-	resolve := sync.OnceValues(func() (*jsonschema.Resolved, error) {
-		return in.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true})
+	resolve := sync.OnceValues(func() (input, error) {
+		s := in()
+		r, err := s.Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true})
+		return input{r, nestedDefaults(s)}, err
 	})
-	nested := nestedDefaults(in)
 
 	// Output schema and zero value exactly as mcp.AddTool derives them: a
 	// nil *T result is sent as T's zero value, never as null.
@@ -62,12 +64,12 @@ func compileTool[In, Out any](t *mcp.Tool, h mcp.ToolHandlerFor[In, Out], output
 	}
 
 	th := func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		resolved, err := resolve()
+		input, err := resolve()
 		if err != nil {
 			return nil, fmt.Errorf("tool %q: input schema: %w", t.Name, err)
 		}
 		var args In
-		if err := decodeArgs(parsedArgs(ctx, t.Name), req.Params.Arguments, resolved, nested, &args); err != nil {
+		if err := decodeArgs(parsedArgs(ctx, t.Name), req.Params.Arguments, input.resolved, input.nested, &args); err != nil {
 			var r mcp.CallToolResult
 			r.SetError(err)
 			return &r, nil

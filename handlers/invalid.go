@@ -19,7 +19,7 @@ import (
 // sentence an agent can act on ("limit must be between 1 and 100; got
 // 1000"), read from the tool's own schema. It sits next to the tools, so
 // every protocol generation and both registration paths get the same text.
-func explainInvalidArguments(schemas map[string]*jsonschema.Schema) mcp.Middleware {
+func explainInvalidArguments(schemas map[string]schemaSource) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			res, err := next(ctx, method, req)
@@ -34,7 +34,11 @@ func explainInvalidArguments(schemas map[string]*jsonschema.Schema) mcp.Middlewa
 			}
 			var args map[string]any
 			json.Unmarshal(p.Arguments, &args)
-			ctr.Content = []mcp.Content{&mcp.TextContent{Text: explain(p.Name, schemas[p.Name], args, tc.Text)}}
+			var schema *jsonschema.Schema
+			if in := schemas[p.Name]; in != nil {
+				schema = in()
+			}
+			ctr.Content = []mcp.Content{&mcp.TextContent{Text: explain(p.Name, schema, args, tc.Text)}}
 			return ctr, nil
 		}
 	}

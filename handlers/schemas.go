@@ -7,18 +7,15 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// listedSchemas are a tool's schemas as tools/list sends them.
-type listedSchemas struct{ in, out json.RawMessage }
-
-// listSchemas answers tools/list with each tool's generated schemas
-// (schemas_gen.go), the bytes the SDK would write for the schemas
-// reflection derives, in place of what the SDK holds: a Go value for the
-// input, a bare object schema for the output (see addTool). Besides
-// sparing a cold start the output schemas, a listing then copies the
-// schemas' JSON instead of marshalling about a thousand schema nodes.
+// listSchemas answers tools/list with each tool's generated output schema
+// (schemas_gen.go), the bytes the SDK would write for the schema
+// reflection derives, in place of the bare object schema the SDK holds
+// (see addTool). Besides sparing a cold start about a thousand schema
+// nodes, a listing then copies the schemas' JSON instead of marshalling
+// them.
 // The differential test in internal/app compares the listing with the
 // SDK's own, from reflection, byte for byte.
-func listSchemas(listed map[string]listedSchemas) mcp.Middleware {
+func listSchemas(outputs map[string]json.RawMessage) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			res, err := next(ctx, method, req)
@@ -29,12 +26,9 @@ func listSchemas(listed map[string]listedSchemas) mcp.Middleware {
 			out := *lr
 			out.Tools = make([]*mcp.Tool, len(lr.Tools))
 			for i, t := range lr.Tools {
-				if s, ok := listed[toolName(t)]; ok {
+				if s, ok := outputs[toolName(t)]; ok {
 					c := *t // the SDK's registered tool: never written
-					c.InputSchema = s.in
-					if s.out != nil {
-						c.OutputSchema = s.out
-					}
+					c.OutputSchema = s
 					t = &c
 				}
 				out.Tools[i] = t

@@ -52,6 +52,9 @@ func TestGeneratedSchemas(t *testing.T) {
 		if !reflect.DeepEqual(g.In(), want.in) {
 			t.Errorf("tool %s: the generated input schema differs from the reflected one", name)
 		}
+		if _, err := g.In().Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true}); err != nil {
+			t.Errorf("tool %s: the input schema, resolved on the first call, does not resolve: %v", name, err)
+		}
 		if g.InJSON != marshalSchema(t, want.in) || g.OutJSON != marshalSchema(t, want.out) {
 			t.Errorf("tool %s: the generated JSON differs from the reflected schemas'", name)
 		}
@@ -77,7 +80,7 @@ func reflectedSchemas(t *testing.T) map[string]reflected {
 	h.registerTrading(r)
 	out := map[string]reflected{}
 	for name, in := range r.inputs {
-		out[name] = reflected{in: in, out: r.reflectedOutputs[name]}
+		out[name] = reflected{in: in(), out: r.reflectedOutputs[name]}
 	}
 	return out
 }
