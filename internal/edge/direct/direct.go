@@ -72,6 +72,10 @@ type handler struct {
 	versions []string
 	served   func(string)
 	log      *slog.Logger
+	// bodies are response buffers: an answer is a few kilobytes to a few
+	// hundred, written once and dropped, which was the largest single
+	// allocation of a call.
+	bodies bufferPool
 }
 
 // New returns a handler that answers what it can and hands everything else
@@ -81,7 +85,7 @@ func New(o Options, sdk http.Handler) http.Handler {
 	if len(o.Tools) == 0 || os.Getenv("MCPGODEBUG") != "" {
 		return sdk
 	}
-	h := &handler{sdk: sdk, tools: o.Tools, impl: o.Server, served: o.Served, log: o.Logger}
+	h := &handler{sdk: sdk, tools: o.Tools, impl: o.Server, served: o.Served, log: o.Logger, bodies: bufferPool{max: 1 << 20}}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -190,10 +194,8 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	var meta map[string]any
 	var rawMeta map[string]json.RawMessage
 	if len(c.Meta) > 0 && string(c.Meta) != "null" {
-		if _, err := sjson.Parse(c.Meta, &meta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
-			return nil, "", false
-		}
-		if _, err := sjson.Parse(c.Meta, &rawMeta, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		var err error
+		if meta, rawMeta, err = decodeMeta(c.Meta); err != nil {
 			return nil, "", false
 		}
 	}
@@ -213,6 +215,77 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 		return nil, "", false
 	}
 	return req, version, h.clients.accepts(req, rawMeta)
+}
+
+// decodeMeta decodes a request's _meta object as the SDK's decoder does
+// (segmentio/encoding, into map[string]any), and also member by member.
+// Decoding into map[string]any directly, that decoder makes every object
+// a map sized for 64 members: about 5 KB each, four or more per call on
+// the new protocol generation, where every request carries its client's
+// info and capabilities. Objects and arrays are decoded here level by
+// level, each map sized for its members; every scalar still by the SDK's
+// decoder.
+func decodeMeta(raw []byte) (map[string]any, map[string]json.RawMessage, error) {
+	members := make(map[string]json.RawMessage, 4)
+	if _, err := sjson.Parse(raw, &members, sjson.DontMatchCaseInsensitiveStructFields); err != nil || members == nil {
+		return nil, nil, errors.Join(err, errors.New("_meta is not an object"))
+	}
+	meta := make(map[string]any, len(members))
+	for k, v := range members {
+		d, err := decodeValue(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		meta[k] = d
+	}
+	return meta, members, nil
+}
+
+// decodeValue decodes one JSON value as decodeMeta does.
+func decodeValue(raw []byte) (any, error) {
+	switch first(raw) {
+	case '{':
+		members := make(map[string]json.RawMessage, 4)
+		if _, err := sjson.Parse(raw, &members, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, err
+		}
+		m := make(map[string]any, len(members))
+		for k, v := range members {
+			d, err := decodeValue(v)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = d
+		}
+		return m, nil
+	case '[':
+		elems := make([]json.RawMessage, 0, 4)
+		if _, err := sjson.Parse(raw, &elems, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, err
+		}
+		a := make([]any, len(elems))
+		for i, e := range elems {
+			d, err := decodeValue(e)
+			if err != nil {
+				return nil, err
+			}
+			a[i] = d
+		}
+		return a, nil
+	}
+	var v any
+	_, err := sjson.Parse(raw, &v, sjson.DontMatchCaseInsensitiveStructFields)
+	return v, err
+}
+
+// first is the first byte of raw after white space.
+func first(raw []byte) byte {
+	for _, b := range raw {
+		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
+			return b
+		}
+	}
+	return 0
 }
 
 // clientMeta remembers whether the SDK accepts a request's _meta client
@@ -281,8 +354,9 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 		h.writeError(w, id, version, wireError(err))
 		return
 	}
-	body := make([]byte, 0, bodySize(res, id))
-	body = append(append(append(body, `{"jsonrpc":"2.0","id":`...), id...), `,"result":`...)
+	buf := h.bodies.get(bodySize(res, id))
+	defer h.bodies.put(buf)
+	body := append(append(append((*buf)[:0], `{"jsonrpc":"2.0","id":`...), id...), `,"result":`...)
 	envelope := len(body)
 	body, fast := appendResult(body, res, complete)
 	if !fast {
@@ -297,7 +371,30 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 		}
 		body = append(body[:envelope], result...)
 	}
-	w.Write(append(body, '}'))
+	*buf = append(body, '}')
+	w.Write(*buf) // copies: the buffer goes back to the pool after
+}
+
+// bufferPool keeps buffers of up to max bytes for reuse.
+type bufferPool struct {
+	pool sync.Pool // *[]byte
+	max  int
+}
+
+// get returns a buffer with room for at least n bytes.
+func (p *bufferPool) get(n int) *[]byte {
+	if b, ok := p.pool.Get().(*[]byte); ok && cap(*b) >= n {
+		return b
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+// put keeps b for the next get, unless it grew past max.
+func (p *bufferPool) put(b *[]byte) {
+	if cap(*b) <= p.max {
+		p.pool.Put(b)
+	}
 }
 
 // writeError writes the JSON-RPC error response the SDK writes for e.

@@ -2,7 +2,10 @@ package direct
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
+
+	sjson "github.com/segmentio/encoding/json"
 )
 
 // The end-to-end proof that this path writes the SDK's bytes is
@@ -76,6 +79,35 @@ func TestCompactJSON(t *testing.T) {
 	} {
 		if got := compactJSON([]byte(in)); got != want {
 			t.Errorf("compactJSON(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestDecodeMeta: _meta decoded member by member is the value the SDK's
+// decoder makes of it in one go.
+func TestDecodeMeta(t *testing.T) {
+	for _, raw := range []string{
+		`{}`,
+		`{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`,
+		`{"a":{"b":{"c":[1,2.5,-3e-7,{"d":null}],"e":[]},"f":true},"g":false,"h":null}`,
+		`{"n":12345678901234567890,"m":1E400,"s":"\u00e9\ud83d\ude00\n\"<>&","k":"x","k":"dup"}`,
+		` { "spaced" : [ 1 , { } , [ ] ] , "t" : "\u2028" } `,
+		`{"progressToken":7,"x":[[[["deep"]]]]}`,
+	} {
+		var want map[string]any
+		_, werr := sjson.Parse([]byte(raw), &want, sjson.DontMatchCaseInsensitiveStructFields)
+		got, members, err := decodeMeta([]byte(raw))
+		if (err != nil) != (werr != nil) {
+			t.Errorf("%s: error %v, the SDK's decoder: %v", raw, err, werr)
+			continue
+		}
+		if err == nil && (!reflect.DeepEqual(got, want) || len(members) != len(want)) {
+			t.Errorf("%s:\n got %#v\nwant %#v", raw, got, want)
+		}
+	}
+	for _, raw := range []string{`[]`, `"s"`, `{"a":}`, `{"a":[1,}`} {
+		if _, _, err := decodeMeta([]byte(raw)); err == nil {
+			t.Errorf("%s: decoded; the SDK path should have it", raw)
 		}
 	}
 }
