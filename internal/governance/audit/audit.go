@@ -21,13 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -154,7 +151,7 @@ const (
 
 // Auditor records events. Its zero value is not usable; call New.
 type Auditor struct {
-	client     cloudevents.Client // nil: log only
+	sink       *sink // nil: log only
 	source     string
 	revision   string
 	extensions map[string]string
@@ -253,14 +250,10 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 
 // startWorkers connects the sink and starts the workers that deliver
 // queued events.
-func (a *Auditor) startWorkers(sink string) error {
+func (a *Auditor) startWorkers(target string) error {
 	var err error
-	a.client, err = cloudevents.NewClientHTTP(
-		cehttp.WithTarget(sink),
-		cehttp.WithClient(http.Client{Timeout: attemptTimeout}),
-	)
-	if err != nil {
-		return fmt.Errorf("audit sink client: %w", err)
+	if a.sink, err = newSink(target, a.source, a.extensions); err != nil {
+		return fmt.Errorf("audit sink: %w", err)
 	}
 	a.workCtx, a.abandon = context.WithCancel(context.Background())
 	var workers sync.WaitGroup
@@ -285,7 +278,7 @@ func (a *Auditor) Emit(ctx context.Context, e Event) {
 
 // enqueue hands a committed event to the workers, or to the log.
 func (a *Auditor) enqueue(ctx context.Context, e Event) {
-	if a.client == nil {
+	if a.sink == nil {
 		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
 		a.delivered.WithLabelValues("async", "logged").Inc()
 		return
@@ -315,14 +308,14 @@ func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 	ctx, span := a.tracer.Start(ctx, "audit.deliver", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID), attribute.String("portfolio_mcp.audit.record", cmp.Or(e.Action, e.Tool))))
 	defer span.End()
-	if a.client == nil {
+	if a.sink == nil {
 		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
 		a.delivered.WithLabelValues("sync", "logged").Inc()
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncDeadline)
 	defer cancel()
-	if err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(sctx, syncBackoff, syncRetries), e); err != nil {
+	if err := a.sink.deliver(sctx, e, syncRetries, syncBackoff); err != nil {
 		a.delivered.WithLabelValues("sync", "failed").Inc()
 		span.SetStatus(codes.Error, "the audit sink did not acknowledge")
 		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
@@ -382,7 +375,7 @@ func (a *Auditor) work() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(a.workCtx, asyncDeadline)
-		err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(ctx, asyncBackoff, asyncRetries), e)
+		err := a.sink.deliver(ctx, e, asyncRetries, asyncBackoff)
 		cancel()
 		if err != nil {
 			a.dropped.WithLabelValues("delivery_failed").Inc()
@@ -391,48 +384,6 @@ func (a *Auditor) work() {
 		}
 		a.delivered.WithLabelValues("async", "delivered").Inc()
 	}
-}
-
-func (a *Auditor) send(ctx context.Context, e Event) error {
-	ev, err := a.cloudEvent(e)
-	if err != nil {
-		return err
-	}
-	if res := a.client.Send(ctx, ev); !cloudevents.IsACK(res) {
-		if res == nil {
-			res = errors.New("not acknowledged")
-		}
-		return fmt.Errorf("audit sink: %w", res)
-	}
-	return nil
-}
-
-// cloudEvent wraps e: id unique per event, source this service/revision,
-// subject the tool, and the SinkBinding's extension overrides.
-func (a *Auditor) cloudEvent(e Event) (cloudevents.Event, error) {
-	ev := cloudevents.NewEvent()
-	ev.SetID(cmp.Or(e.ID, uuid.NewString()))
-	ev.SetType(TypeOf(e))
-	ev.SetSource(a.source)
-	if s := SubjectOf(e); s != "" {
-		ev.SetSubject(s)
-	}
-	ev.SetTime(e.Time)
-	if err := ev.SetData(cloudevents.ApplicationJSON, data(e)); err != nil {
-		return ev, fmt.Errorf("encoding audit event: %w", err)
-	}
-	for k, v := range a.extensions {
-		ev.SetExtension(k, v) // names were validated in parseOverrides
-	}
-	// The chain's position, outside the data too: an archiver can name
-	// objects <stream>/<seq> (a redelivery lands on the same name) without
-	// parsing the data. The verifier checks them against the data.
-	ev.SetExtension(StreamExtension, e.Chain.Stream)
-	ev.SetExtension(SeqExtension, strconv.FormatUint(e.Chain.Seq, 10))
-	if err := ev.Validate(); err != nil {
-		return ev, fmt.Errorf("audit event: %w", err)
-	}
-	return ev, nil
 }
 
 // fill completes e: its id, time, revision and trace; and notes the event

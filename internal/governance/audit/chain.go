@@ -233,14 +233,14 @@ func digest(pool *sync.Pool, e *Event, keep bool) ([sha256.Size]byte, []byte, er
 // data is the event's JSON as json.Marshal writes it: the canonical bytes
 // kept by the chaining step with the chain member (the last field) put
 // back, or, without them, a fresh encoding.
-func data(e Event) any {
+func data(e Event) ([]byte, error) {
 	c := e.canonical
 	if len(c) < 2 || c[len(c)-1] != '}' {
-		return e
+		return json.Marshal(e)
 	}
 	link, err := json.Marshal(e.Chain)
 	if err != nil {
-		return e
+		return json.Marshal(e)
 	}
 	out := make([]byte, 0, len(c)+len(link)+10)
 	out = append(out, c[:len(c)-1]...)
@@ -249,5 +249,5 @@ func data(e Event) any {
 	}
 	out = append(out, `"chain":`...)
 	out = append(out, link...)
-	return append(out, '}')
+	return append(out, '}'), nil
 }

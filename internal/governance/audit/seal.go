@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/google/uuid"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
@@ -72,7 +71,7 @@ func streamID() string {
 // an event that waits in the queue or goes to the log keeps its place.
 func (a *Auditor) commit(e *Event) [sha256.Size]byte {
 	e.Chain = Link{}
-	body, canonical, err := digest(&a.encoders, e, a.client != nil)
+	body, canonical, err := digest(&a.encoders, e, a.sink != nil)
 	e.canonical = canonical
 	if err != nil { // not with these types; its hash then covers nothing
 		a.log.Error("audit event cannot be encoded", "error", err, "tool", e.Tool)
@@ -125,14 +124,14 @@ func (a *Auditor) seal(reason string, final bool) Event {
 // if not.
 func (a *Auditor) sealFinal(ctx context.Context) {
 	e := a.seal(SealClose, true)
-	if a.client == nil {
+	if a.sink == nil {
 		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
 		a.delivered.WithLabelValues("sync", "logged").Inc()
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, syncDeadline)
 	defer cancel()
-	if err := a.send(cloudevents.ContextWithRetriesExponentialBackoff(sctx, syncBackoff, syncRetries), e); err != nil {
+	if err := a.sink.deliver(sctx, e, syncRetries, syncBackoff); err != nil {
 		a.delivered.WithLabelValues("sync", "failed").Inc()
 		a.logUndelivered(ctx, slog.LevelError, err.Error(), e)
 		return

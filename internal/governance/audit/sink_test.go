@@ -1,0 +1,107 @@
+package audit_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
+)
+
+// TestSinkWritesTheSDKsRequest: the request the sink sends for an event is
+// the one sdk-go's HTTP binding writes for the same CloudEvent (binary
+// mode): the same headers, values and body, for a tool call, a journaled
+// step, a checkpoint, an event without a subject, and with the
+// K_CE_OVERRIDES extensions.
+func TestSinkWritesTheSDKsRequest(t *testing.T) {
+	a, _ := newAuditor(t, audit.Config{Sink: "http://sink.example/ingress", QueueSize: 8,
+		CEOverrides: `{"extensions":{"cluster":"prod-eu","tenant":"desk7"}}`}, io.Discard)
+	defer a.Close(context.Background())
+	step := sample("place_order")
+	step.Action = "approval.requested"
+	noSubject := sample("")
+	late := sample("get_quotes")
+	late.Time = time.Date(2026, 12, 1, 23, 59, 59, 120000000, time.FixedZone("CET", 3600))
+	for name, e := range map[string]audit.Event{
+		"call": sample("search_equities"), "step": step, "checkpoint": {Checkpoint: &audit.Checkpoint{Reason: audit.SealEvents}},
+		"no subject": noSubject, "time zone": late,
+	} {
+		a.FillAndCommit(context.Background(), &e)
+		got, err := a.SinkRequest(context.Background(), e)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ev, err := a.CloudEvent(e)
+		if err != nil {
+			t.Fatalf("%s: sdk-go refuses the event: %v", name, err)
+		}
+		want, _ := http.NewRequest(http.MethodPost, "http://sink.example/ingress", nil)
+		if err := cehttp.WriteRequest(context.Background(), binding.ToMessage(&ev), want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Header, want.Header) {
+			t.Errorf("%s: headers\n got %v\nwant %v", name, got.Header, want.Header)
+		}
+		gotBody, _ := io.ReadAll(got.Body)
+		wantBody, _ := io.ReadAll(want.Body)
+		if !bytes.Equal(gotBody, wantBody) || got.ContentLength != want.ContentLength || got.Method != want.Method || got.URL.String() != want.URL.String() {
+			t.Errorf("%s: body %s (%d), want %s (%d)", name, gotBody, got.ContentLength, wantBody, want.ContentLength)
+		}
+	}
+}
+
+// TestSinkRetriesAsSDKGoDoes: a status that says "try again" is retried
+// until the sink takes the event; one that refuses it is not.
+func TestSinkRetriesAsSDKGoDoes(t *testing.T) {
+	var mu sync.Mutex
+	var script, seen []int // statuses to answer, in order; then 202
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		status := http.StatusAccepted
+		if len(script) > 0 {
+			status, script = script[0], script[1:]
+		}
+		seen = append(seen, status)
+		mu.Unlock()
+		w.WriteHeader(status)
+	}))
+	defer srv.Close()
+	answer := func(statuses ...int) {
+		mu.Lock()
+		script, seen = statuses, nil
+		mu.Unlock()
+	}
+	attempts := func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
+	}
+	a, _ := newAuditor(t, audit.Config{Sink: srv.URL, QueueSize: 8}, io.Discard)
+	defer a.Close(context.Background())
+
+	answer(http.StatusServiceUnavailable, http.StatusTooManyRequests)
+	if err := a.EmitSync(context.Background(), sample("place_order")); err != nil {
+		t.Fatalf("EmitSync after two retriable answers: %v", err)
+	}
+	if got := attempts(); !slices.Equal(got, []int{503, 429, 202}) {
+		t.Errorf("answers %v, want 503, 429, then 202", got)
+	}
+	answer(http.StatusBadRequest)
+	if err := a.EmitSync(context.Background(), sample("place_order")); err == nil || len(attempts()) != 1 {
+		t.Errorf("a 400 was retried or accepted: answers %v, %v", attempts(), err)
+	}
+	answer(503, 503, 503, 503)
+	if err := a.EmitSync(context.Background(), sample("place_order")); err == nil || len(attempts()) != 3 {
+		t.Errorf("a synchronous event has 3 attempts; answers %v, %v", attempts(), err)
+	}
+}
