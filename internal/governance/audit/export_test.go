@@ -56,7 +56,7 @@ func (a *Auditor) SinkRequest(ctx context.Context, e Event) (*http.Request, erro
 	if err != nil {
 		return nil, err
 	}
-	return a.sink.request(ctx, e, b)
+	return a.sink.request(ctx, e, b), nil
 }
 
 // Fill and commit e as Emit does, without sending it.

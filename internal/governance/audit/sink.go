@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,7 +33,7 @@ import (
 // construction: the source and the extensions are checked by sdk-go once,
 // in newSink; the rest are the event's own id, time and type.
 type sink struct {
-	target    string
+	target    *url.URL // shared by every request, never written
 	transport http.RoundTripper
 	// fixed are the headers every event carries: the spec version, the
 	// source, the content type and K_CE_OVERRIDES' extensions. Their value
@@ -71,7 +72,12 @@ func newSink(target, source string, extensions map[string]string) (*sink, error)
 	// Synchronous events of concurrent trades and the workers each hold a
 	// connection; the default of 2 idle ones would reconnect for most.
 	t.MaxIdleConnsPerHost = 32
-	return &sink{target: target, transport: t, fixed: fixed}, nil
+	// An attempt is bounded by the transport's own timeouts rather than a
+	// context per attempt; the event's deadline bounds them all.
+	t.DialContext = (&net.Dialer{Timeout: attemptTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = attemptTimeout
+	t.ResponseHeaderTimeout = attemptTimeout
+	return &sink{target: u, transport: t, fixed: fixed}, nil
 }
 
 // extensionHeader is sdk-go's header for an extension attribute (its
@@ -81,11 +87,7 @@ func extensionHeader(name string) string {
 }
 
 // request is e as a CloudEvent in binary mode, with body as its data.
-func (s *sink) request(ctx context.Context, e Event, body []byte) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
+func (s *sink) request(ctx context.Context, e Event, body []byte) *http.Request {
 	h := make(http.Header, len(s.fixed)+6)
 	for k, v := range s.fixed {
 		h[k] = v
@@ -101,8 +103,13 @@ func (s *sink) request(ctx context.Context, e Event, body []byte) (*http.Request
 	// parsing the data. The verifier checks them against the data.
 	h[extensionHeader(StreamExtension)] = []string{e.Chain.Stream}
 	h[extensionHeader(SeqExtension)] = []string{strconv.FormatUint(e.Chain.Seq, 10)}
-	req.Header = h
-	return req, nil
+	req := &http.Request{
+		Method: http.MethodPost, URL: s.target, Host: s.target.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+	}
+	return req.WithContext(ctx)
 }
 
 // deliver sends e until the sink acknowledges it (a 2xx), it refuses it
@@ -116,13 +123,7 @@ func (s *sink) deliver(ctx context.Context, e Event, retries uint, wait time.Dur
 		return fmt.Errorf("encoding the event: %w", err)
 	}
 	attempt := func() (struct{}, error) {
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		defer cancel()
-		req, err := s.request(actx, e, body)
-		if err != nil {
-			return struct{}{}, backoff.Permanent(err)
-		}
-		resp, err := s.transport.RoundTrip(req)
+		resp, err := s.transport.RoundTrip(s.request(ctx, e, body))
 		if err != nil {
 			return struct{}{}, err
 		}
