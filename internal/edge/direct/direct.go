@@ -64,14 +64,15 @@ type Options struct {
 }
 
 type handler struct {
-	sdk      http.Handler
-	tools    map[string]mcp.ToolHandler
-	chain    mcp.MethodHandler
-	clients  clientMeta
-	impl     *mcp.Implementation
-	versions []string
-	served   func(string)
-	log      *slog.Logger
+	sdk        http.Handler
+	tools      map[string]mcp.ToolHandler
+	chain      mcp.MethodHandler
+	clients    clientMeta
+	impl       *mcp.Implementation
+	versions   []string
+	served     func(string)
+	log        *slog.Logger
+	serverMeta serverMeta
 	// bodies are response buffers: an answer is a few kilobytes to a few
 	// hundred, written once and dropped, which was the largest single
 	// allocation of a call.
@@ -85,7 +86,7 @@ func New(o Options, sdk http.Handler) http.Handler {
 	if len(o.Tools) == 0 || os.Getenv("MCPGODEBUG") != "" {
 		return sdk
 	}
-	h := &handler{sdk: sdk, tools: o.Tools, impl: o.Server, served: o.Served, log: o.Logger, bodies: bufferPool{max: 1 << 20}}
+	h := &handler{sdk: sdk, tools: o.Tools, impl: o.Server, served: o.Served, log: o.Logger, bodies: bufferPool{max: 1 << 20}, serverMeta: newServerMeta(o.Server)}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -149,6 +150,32 @@ func (h *handler) callTool(ctx context.Context, _ string, req mcp.Request) (mcp.
 	return res, err
 }
 
+// serverMeta is the _meta of a result on the new protocol generation that
+// only names the server, as a map and as the SDK marshals it.
+type serverMeta struct {
+	impl *mcp.Implementation
+	meta map[string]any
+	json []byte
+}
+
+func newServerMeta(impl *mcp.Implementation) serverMeta {
+	m := map[string]any{mcp.MetaKeyServerInfo: impl}
+	b, err := json.Marshal(m)
+	if impl == nil || err != nil {
+		return serverMeta{}
+	}
+	return serverMeta{impl: impl, meta: m, json: b}
+}
+
+// is reports whether m is that _meta.
+func (s *serverMeta) is(m map[string]any) bool {
+	if s.impl == nil || len(m) != 1 {
+		return false
+	}
+	impl, ok := m[mcp.MetaKeyServerInfo].(*mcp.Implementation)
+	return ok && impl == s.impl
+}
+
 // annotate does to a result on the new protocol generation what the SDK's
 // session does: the tool's own result is marked complete (resultType; set
 // by the SDK's tools/call, so a middleware's answer instead has none), and
@@ -163,8 +190,11 @@ func (h *handler) annotate(res mcp.Result, own *mcp.CallToolResult) bool {
 		return r == own
 	}
 	m := r.GetMeta()
-	if m == nil {
-		m = map[string]any{}
+	if len(m) == 0 {
+		// Shared and read-only: nothing writes a result's _meta after
+		// this, and appendResult writes it from serverMeta.json.
+		r.SetMeta(h.serverMeta.meta)
+		return r == own
 	}
 	if _, ok := m[mcp.MetaKeyServerInfo]; !ok {
 		m[mcp.MetaKeyServerInfo] = h.impl
@@ -222,12 +252,14 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 // Decoding into map[string]any directly, that decoder makes every object
 // a map sized for 64 members: about 5 KB each, four or more per call on
 // the new protocol generation, where every request carries its client's
-// info and capabilities. Objects and arrays are decoded here level by
-// level, each map sized for its members; every scalar still by the SDK's
-// decoder.
+// info and capabilities. Here objects are decoded level by level, each map
+// sized for its members, and an object of scalars straight into its map;
+// every scalar still by the SDK's decoder. Strings and members are not
+// copied: they point into the request body, which is read once and never
+// written, and outlives them.
 func decodeMeta(raw []byte) (map[string]any, map[string]json.RawMessage, error) {
 	members := make(map[string]json.RawMessage, 4)
-	if _, err := sjson.Parse(raw, &members, sjson.DontMatchCaseInsensitiveStructFields); err != nil || members == nil {
+	if _, err := sjson.Parse(raw, &members, metaFlags); err != nil || members == nil {
 		return nil, nil, errors.Join(err, errors.New("_meta is not an object"))
 	}
 	meta := make(map[string]any, len(members))
@@ -241,12 +273,20 @@ func decodeMeta(raw []byte) (map[string]any, map[string]json.RawMessage, error) 
 	return meta, members, nil
 }
 
+// metaFlags decode as the SDK does, without copying strings and members.
+const metaFlags = sjson.DontMatchCaseInsensitiveStructFields | sjson.DontCopyString | sjson.DontCopyRawMessage
+
 // decodeValue decodes one JSON value as decodeMeta does.
 func decodeValue(raw []byte) (any, error) {
 	switch first(raw) {
 	case '{':
+		if scalars(raw) {
+			m := make(map[string]any, 4)
+			_, err := sjson.Parse(raw, &m, metaFlags)
+			return m, err
+		}
 		members := make(map[string]json.RawMessage, 4)
-		if _, err := sjson.Parse(raw, &members, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		if _, err := sjson.Parse(raw, &members, metaFlags); err != nil {
 			return nil, err
 		}
 		m := make(map[string]any, len(members))
@@ -260,7 +300,7 @@ func decodeValue(raw []byte) (any, error) {
 		return m, nil
 	case '[':
 		elems := make([]json.RawMessage, 0, 4)
-		if _, err := sjson.Parse(raw, &elems, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		if _, err := sjson.Parse(raw, &elems, metaFlags); err != nil {
 			return nil, err
 		}
 		a := make([]any, len(elems))
@@ -274,7 +314,7 @@ func decodeValue(raw []byte) (any, error) {
 		return a, nil
 	}
 	var v any
-	_, err := sjson.Parse(raw, &v, sjson.DontMatchCaseInsensitiveStructFields)
+	_, err := sjson.Parse(raw, &v, metaFlags)
 	return v, err
 }
 
@@ -286,6 +326,29 @@ func first(raw []byte) byte {
 		}
 	}
 	return 0
+}
+
+// scalars reports whether the object raw holds no object or array.
+func scalars(raw []byte) bool {
+	inString, escaped, opened := false, false, false
+	for _, b := range raw {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case inString && b == '"':
+			inString = false
+		case inString:
+		case b == '"':
+			inString = true
+		case b == '{' && !opened:
+			opened = true
+		case b == '{' || b == '[':
+			return false
+		}
+	}
+	return true
 }
 
 // clientMeta remembers whether the SDK accepts a request's _meta client
@@ -358,7 +421,7 @@ func (h *handler) reply(w http.ResponseWriter, id json.RawMessage, res mcp.Resul
 	defer h.bodies.put(buf)
 	body := append(append(append((*buf)[:0], `{"jsonrpc":"2.0","id":`...), id...), `,"result":`...)
 	envelope := len(body)
-	body, fast := appendResult(body, res, complete)
+	body, fast := appendResult(body, res, complete, &h.serverMeta)
 	if !fast {
 		result, err := encode(res)
 		if err != nil {
@@ -435,7 +498,7 @@ func bodySize(res mcp.Result, id json.RawMessage) int {
 // content's, and the encoder around each), which is most of what a read
 // call costs. It reports false, with b as it was, for any other shape,
 // which encode handles as the SDK does.
-func appendResult(b []byte, res mcp.Result, complete bool) ([]byte, bool) {
+func appendResult(b []byte, res mcp.Result, complete bool, server *serverMeta) ([]byte, bool) {
 	r, isTool := res.(*mcp.CallToolResult)
 	if !isTool || r == nil || r.Content == nil || r.InputRequests != nil || r.RequestState != "" {
 		return b, false
@@ -453,7 +516,10 @@ func appendResult(b []byte, res mcp.Result, complete bool) ([]byte, bool) {
 	}
 	start := len(b)
 	b = append(b, '{')
-	if len(r.Meta) > 0 {
+	switch {
+	case server.is(r.Meta):
+		b = append(append(append(b, `"_meta":`...), server.json...), ',')
+	case len(r.Meta) > 0:
 		m, err := json.Marshal(r.Meta)
 		if err != nil {
 			return b[:start], false

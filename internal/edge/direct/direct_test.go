@@ -93,6 +93,7 @@ func TestDecodeMeta(t *testing.T) {
 		`{"n":12345678901234567890,"m":1E400,"s":"\u00e9\ud83d\ude00\n\"<>&","k":"x","k":"dup"}`,
 		` { "spaced" : [ 1 , { } , [ ] ] , "t" : "\u2028" } `,
 		`{"progressToken":7,"x":[[[["deep"]]]]}`,
+		`{"flat":{"b":"{[not nested]}","c":"\"{","d":1},"e":{"f":{"g":"}"}}}`,
 	} {
 		var want map[string]any
 		_, werr := sjson.Parse([]byte(raw), &want, sjson.DontMatchCaseInsensitiveStructFields)
