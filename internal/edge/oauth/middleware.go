@@ -42,14 +42,7 @@ func (v *Verifier) Middleware(resourceMetadataURL string) func(http.Handler) htt
 	}, &auth.RequireBearerTokenOptions{ClockSkew: v.opts.ClockSkew, ResourceMetadataURL: resourceMetadataURL})
 	md := fmt.Sprintf("resource_metadata=%q", resourceMetadataURL)
 	return func(next http.Handler) http.Handler {
-		inner := attach(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p, ok := auth.TokenInfoFromContext(r.Context()).Extra[principalExtra].(principal.Principal)
-			if !ok { // cannot happen: tokenInfo always sets it
-				http.Error(w, "internal error", http.StatusInternalServerError)
-				return
-			}
-			next.ServeHTTP(w, r.WithContext(principal.With(r.Context(), p)))
-		}))
+		inner := attach(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			raw, ok := bearerToken(r)
 			if !ok {
@@ -69,7 +62,10 @@ func (v *Verifier) Middleware(resourceMetadataURL string) func(http.Handler) htt
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
-			ctx := context.WithValue(r.Context(), verifiedKey{}, tokenInfo(t))
+			// One context for both: the principal for the policy, the
+			// token info for the SDK's middleware to attach where the SDK
+			// looks for it.
+			ctx := principal.With(context.WithValue(r.Context(), verifiedKey{}, t.info), t.Principal)
 			inner.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}

@@ -20,6 +20,8 @@ package oauth
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -247,6 +249,10 @@ type Token struct {
 	Expiry    time.Time
 	// Nonce is the OpenID Connect nonce of an ID token ("" otherwise).
 	Nonce string
+	// info is the token as the go-sdk's auth.TokenInfo, made once when the
+	// token is verified and shared, read-only, by every request the cache
+	// answers.
+	info *auth.TokenInfo
 }
 
 // cachedToken is a verified token, the key that verified it and the
@@ -318,11 +324,31 @@ func (v *Verifier) stillPublished(ctx context.Context, c cachedToken) bool {
 		return false
 	}
 	pub := jwk.Key()
+	if sameKeyObject(pub, c.key) {
+		return true // the very key parsed from the set that verified the token
+	}
 	if pk, ok := pub.(interface{ Public() crypto.PublicKey }); ok {
 		pub = pk.Public()
 	}
 	eq, ok := c.key.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && eq.Equal(pub)
+}
+
+// sameKeyObject reports whether a and b are one parsed key: until the key
+// set is refreshed, every cache hit finds the key that verified the token
+// itself, and comparing keys by value (rsa.PublicKey.Equal copies both
+// moduli) on every call is then wasted. Key types that are not pointers
+// are compared by value.
+func sameKeyObject(a, b crypto.PublicKey) bool {
+	switch a := a.(type) {
+	case *rsa.PublicKey:
+		b, ok := b.(*rsa.PublicKey)
+		return ok && a == b
+	case *ecdsa.PublicKey:
+		b, ok := b.(*ecdsa.PublicKey)
+		return ok && a == b
+	}
+	return false
 }
 
 // verify checks raw against the issuer's keys and every claim rule, and
@@ -356,7 +382,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Token, signingKey, e
 		return Token{}, used, fmt.Errorf("%w: %s", auth.ErrInvalidToken, err)
 	}
 	exp, _ := claims.GetExpirationTime() // required and validated by the parser
-	return Token{Principal: p, Expiry: exp.Time, Nonce: str(claims["nonce"])}, used, nil
+	t := Token{Principal: p, Expiry: exp.Time, Nonce: str(claims["nonce"])}
+	t.info = tokenInfo(t)
+	return t, used, nil
 }
 
 // rejection names the failed check, safe to show the client.

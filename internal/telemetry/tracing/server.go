@@ -36,7 +36,10 @@ func (t Tracing) Server(next http.Handler) http.Handler {
 		c := call.From(r.Context())
 		ctx, link := t.parent(r, c)
 		if !t.on {
-			next.ServeHTTP(w, r.WithContext(ctx))
+			if ctx != r.Context() { // the agent sent a trace to carry on
+				r = r.WithContext(ctx)
+			}
+			next.ServeHTTP(w, r)
 			return
 		}
 		name, attrs := describe(c)
