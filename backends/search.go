@@ -37,7 +37,10 @@ func SearchUniverse(universe []Equity, q EquityQuery) (EquityPage, error) {
 	type hit struct {
 		i, rank int32
 	}
-	hits := make([]hit, 0, len(universe))
+	// On the stack (2 KB) for a universe of up to 256, as the demo's (205):
+	// a search then allocates only the page it returns.
+	var buf [256]hit
+	hits := buf[:0]
 	for i := range universe {
 		e := &universe[i]
 		if q.Sector != "" && !strings.EqualFold(e.Sector, q.Sector) ||
