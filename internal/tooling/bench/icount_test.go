@@ -242,3 +242,33 @@ func load(t *testing.T, tg target, mcpload, tokenFile, base, protocol string, ca
 		t.Fatalf("%s: not every call succeeded (%v): %s", tg.name, err, out)
 	}
 }
+
+// TestAllocations is the bytes column of TestInstructions alone, without
+// callgrind: what the server allocates per tools/call search_equities,
+// from its own go_memstats_alloc_bytes_total, in dev and production mode
+// on both protocol generations. About 20 seconds.
+//
+//	BENCH_ALLOC=1 go test ./internal/tooling/bench -count=1 -run TestAllocations -v
+func TestAllocations(t *testing.T) {
+	if os.Getenv("BENCH_ALLOC") == "" {
+		t.Skip("set BENCH_ALLOC=1 to measure bytes allocated per call")
+	}
+	dir := t.TempDir()
+	bins := buildAll(t, dir, "portfolio-mcp", "mcpload")
+	iss := oauthtest.New(t)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	t.Cleanup(sink.Close)
+	tokenFile := benchToken(t, iss, dir)
+	dev, prod := benchEnv(iss, sink.URL)
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nbytes allocated per tools/call search_equities, over 800 calls\n\n| server | protocol | bytes allocated/call |\n|---|---|---|\n")
+	for _, p := range []string{"2025-11-25", "2026-07-28"} {
+		for _, tg := range []target{
+			{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
+			{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod, auth: true},
+		} {
+			fmt.Fprintf(&b, "| %s | %s | %.1f KB |\n", tg.name, p, allocPerCall(t, tg, bins["mcpload"], tokenFile, p, 800)/1000)
+		}
+	}
+	t.Log(b.String())
+}
