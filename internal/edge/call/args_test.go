@@ -1,8 +1,13 @@
 package call_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	sjson "github.com/segmentio/encoding/json" // the decoder the go-sdk applies to tool arguments
@@ -73,6 +78,42 @@ func FuzzAccounts(f *testing.F) {
 					t.Fatalf("encoding/json reads account %q from %q; the check saw %q", s, args, ids)
 				}
 			}
+		}
+	})
+}
+
+// FuzzDecodeArgs is differential: arguments the decoder accepts decode to
+// what encoding/json decodes (with UseNumber); it refuses only what
+// encoding/json refuses, a repeated key or nesting past 64 levels.
+//
+//	go test ./internal/edge/call -run '^$' -fuzz '^FuzzDecodeArgs$' -fuzztime 30s
+func FuzzDecodeArgs(f *testing.F) {
+	for _, s := range []string{
+		`{"query":"in","limit":20}`, `{}`, `[]`, `"s"`, `1e400`, `-0.5E+3`, `null`, `true`, ` { "a" : [ 1 , 2 , { } ] } `,
+		`{"s":"\u00e9\ud83d\ude00\n\"\\\/<>&"}`, "{\"bad\":\"\xff\xfe\"}", `{"lone":"\ud800"}`, `{"a":{"a":{"a":[[[]]]}}}`,
+		`{"a":1,"a":2}`, `{"a":1}x`, `{"a":`, `[1,]`, `{"a" 1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, _, err := call.DecodeArgs(raw)
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.UseNumber()
+		var want any
+		stdErr := d.Decode(&want)
+		if stdErr == nil && d.More() {
+			stdErr = errors.New("trailing data")
+		}
+		if _, tail := d.Token(); stdErr == nil && tail != io.EOF {
+			stdErr = errors.New("trailing data")
+		}
+		switch {
+		case err == nil && stdErr != nil:
+			t.Fatalf("%q: decoded to %#v; encoding/json refuses it: %v", raw, got, stdErr)
+		case err == nil && !reflect.DeepEqual(got, want):
+			t.Fatalf("%q: decoded to %#v; encoding/json: %#v", raw, got, want)
+		case err != nil && stdErr == nil && !strings.Contains(err.Error(), "duplicate key") && !strings.Contains(err.Error(), "nest too deeply"):
+			t.Fatalf("%q: refused (%v); encoding/json decodes %#v", raw, err, want)
 		}
 	})
 }

@@ -17,21 +17,24 @@ import (
 func Bind() mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-			var own *Call
+			c := From(ctx)
+			var tool, uri, state string
+			var args []byte
 			switch p := req.GetParams().(type) {
 			case *mcp.CallToolParamsRaw:
-				own = FromTool(p.Name, p.Arguments, p.RequestState)
+				if c == nil {
+					return next(With(ctx, FromTool(p.Name, p.Arguments, p.RequestState)), method, req)
+				}
+				tool, args, state = p.Name, p.Arguments, p.RequestState
 			case *mcp.ReadResourceParams:
-				own = FromResource(p.URI)
+				if c == nil {
+					return next(With(ctx, FromResource(p.URI)), method, req)
+				}
+				uri = p.URI
 			default:
 				return next(ctx, method, req)
 			}
-			c := From(ctx)
-			if c == nil {
-				return next(With(ctx, own), method, req)
-			}
-			if c.Method != method || c.Tool != own.Tool || c.URI != own.URI || c.RequestState != own.RequestState ||
-				!bytes.Equal(c.RawArgs, own.RawArgs) {
+			if c.Method != method || c.Tool != tool || c.URI != uri || c.RequestState != state || !bytes.Equal(c.RawArgs, args) {
 				return nil, &jsonrpc.Error{Code: CodeInvalidRequest, Message: "invalid request: the message is ambiguous (repeated or differently cased keys?); send plain JSON-RPC"}
 			}
 			return next(ctx, method, req)

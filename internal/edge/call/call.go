@@ -16,10 +16,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	sjson "github.com/segmentio/encoding/json"
 )
@@ -285,71 +285,122 @@ const maxArgsDepth = 64
 // DecodeArgs decodes tool arguments into a JSON value (numbers as
 // json.Number), refusing repeated keys and deep nesting, and collects the
 // account ids it names. See Call.Args.
+//
+// The value is what encoding/json decodes (with UseNumber): the bytes are
+// first validated by encoding/json, then walked with segmentio/encoding's
+// tokenizer (the SDK's JSON library), which allocates nothing of its own;
+// a string with an escape or a byte outside UTF-8 is unquoted by
+// encoding/json. encoding/json's token decoder cost ten times the bytes
+// on every audited call.
 func DecodeArgs(raw json.RawMessage) (any, []string, error) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var ids []string
-	v, err := decodeValue(d, 0, &ids)
+	if !json.Valid(raw) {
+		return nil, nil, errInvalidJSON
+	}
+	d := argsDecoder{tok: sjson.NewTokenizer(raw)}
+	if !d.tok.Next() {
+		return nil, nil, errInvalidJSON
+	}
+	v, err := d.value(0)
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := d.Token(); err != io.EOF {
-		return nil, nil, errors.New("trailing data after the arguments")
-	}
-	return v, ids, nil
+	return v, d.ids, nil
 }
 
 var errInvalidJSON = errors.New("arguments are not valid JSON")
 
-// decodeValue reads one JSON value from d.
-func decodeValue(d *json.Decoder, depth int, ids *[]string) (any, error) {
+// argsDecoder walks valid JSON token by token.
+type argsDecoder struct {
+	tok *sjson.Tokenizer
+	ids []string
+}
+
+// value decodes the value the tokenizer is on, leaving it on the value's
+// last token.
+func (d *argsDecoder) value(depth int) (any, error) {
 	if depth > maxArgsDepth {
 		return nil, errors.New("arguments nest too deeply")
 	}
-	tok, err := d.Token()
-	if err != nil {
-		return nil, errInvalidJSON
-	}
-	switch tok {
-	case json.Delim('{'):
+	t := d.tok
+	switch t.Delim {
+	case '{':
 		m := map[string]any{}
-		for d.More() {
-			kt, err := d.Token()
-			if err != nil {
+		for {
+			if !t.Next() {
 				return nil, errInvalidJSON
 			}
-			key := kt.(string)
+			switch t.Delim {
+			case '}':
+				return m, nil
+			case ',':
+				continue
+			}
+			key, err := unquote(t.Value)
+			if err != nil {
+				return nil, err
+			}
 			if _, dup := m[key]; dup {
 				return nil, fmt.Errorf("duplicate key %q", key)
 			}
-			v, err := decodeValue(d, depth+1, ids)
+			if !t.Next() || t.Delim != ':' || !t.Next() {
+				return nil, errInvalidJSON
+			}
+			v, err := d.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
 			if s, ok := v.(string); ok && strings.EqualFold(key, accountArg) {
-				*ids = append(*ids, s) // a non-string id fails the tool's own schema
+				d.ids = append(d.ids, s) // a non-string id fails the tool's own schema
 			}
 			m[key] = v
 		}
-		if _, err := d.Token(); err != nil { // '}'
-			return nil, errInvalidJSON
-		}
-		return m, nil
-	case json.Delim('['):
+	case '[':
 		a := []any{}
-		for d.More() {
-			v, err := decodeValue(d, depth+1, ids)
+		for {
+			if !t.Next() {
+				return nil, errInvalidJSON
+			}
+			switch t.Delim {
+			case ']':
+				return a, nil
+			case ',':
+				continue
+			}
+			v, err := d.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
 			a = append(a, v)
 		}
-		if _, err := d.Token(); err != nil { // ']'
-			return nil, errInvalidJSON
-		}
-		return a, nil
 	}
-	return tok, nil // string, json.Number, bool, nil
+	switch v := t.Value; {
+	case v.String():
+		return unquote(v)
+	case v.Null():
+		return nil, nil
+	case v.True():
+		return true, nil
+	case v.False():
+		return false, nil
+	case v.Number():
+		return json.Number(v), nil
+	}
+	return nil, errInvalidJSON
+}
+
+// unquote is encoding/json's value of the JSON string raw.
+func unquote(raw []byte) (string, error) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", errInvalidJSON
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", errInvalidJSON
+	}
+	return s, nil
 }
 
 // Status is the HTTP status that answers e: an unknown method is 404 on
