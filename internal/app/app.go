@@ -109,18 +109,20 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	if err != nil {
 		return nil, &config.Error{Var: "OTEL_EXPORTER_OTLP_ENDPOINT", Msg: err.Error()}
 	}
-	var bs backends.Set
-	if o.backends != nil {
-		bs = *o.backends
-	} else if bs, err = newBackends(cfg, sec, metrics.Registerer(), tr, log); err != nil {
-		return nil, err
-	}
 	st, err := newStore(cfg, sec.Get, metrics.Registerer(), tr.Provider, log)
 	if err != nil {
 		return nil, err
 	}
+	// Early: it starts fetching the issuer's keys, which readiness waits
+	// for, so the rest of start-up overlaps the round trips.
 	gov, err := newSecurity(ctx, cfg, rev, metrics.Registerer(), st, tr, sec.Get, log)
 	if err != nil {
+		return nil, err
+	}
+	var bs backends.Set
+	if o.backends != nil {
+		bs = *o.backends
+	} else if bs, err = newBackends(cfg, sec, metrics.Registerer(), tr, log); err != nil {
 		return nil, err
 	}
 	tp, err := newTrading(cfg, st, bs, gov.auditor.Journal(), gov.auditor.RecordOperation, secret, metrics.Registerer(), log)

@@ -48,6 +48,15 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 		tracer: tr.Provider,
 		log:    log,
 	}
+	// First: fetching the issuer's keys then overlaps the rest of start-up.
+	if cfg.Auth.Issuer == "" {
+		// config refuses this off loopback unless ALLOW_UNAUTHENTICATED.
+		log.Warn("OAUTH_ISSUER is not set: serving WITHOUT authentication as " + oauth.LocalDeveloper +
+			" with every scope and account (development only)")
+	} else if err := s.startAuth(ctx, cfg, tr, log); err != nil {
+		return nil, err
+	}
+
 	// The trail's checkpoints are signed with the audit-signing-key secret,
 	// required in production: on Knative (K_SERVICE) outside development
 	// (as requireSecrets: an issuer or SECRETS_DIR). Elsewhere a missing
@@ -65,17 +74,17 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 	if s.limiter, err = ratelimit.New(cfg.Limits.Limits(), rdb, reg, log, tr.Provider); err != nil {
 		return nil, err
 	}
+	return s, nil
+}
 
-	if cfg.Auth.Issuer == "" {
-		// config refuses this off loopback unless ALLOW_UNAUTHENTICATED.
-		log.Warn("OAUTH_ISSUER is not set: serving WITHOUT authentication as " + oauth.LocalDeveloper +
-			" with every scope and account (development only)")
-		return s, nil
-	}
+// startAuth sets up the bearer-token verifier and starts fetching the
+// issuer's keys.
+func (s *security) startAuth(ctx context.Context, cfg *config.Config, tr tracing.Tracing, log *slog.Logger) error {
+	var err error
 	resourceURL, audience := cfg.ResourceURL(), cfg.TokenAudience() // validated by config
 	s.resource = oauth.Resource{URL: resourceURL, Issuers: []string{cfg.Auth.Issuer}, Scopes: s.scopes.All(), Name: "Portfolio MCP"}
 	if s.mdURL, err = s.resource.MetadataURL(); err != nil {
-		return nil, &config.Error{Var: "PUBLIC_URL", Msg: err.Error()}
+		return &config.Error{Var: "PUBLIC_URL", Msg: err.Error()}
 	}
 	s.verifier, err = oauth.NewVerifier(oauth.Options{
 		Issuer: cfg.Auth.Issuer, Audience: audience, Algorithms: cfg.Auth.Algorithms,
@@ -83,7 +92,7 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 		CacheTTL: cacheTTL(cfg.Auth.TokenCacheTTL), TracerProvider: tr.Provider,
 	})
 	if err != nil {
-		return nil, &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}
+		return &config.Error{Var: "OAUTH_ISSUER", Msg: err.Error()}
 	}
 	// Fetch the issuer's keys while the process starts, and stay unready
 	// until that attempt ends: a new replica in a burst should not take
@@ -96,7 +105,7 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 			log.Warn("OAuth issuer not reachable yet; will retry on the first call", "error", err)
 		}
 	}()
-	return s, nil
+	return nil
 }
 
 // cacheTTL maps OAUTH_TOKEN_CACHE_TTL (0: off) to oauth.Options.CacheTTL
