@@ -63,7 +63,7 @@ build "$e2e" -o "$bin/nodeagent" ./nodeagent
 build "$e2e" -o "$bin/e2e-run" ./run
 for c in portfolio-mcp notifier prewarm; do
   # ko.yaml's flags for the server (the image ko would build).
-  CGO_ENABLED=0 build "$repo" -trimpath -ldflags "-s -w -X github.com/portfolio-mcp/portfolio-mcp/internal/app.Version=e2e" \
+  CGO_ENABLED=0 build "$repo" -trimpath -tags=grpcnotrace -ldflags "-s -w -X github.com/portfolio-mcp/portfolio-mcp/internal/app.Version=e2e" \
     -o "$bin/$c" "./cmd/$c"
 done
 

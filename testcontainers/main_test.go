@@ -142,7 +142,7 @@ func prepare(ctx context.Context) (*suite, func(), error) {
 	s.serverBin = filepath.Join(dir, "portfolio-mcp")
 	// The flags ko.yaml gives, so this shares ko's build cache and is the
 	// same program as the image's.
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", s.serverBin, "./cmd/portfolio-mcp")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", s.serverBin, "./cmd/portfolio-mcp")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

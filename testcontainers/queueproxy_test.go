@@ -287,7 +287,7 @@ func buildServerBinary(t *testing.T, dir string) string {
 		return env.serverBin // TestMain built it already
 	}
 	bin := filepath.Join(dir, "portfolio-mcp")
-	build := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/portfolio-mcp")
+	build := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", bin, "./cmd/portfolio-mcp")
 	build.Dir = ".."
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -40,7 +40,7 @@ func buildServer(t testing.TB) string {
 			return
 		}
 		build.bin = filepath.Join(build.dir, "portfolio-mcp")
-		out, err := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", build.bin, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", build.bin, ".").CombinedOutput()
 		if err != nil {
 			build.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}

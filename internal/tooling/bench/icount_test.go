@@ -137,7 +137,7 @@ func buildAll(t *testing.T, dir string, names ...string) map[string]string {
 		if os.Getenv("BENCH_ICOUNT_OUT") != "" {
 			ldflags = "" // symbols, for callgrind_annotate
 		}
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", bin, pkgs[name])
+		cmd := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags="+ldflags, "-o", bin, pkgs[name]) // as ko.yaml builds
 		cmd.Dir = "../../.."
 		if name == "mcpgo" {
 			cmd.Dir = "mcpgo"
