@@ -3,9 +3,9 @@
 // open one with its whole context (the order, the pre-trade check as it is
 // now, what the agent sent), approve or reject it, and look back at what
 // was decided. It is served by the server itself under /console/:
-// server-rendered HTML (html/template escapes everything a user or an
-// agent typed), one small script for live updates, and a strict
-// Content-Security-Policy.
+// server-rendered HTML (written by typed Go code that escapes everything
+// a user or an agent typed: html.go), one small script for live updates,
+// and a strict Content-Security-Policy.
 //
 // Sign-in is OpenID Connect against the server's issuer (OIDC), or, on an
 // unauthenticated laptop run, one of a few built-in personas. Sessions are
@@ -19,13 +19,10 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"fmt"
-	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
@@ -87,19 +84,12 @@ type Options struct {
 // Console serves the pages.
 type Console struct {
 	o Options
-	// pages parses the templates on the first page served: an approver's
-	// first page pays about 1 ms once, and a replica that only ever serves
-	// agents (most of them, after a scale from zero) never does.
-	pages func() (map[string]*template.Template, error)
 }
-
-//go:embed templates/*.html
-var templateFS embed.FS
 
 //go:embed static
 var staticFS embed.FS
 
-// New parses the templates and returns the console.
+// New returns the console.
 func New(o Options) (*Console, error) {
 	if o.Service == nil || o.Sessions == nil || (o.OIDC == nil) == (len(o.Personas) == 0) {
 		return nil, errors.New("console: needs a service, sessions, and exactly one of OIDC and personas")
@@ -119,33 +109,7 @@ func New(o Options) (*Console, error) {
 	if o.Halt == nil {
 		return nil, errors.New("console: needs the kill switch")
 	}
-	c := &Console{o: o}
-	c.pages = sync.OnceValues(func() (map[string]*template.Template, error) { return parsePages(o.Now) })
-	return c, nil
-}
-
-// parsePages parses every page with the layout. Templates are embedded,
-// so an error here is a bug the console's tests catch.
-func parsePages(now func() time.Time) (map[string]*template.Template, error) {
-	pages := map[string]*template.Template{}
-	funcs := template.FuncMap{
-		"money":    money,
-		"qty":      quantity,
-		"pct":      percent,
-		"when":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-		"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"left":     func(t time.Time) string { return timeLeft(t, now()) },
-		"whenp":    func(t *time.Time) string { return optionalTime(t) },
-		"approval": approvalLabel,
-	}
-	for _, page := range []string{"signin", "queue", "detail", "history", "message", "signedin", "halts"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
-		if err != nil {
-			return nil, fmt.Errorf("console template %s: %w", page, err)
-		}
-		pages[page] = t
-	}
-	return pages, nil
+	return &Console{o: o}, nil
 }
 
 // Handler serves everything under /console/. Mount it behind the request
@@ -217,27 +181,17 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		st, err := c.o.Halt.State(r.Context())
 		p.Halts, p.HaltUnknown = st.Halts, err != nil
 	}
-	t := c.template(w, r, name)
-	if t == nil {
+	var out htmlWriter
+	head, content, ok := c.view(&out, name, p)
+	if !ok {
+		c.o.Logger.ErrorContext(r.Context(), "console page has no view for its data", "page", name)
+		http.Error(w, "the console is broken; see the server log", http.StatusInternalServerError)
 		return
 	}
+	c.layout(&out, p, head, content)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	if err := t.Execute(w, p); err != nil {
-		c.o.Logger.ErrorContext(r.Context(), "console page failed", "page", name, "error", err)
-	}
-}
-
-// template is the named page, or nil, with a 500 answered, when the
-// templates do not parse.
-func (c *Console) template(w http.ResponseWriter, r *http.Request, name string) *template.Template {
-	pages, err := c.pages()
-	if err != nil {
-		c.o.Logger.ErrorContext(r.Context(), "console templates do not parse", "error", err)
-		http.Error(w, "the console is broken; see the server log", http.StatusInternalServerError)
-		return nil
-	}
-	return pages[name]
+	w.Write(out.b)
 }
 
 // message renders a page that only says something (errors, refusals).

@@ -4,9 +4,15 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
 func TestSessionsSealAndRefuse(t *testing.T) {
@@ -109,16 +115,60 @@ func TestFormatting(t *testing.T) {
 	}
 }
 
-// TestPagesParse: the templates, parsed only when the first page is served,
-// parse, and every page the handlers render is among them.
-func TestPagesParse(t *testing.T) {
-	pages, err := parsePages(time.Now)
-	if err != nil {
-		t.Fatal(err)
+// TestViews: every page renders for its data, and text from approvals,
+// requests and tokens reaches it escaped, in element text, attribute
+// values and URLs alike.
+func TestViews(t *testing.T) {
+	const evil = `<script>alert(1)</script>"'&`
+	c := &Console{o: Options{Now: time.Now}}
+	appr := trading.Approval{ID: "APR-1" + evil, Status: trading.ApprovalPending, Requester: evil, RequesterClient: evil,
+		Order: trading.OrderArgs{AccountID: evil, Ticker: evil, Side: evil, Type: evil, Quantity: 1, LimitPrice: 2},
+		Preview:    &policy.Preview{EstimatedNotional: 3, ApprovalReasons: []string{evil}},
+		Provenance: &trading.Provenance{Subject: evil, Actor: evil, Agent: evil, AuthorizedParty: evil, Confirmation: evil, PolicyVersion: evil, TraceID: evil},
+		DecidedBy:  evil, Reason: evil, OrderID: evil, Error: evil}
+	sess := &Session{Subject: evil}
+	halts := []halt.Halt{{Scope: evil, Target: evil, Reason: evil, EngagedBy: evil}}
+	for name, p := range map[string]page{
+		"signin":   {Title: evil, Data: signinData{Next: evil, Personas: []Persona{{Key: evil, Name: evil, Subject: evil, About: evil}}, PersonaKey: evil}},
+		"queue":    {Title: evil, Session: sess, CSRF: evil, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: evil}},
+		"detail":   {Title: evil, Session: sess, CSRF: evil, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: evil, Result: evil, CheckError: evil, Check: &policy.Preview{Violations: []string{evil}, MarketStatus: evil}}},
+		"history":  {Title: evil, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: evil}}, Account: evil, Status: evil, Statuses: []string{evil}, Error: evil}},
+		"halts":    {Title: evil, Session: sess, CSRF: evil, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: evil, Scope: evil, Target: evil, By: evil, Reason: evil}}, Scopes: []string{evil}, Error: evil, Result: evil, Report: &trading.CancelReport{Scope: evil, Target: evil, Cancelled: []string{evil}, Withdrawn: []string{evil}, Failed: []string{evil}}}},
+		"message":  {Title: evil, Session: sess, Data: evil},
+		"signedin": {Title: evil, Data: evil},
+	} {
+		var w htmlWriter
+		head, content, ok := c.view(&w, name, p)
+		if !ok {
+			t.Errorf("%s: no view for %T", name, p.Data)
+			continue
+		}
+		c.layout(&w, p, head, content)
+		page := string(w.b)
+		if strings.Contains(page, "<script>alert") || strings.Contains(page, `"'&`) {
+			t.Errorf("%s: unescaped text in the page:\n%s", name, page)
+		}
+		if !strings.Contains(page, "&lt;script&gt;") && !strings.Contains(page, "%3Cscript%3E") {
+			t.Errorf("%s: the text is missing from the page:\n%s", name, page)
+		}
 	}
-	for _, name := range []string{"signin", "queue", "detail", "history", "message", "signedin", "halts"} {
-		if pages[name] == nil || pages[name].Lookup("layout.html") == nil {
-			t.Errorf("page %s is missing or has no layout", name)
+	var w htmlWriter
+	if _, _, ok := c.view(&w, "queue", page{Data: "not queue data"}); ok {
+		t.Error("a page rendered data of the wrong type")
+	}
+}
+
+// TestMarkupIsConstant: no code converts a value to markup, so only
+// constants are written unescaped (html.go).
+func TestMarkupIsConstant(t *testing.T) {
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(src), "markup(") && f != "console_test.go" {
+			t.Errorf("%s converts a value to markup: write it with text, attr or query", f)
 		}
 	}
 }

@@ -169,14 +169,10 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 	}
 	pg := page{Title: "Approval queue", Nav: "queue", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d}
 	if r.URL.Query().Get("fragment") == "rows" {
-		t := c.template(w, r, "queue")
-		if t == nil {
-			return
-		}
+		var out htmlWriter
+		c.queueRows(&out, d)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := t.ExecuteTemplate(w, "rows", pg); err != nil {
-			c.o.Logger.ErrorContext(r.Context(), "console queue rows", "error", err)
-		}
+		w.Write(out.b)
 		return
 	}
 	c.render(w, r, http.StatusOK, "queue", pg)

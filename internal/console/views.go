@@ -1,0 +1,612 @@
+package console
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+)
+
+// The pages, written as html.go describes. Each view writes its page's
+// main content for the Data its handler gives; layout wraps it.
+
+// view writes the content of the named page; ok is false for a name no
+// page has, or Data of the wrong type (a bug the console's tests catch).
+func (c *Console) view(w *htmlWriter, name string, p page) (head func(), content func(), ok bool) {
+	switch d := p.Data.(type) {
+	case signinData:
+		if name == "signin" {
+			return nil, func() { c.signinView(w, d) }, true
+		}
+	case queueData:
+		if name == "queue" {
+			return nil, func() { c.queueView(w, d) }, true
+		}
+	case detailData:
+		if name == "detail" {
+			return nil, func() { c.detailView(w, p, d) }, true
+		}
+	case historyData:
+		if name == "history" {
+			return nil, func() { c.historyView(w, d) }, true
+		}
+	case haltsData:
+		if name == "halts" {
+			return nil, func() { c.haltsView(w, p, d) }, true
+		}
+	case string:
+		switch name {
+		case "message":
+			return nil, func() { messageView(w, p.Title, d) }, true
+		case "signedin":
+			// d is safeNext's: a path on this console.
+			return func() { w.m(`<meta http-equiv="refresh" content="0;url=`); w.text(d); w.m(`">`) },
+				func() { signedInView(w, d) }, true
+		}
+	}
+	return nil, nil, false
+}
+
+// layout writes the page around its content: the header with the session
+// and its sign-out form, and the kill switch's banner.
+func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
+	w.m("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>")
+	w.text(p.Title)
+	w.m(" · Portfolio MCP approvals</title>\n<link rel=\"stylesheet\" href=\"/console/static/console.css\">\n",
+		"<script src=\"/console/static/console.js\" defer></script>\n")
+	if head != nil {
+		head()
+	}
+	w.m("\n</head>\n<body>\n<header>\n  <span class=\"brand\">Portfolio MCP · Approvals</span>\n")
+	if p.Mode != "" {
+		w.m(`  <span class="mode mode-`)
+		w.text(p.Mode)
+		w.m(`">`)
+		w.text(p.Mode)
+		w.m("</span>\n")
+	}
+	if p.Session != nil {
+		w.m("  <nav>\n")
+		for _, n := range []struct {
+			nav, href, label markup
+		}{{"queue", "/console/queue", "Queue"}, {"history", "/console/history", "History"}, {"halts", "/console/halts", "Kill switch"}} {
+			w.m(`    <a href="`, n.href, `"`)
+			w.when(p.Nav == string(n.nav), ` aria-current="page"`)
+			w.m(">", n.label, "</a>\n")
+		}
+		w.m("  </nav>\n  <form method=\"post\" action=\"/console/logout\" class=\"signout\">\n")
+		csrf(w, p.CSRF)
+		w.m(`    <span class="who" id="who">`)
+		w.text(p.Session.Subject)
+		w.m("</span>\n    <button type=\"submit\">Sign out</button>\n  </form>\n")
+	}
+	w.m("</header>\n")
+	if p.Session != nil {
+		switch {
+		case p.HaltUnknown:
+			w.m(`<p class="halt-banner" id="halt-banner" role="alert">Kill switch state unknown: trading is halted on every replica until it can be read.</p>` + "\n")
+		case len(p.Halts) > 0:
+			w.m(`<p class="halt-banner" id="halt-banner" role="alert">Trading halted: `)
+			for i, h := range p.Halts {
+				w.when(i > 0, "; ")
+				w.m("<strong>")
+				w.text(h.Describe())
+				w.m("</strong> (")
+				w.text(h.Reason)
+				w.m(")")
+			}
+			w.m(`. <a href="/console/halts">Kill switch</a></p>`)
+		}
+	}
+	w.m("\n<main>\n")
+	content()
+	w.m("\n</main>\n</body>\n</html>\n")
+}
+
+// csrf writes the hidden form field with the session's CSRF token.
+func csrf(w *htmlWriter, token string) {
+	w.m(`    <input type="hidden" name="csrf"`)
+	w.attr("value", token)
+	w.m(">\n")
+}
+
+// hidden writes a hidden form field.
+func hidden(w *htmlWriter, name markup, value string) {
+	w.m(`  <input type="hidden"`)
+	w.attr("name", string(name))
+	w.attr("value", value)
+	w.m(">\n")
+}
+
+func messageView(w *htmlWriter, title, text string) {
+	w.m("<h1>")
+	w.text(title)
+	w.m("</h1>\n<p class=\"message\" id=\"message\">")
+	w.text(text)
+	w.m("</p>\n<p><a href=\"/console/queue\">Back to the queue</a></p>\n")
+}
+
+func signedInView(w *htmlWriter, next string) {
+	w.m("<h1>Signed in</h1>\n<p><a")
+	w.attr("href", next)
+	w.m(" id=\"continue\">Continue</a></p>\n")
+}
+
+func (c *Console) signinView(w *htmlWriter, d signinData) {
+	w.m("<h1>Sign in to decide orders</h1>\n")
+	switch {
+	case d.OIDC:
+		w.m("<p>Approvers sign in with the firm's identity provider. Deciding needs the approve scope and entitlement to the order's account.</p>\n",
+			`<p><a class="button" id="signin" href="/console/login?next=`)
+		w.query(d.Next)
+		w.m("\">Sign in</a></p>\n")
+	case d.NeedKey:
+		w.m(`<p class="note" id="need-key">This server runs without an identity provider (a laptop run). Open the console with the link the server printed when it started (it carries a key, so that only you, not an agent that can reach this port, can sign in as one of its people).</p>` + "\n")
+	default:
+		w.m(`<p class="note">This server runs without an identity provider (a laptop run). Sign in as one of its built-in people; MCP clients act as the trader.</p>` + "\n<ul class=\"personas\">\n")
+		for _, p := range d.Personas {
+			w.m("  <li>\n    <form method=\"post\" action=\"/console/login/persona\">\n")
+			hidden(w, "persona", p.Key)
+			hidden(w, "key", d.PersonaKey)
+			hidden(w, "next", d.Next)
+			w.m(`      <button type="submit"`)
+			w.attr("id", "persona-"+p.Key)
+			w.m(">Sign in as ")
+			w.text(p.Name)
+			w.m("</button>\n      <span class=\"subject\">")
+			w.text(p.Subject)
+			w.m("</span>: ")
+			w.text(p.About)
+			w.m("\n    </form>\n  </li>\n")
+		}
+		w.m("</ul>\n")
+	}
+}
+
+func (c *Console) queueView(w *htmlWriter, d queueData) {
+	w.m("<h1>Waiting for a decision</h1>\n",
+		`<p class="note">Newest first, for the accounts you may approve. <span id="live" data-live="/console/queue?fragment=rows">Updated `)
+	w.text(when(d.Updated))
+	w.m(".</span></p>\n")
+	if d.Error != "" {
+		w.m(`<p class="error">`)
+		w.text(d.Error)
+		w.m("</p>\n")
+	}
+	w.m("<table class=\"list\">\n",
+		`  <thead><tr><th>Asked</th><th>Account</th><th>Order</th><th class="num">Est. notional</th><th>Requester</th><th>Agent</th><th>Time left</th><th></th></tr></thead>`+"\n",
+		`  <tbody id="rows">`)
+	c.queueRows(w, d)
+	w.m("</tbody>\n</table>\n")
+}
+
+// queueRows writes the queue's rows: part of its page, and alone for the
+// page's live update.
+func (c *Console) queueRows(w *htmlWriter, d queueData) {
+	for _, r := range d.Rows {
+		w.m("<tr")
+		w.attr("data-id", r.ID)
+		w.when(r.Own, ` class="own"`)
+		w.m(">\n  <td>")
+		w.text(when(r.CreatedAt))
+		w.m("</td>\n  <td>")
+		w.text(r.Order.AccountID)
+		w.m("</td>\n  <td>")
+		orderText(w, r.Order, " ", " @ ")
+		w.m("</td>\n  <td class=\"num\">")
+		if r.Preview != nil {
+			w.text(money(r.Preview.EstimatedNotional))
+		}
+		w.m("</td>\n  <td>")
+		w.text(r.Requester)
+		w.when(r.Own, ` <span class="tag">yours: not decidable</span>`)
+		w.m("</td>\n  <td>")
+		w.text(r.RequesterClient)
+		w.m("</td>\n  <td><span class=\"countdown\"")
+		w.attr("data-expires", iso(r.ExpiresAt))
+		w.m(">")
+		w.text(timeLeft(r.ExpiresAt, c.o.Now()))
+		w.m("</span></td>\n  <td><a href=\"/console/approvals/")
+		w.path(r.ID)
+		w.m("\">Open</a></td>\n</tr>\n")
+	}
+	if len(d.Rows) == 0 {
+		w.m(`<tr class="empty"><td colspan="8">Nothing is waiting for a decision.</td></tr>` + "\n")
+	}
+}
+
+// orderText writes "buy 10 AAPL limit" and the limit price, if any, after
+// sep ("buy 10 AAPL limit @ 1.00" in lists).
+func orderText(w *htmlWriter, o trading.OrderArgs, typeSep, limitSep markup) {
+	w.text(o.Side)
+	w.m(" ")
+	w.text(quantity(o.Quantity))
+	w.m(" ")
+	w.text(o.Ticker)
+	w.m(typeSep)
+	w.text(o.Type)
+	if o.LimitPrice != 0 {
+		w.m(limitSep)
+		w.text(money(o.LimitPrice))
+	}
+}
+
+// fact writes a <dt>/<dd> pair whose value is text.
+func fact(w *htmlWriter, term markup, value string) {
+	w.m("  <dt>", term, "</dt><dd>")
+	w.text(value)
+	w.m("</dd>\n")
+}
+
+// factID writes a <dt>/<dd> pair whose <dd> has an id.
+func factID(w *htmlWriter, term, id markup, value string) {
+	w.m("  <dt>", term, `</dt><dd id="`, id, `">`)
+	w.text(value)
+	w.m("</dd>\n")
+}
+
+// list writes items as a <ul>.
+func list(w *htmlWriter, items []string) {
+	w.m("<ul>")
+	for _, s := range items {
+		w.m("<li>")
+		w.text(s)
+		w.m("</li>")
+	}
+	w.m("</ul>")
+}
+
+func (c *Console) detailView(w *htmlWriter, p page, d detailData) {
+	w.m("<h1>")
+	w.text(d.Order.Side)
+	w.m(" ")
+	w.text(quantity(d.Order.Quantity))
+	w.m(" ")
+	w.text(d.Order.Ticker)
+	w.m(` <span class="status status-`)
+	w.text(d.Status)
+	w.m(`" id="status">`)
+	w.text(approvalLabel(d.Status))
+	w.m("</span></h1>\n")
+	if d.Result != "" {
+		w.m(`<p class="result" id="result">`)
+		w.text(d.Result)
+		w.m("</p>\n")
+	}
+	w.m("\n<section class=\"facts\">\n<dl>\n")
+	fact(w, "Approval", d.ID)
+	factID(w, "Account", "account", d.Order.AccountID)
+	w.m("  <dt>Order</dt><dd>")
+	orderText(w, d.Order, ", ", ", limit ")
+	w.m("</dd>\n  <dt>Estimated notional</dt><dd>")
+	if d.Preview != nil {
+		w.text(money(d.Preview.EstimatedNotional))
+		w.m(" (at the request)")
+	}
+	w.m("</dd>\n")
+	factID(w, "Requested by", "requester", d.Requester)
+	factID(w, "Agent (OAuth client)", "agent", d.RequesterClient)
+	fact(w, "Asked", when(d.CreatedAt))
+	w.m("  <dt>Expires</dt><dd>")
+	w.text(when(d.ExpiresAt))
+	if d.Pending {
+		w.m(` (<span class="countdown"`)
+		w.attr("data-expires", iso(d.ExpiresAt))
+		w.m(">")
+		w.text(timeLeft(d.ExpiresAt, c.o.Now()))
+		w.m("</span> left)")
+	}
+	w.m("</dd>\n")
+	if d.Preview != nil && len(d.Preview.ApprovalReasons) > 0 {
+		w.m("  <dt>Why it needs approval</dt><dd>")
+		list(w, d.Preview.ApprovalReasons)
+		w.m("</dd>\n")
+	}
+	if d.DecidedBy != "" {
+		factID(w, "Decided by", "decided-by", d.DecidedBy+", "+optionalTime(d.DecidedAt))
+	}
+	if d.Reason != "" {
+		factID(w, "Reason", "reason", d.Reason)
+	}
+	if d.OrderID != "" {
+		w.m(`  <dt>Order at the Trade service</dt><dd><span id="order-id">`)
+		w.text(d.OrderID)
+		w.m(`</span>: <span id="order-state">`)
+		w.text(d.OrderState)
+		w.m("</span></dd>\n")
+	}
+	if d.Error != "" {
+		fact(w, "Error", d.Error)
+	}
+	w.m("</dl>\n</section>\n")
+	if d.Provenance != nil {
+		provenanceView(w, d.Provenance)
+	}
+	if d.Pending {
+		checkView(w, d)
+	}
+	w.m("\n<section class=\"args\">\n<h2>What the agent sent</h2>\n<pre id=\"args\">")
+	w.text(d.Args)
+	w.m("</pre>\n<p class=\"note\">SHA-256 digest of the order, which the approval is bound to: <code id=\"digest\">")
+	w.text(d.ArgsDigest)
+	w.m("</code></p>\n</section>\n")
+	if d.Pending {
+		decisionView(w, p, d)
+	}
+}
+
+func provenanceView(w *htmlWriter, pv *trading.Provenance) {
+	w.m("\n<section class=\"provenance\" id=\"provenance\">\n<h2>Provenance</h2>\n<dl>\n  <dt>Person</dt><dd>")
+	w.text(pv.Subject)
+	if pv.Actor != "" {
+		w.m(" (acted for by ")
+		w.text(pv.Actor)
+		w.m(")")
+	}
+	w.m("</dd>\n  <dt>Agent</dt><dd>")
+	w.text(pv.Agent)
+	if pv.AuthorizedParty != "" {
+		w.m(" (azp ")
+		w.text(pv.AuthorizedParty)
+		w.m(")")
+	}
+	w.m("</dd>\n")
+	switch pv.Confirmation {
+	case "input_request":
+		factID(w, "User's confirmation", "confirmation", "asked by the server; the signed answer was verified")
+	case "confirm_argument":
+		factID(w, "User's confirmation", "confirmation", "the agent's confirm=true (not verifiable by the server)")
+	default:
+		factID(w, "User's confirmation", "confirmation", pv.Confirmation)
+	}
+	if pv.PreviewDigest != "" {
+		w.m("  <dt>Pre-trade check confirmed</dt><dd><code>")
+		w.text(pv.PreviewDigest)
+		w.m("</code></dd>\n")
+	}
+	if pv.DuplicateOf != "" {
+		factID(w, "Possible duplicate", "duplicate", "the user confirmed it is not a duplicate of "+pv.DuplicateOf)
+	}
+	w.m(`  <dt>Policy version</dt><dd><code id="policy-version">`)
+	w.text(pv.PolicyVersion)
+	w.m("</code></dd>\n")
+	if pv.TraceID != "" {
+		w.m("  <dt>Trace</dt><dd><code>")
+		w.text(pv.TraceID)
+		w.m("</code></dd>\n")
+	}
+	fact(w, "Entered", when(pv.EnteredAt))
+	w.m("</dl>\n</section>\n")
+}
+
+func checkView(w *htmlWriter, d detailData) {
+	w.m("\n<section class=\"check\">\n<h2>Pre-trade check, as of now</h2>\n")
+	if d.CheckError != "" {
+		w.m(`<p class="error">`)
+		w.text(d.CheckError)
+		w.m("</p>\n")
+	}
+	if ck := d.Check; ck != nil {
+		if ck.Allowed {
+			w.m(`<p class="ok" id="check">No rule blocks this order now.</p>` + "\n")
+		} else {
+			w.m(`<p class="error" id="check">Rules block this order now: approving it will fail the check again.</p>` + "\n")
+		}
+		w.m("<dl>\n")
+		fact(w, "Estimated price / notional", money(ck.EstimatedPrice)+" / "+money(ck.EstimatedNotional))
+		fact(w, "Buying power before / after", money(ck.BuyingPower)+" / "+money(ck.BuyingPowerAfter))
+		fact(w, "Position weight now / after", percent(ck.CurrentWeight)+" / "+percent(ck.PostTradeWeight))
+		fact(w, "Market", ck.MarketStatus)
+		if len(ck.Violations) > 0 {
+			w.m("  <dt>Violations</dt><dd>")
+			list(w, ck.Violations)
+			w.m("</dd>\n")
+		}
+		w.m("</dl>\n")
+	}
+	w.m("</section>\n")
+}
+
+func decisionView(w *htmlWriter, p page, d detailData) {
+	w.m("\n<section class=\"decision\">\n<h2>Decision</h2>\n")
+	switch {
+	case !p.CanDecide:
+		w.m(`<p class="rule">Deciding needs the trade:approve scope, which your sign-in does not hold.</p>` + "\n")
+	case d.Own:
+		w.m(`<p class="foureyes" id="foureyes">You requested this order. Four eyes: someone other than `)
+		w.text(d.Requester)
+		w.m(" must decide it.</p>\n")
+	default:
+		w.m(`<p class="rule">Four eyes: the requester (`)
+		w.text(d.Requester)
+		w.m(") cannot decide their own order; you can. Approving sends the order to the Trade service at once.</p>\n",
+			`<form method="post" action="/console/approvals/`)
+		w.path(d.ID)
+		w.m("/decision\" class=\"decide\" id=\"decide\">\n")
+		csrf(w, p.CSRF)
+		hidden(w, "args_digest", d.ArgsDigest)
+		hidden(w, "requester", d.Requester)
+		w.m(`  <label for="reason-input">Reason (required to reject)</label>`+"\n",
+			`  <textarea name="reason" id="reason-input" maxlength="500" rows="3"></textarea>`+"\n",
+			"  <div class=\"buttons\">\n",
+			`    <button type="submit" name="decision" value="approve" class="approve" id="approve">Approve</button>`+"\n",
+			`    <button type="submit" name="decision" value="reject" class="reject" id="reject">Reject</button>`+"\n",
+			"  </div>\n</form>\n")
+	}
+	w.m("</section>\n")
+}
+
+func (c *Console) historyView(w *htmlWriter, d historyData) {
+	w.m("<h1>History</h1>\n<form method=\"get\" action=\"/console/history\" class=\"filters\">\n  <label>Account <input name=\"account\"")
+	w.attr("value", d.Account)
+	w.m(` maxlength="64"></label>`+"\n", "  <label>State <select name=\"status\">\n    <option value=\"\">decided, expired, cancelled</option>\n    ")
+	for _, s := range d.Statuses {
+		w.m("<option")
+		w.attr("value", s)
+		w.when(s == d.Status, " selected")
+		w.m(">")
+		w.text(s)
+		w.m("</option>")
+	}
+	w.m("\n  </select></label>\n  <button type=\"submit\">Filter</button>\n  <a href=\"/console/history.csv?account=")
+	w.query(d.Account)
+	w.m("&amp;status=")
+	w.query(d.Status)
+	w.m("\" id=\"csv\">Export CSV</a>\n</form>\n")
+	if d.Error != "" {
+		w.m(`<p class="error">`)
+		w.text(d.Error)
+		w.m("</p>\n")
+	}
+	w.m("<table class=\"list\">\n",
+		"  <thead><tr><th>Asked</th><th>Account</th><th>Order</th><th>Requester</th><th>State</th><th>Decided by</th><th>When</th><th>Why</th><th>Order state</th></tr></thead>\n",
+		"  <tbody>\n")
+	for _, r := range d.Rows {
+		w.m("  <tr>\n    <td><a href=\"/console/approvals/")
+		w.path(r.ID)
+		w.m("\">")
+		w.text(when(r.CreatedAt))
+		w.m("</a></td>\n")
+		for _, s := range []string{r.Order.AccountID, r.Order.Side + " " + quantity(r.Order.Quantity) + " " + r.Order.Ticker,
+			r.Requester, approvalLabel(r.Status), r.DecidedBy, optionalTime(r.DecidedAt), r.Reason, r.OrderState} {
+			w.m("    <td>")
+			w.text(s)
+			w.m("</td>\n")
+		}
+		w.m("  </tr>\n")
+	}
+	if len(d.Rows) == 0 {
+		w.m(`  <tr class="empty"><td colspan="9">No approvals match.</td></tr>` + "\n")
+	}
+	w.m("  </tbody>\n</table>\n")
+}
+
+func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
+	w.m("<h1>Kill switch</h1>\n")
+	if d.Result != "" {
+		w.m(`<p class="result" id="result">`)
+		w.text(d.Result)
+		w.m("</p>\n")
+	}
+	if d.Error != "" {
+		w.m(`<p class="error">`)
+		w.text(d.Error)
+		w.m("</p>\n")
+	}
+	if rep := d.Report; rep != nil {
+		w.m("<section class=\"report\" id=\"report\">\n<h2>Cancelled in scope ")
+		w.text(rep.Scope)
+		if rep.Target != "" {
+			w.m(" ")
+			w.text(rep.Target)
+		}
+		w.m("</h2>\n<p>Orders cancelled: <span id=\"cancelled\">")
+		w.text(strconv.Itoa(len(rep.Cancelled)))
+		w.m("</span>")
+		codes(w, rep.Cancelled)
+		w.m(".\nApprovals withdrawn: <span id=\"withdrawn\">")
+		w.text(strconv.Itoa(len(rep.Withdrawn)))
+		w.m("</span>")
+		codes(w, rep.Withdrawn)
+		w.m(".</p>\n")
+		if len(rep.Failed) > 0 {
+			w.m(`<p class="error">Not cancelled (try again):`)
+			codes(w, rep.Failed)
+			w.m("</p>\n")
+		}
+		w.m("</section>\n")
+	}
+	w.m("\n<section class=\"halts\">\n<h2>Engaged now</h2>\n")
+	if p.HaltUnknown {
+		w.m(`<p class="error">The kill switch state cannot be read, so every replica refuses orders until it can.</p>` + "\n")
+	}
+	w.m("<table class=\"list\" id=\"engaged\">\n  <thead><tr><th>Scope</th><th>Target</th><th>Reason</th><th>Engaged by</th><th>Since</th>")
+	w.when(p.CanHalt, "<th></th>")
+	w.m("</tr></thead>\n  <tbody>\n")
+	for _, h := range p.Halts {
+		haltRow(w, p, h)
+	}
+	if len(p.Halts) == 0 {
+		w.m(`  <tr class="empty"><td colspan="6">`)
+		if p.HaltUnknown {
+			w.m("Unknown.")
+		} else {
+			w.m("Nothing is halted: orders are accepted.")
+		}
+		w.m("</td></tr>\n")
+	}
+	w.m("  </tbody>\n</table>\n</section>\n")
+	if p.CanHalt {
+		w.m("\n<section class=\"decision\">\n<h2>Halt trading</h2>\n",
+			`<p class="rule">New orders and approval releases in the scope are refused on every replica within a second; cancels and reads keep working. If the switch cannot be read, trading halts.</p>`+"\n",
+			`<form method="post" action="/console/halts/engage" class="decide" id="engage">`+"\n")
+		csrf(w, p.CSRF)
+		w.m(`  <label for="scope">Scope</label>`+"\n", `  <select name="scope" id="scope">`)
+		for _, s := range d.Scopes {
+			w.m("<option")
+			w.attr("value", s)
+			w.m(">")
+			w.text(s)
+			w.m("</option>")
+		}
+		w.m("</select>\n",
+			`  <label for="target">Account id, person (subject) or agent (OAuth client id); empty for global</label>`+"\n",
+			`  <input name="target" id="target" maxlength="256">`+"\n",
+			`  <label for="halt-reason">Reason (required, shown to agents)</label>`+"\n",
+			`  <textarea name="reason" id="halt-reason" maxlength="500" rows="2" required></textarea>`+"\n",
+			"  <div class=\"buttons\">\n",
+			`    <button type="submit" class="reject" id="engage-button">Engage halt</button>`+"\n",
+			`    <button type="submit" formaction="/console/halts/cancel-open" class="reject" id="cancel-open">Cancel all open orders in this scope</button>`+"\n",
+			"  </div>\n</form>\n</section>\n")
+	}
+	w.m("\n<section class=\"history\">\n<h2>Journal</h2>\n<table class=\"list\" id=\"journal\">\n",
+		"  <thead><tr><th>When</th><th>Action</th><th>Scope</th><th>Target</th><th>By</th><th>Reason</th></tr></thead>\n  <tbody>\n")
+	for _, e := range d.History {
+		w.m("  <tr>")
+		for _, s := range []string{when(e.At), e.Action, e.Scope, e.Target, e.By, e.Reason} {
+			w.m("<td>")
+			w.text(s)
+			w.m("</td>")
+		}
+		w.m("</tr>\n")
+	}
+	if len(d.History) == 0 {
+		w.m(`  <tr class="empty"><td colspan="6">No halt was ever engaged.</td></tr>` + "\n")
+	}
+	w.m("  </tbody>\n</table>\n</section>\n")
+}
+
+// haltRow is one engaged halt, with its release form for a risk officer.
+func haltRow(w *htmlWriter, p page, h halt.Halt) {
+	w.m("  <tr>\n    ")
+	for _, s := range []string{h.Scope, h.Target, h.Reason, h.EngagedBy, when(h.EngagedAt)} {
+		w.m("<td>")
+		w.text(s)
+		w.m("</td>")
+	}
+	w.m("\n")
+	if p.CanHalt {
+		w.m("    <td>\n      <form method=\"post\" action=\"/console/halts/release\" class=\"inline\">\n")
+		csrf(w, p.CSRF)
+		hidden(w, "scope", h.Scope)
+		hidden(w, "target", h.Target)
+		w.m(`        <input name="reason" placeholder="why release" required maxlength="500">`+"\n",
+			`        <button type="submit" class="approve">Release</button>`+"\n      </form>\n    </td>\n")
+	}
+	w.m("  </tr>\n")
+}
+
+// codes writes each of ids as " <code>id</code>".
+func codes(w *htmlWriter, ids []string) {
+	for _, id := range ids {
+		w.m(" <code>")
+		w.text(id)
+		w.m("</code>")
+	}
+}
+
+// when and iso are the console's two ways of writing a time.
+func when(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+func iso(t time.Time) string  { return t.UTC().Format(time.RFC3339) }
