@@ -122,7 +122,7 @@ func TestViews(t *testing.T) {
 	const evil = `<script>alert(1)</script>"'&`
 	c := &Console{o: Options{Now: time.Now}}
 	appr := trading.Approval{ID: "APR-1" + evil, Status: trading.ApprovalPending, Requester: evil, RequesterClient: evil,
-		Order: trading.OrderArgs{AccountID: evil, Ticker: evil, Side: evil, Type: evil, Quantity: 1, LimitPrice: 2},
+		Order:      trading.OrderArgs{AccountID: evil, Ticker: evil, Side: evil, Type: evil, Quantity: 1, LimitPrice: 2},
 		Preview:    &policy.Preview{EstimatedNotional: 3, ApprovalReasons: []string{evil}},
 		Provenance: &trading.Provenance{Subject: evil, Actor: evil, Agent: evil, AuthorizedParty: evil, Confirmation: evil, PolicyVersion: evil, TraceID: evil},
 		DecidedBy:  evil, Reason: evil, OrderID: evil, Error: evil}
