@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +25,9 @@ import (
 //
 //	BENCH_COLD=1 go test ./internal/tooling/bench -count=1 -run TestColdStart -v
 //
-// BENCH_COLD_ROUNDS (default 15) sets the rounds.
+// BENCH_COLD_ROUNDS (default 15) sets the rounds. With valgrind installed,
+// each binary's instructions from exec to ready (callgrind, which the
+// machine's noise does not move) are reported beside the wall clock.
 func TestColdStart(t *testing.T) {
 	if os.Getenv("BENCH_COLD") == "" {
 		t.Skip("set BENCH_COLD=1 to measure exec-to-ready against the library floor")
@@ -51,7 +54,7 @@ func TestColdStart(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nexec to ready, median of %d interleaved rounds\n\n| binary | exec→ready ms | x floor | idle RSS MB |\n|---|---|---|---|\n", rounds)
+	fmt.Fprintf(&b, "\nexec to ready, median of %d interleaved rounds\n\n| binary | exec→ready ms | x floor | idle RSS MB | instructions exec→ready |\n|---|---|---|---|---|\n", rounds)
 	var floor time.Duration
 	for i, tg := range targets {
 		slices.Sort(starts[i])
@@ -59,7 +62,7 @@ func TestColdStart(t *testing.T) {
 		if i == 0 {
 			floor = med
 		}
-		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.1f |\n", tg.name, ms(med), float64(med)/float64(floor), float64(idleRSS(t, tg))/1024)
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.1f | %s |\n", tg.name, ms(med), float64(med)/float64(floor), float64(idleRSS(t, tg))/1024, startupInstructions(t, tg))
 	}
 	t.Log(b.String())
 }
@@ -78,4 +81,48 @@ func idleRSS(t *testing.T, tg target) int64 {
 		t.Fatalf("%s: %v", tg.name, err)
 	}
 	return proctest.StatusKB(t, cmd.Process.Pid, "VmRSS:")
+}
+
+// startupInstructions counts what tg executes from exec until its first
+// ready /readyz, under callgrind ("n/a" without valgrind).
+func startupInstructions(t *testing.T, tg target) string {
+	t.Helper()
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		return "n/a"
+	}
+	out := filepath.Join(t.TempDir(), "callgrind.out")
+	port := proctest.FreePort(t)
+	cmd := exec.Command("valgrind", "--tool=callgrind", "--fair-sched=yes", "--callgrind-out-file="+out, tg.bin)
+	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off"}, tg.env...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// Polled every 20 ms, not as fast as the wall-clock rounds: each
+	// answered poll is counted too.
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s under callgrind: not ready in a minute", tg.name)
+		}
+	}
+	if b, err := exec.Command("callgrind_control", "-d", strconv.Itoa(cmd.Process.Pid)).CombinedOutput(); err != nil {
+		t.Fatalf("callgrind_control: %v: %s", err, b)
+	}
+	f, err := os.ReadFile(out + ".1")
+	if err != nil {
+		t.Fatalf("%s: no callgrind dump: %v", tg.name, err)
+	}
+	m := totals.FindSubmatch(f)
+	if m == nil {
+		t.Fatalf("%s: no totals in the dump", tg.name)
+	}
+	ir, _ := strconv.ParseFloat(string(m[1]), 64)
+	return fmt.Sprintf("%.1f M", ir/1e6)
 }

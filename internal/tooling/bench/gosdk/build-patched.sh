@@ -5,10 +5,10 @@
 #
 #   internal/tooling/bench/gosdk/build-patched.sh /tmp/bin/pmcp-patched
 #   BENCH_LOAD=1 BENCH_EXTRA='patched go-sdk=/tmp/bin/pmcp-patched' \
-#     taskset -c 1 go test ./bench -count=1 -run TestLoad -v -timeout 15m
+#     taskset -c 1 go test ./internal/tooling/bench -count=1 -run TestLoad -v -timeout 15m
 set -euo pipefail
 out=${1:?usage: build-patched.sh OUTPUT_BINARY}
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/../../../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
