@@ -258,19 +258,27 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 // copied: they point into the request body, which is read once and never
 // written, and outlives them.
 func decodeMeta(raw []byte) (map[string]any, map[string]json.RawMessage, error) {
+	if first(raw) != '{' {
+		return nil, nil, errors.New("_meta is not an object")
+	}
+	return decodeObject(raw)
+}
+
+// decodeObject decodes a JSON object member by member, as decodeMeta does.
+func decodeObject(raw []byte) (map[string]any, map[string]json.RawMessage, error) {
 	members := make(map[string]json.RawMessage, 4)
 	if _, err := sjson.Parse(raw, &members, metaFlags); err != nil || members == nil {
-		return nil, nil, errors.Join(err, errors.New("_meta is not an object"))
+		return nil, nil, errors.Join(err, errors.New("not a JSON object"))
 	}
-	meta := make(map[string]any, len(members))
+	m := make(map[string]any, len(members))
 	for k, v := range members {
 		d, err := decodeValue(v)
 		if err != nil {
 			return nil, nil, err
 		}
-		meta[k] = d
+		m[k] = d
 	}
-	return meta, members, nil
+	return m, members, nil
 }
 
 // metaFlags decode as the SDK does, without copying strings and members.
@@ -280,24 +288,13 @@ const metaFlags = sjson.DontMatchCaseInsensitiveStructFields | sjson.DontCopyStr
 func decodeValue(raw []byte) (any, error) {
 	switch first(raw) {
 	case '{':
-		if scalars(raw) {
+		if !call.TooDeep(raw, 1) { // an object of scalars
 			m := make(map[string]any, 4)
 			_, err := sjson.Parse(raw, &m, metaFlags)
 			return m, err
 		}
-		members := make(map[string]json.RawMessage, 4)
-		if _, err := sjson.Parse(raw, &members, metaFlags); err != nil {
-			return nil, err
-		}
-		m := make(map[string]any, len(members))
-		for k, v := range members {
-			d, err := decodeValue(v)
-			if err != nil {
-				return nil, err
-			}
-			m[k] = d
-		}
-		return m, nil
+		m, _, err := decodeObject(raw)
+		return m, err
 	case '[':
 		elems := make([]json.RawMessage, 0, 4)
 		if _, err := sjson.Parse(raw, &elems, metaFlags); err != nil {
@@ -326,29 +323,6 @@ func first(raw []byte) byte {
 		}
 	}
 	return 0
-}
-
-// scalars reports whether the object raw holds no object or array.
-func scalars(raw []byte) bool {
-	inString, escaped, opened := false, false, false
-	for _, b := range raw {
-		switch {
-		case inString && escaped:
-			escaped = false
-		case inString && b == '\\':
-			escaped = true
-		case inString && b == '"':
-			inString = false
-		case inString:
-		case b == '"':
-			inString = true
-		case b == '{' && !opened:
-			opened = true
-		case b == '{' || b == '[':
-			return false
-		}
-	}
-	return true
 }
 
 // clientMeta remembers whether the SDK accepts a request's _meta client
