@@ -210,7 +210,6 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 		extensions: ext,
 		log:        log,
 		record:     slog.New(alwaysEnabled{log.Handler()}),
-		queue:      make(chan Event, size),
 		done:       make(chan struct{}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "audit_events_total", Help: "Audit events recorded, by mode (async, sync) and result (delivered, failed, logged).",
@@ -241,7 +240,7 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 	}
 	if cfg.Sink == "" {
 		close(a.done)
-	} else if err := a.startWorkers(cfg.Sink); err != nil {
+	} else if err := a.startWorkers(cfg.Sink, size); err != nil {
 		return nil, err
 	}
 	a.startChain(cfg, o)
@@ -250,11 +249,13 @@ func New(cfg Config, rev telemetry.Revision, log *slog.Logger, reg prometheus.Re
 
 // startWorkers connects the sink and starts the workers that deliver
 // queued events.
-func (a *Auditor) startWorkers(target string) error {
+func (a *Auditor) startWorkers(target string, queueSize int) error {
 	var err error
 	if a.sink, err = newSink(target, a.source, a.extensions); err != nil {
 		return fmt.Errorf("audit sink: %w", err)
 	}
+	// Only with a sink: at the default size the queue is about 440 KB.
+	a.queue = make(chan Event, queueSize)
 	a.workCtx, a.abandon = context.WithCancel(context.Background())
 	var workers sync.WaitGroup
 	for range asyncWorkers {
@@ -348,7 +349,9 @@ func (a *Auditor) Close(ctx context.Context) error {
 func (a *Auditor) drain(ctx context.Context) error {
 	a.mu.Lock()
 	a.closed = true
-	close(a.queue)
+	if a.queue != nil { // nil without a sink
+		close(a.queue)
+	}
 	a.mu.Unlock()
 	select {
 	case <-a.done:
