@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ import (
 type sink struct {
 	target    *url.URL // shared by every request, never written
 	transport http.RoundTripper
+	client    *http.Client // over transport, for a sink that redirects
 	// fixed are the headers every event carries: the spec version, the
 	// source, the content type and K_CE_OVERRIDES' extensions. Their value
 	// slices are shared by every request and never written.
@@ -65,6 +67,11 @@ func newSink(target, source string, extensions map[string]string) (*sink, error)
 		"Ce-Source":      {source},
 		"Content-Type":   {cloudevents.ApplicationJSON},
 	}
+	if u.User != nil {
+		// Credentials in K_SINK, as net/http's client sends them.
+		pw, _ := u.User.Password()
+		fixed["Authorization"] = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw))}
+	}
 	for k, v := range extensions {
 		fixed[extensionHeader(k)] = []string{v}
 	}
@@ -77,7 +84,7 @@ func newSink(target, source string, extensions map[string]string) (*sink, error)
 	t.DialContext = (&net.Dialer{Timeout: attemptTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = attemptTimeout
 	t.ResponseHeaderTimeout = attemptTimeout
-	return &sink{target: u, transport: t, fixed: fixed}, nil
+	return &sink{target: u, transport: t, client: &http.Client{Transport: t}, fixed: fixed}, nil
 }
 
 // extensionHeader is sdk-go's header for an extension attribute (its
@@ -124,11 +131,16 @@ func (s *sink) deliver(ctx context.Context, e Event, retries uint, wait time.Dur
 	}
 	attempt := func() (struct{}, error) {
 		resp, err := s.transport.RoundTrip(s.request(ctx, e, body))
+		if err == nil && resp.StatusCode/100 == 3 {
+			// A sink that redirects (rare): net/http's client follows it,
+			// as it did under sdk-go.
+			discard(resp)
+			resp, err = s.client.Do(s.request(ctx, e, body))
+		}
 		if err != nil {
 			return struct{}{}, err
 		}
-		io.Copy(io.Discard, resp.Body) // the connection goes back to the pool
-		resp.Body.Close()
+		discard(resp)
 		switch {
 		case resp.StatusCode/100 == 2:
 			return struct{}{}, nil
@@ -142,6 +154,12 @@ func (s *sink) deliver(ctx context.Context, e Event, retries uint, wait time.Dur
 	_, err = backoff.Retry(ctx, attempt, backoff.WithBackOff(b), backoff.WithMaxTries(retries+1), backoff.WithMaxElapsedTime(0))
 	return err
 }
+
+// discard closes an answer's body unread, as sdk-go's client did: a sink
+// that sends headers and holds its body open cannot hold the delivery. An
+// empty body (a Broker's 202) leaves the connection reusable; a sink that
+// answers with a body costs a new connection per event.
+func discard(resp *http.Response) { resp.Body.Close() }
 
 // retriable are the statuses sdk-go's HTTP client retries by default.
 func retriable(status int) bool {

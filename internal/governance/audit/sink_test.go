@@ -3,9 +3,11 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"slices"
 	"sync"
@@ -103,5 +105,37 @@ func TestSinkRetriesAsSDKGoDoes(t *testing.T) {
 	answer(503, 503, 503, 503)
 	if err := a.EmitSync(context.Background(), sample("place_order")); err == nil || len(attempts()) != 3 {
 		t.Errorf("a synchronous event has 3 attempts; answers %v, %v", attempts(), err)
+	}
+}
+
+// TestSinkAsNetHTTPsClient: what net/http's client did for sdk-go, the
+// sink does too: credentials in K_SINK become basic auth, and a sink that
+// redirects (307, 308) gets the event at the new address.
+func TestSinkAsNetHTTPsClient(t *testing.T) {
+	var mu sync.Mutex
+	var got []string // "path auth" per request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.URL.Path+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		if r.URL.Path == "/moved" {
+			http.Redirect(w, r, "/ingress", http.StatusTemporaryRedirect)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	u.User, u.Path = url.UserPassword("audit", "s3cret"), "/moved"
+	a, _ := newAuditor(t, audit.Config{Sink: u.String(), QueueSize: 8}, io.Discard)
+	defer a.Close(context.Background())
+	if err := a.EmitSync(context.Background(), sample("place_order")); err != nil {
+		t.Fatalf("EmitSync through a redirect: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("audit:s3cret"))
+	if len(got) < 2 || got[0] != "/moved "+basic || got[len(got)-1] != "/ingress "+basic {
+		t.Errorf("requests %q; want /moved then /ingress, both with %s", got, basic)
 	}
 }
