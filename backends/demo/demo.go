@@ -24,7 +24,7 @@ import (
 type Backend struct {
 	equities []backends.Equity
 	byTicker map[string]listing
-	history  history
+	history  func() history // built on first use: a start need not pay for it
 	accounts map[string]accountDef
 	now      func() time.Time
 
@@ -42,7 +42,7 @@ func New(now func() time.Time) *Backend {
 	}
 	b := &Backend{
 		byTicker: make(map[string]listing, len(listings)),
-		history:  newHistory(listings),
+		history:  sync.OnceValue(func() history { return newHistory(listings) }),
 		accounts: make(map[string]accountDef, len(accounts)),
 		now:      now,
 		orders:   map[string]*backends.Order{},
@@ -92,7 +92,7 @@ func (b *Backend) GetPortfolio(ctx context.Context, accountID string) (backends.
 	v := backends.PortfolioValuation{Account: a.summary(), Cash: bk.cash, AsOf: AsOf}
 	for ticker, p := range bk.lots {
 		l := b.byTicker[ticker]
-		closes := b.history.closes(ticker)
+		closes := b.history().closes(ticker)
 		price := closes[len(closes)-1]
 		h := backends.Holding{
 			Ticker: ticker, Name: l.Name, Sector: l.Sector, Quantity: p.qty,
@@ -142,7 +142,7 @@ func (b *Backend) quote(ticker string) (backends.Quote, bool) {
 	if !ok {
 		return backends.Quote{}, false
 	}
-	closes := b.history.closes(ticker)
+	closes := b.history().closes(ticker)
 	price, prev := closes[len(closes)-1], closes[len(closes)-2]
 	spread := math.Max(0.01, round2(price*0.0002))
 	// Daily turnover of roughly 0.4% of shares outstanding, varied per name.

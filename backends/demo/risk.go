@@ -34,7 +34,7 @@ func (b *Backend) RiskSummary(ctx context.Context, accountID string) (backends.R
 	for _, h := range v.Holdings {
 		sectors[h.Sector] += h.MarketValue
 		beta += h.Weight * b.byTicker[h.Ticker].Beta
-		closes := b.history.closes(h.Ticker)
+		closes := b.history().closes(h.Ticker)
 		for t := range varLookback {
 			i := len(closes) - varLookback + t
 			pnl[t] += h.MarketValue * (closes[i]/closes[i-1] - 1)
