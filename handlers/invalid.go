@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -44,10 +45,14 @@ func explainInvalidArguments(schemas map[string]schemaSource) mcp.Middleware {
 	}
 }
 
+// The validator's messages, parsed only when an agent's arguments were
+// refused: compiled on first use, not at every start.
 var (
-	validatingProp = regexp.MustCompile(`validating /properties/([^/:]+)(/items)?[^:]*: (\w+): (.*)$`)
-	quotedValue    = regexp.MustCompile(`^"((?:[^"\\]|\\.)*)"`)
-	listValue      = regexp.MustCompile(`\[(.*)\]`)
+	validatingProp = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`validating /properties/([^/:]+)(/items)?[^:]*: (\w+): (.*)$`)
+	})
+	quotedValue = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^"((?:[^"\\]|\\.)*)"`) })
+	listValue   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\[(.*)\]`) })
 )
 
 // explain is the agent's sentence for a validation error of tool.
@@ -61,7 +66,7 @@ func explain(tool string, schema *jsonschema.Schema, args map[string]any, text s
 	if _, rest, ok := strings.Cut(text, "unexpected additional properties "); ok {
 		return fmt.Sprintf("unknown argument(s) %s. %s", strings.Join(parseList(rest), ", "), takes(tool, schema))
 	}
-	m := validatingProp.FindStringSubmatch(text)
+	m := validatingProp().FindStringSubmatch(text)
 	if m == nil {
 		return strings.TrimPrefix(strings.TrimPrefix(text, `validating "arguments": `), "validating root: ")
 	}
@@ -75,7 +80,7 @@ func explain(tool string, schema *jsonschema.Schema, args map[string]any, text s
 		subject, s = "each entry of "+name, prop.Items
 	}
 	got := "got " + jsonText(args[name])
-	if q := quotedValue.FindStringSubmatch(detail); items && q != nil {
+	if q := quotedValue().FindStringSubmatch(detail); items && q != nil {
 		got = "got " + strconv.Quote(q[1])
 	}
 	switch keyword {
@@ -100,7 +105,7 @@ func explain(tool string, schema *jsonschema.Schema, args map[string]any, text s
 }
 
 func parseList(s string) []string {
-	m := listValue.FindStringSubmatch(s)
+	m := listValue().FindStringSubmatch(s)
 	if m == nil {
 		return nil
 	}
