@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -77,7 +78,7 @@ func TestBackendDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { nw.Remove(t.Context()) })
+	t.Cleanup(func() { nw.Remove(context.Background()) }) // not t.Context(): it is cancelled before cleanups run
 	f, err := startFakes(ctx, s, nw, "down-")
 	if err != nil {
 		t.Fatal(err)
