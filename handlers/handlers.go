@@ -106,11 +106,12 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in schem
 		if strings.Contains(g.InJSON, paramHeaderKeyword) {
 			t.InputSchema = json.RawMessage(g.InJSON) // the SDK checks such headers itself
 		}
-		r.listed[t.Name] = listedSchemas{in: json.RawMessage(g.InJSON)}
+		listed := listedSchemas{in: json.RawMessage(g.InJSON)}
 		if g.OutJSON != "" {
 			t.OutputSchema = &jsonschema.Schema{Type: "object"}
-			r.listed[t.Name] = listedSchemas{in: json.RawMessage(g.InJSON), out: json.RawMessage(g.OutJSON)}
+			listed.out = json.RawMessage(g.OutJSON)
 		}
+		r.listed[t.Name] = listed
 	} else {
 		sch := in()
 		in = func() *jsonschema.Schema { return sch }
