@@ -77,7 +77,7 @@ func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
 			w.m(">", n.label, "</a>\n")
 		}
 		w.m("  </nav>\n  <form method=\"post\" action=\"/console/logout\" class=\"signout\">\n")
-		csrf(w, p.CSRF)
+		hidden(w, "csrf", p.CSRF)
 		w.m(`    <span class="who" id="who">`)
 		w.text(p.Session.Subject)
 		w.m("</span>\n    <button type=\"submit\">Sign out</button>\n  </form>\n")
@@ -103,13 +103,6 @@ func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
 	w.m("\n<main>\n")
 	content()
 	w.m("\n</main>\n</body>\n</html>\n")
-}
-
-// csrf writes the hidden form field with the session's CSRF token.
-func csrf(w *htmlWriter, token string) {
-	w.m(`    <input type="hidden" name="csrf"`)
-	w.attr("value", token)
-	w.m(">\n")
 }
 
 // hidden writes a hidden form field.
@@ -425,7 +418,7 @@ func decisionView(w *htmlWriter, p page, d detailData) {
 			`<form method="post" action="/console/approvals/`)
 		w.path(d.ID)
 		w.m("/decision\" class=\"decide\" id=\"decide\">\n")
-		csrf(w, p.CSRF)
+		hidden(w, "csrf", p.CSRF)
 		hidden(w, "args_digest", d.ArgsDigest)
 		hidden(w, "requester", d.Requester)
 		w.m(`  <label for="reason-input">Reason (required to reject)</label>`+"\n",
@@ -542,7 +535,7 @@ func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 		w.m("\n<section class=\"decision\">\n<h2>Halt trading</h2>\n",
 			`<p class="rule">New orders and approval releases in the scope are refused on every replica within a second; cancels and reads keep working. If the switch cannot be read, trading halts.</p>`+"\n",
 			`<form method="post" action="/console/halts/engage" class="decide" id="engage">`+"\n")
-		csrf(w, p.CSRF)
+		hidden(w, "csrf", p.CSRF)
 		w.m(`  <label for="scope">Scope</label>`+"\n", `  <select name="scope" id="scope">`)
 		for _, s := range d.Scopes {
 			w.m("<option")
@@ -589,7 +582,7 @@ func haltRow(w *htmlWriter, p page, h halt.Halt) {
 	w.m("\n")
 	if p.CanHalt {
 		w.m("    <td>\n      <form method=\"post\" action=\"/console/halts/release\" class=\"inline\">\n")
-		csrf(w, p.CSRF)
+		hidden(w, "csrf", p.CSRF)
 		hidden(w, "scope", h.Scope)
 		hidden(w, "target", h.Target)
 		w.m(`        <input name="reason" placeholder="why release" required maxlength="500">`+"\n",
