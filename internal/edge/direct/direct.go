@@ -317,10 +317,8 @@ func decodeValue(raw []byte) (any, error) {
 
 // first is the first byte of raw after white space.
 func first(raw []byte) byte {
-	for _, b := range raw {
-		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
-			return b
-		}
+	if raw = bytes.TrimLeft(raw, " \t\n\r"); len(raw) > 0 {
+		return raw[0]
 	}
 	return 0
 }
