@@ -17,8 +17,6 @@ import (
 // scope, every account.
 const LocalDeveloper = "local-developer"
 
-const principalExtra = "principal"
-
 // Middleware requires a valid bearer token on every request and puts the
 // token's principal into the request context for the policy middleware
 // (and the go-sdk's auth.TokenInfo where the SDK looks for it). Refusals
@@ -90,7 +88,6 @@ func tokenInfo(t Token) *auth.TokenInfo {
 		Scopes:     t.Principal.Scopes,
 		Expiration: t.Expiry,
 		UserID:     t.Principal.Subject,
-		Extra:      map[string]any{principalExtra: t.Principal},
 	}
 }
 
