@@ -90,19 +90,12 @@ func startupInstructions(t *testing.T, tg target) string {
 	if _, err := exec.LookPath("valgrind"); err != nil {
 		return "n/a"
 	}
-	out := filepath.Join(t.TempDir(), "callgrind.out")
-	port := proctest.FreePort(t)
-	cmd := exec.Command("valgrind", "--tool=callgrind", "--fair-sched=yes", "--callgrind-out-file="+out, tg.bin)
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off"}, tg.env...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	p := startCallgrind(t, tg, filepath.Join(t.TempDir(), "callgrind.out"))
+	defer p.stop()
 	// Polled every 20 ms, not as fast as the wall-clock rounds: each
 	// answered poll is counted too.
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(url); err == nil {
+		if resp, err := http.Get(p.base + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				break
@@ -112,17 +105,5 @@ func startupInstructions(t *testing.T, tg target) string {
 			t.Fatalf("%s under callgrind: not ready in a minute", tg.name)
 		}
 	}
-	if b, err := exec.Command("callgrind_control", "-d", strconv.Itoa(cmd.Process.Pid)).CombinedOutput(); err != nil {
-		t.Fatalf("callgrind_control: %v: %s", err, b)
-	}
-	f, err := os.ReadFile(out + ".1")
-	if err != nil {
-		t.Fatalf("%s: no callgrind dump: %v", tg.name, err)
-	}
-	m := totals.FindSubmatch(f)
-	if m == nil {
-		t.Fatalf("%s: no totals in the dump", tg.name)
-	}
-	ir, _ := strconv.ParseFloat(string(m[1]), 64)
-	return fmt.Sprintf("%.1f M", ir/1e6)
+	return fmt.Sprintf("%.1f M", float64(p.dump(t))/1e6)
 }

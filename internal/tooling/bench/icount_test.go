@@ -172,34 +172,59 @@ var totals = regexp.MustCompile(`(?m)^(?:totals|summary): (\d+)`)
 // handling.)
 func callgrindRun(t *testing.T, tg target, mcpload, tokenFile, protocol string, calls int, out string) int64 {
 	t.Helper()
+	p := startCallgrind(t, tg, out)
+	defer p.stop()
+	if err := proctest.PollReady(p.base, nil); err != nil {
+		t.Fatalf("%s under callgrind: %v\n%s", tg.name, err, p.stderr.String())
+	}
+	p.control(t, "-z")
+	load(t, tg, mcpload, tokenFile, p.base, protocol, calls)
+	return p.dump(t)
+}
+
+// callgrindProc is a server running under callgrind.
+type callgrindProc struct {
+	name, base, out string
+	cmd             *exec.Cmd
+	stderr          *bytes.Buffer
+}
+
+// startCallgrind starts tg under callgrind, its dumps written to out.1,
+// out.2, ...; stop kills it.
+func startCallgrind(t *testing.T, tg target, out string) *callgrindProc {
+	t.Helper()
 	port := proctest.FreePort(t)
-	cmd := exec.Command("valgrind", "--tool=callgrind", "--fair-sched=yes", "--callgrind-out-file="+out, tg.bin)
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off"}, tg.env...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	p := &callgrindProc{name: tg.name, base: fmt.Sprintf("http://127.0.0.1:%d", port), out: out, stderr: &bytes.Buffer{},
+		cmd: exec.Command("valgrind", "--tool=callgrind", "--fair-sched=yes", "--callgrind-out-file="+out, tg.bin)}
+	p.cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off"}, tg.env...)...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := proctest.PollReady(base, nil); err != nil {
-		t.Fatalf("%s under callgrind: %v\n%s", tg.name, err, stderr.String())
+	return p
+}
+
+func (p *callgrindProc) stop() { p.cmd.Process.Kill(); p.cmd.Wait() }
+
+// control runs callgrind_control with op (-z zeroes the counters, -d dumps).
+func (p *callgrindProc) control(t *testing.T, op string) {
+	t.Helper()
+	if b, err := exec.Command("callgrind_control", op, strconv.Itoa(p.cmd.Process.Pid)).CombinedOutput(); err != nil {
+		t.Fatalf("callgrind_control %s: %v: %s", op, err, b)
 	}
-	control := func(op string) {
-		if b, err := exec.Command("callgrind_control", op, strconv.Itoa(cmd.Process.Pid)).CombinedOutput(); err != nil {
-			t.Fatalf("callgrind_control %s: %v: %s", op, err, b)
-		}
-	}
-	control("-z")
-	load(t, tg, mcpload, tokenFile, base, protocol, calls)
-	control("-d")
-	f, err := os.ReadFile(out + ".1")
+}
+
+// dump writes the counters' first dump and returns its instruction total.
+func (p *callgrindProc) dump(t *testing.T) int64 {
+	t.Helper()
+	p.control(t, "-d")
+	f, err := os.ReadFile(p.out + ".1")
 	if err != nil {
-		t.Fatalf("%s: no callgrind dump: %v\n%s", tg.name, err, stderr.String())
+		t.Fatalf("%s: no callgrind dump: %v\n%s", p.name, err, p.stderr.String())
 	}
 	m := totals.FindSubmatch(f)
 	if m == nil {
-		t.Fatalf("%s: no totals in %s", tg.name, out)
+		t.Fatalf("%s: no totals in %s", p.name, p.out)
 	}
 	ir, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	return ir
