@@ -11,30 +11,21 @@ import (
 // The pages, written as html.go describes. Each view writes its page's
 // main content for the Data its handler gives; layout wraps it.
 
-// view writes the content of the named page; ok is false for a name no
-// page has, or Data of the wrong type (a bug the console's tests catch).
+// view writes the content of a page, chosen by its Data's type (and, for
+// the pages that only carry a string, by name); ok is false for Data no
+// page takes (a bug the console's tests catch).
 func (c *Console) view(w *htmlWriter, name string, p page) (head func(), content func(), ok bool) {
 	switch d := p.Data.(type) {
 	case signinData:
-		if name == "signin" {
-			return nil, func() { c.signinView(w, d) }, true
-		}
+		return nil, func() { c.signinView(w, d) }, true
 	case queueData:
-		if name == "queue" {
-			return nil, func() { c.queueView(w, d) }, true
-		}
+		return nil, func() { c.queueView(w, d) }, true
 	case detailData:
-		if name == "detail" {
-			return nil, func() { c.detailView(w, p, d) }, true
-		}
+		return nil, func() { c.detailView(w, p, d) }, true
 	case historyData:
-		if name == "history" {
-			return nil, func() { c.historyView(w, d) }, true
-		}
+		return nil, func() { c.historyView(w, d) }, true
 	case haltsData:
-		if name == "halts" {
-			return nil, func() { c.haltsView(w, p, d) }, true
-		}
+		return nil, func() { c.haltsView(w, p, d) }, true
 	case string:
 		switch name {
 		case "message":
