@@ -33,6 +33,13 @@ func (w *htmlWriter) m(parts ...markup) {
 // text writes s as element text (or inside a quoted attribute value).
 func (w *htmlWriter) text(s string) { w.b = append(w.b, html.EscapeString(s)...) }
 
+// el writes text between two pieces of markup: an element and its text.
+func (w *htmlWriter) el(open markup, s string, close markup) {
+	w.m(open)
+	w.text(s)
+	w.m(close)
+}
+
 // attr writes ` name="value"`, value escaped.
 func (w *htmlWriter) attr(name markup, value string) {
 	w.m(" ", name, `="`)

@@ -52,9 +52,7 @@ func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
 	}
 	w.m("\n</head>\n<body>\n<header>\n  <span class=\"brand\">Portfolio MCP · Approvals</span>\n")
 	if p.Mode != "" {
-		w.m(`  <span class="mode mode-`)
-		w.text(p.Mode)
-		w.m(`">`)
+		w.el(`  <span class="mode mode-`, p.Mode, `">`)
 		w.text(p.Mode)
 		w.m("</span>\n")
 	}
@@ -69,9 +67,7 @@ func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
 		}
 		w.m("  </nav>\n  <form method=\"post\" action=\"/console/logout\" class=\"signout\">\n")
 		hidden(w, "csrf", p.CSRF)
-		w.m(`    <span class="who" id="who">`)
-		w.text(p.Session.Subject)
-		w.m("</span>\n    <button type=\"submit\">Sign out</button>\n  </form>\n")
+		w.el(`    <span class="who" id="who">`, p.Session.Subject, "</span>\n    <button type=\"submit\">Sign out</button>\n  </form>\n")
 	}
 	w.m("</header>\n")
 	if p.Session != nil {
@@ -82,9 +78,7 @@ func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
 			w.m(`<p class="halt-banner" id="halt-banner" role="alert">Trading halted: `)
 			for i, h := range p.Halts {
 				w.when(i > 0, "; ")
-				w.m("<strong>")
-				w.text(h.Describe())
-				w.m("</strong> (")
+				w.el("<strong>", h.Describe(), "</strong> (")
 				w.text(h.Reason)
 				w.m(")")
 			}
@@ -105,9 +99,7 @@ func hidden(w *htmlWriter, name markup, value string) {
 }
 
 func messageView(w *htmlWriter, title, text string) {
-	w.m("<h1>")
-	w.text(title)
-	w.m("</h1>\n<p class=\"message\" id=\"message\">")
+	w.el("<h1>", title, "</h1>\n<p class=\"message\" id=\"message\">")
 	w.text(text)
 	w.m("</p>\n<p><a href=\"/console/queue\">Back to the queue</a></p>\n")
 }
@@ -137,13 +129,9 @@ func (c *Console) signinView(w *htmlWriter, d signinData) {
 			hidden(w, "next", d.Next)
 			w.m(`      <button type="submit"`)
 			w.attr("id", "persona-"+p.Key)
-			w.m(">Sign in as ")
-			w.text(p.Name)
-			w.m("</button>\n      <span class=\"subject\">")
+			w.el(">Sign in as ", p.Name, "</button>\n      <span class=\"subject\">")
 			w.text(p.Subject)
-			w.m("</span>: ")
-			w.text(p.About)
-			w.m("\n    </form>\n  </li>\n")
+			w.el("</span>: ", p.About, "\n    </form>\n  </li>\n")
 		}
 		w.m("</ul>\n")
 	}
@@ -155,9 +143,7 @@ func (c *Console) queueView(w *htmlWriter, d queueData) {
 	w.text(when(d.Updated))
 	w.m(".</span></p>\n")
 	if d.Error != "" {
-		w.m(`<p class="error">`)
-		w.text(d.Error)
-		w.m("</p>\n")
+		w.el(`<p class="error">`, d.Error, "</p>\n")
 	}
 	w.m("<table class=\"list\">\n",
 		`  <thead><tr><th>Asked</th><th>Account</th><th>Order</th><th class="num">Est. notional</th><th>Requester</th><th>Agent</th><th>Time left</th><th></th></tr></thead>`+"\n",
@@ -173,9 +159,7 @@ func (c *Console) queueRows(w *htmlWriter, d queueData) {
 		w.m("<tr")
 		w.attr("data-id", r.ID)
 		w.when(r.Own, ` class="own"`)
-		w.m(">\n  <td>")
-		w.text(when(r.CreatedAt))
-		w.m("</td>\n  <td>")
+		w.el(">\n  <td>", when(r.CreatedAt), "</td>\n  <td>")
 		w.text(r.Order.AccountID)
 		w.m("</td>\n  <td>")
 		orderText(w, r.Order, " ", " @ ")
@@ -186,13 +170,9 @@ func (c *Console) queueRows(w *htmlWriter, d queueData) {
 		w.m("</td>\n  <td>")
 		w.text(r.Requester)
 		w.when(r.Own, ` <span class="tag">yours: not decidable</span>`)
-		w.m("</td>\n  <td>")
-		w.text(r.RequesterClient)
-		w.m("</td>\n  <td><span class=\"countdown\"")
+		w.el("</td>\n  <td>", r.RequesterClient, "</td>\n  <td><span class=\"countdown\"")
 		w.attr("data-expires", iso(r.ExpiresAt))
-		w.m(">")
-		w.text(timeLeft(r.ExpiresAt, c.o.Now()))
-		w.m("</span></td>\n  <td><a href=\"/console/approvals/")
+		w.el(">", timeLeft(r.ExpiresAt, c.o.Now()), "</span></td>\n  <td><a href=\"/console/approvals/")
 		w.path(r.ID)
 		w.m("\">Open</a></td>\n</tr>\n")
 	}
@@ -205,9 +185,7 @@ func (c *Console) queueRows(w *htmlWriter, d queueData) {
 // sep ("buy 10 AAPL limit @ 1.00" in lists).
 func orderText(w *htmlWriter, o trading.OrderArgs, typeSep, limitSep markup) {
 	w.text(o.Side)
-	w.m(" ")
-	w.text(quantity(o.Quantity))
-	w.m(" ")
+	w.el(" ", quantity(o.Quantity), " ")
 	w.text(o.Ticker)
 	w.m(typeSep)
 	w.text(o.Type)
@@ -235,29 +213,19 @@ func factID(w *htmlWriter, term, id markup, value string) {
 func list(w *htmlWriter, items []string) {
 	w.m("<ul>")
 	for _, s := range items {
-		w.m("<li>")
-		w.text(s)
-		w.m("</li>")
+		w.el("<li>", s, "</li>")
 	}
 	w.m("</ul>")
 }
 
 func (c *Console) detailView(w *htmlWriter, p page, d detailData) {
-	w.m("<h1>")
-	w.text(d.Order.Side)
-	w.m(" ")
+	w.el("<h1>", d.Order.Side, " ")
 	w.text(quantity(d.Order.Quantity))
-	w.m(" ")
-	w.text(d.Order.Ticker)
-	w.m(` <span class="status status-`)
+	w.el(" ", d.Order.Ticker, ` <span class="status status-`)
 	w.text(d.Status)
-	w.m(`" id="status">`)
-	w.text(approvalLabel(d.Status))
-	w.m("</span></h1>\n")
+	w.el(`" id="status">`, approvalLabel(d.Status), "</span></h1>\n")
 	if d.Result != "" {
-		w.m(`<p class="result" id="result">`)
-		w.text(d.Result)
-		w.m("</p>\n")
+		w.el(`<p class="result" id="result">`, d.Result, "</p>\n")
 	}
 	w.m("\n<section class=\"facts\">\n<dl>\n")
 	fact(w, "Approval", d.ID)
@@ -278,9 +246,7 @@ func (c *Console) detailView(w *htmlWriter, p page, d detailData) {
 	if d.Pending {
 		w.m(` (<span class="countdown"`)
 		w.attr("data-expires", iso(d.ExpiresAt))
-		w.m(">")
-		w.text(timeLeft(d.ExpiresAt, c.o.Now()))
-		w.m("</span> left)")
+		w.el(">", timeLeft(d.ExpiresAt, c.o.Now()), "</span> left)")
 	}
 	w.m("</dd>\n")
 	if d.Preview != nil && len(d.Preview.ApprovalReasons) > 0 {
@@ -295,9 +261,7 @@ func (c *Console) detailView(w *htmlWriter, p page, d detailData) {
 		factID(w, "Reason", "reason", d.Reason)
 	}
 	if d.OrderID != "" {
-		w.m(`  <dt>Order at the Trade service</dt><dd><span id="order-id">`)
-		w.text(d.OrderID)
-		w.m(`</span>: <span id="order-state">`)
+		w.el(`  <dt>Order at the Trade service</dt><dd><span id="order-id">`, d.OrderID, `</span>: <span id="order-state">`)
 		w.text(d.OrderState)
 		w.m("</span></dd>\n")
 	}
@@ -311,9 +275,7 @@ func (c *Console) detailView(w *htmlWriter, p page, d detailData) {
 	if d.Pending {
 		checkView(w, d)
 	}
-	w.m("\n<section class=\"args\">\n<h2>What the agent sent</h2>\n<pre id=\"args\">")
-	w.text(d.Args)
-	w.m("</pre>\n<p class=\"note\">SHA-256 digest of the order, which the approval is bound to: <code id=\"digest\">")
+	w.el("\n<section class=\"args\">\n<h2>What the agent sent</h2>\n<pre id=\"args\">", d.Args, "</pre>\n<p class=\"note\">SHA-256 digest of the order, which the approval is bound to: <code id=\"digest\">")
 	w.text(d.ArgsDigest)
 	w.m("</code></p>\n</section>\n")
 	if d.Pending {
@@ -325,16 +287,12 @@ func provenanceView(w *htmlWriter, pv *trading.Provenance) {
 	w.m("\n<section class=\"provenance\" id=\"provenance\">\n<h2>Provenance</h2>\n<dl>\n  <dt>Person</dt><dd>")
 	w.text(pv.Subject)
 	if pv.Actor != "" {
-		w.m(" (acted for by ")
-		w.text(pv.Actor)
-		w.m(")")
+		w.el(" (acted for by ", pv.Actor, ")")
 	}
 	w.m("</dd>\n  <dt>Agent</dt><dd>")
 	w.text(pv.Agent)
 	if pv.AuthorizedParty != "" {
-		w.m(" (azp ")
-		w.text(pv.AuthorizedParty)
-		w.m(")")
+		w.el(" (azp ", pv.AuthorizedParty, ")")
 	}
 	w.m("</dd>\n")
 	switch pv.Confirmation {
@@ -346,20 +304,14 @@ func provenanceView(w *htmlWriter, pv *trading.Provenance) {
 		factID(w, "User's confirmation", "confirmation", pv.Confirmation)
 	}
 	if pv.PreviewDigest != "" {
-		w.m("  <dt>Pre-trade check confirmed</dt><dd><code>")
-		w.text(pv.PreviewDigest)
-		w.m("</code></dd>\n")
+		w.el("  <dt>Pre-trade check confirmed</dt><dd><code>", pv.PreviewDigest, "</code></dd>\n")
 	}
 	if pv.DuplicateOf != "" {
 		factID(w, "Possible duplicate", "duplicate", "the user confirmed it is not a duplicate of "+pv.DuplicateOf)
 	}
-	w.m(`  <dt>Policy version</dt><dd><code id="policy-version">`)
-	w.text(pv.PolicyVersion)
-	w.m("</code></dd>\n")
+	w.el(`  <dt>Policy version</dt><dd><code id="policy-version">`, pv.PolicyVersion, "</code></dd>\n")
 	if pv.TraceID != "" {
-		w.m("  <dt>Trace</dt><dd><code>")
-		w.text(pv.TraceID)
-		w.m("</code></dd>\n")
+		w.el("  <dt>Trace</dt><dd><code>", pv.TraceID, "</code></dd>\n")
 	}
 	fact(w, "Entered", when(pv.EnteredAt))
 	w.m("</dl>\n</section>\n")
@@ -368,9 +320,7 @@ func provenanceView(w *htmlWriter, pv *trading.Provenance) {
 func checkView(w *htmlWriter, d detailData) {
 	w.m("\n<section class=\"check\">\n<h2>Pre-trade check, as of now</h2>\n")
 	if d.CheckError != "" {
-		w.m(`<p class="error">`)
-		w.text(d.CheckError)
-		w.m("</p>\n")
+		w.el(`<p class="error">`, d.CheckError, "</p>\n")
 	}
 	if ck := d.Check; ck != nil {
 		if ck.Allowed {
@@ -399,9 +349,7 @@ func decisionView(w *htmlWriter, p page, d detailData) {
 	case !p.CanDecide:
 		w.m(`<p class="rule">Deciding needs the trade:approve scope, which your sign-in does not hold.</p>` + "\n")
 	case d.Own:
-		w.m(`<p class="foureyes" id="foureyes">You requested this order. Four eyes: someone other than `)
-		w.text(d.Requester)
-		w.m(" must decide it.</p>\n")
+		w.el(`<p class="foureyes" id="foureyes">You requested this order. Four eyes: someone other than `, d.Requester, " must decide it.</p>\n")
 	default:
 		w.m(`<p class="rule">Four eyes: the requester (`)
 		w.text(d.Requester)
@@ -430,9 +378,7 @@ func (c *Console) historyView(w *htmlWriter, d historyData) {
 		w.m("<option")
 		w.attr("value", s)
 		w.when(s == d.Status, " selected")
-		w.m(">")
-		w.text(s)
-		w.m("</option>")
+		w.el(">", s, "</option>")
 	}
 	w.m("\n  </select></label>\n  <button type=\"submit\">Filter</button>\n  <a href=\"/console/history.csv?account=")
 	w.query(d.Account)
@@ -440,9 +386,7 @@ func (c *Console) historyView(w *htmlWriter, d historyData) {
 	w.query(d.Status)
 	w.m("\" id=\"csv\">Export CSV</a>\n</form>\n")
 	if d.Error != "" {
-		w.m(`<p class="error">`)
-		w.text(d.Error)
-		w.m("</p>\n")
+		w.el(`<p class="error">`, d.Error, "</p>\n")
 	}
 	w.m("<table class=\"list\">\n",
 		"  <thead><tr><th>Asked</th><th>Account</th><th>Order</th><th>Requester</th><th>State</th><th>Decided by</th><th>When</th><th>Why</th><th>Order state</th></tr></thead>\n",
@@ -450,14 +394,10 @@ func (c *Console) historyView(w *htmlWriter, d historyData) {
 	for _, r := range d.Rows {
 		w.m("  <tr>\n    <td><a href=\"/console/approvals/")
 		w.path(r.ID)
-		w.m("\">")
-		w.text(when(r.CreatedAt))
-		w.m("</a></td>\n")
+		w.el("\">", when(r.CreatedAt), "</a></td>\n")
 		for _, s := range []string{r.Order.AccountID, r.Order.Side + " " + quantity(r.Order.Quantity) + " " + r.Order.Ticker,
 			r.Requester, approvalLabel(r.Status), r.DecidedBy, optionalTime(r.DecidedAt), r.Reason, r.OrderState} {
-			w.m("    <td>")
-			w.text(s)
-			w.m("</td>\n")
+			w.el("    <td>", s, "</td>\n")
 		}
 		w.m("  </tr>\n")
 	}
@@ -470,14 +410,10 @@ func (c *Console) historyView(w *htmlWriter, d historyData) {
 func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 	w.m("<h1>Kill switch</h1>\n")
 	if d.Result != "" {
-		w.m(`<p class="result" id="result">`)
-		w.text(d.Result)
-		w.m("</p>\n")
+		w.el(`<p class="result" id="result">`, d.Result, "</p>\n")
 	}
 	if d.Error != "" {
-		w.m(`<p class="error">`)
-		w.text(d.Error)
-		w.m("</p>\n")
+		w.el(`<p class="error">`, d.Error, "</p>\n")
 	}
 	if rep := d.Report; rep != nil {
 		w.m("<section class=\"report\" id=\"report\">\n<h2>Cancelled in scope ")
@@ -486,13 +422,9 @@ func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 			w.m(" ")
 			w.text(rep.Target)
 		}
-		w.m("</h2>\n<p>Orders cancelled: <span id=\"cancelled\">")
-		w.text(strconv.Itoa(len(rep.Cancelled)))
-		w.m("</span>")
+		w.el("</h2>\n<p>Orders cancelled: <span id=\"cancelled\">", strconv.Itoa(len(rep.Cancelled)), "</span>")
 		codes(w, rep.Cancelled)
-		w.m(".\nApprovals withdrawn: <span id=\"withdrawn\">")
-		w.text(strconv.Itoa(len(rep.Withdrawn)))
-		w.m("</span>")
+		w.el(".\nApprovals withdrawn: <span id=\"withdrawn\">", strconv.Itoa(len(rep.Withdrawn)), "</span>")
 		codes(w, rep.Withdrawn)
 		w.m(".</p>\n")
 		if len(rep.Failed) > 0 {
@@ -531,9 +463,7 @@ func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 		for _, s := range d.Scopes {
 			w.m("<option")
 			w.attr("value", s)
-			w.m(">")
-			w.text(s)
-			w.m("</option>")
+			w.el(">", s, "</option>")
 		}
 		w.m("</select>\n",
 			`  <label for="target">Account id, person (subject) or agent (OAuth client id); empty for global</label>`+"\n",
@@ -550,9 +480,7 @@ func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 	for _, e := range d.History {
 		w.m("  <tr>")
 		for _, s := range []string{when(e.At), e.Action, e.Scope, e.Target, e.By, e.Reason} {
-			w.m("<td>")
-			w.text(s)
-			w.m("</td>")
+			w.el("<td>", s, "</td>")
 		}
 		w.m("</tr>\n")
 	}
@@ -566,9 +494,7 @@ func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 func haltRow(w *htmlWriter, p page, h halt.Halt) {
 	w.m("  <tr>\n    ")
 	for _, s := range []string{h.Scope, h.Target, h.Reason, h.EngagedBy, when(h.EngagedAt)} {
-		w.m("<td>")
-		w.text(s)
-		w.m("</td>")
+		w.el("<td>", s, "</td>")
 	}
 	w.m("\n")
 	if p.CanHalt {
@@ -585,9 +511,7 @@ func haltRow(w *htmlWriter, p page, h halt.Halt) {
 // codes writes each of ids as " <code>id</code>".
 func codes(w *htmlWriter, ids []string) {
 	for _, id := range ids {
-		w.m(" <code>")
-		w.text(id)
-		w.m("</code>")
+		w.el(" <code>", id, "</code>")
 	}
 }
 
