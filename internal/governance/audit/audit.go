@@ -309,19 +309,29 @@ func (a *Auditor) EmitSync(ctx context.Context, e Event) error {
 	ctx, span := a.tracer.Start(ctx, "audit.deliver", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("cloudevents.event_id", e.ID), attribute.String("portfolio_mcp.audit.record", cmp.Or(e.Action, e.Tool))))
 	defer span.End()
+	if err := a.deliverSync(context.WithoutCancel(ctx), e); err != nil {
+		span.SetStatus(codes.Error, "the audit sink did not acknowledge")
+		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
+		return fmt.Errorf("audit: recording %s call: %w", e.Tool, err)
+	}
+	return nil
+}
+
+// deliverSync sends a committed event to the sink within ctx, at most a
+// synchronous event's deadline, and counts the result; an event the sink
+// did not take is logged, with why. Without a sink the event is logged.
+func (a *Auditor) deliverSync(ctx context.Context, e Event) error {
 	if a.sink == nil {
 		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
 		a.delivered.WithLabelValues("sync", "logged").Inc()
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncDeadline)
+	dctx, cancel := context.WithTimeout(ctx, syncDeadline)
 	defer cancel()
-	if err := a.sink.deliver(sctx, e, syncRetries, syncBackoff); err != nil {
+	if err := a.sink.deliver(dctx, e, syncRetries, syncBackoff); err != nil {
 		a.delivered.WithLabelValues("sync", "failed").Inc()
-		span.SetStatus(codes.Error, "the audit sink did not acknowledge")
-		a.log.ErrorContext(ctx, "audit sink did not acknowledge a synchronous event", "error", err, "tool", e.Tool)
-		a.logUndelivered(ctx, slog.LevelError, "the sink did not acknowledge", e)
-		return fmt.Errorf("audit: recording %s call: %w", e.Tool, err)
+		a.logUndelivered(ctx, slog.LevelError, err.Error(), e)
+		return err
 	}
 	a.delivered.WithLabelValues("sync", "delivered").Inc()
 	return nil

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
-	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -123,20 +122,7 @@ func (a *Auditor) seal(reason string, final bool) Event {
 // what is left of ctx (at most a synchronous event's deadline) and logged
 // if not.
 func (a *Auditor) sealFinal(ctx context.Context) {
-	e := a.seal(SealClose, true)
-	if a.sink == nil {
-		a.logEvent(ctx, slog.LevelInfo, logMessage(e), e)
-		a.delivered.WithLabelValues("sync", "logged").Inc()
-		return
-	}
-	sctx, cancel := context.WithTimeout(ctx, syncDeadline)
-	defer cancel()
-	if err := a.sink.deliver(sctx, e, syncRetries, syncBackoff); err != nil {
-		a.delivered.WithLabelValues("sync", "failed").Inc()
-		a.logUndelivered(ctx, slog.LevelError, err.Error(), e)
-		return
-	}
-	a.delivered.WithLabelValues("sync", "delivered").Inc()
+	a.deliverSync(ctx, a.seal(SealClose, true)) // counted and, if not taken, logged
 }
 
 // undelivered collects the sequence numbers of events that went to the
