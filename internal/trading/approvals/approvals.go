@@ -151,21 +151,33 @@ func (a *API) Events() http.Handler {
 }
 
 func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
+	p, ok := caller(w, r)
+	return p, ok && a.admit(w, p, a.o.ApproveScope, "approvals are decided through the firm's approval tool, not this client")
+}
+
+// caller is the request's principal; without one it answers 401.
+func caller(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
 	p, ok := principal.From(r.Context())
 	if !ok {
 		httpserver.WriteError(w, http.StatusUnauthorized, "authentication required")
-		return p, false
 	}
-	if !p.HasScope(a.o.ApproveScope) {
-		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.ApproveScope+`"`)
-		httpserver.WriteError(w, http.StatusForbidden, "the "+a.o.ApproveScope+" scope is required")
-		return p, false
+	return p, ok
+}
+
+// admit answers 403 for a caller without scope, or from a client that is
+// not one of the firm's tools (ApproverClients), saying so with notTool.
+// It reports whether the caller may go on.
+func (a *API) admit(w http.ResponseWriter, p principal.Principal, scope, notTool string) bool {
+	switch {
+	case !p.HasScope(scope):
+		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+scope+`"`)
+		httpserver.WriteError(w, http.StatusForbidden, "the "+scope+" scope is required")
+	case len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID):
+		httpserver.WriteError(w, http.StatusForbidden, notTool)
+	default:
+		return true
 	}
-	if len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID) {
-		httpserver.WriteError(w, http.StatusForbidden, "approvals are decided through the firm's approval tool, not this client")
-		return p, false
-	}
-	return p, true
+	return false
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {

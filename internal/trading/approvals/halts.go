@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
@@ -26,18 +25,13 @@ const haltShape = `{"scope": "global"|"account"|"principal"|"agent", "target": "
 // covers: the account for an account halt, every account otherwise (a
 // principal or an agent trades across accounts).
 func (a *API) officer(w http.ResponseWriter, r *http.Request, scope, target string) (principal.Principal, bool) {
-	p, ok := principal.From(r.Context())
-	if ok {
-		note(r.Context(), func(n *auditNote) { n.approver = p.Subject }) // refusals are audited with who asked
+	p, ok := caller(w, r)
+	if !ok {
+		return p, false
 	}
+	note(r.Context(), func(n *auditNote) { n.approver = p.Subject }) // refusals are audited with who asked
 	switch {
-	case !ok:
-		httpserver.WriteError(w, http.StatusUnauthorized, "authentication required")
-	case !p.HasScope(a.o.HaltScope):
-		w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+a.o.HaltScope+`"`)
-		httpserver.WriteError(w, http.StatusForbidden, "the "+a.o.HaltScope+" scope is required")
-	case len(a.o.ApproverClients) > 0 && !slices.Contains(a.o.ApproverClients, p.ClientID):
-		httpserver.WriteError(w, http.StatusForbidden, "the kill switch is operated through the firm's tools, not this client")
+	case !a.admit(w, p, a.o.HaltScope, "the kill switch is operated through the firm's tools, not this client"):
 	case scope != "" && !halt.Entitled(p, scope, target):
 		httpserver.WriteError(w, http.StatusForbidden, "you are not entitled to every account this halt covers")
 	default:
