@@ -133,7 +133,7 @@ func TestViews(t *testing.T) {
 		"queue":    {Title: evil, Session: sess, CSRF: evil, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: evil}},
 		"detail":   {Title: evil, Session: sess, CSRF: evil, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: evil, Result: evil, CheckError: evil, Check: &policy.Preview{Violations: []string{evil}, MarketStatus: evil}}},
 		"history":  {Title: evil, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: evil}}, Account: evil, Status: evil, Statuses: []string{evil}, Error: evil}},
-		"halts":    {Title: evil, Session: sess, CSRF: evil, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: evil, Scope: evil, Target: evil, By: evil, Reason: evil}}, Scopes: []string{evil}, Error: evil, Result: evil, Report: &trading.CancelReport{Scope: evil, Target: evil, Cancelled: []string{evil}, Withdrawn: []string{evil}, Failed: []string{evil}}}},
+		"halts":    {Title: evil, Session: sess, CSRF: evil, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: evil, Scope: evil, Target: evil, By: evil, Reason: evil}}, Error: evil, Result: evil, Report: &trading.CancelReport{Scope: evil, Target: evil, Cancelled: []string{evil}, Withdrawn: []string{evil}, Failed: []string{evil}}}},
 		"message":  {Title: evil, Session: sess, Data: evil},
 		"signedin": {Title: evil, Data: evil},
 	} {

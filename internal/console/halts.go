@@ -16,7 +16,6 @@ import (
 
 type haltsData struct {
 	History []halt.Event
-	Scopes  []string
 	Error   string
 	Result  string
 	Report  *trading.CancelReport
@@ -35,7 +34,11 @@ var haltResults = map[string]string{
 // halts shows the kill switch: what is engaged, its journal, and (with
 // trade:halt) the forms to engage, release and cancel a scope's orders.
 func (c *Console) halts(w http.ResponseWriter, r *http.Request, sess Session) {
-	d := haltsData{Scopes: halt.Scopes, Result: haltResults[r.URL.Query().Get("result")]}
+	c.showHalts(w, r, sess, haltsData{Result: haltResults[r.URL.Query().Get("result")]})
+}
+
+// showHalts renders the kill switch page with d and the switch's journal.
+func (c *Console) showHalts(w http.ResponseWriter, r *http.Request, sess Session, d haltsData) {
 	hist, err := c.o.Halt.History(r.Context(), 100)
 	if err != nil {
 		c.o.Logger.WarnContext(r.Context(), "console kill switch history", "error", err)
@@ -90,9 +93,7 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 		var rep trading.CancelReport
 		if rep, err = c.o.Service.CancelAll(r.Context(), p, scope, target, reason); err == nil {
 			c.audit(r.Context(), op)
-			d := haltsData{Scopes: halt.Scopes, Report: &rep}
-			d.History, _ = c.o.Halt.History(r.Context(), 100)
-			c.render(w, r, http.StatusOK, "halts", page{Title: "Kill switch", Nav: "halts", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
+			c.showHalts(w, r, sess, haltsData{Report: &rep})
 			return
 		}
 	}

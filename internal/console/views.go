@@ -460,7 +460,7 @@ func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
 			`<form method="post" action="/console/halts/engage" class="decide" id="engage">`+"\n")
 		hidden(w, "csrf", p.CSRF)
 		w.m(`  <label for="scope">Scope</label>`+"\n", `  <select name="scope" id="scope">`)
-		for _, s := range d.Scopes {
+		for _, s := range halt.Scopes {
 			w.m("<option")
 			w.attr("value", s)
 			w.el(">", s, "</option>")
