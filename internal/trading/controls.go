@@ -151,7 +151,11 @@ func (s *Service) guard(ctx context.Context, subject, agent, account string) err
 // openIndexes are the indexes of orders placed through this server that
 // may still be working, per kill-switch scope, for "cancel all open orders"
 // of a scope. Entries are dropped once their order is no longer working.
-func openIndexes(account, subject, agent string) []string {
+func openIndexes(account string, prov *Provenance) []string {
+	subject, agent := "", ""
+	if prov != nil {
+		subject, agent = prov.Subject, prov.Agent
+	}
 	return []string{openIndex(halt.Global, ""), openIndex(halt.Account, account), openIndex(halt.Principal, halt.Subject(subject)), openIndex(halt.Agent, agent)}
 }
 
@@ -168,11 +172,7 @@ func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provena
 	if !backends.Working(o.Status) {
 		return
 	}
-	subject, agent := "", ""
-	if prov != nil {
-		subject, agent = prov.Subject, prov.Agent
-	}
-	for _, idx := range openIndexes(o.AccountID, subject, agent) {
+	for _, idx := range openIndexes(o.AccountID, prov) {
 		if err := s.st.IndexAdd(ctx, idx, o.OrderID, float64(s.now().Unix())); err != nil {
 			s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "index", idx, "error", err)
 		}
@@ -182,11 +182,7 @@ func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provena
 // unindexOpen drops an order that no longer works from the cancel-all
 // indexes, so they hold what may still need cancelling.
 func (s *Service) unindexOpen(ctx context.Context, o backends.Order, prov *Provenance) {
-	subject, agent := "", ""
-	if prov != nil {
-		subject, agent = prov.Subject, prov.Agent
-	}
-	for _, idx := range openIndexes(o.AccountID, subject, agent) {
+	for _, idx := range openIndexes(o.AccountID, prov) {
 		s.st.IndexRemove(ctx, idx, o.OrderID)
 	}
 }
