@@ -45,12 +45,15 @@ func NewMemory(now func() time.Time) *Memory {
 
 func (m *Memory) live(key string) (memValue, bool) {
 	v, ok := m.values[key]
-	if ok && !v.expires.IsZero() && !m.now().Before(v.expires) {
+	if ok && expired(v.expires, m.now()) {
 		delete(m.values, key)
 		return memValue{}, false
 	}
 	return v, ok
 }
+
+// expired reports whether an entry expiring at (zero: never) is gone at now.
+func expired(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
 
 // wrote counts a write and sweeps expired keys now and then. Callers hold mu.
 func (m *Memory) wrote() {
@@ -61,12 +64,12 @@ func (m *Memory) wrote() {
 	m.writes = 0
 	now := m.now()
 	for k, v := range m.values {
-		if !v.expires.IsZero() && !now.Before(v.expires) {
+		if expired(v.expires, now) {
 			delete(m.values, k)
 		}
 	}
 	for k, t := range m.tallies {
-		if !t.expires.IsZero() && !now.Before(t.expires) {
+		if expired(t.expires, now) {
 			delete(m.tallies, k)
 		}
 	}
@@ -74,7 +77,7 @@ func (m *Memory) wrote() {
 
 func (m *Memory) tally(key string) memTally {
 	t, ok := m.tallies[key]
-	if !ok || (!t.expires.IsZero() && !m.now().Before(t.expires)) {
+	if !ok || expired(t.expires, m.now()) {
 		return memTally{members: map[string]float64{}}
 	}
 	return t
