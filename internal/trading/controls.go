@@ -105,15 +105,7 @@ func (s *Service) keepProvenance(ctx context.Context, clientOrderID string, prov
 	if prov == nil {
 		return nil
 	}
-	raw, err := json.Marshal(prov)
-	if err != nil {
-		return err
-	}
-	err = s.st.Create(ctx, provenanceKey(clientOrderID), raw, s.cfg.IdempotencyTTL)
-	if errors.Is(err, store.ErrConflict) {
-		err = forceJSON(ctx, s.st, provenanceKey(clientOrderID), prov, s.cfg.IdempotencyTTL)
-	}
-	return s.stateErr(ctx, err)
+	return s.stateErr(ctx, putJSON(ctx, s.st, provenanceKey(clientOrderID), prov, s.cfg.IdempotencyTTL))
 }
 
 // provenanceOf reads an order's provenance; nil when it has none (placed
@@ -368,12 +360,7 @@ func (s *Service) rememberEntered(ctx context.Context, o OrderArgs, ref string) 
 		return
 	}
 	d := Duplicate{IdempotencyKey: o.IdempotencyKey, Ref: ref, EnteredAt: s.now().UTC()}
-	key := duplicateKey(o)
-	err := createJSON(ctx, s.st, key, d, s.cfg.DuplicateWindow)
-	if errors.Is(err, store.ErrConflict) {
-		err = forceJSON(ctx, s.st, key, d, s.cfg.DuplicateWindow)
-	}
-	if err != nil {
+	if err := putJSON(ctx, s.st, duplicateKey(o), d, s.cfg.DuplicateWindow); err != nil {
 		s.log.WarnContext(ctx, "could not note an order for duplicate detection", "error", err)
 	}
 }

@@ -158,6 +158,15 @@ func createJSON(ctx context.Context, st store.Store, key string, v any, ttl time
 	return st.Create(ctx, key, raw, ttl)
 }
 
+// putJSON writes v at key, creating it or replacing whatever is there.
+func putJSON(ctx context.Context, st store.Store, key string, v any, ttl time.Duration) error {
+	err := createJSON(ctx, st, key, v, ttl)
+	if errors.Is(err, store.ErrConflict) {
+		err = forceJSON(ctx, st, key, v, ttl)
+	}
+	return err
+}
+
 // forceJSON writes v at key whatever version is there: for the one record
 // that must win a race, the order the Trade service holds.
 func forceJSON(ctx context.Context, st store.Store, key string, v any, ttl time.Duration) error {
