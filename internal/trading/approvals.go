@@ -492,7 +492,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		// Released on a later trading day than it was entered, the order
 		// counts against that day's budgets too (a no-op on the same day).
 		if !takeover {
-			err := s.reserve(ctx, a.Requester, a.RequesterClient, idemKey(a.Requester, "place_order", a.Order.IdempotencyKey), pre.EstimatedNotional)
+			err := s.reserve(ctx, a.Requester, a.RequesterClient, a.Order.IdempotencyKey, pre.EstimatedNotional)
 			if errors.Is(err, ErrDailyLimit) {
 				if out, retry, err := s.failApproval(ctx, a, ver, "not sent: the daily limit of the trading day it was released on is used up"); !retry {
 					return out, err

@@ -206,6 +206,9 @@ type budget struct {
 	notional  float64
 }
 
+// on reports whether the budget limits anything (0 is no limit).
+func (b budget) on() bool { return b.orders > 0 || b.notional > 0 }
+
 // budgets are the principal's and the agent's. A token with no client id
 // gets an agent budget of its own per subject, never one shared by every
 // such token.
@@ -221,21 +224,28 @@ func (s *Service) budgets(subject, agent string) []budget {
 // they are added in (Redis and Go agree at the limit).
 func cents(x float64) float64 { return math.Round(x * 100) }
 
+// tallied is the member an order is counted as in the daily tallies: its
+// idempotency record's key, so a resend is the same member.
+func tallied(subject, idempotencyKey string) string {
+	return idemKey(subject, "place_order", idempotencyKey)
+}
+
 // usage reads what subject and agent have entered on the trading day, not
-// counting the order self (an approval re-checked at execution).
+// counting the order with idempotency key self (an approval re-checked at
+// execution).
 func (s *Service) usage(ctx context.Context, subject, agent, self string) (policy.Usage, error) {
 	day := s.tradingDay().String()
 	u := policy.Usage{Day: day}
-	for i, b := range s.budgets(subject, agent) {
-		if b.orders <= 0 && b.notional <= 0 {
+	for _, b := range s.budgets(subject, agent) {
+		if !b.on() {
 			continue
 		}
-		n, sum, err := s.st.TallyRead(ctx, dailyKey(day, b.kind, b.who), self)
+		n, sum, err := s.st.TallyRead(ctx, dailyKey(day, b.kind, b.who), tallied(subject, self))
 		if err != nil {
 			return u, s.stateErr(ctx, err)
 		}
 		used := policy.Used{Orders: n, Notional: sum / 100}
-		if i == 0 {
+		if b.kind == "principal" {
 			u.Principal = used
 		} else {
 			u.Agent = used
@@ -248,7 +258,7 @@ func (s *Service) usage(ctx context.Context, subject, agent, self string) (polic
 // check and the order's entry.
 var ErrDailyLimit = agentError("a daily order limit was reached while this order was being entered, so it was not placed; see preview_order for today's remaining budget")
 
-// reserve counts the order (member, with its notional) against the day's
+// reserve counts the order (idempotency key key, with its notional) against the day's
 // budgets of subject and agent, refusing it if either would pass its limit.
 // Each budget is one atomic step in the store, so concurrent orders on any
 // replica cannot both take the last place. It runs at the moment an order
@@ -257,13 +267,13 @@ var ErrDailyLimit = agentError("a daily order limit was reached while this order
 // handed back: an order counts once entered, whatever becomes of it (a
 // refusal by the agent's budget after the principal's counted it leaves the
 // principal's count one high, the conservative side).
-func (s *Service) reserve(ctx context.Context, subject, agent, member string, notional float64) error {
+func (s *Service) reserve(ctx context.Context, subject, agent, key string, notional float64) error {
 	day := s.tradingDay().String()
 	for _, b := range s.budgets(subject, agent) {
-		if b.orders <= 0 && b.notional <= 0 {
+		if !b.on() {
 			continue
 		}
-		err := s.st.Tally(ctx, dailyKey(day, b.kind, b.who), member, cents(notional), b.orders, cents(b.notional), dailyTTL)
+		err := s.st.Tally(ctx, dailyKey(day, b.kind, b.who), tallied(subject, key), cents(notional), b.orders, cents(b.notional), dailyTTL)
 		switch {
 		case errors.Is(err, store.ErrLimit):
 			return ErrDailyLimit

@@ -250,7 +250,7 @@ func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderAr
 	if unknown && (strict || !errors.Is(err, ErrStateUnavailable)) {
 		return policy.Preview{}, err
 	}
-	usage, err := s.usage(ctx, subject, agent, idemKey(subject, "place_order", o.IdempotencyKey))
+	usage, err := s.usage(ctx, subject, agent, o.IdempotencyKey)
 	if err != nil {
 		if strict || !errors.Is(err, ErrStateUnavailable) {
 			return policy.Preview{}, err
@@ -580,7 +580,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			s.log.ErrorContext(ctx, "journal refused approval request", "error", err)
 			return Outcome{}, ErrNotRecorded
 		}
-		if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), pre.EstimatedNotional); err != nil {
+		if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, pre.EstimatedNotional); err != nil {
 			return Outcome{}, err
 		}
 		// The id derives from the idempotency key: a retry after a crash
@@ -638,7 +638,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	if err := renew(ctx); err != nil {
 		return Outcome{}, err
 	}
-	if err := s.reserve(ctx, p.Subject, p.ClientID, idemKey(p.Subject, "place_order", o.IdempotencyKey), notional); err != nil {
+	if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, notional); err != nil {
 		return Outcome{}, err
 	}
 	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(coid))
