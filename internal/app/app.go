@@ -196,7 +196,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 		Warm:         gov.warmed(),
 		DrainTimeout: cfg.DrainTimeout,
 		DrainDelay:   cfg.DrainDelay,
-		Metrics:      metrics.Registry,
+		Metrics:      metrics.Gatherer(),
 		Logger:       log,
 	})
 }

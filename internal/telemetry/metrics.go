@@ -7,7 +7,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -18,6 +17,12 @@ import (
 
 // Metrics are the server's Prometheus collectors, registered on their own
 // registry so tests can run several servers in one process.
+//
+// The Go runtime and process metrics are gathered from client_golang's
+// default registry, which its package initialisation fills with exactly
+// those two collectors, whether we use them or not: building a second Go
+// collector was a tenth of a start's instructions (docs/performance.md).
+// They describe the process, so every server in a process shares them.
 type Metrics struct {
 	Registry  *prometheus.Registry
 	calls     *prometheus.CounterVec
@@ -26,8 +31,8 @@ type Metrics struct {
 	rpcErrors *prometheus.CounterVec
 }
 
-// NewMetrics creates and registers the collectors, including Go runtime and
-// process metrics. Constant labels carry the Knative revision.
+// NewMetrics creates and registers the collectors. Constant labels carry
+// the Knative revision (not on the Go runtime and process metrics).
 func NewMetrics(rev Revision) *Metrics {
 	reg := prometheus.NewRegistry()
 	labels := prometheus.Labels{}
@@ -55,8 +60,13 @@ func NewMetrics(rev Revision) *Metrics {
 		}, []string{"method", "outcome"}),
 	}
 	factory.MustRegister(m.calls, m.latency, m.inFlight, m.rpcErrors)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Gatherer is what /metrics serves: this server's registry, and the Go
+// runtime and process metrics.
+func (m *Metrics) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{m.Registry, prometheus.DefaultGatherer}
 }
 
 // Registerer lets other packages add their collectors with the same labels.

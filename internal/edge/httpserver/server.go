@@ -36,7 +36,7 @@ type Options struct {
 	// must close whether that work succeeds or fails, so a failing
 	// dependency leaves the pod ready to answer errors fast.
 	Warm    <-chan struct{}
-	Metrics *prometheus.Registry
+	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
 }
 
