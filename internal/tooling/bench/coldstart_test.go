@@ -54,7 +54,7 @@ func TestColdStart(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nexec to ready, median of %d interleaved rounds\n\n| binary | exec→ready ms | x floor | idle RSS MB | instructions exec→ready |\n|---|---|---|---|---|\n", rounds)
+	fmt.Fprintf(&b, "\nexec to ready, median of %d interleaved rounds\n\n| binary | exec→ready ms | x floor | idle RSS MB | of which anonymous | instructions exec→ready |\n|---|---|---|---|---|---|\n", rounds)
 	var floor time.Duration
 	for i, tg := range targets {
 		slices.Sort(starts[i])
@@ -62,13 +62,17 @@ func TestColdStart(t *testing.T) {
 		if i == 0 {
 			floor = med
 		}
-		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.1f | %s |\n", tg.name, ms(med), float64(med)/float64(floor), float64(idleRSS(t, tg))/1024, startupInstructions(t, tg))
+		rss, anon := idleRSS(t, tg)
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.1f | %.1f | %s |\n", tg.name, ms(med), float64(med)/float64(floor), float64(rss)/1024, float64(anon)/1024, startupInstructions(t, tg))
 	}
 	t.Log(b.String())
 }
 
-// idleRSS starts tg, waits until it is ready, and reads its resident memory.
-func idleRSS(t *testing.T, tg target) int64 {
+// idleRSS starts tg, waits until it is ready, and reads its resident
+// memory, in KiB: all of it, and the anonymous part (heap, stacks, written
+// data). The rest is pages of the executable, which every replica of the
+// image on a node shares through the page cache.
+func idleRSS(t *testing.T, tg target) (rss, anon int64) {
 	t.Helper()
 	port := proctest.FreePort(t)
 	cmd := exec.Command("taskset", "-c", "0", tg.bin)
@@ -80,7 +84,7 @@ func idleRSS(t *testing.T, tg target) int64 {
 	if err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
 		t.Fatalf("%s: %v", tg.name, err)
 	}
-	return proctest.StatusKB(t, cmd.Process.Pid, "VmRSS:")
+	return proctest.StatusKB(t, cmd.Process.Pid, "VmRSS:"), proctest.StatusKB(t, cmd.Process.Pid, "RssAnon:")
 }
 
 // startupInstructions counts what tg executes from exec until its first

@@ -137,7 +137,10 @@ func buildAll(t *testing.T, dir string, names ...string) map[string]string {
 		if os.Getenv("BENCH_ICOUNT_OUT") != "" {
 			ldflags = "" // symbols, for callgrind_annotate
 		}
-		cmd := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags="+ldflags, "-o", bin, pkgs[name]) // as ko.yaml builds
+		// As ko.yaml builds the image: static (no libc or dynamic loader at
+		// start), no paths, no symbol tables, without gRPC's x/net/trace.
+		cmd := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags="+ldflags, "-o", bin, pkgs[name])
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = "../../.."
 		if name == "mcpgo" {
 			cmd.Dir = "mcpgo"
