@@ -14,9 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
@@ -82,10 +80,6 @@ func version() string {
 	return fmt.Sprintf("portfolio-mcp %s %s %s/%s", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
-// startGCPause bounds how long start-up runs without garbage collection,
-// should readiness wait long on the issuer's keys.
-const startGCPause = 10 * time.Second
-
 // run returns the process exit code: 0 after a clean drain (or after
 // --help and --version), 1 on a runtime failure, 2 on bad configuration or
 // usage.
@@ -110,18 +104,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-
-	// No garbage collection until the server is ready. Start-up allocates
-	// 2–3 MB and keeps most of it (tools, schemas, keys, routes), and the
-	// runtime's first collection comes at about 2.8 MB: in production it
-	// came before readiness, scanning everything to free little, on the
-	// cold start's critical path (3 M instructions, a fifth of a start;
-	// docs/performance.md). Collection resumes as the server turns ready,
-	// or after startGCPause whatever happens, with GOGC as it was;
-	// GOMEMLIMIT holds throughout.
-	gcPercent := debug.SetGCPercent(-1)
-	resumeGC := sync.OnceFunc(func() { debug.SetGCPercent(gcPercent) })
-	defer resumeGC()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -160,13 +142,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("start-up failed", "error", err)
 		return 1
 	}
-	go func() {
-		select {
-		case <-srv.Warm():
-		case <-time.After(startGCPause):
-		}
-		resumeGC()
-	}()
 	if err := srv.Serve(ctx, ln); err != nil {
 		log.Error("server stopped with error", "error", err)
 		return 1

@@ -162,38 +162,6 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// TestGCResumesOnceReady: start-up runs without garbage collection (main
-// turns it off), and once the server is ready the collector runs again
-// with GOGC as the environment set it.
-func TestGCResumesOnceReady(t *testing.T) {
-	bin := buildServer(t)
-	for _, tc := range []struct {
-		gogc string
-		want float64
-	}{{"", 100}, {"50", 50}} {
-		t.Run("GOGC="+tc.gogc, func(t *testing.T) {
-			port := freePort(t)
-			cmd := exec.Command(bin)
-			cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "GOGC="+tc.gogc, "LOG_LEVEL=error")
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			waitReady(t, port)
-			// Readiness and the collector's return are a moment apart.
-			base := fmt.Sprintf("http://127.0.0.1:%d", port)
-			got := proctest.Metric(t, base, "go_gc_gogc_percent")
-			for deadline := time.Now().Add(10 * time.Second); got != tc.want && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
-				got = proctest.Metric(t, base, "go_gc_gogc_percent")
-			}
-			if got != tc.want {
-				t.Fatalf("go_gc_gogc_percent after ready = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 // BenchmarkStartup measures exec to /readyz 200 of the stripped binary and
 // reports its idle RSS. Run: go test ./cmd/portfolio-mcp -run '^$' -bench Startup -benchtime 20x
 func BenchmarkStartup(b *testing.B) {

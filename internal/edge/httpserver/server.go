@@ -125,17 +125,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Warm is closed once the start-up work that holds readiness has ended
-// (at once without any): with Serve called, the server is then ready.
-func (s *Server) Warm() <-chan struct{} {
-	if s.opts.Warm == nil {
-		c := make(chan struct{})
-		close(c)
-		return c
-	}
-	return s.opts.Warm
-}
-
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
