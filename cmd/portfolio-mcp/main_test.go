@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildServer compiles this command, stripped as in the image, once per
+// buildServer compiles this command, static and stripped as in the image, once per
 // test binary run.
 func buildServer(t testing.TB) string {
 	t.Helper()
@@ -40,7 +40,9 @@ func buildServer(t testing.TB) string {
 			return
 		}
 		build.bin = filepath.Join(build.dir, "portfolio-mcp")
-		out, err := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", build.bin, ".").CombinedOutput()
+		cmd := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", build.bin, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as ko.yaml builds the image
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			build.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
