@@ -6,13 +6,13 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"sync"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -108,13 +108,13 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in schem
 		// reflection over all its fields: about 1 M instructions the first
 		// time in a process (a tenth of a start), 0.035 M after.
 		t.InputSchema = json.RawMessage(`{"type":"object"}`)
-		if strings.Contains(g.InJSON, paramHeaderKeyword) {
-			t.InputSchema = json.RawMessage(g.InJSON) // the SDK checks such headers itself
+		if bytes.Contains(g.InJSON, []byte(paramHeaderKeyword)) {
+			t.InputSchema = g.InJSON // the SDK checks such headers itself
 		}
-		listed := listedSchemas{in: json.RawMessage(g.InJSON)}
-		if g.OutJSON != "" {
+		listed := listedSchemas{in: g.InJSON}
+		if g.OutJSON != nil {
 			t.OutputSchema = &jsonschema.Schema{Type: "object"}
-			listed.out = json.RawMessage(g.OutJSON)
+			listed.out = g.OutJSON
 		}
 		r.listed[t.Name] = listed
 	} else {
@@ -147,8 +147,9 @@ type generatedSchema struct {
 	// In builds the input schema.
 	In func() *jsonschema.Schema
 	// InJSON and OutJSON are the input and output schemas as JSON, as
-	// *jsonschema.Schema marshals them; OutJSON is "" for no output.
-	InJSON, OutJSON string
+	// *jsonschema.Schema marshals them; OutJSON is nil for no output.
+	// Shared and never written.
+	InJSON, OutJSON json.RawMessage
 }
 
 // registrar is where tools are being registered.

@@ -55,7 +55,7 @@ func TestGeneratedSchemas(t *testing.T) {
 		if _, err := g.In().Resolve(&jsonschema.ResolveOptions{ValidateDefaults: true}); err != nil {
 			t.Errorf("tool %s: the input schema, resolved on the first call, does not resolve: %v", name, err)
 		}
-		if g.InJSON != marshalSchema(t, want.in) || g.OutJSON != marshalSchema(t, want.out) {
+		if string(g.InJSON) != marshalSchema(t, want.in) || string(g.OutJSON) != marshalSchema(t, want.out) {
 			t.Errorf("tool %s: the generated JSON differs from the reflected schemas'", name)
 		}
 	}
@@ -99,21 +99,21 @@ func marshalSchema(t *testing.T, s *jsonschema.Schema) string {
 }
 
 // renderSchemas writes the schemas as Go source: a table, the JSON as
-// constants (one per distinct text: tools that share an output type share
-// it), and a function building each input schema.
+// byte slices (one per distinct text: tools that share an output type
+// share it), and a function building each input schema.
 func renderSchemas(t *testing.T, schemas map[string]reflected) []byte {
 	t.Helper()
 	var table, consts, funcs bytes.Buffer
-	named := map[string]string{} // JSON text -> constant name
+	named := map[string]string{} // JSON text -> variable name
 	constant := func(name, text string) string {
 		if text == "" {
-			return `""`
+			return "nil"
 		}
 		if n, ok := named[text]; ok {
 			return n
 		}
 		named[text] = name
-		fmt.Fprintf(&consts, "const %s = %s\n\n", name, strconv.Quote(text))
+		fmt.Fprintf(&consts, "var %s = []byte(%s)\n\n", name, strconv.Quote(text))
 		return name
 	}
 	for _, name := range slices.Sorted(maps.Keys(schemas)) {
@@ -137,6 +137,10 @@ import (
 )
 
 var _ json.RawMessage // used by defaults, when a schema has one
+
+// The JSON below is read-only. As package-level []byte conversions of
+// constants, the linker lays it out as data: no copy is made at start-up,
+// and a page of it is read in only when tools/list sends it.
 
 // generatedSchemas are the tools' schemas, as reflection derives them
 // from their types (see addTool).

@@ -42,6 +42,7 @@ func New(now func() time.Time) *Backend {
 	}
 	b := &Backend{
 		byTicker: make(map[string]listing, len(listings)),
+		equities: make([]backends.Equity, 0, len(listings)),
 		history:  sync.OnceValue(func() history { return newHistory(listings) }),
 		accounts: make(map[string]accountDef, len(accounts)),
 		now:      now,
