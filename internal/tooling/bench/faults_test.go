@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"bufio"
+	"debug/elf"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
+)
+
+// TestStartFaults counts the page faults each binary takes from exec to
+// ready, by what they land in, through the kernel's
+// exceptions:page_fault_user tracepoint. On this project's build machine a
+// fault costs about as much as 10,000 instructions, so the count explains
+// much of exec-to-ready that instruction counts do not (docs/performance.md,
+// Start-up). It needs root and tracefs; it reports the cost of one fault
+// beside the table.
+//
+//	BENCH_FAULTS=1 go test ./internal/tooling/bench -count=1 -run TestStartFaults -v
+func TestStartFaults(t *testing.T) {
+	if os.Getenv("BENCH_FAULTS") == "" {
+		t.Skip("set BENCH_FAULTS=1 (as root, with tracefs) to count the page faults of a start")
+	}
+	tr := openFaultTrace(t)
+	dir := t.TempDir()
+	bins := buildAll(t, dir, "initfloor", "portfolio-mcp")
+	iss := oauthtest.New(t)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	t.Cleanup(sink.Close)
+	dev, prod := benchEnv(iss, sink.URL)
+	targets := []target{
+		{name: "bench/initfloor", bin: bins["initfloor"]},
+		{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
+		{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\npage faults from exec to ready, the run with the median total of 5\n\n| binary | total | code | read-only data | pclntab | data and bss | Go heap | other anonymous | other |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, tg := range targets {
+		var runs []faultCount
+		for range 5 {
+			runs = append(runs, tr.start(t, tg))
+		}
+		slices.SortFunc(runs, func(a, b faultCount) int { return a.total() - b.total() })
+		c := runs[len(runs)/2]
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %d |\n", tg.name, c.total(), c[regionText], c[regionROData], c[regionPCLN], c[regionData], c[regionHeap], c[regionAnon], c[regionOther])
+	}
+	fault, populate := faultCost(t)
+	fmt.Fprintf(&b, "\na first write to a 4 KiB anonymous page costs %.1f µs as a fault, %.2f µs through MADV_POPULATE_WRITE\n", fault, populate)
+	t.Log(b.String())
+}
+
+// Where a fault lands.
+const (
+	regionText   = iota // the executable's code
+	regionROData        // .rodata, .typelink, .itablink
+	regionPCLN          // .gopclntab: the runtime's function tables, read to walk stacks
+	regionData          // .data, .noptrdata, .bss, .noptrbss: package variables
+	regionHeap          // the Go heap arena (objects, spans, goroutine stacks)
+	regionAnon          // other anonymous memory: the runtime's own metadata, thread stacks
+	regionOther         // vdso, the initial stack, addresses unmapped by ready
+	regions
+)
+
+type faultCount [regions]int
+
+func (c faultCount) total() (n int) {
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+// faultTrace is the kernel's page-fault tracepoint.
+type faultTrace struct{ dir string }
+
+func openFaultTrace(t *testing.T) faultTrace {
+	t.Helper()
+	dir := "/sys/kernel/tracing"
+	if _, err := os.Stat(filepath.Join(dir, "events/exceptions/page_fault_user")); err != nil {
+		// Not mounted yet: mount it (root only).
+		if err := syscall.Mount("nodev", dir, "tracefs", 0, ""); err != nil {
+			t.Skipf("tracefs is not available: %v", err)
+		}
+	}
+	tr := faultTrace{dir: dir}
+	if err := tr.write("buffer_size_kb", "8192"); err != nil {
+		t.Skipf("tracefs is not writable: %v", err)
+	}
+	t.Cleanup(func() {
+		tr.write("events/exceptions/page_fault_user/enable", "0")
+		tr.write("events/exceptions/page_fault_user/filter", "0")
+	})
+	return tr
+}
+
+func (tr faultTrace) write(file, v string) error {
+	return os.WriteFile(filepath.Join(tr.dir, file), []byte(v), 0)
+}
+
+// start runs tg until it is ready, tracing its faults, and counts them by
+// region.
+func (tr faultTrace) start(t *testing.T, tg target) faultCount {
+	t.Helper()
+	// The tracepoint filters on the task's name, the executable's (at most
+	// 15 bytes): only the server's threads are counted, not this test's.
+	comm := filepath.Base(tg.bin)
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	for _, kv := range [][2]string{{"tracing_on", "0"}, {"trace", ""}, {"events/exceptions/page_fault_user/filter", fmt.Sprintf("comm == %q", comm)},
+		{"events/exceptions/page_fault_user/enable", "1"}, {"tracing_on", "1"}} {
+		if err := tr.write(kv[0], kv[1]); err != nil {
+			t.Fatalf("tracefs %s: %v", kv[0], err)
+		}
+	}
+	port := proctest.FreePort(t)
+	cmd := exec.Command("taskset", "-c", "0", tg.bin) // as TestColdStart runs it
+	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil)
+	tr.write("tracing_on", "0")
+	if err != nil {
+		t.Fatalf("%s: %v", tg.name, err)
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace, err := os.ReadFile(filepath.Join(tr.dir, "trace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return countFaults(t, tg.bin, string(maps), string(trace))
+}
+
+var faultLine = regexp.MustCompile(`page_fault_user: address=0x([0-9a-f]+) `)
+
+// countFaults classifies each traced fault address by the executable's
+// sections and the process's mappings.
+func countFaults(t *testing.T, bin, maps, trace string) faultCount {
+	t.Helper()
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	type span struct {
+		lo, hi uint64
+		region int
+	}
+	var spans []span
+	for _, s := range f.Sections {
+		r := -1
+		switch s.Name {
+		case ".text":
+			r = regionText
+		case ".rodata", ".typelink", ".itablink":
+			r = regionROData
+		case ".gopclntab":
+			r = regionPCLN
+		case ".data", ".noptrdata", ".bss", ".noptrbss", ".go.buildinfo", ".go.fipsinfo", ".go.module":
+			r = regionData
+		}
+		if r >= 0 {
+			spans = append(spans, span{s.Addr, s.Addr + s.Size, r})
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(maps))
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		lo, hi, _ := strings.Cut(fs[0], "-")
+		l, _ := strconv.ParseUint(lo, 16, 64)
+		h, _ := strconv.ParseUint(hi, 16, 64)
+		if len(fs) > 5 {
+			continue // named: the executable (above), the stack, vdso
+		}
+		// The Go heap is reserved in 64 MiB arenas, below the address range
+		// where mmap places the runtime's other allocations.
+		r := regionAnon
+		if l < 0x7f0000000000 {
+			r = regionHeap
+		}
+		spans = append(spans, span{l, h, r})
+	}
+	var c faultCount
+	for _, m := range faultLine.FindAllStringSubmatch(trace, -1) {
+		a, _ := strconv.ParseUint(m[1], 16, 64)
+		r := regionOther
+		for _, s := range spans { // sections first: the executable's bss is an anonymous mapping too
+			if a >= s.lo && a < s.hi {
+				r = s.region
+				break
+			}
+		}
+		c[r]++
+	}
+	return c
+}
+
+// faultCost measures, in µs, a first write to an anonymous page as a
+// fault, and through MADV_POPULATE_WRITE (the kernel maps the pages in one
+// call), over 4096 pages each.
+func faultCost(t *testing.T) (fault, populate float64) {
+	t.Helper()
+	const pages, madvPopulateWrite = 4096, 23
+	perPage := func(touch func([]byte)) float64 {
+		b, err := syscall.Mmap(-1, 0, pages*4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Munmap(b)
+		start := time.Now()
+		touch(b)
+		return float64(time.Since(start).Nanoseconds()) / pages / 1000
+	}
+	fault = perPage(func(b []byte) {
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+	})
+	populate = perPage(func(b []byte) {
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), madvPopulateWrite); errno != 0 {
+			t.Skipf("MADV_POPULATE_WRITE: %v", errno)
+		}
+	})
+	return fault, populate
+}
