@@ -36,17 +36,7 @@ func TestColdStart(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("BENCH_COLD_ROUNDS")); err == nil && n >= 3 {
 		rounds = n
 	}
-	dir := t.TempDir()
-	bins := buildAll(t, dir, "initfloor", "portfolio-mcp")
-	iss := oauthtest.New(t)
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
-	t.Cleanup(sink.Close)
-	dev, prod := benchEnv(iss, sink.URL)
-	targets := []target{
-		{name: "bench/initfloor", bin: bins["initfloor"]},
-		{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
-		{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod},
-	}
+	targets := startTargets(t)
 	starts := make([][]time.Duration, len(targets))
 	for range rounds {
 		for i, tg := range targets {
@@ -66,6 +56,23 @@ func TestColdStart(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.1f | %.1f | %s |\n", tg.name, ms(med), float64(med)/float64(floor), float64(rss)/1024, float64(anon)/1024, startupInstructions(t, tg))
 	}
 	t.Log(b.String())
+}
+
+// startTargets builds the floor and the server and returns the three
+// starts the start-up tests compare: the floor, and the server in dev and
+// in production mode (against a real issuer and audit sink).
+func startTargets(t *testing.T) []target {
+	t.Helper()
+	bins := buildAll(t, t.TempDir(), "initfloor", "portfolio-mcp")
+	iss := oauthtest.New(t)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	t.Cleanup(sink.Close)
+	dev, prod := benchEnv(iss, sink.URL)
+	return []target{
+		{name: "bench/initfloor", bin: bins["initfloor"]},
+		{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
+		{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod},
+	}
 }
 
 // idleRSS starts tg, waits until it is ready, and reads its resident

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"debug/elf"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +16,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
@@ -36,17 +33,7 @@ func TestStartFaults(t *testing.T) {
 		t.Skip("set BENCH_FAULTS=1 (as root, with tracefs) to count the page faults of a start")
 	}
 	tr := openFaultTrace(t)
-	dir := t.TempDir()
-	bins := buildAll(t, dir, "initfloor", "portfolio-mcp")
-	iss := oauthtest.New(t)
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
-	t.Cleanup(sink.Close)
-	dev, prod := benchEnv(iss, sink.URL)
-	targets := []target{
-		{name: "bench/initfloor", bin: bins["initfloor"]},
-		{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
-		{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod},
-	}
+	targets := startTargets(t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npage faults from exec to ready, the run with the median total of 5\n\n| binary | total | code | read-only data | pclntab | data and bss | Go heap | other anonymous | other |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, tg := range targets {
