@@ -46,7 +46,7 @@ func TestStartFaults(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %d | %d |\n", tg.name, c.total(), c[regionText], c[regionROData], c[regionPCLN], c[regionData], c[regionHeap], c[regionAnon], c[regionOther])
 	}
 	fault, populate := faultCost(t)
-	fmt.Fprintf(&b, "\na first write to a 4 KiB anonymous page costs %.1f µs as a fault, %.2f µs through MADV_POPULATE_WRITE\n", fault, populate)
+	fmt.Fprintf(&b, "\na first write to a 4 KiB anonymous page costs %.1f µs as a fault, %s through MADV_POPULATE_WRITE\n", fault, populate)
 	t.Log(b.String())
 }
 
@@ -77,20 +77,37 @@ type faultTrace struct{ dir string }
 func openFaultTrace(t *testing.T) faultTrace {
 	t.Helper()
 	dir := "/sys/kernel/tracing"
-	if _, err := os.Stat(filepath.Join(dir, "events/exceptions/page_fault_user")); err != nil {
-		// Not mounted yet: mount it (root only).
+	tr := faultTrace{dir: dir}
+	if _, err := os.Stat(filepath.Join(dir, "trace")); err != nil {
+		// Not mounted yet: mount it (root only), and unmount it after.
 		if err := syscall.Mount("nodev", dir, "tracefs", 0, ""); err != nil {
 			t.Skipf("tracefs is not available: %v", err)
 		}
+		t.Cleanup(func() { syscall.Unmount(dir, 0) })
 	}
-	tr := faultTrace{dir: dir}
-	if err := tr.write("buffer_size_kb", "8192"); err != nil {
-		t.Skipf("tracefs is not writable: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "events/exceptions/page_fault_user")); err != nil {
+		t.Skipf("no page_fault_user tracepoint: %v", err)
+	}
+	// Leave tracing as it was found.
+	saved := map[string]string{}
+	for _, f := range []string{"buffer_size_kb", "tracing_on"} {
+		v, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Skipf("tracefs: %v", err)
+		}
+		saved[f] = strings.TrimSpace(string(v))
 	}
 	t.Cleanup(func() {
 		tr.write("events/exceptions/page_fault_user/enable", "0")
 		tr.write("events/exceptions/page_fault_user/filter", "0")
+		tr.write("trace", "")
+		for f, v := range saved {
+			tr.write(f, v)
+		}
 	})
+	if err := tr.write("buffer_size_kb", "8192"); err != nil {
+		t.Skipf("tracefs is not writable: %v", err)
+	}
 	return tr
 }
 
@@ -179,7 +196,9 @@ func countFaults(t *testing.T, bin, maps, trace string) faultCount {
 			continue // named: the executable (above), the stack, vdso
 		}
 		// The Go heap is reserved in 64 MiB arenas, below the address range
-		// where mmap places the runtime's other allocations.
+		// where mmap places the runtime's other allocations (with the
+		// default x86-64 layout; a legacy layout would count the heap as
+		// other anonymous memory).
 		r := regionAnon
 		if l < 0x7f0000000000 {
 			r = regionHeap
@@ -203,8 +222,8 @@ func countFaults(t *testing.T, bin, maps, trace string) faultCount {
 
 // faultCost measures, in µs, a first write to an anonymous page as a
 // fault, and through MADV_POPULATE_WRITE (the kernel maps the pages in one
-// call), over 4096 pages each.
-func faultCost(t *testing.T) (fault, populate float64) {
+// call; "n/a" before Linux 5.14), over 4096 pages each.
+func faultCost(t *testing.T) (fault float64, populate string) {
 	t.Helper()
 	const pages, madvPopulateWrite = 4096, 23
 	perPage := func(touch func([]byte)) float64 {
@@ -222,10 +241,12 @@ func faultCost(t *testing.T) (fault, populate float64) {
 			b[i] = 1
 		}
 	})
-	populate = perPage(func(b []byte) {
-		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), madvPopulateWrite); errno != 0 {
-			t.Skipf("MADV_POPULATE_WRITE: %v", errno)
-		}
+	var errno syscall.Errno
+	us := perPage(func(b []byte) {
+		_, _, errno = syscall.Syscall(syscall.SYS_MADVISE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), madvPopulateWrite)
 	})
-	return fault, populate
+	if errno != 0 {
+		return fault, "n/a"
+	}
+	return fault, fmt.Sprintf("%.2f µs", us)
 }
