@@ -23,7 +23,6 @@ import (
 // after New.
 type Backend struct {
 	equities []backends.Equity
-	byTicker map[string]listing
 	history  func() history // built on first use: a start need not pay for it
 	accounts map[string]accountDef
 	now      func() time.Time
@@ -41,7 +40,6 @@ func New(now func() time.Time) *Backend {
 		now = time.Now
 	}
 	b := &Backend{
-		byTicker: make(map[string]listing, len(listings)),
 		equities: make([]backends.Equity, 0, len(listings)),
 		history:  sync.OnceValue(func() history { return newHistory(listings) }),
 		accounts: make(map[string]accountDef, len(accounts)),
@@ -51,9 +49,8 @@ func New(now func() time.Time) *Backend {
 		books:    map[string]*book{},
 	}
 	for _, l := range listings {
-		b.byTicker[l.Ticker] = l
 		b.equities = append(b.equities, backends.Equity{
-			Ticker: l.Ticker, Name: l.Name, Exchange: l.Exchange, Sector: l.Sector, Industry: industries[l.Ticker],
+			Ticker: l.Ticker, Name: l.Name, Exchange: l.Exchange, Sector: l.Sector, Industry: l.Industry,
 			MarketCap: l.MarketCapBn * 1e9, Currency: "USD",
 		})
 	}
@@ -92,7 +89,7 @@ func (b *Backend) GetPortfolio(ctx context.Context, accountID string) (backends.
 	b.mu.Unlock()
 	v := backends.PortfolioValuation{Account: a.summary(), Cash: bk.cash, AsOf: AsOf}
 	for ticker, p := range bk.lots {
-		l := b.byTicker[ticker]
+		l, _ := listingOf(ticker)
 		closes := b.history().closes(ticker)
 		price := closes[len(closes)-1]
 		h := backends.Holding{
@@ -139,7 +136,7 @@ func (b *Backend) Quotes(ctx context.Context, tickers []string) (backends.QuoteS
 }
 
 func (b *Backend) quote(ticker string) (backends.Quote, bool) {
-	l, ok := b.byTicker[ticker]
+	l, ok := listingOf(ticker)
 	if !ok {
 		return backends.Quote{}, false
 	}

@@ -53,19 +53,20 @@ func TestListingsWellFormed(t *testing.T) {
 	}
 }
 
-// TestIndustries: every listing has its GICS industry, and nothing else is
-// listed.
+// TestIndustries: every listing has its GICS industry, and every lookup
+// finds its listing (the binary search relies on the sort order).
 func TestIndustries(t *testing.T) {
-	seen := map[string]bool{}
 	for _, l := range listings {
-		if industries[l.Ticker] == "" {
+		if l.Industry == "" {
 			t.Errorf("%s has no industry", l.Ticker)
 		}
-		seen[l.Ticker] = true
+		if got, ok := listingOf(l.Ticker); !ok || got != l {
+			t.Errorf("listingOf(%q) = %v, %v", l.Ticker, got, ok)
+		}
 	}
-	for ticker := range industries {
-		if !seen[ticker] {
-			t.Errorf("industry for %s, which is not listed", ticker)
+	for _, ticker := range []string{"", "a", "ZZZZ", "BRK"} {
+		if listed(ticker) {
+			t.Errorf("listed(%q) = true, want false", ticker)
 		}
 	}
 }

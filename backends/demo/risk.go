@@ -33,7 +33,8 @@ func (b *Backend) RiskSummary(ctx context.Context, accountID string) (backends.R
 	var beta float64
 	for _, h := range v.Holdings {
 		sectors[h.Sector] += h.MarketValue
-		beta += h.Weight * b.byTicker[h.Ticker].Beta
+		l, _ := listingOf(h.Ticker)
+		beta += h.Weight * l.Beta
 		closes := b.history().closes(h.Ticker)
 		for t := range varLookback {
 			i := len(closes) - varLookback + t

@@ -60,7 +60,7 @@ func (b *Backend) checkOrder(req backends.OrderRequest) error {
 		return fmt.Errorf("%w: client_order_id is required", backends.ErrInvalid)
 	case b.accounts[req.AccountID].ID == "":
 		return fmt.Errorf("account %q: %w", req.AccountID, backends.ErrNotFound)
-	case b.byTicker[strings.ToUpper(req.Ticker)].Ticker == "":
+	case !listed(strings.ToUpper(req.Ticker)):
 		return fmt.Errorf("ticker %q: %w", req.Ticker, backends.ErrNotFound)
 	case req.Side != backends.SideBuy && req.Side != backends.SideSell:
 		return fmt.Errorf("%w: side must be buy or sell", backends.ErrInvalid)
