@@ -166,8 +166,8 @@ type Auditor struct {
 	// which the collector scans on every cycle and which, counted as live
 	// heap, brings a collection into the start of a 2-CPU pod.
 	queue chan *Event
-	slots sync.Pool // *Event
-	done   chan struct{} // closed when the workers have drained the queue
+	slots sync.Pool     // *Event
+	done  chan struct{} // closed when the workers have drained the queue
 	// abandon cancels the workers' deliveries when Close runs out of time:
 	// what is left is logged instead.
 	workCtx context.Context
