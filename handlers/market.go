@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -88,12 +87,26 @@ const QuoteURITemplate = "quote://tickers/{ticker}"
 
 const quoteURIPrefix = "quote://tickers/"
 
-var tickerRE = regexp.MustCompile(tickerPattern)
+// validTicker is tickerPattern as code: 1 to 10 ASCII letters, digits, '.'
+// or '-', starting with a letter. TestValidTicker holds the two to the
+// same answers.
+func validTicker(t string) bool {
+	if t == "" || len(t) > 10 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && ('0' <= c && c <= '9' || c == '.' || c == '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 func (h *handlers) readQuote(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 	uri := req.Params.URI
 	ticker, err := url.PathUnescape(strings.TrimPrefix(uri, quoteURIPrefix))
-	if !strings.HasPrefix(uri, quoteURIPrefix) || err != nil || !tickerRE.MatchString(ticker) {
+	if !strings.HasPrefix(uri, quoteURIPrefix) || err != nil || !validTicker(ticker) {
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
 	set, err := h.Backends.MarketData.Quotes(ctx, []string{strings.ToUpper(ticker)})

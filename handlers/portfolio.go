@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -89,17 +88,10 @@ func (h *handlers) getPortfolio(ctx context.Context, _ *mcp.CallToolRequest, in 
 	return nil, v, nil
 }
 
-// accountIDRE is accountIDPattern with its length bound checked apart: a
-// bounded repetition compiles to a program 64 times larger, which cold start
-// pays for. TestValidAccountID holds the two to the same answers.
-var accountIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-func validAccountID(id string) bool { return len(id) <= 64 && accountIDRE.MatchString(id) }
-
 func (h *handlers) readPortfolio(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 	uri := req.Params.URI
 	id, err := url.PathUnescape(strings.TrimPrefix(uri, portfolioURIPrefix))
-	if !strings.HasPrefix(uri, portfolioURIPrefix) || err != nil || !validAccountID(id) {
+	if !strings.HasPrefix(uri, portfolioURIPrefix) || err != nil || !principal.ValidAccountID(id) {
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
 	v, err := h.Backends.Portfolio.GetPortfolio(ctx, id)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 )
 
 func (h *handlers) registerPrompts(s *mcp.Server) {
@@ -24,7 +26,7 @@ func (h *handlers) portfolioReview(ctx context.Context, req *mcp.GetPromptReques
 	switch {
 	case !ok || id == "":
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "portfolio_review needs the argument account_id (an account id from list_accounts, e.g. ACC-1001)"}
-	case !validAccountID(id):
+	case !principal.ValidAccountID(id):
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("account_id %q is not a valid account id; call list_accounts to find one", id)}
 	}
 	text := fmt.Sprintf(`Review the portfolio of account %[1]s. Work through these steps with the tools, and cite numbers from their outputs only.

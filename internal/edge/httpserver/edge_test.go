@@ -59,6 +59,10 @@ func TestRequestID(t *testing.T) {
 		{"a space is replaced", "abc def", false},
 		{"longer than 64 is replaced", strings.Repeat("a", 65), false},
 		{"64 is adopted", strings.Repeat("a", 64), true},
+		{"a UUID is adopted", "0b5f6f4e-3c1a-4b7e-9d2a-6f1c2e3d4a5b", true},
+		{"punctuation first is adopted", ".x_-", true},
+		{"non-ASCII is replaced", "idé", false},
+		{"a slash is replaced", "a/b", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/mcp", nil)

@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -410,11 +409,6 @@ func rejection(err error) string {
 	return "invalid"
 }
 
-// accountPattern is the shape of an account id (at most 64 characters,
-// checked apart: a bounded repetition compiles to a program 64 times larger,
-// which cold start pays for).
-var accountPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 // principal maps verified claims: sub is the identity; client_id (RFC 9068)
 // or azp the client; scope (space-separated, RFC 9068) or scp (string or
 // list, as some issuers send) the scopes; the entitlements claim (a list,
@@ -437,7 +431,7 @@ func (v *Verifier) principal(c jwt.MapClaims) (principal.Principal, error) {
 	}
 	p.Scopes = append(strings.Fields(str(c["scope"])), list(c["scp"])...)
 	for _, a := range list(c[v.opts.EntitlementsClaim]) {
-		if a == principal.AllAccounts || (len(a) <= 64 && accountPattern.MatchString(a)) {
+		if a == principal.AllAccounts || principal.ValidAccountID(a) {
 			p.Accounts = append(p.Accounts, a)
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,11 +47,22 @@ const MaxSize = 64 << 10
 // ErrNotFound reports a secret that is not configured (no file, no env var).
 var ErrNotFound = errors.New("secret not found")
 
-// namePattern is what a secret (a Kubernetes Secret key) may be called. It
-// keeps names from escaping the directory and from naming the ..data links.
-// (The length bound is checked apart: a counted repetition compiles into a
-// large program, paid at every process start.)
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+// validName is what a secret (a Kubernetes Secret key) may be called: up
+// to maxNameLen ASCII letters, digits, '.', '_' or '-', starting with a
+// letter or digit. It keeps names from escaping the directory and from
+// naming the ..data links.
+func validName(name string) bool {
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 const maxNameLen = 253
 
@@ -106,7 +116,7 @@ func EnvName(name string) string {
 // secret is an error, never an empty key. Trailing newlines (left by editors
 // and `echo`) are removed. The returned slice must not be modified.
 func (s *Store) Get(name string) ([]byte, error) {
-	if len(name) > maxNameLen || !namePattern.MatchString(name) {
+	if !validName(name) {
 		return nil, fmt.Errorf("secret name %q is not valid", name)
 	}
 	if s.dir == "" {

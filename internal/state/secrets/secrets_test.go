@@ -131,7 +131,7 @@ func TestMissingOrEmptyIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"absent", "empty", "../etc/passwd", "..data", ""} {
+	for _, name := range []string{"absent", "empty", "../etc/passwd", "..data", "", "-x", "a/b", "ä", strings.Repeat("a", 254)} {
 		v, err := s.Get(name)
 		if err == nil || v != nil {
 			t.Errorf("Get(%q) = %q, %v; want an error and no value", name, v, err)
