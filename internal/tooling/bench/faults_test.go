@@ -2,8 +2,11 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"debug/elf"
+	"debug/gosym"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +28,8 @@ import (
 // fault costs about as much as 10,000 instructions, so the count explains
 // much of exec-to-ready that instruction counts do not (docs/performance.md,
 // Start-up). It needs root and tracefs; it reports the cost of one fault
-// beside the table.
+// beside the table, and which packages' work takes the server's faults
+// beyond the floor's (from the faults' user stacks).
 //
 //	BENCH_FAULTS=1 go test ./internal/tooling/bench -count=1 -run TestStartFaults -v
 func TestStartFaults(t *testing.T) {
@@ -47,7 +51,115 @@ func TestStartFaults(t *testing.T) {
 	}
 	fault, populate := faultCost(t)
 	fmt.Fprintf(&b, "\na first write to a 4 KiB anonymous page costs %.1f µs as a fault, %s through MADV_POPULATE_WRITE\n", fault, populate)
+	b.WriteString(faultsByPackage(t, tr, targets))
 	t.Log(b.String())
+}
+
+// faultsByPackage traces one more start of each target with the user stack
+// of every fault, charges each fault to a package, and returns the packages
+// where the server takes the most faults beyond the floor (targets[0]).
+// A fault is charged to the first frame outside the standard library, or
+// else the first outside the runtime: the code whose work touched the page.
+// The kernel walks 8 frames, so a fault deep in the standard library is
+// charged to the library package.
+func faultsByPackage(t *testing.T, tr faultTrace, targets []target) string {
+	t.Helper()
+	if err := tr.write("options/userstacktrace", "1"); err != nil { // put back by openFaultTrace's cleanup
+		return fmt.Sprintf("\n(no user stacks: %v)\n", err)
+	}
+	counts := make([]map[string]int, len(targets))
+	pkgs := map[string]bool{}
+	for i, tg := range targets {
+		counts[i] = map[string]int{}
+		funcs := symbols(t, tg.bin)
+		for _, stack := range faultStacks(tr.trace(t, tg)) {
+			p := chargedPackage(funcs, stack)
+			counts[i][p]++
+			pkgs[p] = true
+		}
+	}
+	rows := slices.Collect(maps.Keys(pkgs))
+	beyond := func(p string) int { return counts[1][p] - counts[0][p] }
+	slices.SortFunc(rows, func(a, b string) int { return cmp.Or(beyond(b)-beyond(a), strings.Compare(a, b)) })
+	var b strings.Builder
+	b.WriteString("\nwhere the server's faults beyond the floor's are taken (one traced start each; the 15 packages with most beyond it in dev mode)\n\n| package |")
+	for _, tg := range targets {
+		b.WriteString(" " + tg.name + " |")
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(targets)) + "\n")
+	for _, p := range rows[:min(15, len(rows))] {
+		b.WriteString("| " + p + " |")
+		for i := range targets {
+			fmt.Fprintf(&b, " %d |", counts[i][p])
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// symbols reads bin's function table (which a stripped Go binary keeps).
+func symbols(t *testing.T, bin string) *gosym.Table {
+	t.Helper()
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pcln, err := f.Section(".gopclntab").Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, f.Section(".text").Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+var stackFrame = regexp.MustCompile(`^\s*=>\s+<([0-9a-f]+)>`)
+
+// faultStacks splits a trace taken with userstacktrace into each fault's
+// frames, innermost first.
+func faultStacks(trace string) [][]uint64 {
+	var stacks [][]uint64
+	for _, line := range strings.Split(trace, "\n") {
+		if strings.Contains(line, "page_fault_user: address=") {
+			stacks = append(stacks, nil)
+		} else if m := stackFrame.FindStringSubmatch(line); m != nil && len(stacks) > 0 {
+			pc, _ := strconv.ParseUint(m[1], 16, 64)
+			stacks[len(stacks)-1] = append(stacks[len(stacks)-1], pc)
+		}
+	}
+	return stacks
+}
+
+func chargedPackage(tab *gosym.Table, stack []uint64) string {
+	var firstOutsideRuntime string
+	for _, pc := range stack {
+		fn := tab.PCToFunc(pc)
+		if fn == nil {
+			continue
+		}
+		name, _, _ := strings.Cut(fn.Name, "[") // generic type arguments name other packages
+		p := packageOf(name)
+		if strings.Contains(strings.Split(p, "/")[0], ".") {
+			return p
+		}
+		if firstOutsideRuntime == "" && p != "runtime" && !strings.HasPrefix(p, "internal/") {
+			firstOutsideRuntime = p
+		}
+	}
+	return cmp.Or(firstOutsideRuntime, "runtime")
+}
+
+// packageOf is the import path of a function's symbol name.
+func packageOf(name string) string {
+	dir, base := "", name
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		dir, base = name[:i+1], name[i+1:]
+	}
+	base, _, _ = strings.Cut(base, ".")
+	return dir + base
 }
 
 // Where a fault lands.
@@ -90,7 +202,7 @@ func openFaultTrace(t *testing.T) faultTrace {
 	}
 	// Leave tracing as it was found.
 	saved := map[string]string{}
-	for _, f := range []string{"buffer_size_kb", "tracing_on"} {
+	for _, f := range []string{"buffer_size_kb", "tracing_on", "options/userstacktrace"} {
 		v, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Skipf("tracefs: %v", err)
@@ -119,6 +231,21 @@ func (tr faultTrace) write(file, v string) error {
 // region.
 func (tr faultTrace) start(t *testing.T, tg target) faultCount {
 	t.Helper()
+	maps, trace := tr.run(t, tg)
+	return countFaults(t, tg.bin, maps, trace)
+}
+
+// trace runs tg until it is ready and returns the trace of its faults.
+func (tr faultTrace) trace(t *testing.T, tg target) string {
+	t.Helper()
+	_, trace := tr.run(t, tg)
+	return trace
+}
+
+// run runs tg until it is ready, tracing its faults, and returns its
+// mappings at ready and the trace.
+func (tr faultTrace) run(t *testing.T, tg target) (maps, trace string) {
+	t.Helper()
 	// The tracepoint filters on the task's name, the executable's (at most
 	// 15 bytes): only the server's threads are counted, not this test's.
 	comm := filepath.Base(tg.bin)
@@ -143,15 +270,15 @@ func (tr faultTrace) start(t *testing.T, tg target) faultCount {
 	if err != nil {
 		t.Fatalf("%s: %v", tg.name, err)
 	}
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
+	m, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	trace, err := os.ReadFile(filepath.Join(tr.dir, "trace"))
+	tb, err := os.ReadFile(filepath.Join(tr.dir, "trace"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return countFaults(t, tg.bin, string(maps), string(trace))
+	return string(m), string(tb)
 }
 
 var faultLine = regexp.MustCompile(`page_fault_user: address=0x([0-9a-f]+) `)
