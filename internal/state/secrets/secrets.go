@@ -52,17 +52,10 @@ var ErrNotFound = errors.New("secret not found")
 // letter or digit. It keeps names from escaping the directory and from
 // naming the ..data links.
 func validName(name string) bool {
-	if name == "" || len(name) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
-			return false
-		}
-	}
-	return true
+	return name != "" && len(name) <= maxNameLen && !strings.ContainsRune("._-", rune(name[0])) && strings.Trim(name, nameChars) == ""
 }
+
+const nameChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
 const maxNameLen = 253
 
