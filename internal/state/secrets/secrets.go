@@ -47,7 +47,7 @@ const MaxSize = 64 << 10
 // ErrNotFound reports a secret that is not configured (no file, no env var).
 var ErrNotFound = errors.New("secret not found")
 
-// validName is what a secret (a Kubernetes Secret key) may be called: up
+// validName is what a secret (a Kubernetes Secret key) may be called: 1
 // to maxNameLen ASCII letters, digits, '.', '_' or '-', starting with a
 // letter or digit. It keeps names from escaping the directory and from
 // naming the ..data links.

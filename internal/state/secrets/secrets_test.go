@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -131,7 +132,7 @@ func TestMissingOrEmptyIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"absent", "empty", "../etc/passwd", "..data", "", "-x", "a/b", "ä", strings.Repeat("a", 254)} {
+	for _, name := range []string{"absent", "empty", "../etc/passwd", "..data", ""} {
 		v, err := s.Get(name)
 		if err == nil || v != nil {
 			t.Errorf("Get(%q) = %q, %v; want an error and no value", name, v, err)
@@ -142,6 +143,42 @@ func TestMissingOrEmptyIsAnError(t *testing.T) {
 	}
 	if _, err := secrets.New(filepath.Join(dir, "nope"), nil); err == nil {
 		t.Error("New accepted a directory that does not exist")
+	}
+}
+
+// TestNamesAreChecked: a name that is not a Secret key is refused before
+// any file is read, even when a file of that name exists (inside the
+// directory or, through "..", beside it); every Secret key is read.
+func TestNamesAreChecked(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "secrets")
+	long := strings.Repeat("a", 253)
+	refused := []string{"-x", ".hidden", "..data", "_x", "ä", "a b", long + "a", "../outside"}
+	accepted := []string{"a.b_c-d", "0", long}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(parent, "outside"), []byte("value"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append(slices.Clone(refused[:len(refused)-1]), accepted...) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("value"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := secrets.New(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range refused {
+		if v, err := s.Get(name); err == nil || errors.Is(err, secrets.ErrNotFound) || v != nil {
+			t.Errorf("Get(%q) = %q, %v; want it refused as a name", name, v, err)
+		}
+	}
+	for _, name := range accepted {
+		if v, err := s.Get(name); err != nil || string(v) != "value" {
+			t.Errorf("Get(%q) = %q, %v; want its value", name, v, err)
+		}
 	}
 }
 
