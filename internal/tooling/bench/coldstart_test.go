@@ -48,8 +48,9 @@ func TestColdStart(t *testing.T) {
 	starts := make([][]time.Duration, len(targets))
 	for r := range rounds {
 		for i, tg := range targets {
-			tg.bin = copies[i][r%len(copies[i])]
-			starts[i] = append(starts[i], readyTimes(t, tg, 1)...)
+			run := tg
+			run.bin = copies[i][r%len(copies[i])]
+			starts[i] = append(starts[i], readyTimes(t, run, 1)...)
 		}
 	}
 	var b strings.Builder
@@ -86,9 +87,11 @@ func fileCopies(t *testing.T, bin string, n int) []string {
 	return out
 }
 
-// startTargets builds the floor and the server and returns the three
-// starts the start-up tests compare: the floor, and the server in dev and
-// in production mode (against a real issuer and audit sink).
+// startTargets builds the floor and the server and returns the starts the
+// start-up tests compare: the floor, the server in dev and in production
+// mode (against a real issuer and audit sink), and in dev mode whatever
+// BENCH_EXTRA names ("name=/path/to/portfolio-mcp[;VAR=value...],...";
+// its executable's name must tell it apart in 15 bytes).
 func startTargets(t *testing.T) []target {
 	t.Helper()
 	bins := buildAll(t, t.TempDir(), "initfloor", "portfolio-mcp")
@@ -96,11 +99,11 @@ func startTargets(t *testing.T) []target {
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }))
 	t.Cleanup(sink.Close)
 	dev, prod := benchEnv(iss, sink.URL)
-	return []target{
+	return append([]target{
 		{name: "bench/initfloor", bin: bins["initfloor"]},
 		{name: "portfolio-mcp, dev mode", bin: bins["portfolio-mcp"], env: dev},
 		{name: "portfolio-mcp, production", bin: bins["portfolio-mcp"], env: prod},
-	}
+	}, extraTargets(dev, "dev mode")...)
 }
 
 // idleRSS starts tg, waits until it is ready, and reads its resident

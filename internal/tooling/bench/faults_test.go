@@ -64,22 +64,34 @@ func TestStartFaults(t *testing.T) {
 // charged to the library package.
 func faultsByPackage(t *testing.T, tr faultTrace, targets []target) string {
 	t.Helper()
-	if err := tr.write("options/userstacktrace", "1"); err != nil { // put back by openFaultTrace's cleanup
-		return fmt.Sprintf("\n(no user stacks: %v)\n", err)
+	const floor, dev = 0, 1 // startTargets' order
+	// The stack lines must be bare addresses (sym-userobj off).
+	restore, err := tr.set(map[string]string{"options/userstacktrace": "1", "options/sym-userobj": "0"})
+	if err != nil {
+		return fmt.Sprintf("\n(no table of packages: no user stacks here: %v)\n", err)
 	}
+	defer restore()
 	counts := make([]map[string]int, len(targets))
 	pkgs := map[string]bool{}
+	var unresolved int
 	for i, tg := range targets {
 		counts[i] = map[string]int{}
 		funcs := symbols(t, tg.bin)
 		for _, stack := range faultStacks(tr.trace(t, tg)) {
-			p := chargedPackage(funcs, stack)
+			p, ok := chargedPackage(funcs, stack)
+			if !ok {
+				unresolved++
+			}
 			counts[i][p]++
 			pkgs[p] = true
 		}
 	}
+	if unresolved > 0 {
+		// Charged to the runtime, which would then be overstated.
+		t.Logf("%d faults had no stack frame in a known function", unresolved)
+	}
 	rows := slices.Collect(maps.Keys(pkgs))
-	beyond := func(p string) int { return counts[1][p] - counts[0][p] }
+	beyond := func(p string) int { return counts[dev][p] - counts[floor][p] }
 	slices.SortFunc(rows, func(a, b string) int { return cmp.Or(beyond(b)-beyond(a), strings.Compare(a, b)) })
 	var b strings.Builder
 	b.WriteString("\nwhere the server's faults beyond the floor's are taken (one traced start each; the 15 packages with most beyond it in dev mode)\n\n| package |")
@@ -87,13 +99,23 @@ func faultsByPackage(t *testing.T, tr faultTrace, targets []target) string {
 		b.WriteString(" " + tg.name + " |")
 	}
 	b.WriteString("\n|---|" + strings.Repeat("---|", len(targets)) + "\n")
-	for _, p := range rows[:min(15, len(rows))] {
-		b.WriteString("| " + p + " |")
+	row := func(name string, pkgs []string) {
+		b.WriteString("| " + name + " |")
 		for i := range targets {
-			fmt.Fprintf(&b, " %d |", counts[i][p])
+			n := 0
+			for _, p := range pkgs {
+				n += counts[i][p]
+			}
+			fmt.Fprintf(&b, " %d |", n)
 		}
 		b.WriteString("\n")
 	}
+	top := min(15, len(rows))
+	for _, p := range rows[:top] {
+		row(p, []string{p})
+	}
+	row("other packages", rows[top:])
+	row("total", rows)
 	return b.String()
 }
 
@@ -105,11 +127,15 @@ func symbols(t *testing.T, bin string) *gosym.Table {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	pcln, err := f.Section(".gopclntab").Data()
+	pclntab, text := f.Section(".gopclntab"), f.Section(".text")
+	if pclntab == nil || text == nil {
+		t.Fatalf("%s: no .gopclntab or .text section", bin)
+	}
+	pcln, err := pclntab.Data()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, f.Section(".text").Addr))
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, text.Addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,23 +159,27 @@ func faultStacks(trace string) [][]uint64 {
 	return stacks
 }
 
-func chargedPackage(tab *gosym.Table, stack []uint64) string {
+// chargedPackage is the package a fault with this stack is charged to:
+// the first frame's outside the standard library, else the first outside
+// the runtime, else the runtime; ok is false when no frame resolved.
+func chargedPackage(tab *gosym.Table, stack []uint64) (pkg string, ok bool) {
 	var firstOutsideRuntime string
 	for _, pc := range stack {
 		fn := tab.PCToFunc(pc)
 		if fn == nil {
 			continue
 		}
+		ok = true
 		name, _, _ := strings.Cut(fn.Name, "[") // generic type arguments name other packages
 		p := packageOf(name)
 		if strings.Contains(strings.Split(p, "/")[0], ".") {
-			return p
+			return p, true
 		}
 		if firstOutsideRuntime == "" && p != "runtime" && !strings.HasPrefix(p, "internal/") {
 			firstOutsideRuntime = p
 		}
 	}
-	return cmp.Or(firstOutsideRuntime, "runtime")
+	return cmp.Or(firstOutsideRuntime, "runtime"), ok
 }
 
 // packageOf is the import path of a function's symbol name.
@@ -202,7 +232,7 @@ func openFaultTrace(t *testing.T) faultTrace {
 	}
 	// Leave tracing as it was found.
 	saved := map[string]string{}
-	for _, f := range []string{"buffer_size_kb", "tracing_on", "options/userstacktrace"} {
+	for _, f := range []string{"buffer_size_kb", "tracing_on"} {
 		v, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Skipf("tracefs: %v", err)
@@ -227,12 +257,35 @@ func (tr faultTrace) write(file, v string) error {
 	return os.WriteFile(filepath.Join(tr.dir, file), []byte(v), 0)
 }
 
+// set writes the files' values and returns what puts the old ones back; on
+// an error it has put them back already.
+func (tr faultTrace) set(values map[string]string) (restore func(), err error) {
+	old := map[string]string{}
+	restore = func() {
+		for f, v := range old {
+			tr.write(f, v)
+		}
+	}
+	for f, v := range values {
+		b, err := os.ReadFile(filepath.Join(tr.dir, f))
+		if err == nil {
+			old[f] = strings.TrimSpace(string(b))
+			err = tr.write(f, v)
+		}
+		if err != nil {
+			restore()
+			return nil, err
+		}
+	}
+	return restore, nil
+}
+
 // start runs tg until it is ready, tracing its faults, and counts them by
 // region.
 func (tr faultTrace) start(t *testing.T, tg target) faultCount {
 	t.Helper()
-	maps, trace := tr.run(t, tg)
-	return countFaults(t, tg.bin, maps, trace)
+	mappings, trace := tr.run(t, tg)
+	return countFaults(t, tg.bin, mappings, trace)
 }
 
 // trace runs tg until it is ready and returns the trace of its faults.
@@ -244,7 +297,7 @@ func (tr faultTrace) trace(t *testing.T, tg target) string {
 
 // run runs tg until it is ready, tracing its faults, and returns its
 // mappings at ready and the trace.
-func (tr faultTrace) run(t *testing.T, tg target) (maps, trace string) {
+func (tr faultTrace) run(t *testing.T, tg target) (mappings, trace string) {
 	t.Helper()
 	// The tracepoint filters on the task's name, the executable's (at most
 	// 15 bytes): only the server's threads are counted, not this test's.
@@ -285,7 +338,7 @@ var faultLine = regexp.MustCompile(`page_fault_user: address=0x([0-9a-f]+) `)
 
 // countFaults classifies each traced fault address by the executable's
 // sections and the process's mappings.
-func countFaults(t *testing.T, bin, maps, trace string) faultCount {
+func countFaults(t *testing.T, bin, mappings, trace string) faultCount {
 	t.Helper()
 	f, err := elf.Open(bin)
 	if err != nil {
@@ -313,7 +366,7 @@ func countFaults(t *testing.T, bin, maps, trace string) faultCount {
 			spans = append(spans, span{s.Addr, s.Addr + s.Size, r})
 		}
 	}
-	sc := bufio.NewScanner(strings.NewReader(maps))
+	sc := bufio.NewScanner(strings.NewReader(mappings))
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
 		lo, hi, _ := strings.Cut(fs[0], "-")

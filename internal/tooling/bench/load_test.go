@@ -79,16 +79,9 @@ func TestLoad(t *testing.T) {
 		{name: "portfolio-mcp, dev mode (no auth, audit to log)", bin: server, env: common},
 		{name: "portfolio-mcp, production middleware", bin: server, env: prod, auth: true},
 	}
-	if extra := os.Getenv("BENCH_EXTRA"); extra != "" {
-		for _, e := range strings.Split(extra, ",") {
-			name, spec, _ := strings.Cut(e, "=")
-			bin, vars, _ := strings.Cut(spec, ";")
-			env := slices.Clone(prod)
-			if vars != "" {
-				env = append(env, strings.Split(vars, ";")...)
-			}
-			targets = append(targets, target{name: name + ", production middleware", bin: bin, env: env, auth: true})
-		}
+	for _, tg := range extraTargets(prod, "production middleware") {
+		tg.auth = true
+		targets = append(targets, tg)
 	}
 	// The VM is noisy and drifts: run every target once per round,
 	// interleaved, and report each target's median round (by throughput),
@@ -171,6 +164,26 @@ func readyTimes(t *testing.T, tg target, n int) []time.Duration {
 		cmd.Wait()
 	}
 	return ds
+}
+
+// extraTargets are the builds or settings BENCH_EXTRA names
+// ("name=/path/to/portfolio-mcp[;VAR=value...],..."), each run with env
+// and the named variables, its row named "name, mode".
+func extraTargets(env []string, mode string) []target {
+	var out []target
+	for e := range strings.SplitSeq(os.Getenv("BENCH_EXTRA"), ",") {
+		if e == "" {
+			continue
+		}
+		name, spec, _ := strings.Cut(e, "=")
+		bin, vars, _ := strings.Cut(spec, ";")
+		env := slices.Clone(env)
+		if vars != "" {
+			env = append(env, strings.Split(vars, ";")...)
+		}
+		out = append(out, target{name: name + ", " + mode, bin: bin, env: env})
+	}
+	return out
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
