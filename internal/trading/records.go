@@ -158,17 +158,34 @@ func createJSON(ctx context.Context, st store.Store, key string, v any, ttl time
 	return st.Create(ctx, key, raw, ttl)
 }
 
-// putJSON writes v at key, creating it or replacing whatever is there.
+// putJSON writes v at key, creating it or replacing whatever is there
+// (also when the record expires between the attempts).
 func putJSON(ctx context.Context, st store.Store, key string, v any, ttl time.Duration) error {
-	err := createJSON(ctx, st, key, v, ttl)
-	if errors.Is(err, store.ErrConflict) {
-		err = forceJSON(ctx, st, key, v, ttl)
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
 	}
-	return err
+	for {
+		err := st.Create(ctx, key, raw, ttl)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		_, ver, err := st.Get(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := st.Update(ctx, key, raw, ver, ttl); !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
 }
 
-// forceJSON writes v at key whatever version is there: for the one record
-// that must win a race, the order the Trade service holds.
+// forceJSON writes v over the record at key whatever its version: for a
+// record that must win a race and must already exist (ErrNotFound if it
+// does not), such as the order the Trade service holds.
 func forceJSON(ctx context.Context, st store.Store, key string, v any, ttl time.Duration) error {
 	for {
 		_, ver, err := getJSON[json.RawMessage](ctx, st, key)
