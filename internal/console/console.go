@@ -19,6 +19,7 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -173,7 +174,7 @@ type page struct {
 	CanDecide, CanHalt bool
 }
 
-func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, p page) {
 	p.Mode = c.o.Mode
 	if p.Session != nil {
 		sp := p.Session.Principal()
@@ -182,9 +183,9 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		p.Halts, p.HaltUnknown = st.Halts, err != nil
 	}
 	var out htmlWriter
-	head, content, ok := c.view(&out, name, p)
+	head, content, ok := c.view(&out, p)
 	if !ok {
-		c.o.Logger.ErrorContext(r.Context(), "console page has no view for its data", "page", name)
+		c.o.Logger.ErrorContext(r.Context(), "console page has no view for its data", "data", fmt.Sprintf("%T", p.Data))
 		http.Error(w, "the console is broken; see the server log", http.StatusInternalServerError)
 		return
 	}
@@ -196,11 +197,11 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 
 // message renders a page that only says something (errors, refusals).
 func (c *Console) message(w http.ResponseWriter, r *http.Request, status int, sess *Session, title, text string) {
-	p := page{Title: title, Session: sess, Data: text}
+	p := page{Title: title, Session: sess, Data: messageData{text}}
 	if sess != nil {
 		p.CSRF = c.o.Sessions.CSRF(*sess)
 	}
-	c.render(w, r, status, "message", p)
+	c.render(w, r, status, p)
 }
 
 // signedIn runs h for a signed-in approver; others go to the sign-in page

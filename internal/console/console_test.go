@@ -92,7 +92,7 @@ func TestSafeNext(t *testing.T) {
 		"/console/\\evil":                          "/console/queue",
 		"":                                         "/console/queue",
 	} {
-		if got := safeNext(in); got != want {
+		if got := safeNext(in); string(got) != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -129,16 +129,17 @@ func TestViews(t *testing.T) {
 	sess := &Session{Subject: evil}
 	halts := []halt.Halt{{Scope: evil, Target: evil, Reason: evil, EngagedBy: evil}}
 	for name, p := range map[string]page{
-		"signin":   {Title: evil, Data: signinData{Next: evil, Personas: []Persona{{Key: evil, Name: evil, Subject: evil, About: evil}}, PersonaKey: evil}},
-		"queue":    {Title: evil, Session: sess, CSRF: evil, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: evil}},
-		"detail":   {Title: evil, Session: sess, CSRF: evil, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: evil, Result: evil, CheckError: evil, Check: &policy.Preview{Violations: []string{evil}, MarketStatus: evil}}},
-		"history":  {Title: evil, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: evil}}, Account: evil, Status: evil, Statuses: []string{evil}, Error: evil}},
-		"halts":    {Title: evil, Session: sess, CSRF: evil, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: evil, Scope: evil, Target: evil, By: evil, Reason: evil}}, Error: evil, Result: evil, Report: &trading.CancelReport{Scope: evil, Target: evil, Cancelled: []string{evil}, Withdrawn: []string{evil}, Failed: []string{evil}}}},
-		"message":  {Title: evil, Session: sess, Data: evil},
-		"signedin": {Title: evil, Data: evil},
+		"signin":      {Title: evil, Data: signinData{Next: consolePath(evil), Personas: []Persona{{Key: evil, Name: evil, Subject: evil, About: evil}}, PersonaKey: evil}},
+		"signin-oidc": {Title: evil, Data: signinData{Next: consolePath(evil), OIDC: true}},
+		"queue":       {Title: evil, Session: sess, CSRF: evil, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: evil}},
+		"detail":      {Title: evil, Session: sess, CSRF: evil, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: evil, Result: evil, CheckError: evil, Check: &policy.Preview{Violations: []string{evil}, MarketStatus: evil}}},
+		"history":     {Title: evil, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: evil}}, Account: evil, Status: evil, Statuses: []string{evil}, Error: evil}},
+		"halts":       {Title: evil, Session: sess, CSRF: evil, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: evil, Scope: evil, Target: evil, By: evil, Reason: evil}}, Error: evil, Result: evil, Report: &trading.CancelReport{Scope: evil, Target: evil, Cancelled: []string{evil}, Withdrawn: []string{evil}, Failed: []string{evil}}}},
+		"message":     {Title: evil, Session: sess, Data: messageData{evil}},
+		"signedin":    {Title: evil, Data: consolePath(evil)},
 	} {
 		var w htmlWriter
-		head, content, ok := c.view(&w, name, p)
+		head, content, ok := c.view(&w, p)
 		if !ok {
 			t.Errorf("%s: no view for %T", name, p.Data)
 			continue
@@ -153,7 +154,7 @@ func TestViews(t *testing.T) {
 		}
 	}
 	var w htmlWriter
-	if _, _, ok := c.view(&w, "queue", page{Data: "not queue data"}); ok {
+	if _, _, ok := c.view(&w, page{Data: "not queue data"}); ok {
 		t.Error("a page rendered data of the wrong type")
 	}
 }

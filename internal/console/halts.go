@@ -45,7 +45,7 @@ func (c *Console) showHalts(w http.ResponseWriter, r *http.Request, sess Session
 		d.Error = "The kill switch's journal cannot be read just now."
 	}
 	d.History = hist
-	c.render(w, r, http.StatusOK, "halts", page{Title: "Kill switch", Nav: "halts", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
+	c.render(w, r, http.StatusOK, page{Title: "Kill switch", Nav: "halts", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
 }
 
 // haltAction engages or releases a halt, or cancels a scope's open

@@ -30,7 +30,7 @@ func urlQueryEscape(s string) string { return url.QueryEscape(s) }
 // --- sign-in
 
 type signinData struct {
-	Next     string
+	Next     consolePath
 	OIDC     bool
 	Personas []Persona
 	// PersonaKey is the key the page was opened with; NeedKey is set when
@@ -49,7 +49,7 @@ func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 			d.NeedKey = true
 		}
 	}
-	c.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Data: d})
+	c.render(w, r, http.StatusOK, page{Title: "Sign in", Data: d})
 }
 
 // personaKey reports whether key is the server's persona key.
@@ -112,7 +112,7 @@ func (c *Console) personaLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principal.Principal{Subject: pe.Subject, ClientID: "portfolio-mcp-console", Scopes: pe.Scopes, Accounts: []string{principal.AllAccounts}}
-	c.startSession(w, r, p, c.o.Now().Add(c.o.SessionTTL), safeNext(r.PostFormValue("next")), c.o.Now())
+	c.startSession(w, r, p, c.o.Now().Add(c.o.SessionTTL), r.PostFormValue("next"), c.o.Now())
 }
 
 func (c *Console) startSession(w http.ResponseWriter, r *http.Request, p principal.Principal, exp time.Time, next string, start time.Time) {
@@ -130,7 +130,7 @@ func (c *Console) startSession(w http.ResponseWriter, r *http.Request, p princip
 		return
 	}
 	c.audit(r.Context(), audit.Operation{Name: "console.signin", Class: catalog.Approve, Start: start, Principal: p.Subject, Outcome: outcome.OK})
-	c.render(w, r, http.StatusOK, "signedin", page{Title: "Signed in", Data: safeNext(next)})
+	c.render(w, r, http.StatusOK, page{Title: "Signed in", Data: safeNext(next)})
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, sess Session) {
@@ -175,7 +175,7 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 		w.Write(out.b)
 		return
 	}
-	c.render(w, r, http.StatusOK, "queue", pg)
+	c.render(w, r, http.StatusOK, pg)
 }
 
 // --- detail and decision
@@ -232,7 +232,7 @@ func (c *Console) detail(w http.ResponseWriter, r *http.Request, sess Session) {
 			d.Check = &pre
 		}
 	}
-	c.render(w, r, http.StatusOK, "detail", page{Title: "Approval " + a.ID, Nav: "queue", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
+	c.render(w, r, http.StatusOK, page{Title: "Approval " + a.ID, Nav: "queue", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
 }
 
 // decide applies a decision and redirects back to the approval (so a
@@ -356,7 +356,7 @@ func (c *Console) history(w http.ResponseWriter, r *http.Request, sess Session) 
 		c.o.Logger.WarnContext(r.Context(), "console history", "error", err)
 		d.Error = "The history cannot be read just now (" + agentText(err) + ")."
 	}
-	c.render(w, r, http.StatusOK, "history", page{Title: "History", Nav: "history", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
+	c.render(w, r, http.StatusOK, page{Title: "History", Nav: "history", Session: &sess, CSRF: c.o.Sessions.CSRF(sess), Data: d})
 }
 
 // historyCSV exports the filtered history. Cells that a spreadsheet would
@@ -379,7 +379,7 @@ func (c *Console) historyCSV(w http.ResponseWriter, r *http.Request, sess Sessio
 	for _, h := range d.Rows {
 		a := h.Approval
 		_ = cw.Write(safeCells(a.ID, a.Status, a.OrderID, a.Order.AccountID, a.Order.Side, quantity(a.Order.Quantity), a.Order.Ticker,
-			a.Order.Type, limitPrice(a.Order), a.Requester, a.RequesterClient, a.CreatedAt.UTC().Format(time.RFC3339), a.DecidedBy,
+			a.Order.Type, limitPrice(a.Order), a.Requester, a.RequesterClient, iso(a.CreatedAt), a.DecidedBy,
 			optionalTime(a.DecidedAt), a.Reason, a.ArgsDigest))
 	}
 	cw.Flush()
@@ -432,7 +432,7 @@ func optionalTime(t *time.Time) string {
 	if t == nil {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339)
+	return iso(*t)
 }
 
 // timeLeft is "12m 30s" until t, or "expired".

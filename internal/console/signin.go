@@ -76,12 +76,12 @@ func (o *OIDC) config(ctx context.Context) (*oauth2.Config, error) {
 
 // begin starts a sign-in: the state, nonce and PKCE verifier go into the
 // login cookie, the browser to the issuer.
-func (o *OIDC) begin(ctx context.Context, s *Sessions, w http.ResponseWriter, next string) (string, error) {
+func (o *OIDC) begin(ctx context.Context, s *Sessions, w http.ResponseWriter, next consolePath) (string, error) {
 	cfg, err := o.config(ctx)
 	if err != nil {
 		return "", err
 	}
-	l := loginState{State: rand.Text(), Nonce: rand.Text(), Verifier: oauth2.GenerateVerifier(), Next: next, Expires: s.now().Add(10 * time.Minute)}
+	l := loginState{State: rand.Text(), Nonce: rand.Text(), Verifier: oauth2.GenerateVerifier(), Next: string(next), Expires: s.now().Add(10 * time.Minute)}
 	if err := s.startLogin(w, l); err != nil {
 		return "", err
 	}
@@ -171,12 +171,16 @@ func persona(ps []Persona, key string) (Persona, error) {
 // under /console/ made of URL-safe characters only (no scheme, host,
 // backslash, whitespace or percent-encoding: no open redirect, no encoded
 // dot segments, nothing a refresh header could misread).
-func safeNext(next string) string {
+func safeNext(next string) consolePath {
 	if !strings.HasPrefix(next, prefix) || strings.Contains(next, "//") || strings.Contains(next, "..") ||
 		strings.IndexFunc(next, func(r rune) bool { return !strings.ContainsRune(nextChars, r) }) >= 0 {
 		return prefix + "queue"
 	}
-	return next
+	return consolePath(next)
 }
+
+// consolePath is a destination safeNext let through: the only kind of
+// value the console writes into a link or a refresh it did not spell out.
+type consolePath string
 
 const nextChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.?=&"

@@ -11,10 +11,9 @@ import (
 // The pages, written as html.go describes. Each view writes its page's
 // main content for the Data its handler gives; layout wraps it.
 
-// view writes the content of a page, chosen by its Data's type (and, for
-// the pages that only carry a string, by name); ok is false for Data no
-// page takes (a bug the console's tests catch).
-func (c *Console) view(w *htmlWriter, name string, p page) (head func(), content func(), ok bool) {
+// view writes the content of a page, chosen by its Data's type; ok is
+// false for Data no page takes (a bug the console's tests catch).
+func (c *Console) view(w *htmlWriter, p page) (head func(), content func(), ok bool) {
 	switch d := p.Data.(type) {
 	case signinData:
 		return nil, func() { c.signinView(w, d) }, true
@@ -26,15 +25,11 @@ func (c *Console) view(w *htmlWriter, name string, p page) (head func(), content
 		return nil, func() { c.historyView(w, d) }, true
 	case haltsData:
 		return nil, func() { c.haltsView(w, p, d) }, true
-	case string:
-		switch name {
-		case "message":
-			return nil, func() { messageView(w, p.Title, d) }, true
-		case "signedin":
-			// d is safeNext's: a path on this console.
-			return func() { w.m(`<meta http-equiv="refresh" content="0;url=`); w.text(d); w.m(`">`) },
-				func() { signedInView(w, d) }, true
-		}
+	case messageData:
+		return nil, func() { messageView(w, p.Title, d.text) }, true
+	case consolePath: // signed in: on to where the sign-in began
+		return func() { w.m(`<meta http-equiv="refresh" content="0;url=`); w.text(string(d)); w.m(`">`) },
+			func() { signedInView(w, d) }, true
 	}
 	return nil, nil, false
 }
@@ -104,9 +99,12 @@ func messageView(w *htmlWriter, title, text string) {
 	w.m("</p>\n<p><a href=\"/console/queue\">Back to the queue</a></p>\n")
 }
 
-func signedInView(w *htmlWriter, next string) {
+// messageData is the text of a page that only says something.
+type messageData struct{ text string }
+
+func signedInView(w *htmlWriter, next consolePath) {
 	w.m("<h1>Signed in</h1>\n<p><a")
-	w.attr("href", next)
+	w.attr("href", string(next))
 	w.m(" id=\"continue\">Continue</a></p>\n")
 }
 
@@ -116,7 +114,7 @@ func (c *Console) signinView(w *htmlWriter, d signinData) {
 	case d.OIDC:
 		w.m("<p>Approvers sign in with the firm's identity provider. Deciding needs the approve scope and entitlement to the order's account.</p>\n",
 			`<p><a class="button" id="signin" href="/console/login?next=`)
-		w.query(d.Next)
+		w.query(string(d.Next))
 		w.m("\">Sign in</a></p>\n")
 	case d.NeedKey:
 		w.m(`<p class="note" id="need-key">This server runs without an identity provider (a laptop run). Open the console with the link the server printed when it started (it carries a key, so that only you, not an agent that can reach this port, can sign in as one of its people).</p>` + "\n")
@@ -126,7 +124,7 @@ func (c *Console) signinView(w *htmlWriter, d signinData) {
 			w.m("  <li>\n    <form method=\"post\" action=\"/console/login/persona\">\n")
 			hidden(w, "persona", p.Key)
 			hidden(w, "key", d.PersonaKey)
-			hidden(w, "next", d.Next)
+			hidden(w, "next", string(d.Next))
 			w.m(`      <button type="submit"`)
 			w.attr("id", "persona-"+p.Key)
 			w.el(">Sign in as ", p.Name, "</button>\n      <span class=\"subject\">")
