@@ -25,10 +25,12 @@ const (
 	// is serving 40-50 ms after its process starts), as reported by
 	//	go test ./testcontainers -run 'TestServerContainer$' -count=5 -v
 	// (with the images of ko/build-local.sh, as scripts/test.sh sets up),
-	// plus a 1.2 s allowance for the scheduler, the kubelet's pod sandbox
-	// and the queue-proxy sidecar's start. An image pull is not included: a node that has run the
-	// revision keeps the image.
-	measuredColdStart = 2 * time.Second
+	// plus an allowance for the scheduler, the kubelet's pod sandbox and the
+	// queue-proxy sidecar's start. An image pull is not included: a node
+	// that has run the revision keeps the image.
+	measuredColdStart  = measuredContainer + coldStartAllowance
+	measuredContainer  = 800 * time.Millisecond
+	coldStartAllowance = 1200 * time.Millisecond
 )
 
 // quantity is a flag holding a Kubernetes resource quantity ("18Mi").

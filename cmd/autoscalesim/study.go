@@ -232,7 +232,8 @@ func inputsTable() string {
 	fmt.Fprintf(&b, "| CPU per call (`-service-time`) | %v | production build under load: `BENCH_LOAD=1 go test ./internal/tooling/bench -run TestLoad -v`, column CPU µs/call |\n", measuredServiceTime)
 	fmt.Fprintf(&b, "| memory of an idle pod (`-memory-idle`) | %s | same run, RSS idle |\n", measuredIdleMemory)
 	fmt.Fprintf(&b, "| memory per call in flight (`-memory-per-call`) | %s | same run, (RSS peak at 200 concurrent calls - RSS idle) / 200 |\n", measuredMemoryPerCall)
-	fmt.Fprintf(&b, "| cold start (`-cold-start`) | %v | 0.8 s container start to ready, `go test ./testcontainers -run 'TestServerContainer$' -count=5 -v`, plus a 1.2 s allowance for scheduling, the pod sandbox and queue-proxy |\n", measuredColdStart)
+	fmt.Fprintf(&b, "| cold start (`-cold-start`) | %v | %.1f s container start to ready, `go test ./testcontainers -run 'TestServerContainer$' -count=5 -v`, plus a %.1f s allowance for scheduling, the pod sandbox and queue-proxy |\n",
+		measuredColdStart, measuredContainer.Seconds(), coldStartAllowance.Seconds())
 	b.WriteString("| backend wait per call (`-backend-latency`) | 0 | not measurable here (the demo backends answer in-process); see the sensitivity table |\n")
 	return b.String()
 }
