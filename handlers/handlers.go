@@ -6,7 +6,6 @@
 package handlers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,13 +101,13 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in schem
 	g, generated := r.schemas[t.Name]
 	if generated {
 		in = g.In
-		// As JSON, not a *jsonschema.Schema: the SDK re-marshals the input
-		// schema when the tool is added and at each of its calls on
-		// 2026-07-28 (for x-mcp-header). A *jsonschema.Schema marshals by
-		// reflection over all its fields: about 1 M instructions the first
-		// time in a process (a tenth of a start), 0.035 M after.
+		// The SDK reads a tool's input schema only for x-mcp-header
+		// parameters, re-marshalling it when the tool is added and at each
+		// 2026-07-28 call it serves. A bare object schema, as JSON, is the
+		// cheapest thing to hand it: a *jsonschema.Schema marshals by
+		// reflection, about 1 M instructions the first time in a process.
 		t.InputSchema = json.RawMessage(`{"type":"object"}`)
-		if bytes.Contains(g.InJSON, []byte(paramHeaderKeyword)) {
+		if g.HeaderParams {
 			t.InputSchema = g.InJSON // the SDK checks such headers itself
 		}
 		listed := listedSchemas{in: g.InJSON}
@@ -150,6 +149,8 @@ type generatedSchema struct {
 	// *jsonschema.Schema marshals them; OutJSON is nil for no output.
 	// Shared and never written.
 	InJSON, OutJSON json.RawMessage
+	// HeaderParams: the input schema has x-mcp-header parameters.
+	HeaderParams bool
 }
 
 // registrar is where tools are being registered.

@@ -120,7 +120,11 @@ func renderSchemas(t *testing.T, schemas map[string]reflected) []byte {
 		id := goName(name)
 		in := constant(id+"InputJSON", marshalSchema(t, schemas[name].in))
 		out := constant(id+"OutputJSON", marshalSchema(t, schemas[name].out))
-		fmt.Fprintf(&table, "%q: {In: %sInput, InJSON: %s, OutJSON: %s},\n", name, id, in, out)
+		var headers string
+		if strings.Contains(marshalSchema(t, schemas[name].in), paramHeaderKeyword) {
+			headers = ", HeaderParams: true"
+		}
+		fmt.Fprintf(&table, "%q: {In: %sInput, InJSON: %s, OutJSON: %s%s},\n", name, id, in, out, headers)
 		fmt.Fprintf(&funcs, "func %sInput() *jsonschema.Schema {\nreturn ", id)
 		emit(t, &funcs, reflect.ValueOf(schemas[name].in))
 		funcs.WriteString("\n}\n\n")
