@@ -21,6 +21,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -258,13 +259,15 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 // copied: they point into the request body, which is read once and never
 // written, and outlives them.
 func decodeMeta(raw []byte) (map[string]any, map[string]json.RawMessage, error) {
-	if first(raw) != '{' {
-		return nil, nil, errors.New("_meta is not an object")
+	m, members, err := decodeObject(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("_meta: %w", err)
 	}
-	return decodeObject(raw)
+	return m, members, nil
 }
 
-// decodeObject decodes a JSON object member by member, as decodeMeta does.
+// decodeObject decodes a JSON object member by member: a map of its raw
+// members, and a map of their values (decodeValue).
 func decodeObject(raw []byte) (map[string]any, map[string]json.RawMessage, error) {
 	members := make(map[string]json.RawMessage, 4)
 	if _, err := sjson.Parse(raw, &members, metaFlags); err != nil || members == nil {
