@@ -24,7 +24,7 @@ func (b *Backend) bookOf(a accountDef) *book {
 	}
 	bk := &book{cash: a.Cash, lots: make(map[string]lot, len(a.Positions))}
 	for _, p := range a.Positions {
-		closes := b.history().closes(p.Ticker)
+		closes := b.history.closes(p.Ticker)
 		avg := closes[len(closes)-1-min(p.CostDaysAgo, len(closes)-1)]
 		bk.lots[p.Ticker] = lot{qty: p.Quantity, cost: avg * p.Quantity}
 	}

@@ -19,11 +19,11 @@ import (
 )
 
 // Backend implements backends.Portfolio, MarketData, Risk and Trade.
-// Everything but the order book and what its fills moved is immutable
-// after New.
+// Everything but the order book, what its fills moved and the price
+// history's cache is immutable after New.
 type Backend struct {
 	equities []backends.Equity
-	history  func() history // built on first use: a start need not pay for it
+	history  history // built on first use: a start need not pay for it
 	accounts map[string]accountDef
 	now      func() time.Time
 
@@ -41,7 +41,6 @@ func New(now func() time.Time) *Backend {
 	}
 	b := &Backend{
 		equities: make([]backends.Equity, 0, len(listings)),
-		history:  sync.OnceValue(func() history { return newHistory(listings) }),
 		accounts: make(map[string]accountDef, len(accounts)),
 		now:      now,
 		orders:   map[string]*backends.Order{},
@@ -90,7 +89,7 @@ func (b *Backend) GetPortfolio(ctx context.Context, accountID string) (backends.
 	v := backends.PortfolioValuation{Account: a.summary(), Cash: bk.cash, AsOf: AsOf}
 	for ticker, p := range bk.lots {
 		l, _ := listingOf(ticker)
-		closes := b.history().closes(ticker)
+		closes := b.history.closes(ticker)
 		price := closes[len(closes)-1]
 		h := backends.Holding{
 			Ticker: ticker, Name: l.Name, Sector: l.Sector, Quantity: p.qty,
@@ -140,7 +139,7 @@ func (b *Backend) quote(ticker string) (backends.Quote, bool) {
 	if !ok {
 		return backends.Quote{}, false
 	}
-	closes := b.history().closes(ticker)
+	closes := b.history.closes(ticker)
 	price, prev := closes[len(closes)-1], closes[len(closes)-2]
 	spread := math.Max(0.01, round2(price*0.0002))
 	// Daily turnover of roughly 0.4% of shares outstanding, varied per name.

@@ -26,24 +26,34 @@ const marketVol = 0.0105
 // model: r = beta*m + e, with the market m shared by all names and a per-name
 // idiosyncratic e, each seeded so the whole set is the same on every run.
 // A name's series is built the first time it is asked for: most calls need
-// a few names, and start-up should not pay for all of them.
-type history map[string]func() []float64
-
-func newHistory(ls []listing) history {
-	market := make([]float64, HistoryDays)
-	mr := rand.New(rand.NewPCG(20261120, 1))
-	for t := range market {
-		market[t] = mr.NormFloat64() * marketVol
-	}
-	h := make(history, len(ls))
-	for _, l := range ls {
-		h[l.Ticker] = sync.OnceValue(func() []float64 { return walk(l, market) })
-	}
-	return h
+// a few names, and start-up should not pay for any. The zero value is
+// ready to use.
+type history struct {
+	mu     sync.Mutex
+	market []float64            // the market factor's returns
+	series map[string][]float64 // by ticker, read-only once built
 }
 
 // closes returns the series of a listed ticker.
-func (h history) closes(ticker string) []float64 { return h[ticker]() }
+func (h *history) closes(ticker string) []float64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s, ok := h.series[ticker]; ok {
+		return s
+	}
+	if h.market == nil {
+		h.market = make([]float64, HistoryDays)
+		mr := rand.New(rand.NewPCG(20261120, 1))
+		for t := range h.market {
+			h.market[t] = mr.NormFloat64() * marketVol
+		}
+		h.series = map[string][]float64{}
+	}
+	l, _ := listingOf(ticker)
+	s := walk(l, h.market)
+	h.series[ticker] = s
+	return s
+}
 
 // walk goes backwards from today's price so the last close is the anchor.
 func walk(l listing, market []float64) []float64 {

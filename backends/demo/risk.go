@@ -35,7 +35,7 @@ func (b *Backend) RiskSummary(ctx context.Context, accountID string) (backends.R
 		sectors[h.Sector] += h.MarketValue
 		l, _ := listingOf(h.Ticker)
 		beta += h.Weight * l.Beta
-		closes := b.history().closes(h.Ticker)
+		closes := b.history.closes(h.Ticker)
 		for t := range varLookback {
 			i := len(closes) - varLookback + t
 			pnl[t] += h.MarketValue * (closes[i]/closes[i-1] - 1)
