@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/ident"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
 )
 
@@ -17,18 +18,7 @@ import (
 
 // validRequestID is the shape of an adopted request id: 1 to 64 ASCII
 // letters, digits, '.', '_' or '-', safe to echo and to log.
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func validRequestID(id string) bool { return ident.Chars(id, 64) }
 
 // RequestID adopts a well-formed X-Request-Id from the caller (Knative and
 // most ingresses set one) or makes one, and echoes it in the response.

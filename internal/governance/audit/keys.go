@@ -17,6 +17,7 @@ import (
 
 	"filippo.io/edwards25519"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/ident"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/secrets"
 )
 
@@ -43,19 +44,8 @@ import (
 
 // validKeyID reports whether id is a key id: 1 to 64 letters, digits, '.',
 // '_' or '-', starting with a letter or digit; short, and safe in a log
-// line. (A loop, not a regexp: a counted repetition compiles into a large
-// program at every process start.)
-func validKeyID(id string) bool {
-	if id == "" || len(id) > 64 || id[0] == '.' || id[0] == '_' || id[0] == '-' {
-		return false
-	}
-	for _, r := range id {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
+// line.
+func validKeyID(id string) bool { return ident.Valid(id, 64) }
 
 // Keys is a set of audit keys read from the key format.
 type Keys struct {

@@ -6,6 +6,8 @@ package principal
 import (
 	"context"
 	"slices"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/ident"
 )
 
 // AllAccounts in Accounts entitles a principal to every account.
@@ -30,21 +32,8 @@ type Principal struct {
 
 // ValidAccountID reports whether id has the shape of an account id: 1 to
 // 64 ASCII letters, digits, '.', '_' or '-', starting with a letter or
-// digit (the tools' input schemas carry the same rule as a pattern). It
-// keeps what a token or a caller names as an account out of backend URLs
-// and logs unless it is plainly an identifier.
-func ValidAccountID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
-			return false
-		}
-	}
-	return true
-}
+// digit (the tools' input schemas carry the same rule as a pattern).
+func ValidAccountID(id string) bool { return ident.Valid(id, 64) }
 
 // HasScope reports whether p holds scope.
 func (p Principal) HasScope(scope string) bool { return slices.Contains(p.Scopes, scope) }

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/ident"
 )
 
 // Names of the secrets the project uses.
@@ -51,11 +53,7 @@ var ErrNotFound = errors.New("secret not found")
 // to maxNameLen ASCII letters, digits, '.', '_' or '-', starting with a
 // letter or digit. It keeps names from escaping the directory and from
 // naming the ..data links.
-func validName(name string) bool {
-	return name != "" && len(name) <= maxNameLen && !strings.ContainsRune("._-", rune(name[0])) && strings.Trim(name, nameChars) == ""
-}
-
-const nameChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+func validName(name string) bool { return ident.Valid(name, maxNameLen) }
 
 const maxNameLen = 253
 

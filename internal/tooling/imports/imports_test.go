@@ -32,6 +32,8 @@ var rules = []struct {
 		reason: "the direct path runs the middleware and tools it is given: it knows none of them"},
 	{pkg: "internal/edge/loopback", links: []string{module + "/"},
 		reason: "the one definition of loopback is a leaf every rule about it can share"},
+	{pkg: "internal/edge/ident", links: []string{module + "/"},
+		reason: "the one definition of an identifier from outside is a leaf every check of one can share"},
 	{pkg: "handlers",
 		imports: []string{"net/http", module + "/internal/edge/httpserver", module + "/internal/edge/oauth", module + "/internal/governance/audit",
 			module + "/internal/governance/authz", module + "/internal/governance/ratelimit"},
