@@ -91,7 +91,8 @@ func fileCopies(t *testing.T, bin string, n int) []string {
 // start-up tests compare: the floor, the server in dev and in production
 // mode (against a real issuer and audit sink), and in dev mode whatever
 // BENCH_EXTRA names ("name=/path/to/portfolio-mcp[;VAR=value...],...";
-// its executable's name must tell it apart in 15 bytes).
+// TestStartFaults traces a process by the first 15 bytes of its file's
+// name, so it must not start with "bench.test" or "taskset").
 func startTargets(t *testing.T) []target {
 	t.Helper()
 	bins := buildAll(t, t.TempDir(), "initfloor", "portfolio-mcp")

@@ -1,3 +1,5 @@
+//go:build linux
+
 package bench
 
 import (
@@ -41,9 +43,11 @@ func TestStartFaults(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npage faults from exec to ready, the run with the median total of 5\n\n| binary | total | code | read-only data | pclntab | data and bss | Go heap | other anonymous | other |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, tg := range targets {
+		sections := regionsOf(t, tg.bin)
 		var runs []faultCount
 		for range 5 {
-			runs = append(runs, tr.start(t, tg))
+			mappings, trace := tr.run(t, tg)
+			runs = append(runs, countFaults(sections, mappings, trace))
 		}
 		slices.SortFunc(runs, func(a, b faultCount) int { return a.total() - b.total() })
 		c := runs[len(runs)/2]
@@ -77,7 +81,8 @@ func faultsByPackage(t *testing.T, tr faultTrace, targets []target) string {
 	for i, tg := range targets {
 		counts[i] = map[string]int{}
 		funcs := symbols(t, tg.bin)
-		for _, stack := range faultStacks(tr.trace(t, tg)) {
+		_, trace := tr.run(t, tg)
+		for _, stack := range faultStacks(trace) {
 			p, ok := chargedPackage(funcs, stack)
 			if !ok {
 				unresolved++
@@ -170,26 +175,16 @@ func chargedPackage(tab *gosym.Table, stack []uint64) (pkg string, ok bool) {
 			continue
 		}
 		ok = true
-		name, _, _ := strings.Cut(fn.Name, "[") // generic type arguments name other packages
-		p := packageOf(name)
+		// Compiler-generated and assembly functions have no package ("").
+		p := strings.ReplaceAll(fn.PackageName(), "%2e", ".")
 		if strings.Contains(strings.Split(p, "/")[0], ".") {
 			return p, true
 		}
-		if firstOutsideRuntime == "" && p != "runtime" && !strings.HasPrefix(p, "internal/") {
+		if firstOutsideRuntime == "" && p != "" && p != "runtime" && !strings.HasPrefix(p, "internal/") {
 			firstOutsideRuntime = p
 		}
 	}
 	return cmp.Or(firstOutsideRuntime, "runtime"), ok
-}
-
-// packageOf is the import path of a function's symbol name.
-func packageOf(name string) string {
-	dir, base := "", name
-	if i := strings.LastIndex(name, "/"); i >= 0 {
-		dir, base = name[:i+1], name[i+1:]
-	}
-	base, _, _ = strings.Cut(base, ".")
-	return dir + base
 }
 
 // Where a fault lands.
@@ -280,21 +275,6 @@ func (tr faultTrace) set(values map[string]string) (restore func(), err error) {
 	return restore, nil
 }
 
-// start runs tg until it is ready, tracing its faults, and counts them by
-// region.
-func (tr faultTrace) start(t *testing.T, tg target) faultCount {
-	t.Helper()
-	mappings, trace := tr.run(t, tg)
-	return countFaults(t, tg.bin, mappings, trace)
-}
-
-// trace runs tg until it is ready and returns the trace of its faults.
-func (tr faultTrace) trace(t *testing.T, tg target) string {
-	t.Helper()
-	_, trace := tr.run(t, tg)
-	return trace
-}
-
 // run runs tg until it is ready, tracing its faults, and returns its
 // mappings at ready and the trace.
 func (tr faultTrace) run(t *testing.T, tg target) (mappings, trace string) {
@@ -336,19 +316,21 @@ func (tr faultTrace) run(t *testing.T, tg target) (mappings, trace string) {
 
 var faultLine = regexp.MustCompile(`page_fault_user: address=0x([0-9a-f]+) `)
 
-// countFaults classifies each traced fault address by the executable's
-// sections and the process's mappings.
-func countFaults(t *testing.T, bin, mappings, trace string) faultCount {
+// span is a range of addresses and the region it is counted in.
+type span struct {
+	lo, hi uint64
+	region int
+}
+
+// regionsOf reads the executable's sections into the regions faults are
+// counted in.
+func regionsOf(t *testing.T, bin string) []span {
 	t.Helper()
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	type span struct {
-		lo, hi uint64
-		region int
-	}
 	var spans []span
 	for _, s := range f.Sections {
 		r := -1
@@ -366,6 +348,13 @@ func countFaults(t *testing.T, bin, mappings, trace string) faultCount {
 			spans = append(spans, span{s.Addr, s.Addr + s.Size, r})
 		}
 	}
+	return spans
+}
+
+// countFaults classifies each traced fault address by the executable's
+// sections and the process's mappings.
+func countFaults(sections []span, mappings, trace string) faultCount {
+	spans := slices.Clone(sections)
 	sc := bufio.NewScanner(strings.NewReader(mappings))
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
