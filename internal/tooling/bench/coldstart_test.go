@@ -113,17 +113,32 @@ func startTargets(t *testing.T) []target {
 // image on a node shares through the page cache.
 func idleRSS(t *testing.T, tg target) (rss, anon int64) {
 	t.Helper()
+	cmd, _, stop := startReady(t, tg, true)
+	defer stop()
+	return proctest.StatusKB(t, cmd.Process.Pid, "VmRSS:"), proctest.StatusKB(t, cmd.Process.Pid, "RssAnon:")
+}
+
+// startReady starts tg, pinned to core 0 if pin (as TestColdStart runs
+// it), and returns once it answers /readyz: its process, its base URL,
+// and stop, which kills it.
+func startReady(t *testing.T, tg target, pin bool) (cmd *exec.Cmd, base string, stop func()) {
+	t.Helper()
 	port := proctest.FreePort(t)
-	cmd := exec.Command("taskset", "-c", "0", tg.bin)
+	cmd = exec.Command(tg.bin)
+	if pin {
+		cmd = exec.Command("taskset", "-c", "0", tg.bin)
+	}
 	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil); err != nil {
+	stop = func() { cmd.Process.Kill(); cmd.Wait() }
+	base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := proctest.PollReady(base, nil); err != nil {
+		stop()
 		t.Fatalf("%s: %v", tg.name, err)
 	}
-	return proctest.StatusKB(t, cmd.Process.Pid, "VmRSS:"), proctest.StatusKB(t, cmd.Process.Pid, "RssAnon:")
+	return cmd, base, stop
 }
 
 // startupInstructions counts what tg executes from exec until its first

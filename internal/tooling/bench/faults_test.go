@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -20,8 +19,6 @@ import (
 	"testing"
 	"time"
 	"unsafe"
-
-	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
 // TestStartFaults counts the page faults each binary takes from exec to
@@ -291,18 +288,9 @@ func (tr faultTrace) run(t *testing.T, tg target) (mappings, trace string) {
 			t.Fatalf("tracefs %s: %v", kv[0], err)
 		}
 	}
-	port := proctest.FreePort(t)
-	cmd := exec.Command("taskset", "-c", "0", tg.bin) // as TestColdStart runs it
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	err := proctest.PollReady(fmt.Sprintf("http://127.0.0.1:%d", port), nil)
+	cmd, _, stop := startReady(t, tg, true)
+	defer stop()
 	tr.write("tracing_on", "0")
-	if err != nil {
-		t.Fatalf("%s: %v", tg.name, err)
-	}
 	m, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)

@@ -237,17 +237,8 @@ func (p *callgrindProc) dump(t *testing.T) int64 {
 // allocated over calls sequential calls.
 func allocPerCall(t *testing.T, tg target, mcpload, tokenFile, protocol string, calls int) float64 {
 	t.Helper()
-	port := proctest.FreePort(t)
-	cmd := exec.Command(tg.bin)
-	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := proctest.PollReady(base, nil); err != nil {
-		t.Fatalf("%s: %v", tg.name, err)
-	}
+	_, base, stop := startReady(t, tg, false)
+	defer stop()
 	load(t, tg, mcpload, tokenFile, base, protocol, 20) // warm: caches, first-use allocations
 	before := proctest.Metric(t, base, "go_memstats_alloc_bytes_total")
 	load(t, tg, mcpload, tokenFile, base, protocol, calls)
