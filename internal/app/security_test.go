@@ -686,7 +686,8 @@ func TestServerProcess(t *testing.T) {
 
 // TestReadyWaitsForIssuerKeys: a new replica is not ready while its first
 // fetch of the issuer's keys is under way (its calls would all wait for the
-// issuer), becomes ready when the fetch ends, and, if the issuer is down,
+// issuer), becomes ready when the fetch ends, logging how long the fetch
+// took (a cold start's cost in production), and, if the issuer is down,
 // becomes ready anyway and refuses calls at once with 503.
 func TestReadyWaitsForIssuerKeys(t *testing.T) {
 	setSecrets(t)
@@ -702,12 +703,30 @@ func TestReadyWaitsForIssuerKeys(t *testing.T) {
 		iss := oauthtest.New(t)
 		release := iss.Hold()
 		defer release()
-		srv := startServer(t, tradingEnv(iss, ""))
+		var logs lockedBuffer
+		srv := serve(t, tradingEnv(iss, ""), telemetry.NewLogger(&logs, "info", telemetry.Revision{}))
 		if code := readyz(srv); code != http.StatusServiceUnavailable {
 			t.Fatalf("/readyz %d while the issuer's keys are being fetched, want 503", code)
 		}
+		if strings.Contains(logs.String(), "keys loaded") {
+			t.Fatalf("keys reported loaded while the issuer holds them:\n%s", logs.String())
+		}
 		release()
 		waitFor(t, func() bool { return readyz(srv) == http.StatusOK })
+		var loaded struct {
+			Issuer     string  `json:"issuer"`
+			DurationMS float64 `json:"duration_ms"`
+		}
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, `"msg":"OAuth issuer keys loaded"`) {
+				if err := json.Unmarshal([]byte(line), &loaded); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if loaded.Issuer != iss.URL || loaded.DurationMS <= 0 {
+			t.Fatalf("keys loaded logged as %+v, want issuer %s and a duration:\n%s", loaded, iss.URL, logs.String())
+		}
 		cs := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001"))))
 		var accounts struct{ Accounts []backends.Account }
 		callTool(t, cs, "list_accounts", nil, &accounts)

@@ -139,7 +139,7 @@ func readyTimes(t *testing.T, tg target, n int) []time.Duration {
 	var ds []time.Duration
 	for range n {
 		port := proctest.FreePort(t)
-		cmd := exec.Command("taskset", "-c", "0", tg.bin)
+		cmd := exec.Command("taskset", "-c", startCPUs(), tg.bin)
 		cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
@@ -191,7 +191,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func runTarget(t *testing.T, tg target, mcpload, tokenFile string, dur time.Duration) row {
 	t.Helper()
 	port := proctest.FreePort(t)
-	cmd := exec.Command("taskset", "-c", "0", tg.bin)
+	cmd := exec.Command("taskset", "-c", startCPUs(), tg.bin)
 	cmd.Env = append(os.Environ(), append([]string{"PORT=" + strconv.Itoa(port)}, tg.env...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
