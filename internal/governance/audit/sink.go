@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -37,6 +38,9 @@ type sink struct {
 	target    *url.URL // shared by every request, never written
 	transport http.RoundTripper
 	client    *http.Client // over transport, for a sink that redirects
+	// redirects is set once the sink answered with a redirect: later
+	// events go through client at once, not to the old address first.
+	redirects atomic.Bool
 	// fixed are the headers every event carries: the spec version, the
 	// source, the content type and K_CE_OVERRIDES' extensions. Their value
 	// slices are shared by every request and never written.
@@ -130,11 +134,15 @@ func (s *sink) deliver(ctx context.Context, e Event, retries uint, wait time.Dur
 		return fmt.Errorf("encoding the event: %w", err)
 	}
 	attempt := func() (struct{}, error) {
-		resp, err := s.transport.RoundTrip(s.request(ctx, e, body))
-		if err == nil && resp.StatusCode/100 == 3 {
-			// A sink that redirects (rare): net/http's client follows it,
-			// as it did under sdk-go.
+		// A sink that redirects (rare): net/http's client follows it, as
+		// it did under sdk-go.
+		var resp *http.Response
+		var err error
+		if s.redirects.Load() {
+			resp, err = s.client.Do(s.request(ctx, e, body))
+		} else if resp, err = s.transport.RoundTrip(s.request(ctx, e, body)); err == nil && resp.StatusCode/100 == 3 {
 			discard(resp)
+			s.redirects.Store(true)
 			resp, err = s.client.Do(s.request(ctx, e, body))
 		}
 		if err != nil {

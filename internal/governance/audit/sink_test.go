@@ -110,7 +110,8 @@ func TestSinkRetriesAsSDKGoDoes(t *testing.T) {
 
 // TestSinkAsNetHTTPsClient: what net/http's client did for sdk-go, the
 // sink does too: credentials in K_SINK become basic auth, and a sink that
-// redirects (307, 308) gets the event at the new address.
+// redirects (307, 308) gets the event at the new address; once it has
+// redirected, an event costs the redirect and the delivery, no more.
 func TestSinkAsNetHTTPsClient(t *testing.T) {
 	var mu sync.Mutex
 	var got []string // "path auth" per request
@@ -133,9 +134,18 @@ func TestSinkAsNetHTTPsClient(t *testing.T) {
 		t.Fatalf("EmitSync through a redirect: %v", err)
 	}
 	mu.Lock()
-	defer mu.Unlock()
+	first := slices.Clone(got)
+	mu.Unlock()
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("audit:s3cret"))
-	if len(got) < 2 || got[0] != "/moved "+basic || got[len(got)-1] != "/ingress "+basic {
-		t.Errorf("requests %q; want /moved then /ingress, both with %s", got, basic)
+	if len(first) < 2 || first[0] != "/moved "+basic || first[len(first)-1] != "/ingress "+basic {
+		t.Errorf("requests %q; want /moved then /ingress, both with %s", first, basic)
+	}
+	if err := a.EmitSync(context.Background(), sample("place_order")); err != nil {
+		t.Fatalf("second EmitSync through a redirect: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"/moved " + basic, "/ingress " + basic}; !slices.Equal(got[len(first):], want) {
+		t.Errorf("the next event's requests %q; want %q", got[len(first):], want)
 	}
 }
