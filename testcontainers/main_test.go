@@ -17,6 +17,8 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/network"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/kobuild"
 )
 
 // Environment variables that name images built beforehand (for example by
@@ -140,12 +142,13 @@ func prepare(ctx context.Context) (*suite, func(), error) {
 	}
 	undo = append(undo, func() { os.RemoveAll(dir) })
 	s.serverBin = filepath.Join(dir, "portfolio-mcp")
-	// The flags ko.yaml gives, so this shares ko's build cache and is the
+	// As ko.yaml builds it, so this shares ko's build cache and is the
 	// same program as the image's.
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", s.serverBin, "./cmd/portfolio-mcp")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
+	ko, err := kobuild.Load("portfolio-mcp")
+	if err != nil {
+		return nil, cleanup, err
+	}
+	if out, err := ko.Command(ctx, "./cmd/portfolio-mcp", s.serverBin).CombinedOutput(); err != nil {
 		return nil, cleanup, fmt.Errorf("go build ./cmd/portfolio-mcp: %v\n%s", err, out)
 	}
 

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -36,6 +35,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/kobuild"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/dashboard/promnames"
 )
 
@@ -287,10 +287,11 @@ func buildServerBinary(t *testing.T, dir string) string {
 		return env.serverBin // TestMain built it already
 	}
 	bin := filepath.Join(dir, "portfolio-mcp")
-	build := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", bin, "./cmd/portfolio-mcp")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
+	ko, err := kobuild.Load("portfolio-mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ko.Command(t.Context(), "./cmd/portfolio-mcp", bin).CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/portfolio-mcp: %v\n%s", err, out)
 	}
 	return bin

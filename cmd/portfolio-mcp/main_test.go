@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/kobuild"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 )
 
@@ -40,9 +42,12 @@ func buildServer(t testing.TB) string {
 			return
 		}
 		build.bin = filepath.Join(build.dir, "portfolio-mcp")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", build.bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as ko.yaml builds the image
-		out, err := cmd.CombinedOutput()
+		ko, err := kobuild.Load("portfolio-mcp")
+		if err != nil {
+			build.err = err
+			return
+		}
+		out, err := ko.Command(context.Background(), "./cmd/portfolio-mcp", build.bin).CombinedOutput()
 		if err != nil {
 			build.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/kobuild"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/loadgen"
 )
@@ -130,18 +131,19 @@ func buildAll(t *testing.T, dir string, names ...string) map[string]string {
 		"portfolio-mcp": "./cmd/portfolio-mcp", "mcpload": "./cmd/mcpload",
 		"mcpgo": ".", // its own module, in internal/tooling/bench/mcpgo
 	}
+	// As ko.yaml builds the image: static (no libc or dynamic loader at
+	// start), no paths, no symbol tables, without gRPC's x/net/trace.
+	ko, err := kobuild.Load("portfolio-mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("BENCH_ICOUNT_OUT") != "" {
+		ko.Ldflags = nil // symbols, for callgrind_annotate
+	}
 	out := map[string]string{}
 	for _, name := range names {
 		bin := filepath.Join(dir, name)
-		ldflags := "-s -w"
-		if os.Getenv("BENCH_ICOUNT_OUT") != "" {
-			ldflags = "" // symbols, for callgrind_annotate
-		}
-		// As ko.yaml builds the image: static (no libc or dynamic loader at
-		// start), no paths, no symbol tables, without gRPC's x/net/trace.
-		cmd := exec.Command("go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags="+ldflags, "-o", bin, pkgs[name])
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Dir = "../../.."
+		cmd := ko.Command(t.Context(), pkgs[name], bin)
 		if name == "mcpgo" {
 			cmd.Dir = "mcpgo"
 		}
