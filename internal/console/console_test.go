@@ -5,12 +5,17 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"html"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	xhtml "golang.org/x/net/html"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
@@ -119,45 +124,87 @@ func TestFormatting(t *testing.T) {
 
 // TestViews: every page renders for its data, and text from approvals,
 // requests and tokens reaches it escaped, in element text, attribute
-// values and URLs alike.
+// values and URLs alike: whatever the text, the page has the elements and
+// attributes it has for plain text, and no others.
 func TestViews(t *testing.T) {
-	const evil = `<script>alert(1)</script>"'&`
 	c := &Console{o: Options{Now: time.Now}}
-	appr := trading.Approval{ID: "APR-1" + evil, Status: trading.ApprovalPending, Requester: evil, RequesterClient: evil,
-		Order:      trading.OrderArgs{AccountID: evil, Ticker: evil, Side: evil, Type: evil, Quantity: 1, LimitPrice: 2},
-		Preview:    &policy.Preview{EstimatedNotional: 3, ApprovalReasons: []string{evil}},
-		Provenance: &trading.Provenance{Subject: evil, Actor: evil, Agent: evil, AuthorizedParty: evil, Confirmation: evil, PolicyVersion: evil, TraceID: evil},
-		DecidedBy:  evil, Reason: evil, OrderID: evil, Error: evil}
-	sess := &Session{Subject: evil}
-	halts := []halt.Halt{{Scope: evil, Target: evil, Reason: evil, EngagedBy: evil}}
-	for name, p := range map[string]page{
-		"signin":      {Title: evil, Data: signinData{Next: consolePath(evil), Personas: []Persona{{Key: evil, Name: evil, Subject: evil, About: evil}}, PersonaKey: evil}},
-		"signin-oidc": {Title: evil, Data: signinData{Next: consolePath(evil), OIDC: true}},
-		"queue":       {Title: evil, Session: sess, CSRF: evil, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: evil}},
-		"detail":      {Title: evil, Session: sess, CSRF: evil, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: evil, Result: evil, CheckError: evil, Check: &policy.Preview{Violations: []string{evil}, MarketStatus: evil}}},
-		"history":     {Title: evil, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: evil}}, Account: evil, Status: evil, Statuses: []string{evil}, Error: evil}},
-		"halts":       {Title: evil, Session: sess, CSRF: evil, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: evil, Scope: evil, Target: evil, By: evil, Reason: evil}}, Error: evil, Result: evil, Report: &trading.CancelReport{Scope: evil, Target: evil, Cancelled: []string{evil}, Withdrawn: []string{evil}, Failed: []string{evil}}}},
-		"message":     {Title: evil, Session: sess, Data: messageData{evil}},
-		"signedin":    {Title: evil, Data: consolePath(evil)},
+	plain := c.renderAll(t, "x")
+	for _, evil := range []string{
+		`<script>alert(1)</script>"'&`,
+		`"><img src=x onerror=alert(1)>`,
+		`' onmouseover='alert(1)' x='`,
+		`</title></textarea></pre></td><svg onload=alert(1)>`,
+		`<!-- -->&lt;script&gt;<![CDATA[`,
 	} {
-		var w htmlWriter
-		head, content, ok := c.view(&w, p)
-		if !ok {
-			t.Errorf("%s: no view for %T", name, p.Data)
-			continue
-		}
-		c.layout(&w, p, head, content)
-		page := string(w.b)
-		if strings.Contains(page, "<script>alert") || strings.Contains(page, `"'&`) {
-			t.Errorf("%s: unescaped text in the page:\n%s", name, page)
-		}
-		if !strings.Contains(page, "&lt;script&gt;") && !strings.Contains(page, "%3Cscript%3E") {
-			t.Errorf("%s: the text is missing from the page:\n%s", name, page)
+		for name, page := range c.renderAll(t, evil) {
+			if got, want := structure(page), structure(plain[name]); !slices.Equal(got, want) {
+				t.Errorf("%s with %q: elements and attributes\n%q\nwant (as for plain text)\n%q\npage:\n%s", name, evil, got, want, page)
+			}
+			if strings.Contains(page, evil) {
+				t.Errorf("%s: %q reached the page unescaped:\n%s", name, evil, page)
+			}
+			if escaped := html.EscapeString(evil); !strings.Contains(page, escaped) && !strings.Contains(page, url.QueryEscape(evil)) && !strings.Contains(page, html.EscapeString(url.PathEscape(evil))) {
+				t.Errorf("%s: the text %q is missing from the page:\n%s", name, evil, page)
+			}
 		}
 	}
 	var w htmlWriter
 	if _, _, ok := c.view(&w, page{Data: "not queue data"}); ok {
 		t.Error("a page rendered data of the wrong type")
+	}
+}
+
+// renderAll renders every page with s in each text field it shows.
+func (c *Console) renderAll(t *testing.T, s string) map[string]string {
+	t.Helper()
+	appr := trading.Approval{ID: "APR-1" + s, Status: trading.ApprovalPending, Requester: s, RequesterClient: s,
+		Order:      trading.OrderArgs{AccountID: s, Ticker: s, Side: s, Type: s, Quantity: 1, LimitPrice: 2},
+		Preview:    &policy.Preview{EstimatedNotional: 3, ApprovalReasons: []string{s}},
+		Provenance: &trading.Provenance{Subject: s, Actor: s, Agent: s, AuthorizedParty: s, Confirmation: s, PolicyVersion: s, TraceID: s},
+		DecidedBy:  s, Reason: s, OrderID: s, Error: s}
+	sess := &Session{Subject: s}
+	halts := []halt.Halt{{Scope: s, Target: s, Reason: s, EngagedBy: s}}
+	out := map[string]string{}
+	for name, p := range map[string]page{
+		"signin":      {Title: s, Data: signinData{Next: consolePath(s), Personas: []Persona{{Key: s, Name: s, Subject: s, About: s}}, PersonaKey: s}},
+		"signin-oidc": {Title: s, Data: signinData{Next: consolePath(s), OIDC: true}},
+		"queue":       {Title: s, Session: sess, CSRF: s, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: s}},
+		"detail":      {Title: s, Session: sess, CSRF: s, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: s, Result: s, CheckError: s, Check: &policy.Preview{Violations: []string{s}, MarketStatus: s}}},
+		"history":     {Title: s, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: s}}, Account: s, Status: s, Statuses: []string{s}, Error: s}},
+		"halts":       {Title: s, Session: sess, CSRF: s, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: s, Scope: s, Target: s, By: s, Reason: s}}, Error: s, Result: s, Report: &trading.CancelReport{Scope: s, Target: s, Cancelled: []string{s}, Withdrawn: []string{s}, Failed: []string{s}}}},
+		"message":     {Title: s, Session: sess, Data: messageData{s}},
+		"signedin":    {Title: s, Data: consolePath(s)},
+	} {
+		var w htmlWriter
+		head, content, ok := c.view(&w, p)
+		if !ok {
+			t.Fatalf("%s: no view for %T", name, p.Data)
+		}
+		c.layout(&w, p, head, content)
+		out[name] = string(w.b)
+	}
+	return out
+}
+
+// structure is a page's elements as an HTML5 parser reads them, each with
+// its attributes' names, in document order: what text must never change.
+func structure(page string) []string {
+	var out []string
+	z := xhtml.NewTokenizer(strings.NewReader(page))
+	for {
+		switch z.Next() {
+		case xhtml.ErrorToken:
+			return out
+		case xhtml.StartTagToken, xhtml.SelfClosingTagToken, xhtml.EndTagToken:
+			tok := z.Token()
+			el := tok.Data
+			for _, a := range tok.Attr {
+				el += " " + a.Key
+			}
+			out = append(out, el)
+		case xhtml.CommentToken, xhtml.DoctypeToken:
+			out = append(out, z.Token().String())
+		}
 	}
 }
 
