@@ -189,7 +189,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, p p
 		http.Error(w, "the console is broken; see the server log", http.StatusInternalServerError)
 		return
 	}
-	c.layout(&out, p, head, content)
+	layout(&out, p, head, content)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	w.Write(out.b)

@@ -180,7 +180,7 @@ func (c *Console) renderAll(t *testing.T, s string) map[string]string {
 		if !ok {
 			t.Fatalf("%s: no view for %T", name, p.Data)
 		}
-		c.layout(&w, p, head, content)
+		layout(&w, p, head, content)
 		out[name] = string(w.b)
 	}
 	return out

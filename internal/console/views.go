@@ -16,15 +16,15 @@ import (
 func (c *Console) view(w *htmlWriter, p page) (head func(), content func(), ok bool) {
 	switch d := p.Data.(type) {
 	case signinData:
-		return nil, func() { c.signinView(w, d) }, true
+		return nil, func() { signinView(w, d) }, true
 	case queueData:
 		return nil, func() { c.queueView(w, d) }, true
 	case detailData:
 		return nil, func() { c.detailView(w, p, d) }, true
 	case historyData:
-		return nil, func() { c.historyView(w, d) }, true
+		return nil, func() { historyView(w, d) }, true
 	case haltsData:
-		return nil, func() { c.haltsView(w, p, d) }, true
+		return nil, func() { haltsView(w, p, d) }, true
 	case messageData:
 		return nil, func() { messageView(w, p.Title, d.text) }, true
 	case consolePath: // signed in: on to where the sign-in began
@@ -36,7 +36,7 @@ func (c *Console) view(w *htmlWriter, p page) (head func(), content func(), ok b
 
 // layout writes the page around its content: the header with the session
 // and its sign-out form, and the kill switch's banner.
-func (c *Console) layout(w *htmlWriter, p page, head, content func()) {
+func layout(w *htmlWriter, p page, head, content func()) {
 	w.m("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
 		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>")
 	w.text(p.Title)
@@ -108,7 +108,7 @@ func signedInView(w *htmlWriter, next consolePath) {
 	w.m(" id=\"continue\">Continue</a></p>\n")
 }
 
-func (c *Console) signinView(w *htmlWriter, d signinData) {
+func signinView(w *htmlWriter, d signinData) {
 	w.m("<h1>Sign in to decide orders</h1>\n")
 	switch {
 	case d.OIDC:
@@ -368,7 +368,7 @@ func decisionView(w *htmlWriter, p page, d detailData) {
 	w.m("</section>\n")
 }
 
-func (c *Console) historyView(w *htmlWriter, d historyData) {
+func historyView(w *htmlWriter, d historyData) {
 	w.m("<h1>History</h1>\n<form method=\"get\" action=\"/console/history\" class=\"filters\">\n  <label>Account <input name=\"account\"")
 	w.attr("value", d.Account)
 	w.m(` maxlength="64"></label>`+"\n", "  <label>State <select name=\"status\">\n    <option value=\"\">decided, expired, cancelled</option>\n    ")
@@ -405,7 +405,7 @@ func (c *Console) historyView(w *htmlWriter, d historyData) {
 	w.m("  </tbody>\n</table>\n")
 }
 
-func (c *Console) haltsView(w *htmlWriter, p page, d haltsData) {
+func haltsView(w *htmlWriter, p page, d haltsData) {
 	w.m("<h1>Kill switch</h1>\n")
 	if d.Result != "" {
 		w.el(`<p class="result" id="result">`, d.Result, "</p>\n")
