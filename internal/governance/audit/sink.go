@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,8 +39,8 @@ type sink struct {
 	target    *url.URL // shared by every request, never written
 	transport http.RoundTripper
 	client    *http.Client // over transport, for a sink that redirects
-	// redirects is set once the sink answered with a redirect: later
-	// events go through client at once, not to the old address first.
+	// redirects is set while the sink answers with a redirect: events go
+	// through client at once, not through the bare transport first.
 	redirects atomic.Bool
 	// fixed are the headers every event carries: the spec version, the
 	// source, the content type and K_CE_OVERRIDES' extensions. Their value
@@ -88,7 +89,27 @@ func newSink(target, source string, extensions map[string]string) (*sink, error)
 	t.DialContext = (&net.Dialer{Timeout: attemptTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = attemptTimeout
 	t.ResponseHeaderTimeout = attemptTimeout
-	return &sink{target: u, transport: t, client: &http.Client{Transport: t}, fixed: fixed}, nil
+	return &sink{target: u, transport: t, client: &http.Client{Transport: t, CheckRedirect: resendsEvent}, fixed: fixed}, nil
+}
+
+// resendsEvent lets the client follow only the redirects that resend the
+// event as it was (307, 308). After a 301, 302 or 303 net/http's client
+// sends a GET without the body, and a 2xx to that would count as the event
+// delivered; such an answer is the delivery's (permanent) failure instead.
+func resendsEvent(req *http.Request, via []*http.Request) error {
+	if !keepsBody(req.Response.StatusCode) {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
+}
+
+// keepsBody reports whether a redirect with status resends the request's
+// method and body.
+func keepsBody(status int) bool {
+	return status == http.StatusTemporaryRedirect || status == http.StatusPermanentRedirect
 }
 
 // extensionHeader is sdk-go's header for an extension attribute (its
@@ -135,18 +156,22 @@ func (s *sink) deliver(ctx context.Context, e Event, retries uint, wait time.Dur
 	}
 	attempt := func() (struct{}, error) {
 		// A sink that redirects (rare): net/http's client follows it, as
-		// it did under sdk-go.
+		// it did under sdk-go, but only to resend the event (307, 308).
 		var resp *http.Response
 		var err error
 		if s.redirects.Load() {
 			resp, err = s.client.Do(s.request(ctx, e, body))
-		} else if resp, err = s.transport.RoundTrip(s.request(ctx, e, body)); err == nil && resp.StatusCode/100 == 3 {
+		} else if resp, err = s.transport.RoundTrip(s.request(ctx, e, body)); err == nil && keepsBody(resp.StatusCode) {
 			discard(resp)
-			s.redirects.Store(true)
 			resp, err = s.client.Do(s.request(ctx, e, body))
 		}
 		if err != nil {
 			return struct{}{}, err
+		}
+		// net/http sets the Response of a request it made to follow a
+		// redirect: whether this one did says whether the next should.
+		if followed := resp.Request.Response != nil; followed != s.redirects.Load() {
+			s.redirects.Store(followed)
 		}
 		discard(resp)
 		switch {
