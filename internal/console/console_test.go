@@ -125,26 +125,37 @@ func TestFormatting(t *testing.T) {
 // TestViews: every page renders for its data, and text from approvals,
 // requests and tokens reaches it escaped, in element text, attribute
 // values and URLs alike: whatever the text, the page has the elements and
-// attributes it has for plain text, and no others.
+// attributes it has for plain text and no others, links that stay on the
+// console, and the text, escaped, wherever plain text appears.
 func TestViews(t *testing.T) {
+	const marker = "PLAIN7" // the same in every context's escaping
 	c := &Console{o: Options{Now: time.Now}}
-	plain := c.renderAll(t, "x")
+	plain := c.renderAll(t, marker)
 	for _, evil := range []string{
 		`<script>alert(1)</script>"'&`,
 		`"><img src=x onerror=alert(1)>`,
 		`' onmouseover='alert(1)' x='`,
 		`</title></textarea></pre></td><svg onload=alert(1)>`,
 		`<!-- -->&lt;script&gt;<![CDATA[`,
+		`javascript:alert(1)`,
 	} {
+		forms := map[string]bool{html.EscapeString(evil): true, html.EscapeString(url.QueryEscape(evil)): true, html.EscapeString(url.PathEscape(evil)): true}
 		for name, page := range c.renderAll(t, evil) {
-			if got, want := structure(page), structure(plain[name]); !slices.Equal(got, want) {
+			got, urls := structure(page)
+			if want, _ := structure(plain[name]); !slices.Equal(got, want) {
 				t.Errorf("%s with %q: elements and attributes\n%q\nwant (as for plain text)\n%q\npage:\n%s", name, evil, got, want, page)
 			}
-			if strings.Contains(page, evil) {
-				t.Errorf("%s: %q reached the page unescaped:\n%s", name, evil, page)
+			for _, u := range urls {
+				if !strings.HasPrefix(u, "/") || strings.HasPrefix(u, "//") {
+					t.Errorf("%s with %q: a link to %q, off the console", name, evil, u)
+				}
 			}
-			if escaped := html.EscapeString(evil); !strings.Contains(page, escaped) && !strings.Contains(page, url.QueryEscape(evil)) && !strings.Contains(page, html.EscapeString(url.PathEscape(evil))) {
-				t.Errorf("%s: the text %q is missing from the page:\n%s", name, evil, page)
+			n := 0
+			for f := range forms {
+				n += strings.Count(page, f)
+			}
+			if want := strings.Count(plain[name], marker); n != want {
+				t.Errorf("%s: the text %q appears %d times, escaped; plain text %d times:\n%s", name, evil, n, want, page)
 			}
 		}
 	}
@@ -154,9 +165,12 @@ func TestViews(t *testing.T) {
 	}
 }
 
-// renderAll renders every page with s in each text field it shows.
+// renderAll renders every page with s in each text field it shows. A
+// destination is what safeNext makes of s, as in the handlers: the only
+// way to a consolePath.
 func (c *Console) renderAll(t *testing.T, s string) map[string]string {
 	t.Helper()
+	next := safeNext(s)
 	appr := trading.Approval{ID: "APR-1" + s, Status: trading.ApprovalPending, Requester: s, RequesterClient: s,
 		Order:      trading.OrderArgs{AccountID: s, Ticker: s, Side: s, Type: s, Quantity: 1, LimitPrice: 2},
 		Preview:    &policy.Preview{EstimatedNotional: 3, ApprovalReasons: []string{s}},
@@ -166,14 +180,14 @@ func (c *Console) renderAll(t *testing.T, s string) map[string]string {
 	halts := []halt.Halt{{Scope: s, Target: s, Reason: s, EngagedBy: s}}
 	out := map[string]string{}
 	for name, p := range map[string]page{
-		"signin":      {Title: s, Data: signinData{Next: consolePath(s), Personas: []Persona{{Key: s, Name: s, Subject: s, About: s}}, PersonaKey: s}},
-		"signin-oidc": {Title: s, Data: signinData{Next: consolePath(s), OIDC: true}},
+		"signin":      {Title: s, Data: signinData{Next: next, Personas: []Persona{{Key: s, Name: s, Subject: s, About: s}}, PersonaKey: s}},
+		"signin-oidc": {Title: s, Data: signinData{Next: next, OIDC: true}},
 		"queue":       {Title: s, Session: sess, CSRF: s, Halts: halts, Data: queueData{Rows: []row{{Approval: appr, Own: true}}, Error: s}},
 		"detail":      {Title: s, Session: sess, CSRF: s, CanDecide: true, Data: detailData{Approval: appr, Pending: true, Args: s, Result: s, CheckError: s, Check: &policy.Preview{Violations: []string{s}, MarketStatus: s}}},
 		"history":     {Title: s, Session: sess, Data: historyData{Rows: []historyRow{{Approval: appr, OrderState: s}}, Account: s, Status: s, Statuses: []string{s}, Error: s}},
 		"halts":       {Title: s, Session: sess, CSRF: s, CanHalt: true, Halts: halts, Data: haltsData{History: []halt.Event{{Action: s, Scope: s, Target: s, By: s, Reason: s}}, Error: s, Result: s, Report: &trading.CancelReport{Scope: s, Target: s, Cancelled: []string{s}, Withdrawn: []string{s}, Failed: []string{s}}}},
 		"message":     {Title: s, Session: sess, Data: messageData{s}},
-		"signedin":    {Title: s, Data: consolePath(s)},
+		"signedin":    {Title: s, Data: next},
 	} {
 		var w htmlWriter
 		head, content, ok := c.view(&w, p)
@@ -186,24 +200,32 @@ func (c *Console) renderAll(t *testing.T, s string) map[string]string {
 	return out
 }
 
-// structure is a page's elements as an HTML5 parser reads them, each with
-// its attributes' names, in document order: what text must never change.
-func structure(page string) []string {
-	var out []string
+// structure is a page's elements as an HTML tokenizer reads them, each
+// with its attributes' names, in document order (what text must never
+// change), and the URLs its links, forms, sources and refresh lead to.
+func structure(page string) (elements, urls []string) {
 	z := xhtml.NewTokenizer(strings.NewReader(page))
 	for {
 		switch z.Next() {
 		case xhtml.ErrorToken:
-			return out
+			return elements, urls
 		case xhtml.StartTagToken, xhtml.SelfClosingTagToken, xhtml.EndTagToken:
 			tok := z.Token()
 			el := tok.Data
 			for _, a := range tok.Attr {
 				el += " " + a.Key
+				switch a.Key {
+				case "href", "src", "action", "formaction":
+					urls = append(urls, a.Val)
+				case "content":
+					if _, u, ok := strings.Cut(a.Val, "url="); ok && tok.Data == "meta" {
+						urls = append(urls, u)
+					}
+				}
 			}
-			out = append(out, el)
+			elements = append(elements, el)
 		case xhtml.CommentToken, xhtml.DoctypeToken:
-			out = append(out, z.Token().String())
+			elements = append(elements, z.Token().String())
 		}
 	}
 }
