@@ -31,8 +31,10 @@ type Build struct {
 	Ldflags []string
 }
 
-// Load reads the ko.yaml build named id from the root of the module that
-// holds the working directory.
+// Load reads the ko.yaml build named id from the nearest directory at or
+// above the working directory that holds both go.mod and ko.yaml: this
+// module's root, from any of its packages (a nested module without a
+// ko.yaml of its own, such as the bench's mcpgo, resolves to it too).
 func Load(id string) (Build, error) {
 	dir, err := moduleRoot()
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 )
 
 // TestCommandBuildsAsKo: a binary built by Command carries ko.yaml's
@@ -103,22 +105,59 @@ func TestLoadLeavesOutTemplates(t *testing.T) {
 
 // TestOthersBuildAsKo: the builds outside Go (the release, the Knative
 // end-to-end run, the patched-SDK bench build) spell ko.yaml's settings
-// for the server out themselves; each must still give every one of them.
+// for the server out themselves; the command each builds the server with
+// must still give every one of them.
 func TestOthersBuildAsKo(t *testing.T) {
 	b, err := Load("portfolio-mcp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := slices.Concat(b.Env, b.Flags, b.Ldflags)
-	for _, name := range []string{".goreleaser.yaml", "scripts/e2e-knative.sh", "internal/tooling/bench/gosdk/build-patched.sh"} {
+	check := func(name, command string) {
+		for _, w := range want {
+			if !strings.Contains(command, w) {
+				t.Errorf("%s builds the server without %q, which ko.yaml gives:\n%s", name, w, command)
+			}
+		}
+	}
+	// The shell scripts: the command lines (continuations joined,
+	// comments left out) that name the server's package.
+	for name, pkg := range map[string]string{
+		"scripts/e2e-knative.sh":                        `"./cmd/$c"`, // a loop over the commands, the server among them
+		"internal/tooling/bench/gosdk/build-patched.sh": "./cmd/portfolio-mcp",
+	} {
 		raw, err := os.ReadFile(filepath.Join(b.Dir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, w := range want {
-			if !strings.Contains(string(raw), w) {
-				t.Errorf("%s builds the server without %q, which ko.yaml gives", name, w)
+		var found int
+		for _, line := range strings.Split(strings.ReplaceAll(string(raw), "\\\n", " "), "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(line), "#") && strings.Contains(line, pkg) {
+				found++
+				check(name, line)
 			}
 		}
+		if found == 0 {
+			t.Errorf("%s has no command that builds %s", name, pkg)
+		}
 	}
+	// The release: goreleaser's build of the server.
+	raw, err := os.ReadFile(filepath.Join(b.Dir, ".goreleaser.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type build struct {
+		Main                string
+		Env, Flags, Ldflags []string
+	}
+	var release struct{ Builds []build }
+	if err := yaml.Unmarshal(raw, &release); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(release.Builds, func(b build) bool { return b.Main == "./cmd/portfolio-mcp" })
+	if i < 0 {
+		t.Fatal(".goreleaser.yaml has no build of ./cmd/portfolio-mcp")
+	}
+	r := release.Builds[i]
+	check(".goreleaser.yaml", strings.Join(slices.Concat(r.Env, r.Flags, r.Ldflags), "\n"))
 }
