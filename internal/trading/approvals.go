@@ -514,6 +514,8 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		}
 
 		order, err := s.bs.Trade.PlaceOrder(ctx, a.Order.request(a.ClientOrderID))
+		// Whatever the answer, it is recorded even if the caller has gone.
+		ctx := context.WithoutCancel(ctx)
 		switch {
 		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 			executing := a
@@ -562,7 +564,7 @@ func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order ba
 		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
 	}
 	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, order, a.provenance(), detail)
-	return approvedOrder(a, order), nil
+	return s.stopIfHalted(ctx, a.Requester, a.RequesterClient, approvedOrder(a, order)), nil
 }
 
 // approvedOrder reports an approval whose order the Trade service holds,

@@ -140,6 +140,33 @@ func (s *Service) guard(ctx context.Context, subject, agent, account string) err
 	}
 }
 
+// stopIfHalted cancels an order that reached the Trade service as a halt
+// covering it was engaged: the halt's cancel-all may have read the open
+// orders before this one was listed. The order is listed first (by
+// journalExecuted) and the switch read after, so either that cancel-all
+// finds the order or this finds the halt. A switch that cannot be read
+// leaves the order be: that stops new orders, and a halt, if there is one,
+// has its cancel-all.
+func (s *Service) stopIfHalted(ctx context.Context, subject, agent string, out Outcome) Outcome {
+	if s.cfg.Halt == nil || out.Order == nil || !backends.Working(out.Order.Status) {
+		return out
+	}
+	var h *halt.Halted
+	if err := s.cfg.Halt.Check(ctx, halt.Order{Account: out.Order.AccountID, Principal: subject, Agent: agent}); !errors.As(err, &h) {
+		return out
+	}
+	detail := "kill switch (" + h.Halt.Describe() + ") engaged while the order was being sent: " + h.Halt.Reason
+	cancelled, err := s.cancelOrder(ctx, h.Halt.EngagedBy, out, detail)
+	if err != nil {
+		s.log.ErrorContext(ctx, "could not cancel an order sent as a halt was engaged", "order_id", out.Order.OrderID, "error", err)
+		out.Message += ". A trading halt was engaged as it was sent, and cancelling it failed: cancel it with cancel_order"
+		return out
+	}
+	cancelled.Approval, cancelled.IdempotencyKey = out.Approval, out.IdempotencyKey
+	cancelled.Message = "cancelled as soon as it was sent: a trading halt (" + h.Halt.Describe() + ") was engaged meanwhile. " + cancelled.Message
+	return cancelled
+}
+
 // openIndexes are the indexes of orders placed through this server that
 // may still be working, per kill-switch scope, for "cancel all open orders"
 // of a scope. Entries are dropped once their order is no longer working.

@@ -290,7 +290,7 @@ func (s *Service) resolve(ctx context.Context, p principal.Principal, o OrderArg
 		return resolution{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
 	key, digest := idemKey(p.Subject, "place_order", o.IdempotencyKey), o.Digest()
-	rec, ver, err := s.await(ctx, key, digest)
+	rec, ver, err := s.fence(ctx, key, digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		ver = 0
@@ -308,6 +308,29 @@ func (s *Service) resolve(ctx context.Context, p principal.Principal, o OrderArg
 	s.settle(ctx, key, digest, ver, out)
 	out.Replayed = true
 	return resolution{Found: true, Outcome: out}, nil
+}
+
+// fence reads the key's idempotency record as await does, and takes a
+// lapsed claim away from its owner: what is answered from here on (fresh
+// checks may refuse the order) must stay true, and an owner that is only
+// slow would otherwise renew its claim, its version unchanged, and send.
+// The owner's renewal now fails, so it sends nothing; if it renewed first,
+// its lease runs again and this call waits for its outcome.
+func (s *Service) fence(ctx context.Context, key, digest string) (idemRecord, int64, error) {
+	for {
+		rec, ver, err := s.await(ctx, key, digest)
+		if err != nil || rec.State != idemInProgress {
+			return rec, ver, err
+		}
+		lapsed := idemRecord{Digest: digest, State: idemReleased}
+		nv, err := updateJSON(ctx, s.st, key, lapsed, ver, s.cfg.IdempotencyTTL)
+		switch {
+		case err == nil:
+			return lapsed, nv, nil
+		case !errors.Is(err, store.ErrConflict):
+			return rec, 0, s.stateErr(ctx, err)
+		}
+	}
 }
 
 // reconcile finds what an earlier attempt with o's key left behind: its
@@ -426,6 +449,9 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	default:
 		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m, prov)
 	}
+	// What happened is recorded even if the caller has gone meanwhile (an
+	// agent that gave up while its order was on the wire): a retry reads it.
+	ctx = context.WithoutCancel(ctx)
 	switch {
 	case errors.Is(err, ErrClaimLost):
 		return Outcome{}, err // the record is another attempt's now
@@ -580,6 +606,12 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			s.log.ErrorContext(ctx, "journal refused approval request", "error", err)
 			return Outcome{}, ErrNotRecorded
 		}
+		// As before a send: a claim that lapsed to another attempt (a stalled
+		// journal) must not create the approval that attempt may have
+		// answered against.
+		if err := renew(ctx); err != nil {
+			return Outcome{}, err
+		}
 		if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, pre.EstimatedNotional); err != nil {
 			return Outcome{}, err
 		}
@@ -649,11 +681,14 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		s.log.WarnContext(ctx, "trade backend failed", "error", err)
 		return Outcome{}, errOutcomeUnknown
 	}
+	// The order exists: its record and listing must not depend on the
+	// caller still waiting.
+	ctx = context.WithoutCancel(ctx)
 	s.journalExecuted(ctx, p.Subject, o, digest, "", order, prov, order.Status)
 	s.rememberEntered(ctx, o, order.OrderID)
 	out := orderOutcome(order)
 	out.Provenance = prov
-	return out, nil
+	return s.stopIfHalted(ctx, p.Subject, p.ClientID, out), nil
 }
 
 // journalExecuted records that the Trade service has the order, with its

@@ -1,0 +1,273 @@
+package trading_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+// movingMarket is market data whose prices can be scaled: the market
+// moving between an attempt and its retry. onQuotes, if set, runs once in
+// the next quote read: something happening while an order is checked.
+type movingMarket struct {
+	backends.MarketData
+	scale    atomic.Int64 // percent; 0 is 100
+	onQuotes atomic.Pointer[func()]
+}
+
+func (m *movingMarket) Quotes(ctx context.Context, tickers []string) (backends.QuoteSet, error) {
+	if f := m.onQuotes.Swap(nil); f != nil {
+		(*f)()
+	}
+	qs, err := m.MarketData.Quotes(ctx, tickers)
+	if pct := m.scale.Load(); pct != 0 {
+		for i := range qs.Quotes {
+			q := &qs.Quotes[i]
+			q.Price, q.Bid, q.Ask = q.Price*float64(pct)/100, q.Bid*float64(pct)/100, q.Ask*float64(pct)/100
+		}
+	}
+	return qs, err
+}
+
+// raceFixture is a service over the demo backends with a market that can
+// move and a Trade service that can be wrapped.
+type raceFixture struct {
+	svc    *trading.Service
+	demo   *demo.Backend
+	trade  *countingTrade
+	market *movingMarket
+	halt   *halt.Switch
+	j      *journal
+	clock  *clock
+}
+
+func newRaceFixture(t *testing.T, st store.Store, rules policy.Rules, wrap func(backends.Trade) backends.Trade) *raceFixture {
+	t.Helper()
+	d := demo.New(nil)
+	bs := d.Set()
+	f := &raceFixture{demo: d, trade: &countingTrade{Trade: d, created: map[string]bool{}}, market: &movingMarket{MarketData: bs.MarketData},
+		j: &journal{}, clock: &clock{now: time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)}}
+	bs.Trade, bs.MarketData = f.trade, f.market
+	if wrap != nil {
+		bs.Trade = wrap(f.trade)
+	}
+	f.halt = halt.New(st, f.j, nil, f.clock.Now)
+	f.svc = trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, Halt: f.halt},
+		st, bs, f.j, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+	return f
+}
+
+// TestLapsedOwnerSendsNothingAfterARetryAnswered: an attempt stalls (a slow
+// audit sink) past its claim's lease; a retry with the same key, checked
+// against a market that moved, is told the order was rejected and not
+// placed. The stalled attempt must then place nothing, neither the order
+// nor an approval request: the retry's answer has to stay true.
+func TestLapsedOwnerSendsNothingAfterARetryAnswered(t *testing.T) {
+	for _, tc := range []struct {
+		name, stallsAt string
+		rules          policy.Rules
+	}{
+		// 10 KO fit under 1000 at today's price, not at twice it.
+		{"direct", "order.intent", policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}},
+		{"approval", "approval.requested", policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 100, MaxPositionWeight: 0.9}},
+	} {
+		for name, open := range stores(t) {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				f := newRaceFixture(t, open(t), tc.rules, nil)
+				o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "lapse-1"}
+				stalled, resume := make(chan struct{}), make(chan struct{})
+				var once sync.Once
+				f.j.onRecord = func(e trading.JournalEntry) {
+					if e.Action == tc.stallsAt {
+						once.Do(func() { close(stalled); <-resume })
+					}
+				}
+				first := make(chan error, 1)
+				go func() {
+					_, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+					first <- err
+				}()
+				<-stalled
+				f.clock.Add(11 * time.Second) // past the 10 s lease
+				f.market.scale.Store(200)
+				retry, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+				if err != nil || retry.Outcome.Status != trading.StatusRejected {
+					t.Fatalf("retry: %+v %v, want rejected by the checks", retry.Outcome, err)
+				}
+				close(resume)
+				if err := <-first; !errors.Is(err, trading.ErrClaimLost) {
+					t.Errorf("stalled attempt: %v, want ErrClaimLost", err)
+				}
+				if n := f.trade.orders(); n != 0 {
+					t.Errorf("the retry answered rejected, and %d orders reached the Trade service", n)
+				}
+				if pending, err := f.svc.ListPending(t.Context(), bob, 10); err != nil || len(pending) != 0 {
+					t.Errorf("the retry answered rejected, and approvals are pending: %+v %v", pending, err)
+				}
+			})
+		}
+	}
+}
+
+// lateTrade loses the first order's answer: the agent gives up while the
+// request is in flight, and the request reaches the Trade service only
+// when land is called.
+type lateTrade struct {
+	*countingTrade
+	cancel context.CancelFunc // the first caller's
+	mu     sync.Mutex
+	held   *backends.OrderRequest
+}
+
+func (l *lateTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	l.mu.Lock()
+	first := l.held == nil
+	if first {
+		l.held = &r
+	}
+	l.mu.Unlock()
+	if !first {
+		return l.countingTrade.PlaceOrder(ctx, r)
+	}
+	l.cancel()
+	<-ctx.Done()
+	return backends.Order{}, ctx.Err()
+}
+
+// land delivers the first request, late.
+func (l *lateTrade) land(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	r := *l.held
+	l.mu.Unlock()
+	if _, err := l.countingTrade.PlaceOrder(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCancelledSendIsRemembered: the agent goes away while its order is on
+// the wire. Whatever the store, the attempt must leave the key marked as
+// sent, so that a retry sends the same order again (one order, by its client
+// order id) rather than checking it afresh and answering "rejected" for an
+// order that then lands.
+func TestCancelledSendIsRemembered(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			var late *lateTrade
+			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
+				func(tr backends.Trade) backends.Trade {
+					late = &lateTrade{countingTrade: tr.(*countingTrade)}
+					return late
+				})
+			o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "gone-1"}
+			ctx, cancel := context.WithCancel(t.Context())
+			late.cancel = cancel
+			if _, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true}); err == nil {
+				t.Fatal("the abandoned attempt reported success")
+			}
+			f.clock.Add(11 * time.Second)
+			f.market.scale.Store(200) // fresh checks would now refuse it
+			retry, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+			late.land(t)
+			if err != nil || retry.Outcome.Order == nil {
+				t.Fatalf("retry: %+v %v, want the order sent again", retry.Outcome, err)
+			}
+			if n := f.trade.orders(); n != 1 {
+				t.Errorf("%d orders at the Trade service, want 1", n)
+			}
+		})
+	}
+}
+
+// haltNow engages a global halt and runs its cancel-all, as a risk officer
+// does: what must stop every order, including one already past its checks.
+func (f *raceFixture) haltNow(t *testing.T) {
+	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "stop everything"); err != nil {
+		t.Error(err)
+	}
+	officer := principal.Principal{Subject: "risk-officer", Accounts: []string{"*"}}
+	if _, err := f.svc.CancelAll(ctx, officer, halt.Global, "", "stop everything"); err != nil {
+		t.Error(err)
+	}
+}
+
+// working is what orders still work at the Trade service.
+func (f *raceFixture) working() []backends.Order {
+	var out []backends.Order
+	for _, o := range f.demo.Orders() {
+		if backends.Working(o.Status) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// TestHaltWhileAnOrderIsSent: a halt and its cancel-all that come while an
+// order is past the kill switch's check but not yet at the Trade service
+// (a direct order in its audit write, an approved one in its re-check)
+// find nothing to cancel. The order must not work anyway: it is cancelled
+// as soon as it is sent, and the answer says so.
+func TestHaltWhileAnOrderIsSent(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Run("direct", func(t *testing.T) {
+				f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+				var once sync.Once
+				f.j.onRecord = func(e trading.JournalEntry) {
+					if e.Action == "order.intent" {
+						once.Do(func() { f.haltNow(t) })
+					}
+				}
+				pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "halt-race-1"), trading.Confirmation{Claimed: true})
+				if err != nil || pl.Outcome.Status != backends.StatusCancelled {
+					t.Errorf("placing: %+v %v, want the order cancelled", pl.Outcome, err)
+				}
+				if w := f.working(); len(w) != 0 {
+					t.Errorf("working after the halt: %+v", w)
+				}
+			})
+			t.Run("approved", func(t *testing.T) {
+				f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 100, MaxPositionWeight: 0.9}, nil)
+				pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "halt-race-2"), trading.Confirmation{Claimed: true})
+				if err != nil || pl.Outcome.Approval == nil {
+					t.Fatalf("placing: %+v %v, want a pending approval", pl.Outcome, err)
+				}
+				halt := func() { f.haltNow(t) }
+				f.market.onQuotes.Store(&halt) // during the re-check at execution
+				out, err := f.svc.Decide(t.Context(), bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil)
+				if err != nil || out.Status != backends.StatusCancelled {
+					t.Errorf("approving: %+v %v, want the order cancelled", out, err)
+				}
+				if w := f.working(); len(w) != 0 {
+					t.Errorf("working after the halt: %+v", w)
+				}
+			})
+		})
+	}
+}
+
+// resting is a limit buy below the market: it works until cancelled.
+func resting(t *testing.T, f *raceFixture, key string) trading.OrderArgs {
+	t.Helper()
+	qs, err := f.market.MarketData.Quotes(t.Context(), []string{"KO"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := float64(int(qs.Quotes[0].Ask*0.99*100)) / 100
+	return trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 10, LimitPrice: limit, IdempotencyKey: key}
+}
