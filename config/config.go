@@ -187,7 +187,8 @@ type Trading struct {
 	ExecutionLease time.Duration `env:"EXECUTION_LEASE, default=30s"`
 	// ApproverClients, if set, are the only OAuth client ids whose tokens
 	// may decide approvals over HTTP (the firm's approval tool), so an
-	// agent holding trade:approve cannot release orders itself.
+	// agent holding trade:approve cannot release orders itself. Required
+	// in live trading.
 	ApproverClients []string `env:"APPROVER_CLIENT_IDS"`
 	// ApprovalEventSources are the CloudEvents sources trusted to send
 	// approval.decided events (signed with the approval-event-key secret).
@@ -541,6 +542,11 @@ func (c *Config) validateTrading() []error {
 	}
 	if t.Mode == "live" && c.Auth.Issuer == "" {
 		errs = append(errs, &Error{"OAUTH_ISSUER", "is required with TRADING_MODE=live"})
+	}
+	if t.Mode == "live" && len(t.ApproverClients) == 0 {
+		// Otherwise an agent whose user may approve could release orders
+		// with that user's token: four eyes, but no human.
+		errs = append(errs, &Error{"APPROVER_CLIENT_IDS", "is required with TRADING_MODE=live: the client ids of the firm's approval tools (the console's among them)"})
 	}
 	if t.MaxOrderNotional <= 0 {
 		errs = append(errs, &Error{"ORDER_MAX_NOTIONAL", "must be positive"})

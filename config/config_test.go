@@ -54,6 +54,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"K_SINK": "broker"}, "K_SINK"},
 		{map[string]string{"TRADING_MODE": "real"}, "TRADING_MODE"},
 		{map[string]string{"TRADING_MODE": "live"}, "OAUTH_ISSUER"},
+		{map[string]string{"TRADING_MODE": "live", "OAUTH_ISSUER": "https://issuer.example.com", "PUBLIC_URL": "https://mcp.example.com/mcp"}, "APPROVER_CLIENT_IDS"},
 		{map[string]string{"TRADING_MODE": "live", "ALLOW_UNAUTHENTICATED": "true"}, "ALLOW_UNAUTHENTICATED"},
 		{map[string]string{"MAX_POSITION_WEIGHT": "1.5"}, "MAX_POSITION_WEIGHT"},
 		{map[string]string{"MARKET_HOLIDAYS": "2026-13-01"}, "MARKET_HOLIDAYS"},

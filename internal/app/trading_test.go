@@ -576,7 +576,7 @@ func TestApprovalsAPIAudited(t *testing.T) {
 // only by the confirm argument (which no server can verify) waits for a
 // human approver whatever its size.
 func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
-	cs := tradingSession(t, map[string]string{"TRADING_MODE": "live"}, "2025-11-25", "ACC-1001")
+	cs := tradingSession(t, map[string]string{"TRADING_MODE": "live", "APPROVER_CLIENT_IDS": "approvals-tool"}, "2025-11-25", "ACC-1001")
 	args := confirmedArgs("ACC-1001", "live-legacy-01", 1)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
