@@ -533,6 +533,45 @@ func TestAuditTrail(t *testing.T) {
 	}
 }
 
+// TestCompletionIsARead: completion/complete reads the firm's accounts and
+// equities, so it is governed as a read: without the read scope it is
+// refused (with the step-up challenge), and every completion is audited and
+// counted against the read budget.
+func TestCompletionIsARead(t *testing.T) {
+	srv, iss, sink := auditedServer(t, map[string]string{"RATE_READ_BURST": "2", "RATE_READ_PER_SECOND": "0.001"})
+	params := map[string]any{"ref": map[string]any{"type": "ref/prompt", "name": "portfolio_review"},
+		"argument": map[string]any{"name": "account_id", "value": "ACC"}}
+
+	halter := iss.Token(t, iss.Claims("hal", secResource, "trade:halt", "*"))
+	resp, body := secRPC(t, srv.URL, halter, "completion/complete", params)
+	if resp.StatusCode != http.StatusForbidden || challenge(t, resp)["scope"] != "portfolio:read" || strings.Contains(body, "ACC-") {
+		t.Fatalf("completion without the read scope: %d %s", resp.StatusCode, body)
+	}
+	reader := iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001"))
+	for i, want := range []string{`"values":["ACC-1001"]`, `"values":["ACC-1001"]`, "rate limit"} {
+		if _, body := secRPC(t, srv.URL, reader, "completion/complete", params); !strings.Contains(body, want) {
+			t.Fatalf("completion %d: %s, want %s", i+1, body, want)
+		}
+	}
+
+	if err := srv.stop(); err != nil { // drains the audit queue
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range sink.byType(audit.EventType) {
+		var e audit.Event
+		if err := ev.DataAs(&e); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e.Principal+" "+e.Tool+" "+string(e.Outcome))
+	}
+	slices.Sort(got)
+	want := []string{"alice completion/complete ok", "alice completion/complete ok", "alice completion/complete rate_limited", "hal completion/complete denied"}
+	if !slices.Equal(got, want) {
+		t.Errorf("audit events %q, want %q", got, want)
+	}
+}
+
 // TestAuditSinkDown: reads keep working; a trade that cannot be recorded
 // does not happen.
 func TestAuditSinkDown(t *testing.T) {

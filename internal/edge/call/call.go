@@ -71,6 +71,18 @@ type Call struct {
 	decodes  int
 }
 
+// Governed reports whether c reaches the firm's data or acts on it: a
+// tools/call, a resources/read, or a completion/complete (which completes
+// account ids and tickers from the backends). Each is authorized by scope,
+// rate-limited and audited; the other methods are the protocol's own.
+func (c *Call) Governed() bool {
+	switch c.Method {
+	case "tools/call", "resources/read", "completion/complete":
+		return true
+	}
+	return false
+}
+
 // Subject is what the call acts on: the tool's name, ResourceRead, or the
 // method.
 func (c *Call) Subject() string {

@@ -33,7 +33,7 @@ func (a *Auditor) Middleware(cat *catalog.Catalog) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			c := call.From(ctx)
-			if c == nil || (method != "tools/call" && method != "resources/read") {
+			if c == nil || !c.Governed() {
 				return next(ctx, method, req)
 			}
 			class := catalog.Read

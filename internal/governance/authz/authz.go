@@ -50,7 +50,7 @@ func New(cat *catalog.Catalog, s catalog.Scopes) *Policy {
 // at all) or a method that needs no scope of its own.
 func (p *Policy) Scope(c *call.Call) (scope string, class catalog.Class, ok bool) {
 	switch c.Method {
-	case "resources/read":
+	case "resources/read", "completion/complete":
 		return p.scopes.For(catalog.Read), catalog.Read, true
 	case "tools/call":
 		t, ok := p.catalog.Lookup(c.Tool)
@@ -75,7 +75,7 @@ func (p *Policy) Middleware() mcp.Middleware {
 			if !ok {
 				return nil, &jsonrpc.Error{Code: CodeUnauthenticated, Message: "unauthenticated"}
 			}
-			if c := call.From(ctx); c != nil && (method == "tools/call" || method == "resources/read") {
+			if c := call.From(ctx); c != nil && c.Governed() {
 				if err := p.check(pr, c); err != nil {
 					return nil, err
 				}
@@ -117,7 +117,10 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 	if !pr.HasScope(scope) {
 		return denied(scope, what(c))
 	}
-	if c.Method == "resources/read" {
+	switch c.Method {
+	case "completion/complete":
+		return nil // it completes the caller's own accounts only
+	case "resources/read":
 		if id, ok := portfolioAccount(c.URI); ok && !pr.Entitled(id) {
 			return &outcome.Refused{Outcome: outcome.Denied, Reason: "not entitled to the account", Err: mcp.ResourceNotFoundError(c.URI).(*jsonrpc.Error)}
 		}
@@ -139,8 +142,11 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 
 // what names the operation of c in a refusal.
 func what(c *call.Call) string {
-	if c.Method == "tools/call" {
+	switch c.Method {
+	case "tools/call":
 		return fmt.Sprintf("the tool %q", c.Tool)
+	case "completion/complete":
+		return "completing arguments"
 	}
 	return "reading resources"
 }
