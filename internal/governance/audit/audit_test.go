@@ -31,7 +31,7 @@ type receiver struct {
 	events []cloudevents.Event
 	status int           // answer with this status when not 0
 	hold   chan struct{} // when not nil, block each request until closed
-	held   chan struct{} // receives one value per request being held
+	held   chan string   // receives each held request's ce-subject
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -46,7 +46,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	hold, held, status := r.hold, r.held, r.status
 	r.mu.Unlock()
 	if hold != nil {
-		held <- struct{}{}
+		held <- req.Header.Get("Ce-Subject")
 		<-hold
 	}
 	if status != 0 {
@@ -91,7 +91,7 @@ func (r *receiver) all() []cloudevents.Event {
 // latest when the test ends); each blocked request is announced on held.
 func (r *receiver) holdRequests() {
 	r.mu.Lock()
-	r.hold, r.held = make(chan struct{}), make(chan struct{}, 16)
+	r.hold, r.held = make(chan struct{}), make(chan string, 64)
 	r.mu.Unlock()
 	r.t.Cleanup(r.release)
 }

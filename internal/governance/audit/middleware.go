@@ -56,11 +56,19 @@ func (a *Auditor) Middleware(cat *catalog.Catalog) mcp.Middleware {
 			ev.Steps = steps
 			ev.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 
-			if !class.StateChanging() {
+			if !class.StateChanging() && len(steps) == 0 {
 				a.Emit(ctx, ev)
 				return res, err
 			}
+			// A read can carry steps that took effect too (get_order_status
+			// driving an approved order out): their record must not wait in
+			// a queue that may be full.
 			if serr := a.EmitSync(ctx, ev); serr != nil {
+				if !class.StateChanging() {
+					// What the read did has happened; its answer stands.
+					a.log.ErrorContext(ctx, "audit: steps that took effect during a read were not recorded", "tool", ev.Tool, "error", serr)
+					return res, err
+				}
 				return unrecorded(ctx), nil
 			}
 			return res, err

@@ -139,6 +139,50 @@ func TestMiddlewareFailsClosedForTrades(t *testing.T) {
 	}
 }
 
+// TestReadWithEffectsIsRecordedAtOnce: a read whose handler took a step to
+// its effect (get_order_status executing an approved order) is recorded
+// synchronously, not queued: with the queue full, it would be lost.
+func TestReadWithEffectsIsRecordedAtOnce(t *testing.T) {
+	rcv := newReceiver(t)
+	a, reg := newAuditor(t, audit.Config{Sink: rcv.srv.URL, QueueSize: 1}, io.Discard)
+	cs, _ := session(t, a)
+	ctx := context.Background()
+	rcv.holdRequests()
+	// Plain reads until the workers are held at the sink and the queue is
+	// full: one of them was dropped.
+	for i := 0; metric(t, reg, "audit_events_dropped_total", "reason", "queue_full") == 0; i++ {
+		if i == 100 {
+			t.Fatal("the queue never filled")
+		}
+		cs.CallTool(ctx, &mcp.CallToolParams{Name: "broken_tool", Arguments: map[string]any{}})
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_tool", Arguments: map[string]any{}})
+	}()
+	for reached := false; !reached; {
+		select {
+		case subject := <-rcv.held:
+			reached = subject == "read_tool" // its own delivery, at the sink
+		case <-done:
+			t.Fatal("the read that executed an order returned without delivering its record")
+		}
+	}
+	rcv.release()
+	<-done
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range rcv.received() {
+		var e audit.Event
+		if ev.DataAs(&e) == nil && e.Tool == "read_tool" && len(e.Steps) == 1 {
+			return
+		}
+	}
+	t.Error("the read's record, with its step, never reached the sink")
+}
+
 // TestJournalRedactsDetail: a step's free text (an approver's reject
 // reason) is redacted like arguments before it is recorded.
 func TestJournalRedactsDetail(t *testing.T) {
