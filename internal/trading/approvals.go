@@ -401,14 +401,16 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			return s.approvalOutcome(ctx, a), nil
 		}
 
-		if err := s.journal.Record(ctx, JournalEntry{Action: "approval.decided", Principal: approver.Subject, AccountID: a.Order.AccountID,
-			ArgsDigest: a.ArgsDigest, IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: decision + ": " + reason, Provenance: a.Provenance.fields()}); err != nil {
+		decided := JournalEntry{Action: "approval.decided", Principal: approver.Subject, AccountID: a.Order.AccountID,
+			ArgsDigest: a.ArgsDigest, IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: decision + ": " + reason, Provenance: a.Provenance.fields()}
+		if err := s.journal.Record(ctx, decided); err != nil {
 			s.log.ErrorContext(ctx, "journal refused approval decision", "error", err)
 			return Outcome{}, ErrNotRecorded
 		}
 		now := s.now().UTC()
 		if !now.Before(a.ExpiresAt) {
-			continue // expired while the decision was being journaled
+			s.superseded(ctx, decided, "the approval expired first")
+			continue
 		}
 		a.DecidedBy, a.DecidedAt, a.Reason = approver.Subject, &now, reason
 		a.Status = ApprovalApproved
@@ -416,7 +418,8 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			a.Status = ApprovalRejected
 		}
 		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
-			continue // decided, cancelled or expired concurrently: look again
+			s.superseded(ctx, decided, "another decision or a cancellation took effect first")
+			continue // look again
 		} else if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
@@ -645,7 +648,8 @@ func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(
 		if a.Status != ApprovalPending {
 			return s.approvalOutcome(ctx, a), ErrNotCancellable
 		}
-		if err := s.journal.Record(ctx, JournalEntry{Action: "approval.cancelled", Principal: by, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey, Detail: detail}); err != nil {
+		cancelled := JournalEntry{Action: "approval.cancelled", Principal: by, AccountID: a.Order.AccountID, ApprovalID: a.ID, IdempotencyKey: a.Order.IdempotencyKey, Detail: detail}
+		if err := s.journal.Record(ctx, cancelled); err != nil {
 			return Outcome{}, ErrNotRecorded
 		}
 		a.Status = ApprovalCancelled
@@ -653,12 +657,23 @@ func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(
 			a.Reason = detail
 		}
 		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+			s.superseded(ctx, cancelled, "a decision took effect first")
 			continue
 		} else if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
 		s.unindex(ctx, a)
 		return s.approvalOutcome(ctx, a), nil
+	}
+}
+
+// superseded records that a step journaled before its effect never took
+// effect: another change of the same approval won the compare-and-swap.
+// The trail then shows no decision or cancellation that did not happen.
+func (s *Service) superseded(ctx context.Context, e JournalEntry, why string) {
+	e.Action, e.Detail, e.Time = e.Action+".superseded", why, time.Time{}
+	if err := s.journal.RecordDone(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "journal refused a superseded step", "action", e.Action, "approval_id", e.ApprovalID, "error", err)
 	}
 }
 

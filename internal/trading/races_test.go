@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -270,4 +271,50 @@ func resting(t *testing.T, f *raceFixture, key string) trading.OrderArgs {
 	}
 	limit := float64(int(qs.Quotes[0].Ask*0.99*100)) / 100
 	return trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 10, LimitPrice: limit, IdempotencyKey: key}
+}
+
+// TestLosingDecisionIsSuperseded: two approvers decide one approval at
+// once. Each decision is journaled before it takes effect; the one that
+// loses the compare-and-swap is followed by a record that it did not, so
+// the trail shows only what happened.
+func TestLosingDecisionIsSuperseded(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 100, MaxPositionWeight: 0.9}, nil)
+			pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "two-deciders"), trading.Confirmation{Claimed: true})
+			if err != nil || pl.Outcome.Approval == nil {
+				t.Fatalf("placing: %+v %v", pl.Outcome, err)
+			}
+			id := pl.Outcome.Approval.ID
+			carol := principal.Principal{Subject: "carol", Accounts: []string{"*"}}
+			var once sync.Once
+			f.j.onRecord = func(e trading.JournalEntry) {
+				if e.Action == "approval.decided" && e.Principal == "bob" {
+					once.Do(func() { // carol decides while bob's decision is journaled
+						if _, err := f.svc.Decide(context.WithoutCancel(t.Context()), carol, id, trading.DecisionReject, "too large", nil); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+			}
+			if _, err := f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "fine", nil); !errors.Is(err, trading.ErrAlreadyDecided) {
+				t.Errorf("bob's late approval: %v, want ErrAlreadyDecided", err)
+			}
+			var trail []string
+			f.j.mu.Lock()
+			for _, e := range f.j.entries {
+				if e.ApprovalID == id && e.Action != "approval.requested" {
+					trail = append(trail, e.Principal+" "+e.Action)
+				}
+			}
+			f.j.mu.Unlock()
+			want := []string{"carol approval.decided", "bob approval.decided", "bob approval.decided.superseded"}
+			if !slices.Equal(trail, want) {
+				t.Errorf("trail %q, want %q", trail, want)
+			}
+			if n := f.trade.orders(); n != 0 {
+				t.Errorf("%d orders sent for a rejected approval", n)
+			}
+		})
+	}
 }
