@@ -543,6 +543,13 @@ func (c *Config) validateTrading() []error {
 	if t.Mode == "live" && c.Auth.Issuer == "" {
 		errs = append(errs, &Error{"OAUTH_ISSUER", "is required with TRADING_MODE=live"})
 	}
+	for _, id := range t.ApproverClients {
+		if id == "" || strings.TrimSpace(id) != id {
+			// An empty id would admit the tokens that name no client.
+			errs = append(errs, &Error{"APPROVER_CLIENT_IDS", fmt.Sprintf("%q is not a client id (non-empty, no surrounding spaces)", id)})
+			break
+		}
+	}
 	if t.Mode == "live" && len(t.ApproverClients) == 0 {
 		// Otherwise an agent whose user may approve could release orders
 		// with that user's token: four eyes, but no human.

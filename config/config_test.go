@@ -55,6 +55,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"TRADING_MODE": "real"}, "TRADING_MODE"},
 		{map[string]string{"TRADING_MODE": "live"}, "OAUTH_ISSUER"},
 		{map[string]string{"TRADING_MODE": "live", "OAUTH_ISSUER": "https://issuer.example.com", "PUBLIC_URL": "https://mcp.example.com/mcp"}, "APPROVER_CLIENT_IDS"},
+		{map[string]string{"APPROVER_CLIENT_IDS": " "}, "APPROVER_CLIENT_IDS"},
+		{map[string]string{"APPROVER_CLIENT_IDS": "console,"}, "APPROVER_CLIENT_IDS"},
 		{map[string]string{"TRADING_MODE": "live", "ALLOW_UNAUTHENTICATED": "true"}, "ALLOW_UNAUTHENTICATED"},
 		{map[string]string{"MAX_POSITION_WEIGHT": "1.5"}, "MAX_POSITION_WEIGHT"},
 		{map[string]string{"MARKET_HOLIDAYS": "2026-13-01"}, "MARKET_HOLIDAYS"},

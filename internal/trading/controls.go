@@ -155,16 +155,36 @@ func (s *Service) stopIfHalted(ctx context.Context, subject, agent string, out O
 	if err := s.cfg.Halt.Check(ctx, halt.Order{Account: out.Order.AccountID, Principal: subject, Agent: agent}); !errors.As(err, &h) {
 		return out
 	}
+	// As it is now: the halt's cancel-all may have cancelled it already,
+	// or it may have filled.
+	if now, err := s.current(ctx, out); err == nil && !backends.Working(now.Order.Status) {
+		return now
+	}
 	detail := "kill switch (" + h.Halt.Describe() + ") engaged while the order was being sent: " + h.Halt.Reason
 	cancelled, err := s.cancelOrder(ctx, h.Halt.EngagedBy, out, detail)
 	if err != nil {
 		s.log.ErrorContext(ctx, "could not cancel an order sent as a halt was engaged", "order_id", out.Order.OrderID, "error", err)
+		now, rerr := s.current(ctx, out)
+		if rerr == nil && !backends.Working(now.Order.Status) {
+			return now // cancelled or filled meanwhile
+		}
 		out.Message += ". A trading halt was engaged as it was sent, and cancelling it failed: cancel it with cancel_order"
 		return out
 	}
 	cancelled.Approval, cancelled.IdempotencyKey = out.Approval, out.IdempotencyKey
 	cancelled.Message = "cancelled as soon as it was sent: a trading halt (" + h.Halt.Describe() + ") was engaged meanwhile. " + cancelled.Message
 	return cancelled
+}
+
+// current is out with its order as the Trade service holds it now.
+func (s *Service) current(ctx context.Context, out Outcome) (Outcome, error) {
+	o, err := s.bs.Trade.GetOrder(ctx, out.Order.OrderID)
+	if err != nil {
+		return out, err
+	}
+	now := orderOutcome(o)
+	now.Approval, now.IdempotencyKey, now.Provenance = out.Approval, out.IdempotencyKey, out.Provenance
+	return now, nil
 }
 
 // openIndexes are the indexes of orders placed through this server that

@@ -3,6 +3,7 @@ package trading_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -316,5 +317,155 @@ func TestLosingDecisionIsSuperseded(t *testing.T) {
 				t.Errorf("%d orders sent for a rejected approval", n)
 			}
 		})
+	}
+}
+
+// lostAnswerTrade accepts the first order but loses its answer on the way
+// back: the order works at the Trade service, and its sender never knew.
+type lostAnswerTrade struct {
+	backends.Trade
+	lost atomic.Bool
+}
+
+func (l *lostAnswerTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	o, err := l.Trade.PlaceOrder(ctx, r)
+	if err == nil && l.lost.CompareAndSwap(false, true) {
+		return backends.Order{}, fmt.Errorf("%w: the answer was lost", backends.ErrUnavailable)
+	}
+	return o, err
+}
+
+// TestReconciledOrderUnderAHalt: an order whose answer was lost works at
+// the Trade service but is listed nowhere, so a halt's cancel-all misses
+// it. The retry that finds it must stop it too, as a send would.
+func TestReconciledOrderUnderAHalt(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
+				func(tr backends.Trade) backends.Trade { return &lostAnswerTrade{Trade: tr} })
+			o := resting(t, f, "lost-answer-1")
+			if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
+				t.Fatal("the lost answer was reported as an outcome")
+			}
+			f.haltNow(t)
+			retry, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+			if err != nil || retry.Outcome.Status != backends.StatusCancelled {
+				t.Errorf("retry under the halt: %+v %v, want the order found and cancelled", retry.Outcome, err)
+			}
+			if w := f.working(); len(w) != 0 {
+				t.Errorf("working under the halt: %+v", w)
+			}
+		})
+	}
+}
+
+// lostTrade loses the first order request on the wire: no answer, and the
+// request reaches the Trade service only when land is called.
+type lostTrade struct {
+	*countingTrade
+	mu   sync.Mutex
+	held *backends.OrderRequest
+}
+
+func (l *lostTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	l.mu.Lock()
+	first := l.held == nil
+	if first {
+		l.held = &r
+	}
+	l.mu.Unlock()
+	if first {
+		return backends.Order{}, fmt.Errorf("%w: timeout", backends.ErrUnavailable)
+	}
+	return l.countingTrade.PlaceOrder(ctx, r)
+}
+
+// TestLapsedResendStaysASend: the first send got no answer; the retry that
+// resends it stalls past its lease; a third attempt must still treat the
+// key as sent (resend the same order), not check it afresh and answer
+// "rejected" for an order whose first request then lands.
+func TestLapsedResendStaysASend(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			var lost *lostTrade
+			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
+				func(tr backends.Trade) backends.Trade {
+					lost = &lostTrade{countingTrade: tr.(*countingTrade)}
+					return lost
+				})
+			o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "resend-lapse"}
+			if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
+				t.Fatal("the unanswered send was reported as an outcome")
+			}
+			stalled, resume := make(chan struct{}), make(chan struct{})
+			var first atomic.Bool
+			f.j.onRecord = func(e trading.JournalEntry) {
+				if e.Action == "order.intent" && e.Detail != "" && first.CompareAndSwap(false, true) { // the first resend's
+					close(stalled)
+					<-resume
+				}
+			}
+			resend := make(chan error, 1)
+			go func() {
+				_, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+				resend <- err
+			}()
+			<-stalled
+			f.clock.Add(11 * time.Second)
+			f.market.scale.Store(200) // fresh checks would refuse it
+			third, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+			close(resume)
+			<-resend
+			lost.mu.Lock()
+			late := *lost.held
+			lost.mu.Unlock()
+			if _, err := lost.countingTrade.PlaceOrder(context.Background(), late); err != nil {
+				t.Fatal(err)
+			}
+			if err != nil || third.Outcome.Order == nil {
+				t.Errorf("third attempt: %+v %v, want the order sent again", third.Outcome, err)
+			}
+			if n := f.trade.orders(); n != 1 {
+				t.Errorf("%d orders at the Trade service, want 1", n)
+			}
+		})
+	}
+}
+
+// listHook runs f once, right after an order is first listed for cancel-all.
+type listHook struct {
+	store.Store
+	once sync.Once
+	f    func()
+}
+
+func (l *listHook) IndexAdd(ctx context.Context, index, member string, score float64) error {
+	err := l.Store.IndexAdd(ctx, index, member, score)
+	if index == "orders:open" {
+		l.once.Do(l.f)
+	}
+	return err
+}
+
+// TestHaltCancelsOnce: a halt whose cancel-all finds the order just listed
+// and the sender's own check after its send do not both cancel it.
+func TestHaltCancelsOnce(t *testing.T) {
+	h := &listHook{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, h, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+	h.f = func() { f.haltNow(t) }
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "cancel-once"), trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Status != backends.StatusCancelled {
+		t.Errorf("placing: %+v %v, want the order, cancelled", pl.Outcome, err)
+	}
+	n := 0
+	f.j.mu.Lock()
+	for _, e := range f.j.entries {
+		if e.Action == "order.cancel" {
+			n++
+		}
+	}
+	f.j.mu.Unlock()
+	if n != 1 {
+		t.Errorf("order.cancel journaled %d times, want once", n)
 	}
 }

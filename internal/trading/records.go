@@ -106,7 +106,16 @@ type idemRecord struct {
 	State      string    `json:"state"` // in_progress, done, released, sent
 	LeaseUntil time.Time `json:"lease_until"`
 	Outcome    *Outcome  `json:"outcome,omitempty"`
+	// Sent, on an in_progress record: the order may be on the wire (an
+	// earlier attempt's send got no answer, or the owner renewed its lease
+	// to send it). Whoever takes the key over resends it, as for "sent".
+	Sent bool `json:"sent,omitempty"`
 }
+
+// mayBeSent reports whether r's order may have reached the Trade service
+// already: a retry must then send the same order again, unchecked, never
+// answer from fresh checks.
+func (r idemRecord) mayBeSent() bool { return r.State == idemSent || r.Sent }
 
 // Idempotency record states.
 const (

@@ -323,6 +323,9 @@ func (s *Service) fence(ctx context.Context, key, digest string) (idemRecord, in
 			return rec, ver, err
 		}
 		lapsed := idemRecord{Digest: digest, State: idemReleased}
+		if rec.Sent {
+			lapsed.State = idemSent
+		}
 		nv, err := updateJSON(ctx, s.st, key, lapsed, ver, s.cfg.IdempotencyTTL)
 		switch {
 		case err == nil:
@@ -372,7 +375,8 @@ func (s *Service) reconcile(ctx context.Context, p principal.Principal, o OrderA
 	s.journalExecuted(ctx, p.Subject, o, digest, "", order, prov, "reconciled: the Trade service had accepted the order of an earlier attempt")
 	out := orderOutcome(order)
 	out.Provenance = prov
-	return out, true, nil
+	// Listed only now, it escaped any cancel-all before.
+	return s.stopIfHalted(ctx, p.Subject, p.ClientID, out), true, nil
 }
 
 // settle stores a reconciled outcome as the key's, if the record is still
@@ -414,11 +418,15 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	if !takeover {
 		s.remember(ctx, p.Subject, o)
 	}
-	// renew re-takes the claim just before the order is sent: a claim that
-	// lapsed to another attempt (a slow check, a stalled journal) must not
-	// send, since that attempt owns the key now.
-	renew := func(ctx context.Context) error {
-		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease)}
+	// renew re-takes the claim just before the order is sent (sending) or
+	// its approval created: a claim that lapsed to another attempt (a slow
+	// check, a stalled journal) must not act, since that attempt owns the
+	// key now. Renewed to send, the record says the order may be on the
+	// wire from then on, so that a takeover resends rather than re-checks.
+	sent := prev.mayBeSent()
+	renew := func(ctx context.Context, sending bool) error {
+		sent = sent || sending
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent}
 		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -435,7 +443,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	out, found, err := s.reconcile(ctx, p, o, digest, takeover)
 	switch {
 	case err != nil || found:
-	case prev.State == idemSent:
+	case prev.mayBeSent():
 		// Sent before, never answered, not seen by the Trade service (yet):
 		// the same order again, unchecked but for the kill switch; the client
 		// order id makes a late arrival of the first one and this one the
@@ -460,7 +468,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// dedups the client order id, and a retry reconciles first): hand the
 		// key back for a retry, remembering an unanswered send.
 		next := idemReleased
-		if errors.Is(err, errOutcomeUnknown) || prev.State == idemSent {
+		if errors.Is(err, errOutcomeUnknown) || prev.mayBeSent() {
 			next = idemSent
 		}
 		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: next}, ver, s.cfg.IdempotencyTTL); rerr != nil {
@@ -531,6 +539,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 			out.Replayed = true
 			return out, false, 0, idemRecord{}, err
 		default: // released, sent, or the owner's lease ran out
+			lease.Sent = rec.mayBeSent() // still, until this attempt knows better
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
 				// A lapsed owner renewed its claim just before sending and
@@ -548,7 +557,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 
 // decide runs the kill switch and the checks, counts the order against
 // the day's limits, and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context) error, m *market, prov *Provenance) (Outcome, error) {
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context, bool) error, m *market, prov *Provenance) (Outcome, error) {
 	if err := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err != nil {
 		return Outcome{}, err
 	}
@@ -609,7 +618,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		// As before a send: a claim that lapsed to another attempt (a stalled
 		// journal) must not create the approval that attempt may have
 		// answered against.
-		if err := renew(ctx); err != nil {
+		if err := renew(ctx, false); err != nil {
 			return Outcome{}, err
 		}
 		if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, pre.EstimatedNotional); err != nil {
@@ -657,7 +666,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 // errOutcomeUnknown: the order may still land.
 // notional is what the order counts against the daily limits when it goes
 // out (a resend's reservation, made at its first send, is found again).
-func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context) error, prov *Provenance, notional float64) (Outcome, error) {
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64) (Outcome, error) {
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail, Provenance: prov.fields()}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
@@ -667,7 +676,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	if err := s.keepProvenance(ctx, coid, prov); err != nil {
 		return Outcome{}, err
 	}
-	if err := renew(ctx); err != nil {
+	if err := renew(ctx, true); err != nil {
 		return Outcome{}, err
 	}
 	if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, notional); err != nil {
