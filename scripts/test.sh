@@ -75,7 +75,11 @@ go vet ./...
 go test -count=1 -timeout 30m ./... "$@"
 
 # Short, bounded fuzzing of the untrusted entry points (seed corpus plus
-# fresh inputs); a crasher fails CI.
-go test ./internal/app   -run "^$" -fuzz "^FuzzMCPEntry$"      -fuzztime 15s
-go test ./internal/app   -run "^$" -fuzz "^FuzzToolArguments$" -fuzztime 15s
-go test ./internal/edge/call -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 15s
+# fresh inputs); a crasher fails CI. The budgets are counts of inputs
+# (10-20 s each on the build machine), not durations: with -fuzztime as a
+# duration, Go 1.26's coordinator can fail a target at the deadline with
+# "context deadline exceeded" and no crasher (go.dev/issue/75804, fixed in
+# Go 1.27).
+go test ./internal/app   -run "^$" -fuzz "^FuzzMCPEntry$"      -fuzztime 15000x
+go test ./internal/app   -run "^$" -fuzz "^FuzzToolArguments$" -fuzztime 10000x
+go test ./internal/edge/call -run "^$" -fuzz "^FuzzAccounts$"      -fuzztime 100000x

@@ -469,3 +469,56 @@ func TestHaltCancelsOnce(t *testing.T) {
 		t.Errorf("order.cancel journaled %d times, want once", n)
 	}
 }
+
+// stallingTally holds the first daily-limit reservation until resumed.
+type stallingTally struct {
+	store.Store
+	first           atomic.Bool
+	stalled, resume chan struct{}
+}
+
+func (s *stallingTally) Tally(ctx context.Context, key, member string, amount float64, maxCount int, maxSum float64, ttl time.Duration) error {
+	if s.first.CompareAndSwap(false, true) {
+		close(s.stalled)
+		<-s.resume
+	}
+	return s.Store.Tally(ctx, key, member, amount, maxCount, maxSum, ttl)
+}
+
+// TestStalledReservationIsNotResentUncounted: an order stalls in its
+// daily-limit reservation past its lease while another order takes the
+// budget. The retry must not send it unchecked as if it may already be on
+// the wire: nothing was sent, and nothing was counted.
+func TestStalledReservationIsNotResentUncounted(t *testing.T) {
+	st := &stallingTally{Store: store.NewMemory(nil), stalled: make(chan struct{}), resume: make(chan struct{})}
+	probe := newRaceFixture(t, store.NewMemory(nil), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 1e6, MaxPositionWeight: 0.9}, nil)
+	qs, err := probe.market.MarketData.Quotes(t.Context(), []string{"KO"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := qs.Quotes[0].Ask * 15 // room for 10 KO or 9 KO, not both
+	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 1e6, MaxPositionWeight: 0.9,
+		Daily: policy.DailyLimits{PrincipalNotional: budget}}, nil)
+	a := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "stall-a"}
+	b := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 9, IdempotencyKey: "stall-b"}
+	first := make(chan error, 1)
+	go func() {
+		_, err := f.svc.PlaceOrder(context.WithoutCancel(t.Context()), alice, a, trading.Confirmation{Claimed: true})
+		first <- err
+	}()
+	select {
+	case <-st.stalled:
+	case err := <-first:
+		t.Fatalf("the first order ended before reserving: %v", err)
+	}
+	if pb, err := f.svc.PlaceOrder(t.Context(), alice, b, trading.Confirmation{Claimed: true}); err != nil || pb.Outcome.Order == nil {
+		t.Fatalf("order b: %+v %v", pb.Outcome, err)
+	}
+	f.clock.Add(11 * time.Second)
+	f.svc.PlaceOrder(t.Context(), alice, a, trading.Confirmation{Claimed: true})
+	close(st.resume)
+	<-first
+	if n := f.trade.orders(); n != 1 {
+		t.Errorf("%d orders sent against a daily budget with room for one", n)
+	}
+}

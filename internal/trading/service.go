@@ -676,10 +676,13 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	if err := s.keepProvenance(ctx, coid, prov); err != nil {
 		return Outcome{}, err
 	}
-	if err := renew(ctx, true); err != nil {
+	// Counted against the day's limits before the lease says the order may
+	// be on the wire: a takeover resends such an order unchecked, so it must
+	// already be counted (the count is per key: a resend adds nothing).
+	if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, notional); err != nil {
 		return Outcome{}, err
 	}
-	if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, notional); err != nil {
+	if err := renew(ctx, true); err != nil {
 		return Outcome{}, err
 	}
 	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(coid))
