@@ -39,7 +39,7 @@ const (
 )
 
 // notifiedSteps are the trade steps the notifier posts, one Trigger each.
-var notifiedSteps = []string{"approval.decided", "approval.requested"}
+var notifiedSteps = []string{"approval.decided", "approval.decided.superseded", "approval.requested"}
 
 func notifierName(mode string) string { return serviceName(mode) + notifierSuffix }
 
@@ -81,8 +81,8 @@ var isoSeconds = regexp.MustCompile(`^PT(\d+)S$`)
 // Service runs the notifier image with an environment it reads, links to
 // its own mode's console, gets only the webhook URL from its own mode's
 // AWS secret as a whole-mounted file, runs as a token-less account, and
-// two Triggers on its mode's Broker deliver exactly the approval steps,
-// with retries and a timeout its retry budget fits in.
+// one Trigger per notified step on its mode's Broker delivers exactly the
+// approval steps, with retries and a timeout its retry budget fits in.
 func TestNotifierWiring(t *testing.T) {
 	docs := loadManifests(t, manifestDir)
 	written := objectsOf[servingv1.Service](t, docs, servingv1.SchemeGroupVersion.WithKind("Service"))
@@ -181,7 +181,7 @@ func TestNotifierWiring(t *testing.T) {
 			t.Errorf("%s runs as %q; want a ServiceAccount of its own from these manifests", svc.Name, spec.ServiceAccountName)
 		}
 
-		// Two Triggers on this mode's Broker, one per notified step.
+		// One Trigger per notified step on this mode's Broker.
 		var broker string
 		for _, b := range bindings {
 			if b.Spec.Subject.Name == serviceName(mode) {

@@ -1,10 +1,10 @@
 // Command notifier tells people in a chat channel that an order is waiting
 // for an approver, and what the approver decided. It runs as its own small
-// Knative Service, subscribed by two Triggers to the trade-step CloudEvents
-// (type com.portfolio-mcp.trade.step) that portfolio-mcp publishes to its
-// Broker, and posts one Slack-compatible incoming-webhook message for each
-// approval.requested and approval.decided step, linking to the approvals
-// console. Every other event is acknowledged and dropped.
+// Knative Service, subscribed by three Triggers to the trade-step
+// CloudEvents (type com.portfolio-mcp.trade.step) that portfolio-mcp
+// publishes to its Broker, and posts one Slack-compatible incoming-webhook
+// message for each approval.requested, approval.decided and
+// approval.decided.superseded step, linking to the approvals console. Every other event is acknowledged and dropped.
 //
 // The webhook URL is a credential: it is read from a mounted secret file
 // on every delivery (a rotated secret applies without a restart) and never

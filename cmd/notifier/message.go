@@ -21,6 +21,9 @@ const (
 	ActionRequested = "approval.requested"
 	// ActionDecided is the step recorded when an approver approves or rejects.
 	ActionDecided = "approval.decided"
+	// ActionSuperseded follows an ActionDecided that never took effect:
+	// another approver's decision, or a cancellation, came first.
+	ActionSuperseded = "approval.decided.superseded"
 )
 
 // errIgnored marks an event that is not the notifier's business: it is
@@ -79,7 +82,7 @@ func approvalMessage(ev cloudevents.Event, console *url.URL) (notification, erro
 	if s.Action == "" {
 		s.Action = ev.Subject()
 	}
-	if s.Action != ActionRequested && s.Action != ActionDecided {
+	if s.Action != ActionRequested && s.Action != ActionDecided && s.Action != ActionSuperseded {
 		return notification{}, errIgnored
 	}
 	if !approvalID.MatchString(s.ApprovalID) {
@@ -97,10 +100,14 @@ func approvalMessage(ev cloudevents.Event, console *url.URL) (notification, erro
 		who = "an unknown principal"
 	}
 	reason := ""
-	if s.Action == ActionRequested {
+	switch s.Action {
+	case ActionRequested:
 		fmt.Fprintf(&b, "requested by %s", who)
 		reason = str(s.Args["detail"])
-	} else {
+	case ActionSuperseded:
+		fmt.Fprintf(&b, "decision by %s did not take effect", who)
+		reason = str(s.Args["detail"])
+	default:
 		verb, why := decision(str(s.Args["detail"]))
 		fmt.Fprintf(&b, "%s by %s", verb, who)
 		reason = why

@@ -310,9 +310,15 @@ func TestTheServersOwnEventsAreNotified(t *testing.T) {
 	if err := j.Record(ctx, audit.Step{Action: "order.intent", Principal: "alice", AccountID: "ACC-1"}); err != nil {
 		t.Fatalf("the notifier did not acknowledge an order.intent step it ignores: %v", err)
 	}
+	// carol's approval lost the race to bob's rejection (trading's
+	// superseded records).
+	if err := j.RecordDone(ctx, audit.Step{Action: ActionSuperseded, Principal: "carol", AccountID: "ACC-1", ApprovalID: "APR-00FF00FF00FF00FF00FF", Detail: "another decision or a cancellation took effect first"}); err != nil {
+		t.Fatalf("the notifier did not acknowledge approval.decided.superseded: %v", err)
+	}
 	want := []string{
 		"[paper] Approval APR-00FF00FF00FF00FF00FF requested by alice on account ACC-1: " + link("APR-00FF00FF00FF00FF00FF"),
 		"[paper] Approval APR-00FF00FF00FF00FF00FF rejected by bob on account ACC-1 (reason: too large for the book): " + link("APR-00FF00FF00FF00FF00FF"),
+		"[paper] Approval APR-00FF00FF00FF00FF00FF decision by carol did not take effect on account ACC-1 (reason: another decision or a cancellation took effect first): " + link("APR-00FF00FF00FF00FF00FF"),
 	}
 	if got := hook.delivered(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("messages posted:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
