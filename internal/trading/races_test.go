@@ -124,33 +124,31 @@ func TestLapsedOwnerSendsNothingAfterARetryAnswered(t *testing.T) {
 	}
 }
 
-// lateTrade loses the first order's answer: the agent gives up while the
-// request is in flight, and the request reaches the Trade service only
-// when land is called.
-type lateTrade struct {
+// firstLost holds the first order request: its sender gets no answer (the
+// error lose returns), and it reaches the Trade service only when land is
+// called.
+type firstLost struct {
 	*countingTrade
-	cancel context.CancelFunc // the first caller's
-	mu     sync.Mutex
-	held   *backends.OrderRequest
+	lose func(ctx context.Context) error
+	mu   sync.Mutex
+	held *backends.OrderRequest
 }
 
-func (l *lateTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+func (l *firstLost) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
 	l.mu.Lock()
 	first := l.held == nil
 	if first {
 		l.held = &r
 	}
 	l.mu.Unlock()
-	if !first {
-		return l.countingTrade.PlaceOrder(ctx, r)
+	if first {
+		return backends.Order{}, l.lose(ctx)
 	}
-	l.cancel()
-	<-ctx.Done()
-	return backends.Order{}, ctx.Err()
+	return l.countingTrade.PlaceOrder(ctx, r)
 }
 
 // land delivers the first request, late.
-func (l *lateTrade) land(t *testing.T) {
+func (l *firstLost) land(t *testing.T) {
 	t.Helper()
 	l.mu.Lock()
 	r := *l.held
@@ -168,15 +166,19 @@ func (l *lateTrade) land(t *testing.T) {
 func TestCancelledSendIsRemembered(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			var late *lateTrade
+			var late *firstLost
 			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
 				func(tr backends.Trade) backends.Trade {
-					late = &lateTrade{countingTrade: tr.(*countingTrade)}
+					late = &firstLost{countingTrade: tr.(*countingTrade)}
 					return late
 				})
 			o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "gone-1"}
 			ctx, cancel := context.WithCancel(t.Context())
-			late.cancel = cancel
+			late.lose = func(ctx context.Context) error { // the agent gives up while it is in flight
+				cancel()
+				<-ctx.Done()
+				return ctx.Err()
+			}
 			if _, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true}); err == nil {
 				t.Fatal("the abandoned attempt reported success")
 			}
@@ -359,27 +361,6 @@ func TestReconciledOrderUnderAHalt(t *testing.T) {
 	}
 }
 
-// lostTrade loses the first order request on the wire: no answer, and the
-// request reaches the Trade service only when land is called.
-type lostTrade struct {
-	*countingTrade
-	mu   sync.Mutex
-	held *backends.OrderRequest
-}
-
-func (l *lostTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
-	l.mu.Lock()
-	first := l.held == nil
-	if first {
-		l.held = &r
-	}
-	l.mu.Unlock()
-	if first {
-		return backends.Order{}, fmt.Errorf("%w: timeout", backends.ErrUnavailable)
-	}
-	return l.countingTrade.PlaceOrder(ctx, r)
-}
-
 // TestLapsedResendStaysASend: the first send got no answer; the retry that
 // resends it stalls past its lease; a third attempt must still treat the
 // key as sent (resend the same order), not check it afresh and answer
@@ -387,10 +368,10 @@ func (l *lostTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (ba
 func TestLapsedResendStaysASend(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			var lost *lostTrade
+			var lost *firstLost
 			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
 				func(tr backends.Trade) backends.Trade {
-					lost = &lostTrade{countingTrade: tr.(*countingTrade)}
+					lost = &firstLost{countingTrade: tr.(*countingTrade), lose: func(context.Context) error { return fmt.Errorf("%w: timeout", backends.ErrUnavailable) }}
 					return lost
 				})
 			o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "resend-lapse"}
@@ -416,12 +397,7 @@ func TestLapsedResendStaysASend(t *testing.T) {
 			third, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
 			close(resume)
 			<-resend
-			lost.mu.Lock()
-			late := *lost.held
-			lost.mu.Unlock()
-			if _, err := lost.countingTrade.PlaceOrder(context.Background(), late); err != nil {
-				t.Fatal(err)
-			}
+			lost.land(t)
 			if err != nil || third.Outcome.Order == nil {
 				t.Errorf("third attempt: %+v %v, want the order sent again", third.Outcome, err)
 			}
