@@ -190,6 +190,17 @@ func Edit(t testing.TB, lines [][]byte, seq uint64, field string, value any) [][
 	return out
 }
 
+// Move makes the event at seq claim the place to instead, its content
+// otherwise unchanged.
+func Move(t testing.TB, lines [][]byte, seq, to uint64) [][]byte {
+	t.Helper()
+	out := append([][]byte(nil), lines...)
+	i, r := find(t, out, seq)
+	r.setSeq(to)
+	out[i] = encode(t, r)
+	return out
+}
+
 // Reorder swaps the places of the events at a and b: each keeps its
 // content and takes the other's sequence number.
 func Reorder(t testing.TB, lines [][]byte, a, b uint64) [][]byte {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 
@@ -301,20 +302,15 @@ func (v *streamCheck) walk() {
 	}
 	order := slices.Sorted(maps.Keys(v.places))
 	v.First, v.Last = order[0], order[len(order)-1]
-	var gapStart uint64
-	for seq := uint64(1); seq <= v.Last; seq++ {
-		it := v.places[seq]
-		if it == nil {
-			if gapStart == 0 {
-				gapStart = seq
-			}
-			continue
+	// Over the places present, not every number up to the last: one forged
+	// record claiming seq 2^64-1 must not keep the verifier counting.
+	next := uint64(1)
+	for _, seq := range order {
+		if seq > next {
+			v.gap(next, seq-1)
 		}
-		if gapStart != 0 {
-			v.gap(gapStart, seq-1)
-			gapStart = 0
-		}
-		v.link(seq, it)
+		v.link(seq, v.places[seq])
+		next = seq + 1
 	}
 }
 
@@ -353,28 +349,33 @@ const moveWindow = 1024
 // sequence number changed: it was moved.
 func (v *streamCheck) movedFrom(it *item) (uint64, bool) {
 	seq := it.seq()
-	for s := max(seq, moveWindow+1) - moveWindow; s <= seq+moveWindow; s++ {
+	lo, hi := max(seq, moveWindow+1)-moveWindow, seq+moveWindow
+	if hi < seq {
+		hi = math.MaxUint64 // near the top of the range: no wrapping round
+	}
+	for s := lo; ; s++ {
 		if s != seq && audit.LinkHash(it.prev, s, it.body, v.ID) == it.hash {
 			return s, true
 		}
+		if s == hi {
+			return 0, false
+		}
 	}
-	return 0, false
 }
 
 // gap reports missing places, with what the checkpoints say of them.
 func (v *streamCheck) gap(first, last uint64) {
 	n := last - first + 1
-	logged := 0
-	var by uint64
-	for s := first; s <= last; s++ {
-		if cp, ok := v.logged[s]; ok {
+	var logged, by uint64
+	for s, cp := range v.logged { // what the checkpoints list, not the whole range
+		if s >= first && s <= last {
 			logged++
-			by = cp
+			by = max(by, cp)
 		}
 	}
 	detail := fmt.Sprintf("%d event(s) missing", n)
 	switch {
-	case logged == int(n):
+	case logged == n:
 		detail += fmt.Sprintf(": the replica logged them instead of delivering them (checkpoint seq %d lists them); add the replica's log export", by)
 	case logged > 0:
 		detail += fmt.Sprintf(", %d of them logged instead of delivered (checkpoint seq %d lists them); the others were deleted", logged, by)

@@ -3,6 +3,7 @@ package verify_test
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -52,6 +53,9 @@ func TestVerifierFindsEachTampering(t *testing.T) {
 		{"edited", audittest.Edit(t, lines, 7, "principal", "mallory"), public, verify.Options{}, []verify.Kind{verify.Edited}},
 		{"field added", audittest.Edit(t, lines, 7, "approved_by", "mallory"), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap}},
 		{"reordered", audittest.Reorder(t, lines, 2, 3), public, verify.Options{}, []verify.Kind{verify.Reordered}},
+		// One forged place at the top of the range: reported, not counted up to.
+		{"moved to the last seq", audittest.Move(t, lines, 3, math.MaxUint64), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap, verify.Inserted}},
+		{"moved to within the move window of the last seq", audittest.Move(t, lines, 3, math.MaxUint64-1024), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap, verify.Inserted}},
 		{"inserted and the chain rebuilt", audittest.Insert(t, lines, 6), public, verify.Options{}, []verify.Kind{verify.BadSignature, verify.Unsealed}},
 		{"tail cut", audittest.Delete(t, audittest.Delete(t, lines, last), last-1), public, verify.Options{}, []verify.Kind{verify.Unsealed}},
 		{"tail cut, stream still open", audittest.Delete(t, lines, last), public, verify.Options{AllowOpen: true}, nil},
