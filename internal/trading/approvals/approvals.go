@@ -296,7 +296,11 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 	seenSum := sha256.Sum256([]byte(e.Source() + "\x00" + e.ID()))
 	seen := "approval-event:" + hex.EncodeToString(seenSum[:])
-	if _, _, err := a.o.Store.Get(r.Context(), seen); err == nil {
+	if mark, _, err := a.o.Store.Get(r.Context(), seen); err == nil {
+		if string(mark) == refusedEvent {
+			httpserver.WriteError(w, http.StatusUnprocessableEntity, "this event was refused when first delivered; send a new decision")
+			return
+		}
 		w.WriteHeader(http.StatusAccepted) // a redelivery of an applied event
 		return
 	}
@@ -305,13 +309,42 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
 	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
 	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
-		a.fail(w, r, err)
+		if !refusedForGood(err) {
+			a.fail(w, r, err)
+			return
+		}
+		// Final, and answered so: a Broker retries a 409, and a decision
+		// refused while a halt holds must not go through on a redelivery
+		// after its release (nor a replay of the signed event).
+		a.remember(r, seen, []byte(refusedEvent))
+		httpserver.WriteError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
-	if err := a.o.Store.Create(r.Context(), seen, nil, a.o.EventMaxAge+5*time.Minute); err != nil && !errors.Is(err, store.ErrConflict) {
-		a.o.Logger.WarnContext(r.Context(), "could not remember the applied event id", "error", err)
-	}
+	a.remember(r, seen, nil)
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// refusedEvent marks a decision event refused for good; an applied one is
+// marked by an empty value.
+const refusedEvent = "refused"
+
+// refusedForGood reports whether the trading service refused a decision
+// in a way no redelivery of the same event can change.
+func refusedForGood(err error) bool {
+	for _, final := range []error{trading.ErrAlreadyDecided, trading.ErrExpired, trading.ErrMismatch, trading.ErrHalted} {
+		if errors.Is(err, final) {
+			return true
+		}
+	}
+	return false
+}
+
+// remember records what became of the event at key (seen), for as long as
+// the event itself could be accepted.
+func (a *API) remember(r *http.Request, seen string, mark []byte) {
+	if err := a.o.Store.Create(r.Context(), seen, mark, a.o.EventMaxAge+5*time.Minute); err != nil && !errors.Is(err, store.ErrConflict) {
+		a.o.Logger.WarnContext(r.Context(), "could not remember the event id", "error", err)
+	}
 }
 
 // Sign is the signature of an approval event: hex HMAC-SHA256 over its id,
@@ -351,8 +384,9 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any, shape string) bool 
 	return true
 }
 
-// fail maps trading errors to statuses. For events, 4xx are permanent (the
-// Broker sends them to its dead-letter sink) and 503 is retried.
+// fail maps trading errors to statuses for the API. The events route
+// answers final refusals with 422 first (refusedForGood): a Broker retries
+// a 409 as it does a 503.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
 	switch {

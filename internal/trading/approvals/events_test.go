@@ -178,9 +178,11 @@ func TestEventAuthentication(t *testing.T) {
 
 // TestEventRedelivery: a Broker redelivering an applied event (same source
 // and id) gets 202 without deciding again; an event whose decision failed
-// is not remembered, so its redelivery retries; the same id from another
-// source is another event. The trading service's refusals map as on the
-// API: 4xx (dead-lettered), 503 (retried).
+// for now (503) is not remembered, so its redelivery retries; one refused
+// for good (a halt, a mismatch, an expiry, a decision already made) is
+// answered 422, which a Broker does not retry, and stays refused however
+// often it comes back, even once the halt is released; the same id from
+// another source is another event.
 func TestEventRedelivery(t *testing.T) {
 	d := &fakeDecider{}
 	f := newFixture(t, d, func(o *approvals.Options) { o.EventSources = append(o.EventSources, "urn:test:other") })
@@ -188,6 +190,7 @@ func TestEventRedelivery(t *testing.T) {
 	other := e.Clone()
 	other.SetSource("urn:test:other")
 	sign(&other, eventKey)
+	halted := newEvent(t, "evt-halted", decision, eventKey)
 	steps := []struct {
 		name  string
 		err   error
@@ -195,13 +198,14 @@ func TestEventRedelivery(t *testing.T) {
 		want  int
 		calls int
 	}{
-		{"order not pinned to the approval", trading.ErrMismatch, e, http.StatusConflict, 1},
-		{"Trade service down", trading.ErrTradeUnavailable, e, http.StatusServiceUnavailable, 2},
-		{"applied", nil, e, http.StatusAccepted, 3},
-		{"redelivered", nil, e, http.StatusAccepted, 3},
-		{"redelivered in structured mode", nil, e, http.StatusAccepted, 3},
-		{"same id from another source", nil, other, http.StatusAccepted, 4},
-		{"that one redelivered", trading.ErrAlreadyDecided, other, http.StatusAccepted, 4},
+		{"Trade service down", trading.ErrTradeUnavailable, e, http.StatusServiceUnavailable, 1},
+		{"applied", nil, e, http.StatusAccepted, 2},
+		{"redelivered", nil, e, http.StatusAccepted, 2},
+		{"redelivered in structured mode", nil, e, http.StatusAccepted, 2},
+		{"same id from another source", nil, other, http.StatusAccepted, 3},
+		{"that one redelivered", trading.ErrAlreadyDecided, other, http.StatusAccepted, 3},
+		{"refused while a halt holds", trading.ErrHalted, halted, http.StatusUnprocessableEntity, 4},
+		{"redelivered after the halt's release", nil, halted, http.StatusUnprocessableEntity, 4},
 	}
 	for i, s := range steps {
 		d.err = s.err
@@ -231,14 +235,14 @@ func TestEventsThroughService(t *testing.T) {
 		status   string
 	}{
 		{"requester approves own order", "evt-1", with(func(d *approvals.Decision) { d.Approver = "Alice" }), http.StatusForbidden, trading.StatusPendingApproval},
-		{"another order's digest", "evt-2", with(func(d *approvals.Decision) { d.ArgsDigest = strings.Repeat("0", 64) }), http.StatusConflict, trading.StatusPendingApproval},
-		{"another requester", "evt-3", with(func(d *approvals.Decision) { d.Requester = "mallory" }), http.StatusConflict, trading.StatusPendingApproval},
+		{"another order's digest", "evt-2", with(func(d *approvals.Decision) { d.ArgsDigest = strings.Repeat("0", 64) }), http.StatusUnprocessableEntity, trading.StatusPendingApproval},
+		{"another requester", "evt-3", with(func(d *approvals.Decision) { d.Requester = "mallory" }), http.StatusUnprocessableEntity, trading.StatusPendingApproval},
 		{"unknown approval", "evt-4", with(func(d *approvals.Decision) { d.ApprovalID = "APR-00000000000000000000" }), http.StatusNotFound, trading.StatusPendingApproval},
 		{"not a decision", "evt-5", with(func(d *approvals.Decision) { d.Decision = "defer" }), http.StatusBadRequest, trading.StatusPendingApproval},
 		{"approved", "evt-6", good, http.StatusAccepted, backends.StatusFilled},
 		{"redelivered", "evt-6", good, http.StatusAccepted, backends.StatusFilled},
 		{"approved again under a new id", "evt-7", good, http.StatusAccepted, backends.StatusFilled},
-		{"rejected afterwards", "evt-8", with(func(d *approvals.Decision) { d.Decision = trading.DecisionReject }), http.StatusConflict, backends.StatusFilled},
+		{"rejected afterwards", "evt-8", with(func(d *approvals.Decision) { d.Decision = trading.DecisionReject }), http.StatusUnprocessableEntity, backends.StatusFilled},
 	}
 	for _, s := range steps {
 		rec, _ := f.serve(t, f.events, nil, deliver(t, newEvent(t, s.id, s.d, eventKey), false))
