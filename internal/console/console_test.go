@@ -122,6 +122,39 @@ func TestFormatting(t *testing.T) {
 	}
 }
 
+// TestResultsAreTheSessionsOwn: the message a decision's or a halt's
+// redirect names shows only on the page it was for, in the session that
+// acted: a link from anyone else ("already decided", "halt released")
+// shows nothing.
+func TestResultsAreTheSessionsOwn(t *testing.T) {
+	s, err := NewSessions([]byte("0123456789abcdef0123456789abcdef"), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Console{o: Options{Sessions: s}}
+	mine, theirs := Session{ID: "session-1", Subject: "bob"}, Session{ID: "session-2", Subject: "bob"}
+	own := c.resultURL(mine, "/console/approvals/APR-1", "decided")
+	rt := httptest.NewRequest(http.MethodGet, own, nil).URL.Query().Get("rt")
+	for _, tc := range []struct {
+		name, url string
+		sess      Session
+		want      string
+	}{
+		{"its own redirect", own, mine, "decided"},
+		{"another session's", own, theirs, ""},
+		{"a bare link", "/console/approvals/APR-1?result=decided", mine, ""},
+		{"for another page", "/console/approvals/APR-2?rt=" + rt + "&result=decided", mine, ""},
+		{"another result", "/console/approvals/APR-1?rt=" + rt + "&result=approved", mine, ""},
+	} {
+		if got := c.resultOf(httptest.NewRequest(http.MethodGet, tc.url, nil), tc.sess); got != tc.want {
+			t.Errorf("%s: result %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if !strings.HasSuffix(own, "result=decided") {
+		t.Errorf("redirect %q does not end in the result", own)
+	}
+}
+
 // TestViews: every page renders for its data, and text from approvals,
 // requests and tokens reaches it escaped, in element text, attribute
 // values and URLs alike: whatever the text, the page has the elements and

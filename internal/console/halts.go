@@ -3,7 +3,6 @@ package console
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -34,7 +33,7 @@ var haltResults = map[string]string{
 // halts shows the kill switch: what is engaged, its journal, and (with
 // trade:halt) the forms to engage, release and cancel a scope's orders.
 func (c *Console) halts(w http.ResponseWriter, r *http.Request, sess Session) {
-	c.showHalts(w, r, sess, haltsData{Result: haltResults[r.URL.Query().Get("result")]})
+	c.showHalts(w, r, sess, haltsData{Result: haltResults[c.resultOf(r, sess)]})
 }
 
 // showHalts renders the kill switch page with d and the switch's journal.
@@ -59,7 +58,7 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 	}
 	op := audit.Operation{Name: "console.halt." + action, Class: catalog.Approve, Start: c.o.Now(), Principal: p.Subject, Outcome: outcome.OK}
 	back := func(result string) {
-		http.Redirect(w, r, prefix+"halts?result="+url.QueryEscape(result), http.StatusSeeOther)
+		http.Redirect(w, r, c.resultURL(sess, prefix+"halts", result), http.StatusSeeOther)
 	}
 	deny := func(result, why string) {
 		op.Outcome, op.Error = outcome.Denied, why

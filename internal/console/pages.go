@@ -1,6 +1,7 @@
 package console
 
 import (
+	"crypto/hmac"
 	"crypto/subtle"
 	"encoding/csv"
 	"encoding/json"
@@ -191,6 +192,23 @@ type detailData struct {
 	Result     string
 }
 
+// resultURL is page with result for it to show, bound to sess (the
+// result last, so the URL still ends in result=<result>).
+func (c *Console) resultURL(sess Session, page, result string) string {
+	return page + "?rt=" + c.o.Sessions.resultMAC(sess, page, result) + "&result=" + url.QueryEscape(result)
+}
+
+// resultOf is the result r's URL names, if this session's own redirect put
+// it there; else "".
+func (c *Console) resultOf(r *http.Request, sess Session) string {
+	q := r.URL.Query()
+	result := q.Get("result")
+	if result == "" || !hmac.Equal([]byte(q.Get("rt")), []byte(c.o.Sessions.resultMAC(sess, r.URL.Path, result))) {
+		return ""
+	}
+	return result
+}
+
 // results are the fixed texts a decision's redirect may name (never text
 // from the request).
 var results = map[string]string{
@@ -221,7 +239,7 @@ func (c *Console) detail(w http.ResponseWriter, r *http.Request, sess Session) {
 	c.audit(r.Context(), op)
 	a := *out.Approval
 	d := detailData{Approval: a, OrderState: out.Status, Own: a.RequestedBy(p.Subject), Pending: a.Status == trading.ApprovalPending,
-		Result: results[r.URL.Query().Get("result")]}
+		Result: results[c.resultOf(r, sess)]}
 	args, _ := json.MarshalIndent(a.Order, "", "  ")
 	d.Args = string(args)
 	if d.Pending {
@@ -244,7 +262,7 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	op := audit.Operation{Name: "console.decide", Class: catalog.Approve, Start: c.o.Now(), Principal: p.Subject, ApprovalID: id, Outcome: outcome.OK}
 	back := func(result string) {
-		http.Redirect(w, r, prefix+"approvals/"+url.PathEscape(id)+"?result="+result, http.StatusSeeOther)
+		http.Redirect(w, r, c.resultURL(sess, prefix+"approvals/"+url.PathEscape(id), result), http.StatusSeeOther)
 	}
 	if !p.HasScope(c.o.ApproveScope) {
 		op.Outcome, op.Error = outcome.Denied, "missing scope "+c.o.ApproveScope

@@ -164,6 +164,16 @@ func (s *Sessions) CheckCSRF(sess Session, token string) bool {
 	return token != "" && hmac.Equal([]byte(token), []byte(s.CSRF(sess)))
 }
 
+// resultMAC binds the result a form's redirect names to the session and
+// the page it lands on: a link from anyone else cannot put one of the
+// console's own messages ("already decided", "released") on an approver's
+// page.
+func (s *Sessions) resultMAC(sess Session, page, result string) string {
+	m := hmac.New(sha256.New, s.csrf)
+	m.Write([]byte("result\x00" + sess.ID + "\x00" + page + "\x00" + result))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
 // The login cookie is SameSite=Lax: the issuer's redirect back to the
 // callback is a cross-site navigation, on which a Strict cookie is not sent.
 func (s *Sessions) startLogin(w http.ResponseWriter, l loginState) error {
