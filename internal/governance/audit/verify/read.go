@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
@@ -195,6 +196,11 @@ func text(raw json.RawMessage) string {
 
 // decodeEvent reads an event strictly: a field the event type does not
 // have would be bytes its hash does not cover. Numbers stay as written.
+// And it reads the event as any JSON reader does: Go's decoder matches
+// names whatever their case and keeps the last of a repeated name, so
+// {"principal":"mallory","PRINCIPAL":"alice"} would verify as alice's while
+// jq shows mallory. A record is an event only if the event it decodes to,
+// encoded again, is the record itself, read as plain JSON.
 func decodeEvent(data []byte) (audit.Event, error) {
 	var e audit.Event
 	d := json.NewDecoder(bytes.NewReader(data))
@@ -206,5 +212,65 @@ func decodeEvent(data []byte) (audit.Event, error) {
 	if d.More() {
 		return e, errors.New("not an audit event: data after the event")
 	}
+	written, err := plainJSON(data)
+	if err != nil {
+		return e, fmt.Errorf("not an audit event: %w", err)
+	}
+	again, err := json.Marshal(e)
+	if err != nil {
+		return e, fmt.Errorf("not an audit event: %w", err)
+	}
+	if read, err := plainJSON(again); err != nil || !reflect.DeepEqual(written, read) {
+		return e, errors.New("not an audit event: its names are not the event's own (another case, or repeated)")
+	}
 	return e, nil
+}
+
+// plainJSON is data as a JSON value (objects as maps, numbers as written),
+// refusing an object that repeats a name in any case.
+func plainJSON(data []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	return plainValue(d)
+}
+
+func plainValue(d *json.Decoder) (any, error) {
+	tok, err := d.Token()
+	if err != nil {
+		return nil, err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil // a string, json.Number, bool or nil
+	}
+	if delim == '[' {
+		list := []any{}
+		for d.More() {
+			v, err := plainValue(d)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err := d.Token()
+		return list, err
+	}
+	obj, names := map[string]any{}, map[string]bool{}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := tok.(string)
+		folded := strings.ToLower(name)
+		if names[folded] {
+			return nil, fmt.Errorf("the name %q appears twice", name)
+		}
+		names[folded] = true
+		if obj[name], err = plainValue(d); err != nil {
+			return nil, err
+		}
+	}
+	_, err = d.Token()
+	return obj, err
 }

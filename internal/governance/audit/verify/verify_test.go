@@ -3,6 +3,7 @@ package verify_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -53,6 +54,10 @@ func TestVerifierFindsEachTampering(t *testing.T) {
 		{"edited", audittest.Edit(t, lines, 7, "principal", "mallory"), public, verify.Options{}, []verify.Kind{verify.Edited}},
 		{"field added", audittest.Edit(t, lines, 7, "approved_by", "mallory"), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap}},
 		{"reordered", audittest.Reorder(t, lines, 2, 3), public, verify.Options{}, []verify.Kind{verify.Reordered}},
+		// What Go's decoder reads is not what a case-sensitive reader (jq)
+		// reads: a name repeated in another case, or in another case only.
+		{"a name repeated in another case", rename(t, lines, 7, `"principal":`, `"principal":"mallory","PRINCIPAL":`), public, verify.Options{}, []verify.Kind{verify.Gap, verify.Malformed}},
+		{"a name in another case", rename(t, lines, 7, `"principal":`, `"Principal":`), public, verify.Options{}, []verify.Kind{verify.Gap, verify.Malformed}},
 		// One forged place at the top of the range: reported, not counted up to.
 		{"moved to the last seq", audittest.Move(t, lines, 3, math.MaxUint64), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap, verify.Inserted}},
 		{"moved to within the move window of the last seq", audittest.Move(t, lines, 3, math.MaxUint64-1024), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap, verify.Inserted}},
@@ -75,6 +80,22 @@ func TestVerifierFindsEachTampering(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rename replaces old with new once in the line of the event at seq (the
+// line must hold old).
+func rename(t *testing.T, lines [][]byte, seq uint64, old, new string) [][]byte {
+	t.Helper()
+	out := slices.Clone(lines)
+	marker := fmt.Sprintf(`"seq":%d,`, seq)
+	for i, l := range out {
+		if bytes.Contains(l, []byte(marker)) && bytes.Contains(l, []byte(old)) {
+			out[i] = bytes.Replace(l, []byte(old), []byte(new), 1)
+			return out
+		}
+	}
+	t.Fatalf("no line of seq %d holds %s", seq, old)
+	return nil
 }
 
 func lastLine(s string) string {
