@@ -253,6 +253,15 @@ func normalize(scope, target, reason string) (Halt, error) {
 	return h, nil
 }
 
+// superseded records that e, journaled before it took effect, did not
+// take effect after all.
+func (s *Switch) superseded(ctx context.Context, e Event, why error) {
+	if err := s.journal.Record(ctx, audit.Step{Action: "halt." + e.Action + ".superseded", Principal: e.By, AccountID: accountOf(e),
+		Detail: e.ID + " " + e.Scope + " " + e.Target + ": did not take effect: " + why.Error()}); err != nil {
+		s.log.ErrorContext(ctx, "journal refused a superseded kill switch change", "halt_id", e.ID, "error", err)
+	}
+}
+
 // change journals e, then applies edit to the state under compare-and-swap
 // and keeps e in the switch's history. mustJournal: a journal failure
 // stops the change.
@@ -267,6 +276,11 @@ func (s *Switch) change(ctx context.Context, e Event, mustJournal bool, edit fun
 			return State{}, err
 		}
 		if err := edit(&st); err != nil {
+			if journaled {
+				// Another change came first (two officers releasing at
+				// once): the trail must not keep a change that never was.
+				s.superseded(ctx, e, err)
+			}
 			return State{}, err
 		}
 		if !journaled {

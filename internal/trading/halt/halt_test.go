@@ -3,6 +3,7 @@ package halt_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,14 +15,49 @@ import (
 type journal struct {
 	steps []audit.Step
 	fail  bool
+	// during, if set, runs inside Record (once taken): something happening
+	// while a step is being journaled.
+	during func(audit.Step)
 }
 
 func (j *journal) Record(_ context.Context, s audit.Step) error {
 	if j.fail {
 		return errors.New("sink down")
 	}
+	if f := j.during; f != nil {
+		j.during = nil
+		f(s)
+	}
 	j.steps = append(j.steps, s)
 	return nil
+}
+
+// TestRaceLostReleaseIsSuperseded: two officers release one halt at once.
+// Each release is journaled before it takes effect; the one that finds the
+// halt gone is followed by a record that it did not take effect.
+func TestRaceLostReleaseIsSuperseded(t *testing.T) {
+	j := &journal{}
+	sw := halt.New(store.NewMemory(nil), j, nil, nil)
+	ctx := t.Context()
+	if _, err := sw.Engage(ctx, "risk", halt.Global, "", "incident"); err != nil {
+		t.Fatal(err)
+	}
+	j.during = func(audit.Step) { // bob releases while alice's release is journaled
+		if _, err := sw.Release(ctx, "bob", halt.Global, "", "resolved"); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := sw.Release(ctx, "alice", halt.Global, "", "resolved"); !errors.Is(err, halt.ErrNotEngaged) {
+		t.Fatalf("alice's release: %v, want ErrNotEngaged", err)
+	}
+	var got []string
+	for _, s := range j.steps {
+		got = append(got, s.Principal+" "+s.Action)
+	}
+	want := []string{"risk halt.engaged", "bob halt.released", "alice halt.released", "alice halt.released.superseded"}
+	if !slices.Equal(got, want) {
+		t.Errorf("journal %q, want %q", got, want)
+	}
 }
 
 // down is a store that cannot be reached.
