@@ -348,7 +348,8 @@ func (s *Service) approvalOutcome(ctx context.Context, a Approval) Outcome {
 
 // Expect pins a decision to the approval it was made for: a signed event
 // must name the exact order (its argument digest) and requester it decides,
-// so it cannot be replayed against a later approval with the same id.
+// so it cannot be replayed against a later approval with the same id; an
+// API client may name either. A field left empty is not compared.
 type Expect struct {
 	ArgsDigest string
 	Requester  string
@@ -373,7 +374,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		if !approver.Entitled(a.Order.AccountID) {
 			return Outcome{}, ErrNotFound
 		}
-		if expect != nil && (expect.ArgsDigest != a.ArgsDigest || expect.Requester != a.Requester) {
+		if expect != nil && ((expect.ArgsDigest != "" && expect.ArgsDigest != a.ArgsDigest) || (expect.Requester != "" && expect.Requester != a.Requester)) {
 			return Outcome{}, ErrMismatch
 		}
 		if a.RequestedBy(approver.Subject) {

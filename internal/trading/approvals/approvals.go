@@ -243,7 +243,13 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 		httpserver.WriteError(w, http.StatusBadRequest, "approval_id in the body names another approval than the path")
 		return
 	}
-	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, nil)
+	// A client that names the order it showed (as the console does) gets
+	// its decision applied to that order only.
+	var expect *trading.Expect
+	if d.Requester != "" || d.ArgsDigest != "" {
+		expect = &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
+	}
+	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, expect)
 	if err != nil {
 		a.fail(w, r, err)
 		return

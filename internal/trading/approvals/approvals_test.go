@@ -502,6 +502,9 @@ func TestDecideThroughService(t *testing.T) {
 		{"same rejection twice", []step{{bob, reject, http.StatusOK, nil, trading.StatusRejected}, {bob, reject, http.StatusOK, nil, trading.StatusRejected}}, trading.StatusRejected, 0},
 		{"approve after own rejection", []step{{bob, reject, http.StatusOK, nil, trading.StatusRejected}, {bob, approve, http.StatusConflict, trading.ErrAlreadyDecided, ""}}, trading.StatusRejected, 0},
 		{"second approver after a decision", []step{{bob, approve, http.StatusOK, nil, backends.StatusFilled}, {dave, approve, http.StatusConflict, trading.ErrAlreadyDecided, ""}}, backends.StatusFilled, 1},
+		// A client that names the order it showed decides that order only.
+		{"pinned to another order", []step{{bob, `{"decision":"approve","args_digest":"` + strings.Repeat("0", 64) + `"}`, http.StatusConflict, trading.ErrMismatch, ""}}, trading.StatusPendingApproval, 0},
+		{"pinned to another requester", []step{{bob, `{"decision":"approve","requester":"mallory"}`, http.StatusConflict, trading.ErrMismatch, ""}}, trading.StatusPendingApproval, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
