@@ -151,10 +151,13 @@ func secureHeaders(h http.Handler) http.Handler {
 	})
 }
 
+// cacheStatic lets a browser keep the console's script and styles,
+// asking again on each use (they change with a release): set before the
+// file is written, or it would not reach the response.
 func cacheStatic(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r)
 		w.Header().Set("Cache-Control", "no-cache")
+		h.ServeHTTP(w, r)
 	})
 }
 

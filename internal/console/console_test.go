@@ -122,6 +122,22 @@ func TestFormatting(t *testing.T) {
 	}
 }
 
+// TestStaticFilesAreRevalidated: the script and styles may be kept and
+// revalidated; pages are never stored.
+func TestStaticFilesAreRevalidated(t *testing.T) {
+	file := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("body{}")) })
+	for _, tc := range []struct {
+		h    http.Handler
+		want string
+	}{{secureHeaders(cacheStatic(file)), "no-cache"}, {secureHeaders(file), "no-store"}} {
+		rec := httptest.NewRecorder()
+		tc.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/console/static/console.css", nil))
+		if got := rec.Result().Header.Get("Cache-Control"); got != tc.want {
+			t.Errorf("Cache-Control %q, want %q", got, tc.want)
+		}
+	}
+}
+
 // TestResultsAreTheSessionsOwn: the message a decision's or a halt's
 // redirect names shows only on the page it was for, in the session that
 // acted: a link from anyone else ("already decided", "halt released")
