@@ -368,11 +368,12 @@ func TestReplicasShareApprovals(t *testing.T) {
 	}
 }
 
-// postEvent delivers an approval.decided CloudEvent as a Broker would.
+// postEvent delivers an approval.decided CloudEvent as a Broker would. Its
+// id is the decision's own: a different decision is a different event.
 func postEvent(t *testing.T, base, source string, d approvals.Decision, at time.Time, sig string) int {
 	t.Helper()
 	e := cloudevents.NewEvent()
-	e.SetID(fmt.Sprintf("evt-%s-%s-%d", d.ApprovalID, d.Approver, at.UnixNano()))
+	e.SetID(fmt.Sprintf("evt-%s-%s-%s-%s-%d", d.ApprovalID, d.Approver, d.Requester, d.ArgsDigest, at.UnixNano()))
 	e.SetSource(source)
 	e.SetType(approvals.EventType)
 	e.SetTime(at)
@@ -425,7 +426,7 @@ func TestApprovalEvents(t *testing.T) {
 		{"untrusted source", "urn:evil", good, now, "", http.StatusForbidden},
 		{"unknown approval", "urn:test:workflow", with(func(d *approvals.Decision) { d.ApprovalID = "APR-00000000000000000000" }), now, "", http.StatusNotFound},
 		{"requester approves own order", "urn:test:workflow", with(func(d *approvals.Decision) { d.Approver = "Alice" }), now, "", http.StatusForbidden},
-		{"pinned to another order", "urn:test:workflow", with(func(d *approvals.Decision) { d.ArgsDigest = strings.Repeat("a", 64) }), now, "", http.StatusConflict},
+		{"pinned to another order", "urn:test:workflow", with(func(d *approvals.Decision) { d.ArgsDigest = strings.Repeat("a", 64) }), now, "", http.StatusUnprocessableEntity},
 		{"stale event", "urn:test:workflow", good, now.Add(-31 * time.Minute), "", http.StatusUnprocessableEntity},
 		{"no order pinned", "urn:test:workflow", with(func(d *approvals.Decision) { d.ArgsDigest = "" }), now, "", http.StatusBadRequest},
 	}
