@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 )
 
@@ -212,7 +213,9 @@ func decodeEvent(data []byte) (audit.Event, error) {
 	if d.More() {
 		return e, errors.New("not an audit event: data after the event")
 	}
-	written, err := plainJSON(data)
+	// As plain JSON, refusing a repeated name, as the server reads a call's
+	// arguments (call.DecodeArgs).
+	written, _, err := call.DecodeArgs(data)
 	if err != nil {
 		return e, fmt.Errorf("not an audit event: %w", err)
 	}
@@ -220,57 +223,8 @@ func decodeEvent(data []byte) (audit.Event, error) {
 	if err != nil {
 		return e, fmt.Errorf("not an audit event: %w", err)
 	}
-	if read, err := plainJSON(again); err != nil || !reflect.DeepEqual(written, read) {
+	if read, _, err := call.DecodeArgs(again); err != nil || !reflect.DeepEqual(written, read) {
 		return e, errors.New("not an audit event: its names are not the event's own (another case, or repeated)")
 	}
 	return e, nil
-}
-
-// plainJSON is data as a JSON value (objects as maps, numbers as written),
-// refusing an object that repeats a name in any case.
-func plainJSON(data []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	return plainValue(d)
-}
-
-func plainValue(d *json.Decoder) (any, error) {
-	tok, err := d.Token()
-	if err != nil {
-		return nil, err
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return tok, nil // a string, json.Number, bool or nil
-	}
-	if delim == '[' {
-		list := []any{}
-		for d.More() {
-			v, err := plainValue(d)
-			if err != nil {
-				return nil, err
-			}
-			list = append(list, v)
-		}
-		_, err := d.Token()
-		return list, err
-	}
-	obj, names := map[string]any{}, map[string]bool{}
-	for d.More() {
-		tok, err := d.Token()
-		if err != nil {
-			return nil, err
-		}
-		name, _ := tok.(string)
-		folded := strings.ToLower(name)
-		if names[folded] {
-			return nil, fmt.Errorf("the name %q appears twice", name)
-		}
-		names[folded] = true
-		if obj[name], err = plainValue(d); err != nil {
-			return nil, err
-		}
-	}
-	_, err = d.Token()
-	return obj, err
 }

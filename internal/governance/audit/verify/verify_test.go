@@ -57,6 +57,7 @@ func TestVerifierFindsEachTampering(t *testing.T) {
 		// What Go's decoder reads is not what a case-sensitive reader (jq)
 		// reads: a name repeated in another case, or in another case only.
 		{"a name repeated in another case", rename(t, lines, 7, `"principal":`, `"principal":"mallory","PRINCIPAL":`), public, verify.Options{}, []verify.Kind{verify.Gap, verify.Malformed}},
+		{"a name repeated", rename(t, lines, 7, `"principal":`, `"principal":"mallory","principal":`), public, verify.Options{}, []verify.Kind{verify.Gap, verify.Malformed}},
 		{"a name in another case", rename(t, lines, 7, `"principal":`, `"Principal":`), public, verify.Options{}, []verify.Kind{verify.Gap, verify.Malformed}},
 		// One forged place at the top of the range: reported, not counted up to.
 		{"moved to the last seq", audittest.Move(t, lines, 3, math.MaxUint64), public, verify.Options{}, []verify.Kind{verify.Edited, verify.Gap, verify.Inserted}},
