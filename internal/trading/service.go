@@ -736,14 +736,12 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 		}
 		return s.approvalOutcome(ctx, a), nil
 	case out.Order != nil && backends.Working(out.Order.Status):
-		o, err := s.bs.Trade.GetOrder(ctx, out.Order.OrderID)
+		fresh, err := s.current(ctx, out)
 		if err != nil {
 			s.log.WarnContext(ctx, "could not refresh a working order", "order_id", out.Order.OrderID, "error", err)
 			out.Message += " (as of " + out.Order.UpdatedAt.Format(time.RFC3339) + "; the Trade service could not be asked just now)"
 			return out, nil
 		}
-		fresh := orderOutcome(o)
-		fresh.IdempotencyKey, fresh.Provenance = out.IdempotencyKey, out.Provenance
 		return fresh, nil
 	}
 	return out, nil
