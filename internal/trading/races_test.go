@@ -44,6 +44,15 @@ func (m *movingMarket) Quotes(ctx context.Context, tickers []string) (backends.Q
 	return qs, err
 }
 
+// tightRules leave room for 10 KO at today's price, not at twice it: a
+// retry against a market that moved is refused by its checks.
+var tightRules = policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}
+
+// tenKO is a market buy of 10 KO on ACC-2001 with idempotency key key.
+func tenKO(key string) trading.OrderArgs {
+	return trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: key}
+}
+
 // raceFixture is a service over the demo backends with a market that can
 // move and a Trade service that can be wrapped.
 type raceFixture struct {
@@ -82,14 +91,13 @@ func TestLapsedOwnerSendsNothingAfterARetryAnswered(t *testing.T) {
 		name, stallsAt string
 		rules          policy.Rules
 	}{
-		// 10 KO fit under 1000 at today's price, not at twice it.
-		{"direct", "order.intent", policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}},
+		{"direct", "order.intent", tightRules},
 		{"approval", "approval.requested", policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 100, MaxPositionWeight: 0.9}},
 	} {
 		for name, open := range stores(t) {
 			t.Run(tc.name+"/"+name, func(t *testing.T) {
 				f := newRaceFixture(t, open(t), tc.rules, nil)
-				o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "lapse-1"}
+				o := tenKO("lapse-1")
 				stalled, resume := make(chan struct{}), make(chan struct{})
 				var once sync.Once
 				f.j.onRecord = func(e trading.JournalEntry) {
@@ -147,6 +155,15 @@ func (l *firstLost) PlaceOrder(ctx context.Context, r backends.OrderRequest) (ba
 	return l.countingTrade.PlaceOrder(ctx, r)
 }
 
+// losingFirst is a newRaceFixture wrapper that puts a firstLost (with
+// lose) in front of the Trade service and in *into.
+func losingFirst(into **firstLost, lose func(context.Context) error) func(backends.Trade) backends.Trade {
+	return func(tr backends.Trade) backends.Trade {
+		*into = &firstLost{countingTrade: tr.(*countingTrade), lose: lose}
+		return *into
+	}
+}
+
 // land delivers the first request, late.
 func (l *firstLost) land(t *testing.T) {
 	t.Helper()
@@ -166,19 +183,14 @@ func (l *firstLost) land(t *testing.T) {
 func TestCancelledSendIsRemembered(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			var late *firstLost
-			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
-				func(tr backends.Trade) backends.Trade {
-					late = &firstLost{countingTrade: tr.(*countingTrade)}
-					return late
-				})
-			o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "gone-1"}
 			ctx, cancel := context.WithCancel(t.Context())
-			late.lose = func(ctx context.Context) error { // the agent gives up while it is in flight
+			var late *firstLost
+			f := newRaceFixture(t, open(t), tightRules, losingFirst(&late, func(ctx context.Context) error { // the agent gives up while it is in flight
 				cancel()
 				<-ctx.Done()
 				return ctx.Err()
-			}
+			}))
+			o := tenKO("gone-1")
 			if _, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true}); err == nil {
 				t.Fatal("the abandoned attempt reported success")
 			}
@@ -369,12 +381,8 @@ func TestLapsedResendStaysASend(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			var lost *firstLost
-			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
-				func(tr backends.Trade) backends.Trade {
-					lost = &firstLost{countingTrade: tr.(*countingTrade), lose: func(context.Context) error { return fmt.Errorf("%w: timeout", backends.ErrUnavailable) }}
-					return lost
-				})
-			o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "resend-lapse"}
+			f := newRaceFixture(t, open(t), tightRules, losingFirst(&lost, func(context.Context) error { return fmt.Errorf("%w: timeout", backends.ErrUnavailable) }))
+			o := tenKO("resend-lapse")
 			if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
 				t.Fatal("the unanswered send was reported as an outcome")
 			}
