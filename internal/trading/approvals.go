@@ -12,6 +12,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -256,10 +257,11 @@ func (s *Service) unindex(ctx context.Context, a Approval) {
 	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
 }
 
-// committed sums what the account's pending approvals other than self hold:
-// the estimated notional of buys, the shares of sells. An approved order
-// executes at once (Decide), after which the account itself shows it. A
-// record that cannot be read is skipped (and logged), as in the cap.
+// committed sums what the account's pending approvals other than self and
+// its working orders hold: the estimated notional of buys, the shares of
+// sells. An approved order executes at once (Decide), after which it is a
+// working order or the account shows it. A record that cannot be read is
+// skipped (and logged), as in the cap.
 func (s *Service) committed(ctx context.Context, account, self string) (policy.Committed, error) {
 	ids, err := s.st.IndexRange(ctx, accountIndex(account), 1000)
 	if err != nil {
@@ -290,7 +292,46 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 			c.Cash += a.Preview.EstimatedNotional
 		}
 	}
-	return c, nil
+	return c, s.working(ctx, account, &c)
+}
+
+// working adds what the account's working orders hold to c: the unfilled
+// part of each, a resting buy's cash at its limit, a resting sell's shares.
+// The account's cash and holdings show only what filled, so without this
+// two resting sells could sell the same shares and two resting buys spend
+// the same cash. Orders placed through this server are known (the
+// cancel-all index); their state is the Trade service's, read now.
+func (s *Service) working(ctx context.Context, account string, c *policy.Committed) error {
+	ids, err := s.st.IndexRange(ctx, openIndex(halt.Account, account), 1000)
+	if err != nil {
+		return s.stateErr(ctx, err)
+	}
+	for _, id := range ids {
+		o, err := s.bs.Trade.GetOrder(ctx, id)
+		switch {
+		case errors.Is(err, backends.ErrNotFound):
+			continue
+		case err != nil:
+			s.log.WarnContext(ctx, "cannot read a working order to count what it holds", "order_id", id, "error", err)
+			return ErrTradeUnavailable
+		}
+		if !backends.Working(o.Status) {
+			s.unindexOpen(ctx, o, s.provenanceOf(ctx, o.ClientOrderID))
+			continue
+		}
+		left := max(0, o.Quantity-o.FilledQuantity)
+		switch {
+		case o.Side == backends.SideSell:
+			c.Shares[strings.ToUpper(o.Ticker)] += left
+		case o.Type == backends.OrderLimit:
+			c.Cash += left * o.LimitPrice
+		default:
+			// A market buy still working (a halted stock): at the price it
+			// has filled at so far, the best estimate there is.
+			c.Cash += left * o.AveragePrice
+		}
+	}
+	return nil
 }
 
 // sameSubject compares principals for four eyes: subjects that differ only
@@ -459,7 +500,10 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			// Not seen (yet): the interrupted attempt may still land, so it
 			// is sent again as it is, without a re-check that would count
 			// a late fill against itself; the client order id makes the two
-			// one order.
+			// one order. Sent longer ago than the resend window, it never
+			// landed: the order is checked afresh, as a first attempt.
+			sentAt := a.LeaseUntil.Add(-s.cfg.Lease)
+			takeover = landable(sentAt, s.now(), s.cfg.ResendWindow)
 		}
 		// The kill switch, after the Trade service was asked about an
 		// interrupted send (whose order, if it landed, is recorded above).
@@ -617,7 +661,9 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 			if !visible(p, a) {
 				return ErrNotFound
 			}
-			if !a.RequestedBy(p.Subject) {
+			// The requester's exact subject: folding case, as four eyes
+			// does to refuse more, would here let another subject do more.
+			if a.Requester != p.Subject {
 				return ErrNotCancellable
 			}
 			return nil
@@ -680,15 +726,30 @@ func (s *Service) superseded(ctx context.Context, e JournalEntry, why string) {
 
 // cancelOrder journals and sends the cancel of an order whose current
 // state is cur.
+// An order that is no longer working is not cancellable, and no cancel is
+// journaled for it; one the Trade service refuses after the journal (it
+// filled in between) is followed by order.cancel.superseded, so the trail
+// shows no cancel that never happened.
 func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detail string) (Outcome, error) {
 	id := cur.Order.OrderID
-	if err := s.journal.Record(ctx, JournalEntry{Action: "order.cancel", Principal: by, AccountID: cur.Order.AccountID, OrderID: id, Detail: detail}); err != nil {
+	notCancelled := func(o backends.Order, msg string) (Outcome, error) {
+		return Outcome{Status: o.Status, Order: &o, Message: "not cancelled: " + msg}, ErrNotCancellable
+	}
+	if !backends.Working(cur.Order.Status) {
+		return notCancelled(*cur.Order, cur.Message)
+	}
+	cancel := JournalEntry{Action: "order.cancel", Principal: by, AccountID: cur.Order.AccountID, OrderID: id, Detail: detail}
+	if err := s.journal.Record(ctx, cancel); err != nil {
 		return Outcome{}, ErrNotRecorded
 	}
 	o, err := s.bs.Trade.CancelOrder(ctx, id)
 	switch {
 	case errors.Is(err, backends.ErrInvalid):
-		return Outcome{Status: cur.Order.Status, Order: cur.Order, Message: "not cancelled: " + cur.Message}, ErrNotCancellable
+		s.superseded(ctx, cancel, "the Trade service refused the cancel: the order was no longer working")
+		if now, err := s.bs.Trade.GetOrder(ctx, id); err == nil {
+			return notCancelled(now, orderOutcome(now).Message)
+		}
+		return notCancelled(*cur.Order, cur.Message)
 	case err != nil:
 		return Outcome{}, err
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"iter"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,18 +90,22 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 		return OrderList{}, err
 	}
 	idx := ordersIndex(p.Subject, q.AccountID)
-	members, err := s.st.IndexRange(ctx, idx, 1000)
-	if err != nil {
-		return OrderList{}, s.stateErr(ctx, err)
-	}
 	out := OrderList{Orders: []ListedOrder{}}
-	for _, m := range members {
-		e, ok := parseEntry(m)
-		if !ok || after.ok && !e.olderThan(after) ||
-			!q.Since.IsZero() && e.placed.Before(q.Since) || !q.Until.IsZero() && e.placed.After(q.Until) {
+	for m, err := range s.indexFrom(ctx, idx, after) {
+		if err != nil {
+			return OrderList{}, s.stateErr(ctx, err)
+		}
+		e, _ := parseEntry(m)
+		if !q.Since.IsZero() && e.placed.Before(q.Since) {
+			break // newest first: the rest are older still
+		}
+		if !q.Until.IsZero() && e.placed.After(q.Until) {
 			continue
 		}
 		o, found, err := s.listed(ctx, p, e.key, e.digest)
+		if errors.Is(err, errNotPlaced) {
+			continue // kept: a retry with the key may still place it
+		}
 		if err != nil {
 			return OrderList{}, err
 		}
@@ -118,6 +124,49 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 		out.Orders = append(out.Orders, ListedOrder{PlacedAt: e.placed, Outcome: o, entry: m})
 	}
 	return out, nil
+}
+
+// indexScan is how many index entries ListOrders reads at a time.
+const indexScan = 200
+
+// indexFrom yields the members of an orders index after the cursor's entry
+// (newest first), a batch at a time from the last one's score, so a page
+// can start anywhere in an index of any length. Members of one microsecond
+// share a score: a batch that holds nothing new (all of that microsecond)
+// is read again, larger.
+func (s *Service) indexFrom(ctx context.Context, idx string, after entry) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		last, from, n := after, math.Inf(-1), indexScan
+		if after.ok {
+			from = -float64(after.us)
+		}
+		for {
+			members, err := s.st.IndexRangeFrom(ctx, idx, from, n)
+			if err != nil {
+				yield("", err)
+				return
+			}
+			moved := false
+			for _, m := range members {
+				e, ok := parseEntry(m)
+				if !ok || last.ok && !e.olderThan(last) {
+					continue
+				}
+				if !yield(m, nil) {
+					return
+				}
+				last, moved = e, true
+			}
+			switch {
+			case len(members) < n:
+				return
+			case moved:
+				from, n = -float64(last.us), indexScan
+			default:
+				n *= 2
+			}
+		}
+	}
 }
 
 // entry is one member of an orders index.
@@ -166,6 +215,10 @@ func wanted(status string, states []string) bool {
 	return slices.Contains(states, "open") && slices.Contains(openStates, status)
 }
 
+// errNotPlaced: a place_order call that placed nothing, which list_orders
+// does not show.
+var errNotPlaced = errors.New("not placed")
+
 // listed is where the order with p's idempotency key stands now.
 // Its record must be the indexed order's (digest prefix), not a later
 // reuse of the key after the record expired.
@@ -176,6 +229,25 @@ func (s *Service) listed(ctx context.Context, p principal.Principal, key, digest
 		return Outcome{}, false, nil
 	case err != nil:
 		return Outcome{}, false, s.stateErr(ctx, err)
+	case rec.State == idemReleased:
+		// The call ended in an error before anything was sent: no order,
+		// unless its approval was created before the error.
+		a, _, err := s.approval(ctx, approvalID(p.Subject, key))
+		switch {
+		case errors.Is(err, ErrNotFound) || err == nil && !strings.HasPrefix(a.ArgsDigest, digest):
+			return Outcome{}, false, errNotPlaced
+		case err != nil:
+			return Outcome{}, false, err
+		}
+		out, err := s.refresh(ctx, Outcome{Approval: &a})
+		if errors.Is(err, ErrStateUnavailable) {
+			return Outcome{}, false, err
+		}
+		if err != nil {
+			out = s.approvalOutcome(ctx, a)
+		}
+		out.IdempotencyKey = key
+		return out, true, nil
 	case rec.State != idemDone || rec.Outcome == nil:
 		return Outcome{Status: StatusInProgress, IdempotencyKey: key,
 			Message: "an attempt is in flight or was interrupted before its outcome was recorded; call place_order again with the same idempotency_key and arguments to learn it"}, true, nil

@@ -189,7 +189,7 @@ func (s *Service) confirmation(ctx context.Context, p principal.Principal, o Ord
 func summary(o OrderArgs, pre policy.Preview) string {
 	s := fmt.Sprintf("%s %g %s in account %s: ", o.Side, o.Quantity, o.Ticker, o.AccountID)
 	if o.Type == backends.OrderLimit {
-		s += fmt.Sprintf("limit order at %.2f (estimated fill price %.2f), estimated notional up to %.2f", o.LimitPrice, pre.EstimatedPrice, pre.EstimatedNotional)
+		s += fmt.Sprintf("limit order at %s (estimated fill price %.2f), estimated notional up to %.2f", policy.Price(o.LimitPrice), pre.EstimatedPrice, pre.EstimatedNotional)
 	} else {
 		s += fmt.Sprintf("market order at about %.2f, estimated notional %.2f", pre.EstimatedPrice, pre.EstimatedNotional)
 	}

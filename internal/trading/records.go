@@ -110,12 +110,24 @@ type idemRecord struct {
 	// earlier attempt's send got no answer, or the owner renewed its lease
 	// to send it). Whoever takes the key over resends it, as for "sent".
 	Sent bool `json:"sent,omitempty"`
+	// SentAt is when the order was last put on the wire, for a "sent"
+	// record or a lease marked Sent (zero on records from before it was
+	// kept: resent, as then).
+	SentAt time.Time `json:"sent_at,omitzero"`
 }
 
 // mayBeSent reports whether r's order may have reached the Trade service
 // already: a retry must then send the same order again, unchecked, never
 // answer from fresh checks.
 func (r idemRecord) mayBeSent() bool { return r.State == idemSent || r.Sent }
+
+// landable reports whether an unanswered send may still reach the Trade
+// service at now: only within window of it. Past that, the Trade service's
+// "never seen" is final, and the order is checked (and confirmed) afresh,
+// not sent days later, unchecked, into another market.
+func landable(sentAt, now time.Time, window time.Duration) bool {
+	return sentAt.IsZero() || now.Before(sentAt.Add(window))
+}
 
 // Idempotency record states.
 const (

@@ -131,6 +131,12 @@ type Config struct {
 	// Halt is the kill switch, checked before every order goes out (nil:
 	// none, for tests of other things).
 	Halt *halt.Switch
+	// ResendWindow is how long after an unanswered send a retry still
+	// resends the same order unchecked, because the first may yet land;
+	// after it, the Trade service's "never seen" is final and the order is
+	// checked and confirmed afresh. It must exceed a Trade call's deadline
+	// (default 15 minutes, or four leases if longer).
+	ResendWindow time.Duration
 	// DuplicateWindow: an order identical in account, side, ticker and
 	// quantity to one entered this recently under another idempotency key
 	// needs the user to confirm it is not a duplicate (0: no check).
@@ -166,6 +172,9 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, signer *confirm
 	}
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 7 * 24 * time.Hour
+	}
+	if cfg.ResendWindow == 0 {
+		cfg.ResendWindow = max(15*time.Minute, 4*cfg.Lease)
 	}
 	return &Service{cfg: cfg, st: st, bs: bs, journal: j, signer: signer, log: log, now: now, policyVersion: cfg.Rules.Version()}
 }
@@ -247,7 +256,7 @@ func (s *Service) fetch(ctx context.Context, o OrderArgs) (market, error) {
 func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderArgs, m market, self string, strict bool) (policy.Preview, error) {
 	committed, err := s.committed(ctx, o.AccountID, self)
 	unknown := err != nil
-	if unknown && (strict || !errors.Is(err, ErrStateUnavailable)) {
+	if unknown && (strict || !errors.Is(err, ErrStateUnavailable) && !errors.Is(err, ErrTradeUnavailable)) {
 		return policy.Preview{}, err
 	}
 	usage, err := s.usage(ctx, subject, agent, o.IdempotencyKey)
@@ -303,7 +312,7 @@ func (s *Service) resolve(ctx context.Context, p principal.Principal, o OrderArg
 	}
 	out, found, err := s.reconcile(ctx, p, o, digest, true)
 	if err != nil || !found {
-		return resolution{Resend: rec.State == idemSent}, err
+		return resolution{Resend: rec.State == idemSent && s.landable(rec)}, err
 	}
 	s.settle(ctx, key, digest, ver, out)
 	out.Replayed = true
@@ -324,7 +333,7 @@ func (s *Service) fence(ctx context.Context, key, digest string) (idemRecord, in
 		}
 		lapsed := idemRecord{Digest: digest, State: idemReleased}
 		if rec.Sent {
-			lapsed.State = idemSent
+			lapsed.State, lapsed.SentAt = idemSent, rec.SentAt
 		}
 		nv, err := updateJSON(ctx, s.st, key, lapsed, ver, s.cfg.IdempotencyTTL)
 		switch {
@@ -423,10 +432,14 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	// check, a stalled journal) must not act, since that attempt owns the
 	// key now. Renewed to send, the record says the order may be on the
 	// wire from then on, so that a takeover resends rather than re-checks.
-	sent := prev.mayBeSent()
+	resend := prev.mayBeSent() && s.landable(prev)
+	sent, sentAt := resend, prev.SentAt
 	renew := func(ctx context.Context, sending bool) error {
 		sent = sent || sending
-		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent}
+		if sending {
+			sentAt = s.now().UTC()
+		}
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt}
 		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -443,11 +456,12 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	out, found, err := s.reconcile(ctx, p, o, digest, takeover)
 	switch {
 	case err != nil || found:
-	case prev.mayBeSent():
+	case resend:
 		// Sent before, never answered, not seen by the Trade service (yet):
 		// the same order again, unchecked but for the kill switch; the client
 		// order id makes a late arrival of the first one and this one the
-		// same order.
+		// same order. (Sent longer ago than that, it never landed: it is
+		// decided afresh below.)
 		if err = s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err == nil {
 			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
 				prov = first
@@ -467,11 +481,11 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// Nothing irrevocable happened, or it is safe to redo (the backend
 		// dedups the client order id, and a retry reconciles first): hand the
 		// key back for a retry, remembering an unanswered send.
-		next := idemReleased
-		if errors.Is(err, errOutcomeUnknown) || prev.mayBeSent() {
-			next = idemSent
+		next := idemRecord{Digest: digest, State: idemReleased}
+		if errors.Is(err, errOutcomeUnknown) || sent {
+			next.State, next.SentAt = idemSent, sentAt
 		}
-		if _, rerr := updateJSON(ctx, s.st, key, idemRecord{Digest: digest, State: next}, ver, s.cfg.IdempotencyTTL); rerr != nil {
+		if _, rerr := updateJSON(ctx, s.st, key, next, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
 		}
 		return Outcome{}, err
@@ -490,6 +504,12 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		s.log.ErrorContext(ctx, "could not store idempotent outcome", "error", err)
 	}
 	return out, nil
+}
+
+// landable reports whether rec's unanswered send may still land (see
+// landable).
+func (s *Service) landable(rec idemRecord) bool {
+	return landable(rec.SentAt, s.now(), s.cfg.ResendWindow)
 }
 
 // await reads the key's idempotency record, waiting while another call owns
@@ -773,7 +793,7 @@ func limitText(o backends.Order) string {
 	if o.Type != backends.OrderLimit {
 		return ""
 	}
-	return fmt.Sprintf(" (limit %.2f)", o.LimitPrice)
+	return " (limit " + policy.Price(o.LimitPrice) + ")"
 }
 
 func (s *Service) stateErr(ctx context.Context, err error) error {

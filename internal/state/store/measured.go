@@ -125,6 +125,14 @@ func (m *Measured) IndexRange(ctx context.Context, index string, limit int) ([]s
 	return out, err
 }
 
+// IndexRangeFrom implements Store.
+func (m *Measured) IndexRangeFrom(ctx context.Context, index string, from float64, limit int) ([]string, error) {
+	start := time.Now()
+	out, err := m.s.IndexRangeFrom(ctx, index, from, limit)
+	m.observe(OpIndexRange, start, err)
+	return out, err
+}
+
 // Tally implements Store.
 func (m *Measured) Tally(ctx context.Context, key, member string, amount float64, maxCount int, maxSum float64, ttl time.Duration) error {
 	start := time.Now()

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -195,6 +196,11 @@ func (m *Memory) IndexRemove(ctx context.Context, index, member string) error {
 
 // IndexRange implements Store.
 func (m *Memory) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
+	return m.IndexRangeFrom(ctx, index, math.Inf(-1), limit)
+}
+
+// IndexRangeFrom implements Store.
+func (m *Memory) IndexRangeFrom(ctx context.Context, index string, from float64, limit int) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	type entry struct {
@@ -203,11 +209,17 @@ func (m *Memory) IndexRange(ctx context.Context, index string, limit int) ([]str
 	}
 	var es []entry
 	for k, s := range m.indexes[index] {
-		es = append(es, entry{k, s})
+		if s >= from {
+			es = append(es, entry{k, s})
+		}
 	}
 	slices.SortFunc(es, func(a, b entry) int { return cmp.Or(cmp.Compare(a.score, b.score), cmp.Compare(a.member, b.member)) })
-	out := make([]string, 0, min(limit, len(es)))
-	for _, e := range es[:min(limit, len(es))] {
+	n := max(0, limit)
+	if n > len(es) {
+		n = len(es)
+	}
+	out := make([]string, 0, n)
+	for _, e := range es[:n] {
 		out = append(out, e.member)
 	}
 	return out, nil

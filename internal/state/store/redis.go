@@ -167,6 +167,21 @@ func (r *Redis) IndexRange(ctx context.Context, index string, limit int) ([]stri
 	return out, nil
 }
 
+// IndexRangeFrom implements Store.
+func (r *Redis) IndexRangeFrom(ctx context.Context, index string, from float64, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	out, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: r.prefix + index, ByScore: true, Count: int64(limit),
+		Start: strconv.FormatFloat(from, 'f', -1, 64), Stop: "+inf",
+	}).Result()
+	if err != nil {
+		return nil, unavailable("index range", err)
+	}
+	return out, nil
+}
+
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error {
 	if err := r.c.Ping(ctx).Err(); err != nil && !errors.Is(err, redis.Nil) {

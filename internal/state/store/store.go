@@ -41,6 +41,10 @@ type Store interface {
 	IndexRemove(ctx context.Context, index, member string) error
 	// IndexRange lists up to limit members by ascending score.
 	IndexRange(ctx context.Context, index string, limit int) ([]string, error)
+	// IndexRangeFrom lists up to limit members with a score of at least
+	// from, by ascending score: the next page of an index, from where the
+	// last one ended.
+	IndexRangeFrom(ctx context.Context, index string, from float64, limit int) ([]string, error)
 	// Tally adds member, with amount, to the tally at key unless it is
 	// there already (a retry), in one atomic step across replicas; ErrLimit
 	// if the tally would then hold more than maxCount members or sum to

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,9 +86,9 @@ type Order struct {
 	LimitPrice float64
 }
 
-// Committed is what the account's orders awaiting approval already hold:
-// cash for their buys (at their estimated notional) and shares for their
-// sells. The check treats both as spent, so two orders that each fit
+// Committed is what the account's orders awaiting approval and its working
+// orders already hold: cash for their buys (at their estimated notional, or
+// a resting buy's unfilled part at its limit) and shares for their sells. The check treats both as spent, so two orders that each fit
 // cannot together overdraw the account or sell the same shares twice.
 type Committed struct {
 	Cash   float64
@@ -141,9 +142,9 @@ type Preview struct {
 	PostTradeWeight          float64      `json:"post_trade_weight" jsonschema:"position's share of account value after the order, 0..1"`
 	PostTradeMaxWeight       float64      `json:"post_trade_max_concentration" jsonschema:"largest single-position weight after the order"`
 	BuyingPower              float64      `json:"buying_power" jsonschema:"cash available before the order: the account's cash less committed_cash"`
-	CommittedCash            float64      `json:"committed_cash,omitempty" jsonschema:"cash held for the account's buy orders awaiting approval"`
-	CommittedShares          float64      `json:"committed_shares,omitempty" jsonschema:"shares of this ticker held for the account's sell orders awaiting approval"`
-	CommittedUnknown         bool         `json:"committed_unknown,omitempty" jsonschema:"true if orders awaiting approval could not be counted (state store unavailable): buying_power may be overstated, and placing the order would fail until it is back"`
+	CommittedCash            float64      `json:"committed_cash,omitempty" jsonschema:"cash held for the account's buy orders awaiting approval or working (unfilled)"`
+	CommittedShares          float64      `json:"committed_shares,omitempty" jsonschema:"shares of this ticker held for the account's sell orders awaiting approval or working (unfilled)"`
+	CommittedUnknown         bool         `json:"committed_unknown,omitempty" jsonschema:"true if orders awaiting approval or working could not be counted (state store or Trade service unavailable): buying_power may be overstated, and placing the order would fail until it is back"`
 	BuyingPowerAfter         float64      `json:"buying_power_after" jsonschema:"cash after the order at the estimated price"`
 	ReferencePrice           float64      `json:"reference_price,omitempty" jsonschema:"last price the price collar is centred on"`
 	PriceBandLow             float64      `json:"price_band_low,omitempty" jsonschema:"lowest sell limit the price collar accepts"`
@@ -253,19 +254,38 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 	if o.Quantity != math.Trunc(o.Quantity) || o.Quantity < 1 {
 		violate("quantity must be a whole number of shares, at least 1")
 	}
+	// A market order has no price of its own: without its side of the
+	// quote it could not be sized, and would slip past every limit below
+	// at a notional of 0.
+	switch {
+	case o.Type == backends.OrderMarket && o.Side == backends.SideBuy && q.Ask <= 0:
+		violate("%s has no ask (no offer in the market now) to size a market buy; use a limit order or try again when it is quoted", ticker)
+	case o.Type == backends.OrderMarket && o.Side == backends.SideSell && q.Bid <= 0:
+		violate("%s has no bid (no buyer in the market now) for a market sell; use a limit order or try again when it is quoted", ticker)
+	}
+	if o.Type == backends.OrderLimit {
+		if tick := TickSize(o.LimitPrice); !onTick(o.LimitPrice, tick) {
+			violate("limit price %s is not a multiple of the tick size %s; round it", Price(o.LimitPrice), Price(tick))
+		}
+	}
+	// Every amount is compared in the account's base currency, and nothing
+	// here converts: a quote in another currency cannot be checked.
+	if cur, base := strings.ToUpper(q.Currency), strings.ToUpper(pv.BaseCurrency); cur == "" || base == "" || cur != base {
+		violate("%s is quoted in %q and the account's base currency is %q: only orders in the account's base currency can be checked", ticker, q.Currency, pv.BaseCurrency)
+	}
 	if p.EstimatedNotional > r.MaxOrderNotional {
 		violate("estimated notional %.2f exceeds the per-order limit of %.2f; split or reduce the order", p.EstimatedNotional, r.MaxOrderNotional)
 	}
 	if o.Side == backends.SideBuy && cashAfter < 0 {
 		if c.Cash > 0 {
-			violate("insufficient buying power: the order needs %.2f, the account has %.2f in cash of which %.2f is held for buy orders awaiting approval", p.EstimatedNotional, pv.Cash, c.Cash)
+			violate("insufficient buying power: the order needs %.2f, the account has %.2f in cash of which %.2f is held for buy orders awaiting approval or working", p.EstimatedNotional, pv.Cash, c.Cash)
 		} else {
 			violate("insufficient buying power: the order needs %.2f, the account has %.2f in cash", p.EstimatedNotional, pv.Cash)
 		}
 	}
 	if free := held - c.Shares[ticker]; o.Side == backends.SideSell && o.Quantity > free {
 		if c.Shares[ticker] > 0 {
-			violate("cannot sell %g shares of %s: the account holds %g, of which %g are in sell orders awaiting approval (short selling is not allowed)", o.Quantity, ticker, held, c.Shares[ticker])
+			violate("cannot sell %g shares of %s: the account holds %g, of which %g are in sell orders awaiting approval or working (short selling is not allowed)", o.Quantity, ticker, held, c.Shares[ticker])
 		} else {
 			violate("cannot sell %g shares of %s: the account holds %g (short selling is not allowed)", o.Quantity, ticker, held)
 		}
@@ -327,6 +347,31 @@ func daily(l DailyLimits, u Usage, notional float64, violate func(string, ...any
 	d.Principal = budget("your", u.Principal, l.PrincipalOrders, l.PrincipalNotional)
 	d.Agent = budget("this agent's", u.Agent, l.AgentOrders, l.AgentNotional)
 	return d
+}
+
+// TickSize is the minimum price increment of a US equity order (Reg NMS
+// Rule 612): a cent at or above one dollar, a hundredth of a cent below.
+func TickSize(price float64) float64 {
+	if price < 1 {
+		return 0.0001
+	}
+	return 0.01
+}
+
+// onTick reports whether price is a whole number of ticks, within binary
+// rounding (62.37 is not exactly representable).
+func onTick(price, tick float64) bool {
+	n := price / tick
+	return math.Abs(n-math.Round(n)) < 1e-6
+}
+
+// Price formats a price exactly as given, so that what a user confirms is
+// what is sent: to the cent, or to as many decimals as it has below that.
+func Price(p float64) string {
+	if onTick(p, 0.01) {
+		return strconv.FormatFloat(p, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(p, 'f', -1, 64)
 }
 
 func upper(ss []string) []string {

@@ -25,14 +25,14 @@ func TestCheck(t *testing.T) {
 		SymbolDeny: []string{"tsla"}, EnforceMarketHours: true, Calendar: cal,
 	}
 	pv := backends.PortfolioValuation{
-		Cash: 30_000, TotalValue: 100_000,
+		Account: backends.Account{BaseCurrency: "USD"}, Cash: 30_000, TotalValue: 100_000,
 		Holdings: []backends.Holding{
 			{Ticker: "AAPL", Quantity: 100, Price: 200, MarketValue: 20_000},
 			{Ticker: "MSFT", Quantity: 100, Price: 500, MarketValue: 50_000},
 		},
 	}
 	quote := func(t string, p float64) backends.Quote {
-		return backends.Quote{Ticker: t, Price: p, Bid: p - 0.05, Ask: p + 0.05}
+		return backends.Quote{Currency: "USD", Ticker: t, Price: p, Bid: p - 0.05, Ask: p + 0.05}
 	}
 	tests := []struct {
 		name          string
@@ -90,9 +90,11 @@ func TestCheck(t *testing.T) {
 // not available to the next order.
 func TestCheckCommitted(t *testing.T) {
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 100_000, ApprovalNotional: 20_000, MaxPositionWeight: 1}
-	pv := backends.PortfolioValuation{Cash: 30_000, TotalValue: 100_000,
+	pv := backends.PortfolioValuation{Account: backends.Account{BaseCurrency: "USD"}, Cash: 30_000, TotalValue: 100_000,
 		Holdings: []backends.Holding{{Ticker: "AAPL", Quantity: 100, Price: 200, MarketValue: 20_000}}}
-	q := func(t string, p float64) backends.Quote { return backends.Quote{Ticker: t, Price: p, Bid: p, Ask: p} }
+	q := func(t string, p float64) backends.Quote {
+		return backends.Quote{Currency: "USD", Ticker: t, Price: p, Bid: p, Ask: p}
+	}
 	tests := []struct {
 		name          string
 		o             policy.Order
@@ -126,9 +128,9 @@ func TestCheckCommitted(t *testing.T) {
 // inclusive, and sizes a market buy at the band's top.
 func TestCollar(t *testing.T) {
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e9, ApprovalNotional: 1e9, MaxPositionWeight: 1, Collar: 0.05}
-	pv := backends.PortfolioValuation{Cash: 1e6, TotalValue: 2e6,
+	pv := backends.PortfolioValuation{Account: backends.Account{BaseCurrency: "USD"}, Cash: 1e6, TotalValue: 2e6,
 		Holdings: []backends.Holding{{Ticker: "AAPL", Quantity: 1000, Price: 200, MarketValue: 200_000}}}
-	q := backends.Quote{Ticker: "AAPL", Price: 200, Bid: 199.9, Ask: 200.1}
+	q := backends.Quote{Currency: "USD", Ticker: "AAPL", Price: 200, Bid: 199.9, Ask: 200.1}
 	limit := func(side string, px float64) policy.Order {
 		return policy.Order{Ticker: "AAPL", Side: side, Type: "limit", Quantity: 10, LimitPrice: px}
 	}
@@ -152,9 +154,9 @@ func TestCollar(t *testing.T) {
 		{"sell limit far above is not a fat finger", limit("sell", 900), q, "", 900},
 		{"market buy is sized at the band's top", market("buy"), q, "", 210},
 		{"market sell is sized at the bid", market("sell"), q, "", 199.9},
-		{"market buy with the ask outside the band", market("buy"), backends.Quote{Ticker: "AAPL", Price: 200, Bid: 199, Ask: 211}, "the market is outside the price collar", 211},
-		{"market sell with the bid outside the band", market("sell"), backends.Quote{Ticker: "AAPL", Price: 200, Bid: 189, Ask: 201}, "the market is outside the price collar", 189},
-		{"no last price", market("buy"), backends.Quote{Ticker: "AAPL", Bid: 199, Ask: 201}, "no last price", 201},
+		{"market buy with the ask outside the band", market("buy"), backends.Quote{Currency: "USD", Ticker: "AAPL", Price: 200, Bid: 199, Ask: 211}, "the market is outside the price collar", 211},
+		{"market sell with the bid outside the band", market("sell"), backends.Quote{Currency: "USD", Ticker: "AAPL", Price: 200, Bid: 189, Ask: 201}, "the market is outside the price collar", 189},
+		{"no last price", market("buy"), backends.Quote{Currency: "USD", Ticker: "AAPL", Bid: 199, Ask: 201}, "no last price", 201},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +189,7 @@ func TestCollar(t *testing.T) {
 		{0.004, 0.0038, "sell", true},
 		{0.004, 0.0037, "sell", false},
 	} {
-		q := backends.Quote{Ticker: "AAPL", Price: c.last, Bid: c.last, Ask: c.last}
+		q := backends.Quote{Currency: "USD", Ticker: "AAPL", Price: c.last, Bid: c.last, Ask: c.last}
 		p := policy.Check(rules, limit(c.side, c.limit), pv, q, policy.Committed{}, policy.Usage{}, time.Time{})
 		collared := strings.Contains(strings.Join(p.Violations, ";"), "collar")
 		if collared == c.allowed {
@@ -207,8 +209,8 @@ func TestCollar(t *testing.T) {
 func TestDailyLimits(t *testing.T) {
 	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e9, ApprovalNotional: 1e9, MaxPositionWeight: 1,
 		Daily: policy.DailyLimits{PrincipalOrders: 10, PrincipalNotional: 100_000, AgentOrders: 5, AgentNotional: 50_000}}
-	pv := backends.PortfolioValuation{Cash: 1e6, TotalValue: 1e6}
-	q := backends.Quote{Ticker: "KO", Price: 100, Bid: 100, Ask: 100}
+	pv := backends.PortfolioValuation{Account: backends.Account{BaseCurrency: "USD"}, Cash: 1e6, TotalValue: 1e6}
+	q := backends.Quote{Currency: "USD", Ticker: "KO", Price: 100, Bid: 100, Ask: 100}
 	order := func(qty float64) policy.Order {
 		return policy.Order{Ticker: "KO", Side: "buy", Type: "market", Quantity: qty}
 	}

@@ -1,0 +1,371 @@
+package trading_test
+
+// Tests of what the pre-trade check and the order answers must not get
+// wrong: what resting orders hold, quotes that cannot size an order, exact
+// prices, complete lists, and unanswered sends that can no longer land.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
+)
+
+func koQuote(t *testing.T) backends.Quote {
+	t.Helper()
+	qs, err := demo.New(nil).Quotes(t.Context(), []string{"KO"})
+	if err != nil || len(qs.Quotes) != 1 {
+		t.Fatal(qs, err)
+	}
+	return qs.Quotes[0]
+}
+
+// TestWorkingOrdersHoldCashAndShares: a resting sell of a whole position
+// leaves no shares for a second one, and a resting buy's cash is not
+// spent again by the next.
+func TestWorkingOrdersHoldCashAndShares(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			ctx := t.Context()
+			q := koQuote(t)
+			// ACC-1002 holds 500 KO. A sell limit 3% above the bid rests.
+			sellLimit := float64(int(q.Bid*1.03*100)) / 100
+			sell := func(key string) trading.OrderArgs {
+				return trading.OrderArgs{AccountID: "ACC-1002", Ticker: "KO", Side: "sell", Type: "limit", Quantity: 500, LimitPrice: sellLimit, IdempotencyKey: key}
+			}
+			first, err := f.svc.Place(ctx, bob, sell("rest-sell-1"), "")
+			if err != nil || first.Status != backends.StatusAccepted {
+				t.Fatalf("first resting sell: %+v %v", first, err)
+			}
+			second, err := f.svc.Place(ctx, bob, sell("rest-sell-2"), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if second.Status != trading.StatusRejected {
+				t.Errorf("second sell of the same 500 KO (500 already in a working sell): status %q, want rejected (no short sales)", second.Status)
+			}
+			// ACC-1001 has 25,400 cash; two resting buys of ~20k each.
+			buyLimit := float64(int(q.Ask*0.99*100)) / 100
+			buy := func(key string) trading.OrderArgs {
+				return trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 300, LimitPrice: buyLimit, IdempotencyKey: key}
+			}
+			b1, err := f.svc.Place(ctx, alice, buy("rest-buy-1"), "")
+			if err != nil || b1.Status != backends.StatusAccepted {
+				t.Fatalf("first resting buy: %+v %v", b1, err)
+			}
+			pre, err := f.svc.Preview(ctx, alice, buy(""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("preview of the second buy: buying_power=%.2f committed_cash=%.2f notional=%.2f allowed=%v", pre.BuyingPower, pre.CommittedCash, pre.EstimatedNotional, pre.Allowed)
+			b2, err := f.svc.Place(ctx, alice, buy("rest-buy-2"), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b2.Status != trading.StatusRejected {
+				t.Errorf("second buy needing %.2f more with %.2f already in a working buy and 25,400 cash: status %q, want rejected (insufficient buying power)",
+					pre.EstimatedNotional, b1.Order.Quantity*b1.Order.LimitPrice, b2.Status)
+			}
+		})
+	}
+}
+
+// oneSided quotes KO with no offer (ask 0), as a feed does pre-open, in a
+// halt or limit-up.
+type oneSided struct{ backends.MarketData }
+
+func (o oneSided) Quotes(ctx context.Context, tickers []string) (backends.QuoteSet, error) {
+	qs, err := o.MarketData.Quotes(ctx, tickers)
+	for i := range qs.Quotes {
+		qs.Quotes[i].Ask = 0
+	}
+	return qs, err
+}
+
+// TestMarketOrderWithoutItsSideOfTheQuote: with the collar off, a market
+// buy on a quote with no ask would be sized at 0 and pass every limit.
+func TestMarketOrderWithoutItsSideOfTheQuote(t *testing.T) {
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.MarketData = oneSided{bs.MarketData}
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, Collar: 0}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	// 1,000,000 KO (~70M) in an account with 25,400 cash.
+	pre, err := svc.Preview(t.Context(), alice, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 1_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pre.Allowed || !strings.Contains(strings.Join(pre.Violations, ";"), "no ask") {
+		t.Errorf("a 1,000,000-share market buy with no ask: allowed=%v, notional %.2f, violations %q; want it refused for want of an ask",
+			pre.Allowed, pre.EstimatedNotional, pre.Violations)
+	}
+}
+
+// otherCurrency quotes in another currency than the account's base (USD).
+type otherCurrency struct {
+	backends.MarketData
+	cur string
+}
+
+func (o otherCurrency) Quotes(ctx context.Context, tickers []string) (backends.QuoteSet, error) {
+	qs, err := o.MarketData.Quotes(ctx, tickers)
+	for i := range qs.Quotes {
+		qs.Quotes[i].Currency = o.cur
+	}
+	return qs, err
+}
+
+// TestQuoteInAnotherCurrency: limits are in the account's base currency,
+// and nothing converts, so an order quoted in another one is refused.
+func TestQuoteInAnotherCurrency(t *testing.T) {
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.MarketData = otherCurrency{bs.MarketData, "KWD"}
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, Collar: 0.05}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	pre, err := svc.Preview(t.Context(), alice, trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pre.Allowed {
+		t.Errorf("a USD account's order priced in KWD is allowed (notional %.2f compared with USD limits as is); want a violation (currency mismatch) or a converted estimate", pre.EstimatedNotional)
+	}
+}
+
+// TestListOrdersPagesPastAThousand: pages follow the cursor through the
+// whole index, the oldest (still working) order included.
+func TestListOrdersPagesPastAThousand(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	q := koQuote(t)
+	// The oldest order is a resting buy: open.
+	oldest := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
+		LimitPrice: float64(int(q.Ask*0.99*100)) / 100, IdempotencyKey: "list-oldest"}
+	if out, err := f.svc.Place(ctx, alice, oldest, ""); err != nil || out.Status != backends.StatusAccepted {
+		t.Fatalf("%+v %v", out, err)
+	}
+	for i := range 1000 {
+		f.clock.Add(time.Second)
+		o := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 1, IdempotencyKey: fmt.Sprintf("list-%04d", i)}
+		if _, err := f.svc.Place(ctx, alice, o, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every page, following next_cursor.
+	seen, cursor, pages := 0, "", 0
+	foundOldest := false
+	for {
+		l, err := f.svc.ListOrders(ctx, alice, trading.ListQuery{AccountID: "ACC-2001", Limit: 50, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, o := range l.Orders {
+			seen++
+			foundOldest = foundOldest || o.IdempotencyKey == "list-oldest"
+		}
+		if l.NextCursor == "" {
+			break
+		}
+		cursor = l.NextCursor
+	}
+	open, err := f.svc.ListOrders(ctx, alice, trading.ListQuery{AccountID: "ACC-2001", Limit: 50, States: []string{"open"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen != 1001 || !foundOldest || len(open.Orders) != 1 {
+		t.Errorf("paging through 1,001 orders listed %d in %d pages (oldest, still working, listed: %v); states=[open] lists %d, want 1",
+			seen, pages, foundOldest, len(open.Orders))
+	}
+}
+
+// TestRefusedOrderIsNotListed: a place_order refused with an error, nothing
+// placed (here: the pending-approval cap), is no open order.
+func TestRefusedOrderIsNotListed(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			svc := f.capped(1)
+			ctx := t.Context()
+			if out, err := svc.Place(ctx, alice, large("cap-list-1"), ""); err != nil || out.Status != trading.StatusPendingApproval {
+				t.Fatalf("%+v %v", out, err)
+			}
+			if _, err := svc.Place(ctx, alice, large("cap-list-2"), ""); !errors.Is(err, trading.ErrTooManyPending) {
+				t.Fatalf("second: %v, want ErrTooManyPending", err)
+			}
+			f.clock.Add(time.Minute)
+			l, err := svc.ListOrders(ctx, alice, trading.ListQuery{AccountID: "ACC-2001", Limit: 20, States: []string{"open"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range l.Orders {
+				if o.IdempotencyKey == "cap-list-2" {
+					t.Errorf("the refused order (nothing placed) is listed as open: status %q, %q", o.Status, o.Message)
+				}
+			}
+		})
+	}
+}
+
+// TestLimitPriceOnTheTickAndShownExactly: a limit finer than the tick is
+// refused, and the user confirms the limit exactly as it is sent.
+func TestLimitPriceOnTheTickAndShownExactly(t *testing.T) {
+	f := newOrderFlow(t, "paper", true)
+	q := koQuote(t)
+	base := float64(int(q.Ask*0.99*100)) / 100
+	for _, c := range []struct {
+		limit   float64
+		refused bool
+	}{{base + 0.0049, true}, {base + 0.001, true}, {base, false}} {
+		o := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 10, LimitPrice: c.limit, IdempotencyKey: fmt.Sprintf("tick-%g", c.limit)}
+		pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Askable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.refused {
+			if pl.Outcome.Status != trading.StatusRejected || !strings.Contains(strings.Join(pl.Outcome.Violations, ";"), "tick size 0.01") {
+				t.Errorf("limit %g: %+v, want rejected for the tick size", c.limit, pl.Outcome)
+			}
+			continue
+		}
+		if shown := strconv.FormatFloat(c.limit, 'f', 2, 64); pl.Ask == nil || !strings.Contains(pl.Ask.Message, "limit order at "+shown+" ") {
+			t.Errorf("limit %g: the user is asked %+v, want the limit shown as %s", c.limit, pl.Ask, shown)
+		}
+	}
+}
+
+// TestOnlyTheExactRequesterWithdraws: "ALICE" is another OIDC subject
+// (subjects are case-sensitive), and may not withdraw alice's approval.
+func TestOnlyTheExactRequesterWithdraws(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			ctx := t.Context()
+			out, err := f.svc.Place(ctx, alice, large("fold-1"), "")
+			if err != nil || out.Approval == nil {
+				t.Fatalf("%+v %v", out, err)
+			}
+			other := principal.Principal{Subject: "ALICE", Accounts: alice.Accounts}
+			if got, err := f.svc.Cancel(ctx, other, out.Approval.ID); err == nil {
+				t.Errorf("another subject (%q) withdrew %q's approval: %q", other.Subject, alice.Subject, got.Status)
+			}
+		})
+	}
+}
+
+// TestCancelOfAFilledOrderJournalsNoCancel: the trail shows no cancel of an
+// order that had filled.
+func TestCancelOfAFilledOrderJournalsNoCancel(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	out, err := f.svc.Place(ctx, alice, small("cancel-filled"), "")
+	if err != nil || out.Status != backends.StatusFilled {
+		t.Fatalf("%+v %v", out, err)
+	}
+	if _, err := f.svc.Cancel(ctx, alice, out.Order.OrderID); !errors.Is(err, trading.ErrNotCancellable) {
+		t.Fatalf("cancel of a filled order: %v", err)
+	}
+	f.j.mu.Lock()
+	defer f.j.mu.Unlock()
+	for _, e := range f.j.entries {
+		if e.OrderID == out.Order.OrderID && strings.HasPrefix(e.Action, "order.cancel") {
+			t.Errorf("journal has %q for filled order %s (never cancelled); last entry %q", e.Action, e.OrderID, f.j.entries[len(f.j.entries)-1].Action)
+		}
+	}
+}
+
+// TestStaleUnansweredSendIsCheckedAfresh: an unanswered send is resent
+// unchecked only while it may still land; five days later, on a Saturday
+// with market hours enforced, the retry is checked and refused.
+func TestStaleUnansweredSendIsCheckedAfresh(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f, _ := controlled(t, open(t), policy.DailyLimits{}, 0)
+			d := demo.New(nil)
+			bs := d.Set()
+			ct := &countingTrade{Trade: d, created: map[string]bool{}}
+			bs.Trade = ct
+			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true}
+			rules.Calendar = mustNYSE(t)
+			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second}, f.st, bs, f.j, nil,
+				slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			ctx := t.Context()
+			// Monday 2026-11-23 10:00 ET: open. The Trade service never answers.
+			ct.fail.Store(true)
+			if _, err := svc.PlaceOrder(ctx, alice, small("stale-1"), trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
+				t.Fatalf("first attempt: %v", err)
+			}
+			ct.fail.Store(false)
+			// Saturday 2026-11-28 10:00 ET: closed.
+			f.clock.Add(5 * 24 * time.Hour)
+			if pre, _ := svc.Preview(ctx, alice, small("")); pre.MarketOpen {
+				t.Fatal("market should be closed")
+			}
+			pl, err := svc.PlaceOrder(ctx, alice, small("stale-1"), trading.Confirmation{})
+			if err == nil && pl.Outcome.Order != nil || ct.orders() != 0 {
+				t.Fatalf("retry five days later, on a Saturday, sent the order unchecked: %+v %v (Trade orders: %d)", pl.Outcome, err, ct.orders())
+			}
+			// Confirmed again, it is checked: the market is closed.
+			pl, err = svc.PlaceOrder(ctx, alice, small("stale-1"), trading.Confirmation{Claimed: true})
+			if err != nil || pl.Outcome.Status != trading.StatusRejected || ct.orders() != 0 {
+				t.Errorf("confirmed retry on a Saturday: %+v %v (Trade orders: %d), want rejected (market closed)", pl.Outcome, err, ct.orders())
+			}
+		})
+	}
+}
+
+// TestStaleApprovedExecutionIsCheckedAfresh: an approved order whose send
+// got no answer is resent as it is only while the send may still land;
+// re-driven days later, it is checked again, and the closed market fails it.
+func TestStaleApprovedExecutionIsCheckedAfresh(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			d := demo.New(nil)
+			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true, Calendar: mustNYSE(t)}
+			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 24 * time.Hour, Lease: 10 * time.Second}, f.st,
+				backends.Set{Portfolio: d, MarketData: d, Trade: f.trade}, f.j, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			ctx := t.Context()
+			f.clock.now = time.Date(2026, 11, 23, 11, 0, 0, 0, rules.Calendar.Location()) // Monday, in session
+			out, err := svc.Place(ctx, alice, large("stale-approved"), "")
+			if err != nil || out.Approval == nil {
+				t.Fatalf("%+v %v", out, err)
+			}
+			f.trade.fail.Store(true)
+			if _, err := svc.Decide(ctx, bob, out.Approval.ID, trading.DecisionApprove, "ok", nil); !errors.Is(err, trading.ErrTradeUnavailable) {
+				t.Fatalf("approve with the Trade service silent: %v", err)
+			}
+			f.trade.fail.Store(false)
+			f.clock.Add(5 * 24 * time.Hour) // Saturday
+			got, err := svc.Status(ctx, alice, out.Approval.ID)
+			if err != nil || f.trade.orders() != 0 || got.Approval == nil || got.Approval.Status != trading.ApprovalFailed || !strings.Contains(got.Message+got.Approval.Error, "closed") {
+				t.Errorf("re-driven on a Saturday: %+v %v (Trade orders %d), want failed: market closed", got, err, f.trade.orders())
+			}
+		})
+	}
+}
+
+func mustNYSE(t *testing.T) *calendar.Calendar {
+	t.Helper()
+	c, err := calendar.NYSE(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
