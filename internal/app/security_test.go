@@ -77,9 +77,15 @@ func secBackends() (*sharedBackends, *atomic.Int64) {
 // returns the response and its body.
 func secRPC(t *testing.T, base, token, method string, params any) (*http.Response, string) {
 	t.Helper()
+	return secRPCTyped(t, base, token, "application/json", method, params)
+}
+
+// secRPCTyped is secRPC with the Content-Type given.
+func secRPCTyped(t *testing.T, base, token, contentType, method string, params any) (*http.Response, string) {
+	t.Helper()
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 7, "method": method, "params": params})
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/mcp", strings.NewReader(string(body)))
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("MCP-Protocol-Version", "2025-11-25")
 	if token != "" {
@@ -813,6 +819,52 @@ func TestTypedTextIsRedacted(t *testing.T) {
 		ev.DataAs(&e)
 		if e.Outcome == outcome.OK {
 			t.Errorf("record %+v: want a refusal", e)
+		}
+	}
+}
+
+// TestGovernedWhateverTheContentType: the go-sdk runs a body whose
+// Content-Type is JSON in any case or spacing, so the edge parses every such
+// body, and a request the edge did not parse still gets a Call, so a
+// completion without the read scope is refused, rate limited and audited.
+func TestGovernedWhateverTheContentType(t *testing.T) {
+	srv, iss, sink := auditedServer(t, map[string]string{"RATE_READ_BURST": "1", "RATE_READ_PER_SECOND": "0.001"})
+	params := map[string]any{"ref": map[string]any{"type": "ref/prompt", "name": "portfolio_review"},
+		"argument": map[string]any{"name": "account_id", "value": "ACC"}}
+	halter := iss.Token(t, iss.Claims("hal", secResource, "trade:halt", "*")) // no portfolio:read
+	for _, ct := range []string{"application/json", "Application/JSON", " application/json ; charset=utf-8", "APPLICATION/JSON"} {
+		if resp, body := secRPCTyped(t, srv.URL, halter, ct, "completion/complete", params); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("Content-Type %q without the read scope: %d %s, want 403", ct, resp.StatusCode, body)
+		}
+	}
+	if err := srv.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.byType(audit.EventType)); n != 4 {
+		t.Errorf("%d audit records for 4 completion calls", n)
+	}
+}
+
+// TestResourceReadIsPrivate: an account's portfolio, read as a resource, is
+// for those entitled to it: no intermediary may cache and serve it to
+// another user, on any protocol generation that carries cacheScope.
+func TestResourceReadIsPrivate(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, tradingEnv(iss, ""))
+	token := iss.Token(t, iss.Claims("alice", "http://127.0.0.1/mcp", allScopes, "ACC-1001"))
+	const uri = "portfolio://accounts/ACC-1001"
+	for _, v := range []string{"2025-11-25", "2026-07-28"} {
+		h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+			"Mcp-Protocol-Version": v, "Authorization": "Bearer " + token}
+		params := `"uri":"` + uri + `"`
+		if v >= "2026-07-28" {
+			h["Mcp-Method"], h["Mcp-Name"] = "resources/read", uri
+			params += "," + newMeta
+		}
+		resp, b := postMCP(t, http.DefaultClient, srv.URL, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{`+params+`}}`, h)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"contents"`) || strings.Contains(string(b), `"cacheScope":"public"`) {
+			t.Errorf("%s: resources/read %s: %d %s, want the portfolio, not cacheScope public", v, uri, resp.StatusCode, b)
 		}
 	}
 }

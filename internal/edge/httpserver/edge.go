@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
-	"strings"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/ident"
@@ -64,7 +64,7 @@ func Guard(allowedHosts, allowedOrigins []string) (func(http.Handler) http.Handl
 // later step. The body is handed on as read, for the SDK.
 func ParseCall(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		if r.Method != http.MethodPost || !isJSON(r.Header.Get("Content-Type")) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -87,6 +87,14 @@ func ParseCall(next http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r.WithContext(call.With(r.Context(), c)))
 	})
+}
+
+// isJSON reports whether a Content-Type is JSON as the go-sdk reads it
+// (case and spaces aside, with or without parameters): every body the SDK
+// will run is parsed here first.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 // Chain applies steps to h, the first step outermost.

@@ -102,6 +102,8 @@ func (p *Policy) Middleware() mcp.Middleware {
 					r.Resources = nil
 				}
 				r.CacheScope = "private"
+			case *mcp.ReadResourceResult:
+				r.CacheScope = "private" // an account's data, for those entitled to it
 			}
 			return res, nil
 		}
