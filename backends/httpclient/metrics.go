@@ -122,7 +122,10 @@ func (m *Metrics) observe(ctx context.Context, service, operation string, d time
 		return
 	}
 	obs := m.duration.WithLabelValues(service, operation, outcome(err))
-	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() && sc.IsSampled() {
+	// Only a span this process records: with tracing off, the context holds
+	// the agent's own trace, which this server never recorded.
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().IsSampled() {
+		sc := span.SpanContext()
 		if eo, ok := obs.(prometheus.ExemplarObserver); ok {
 			eo.ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": sc.TraceID().String()})
 			return

@@ -381,9 +381,11 @@ func TestTracing(t *testing.T) {
 	}
 }
 
-// TestNoExemplarWithoutSampledSpan: a call without a span, or with an
-// unsampled one, is observed without an exemplar (and still traced per
-// attempt by whatever provider is configured).
+// TestNoExemplarWithoutSampledSpan: a call without a span, with an
+// unsampled one, or with only the agent's sampled trace context (carried on
+// with tracing off, a trace this server never recorded) is observed without
+// an exemplar (and still traced per attempt by whatever provider is
+// configured).
 func TestNoExemplarWithoutSampledSpan(t *testing.T) {
 	reg, m := newMetrics(t)
 	var parents traceparentLog
@@ -395,15 +397,17 @@ func TestNoExemplarWithoutSampledSpan(t *testing.T) {
 	p, _ := portfolioAt(t, h, httpclient.Options{Metrics: m, TracerProvider: unsampled, Propagator: propagation.TraceContext{}})
 	ctx, span := unsampled.Tracer("test").Start(t.Context(), "unsampled")
 	defer span.End()
-	for _, c := range []context.Context{t.Context(), ctx} {
+	agents := trace.ContextWithRemoteSpanContext(t.Context(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0xde, 0xad, 0xbe, 0xef}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled, Remote: true}))
+	for _, c := range []context.Context{t.Context(), ctx, agents} {
 		if _, err := p.ListAccounts(c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	fams := scrape(t, reg)
 	hist := metric(t, fams, "backend_request_duration_seconds", map[string]string{"operation": "list_accounts", "outcome": "ok", "service": "portfolio"}).GetHistogram()
-	if hist.GetSampleCount() != 2 {
-		t.Fatalf("%d observations, want 2", hist.GetSampleCount())
+	if hist.GetSampleCount() != 3 {
+		t.Fatalf("%d observations, want 3", hist.GetSampleCount())
 	}
 	for _, b := range hist.GetBucket() {
 		if b.GetExemplar() != nil {

@@ -209,7 +209,7 @@ func mcpEdge(cfg *config.Config, gov *security, policy *authz.Policy, guard func
 		httpserver.LimitBody(cfg.MaxBodyBytes), // bound what anyone can make us read
 		guard,                                  // Host (DNS rebinding) and Origin (cross-site browsers)
 		httpserver.ParseCall,                   // read the JSON-RPC message once; refuse what is not one
-		tr.Server,                              // the request's server span, child of the agent's trace
+		tr.Server(policy.Known),                // the request's server span, child of the agent's trace
 		gov.authenticate,                       // bearer token -> principal, or 401 naming the metadata
 		gov.challenge(policy),                  // 403 insufficient_scope step-up, before MCP runs
 	)

@@ -424,3 +424,30 @@ func TestTracesOverGRPCAndSampling(t *testing.T) {
 		t.Errorf("no server span of the agent's trace over gRPC; got %d spans", len(recv.spans))
 	}
 }
+
+// TestNoExemplarOfTheAgentsTrace: with tracing off the agent's trace is
+// carried on but never recorded here, so the tool-call histogram names no
+// trace of the agent's choosing as its exemplar.
+func TestNoExemplarOfTheAgentsTrace(t *testing.T) {
+	base, stop := serveWithLog(t, map[string]string{}, io.Discard)
+	defer stop()
+	const agentTrace = "deadbeefdeadbeefdeadbeefdeadbeef"
+	cs := connect(t, base+"/mcp", "2025-11-25", nil)
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_accounts", Arguments: map[string]any{},
+		Meta: mcp.Meta{"traceparent": "00-" + agentTrace + "-b7ad6b7169203331-01"}}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, agentTrace) {
+			t.Errorf("tracing is off, yet an exemplar names the agent's trace: %s", line)
+		}
+	}
+}

@@ -116,7 +116,7 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 				tool = "unknown"
 			}
 			m.calls.WithLabelValues(tool, string(o)).Inc()
-			observe(m.latency.WithLabelValues(tool), elapsed.Seconds(), span.SpanContext())
+			observe(m.latency.WithLabelValues(tool), elapsed.Seconds(), span)
 			attrs := []any{"tool", tool, "outcome", string(o), "duration_ms", float64(elapsed.Microseconds()) / 1000}
 			if err != nil {
 				attrs = append(attrs, "error", redact.Text(msg, 512))
@@ -127,11 +127,14 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 	}
 }
 
-// observe records v, with the trace id as exemplar when the call was
-// sampled: a slow bucket then leads to a trace of it.
-func observe(o prometheus.Observer, v float64, sc trace.SpanContext) {
-	if eo, ok := o.(prometheus.ExemplarObserver); ok && sc.IsSampled() {
-		eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": sc.TraceID().String()})
+// observe records v, with the trace id as exemplar when this server
+// recorded the call's span (sampled, tracing on): a slow bucket then leads
+// to a trace of it. The agent's own trace context, merely carried on with
+// tracing off, is no exemplar: it names a trace this server never recorded,
+// which the agent chose.
+func observe(o prometheus.Observer, v float64, span trace.Span) {
+	if eo, ok := o.(prometheus.ExemplarObserver); ok && span.IsRecording() && span.SpanContext().IsSampled() {
+		eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": span.SpanContext().TraceID().String()})
 		return
 	}
 	o.Observe(v)

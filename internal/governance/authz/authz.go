@@ -110,6 +110,14 @@ func (p *Policy) Middleware() mcp.Middleware {
 	}
 }
 
+// Known reports whether tool is one of the server's, for the steps that name
+// a call before it is authorised (an unknown name is the caller's to make
+// up).
+func (p *Policy) Known(tool string) bool {
+	_, ok := p.catalog.Lookup(tool)
+	return ok
+}
+
 // check decides call c for pr: nil, or the refusal to answer.
 func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 	scope, _, known := p.Scope(c)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -30,7 +31,16 @@ const scope = "github.com/portfolio-mcp/portfolio-mcp"
 //
 // With tracing off only the agent's trace context is carried on (to the
 // logs, the audit events and the backends): no span, no wrapped writer.
-func (t Tracing) Server(next http.Handler) http.Handler {
+//
+// The span opens before the caller is authenticated, so nothing in its name
+// or attributes is the caller's to choose freely: a tool name that known
+// does not know is "unknown" (as in the metrics), and the request id and
+// protocol version are cut short.
+func (t Tracing) Server(known func(tool string) bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler { return t.server(known, next) }
+}
+
+func (t Tracing) server(known func(tool string) bool, next http.Handler) http.Handler {
 	tracer := t.Provider.Tracer(scope)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := call.From(r.Context())
@@ -42,7 +52,7 @@ func (t Tracing) Server(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		name, attrs := describe(c)
+		name, attrs := describe(c, known)
 		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...)}
 		if link.IsValid() {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: link}))
@@ -79,27 +89,41 @@ func (t Tracing) parent(r *http.Request, c *call.Call) (context.Context, trace.S
 	return mctx, header
 }
 
+// maxEchoed bounds what of a request's id and version a span repeats.
+const maxEchoed = 64
+
 // describe names the span and sets the request's attributes.
-func describe(c *call.Call) (string, []attribute.KeyValue) {
+func describe(c *call.Call, known func(string) bool) (string, []attribute.KeyValue) {
 	attrs := []attribute.KeyValue{attribute.String("network.protocol.name", "http")}
 	if c == nil {
 		return "mcp", attrs
 	}
 	if c.ProtocolVersion != "" {
-		attrs = append(attrs, attribute.String("mcp.protocol.version", c.ProtocolVersion))
+		attrs = append(attrs, attribute.String("mcp.protocol.version", clip(c.ProtocolVersion)))
 	}
 	if len(c.ID) > 0 {
-		attrs = append(attrs, attribute.String("jsonrpc.request.id", string(bytes.Trim(c.ID, `"`))))
+		attrs = append(attrs, attribute.String("jsonrpc.request.id", clip(string(bytes.Trim(c.ID, `"`)))))
 	}
 	if c.Method == "" {
 		return "mcp", attrs
 	}
 	attrs = append(attrs, attribute.String("mcp.method.name", c.Method))
 	if c.Method == "tools/call" && c.Tool != "" {
-		attrs = append(attrs, attribute.String("gen_ai.tool.name", c.Tool), attribute.String("gen_ai.operation.name", "execute_tool"))
-		return c.Method + " " + c.Tool, attrs
+		tool := c.Tool
+		if !known(tool) {
+			tool = "unknown"
+		}
+		attrs = append(attrs, attribute.String("gen_ai.tool.name", tool), attribute.String("gen_ai.operation.name", "execute_tool"))
+		return c.Method + " " + tool, attrs
 	}
 	return c.Method, attrs
+}
+
+func clip(s string) string {
+	if len(s) > maxEchoed {
+		return strings.ToValidUTF8(s[:maxEchoed], "") + "…"
+	}
+	return s
 }
 
 // metaCarrier reads traceparent and tracestate from the params' _meta.

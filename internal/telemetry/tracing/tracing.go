@@ -125,9 +125,21 @@ func Off() Tracing {
 	return Tracing{Provider: noop.NewTracerProvider(), Propagator: propagator(), Shutdown: func(context.Context) error { return nil }}
 }
 
-func propagator() propagation.TextMapPropagator {
-	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+// spanLimits are the SDK's (OTEL_SPAN_* variables), with attribute values
+// cut at 1 KiB unless OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT says otherwise:
+// no value a caller sends is exported whole, however large.
+func spanLimits() sdktrace.SpanLimits {
+	l := sdktrace.NewSpanLimits()
+	if l.AttributeValueLengthLimit < 0 {
+		l.AttributeValueLengthLimit = 1024
+	}
+	return l
 }
+
+// propagator reads and writes W3C trace context only: an agent's baggage is
+// its own to send, and is not carried into the firm's services, where
+// baggage may end up in their spans and logs or steer what they do.
+func propagator() propagation.TextMapPropagator { return propagation.TraceContext{} }
 
 // New starts tracing as c says. Spans are batched and exported in the
 // background: a full queue drops spans, a slow or absent collector never
@@ -169,6 +181,7 @@ func New(ctx context.Context, c Config, version string, attrs ...attribute.KeyVa
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler),
+		sdktrace.WithRawSpanLimits(spanLimits()),
 		sdktrace.WithResource(res),
 		sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(time.Second), sdktrace.WithMaxQueueSize(4096)),
 	)
