@@ -550,6 +550,17 @@ func (c *Config) validateTrading() []error {
 			break
 		}
 	}
+	if t.Mode == "live" && c.Demo() {
+		errs = append(errs, &Error{"PORTFOLIO_URL", "PORTFOLIO_URL, TRADE_URL and RISK_URL are required with TRADING_MODE=live: the built-in demo backends fill orders that never reach a market"})
+	}
+	if t.Mode == "live" && c.RedisURL == "" {
+		// Per-process state would differ between replicas (a duplicate
+		// order) and vanish at each scale to zero (pending approvals).
+		errs = append(errs, &Error{"REDIS_URL", "is required with TRADING_MODE=live: approvals, idempotency records and limits must be shared by every replica and outlive each"})
+	}
+	if t.Mode == "live" && c.Audit.Sink == "" {
+		errs = append(errs, &Error{"K_SINK", "is required with TRADING_MODE=live: the audit trail's archive (a SinkBinding sets it)"})
+	}
 	if t.Mode == "live" && len(t.ApproverClients) == 0 {
 		// Otherwise an agent whose user may approve could release orders
 		// with that user's token: four eyes, but no human.

@@ -54,7 +54,10 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"K_SINK": "broker"}, "K_SINK"},
 		{map[string]string{"TRADING_MODE": "real"}, "TRADING_MODE"},
 		{map[string]string{"TRADING_MODE": "live"}, "OAUTH_ISSUER"},
-		{map[string]string{"TRADING_MODE": "live", "OAUTH_ISSUER": "https://issuer.example.com", "PUBLIC_URL": "https://mcp.example.com/mcp"}, "APPROVER_CLIENT_IDS"},
+		{liveWithout("APPROVER_CLIENT_IDS"), "APPROVER_CLIENT_IDS"},
+		{liveWithout("PORTFOLIO_URL", "TRADE_URL", "RISK_URL"), "PORTFOLIO_URL"},
+		{liveWithout("REDIS_URL"), "REDIS_URL"},
+		{liveWithout("K_SINK"), "K_SINK"},
 		{map[string]string{"APPROVER_CLIENT_IDS": " "}, "APPROVER_CLIENT_IDS"},
 		{map[string]string{"APPROVER_CLIENT_IDS": "console,"}, "APPROVER_CLIENT_IDS"},
 		{map[string]string{"TRADING_MODE": "live", "ALLOW_UNAUTHENTICATED": "true"}, "ALLOW_UNAUTHENTICATED"},
@@ -69,6 +72,30 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Var != tt.want {
 			t.Errorf("%v: error %v, want one naming %s", tt.env, err, tt.want)
 		}
+	}
+}
+
+// liveWithout is a complete live configuration less the variables named.
+func liveWithout(names ...string) map[string]string {
+	env := map[string]string{
+		"TRADING_MODE": "live", "OAUTH_ISSUER": "https://issuer.example.com", "PUBLIC_URL": "https://mcp.example.com/mcp",
+		"APPROVER_CLIENT_IDS": "console", "REDIS_URL": "rediss://redis.example.com:6379",
+		"PORTFOLIO_URL": "https://portfolio.example.com", "TRADE_URL": "https://trade.example.com", "RISK_URL": "https://risk.example.com",
+		"K_SINK": "http://broker-ingress.knative-eventing.svc.cluster.local/portfolio-mcp/audit",
+	}
+	for _, n := range names {
+		delete(env, n)
+	}
+	return env
+}
+
+// TestLiveNeedsTheFirmsServicesSharedStateAndTheArchive: live trading is
+// refused on the demo backends (fills that reach no market), without Redis
+// (state per replica, lost at scale to zero) and without the audit sink;
+// with all of them it loads.
+func TestLiveNeedsTheFirmsServicesSharedStateAndTheArchive(t *testing.T) {
+	if _, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(liveWithout())); err != nil {
+		t.Fatalf("a complete live configuration: %v", err)
 	}
 }
 

@@ -577,7 +577,13 @@ func TestApprovalsAPIAudited(t *testing.T) {
 // only by the confirm argument (which no server can verify) waits for a
 // human approver whatever its size.
 func TestLiveLegacyConfirmNeedsApprover(t *testing.T) {
-	cs := tradingSession(t, map[string]string{"TRADING_MODE": "live", "APPROVER_CLIENT_IDS": "approvals-tool"}, "2025-11-25", "ACC-1001")
+	// Live as config allows it: the firm's services (the fakes, over HTTP),
+	// Redis and the audit sink.
+	backend := httptest.NewServer(must(fake.New(demo.New(nil).Set(), fake.Options{})))
+	t.Cleanup(backend.Close)
+	cs := tradingSession(t, map[string]string{"TRADING_MODE": "live", "APPROVER_CLIENT_IDS": "approvals-tool",
+		"PORTFOLIO_URL": backend.URL, "TRADE_URL": backend.URL, "RISK_URL": backend.URL,
+		"REDIS_URL": "redis://" + redistest.Start(t).Addr, "K_SINK": newSecSink(t).srv.URL}, "2025-11-25", "ACC-1001")
 	args := confirmedArgs("ACC-1001", "live-legacy-01", 1)
 	var out trading.Outcome
 	callTool(t, cs, "place_order", args, &out)
