@@ -25,8 +25,12 @@ const (
 	// minScaleKey is Knative's per-revision floor.
 	minScaleKey = autoscaling.MinScaleAnnotationKey
 	// declaredKey remembers, on a revision we raised, the min-scale it had
-	// before ("" = none), so lowering restores exactly that.
-	declaredKey = "prewarm.portfolio-mcp.dev/declared-min-scale"
+	// before ("" = none), so lowering restores exactly that. It is under
+	// Knative's autoscaling prefix on purpose: the revision reconciler
+	// copies every other Revision annotation into the pod template, and a
+	// changed template rolls the revision's pods (twice a day). Knative
+	// validates only the autoscaling keys it knows.
+	declaredKey = autoscaling.GroupName + "/prewarm-declared-min-scale"
 	// fieldManager names this tool in managedFields.
 	fieldManager = "portfolio-mcp-prewarm"
 )

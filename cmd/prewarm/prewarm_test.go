@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"knative.dev/serving/pkg/client/clientset/versioned/fake"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/prewarm"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
 )
 
@@ -262,4 +264,50 @@ func TestRunDryRunAndFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"-services", "missing", "-now", "2026-03-10T14:00:00Z"}, &out, &errb, c); err == nil {
 		t.Error("missing Service not reported")
 	}
+}
+
+// TestPrewarmRollsNoPods: raising and restoring the floor leaves the
+// revision's Deployment as Knative's own code builds it (its hash label
+// unchanged), so the revision's pods are not replaced: only the
+// PodAutoscaler reads the annotations.
+func TestPrewarmRollsNoPods(t *testing.T) {
+	cfg := knativetest.Config(t, nil)
+	svc := knativetest.Service(t, cfg, "../../knative/service-live.yaml")
+	rev := knativetest.Revision(t, cfg, svc)
+	hash := func(r *servingv1.Revision) string {
+		return knativetest.Deployment(t, cfg, r).Labels[serving.RevisionDeploymentHashLabelKey]
+	}
+	before, original := hash(rev), maps.Clone(rev.Annotations)
+	raised := patched(t, rev, raisePatch(rev, 3))
+	if raised.Annotations[minScaleKey] != "3" {
+		t.Fatalf("raised annotations %v", raised.Annotations)
+	}
+	restored := patched(t, raised, restorePatch(raised))
+	if h := hash(raised); h != before {
+		t.Errorf("raising min-scale changes the Deployment (hash %s, was %s): the revision's pods would roll", h, before)
+	}
+	if h := hash(restored); h != before || !maps.Equal(restored.Annotations, original) {
+		t.Errorf("restored: hash %s (was %s), annotations %v (were %v)", h, before, restored.Annotations, original)
+	}
+}
+
+// patched is rev after a JSON merge patch of its annotations.
+func patched(t *testing.T, rev *servingv1.Revision, patch map[string]any) *servingv1.Revision {
+	t.Helper()
+	out := rev.DeepCopy()
+	anns, ok := patch["metadata"].(map[string]any)["annotations"].(map[string]any)
+	if !ok {
+		t.Fatalf("patch %v", patch)
+	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	for k, v := range anns {
+		if v == nil {
+			delete(out.Annotations, k)
+		} else {
+			out.Annotations[k] = v.(string)
+		}
+	}
+	return out
 }
