@@ -207,3 +207,23 @@ func containersOf(obj any) []corev1.Container {
 	}
 	return nil
 }
+
+// TestDeployGuideCreatesEveryImageRepository: ko -B pushes each ko://
+// image to $KO_DOCKER_REPO/<command>, and ECR creates no repository on a
+// push, so docs/deploy.md must create one per command the manifests build.
+func TestDeployGuideCreatesEveryImageRepository(t *testing.T) {
+	guide, err := os.ReadFile(filepath.Join(moduleRoot, "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, d := range loadManifests(t, manifestDir) {
+		for _, p := range koRefs(d.Raw) {
+			cmd := filepath.Base(p)
+			if !seen[cmd] && !strings.Contains(string(guide), "--repository-name portfolio-mcp/"+cmd+"\n") {
+				t.Errorf("docs/deploy.md creates no image repository for ko://%s (portfolio-mcp/%s)", p, cmd)
+			}
+			seen[cmd] = true
+		}
+	}
+}
