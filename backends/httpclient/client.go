@@ -188,7 +188,7 @@ func newCaller(service, baseURL string, o Options) (*caller, error) {
 		// A caller that went away says nothing about the service.
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 	})
-	o.Metrics.service(service)
+	o.Metrics.service(service, c.breaker.State)
 	return c, nil
 }
 
@@ -231,16 +231,23 @@ func (c *caller) call(ctx context.Context, r request, out any) error {
 		}
 	}
 
-	attempts := 0
+	attempts := 0 // requests sent
 	var last error
 	op := func() ([]byte, error) {
-		attempts++
-		if attempts > 1 {
-			c.opts.Metrics.retried(c.service, r.op)
-		}
-		body, err := c.breaker.Execute(func() ([]byte, error) { return c.attempt(ctx, r, payload) })
+		body, err := c.breaker.Execute(func() ([]byte, error) {
+			// Counted only when sent: a retry the breaker refuses is none.
+			if attempts++; attempts > 1 {
+				c.opts.Metrics.retried(c.service, r.op)
+			}
+			return c.attempt(ctx, r, payload)
+		})
 		if err == nil {
 			return body, nil
+		}
+		if last != nil && (errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)) {
+			// The service was called and failed, which opened the breaker:
+			// that failure is the call's outcome, not the local refusal.
+			return nil, backoff.Permanent(last)
 		}
 		last = err
 		if !c.retryable(ctx, r, err) {

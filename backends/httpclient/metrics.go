@@ -3,6 +3,7 @@ package httpclient
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,28 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	state       *prometheus.GaugeVec
 	transitions *prometheus.CounterVec
+
+	mu sync.Mutex
+	// breakers are read at each scrape: gobreaker moves from open to
+	// half-open only when asked, and a service nobody calls (the Trade
+	// service overnight) would otherwise show open long after its cooldown.
+	breakers []func() gobreaker.State
+}
+
+// stateCollector is backend_breaker_state, brought up to date as it is
+// collected.
+type stateCollector struct{ m *Metrics }
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) { c.m.state.Describe(ch) }
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	breakers := c.m.breakers
+	c.m.mu.Unlock()
+	for _, state := range breakers {
+		state() // a due transition happens now, and breakerChanged records it
+	}
+	c.m.state.Collect(ch)
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -67,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "State changes of a backend service's circuit breaker, by the state entered (closed, half_open, open).",
 		}, []string{"service", "to"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.retries, m.state, m.transitions} {
+	for _, c := range []prometheus.Collector{m.duration, m.retries, stateCollector{m}, m.transitions} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -83,11 +106,15 @@ var breakerStates = map[gobreaker.State]string{
 }
 
 // service makes a service's breaker series exist from the start (a closed
-// breaker, no transitions), so that alerts and rates see zeros, not gaps.
-func (m *Metrics) service(service string) {
+// breaker, no transitions), so that alerts and rates see zeros, not gaps,
+// and has the breaker's state read at each scrape.
+func (m *Metrics) service(service string, state func() gobreaker.State) {
 	if m == nil {
 		return
 	}
+	m.mu.Lock()
+	m.breakers = append(m.breakers, state)
+	m.mu.Unlock()
 	m.state.WithLabelValues(service).Set(float64(gobreaker.StateClosed))
 	for _, to := range breakerStates {
 		m.transitions.WithLabelValues(service, to)

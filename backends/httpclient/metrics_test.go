@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -247,8 +248,10 @@ func TestMetricsBreaker(t *testing.T) {
 			p.ListAccounts(t.Context())
 		}
 		fams := scrape(t, reg)
-		if got := series(fams["backend_breaker_state"]); !slices.Equal(got, []string{"service=portfolio 2"}) {
-			t.Errorf("after a failed probe state = %q, want open (2)", got)
+		// Open again after the failed probe, and read at the scrape, when
+		// its 1ns cooldown has passed: half-open.
+		if got := series(fams["backend_breaker_state"]); !slices.Equal(got, []string{"service=portfolio 1"}) {
+			t.Errorf("after a failed probe and its cooldown state = %q, want half-open (1)", got)
 		}
 		down.Store(false)
 		if _, err := p.ListAccounts(t.Context()); err != nil {
@@ -417,5 +420,66 @@ func TestNoExemplarWithoutSampledSpan(t *testing.T) {
 	// The unsampled trace still propagates, marked not sampled.
 	if got := parents.all(); !strings.HasPrefix(got[1], "00-"+span.SpanContext().TraceID().String()+"-") || !strings.HasSuffix(got[1], "-00") {
 		t.Errorf("traceparent %q, want the unsampled trace", got[1])
+	}
+}
+
+// TestBreakerGaugeLeavesOpenWithoutTraffic: after the cooldown an open
+// breaker lets the next call through, and the gauge says so at the next
+// scrape even if no call came (the Trade service overnight): an alert on
+// "open" must not page on for a service nobody called.
+func TestBreakerGaugeLeavesOpenWithoutTraffic(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	h := &countingHandler{respond: func(n int64, w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			fail(w, http.StatusServiceUnavailable, "unavailable", "down")
+			return
+		}
+		okAccounts(w)
+	}}
+	reg, m := newMetrics(t)
+	p, _ := portfolioAt(t, h, httpclient.Options{BreakerFailures: 2, BreakerCooldown: time.Millisecond, Metrics: m})
+	for range 2 {
+		p.ListAccounts(t.Context())
+	}
+	down.Store(false) // the service recovers; nobody calls it
+	// Scrapes until the cooldown has passed: half-open, never "open" for good.
+	for start := time.Now(); ; {
+		got := series(scrape(t, reg)["backend_breaker_state"])
+		if slices.Equal(got, []string{"service=portfolio 1"}) {
+			break
+		}
+		if !slices.Equal(got, []string{"service=portfolio 2"}) || time.Since(start) > 10*time.Second {
+			t.Fatalf("backend_breaker_state = %q after the cooldown without calls; want half-open (1)", got)
+		}
+		runtime.Gosched()
+	}
+	if _, err := p.ListAccounts(t.Context()); err != nil {
+		t.Fatalf("the next call was refused: %v", err)
+	}
+	if got := series(scrape(t, reg)["backend_breaker_state"]); !slices.Equal(got, []string{"service=portfolio 0"}) {
+		t.Errorf("after a successful probe backend_breaker_state = %q, want closed (0)", got)
+	}
+}
+
+// TestRetryRefusedByTheBreakerIsNoRetry: a retry the breaker refuses sends
+// no request, so it is not counted, and the call's outcome is the failure
+// that opened the breaker, not a local refusal.
+func TestRetryRefusedByTheBreakerIsNoRetry(t *testing.T) {
+	h := &countingHandler{respond: func(n int64, w http.ResponseWriter, r *http.Request) {
+		fail(w, http.StatusServiceUnavailable, "unavailable", "down")
+	}}
+	reg, m := newMetrics(t)
+	p, _ := portfolioAt(t, h, httpclient.Options{Retries: 2, BreakerFailures: 1, BreakerCooldown: time.Hour, Metrics: m})
+	_, err := p.ListAccounts(t.Context())
+	if h.count() != 1 || errors.Is(err, httpclient.ErrCircuitOpen) {
+		t.Fatalf("%d requests, error %v; want one request and its failure", h.count(), err)
+	}
+	fams := scrape(t, reg)
+	if got := series(fams["backend_retries_total"]); len(got) != 0 {
+		t.Errorf("backend_retries_total = %q after one request", got)
+	}
+	if d := metric(t, fams, "backend_request_duration_seconds", map[string]string{"operation": "list_accounts", "outcome": "error", "service": "portfolio"}); d.GetHistogram().GetSampleCount() != 1 {
+		t.Errorf("the call is not observed with outcome error")
 	}
 }
