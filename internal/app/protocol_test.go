@@ -20,6 +20,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/loadgen"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
@@ -305,6 +306,108 @@ func TestNoErrorWithoutCode(t *testing.T) {
 		var wire *jsonrpc.Error
 		if !errors.As(err, &wire) || wire.Code != jsonrpc.CodeInternalError || !strings.Contains(wire.Message, "retry") {
 			t.Errorf("%s: resources/read with the Portfolio service down: %v, want -32603 saying to retry", v, err)
+		}
+	}
+}
+
+// jsonRPCPost posts body to /mcp with the protocol version header (none
+// when version is empty) and the token (none when empty).
+func jsonRPCPost(t *testing.T, base, token, version, body string) (int, []byte) {
+	t.Helper()
+	h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+	if version != "" {
+		h["Mcp-Protocol-Version"] = version
+	}
+	if token != "" {
+		h["Authorization"] = "Bearer " + token
+	}
+	resp, b := postMCP(t, http.DefaultClient, base, body, h)
+	return resp.StatusCode, b
+}
+
+// TestBatchesOnTheGenerationsThatHaveThem: 2025-03-26 (which a request
+// without the version header is taken for) and 2024-11-05 must accept
+// JSON-RPC batches; later generations have none. Each message of a batch
+// is governed on its own: refused without its scope, and audited.
+func TestBatchesOnTheGenerationsThatHaveThem(t *testing.T) {
+	srv, iss, sink := auditedServer(t, nil)
+	reader := iss.Token(t, iss.Claims("alice", secResource, "portfolio:read", "ACC-1001"))
+	halter := iss.Token(t, iss.Claims("hal", secResource, "trade:halt", "*"))
+	batch := `[{"jsonrpc":"2.0","id":1,"method":"ping"},` +
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_accounts","arguments":{}}}]`
+	for _, v := range []string{"2025-03-26", "", "2024-11-05"} {
+		status, b := jsonRPCPost(t, srv.URL, reader, v, batch)
+		var out []struct {
+			ID     json.RawMessage
+			Result *mcp.CallToolResult
+			Error  *jsonrpc.Error
+		}
+		// Answers come in any order (JSON-RPC 2.0, 6): matched by id.
+		decoded := json.Unmarshal(b, &out) == nil
+		byID := map[string]int{}
+		for i, o := range out {
+			byID[string(o.ID)] = i
+		}
+		call, answered := byID["2"]
+		_, pinged := byID["1"]
+		if status != http.StatusOK || !decoded || len(out) != 2 || !pinged || !answered ||
+			out[call].Result == nil || out[call].Result.IsError {
+			t.Errorf("version %q: %d %s, want both answered", v, status, b)
+		}
+	}
+	// Without the read scope, the tool call in the batch is refused, and
+	// the ping is still answered.
+	status, b := jsonRPCPost(t, srv.URL, halter, "2025-03-26", batch)
+	if status != http.StatusOK || !strings.Contains(string(b), `"id":2,"error"`) || strings.Contains(string(b), "ACC-1001") {
+		t.Errorf("batch without the read scope: %d %s", status, b)
+	}
+	for _, v := range []string{"2025-06-18", "2025-11-25"} {
+		if status, b := jsonRPCPost(t, srv.URL, reader, v, batch); status != http.StatusBadRequest || !strings.Contains(string(b), "-32600") {
+			t.Errorf("version %s: %d %s, want 400 -32600 (no batches)", v, status, b)
+		}
+	}
+	if err := srv.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Four tool calls, each audited (the pings are not governed).
+	if n := len(sink.byType(audit.EventType)); n != 4 {
+		t.Errorf("%d audit records for the batches' 4 tool calls", n)
+	}
+}
+
+// TestNumericIDsComeBackExactly: an id the response could not carry exactly
+// (the go-sdk reads numbers as float64) is refused, with the id as sent, so
+// the client can match the refusal; the ids it can carry come back as sent,
+// on the direct path and the SDK's.
+func TestNumericIDsComeBackExactly(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, v := range []string{"2025-11-25", "2026-07-28"} {
+		for _, c := range []struct {
+			id string
+			ok bool
+		}{{`1234567890123456789`, false}, {`9007199254740993`, false}, {`1.5`, false}, {`1e2`, false}, {`-0`, false},
+			{`9007199254740992`, true}, {`-5`, true}, {`0`, true}, {`"9007199254740993"`, true}} {
+			for _, m := range []struct{ method, params, name string }{{"tools/call", `"name":"list_accounts","arguments":{}`, "list_accounts"}, {"tools/list", "", ""}} {
+				params := m.params
+				h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": v}
+				if v >= "2026-07-28" {
+					if params != "" {
+						params += ","
+					}
+					params += newMeta
+					h["Mcp-Method"] = m.method
+					if m.name != "" {
+						h["Mcp-Name"] = m.name
+					}
+				}
+				body := `{"jsonrpc":"2.0","id":` + c.id + `,"method":"` + m.method + `","params":{` + params + `}}`
+				resp, b := postMCP(t, http.DefaultClient, srv.URL, body, h)
+				var out struct{ ID json.RawMessage }
+				json.Unmarshal(b, &out)
+				if string(out.ID) != c.id || c.ok != (resp.StatusCode == http.StatusOK) {
+					t.Errorf("%s %s id %s: %d %s (want ok=%v, the id as sent)", v, m.method, c.id, resp.StatusCode, b, c.ok)
+				}
+			}
 		}
 	}
 }

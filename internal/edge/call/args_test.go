@@ -117,3 +117,15 @@ func FuzzDecodeArgs(f *testing.F) {
 		}
 	})
 }
+
+// TestJSONBody: the bodies the go-sdk runs are the ones the edge parses.
+func TestJSONBody(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/json": true, "application/json; charset=utf-8": true, "Application/JSON": true,
+		"application/json-seq": false, "text/json": false, "": false, "application/json;;": false,
+	} {
+		if got := call.JSONBody(ct); got != want {
+			t.Errorf("JSONBody(%q) = %v, want %v", ct, got, want)
+		}
+	}
+}

@@ -16,7 +16,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -63,6 +66,10 @@ type Call struct {
 	// Mixed: a request that also carries "result" or "error" members, which
 	// the go-sdk decodes (and may refuse) where the edge does not look.
 	Mixed bool
+	// Batch: a JSON-RPC batch (protocol generations before 2025-06-18
+	// must accept them). Its messages are governed one by one, each with
+	// the Call Bind makes of it; the edge itself reads none of them.
+	Batch bool
 
 	once     sync.Once
 	args     any
@@ -206,10 +213,7 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) > 0 && trimmed[0] == '[' {
-		if !json.Valid(trimmed) {
-			return nil, &Error{Code: CodeParseError, Message: "parse error: request body is not valid JSON"}
-		}
-		return nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: JSON-RPC batches are not supported; send one message per request"}
+		return parseBatch(trimmed, protocolVersion)
 	}
 	var w wire
 	if err := unmarshal(body, &w); err != nil {
@@ -235,6 +239,9 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 	if c.ID == nil {
 		return c, nil // a notification: the SDK accepts or ignores it
 	}
+	if !echoable(c.ID) {
+		return nil, errIDNotEchoable(w.ID)
+	}
 	if !serverMethods[c.Method] {
 		return nil, &Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("method not found: %q", c.Method), ID: w.ID}
 	}
@@ -250,6 +257,61 @@ func Parse(body []byte, protocolVersion string) (*Call, *Error) {
 		}
 	}
 	return c, nil
+}
+
+// JSONBody reports whether a Content-Type is JSON as the go-sdk reads it
+// (any case and spacing, with or without parameters): the bodies it runs.
+func JSONBody(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// BatchesAccepted reports whether a protocol generation has JSON-RPC
+// batches: those before 2025-06-18, and a request without the version
+// header, which is taken for 2025-03-26.
+func BatchesAccepted(protocolVersion string) bool {
+	return protocolVersion < "2025-06-18"
+}
+
+// parseBatch reads a batch: refused where the generation has none, and when
+// an id in it could not be echoed exactly; otherwise a Call marked Batch,
+// whose messages the go-sdk reads and Bind governs one by one.
+func parseBatch(body []byte, protocolVersion string) (*Call, *Error) {
+	var msgs []struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if !json.Valid(body) {
+		return nil, &Error{Code: CodeParseError, Message: "parse error: request body is not valid JSON"}
+	}
+	if !BatchesAccepted(protocolVersion) {
+		return nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: JSON-RPC batches are not supported from protocol 2025-06-18 on; send one message per request"}
+	}
+	if unmarshal(body, &msgs) == nil {
+		for _, m := range msgs {
+			if len(m.ID) > 0 && string(m.ID) != "null" && !echoable(m.ID) {
+				return nil, errIDNotEchoable(nil)
+			}
+		}
+	}
+	return &Call{Batch: true, ProtocolVersion: protocolVersion}, nil
+}
+
+// echoable reports whether a response can carry id exactly as sent: a
+// string, or an integer written plainly within ±2^53. The go-sdk reads a
+// numeric id as a float64 and answers with its integer part, so
+// 9007199254740993 would come back as 9007199254740992 and 1.5 as 1: a
+// client could never match the answer to its request.
+func echoable(id json.RawMessage) bool {
+	if len(id) == 0 || id[0] == '"' {
+		return true
+	}
+	f, err := strconv.ParseFloat(string(id), 64)
+	return err == nil && math.Abs(f) <= 1<<53 && f == math.Trunc(f) && strconv.FormatInt(int64(f), 10) == string(id)
+}
+
+func errIDNotEchoable(id json.RawMessage) *Error {
+	return &Error{Code: CodeInvalidRequest, ID: id,
+		Message: "invalid request: a numeric id must be an integer of at most 2^53 in magnitude, written without exponent or fraction; use a string id otherwise"}
 }
 
 // MaxDepth is the deepest nesting of arrays and objects a message may have:

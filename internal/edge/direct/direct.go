@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
 	"net/http"
 	"os"
 	"slices"
@@ -212,7 +211,7 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 		return nil, "", false
 	}
 	version := r.Header.Get("Mcp-Protocol-Version")
-	if !slices.Contains(h.versions, version) || len(r.Header.Values("Last-Event-ID")) > 0 || !jsonBody(r.Header.Get("Content-Type")) || !acceptsBoth(r.Header.Values("Accept")) {
+	if !slices.Contains(h.versions, version) || len(r.Header.Values("Last-Event-ID")) > 0 || !call.JSONBody(r.Header.Get("Content-Type")) || !acceptsBoth(r.Header.Values("Accept")) {
 		return nil, "", false
 	}
 	// Deep params, _meta given twice (the SDK merges the copies into one
@@ -656,12 +655,6 @@ func plainID(id json.RawMessage) bool {
 		return true
 	}
 	return string(id) == "0"
-}
-
-// jsonBody is the SDK's Content-Type test.
-func jsonBody(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "application/json"
 }
 
 // acceptsBoth is the SDK's Accept test: JSON and an event stream.

@@ -53,17 +53,6 @@ func TestAcceptsBoth(t *testing.T) {
 	}
 }
 
-func TestJSONBody(t *testing.T) {
-	for ct, want := range map[string]bool{
-		"application/json": true, "application/json; charset=utf-8": true, "Application/JSON": true,
-		"application/json-seq": false, "text/json": false, "": false, "application/json;;": false,
-	} {
-		if got := jsonBody(ct); got != want {
-			t.Errorf("jsonBody(%q) = %v, want %v", ct, got, want)
-		}
-	}
-}
-
 func TestCompactJSON(t *testing.T) {
 	for in, want := range map[string]bool{
 		`{"a":[1,2],"b":"x y"}`:    true,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
@@ -64,7 +63,7 @@ func Guard(allowedHosts, allowedOrigins []string) (func(http.Handler) http.Handl
 // later step. The body is handed on as read, for the SDK.
 func ParseCall(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !isJSON(r.Header.Get("Content-Type")) {
+		if r.Method != http.MethodPost || !call.JSONBody(r.Header.Get("Content-Type")) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -85,16 +84,13 @@ func ParseCall(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if c.Batch {
+			// Its messages get their Calls from call.Bind, one by one.
+			next.ServeHTTP(w, r)
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(call.With(r.Context(), c)))
 	})
-}
-
-// isJSON reports whether a Content-Type is JSON as the go-sdk reads it
-// (case and spaces aside, with or without parameters): every body the SDK
-// will run is parsed here first.
-func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "application/json"
 }
 
 // Chain applies steps to h, the first step outermost.
