@@ -120,6 +120,8 @@ func directCases() []directCase {
 	cases = append(cases,
 		directCase{"2025-11-25 an error member beside the method", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts"},"error":"x"}`, oldMeta, false},
 		directCase{"2025-11-25 _meta twice", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"_meta":{}}}`, oldMeta, false},
+		directCase{"2025-11-25 _meta twice, the second escaped", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"\u005fmeta":{}}}`, oldMeta, false},
+		directCase{"2026-07-28 an argument beyond float64", body(nv, "7", "search_equities", `{"limit":1e400}`), std(nv, "search_equities"), false},
 		directCase{"2026-07-28 _meta twice", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","_meta":{"io.modelcontextprotocol/clientInfo":"bad"},` + newMeta + `}}`, std(nv, "list_accounts"), false},
 		directCase{"2025-11-25 deep arguments", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts","arguments":{"x":` + deep(100) + `}}}`, oldMeta, false},
 		directCase{"2025-11-25 nested past the SDK's limit", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"list_accounts"},"x":` + deep(1001) + `}`, oldMeta, false},

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -217,7 +218,9 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	// Deep params, _meta given twice (the SDK merges the copies into one
 	// map, a raw decode keeps the last), or a multi round-trip retry are the
 	// SDK's to read. The edge decoded the params' members (call.Parse).
+	// An escape outside the arguments may spell a second "_meta" too.
 	if len(c.Params) == 0 || call.TooDeep(c.Params, maxDepth) || bytes.Count(c.Params, []byte(`"_meta"`)) > 1 ||
+		bytes.Count(c.Params, []byte{'\\'}) > bytes.Count(c.RawArgs, []byte{'\\'}) ||
 		c.InputResponses != nil || c.RequestState != "" {
 		return nil, "", false
 	}
@@ -241,7 +244,12 @@ func (h *handler) accept(r *http.Request) (*mcp.CallToolRequest, string, bool) {
 	}
 	// The new generation: the standard headers must name this call, and
 	// _meta must carry what the SDK requires, decodable as it decodes it.
+	// The SDK also decodes the arguments there, numbers into float64, and
+	// refuses the request when one does not fit.
 	if r.Header.Get("Mcp-Method") != "tools/call" || r.Header.Get("Mcp-Name") != c.Tool || hasParamHeaders(r.Header) || metaVersion != version {
+		return nil, "", false
+	}
+	if args, err := c.Args(); err == nil && !floats(args) {
 		return nil, "", false
 	}
 	return req, version, h.clients.accepts(req, rawMeta)
@@ -627,6 +635,29 @@ func encode(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// floats reports whether every number in v (a decoded JSON value, numbers
+// as json.Number) fits in a float64, as the SDK decodes them.
+func floats(v any) bool {
+	switch v := v.(type) {
+	case json.Number:
+		_, err := strconv.ParseFloat(string(v), 64)
+		return err == nil
+	case map[string]any:
+		for _, e := range v {
+			if !floats(e) {
+				return false
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if !floats(e) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // plainID reports whether id is echoed by the SDK byte for byte: an integer
