@@ -208,6 +208,7 @@ func mcpEdge(cfg *config.Config, gov *security, policy *authz.Policy, guard func
 		httpserver.RequestID,                   // adopt or make the id every log line and record carries
 		httpserver.LimitBody(cfg.MaxBodyBytes), // bound what anyone can make us read
 		guard,                                  // Host (DNS rebinding) and Origin (cross-site browsers)
+		httpserver.CORS(cfg.AllowedOrigins),    // the trusted origins' preflights, and their pages may read the answer
 		httpserver.ParseCall,                   // read the JSON-RPC message once; refuse what is not one
 		tr.Server(policy.Known),                // the request's server span, child of the agent's trace
 		gov.authenticate,                       // bearer token -> principal, or 401 naming the metadata

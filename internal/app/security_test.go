@@ -868,3 +868,59 @@ func TestResourceReadIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedOriginCallsFromABrowser: a page on a trusted origin (a hosted
+// MCP inspector) gets its preflight answered and may read the answer, the
+// challenge header included; another origin gets neither.
+func TestTrustedOriginCallsFromABrowser(t *testing.T) {
+	const origin = "https://inspector.example.org"
+	srv := startServer(t, map[string]string{"ALLOWED_ORIGINS": origin})
+
+	pre, _ := http.NewRequestWithContext(t.Context(), http.MethodOptions, srv.URL+"/mcp", nil)
+	pre.Header.Set("Origin", origin)
+	pre.Header.Set("Access-Control-Request-Method", "POST")
+	pre.Header.Set("Access-Control-Request-Headers", "authorization,content-type,mcp-protocol-version")
+	resp, err := http.DefaultClient.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 || resp.Header.Get("Access-Control-Allow-Origin") != origin {
+		t.Errorf("preflight from the trusted origin: %d, Access-Control-Allow-Origin %q, Allow %q; a browser refuses to send the POST",
+			resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), resp.Header.Get("Allow"))
+	}
+
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") != origin || !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "Www-Authenticate") {
+		t.Errorf("POST from the trusted origin: %d, Access-Control-Allow-Origin %q, exposed %q; a browser hides the answer",
+			resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), resp.Header.Get("Access-Control-Expose-Headers"))
+	}
+	// Another origin: no preflight approval, and its POST refused.
+	pre.Header.Set("Origin", "https://evil.example")
+	if resp, err = http.DefaultClient.Do(pre); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from another origin allowed: %q", resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Origin", "https://evil.example")
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("POST from another origin: %d, Access-Control-Allow-Origin %q; want 403", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}

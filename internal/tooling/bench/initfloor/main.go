@@ -32,6 +32,7 @@ import (
 	_ "github.com/prometheus/client_golang/prometheus/promhttp"
 	_ "github.com/redis/go-redis/extra/redisotel/v9"
 	_ "github.com/redis/go-redis/v9"
+	_ "github.com/rs/cors"
 	_ "github.com/segmentio/encoding/json"
 	_ "github.com/sethvargo/go-envconfig"
 	_ "github.com/sony/gobreaker/v2"
