@@ -185,7 +185,26 @@ func TestEventingWiring(t *testing.T) {
 		if d := tr.Spec.Delivery; d == nil || d.Retry == nil || *d.Retry < 3 {
 			t.Errorf("Trigger %s: delivery %+v; an approval decision needs retries", tr.Name, d)
 		}
+		// A decision that never takes effect is told to the approvers: dead
+		// letters go to this mode's notifier Service.
+		notifier := svc + "-notifier"
+		if d := tr.Spec.Delivery; d == nil || d.DeadLetterSink == nil || d.DeadLetterSink.Ref == nil ||
+			d.DeadLetterSink.Ref.Kind != "Service" || d.DeadLetterSink.Ref.APIVersion != servingv1.SchemeGroupVersion.String() ||
+			d.DeadLetterSink.Ref.Name != notifier || !knativeServiceIn(docs, notifier) {
+			t.Errorf("Trigger %s: dead letters go to %+v; want the Knative Service %s", tr.Name, d, notifier)
+		}
 	}
+}
+
+// knativeServiceIn reports whether the manifests define the Knative
+// Service name.
+func knativeServiceIn(docs []document, name string) bool {
+	for _, d := range docs {
+		if d.APIVersion == servingv1.SchemeGroupVersion.String() && d.Kind == "Service" && d.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // TestAuditArchiveWiring follows each mode's audit records to its archive:

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -24,6 +26,21 @@ const (
 	// ActionSuperseded follows an ActionDecided that never took effect:
 	// another approver's decision, or a cancellation, came first.
 	ActionSuperseded = "approval.decided.superseded"
+	// DecisionEventType is approvals.EventType: a decision an approval
+	// workflow sends the server. One reaches the notifier only as a dead
+	// letter (the approvals Trigger's deadLetterSink): the server refused it
+	// for good, or never took it within the Broker's retries.
+	DecisionEventType = "com.portfolio-mcp.approval.decided"
+	// ActionUndelivered names that notification in the logs.
+	ActionUndelivered = "approval.decision.undelivered"
+)
+
+// The extensions Knative adds to a dead letter: where it was going, the
+// HTTP status of the last attempt, and the body it answered (base64).
+const (
+	errorDest = "knativeerrordest"
+	errorCode = "knativeerrorcode"
+	errorData = "knativeerrordata"
 )
 
 // errIgnored marks an event that is not the notifier's business: it is
@@ -72,6 +89,9 @@ const (
 // the Triggers filter on), but servers before that change set the subject
 // of a step taken inside a tool call to the tool, so the data decides.
 func approvalMessage(ev cloudevents.Event, console *url.URL) (notification, error) {
+	if ev.Type() == DecisionEventType {
+		return undelivered(ev, console)
+	}
 	if ev.Type() != StepEventType {
 		return notification{}, errIgnored
 	}
@@ -120,6 +140,77 @@ func approvalMessage(ev cloudevents.Event, console *url.URL) (notification, erro
 	}
 	fmt.Fprintf(&b, ": <%s|open in the approvals console>", link)
 	return notification{action: s.Action, approvalID: s.ApprovalID, text: b.String()}, nil
+}
+
+// decisionEvent is the part of a decision event (approvals.Decision) a dead
+// letter's message needs.
+type decisionEvent struct {
+	ApprovalID string `json:"approval_id"`
+	Decision   string `json:"decision"`
+	Approver   string `json:"approver"`
+}
+
+// undelivered is the message for a dead-lettered decision: it did not take
+// effect, and the approver must decide again (a workflow resending it needs
+// a new event id). Only an event Knative dead-lettered is one: a decision
+// event without knativeerrordest is not the notifier's business.
+func undelivered(ev cloudevents.Event, console *url.URL) (notification, error) {
+	exts := ev.Extensions()
+	if _, ok := exts[errorDest]; !ok {
+		return notification{}, errIgnored
+	}
+	var d decisionEvent
+	if err := ev.DataAs(&d); err != nil {
+		return notification{}, fmt.Errorf("%w: data: %v", errBadEvent, err)
+	}
+	if !approvalID.MatchString(d.ApprovalID) {
+		return notification{}, fmt.Errorf("%w: approval_id %q is not APR- and base32 or hex", errBadEvent, truncate(d.ApprovalID, 80))
+	}
+	var b strings.Builder
+	if m, _ := exts["tradingmode"].(string); tradingMode.MatchString(m) {
+		fmt.Fprintf(&b, "[%s] ", m)
+	}
+	verb := "decision"
+	if d.Decision == "approve" || d.Decision == "reject" {
+		verb = "decision to " + d.Decision
+	}
+	fmt.Fprintf(&b, "Approval %s: the %s", d.ApprovalID, verb)
+	if who := escape(d.Approver, maxNameRunes); who != "" {
+		fmt.Fprintf(&b, " by %s", who)
+	}
+	code := fmt.Sprint(exts[errorCode])
+	switch {
+	case strings.HasPrefix(code, "4"):
+		fmt.Fprintf(&b, " was refused by the server (HTTP %s", escape(code, 3))
+		if why := escape(refusal(exts[errorData]), maxReasonRunes); why != "" {
+			fmt.Fprintf(&b, ": %s", why)
+		}
+		b.WriteString(") and did not take effect")
+	case code != "" && code != "<nil>":
+		fmt.Fprintf(&b, " did not reach the server (HTTP %s after the Broker's retries) and did not take effect", escape(code, 3))
+	default:
+		b.WriteString(" did not reach the server within the Broker's retries and did not take effect")
+	}
+	link := console.JoinPath("console", "approvals", d.ApprovalID).String()
+	fmt.Fprintf(&b, "; decide again: <%s|open in the approvals console>", link)
+	return notification{action: ActionUndelivered, approvalID: d.ApprovalID, text: b.String()}, nil
+}
+
+// refusal is the server's reason in a dead letter's knativeerrordata: the
+// base64 of its answer, {"error": "..."}.
+func refusal(data any) string {
+	raw, _ := data.(string)
+	body, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return ""
+	}
+	var answer struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &answer) != nil {
+		return ""
+	}
+	return answer.Error
 }
 
 // decision reads an approval.decided step's detail, "approve: <reason>" or

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/approvals"
 )
 
 // consoleURL is the CONSOLE_URL the tests run with.
@@ -780,4 +782,52 @@ func Example_approvalRequested() {
 	msg, err := approvalMessage(ev, console)
 	fmt.Println(msg.text, err)
 	// Output: Approval APR-0A1B2C3D4E5F60718293 requested by alice &lt;!here&gt; on account ACC-1001: <https://portfolio-mcp-live.portfolio-mcp.example.com/console/approvals/APR-0A1B2C3D4E5F60718293|open in the approvals console> <nil>
+}
+
+// TestUndeliveredDecisionsAreNotified: the approvals Trigger dead-letters a
+// decision the server refused for good (422, with its reason) or never
+// took within the Broker's retries; the approver is told it did not take
+// effect and to decide again. The decision is the server's own type.
+func TestUndeliveredDecisionsAreNotified(t *testing.T) {
+	if DecisionEventType != approvals.EventType {
+		t.Fatalf("DecisionEventType %q, the server's is %q", DecisionEventType, approvals.EventType)
+	}
+	hook := newFakeWebhook(t)
+	target, _ := startNotifier(t, testConfig(t, hook))
+	dead := func(decision, code, body string) cloudevents.Event {
+		ev := cloudevents.NewEvent()
+		ev.SetID(uuid.NewString())
+		ev.SetType(approvals.EventType)
+		ev.SetSource("urn:portfolio-mcp:approvals")
+		ev.SetExtension("tradingmode", "live")
+		ev.SetExtension("knativeerrordest", "http://portfolio-mcp-live.portfolio-mcp.svc.cluster.local/events/approvals")
+		if code != "" {
+			ev.SetExtension("knativeerrorcode", code)
+		}
+		if body != "" {
+			ev.SetExtension("knativeerrordata", base64.StdEncoding.EncodeToString([]byte(body)))
+		}
+		if err := ev.SetData(cloudevents.ApplicationJSON, approvals.Decision{ApprovalID: "APR-3F2A9C0B1D4E5F607182", Decision: decision, Approver: "bob@firm.example", Reason: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	for _, ev := range []cloudevents.Event{
+		dead("approve", "422", `{"error":"trading is halted <!channel>"}`),
+		dead("reject", "503", ""),
+		dead("approve", "", ""),
+	} {
+		if code := send(t, target, ev, false); code != http.StatusOK {
+			t.Fatalf("dead letter answered %d, want 200", code)
+		}
+	}
+	l := link("APR-3F2A9C0B1D4E5F607182")
+	want := []string{
+		"[live] Approval APR-3F2A9C0B1D4E5F607182: the decision to approve by bob@firm.example was refused by the server (HTTP 422: trading is halted &lt;!channel&gt;) and did not take effect; decide again: " + l,
+		"[live] Approval APR-3F2A9C0B1D4E5F607182: the decision to reject by bob@firm.example did not reach the server (HTTP 503 after the Broker's retries) and did not take effect; decide again: " + l,
+		"[live] Approval APR-3F2A9C0B1D4E5F607182: the decision to approve by bob@firm.example did not reach the server within the Broker's retries and did not take effect; decide again: " + l,
+	}
+	if got := hook.delivered(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("messages posted:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }
