@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -174,12 +175,24 @@ func (r *Redis) IndexRangeFrom(ctx context.Context, index string, from float64, 
 	}
 	out, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
 		Key: r.prefix + index, ByScore: true, Count: int64(limit),
-		Start: strconv.FormatFloat(from, 'f', -1, 64), Stop: "+inf",
+		Start: scoreArg(from), Stop: "+inf",
 	}).Result()
 	if err != nil {
 		return nil, unavailable("index range", err)
 	}
 	return out, nil
+}
+
+// scoreArg writes a score as Redis reads a range bound ("-inf" and "+inf"
+// for the infinities).
+func scoreArg(f float64) string {
+	switch {
+	case math.IsInf(f, -1):
+		return "-inf"
+	case math.IsInf(f, 1):
+		return "+inf"
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
 // Ping implements Store.

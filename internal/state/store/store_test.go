@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -75,6 +76,16 @@ func TestContract(t *testing.T) {
 			}
 			if got, _ := s.IndexRange(ctx, "idx", 1); fmt.Sprint(got) != "[b]" {
 				t.Fatalf("IndexRange limit 1 = %v", got)
+			}
+			// From a score on (b is 8, c 10), and from either infinity.
+			for _, c := range []struct {
+				from  float64
+				limit int
+				want  string
+			}{{9, 10, "[c]"}, {8, 10, "[b c]"}, {8, 1, "[b]"}, {math.Inf(-1), 10, "[b c]"}, {math.Inf(1), 10, "[]"}, {-1e15, 10, "[b c]"}} {
+				if got, err := s.IndexRangeFrom(ctx, "idx", c.from, c.limit); err != nil || fmt.Sprint(got) != c.want {
+					t.Fatalf("IndexRangeFrom(%g, %d) = %v %v, want %s", c.from, c.limit, got, err, c.want)
+				}
 			}
 			if err := s.Ping(ctx); err != nil {
 				t.Fatal(err)
