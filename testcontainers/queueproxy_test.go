@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,11 +32,14 @@ import (
 	asmetrics "knative.dev/serving/pkg/autoscaler/metrics"
 	"knative.dev/serving/pkg/queue"
 
+	"github.com/portfolio-mcp/portfolio-mcp/backends/demo"
+	"github.com/portfolio-mcp/portfolio-mcp/backends/fake"
 	"github.com/portfolio-mcp/portfolio-mcp/config"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/ratelimit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/knativetest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/kobuild"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/redistest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/tooling/dashboard/promnames"
 )
 
@@ -62,12 +66,13 @@ const mcpPing = `{"jsonrpc":"2.0","id":1,"method":"ping"}`
 // server binary and the real queue-proxy in one private network namespace,
 // each with the environment that Deployment gives its container.
 //
-// Sealed for this machine: the issuer is a local one (oauthtest, reached
-// from the pod as cluster egress would), state is in memory instead of
-// Redis, the backends are the built-in demo ones and the Secret is files
-// in a temporary directory laid out as the kubelet mounts it. Everything
-// else (port 8080, hosts, limits, drain, containerConcurrency, timeouts)
-// is the manifest's.
+// Sealed for this machine: what the pod reaches in the cluster is local
+// and reached from the pod as cluster egress would be (the issuer,
+// oauthtest; the firm's services, their fakes over HTTP; Redis; the
+// Broker, a sink that takes every event), and the Secret is files in a
+// temporary directory laid out as the kubelet mounts it. Everything else
+// (port 8080, hosts, limits, drain, containerConcurrency, timeouts) is the
+// manifest's.
 type livePod struct {
 	svc    *servingv1.Service
 	rev    *servingv1.Revision
@@ -109,9 +114,24 @@ func (p *livePod) serverEnv(t *testing.T) map[string]string {
 	}
 	env["OAUTH_ISSUER"] = p.iss.URL
 	env["SECRETS_DIR"] = mountSecrets(t, mode)
-	for _, k := range []string{"REDIS_URL", "PORTFOLIO_URL", "TRADE_URL", "RISK_URL"} {
-		delete(env, k)
+	// Live trading needs the firm's services, Redis and the audit sink.
+	services, err := fake.New(demo.New(nil).Set(), fake.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	backend := httptest.NewServer(services)
+	t.Cleanup(backend.Close)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(sink.Close)
+	rds := redistest.Start(t)
+	for _, addr := range []string{hostPort(backend.URL), hostPort(sink.URL), rds.Addr} {
+		p.pod.Egress(t, addr)
+	}
+	env["PORTFOLIO_URL"], env["TRADE_URL"], env["RISK_URL"] = backend.URL, backend.URL, backend.URL
+	env["REDIS_URL"], env["K_SINK"] = "redis://"+rds.Addr, sink.URL
 	cfg, err := config.LoadFrom(t.Context(), envconfig.MapLookuper(env))
 	if err != nil {
 		t.Fatalf("the server would refuse the pod's environment: %v", err)
