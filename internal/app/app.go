@@ -135,7 +135,18 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 
 	impl := &mcp.Implementation{Name: "portfolio-mcp", Title: "Portfolio MCP", Version: Version}
 	srv := mcp.NewServer(impl, &mcp.ServerOptions{
-		Instructions:      instructions,
+		Instructions: instructions,
+		// The lists never change while a process runs (a new set of tools
+		// is a new revision), so no list_changed notification will ever
+		// come: saying so spares clients a subscriptions/listen stream that
+		// would stay open for nothing, hold a replica up (no scale to zero
+		// while an idle agent is connected) and hold up its drain.
+		Capabilities: &mcp.ServerCapabilities{
+			Logging:   &mcp.LoggingCapabilities{},
+			Tools:     &mcp.ToolCapabilities{},
+			Prompts:   &mcp.PromptCapabilities{},
+			Resources: &mcp.ResourceCapabilities{},
+		},
 		CompletionHandler: handlers.Completion(bs),
 		// Tools sharing an output type (the order tools) resolve its schema
 		// once: schema resolution is most of the start-up work.

@@ -451,3 +451,46 @@ func TestNoExemplarOfTheAgentsTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestNoStreamHoldsTheDrain: a 2026-07-28 client with a tools list-changed
+// handler (the go-sdk opens subscriptions/listen on connect) is connected
+// when the pod gets SIGTERM. The lists never change, the server says so,
+// and no listen stream stays open: the drain is clean (the error would say
+// a request was cut) and the final checkpoint is delivered.
+func TestNoStreamHoldsTheDrain(t *testing.T) {
+	var mu sync.Mutex
+	var types []string
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		types = append(types, r.Header.Get("Ce-Type"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer sink.Close()
+	srv := startServer(t, map[string]string{"K_SINK": sink.URL, "DRAIN_TIMEOUT": "3s"})
+
+	client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {},
+	})
+	cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: srv.URL + "/mcp", MaxRetries: -1},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_accounts", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	err = srv.stop()
+	mu.Lock()
+	defer mu.Unlock()
+	final := false
+	for _, ty := range types {
+		if ty == "com.portfolio-mcp.audit.checkpoint" {
+			final = true
+		}
+	}
+	if err != nil || !final {
+		t.Errorf("drain with a connected agent: error %v, checkpoint delivered %v (sink got %v); want a clean drain with the final checkpoint delivered", err, final, types)
+	}
+}

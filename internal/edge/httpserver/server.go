@@ -86,8 +86,11 @@ func (s *Server) Listen() (net.Listener, error) {
 }
 
 // Serve serves on ln until ctx is done, then drains: readiness fails at once,
-// after DrainDelay the listener closes, in-flight requests get up to
-// DrainTimeout (minus the delay) to finish, and the OnDrained hooks run.
+// after DrainDelay the listener closes, in-flight requests get what is left
+// of DrainTimeout but the hooks' reserve to finish, and the OnDrained hooks
+// run within the rest. A request that never ends (a stream) is cut at its
+// deadline and cannot take the hooks' time: the audit queue and its final
+// checkpoint always get theirs.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(ln) }()
@@ -105,17 +108,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.opts.DrainDelay > 0 {
 		time.Sleep(s.opts.DrainDelay) // let the load balancer see readiness fail
 	}
-	dctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	err := s.srv.Shutdown(dctx)
+	sctx, cancelShutdown := context.WithDeadline(context.Background(), deadline.Add(-hookReserve(s.opts.DrainTimeout)))
+	defer cancelShutdown()
+	err := s.srv.Shutdown(sctx)
 	if err != nil {
 		err = fmt.Errorf("drain: %w", err)
 		s.srv.Close()
 	}
+	hctx, cancelHooks := context.WithDeadline(context.Background(), deadline)
+	defer cancelHooks()
 	var hooks sync.WaitGroup
 	errs := make([]error, len(s.opts.OnDrained))
 	for i, f := range s.opts.OnDrained {
-		hooks.Go(func() { errs[i] = f(dctx) })
+		hooks.Go(func() { errs[i] = f(hctx) })
 	}
 	hooks.Wait()
 	if err := errors.Join(append(errs, err)...); err != nil {
@@ -124,6 +129,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.opts.Logger.Info("drained")
 	return nil
 }
+
+// hookReserve is the part of the drain timeout kept for the OnDrained
+// hooks (delivering the audit queue and sealing it): a quarter, at most 5s.
+func hookReserve(drain time.Duration) time.Duration { return min(drain/4, 5*time.Second) }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {

@@ -197,3 +197,39 @@ func TestDrainHookFailureIsReported(t *testing.T) {
 		t.Fatal("Serve = nil, want the hook's error")
 	}
 }
+
+// TestDrainKeepsTheHooksTime: a request that never ends (a stream) is cut
+// at the drain's deadline less the hooks' reserve, and the hooks (the
+// audit queue, its final checkpoint) start with time left, not with an
+// expired context.
+func TestDrainKeepsTheHooksTime(t *testing.T) {
+	started := make(chan struct{})
+	stream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done() // until the server cuts it
+	})
+	hookErr := make(chan error, 1)
+	r := start(t, httpserver.Options{
+		Routes:       map[string]http.Handler{"GET /stream": stream},
+		DrainTimeout: 2 * time.Second,
+		OnDrained: []func(context.Context) error{func(ctx context.Context) error {
+			hookErr <- ctx.Err()
+			return nil
+		}},
+	})
+	go func() {
+		if res, err := http.Get(r.url + "/stream"); err == nil {
+			res.Body.Close()
+		}
+	}()
+	<-started
+	r.stop()
+	err := <-r.done
+	r.done <- nil
+	if herr := <-hookErr; herr != nil {
+		t.Errorf("the drain hook started with its context done (%v): a stream took the hooks' time", herr)
+	}
+	if err == nil {
+		t.Error("Serve = nil with a request cut at the deadline; want the drain reported as incomplete")
+	}
+}
