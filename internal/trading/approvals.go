@@ -306,6 +306,7 @@ func (s *Service) working(ctx context.Context, account string, c *policy.Committ
 	if err != nil {
 		return s.stateErr(ctx, err)
 	}
+	var marketBuys []backends.Order // priced below, with one quote request
 	for _, id := range ids {
 		o, err := s.bs.Trade.GetOrder(ctx, id)
 		switch {
@@ -326,10 +327,35 @@ func (s *Service) working(ctx context.Context, account string, c *policy.Committ
 		case o.Type == backends.OrderLimit:
 			c.Cash += left * o.LimitPrice
 		default:
-			// A market buy still working (a halted stock): at the price it
-			// has filled at so far, the best estimate there is.
-			c.Cash += left * o.AveragePrice
+			marketBuys = append(marketBuys, o)
 		}
+	}
+	return s.holdMarketBuys(ctx, marketBuys, c)
+}
+
+// holdMarketBuys adds the cash of market buys still working (a halted
+// stock, an order not yet filled): their unfilled part at the worse of
+// the price filled so far and the market now (the ask, else the last
+// price). A market it cannot read counts as unknown, failing placement.
+func (s *Service) holdMarketBuys(ctx context.Context, orders []backends.Order, c *policy.Committed) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	var tickers []string
+	for _, o := range orders {
+		tickers = append(tickers, o.Ticker)
+	}
+	qs, err := s.bs.MarketData.Quotes(ctx, tickers)
+	if err != nil {
+		s.log.WarnContext(ctx, "cannot price working market buys to count what they hold", "error", err)
+		return ErrTradeUnavailable
+	}
+	price := map[string]float64{}
+	for _, q := range qs.Quotes {
+		price[strings.ToUpper(q.Ticker)] = max(q.Ask, q.Price)
+	}
+	for _, o := range orders {
+		c.Cash += max(0, o.Quantity-o.FilledQuantity) * max(o.AveragePrice, price[strings.ToUpper(o.Ticker)])
 	}
 	return nil
 }

@@ -91,10 +91,19 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 	}
 	idx := ordersIndex(p.Subject, q.AccountID)
 	out := OrderList{Orders: []ListedOrder{}}
+	examined, last := 0, ""
 	for m, err := range s.indexFrom(ctx, idx, after) {
 		if err != nil {
 			return OrderList{}, s.stateErr(ctx, err)
 		}
+		if examined == maxExamined {
+			// A page reads at most this many entries (each a store read,
+			// a working order a Trade service read): past them, a short
+			// page whose cursor continues from the last one read.
+			out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(last))
+			break
+		}
+		examined, last = examined+1, m
 		e, _ := parseEntry(m)
 		if !q.Since.IsZero() && e.placed.Before(q.Since) {
 			break // newest first: the rest are older still
@@ -126,8 +135,12 @@ func (s *Service) ListOrders(ctx context.Context, p principal.Principal, q ListQ
 	return out, nil
 }
 
-// indexScan is how many index entries ListOrders reads at a time.
-const indexScan = 200
+// indexScan is how many index entries ListOrders reads at a time, and
+// maxExamined how many one page may examine at most.
+const (
+	indexScan   = 200
+	maxExamined = 1000
+)
 
 // indexFrom yields the members of an orders index after the cursor's entry
 // (newest first), a batch at a time from the last one's score, so a page

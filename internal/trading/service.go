@@ -559,7 +559,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 			out.Replayed = true
 			return out, false, 0, idemRecord{}, err
 		default: // released, sent, or the owner's lease ran out
-			lease.Sent = rec.mayBeSent() // still, until this attempt knows better
+			lease.Sent, lease.SentAt = rec.mayBeSent(), rec.SentAt // still, until this attempt knows better
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
 				// A lapsed owner renewed its claim just before sending and

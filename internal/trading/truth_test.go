@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,13 +187,22 @@ func TestListOrdersPagesPastAThousand(t *testing.T) {
 		}
 		cursor = l.NextCursor
 	}
-	open, err := f.svc.ListOrders(ctx, alice, trading.ListQuery{AccountID: "ACC-2001", Limit: 50, States: []string{"open"}})
-	if err != nil {
-		t.Fatal(err)
+	// The open ones, following the cursors (a page reads a bounded number
+	// of entries, and may come back short with a cursor).
+	openOrders := 0
+	for cursor = ""; ; {
+		l, err := f.svc.ListOrders(ctx, alice, trading.ListQuery{AccountID: "ACC-2001", Limit: 50, States: []string{"open"}, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		openOrders += len(l.Orders)
+		if cursor = l.NextCursor; cursor == "" {
+			break
+		}
 	}
-	if seen != 1001 || !foundOldest || len(open.Orders) != 1 {
+	if seen != 1001 || !foundOldest || openOrders != 1 {
 		t.Errorf("paging through 1,001 orders listed %d in %d pages (oldest, still working, listed: %v); states=[open] lists %d, want 1",
-			seen, pages, foundOldest, len(open.Orders))
+			seen, pages, foundOldest, openOrders)
 	}
 }
 
@@ -368,4 +379,141 @@ func mustNYSE(t *testing.T) *calendar.Calendar {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// blockingTrade blocks the first OrderByClientID after armed is set until
+// release is closed.
+type blockingTrade struct {
+	*countingTrade
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingTrade) OrderByClientID(ctx context.Context, id string) (backends.Order, error) {
+	if b.armed.CompareAndSwap(true, false) {
+		close(b.entered)
+		<-b.release
+	}
+	return b.countingTrade.Trade.OrderByClientID(ctx, id)
+}
+
+// TestStaleSendStaysStaleThroughALapsedClaim: a retry past the resend window
+// whose claim lapses (slow Trade lookup, crash) leaves a lease marked Sent
+// without SentAt; the next retry then takes it for a pre-SentAt record and
+// resends the order unchecked, days later, on a Saturday.
+func TestStaleSendStaysStaleThroughALapsedClaim(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f, _ := controlled(t, open(t), policy.DailyLimits{}, 0)
+			d := demo.New(nil)
+			bs := d.Set()
+			ct := &countingTrade{Trade: d, created: map[string]bool{}}
+			bt := &blockingTrade{countingTrade: ct, entered: make(chan struct{}), release: make(chan struct{})}
+			bs.Trade = bt
+			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true}
+			rules.Calendar = mustNYSE(t)
+			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second}, f.st, bs, f.j, nil,
+				slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			ctx := t.Context()
+			ct.fail.Store(true)
+			if _, err := svc.PlaceOrder(ctx, alice, small("stale-2"), trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
+				t.Fatalf("first attempt: %v", err)
+			}
+			ct.fail.Store(false)
+			f.clock.Add(5 * 24 * time.Hour) // Saturday
+			// Attempt A: claims the key, then hangs asking the Trade service.
+			bt.armed.Store(true)
+			doneA := make(chan struct{})
+			go func() {
+				defer close(doneA)
+				svc.Place(context.WithoutCancel(ctx), alice, small("stale-2"), "")
+			}()
+			<-bt.entered
+			f.clock.Add(time.Minute) // A's lease lapses
+			// Attempt B, unconfirmed.
+			pl, err := svc.PlaceOrder(ctx, alice, small("stale-2"), trading.Confirmation{})
+			close(bt.release)
+			<-doneA
+			if ct.orders() != 0 {
+				t.Fatalf("retry five days after an unanswered send, on a Saturday, was sent unchecked: %+v %v (Trade orders: %d)", pl.Outcome, err, ct.orders())
+			}
+		})
+	}
+}
+
+// haltedTrade accepts market orders and fills none of them (a halted
+// stock): they work, unfilled.
+type haltedTrade struct {
+	backends.Trade
+	mu     sync.Mutex
+	seq    int
+	orders map[string]backends.Order
+}
+
+func (h *haltedTrade) PlaceOrder(ctx context.Context, r backends.OrderRequest) (backends.Order, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range h.orders {
+		if o.ClientOrderID == r.ClientOrderID {
+			return o, nil
+		}
+	}
+	h.seq++
+	o := backends.Order{OrderID: fmt.Sprintf("ORD-H%07d", h.seq), ClientOrderID: r.ClientOrderID, AccountID: r.AccountID, Ticker: r.Ticker,
+		Side: r.Side, Type: r.Type, Quantity: r.Quantity, LimitPrice: r.LimitPrice, Status: backends.StatusAccepted}
+	h.orders[o.OrderID] = o
+	return o, nil
+}
+
+func (h *haltedTrade) GetOrder(ctx context.Context, id string) (backends.Order, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if o, ok := h.orders[id]; ok {
+		return o, nil
+	}
+	return backends.Order{}, backends.ErrNotFound
+}
+
+func (h *haltedTrade) OrderByClientID(ctx context.Context, id string) (backends.Order, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range h.orders {
+		if o.ClientOrderID == id {
+			return o, nil
+		}
+	}
+	return backends.Order{}, backends.ErrNotFound
+}
+
+// TestUnfilledMarketBuyHoldsCash: a working market buy with no fill
+// yet (the halted stock the code names) holds 0 cash, so a second buy
+// spends the same cash.
+func TestUnfilledMarketBuyHoldsCash(t *testing.T) {
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 1}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := t.Context()
+	// ACC-1001 has 25,400 cash; 300 KO is ~19k.
+	buy := func(key string) trading.OrderArgs {
+		return trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 300, IdempotencyKey: key}
+	}
+	first, err := svc.Place(ctx, alice, buy("halted-1"), "")
+	if err != nil || first.Status != backends.StatusAccepted {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	pre, err := svc.Preview(ctx, alice, buy(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := svc.Place(ctx, alice, buy("halted-2"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Status != trading.StatusRejected {
+		t.Errorf("a second ~%.0f market buy with a first one working unfilled and 25,400 cash: %q (committed_cash %.2f), want rejected", pre.EstimatedNotional, second.Status, pre.CommittedCash)
+	}
 }
