@@ -314,7 +314,19 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	// is entitled through it, and four eyes still compares subjects.
 	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
 	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
-	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
+	if out, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
+		if decidedOnly(out) {
+			// The decision is recorded; only the order's execution failed
+			// (the Trade service down), and the next status read or the
+			// lease's expiry drives it again. The event did its part: a
+			// redelivery would change nothing, and one dead-lettered after
+			// the retries would tell the approvers, falsely, that their
+			// decision did not take effect.
+			a.o.Logger.WarnContext(r.Context(), "approval decided; its order is not sent yet", "approval_id", d.ApprovalID, "error", err)
+			a.remember(r, seen, nil)
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
 		if !refusedForGood(err) {
 			a.fail(w, r, err)
 			return
@@ -328,6 +340,12 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 	a.remember(r, seen, nil)
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// decidedOnly reports whether out is an approval approved whose order was
+// not sent yet: the decision took effect, whatever failed after it.
+func decidedOnly(out trading.Outcome) bool {
+	return out.Approval != nil && (out.Approval.Status == trading.ApprovalApproved || out.Approval.Status == trading.ApprovalExecuting)
 }
 
 // refusedEvent marks a decision event refused for good; an applied one is

@@ -623,3 +623,47 @@ func TestListAndGetThroughService(t *testing.T) {
 		}
 	})
 }
+
+// downTrade: the Trade service does not answer.
+type downTrade struct{ backends.Trade }
+
+func (downTrade) PlaceOrder(context.Context, backends.OrderRequest) (backends.Order, error) {
+	return backends.Order{}, fmt.Errorf("%w: connection refused", backends.ErrUnavailable)
+}
+func (downTrade) GetOrder(context.Context, string) (backends.Order, error) {
+	return backends.Order{}, fmt.Errorf("%w: connection refused", backends.ErrUnavailable)
+}
+func (downTrade) OrderByClientID(context.Context, string) (backends.Order, error) {
+	return backends.Order{}, fmt.Errorf("%w: connection refused", backends.ErrUnavailable)
+}
+
+// TestDecisionTakenWhileTheTradeServiceIsDown: with the Trade service
+// down, an approve event is recorded (the approval is approved; the next
+// status read sends the order) and answered 202: a 503 would be redelivered,
+// dead-lettered after the retries, and announced to the approvers as a
+// decision that did not take effect.
+func TestDecisionTakenWhileTheTradeServiceIsDown(t *testing.T) {
+	f := newFixture(t, nil)
+	// A resting limit buy on the account (approved and working).
+	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: backends.SideBuy, Type: backends.OrderLimit, Quantity: 10, LimitPrice: 1, IdempotencyKey: "resting-0001"}
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, rest, trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatal(pl, err)
+	}
+	out, err := f.svc.Decide(t.Context(), bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil)
+	if err != nil || out.Order == nil || !backends.Working(out.Order.Status) {
+		t.Fatalf("resting order: %+v %v", out, err)
+	}
+	a := f.pending(t, alice, "ACC-1001", "event-order-503")
+	f.trade.Trade = downTrade{f.trade.Trade}
+	good := approvals.Decision{ApprovalID: a.ID, Decision: trading.DecisionApprove, Approver: "bob", Requester: a.Requester, ArgsDigest: a.ArgsDigest}
+	for i := range 3 { // the Broker's redeliveries
+		rec, _ := f.serve(t, f.events, nil, deliver(t, newEvent(t, "evt-503", good, eventKey), false))
+		if rec.Code != http.StatusAccepted {
+			t.Fatalf("delivery %d of a decision that took effect: %d, want 202", i, rec.Code)
+		}
+	}
+	if st := f.status(t, a.ID); st == trading.StatusPendingApproval {
+		t.Fatalf("approval still pending after an accepted decision")
+	}
+}
