@@ -50,6 +50,17 @@ var serverMethods = map[string]bool{
 	"completion/complete": true, "logging/setLevel": true,
 }
 
+// clientNotifications are the notifications an MCP client sends a server.
+var clientNotifications = map[string]bool{
+	"notifications/initialized": true, "notifications/cancelled": true,
+	"notifications/progress": true, "notifications/roots/list_changed": true,
+}
+
+// KnownMethod reports whether method is one MCP defines for a client to
+// send: what may name a request in traces and logs. Anything else is the
+// caller's text.
+func KnownMethod(method string) bool { return serverMethods[method] || clientNotifications[method] }
+
 // Call is one parsed JSON-RPC message. Fields are set by Parse and never
 // changed; the decoded arguments are computed once, on first use.
 type Call struct {

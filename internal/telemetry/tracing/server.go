@@ -107,6 +107,10 @@ func describe(c *call.Call, known func(string) bool) (string, []attribute.KeyVal
 	if c.Method == "" {
 		return "mcp", attrs
 	}
+	if !call.KnownMethod(c.Method) {
+		// A notification's method is not checked at the edge: any text.
+		return "unknown", append(attrs, attribute.String("mcp.method.name", "unknown"))
+	}
 	attrs = append(attrs, attribute.String("mcp.method.name", c.Method))
 	if c.Method == "tools/call" && c.Tool != "" {
 		tool := c.Tool

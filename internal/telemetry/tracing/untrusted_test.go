@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -96,5 +97,27 @@ func TestAgentBaggageStaysOut(t *testing.T) {
 		}
 		got = ""
 		mu.Unlock()
+	}
+}
+
+// TestUnknownNotificationNamesNoSpan: a notification's method is not
+// checked at the edge, so one MCP does not define names the span "unknown".
+func TestUnknownNotificationNamesNoSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tr := onTracing(rec)
+	unauth := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "unauthorized", http.StatusUnauthorized) })
+	h := httpserver.Chain(unauth, httpserver.ParseCall, tr.Server(func(n string) bool { return n == "list_accounts" }))
+	for _, m := range []string{"Bearer sk_live_0123456789abcdef", strings.Repeat("A", 100_000), "notifications/initialized"} {
+		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": m})
+		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	var names []string
+	for _, s := range rec.Ended() {
+		names = append(names, s.Name())
+	}
+	if want := []string{"unknown", "unknown", "notifications/initialized"}; !slices.Equal(names, want) {
+		t.Errorf("span names %.80q, want %q", names, want)
 	}
 }
