@@ -31,6 +31,10 @@ const (
 	// changed template rolls the revision's pods (twice a day). Knative
 	// validates only the autoscaling keys it knows.
 	declaredKey = autoscaling.GroupName + "/prewarm-declared-min-scale"
+	// legacyDeclaredKey is where earlier versions kept it: still read, so
+	// a revision raised by one is restored, and removed by the next patch
+	// (which rolls its pods one last time).
+	legacyDeclaredKey = "prewarm.portfolio-mcp.dev/declared-min-scale"
 	// fieldManager names this tool in managedFields.
 	fieldManager = "portfolio-mcp-prewarm"
 )
@@ -121,7 +125,7 @@ func routedRevisions(svc *servingv1.Service) map[string]bool {
 // already at least that; it records the declared value once.
 func raisePatch(rev *servingv1.Revision, warm int32) map[string]any {
 	cur, hasCur := rev.Annotations[minScaleKey]
-	declared, raised := rev.Annotations[declaredKey]
+	declared, raised := declaredOf(rev)
 	if !raised {
 		declared = cur
 		if n, err := strconv.ParseInt(cur, 10, 32); hasCur && err == nil && int32(n) >= warm {
@@ -131,15 +135,26 @@ func raisePatch(rev *servingv1.Revision, warm int32) map[string]any {
 		return restorePatch(rev) // the manifest now asks for more: stand back
 	}
 	want := strconv.Itoa(int(warm))
-	if raised && cur == want {
+	_, legacy := rev.Annotations[legacyDeclaredKey]
+	if raised && cur == want && !legacy {
 		return nil
 	}
-	return annotationsPatch(map[string]any{minScaleKey: want, declaredKey: declared})
+	return annotationsPatch(map[string]any{minScaleKey: want, declaredKey: declared, legacyDeclaredKey: nil})
+}
+
+// declaredOf is the min-scale a raised revision had before (raised: it was
+// raised), under the key of this version or an earlier one.
+func declaredOf(rev *servingv1.Revision) (declared string, raised bool) {
+	if v, ok := rev.Annotations[declaredKey]; ok {
+		return v, true
+	}
+	v, ok := rev.Annotations[legacyDeclaredKey]
+	return v, ok
 }
 
 // restorePatch puts back the declared min-scale on a revision we raised.
 func restorePatch(rev *servingv1.Revision) map[string]any {
-	declared, raised := rev.Annotations[declaredKey]
+	declared, raised := declaredOf(rev)
 	if !raised {
 		return nil
 	}
@@ -147,7 +162,7 @@ func restorePatch(rev *servingv1.Revision) map[string]any {
 	if declared == "" {
 		ms = nil // there was none: remove ours
 	}
-	return annotationsPatch(map[string]any{minScaleKey: ms, declaredKey: nil})
+	return annotationsPatch(map[string]any{minScaleKey: ms, declaredKey: nil, legacyDeclaredKey: nil})
 }
 
 func annotationsPatch(anns map[string]any) map[string]any {

@@ -311,3 +311,19 @@ func patched(t *testing.T, rev *servingv1.Revision, patch map[string]any) *servi
 	}
 	return out
 }
+
+// TestRaisedByAnEarlierVersionIsRestored: a revision an earlier version
+// raised (its bookkeeping under prewarm.portfolio-mcp.dev/) is restored to
+// its declared floor, and the old key removed; raised again, it moves to
+// the new key.
+func TestRaisedByAnEarlierVersionIsRestored(t *testing.T) {
+	rev := revision("portfolio-mcp-live", "portfolio-mcp-live-00001", map[string]string{minScaleKey: "6", legacyDeclaredKey: "0", "other": "kept"})
+	restored := patched(t, rev, restorePatch(rev))
+	if want := map[string]string{minScaleKey: "0", "other": "kept"}; !maps.Equal(restored.Annotations, want) {
+		t.Errorf("restored annotations %v, want %v", restored.Annotations, want)
+	}
+	raised := patched(t, rev, raisePatch(rev, 6))
+	if want := map[string]string{minScaleKey: "6", declaredKey: "0", "other": "kept"}; !maps.Equal(raised.Annotations, want) {
+		t.Errorf("raised again: annotations %v, want %v", raised.Annotations, want)
+	}
+}
