@@ -758,8 +758,16 @@ func (s *Service) superseded(ctx context.Context, e JournalEntry, why string) {
 // shows no cancel that never happened.
 func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detail string) (Outcome, error) {
 	id := cur.Order.OrderID
+	// Cancelling twice is harmless: an order already cancelled is the
+	// answer. Any other finished order is not cancellable, and the agent
+	// is told what it is.
 	notCancelled := func(o backends.Order, msg string) (Outcome, error) {
-		return Outcome{Status: o.Status, Order: &o, Message: "not cancelled: " + msg}, ErrNotCancellable
+		out := Outcome{Status: o.Status, Order: &o, Message: msg, Provenance: cur.Provenance}
+		if o.Status == backends.StatusCancelled {
+			return out, nil
+		}
+		out.Message = "not cancelled: " + msg
+		return out, &AgentError{msg: fmt.Sprintf("order %s is %s (%s): %s", o.OrderID, o.Status, msg, ErrNotCancellable), is: ErrNotCancellable}
 	}
 	if !backends.Working(cur.Order.Status) {
 		return notCancelled(*cur.Order, cur.Message)
@@ -773,9 +781,11 @@ func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detai
 	case errors.Is(err, backends.ErrInvalid):
 		s.superseded(ctx, cancel, "the Trade service refused the cancel: the order was no longer working")
 		if now, err := s.bs.Trade.GetOrder(ctx, id); err == nil {
+			s.unindexOpen(ctx, now, cur.Provenance)
 			return notCancelled(now, orderOutcome(now).Message)
 		}
-		return notCancelled(*cur.Order, cur.Message)
+		out, _ := notCancelled(*cur.Order, cur.Message)
+		return out, ErrNotCancellable
 	case err != nil:
 		return Outcome{}, err
 	}

@@ -15,6 +15,8 @@ import (
 // Errors of the confirmation step, with messages safe to show an agent.
 var (
 	ErrLimitPriceMissing   = agentError("limit_price is required for a limit order")
+	ErrUnknownTicker       = errors.New("unknown ticker")
+	ErrLimitPriceOnMarket  = agentError("limit_price is given for a market order, which would ignore it: set order_type to limit to trade at that price or better, or leave limit_price out; nothing was placed")
 	ErrConfirmUnavailable  = agentError("order confirmation is unavailable (signing key missing); no order was placed")
 	ErrConfirmUncheckable  = agentError("the confirmation could not be checked; no order was placed, retry shortly")
 	ErrTimedOutBeforeKnown = agentError("the call timed out before the order was confirmed placed; retry with the same idempotency_key to learn its outcome")
@@ -63,6 +65,9 @@ const liveUnverified = "live order confirmed by an argument the server cannot ve
 // (executed, or pending a human approver). The portfolio and quote are read
 // once per call.
 func (s *Service) PlaceOrder(ctx context.Context, p principal.Principal, o OrderArgs, c Confirmation) (Placement, error) {
+	if err := o.validate(); err != nil {
+		return Placement{}, err
+	}
 	out, ask, err := s.placeOrder(ctx, p, o.Normalize(), c)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = ErrTimedOutBeforeKnown
@@ -200,10 +205,17 @@ func summary(o OrderArgs, pre policy.Preview) string {
 	return s
 }
 
-// validate refuses what the schema cannot: a limit order without its price.
+// validate refuses what the schema cannot: a limit order without its
+// price, and a market order with one (order_type defaults to market, so an
+// agent that forgot it would otherwise buy at any price). It reads the
+// arguments as sent, before Normalize drops a market order's limit.
 func (o OrderArgs) validate() error {
-	if o.Type == backends.OrderLimit && o.LimitPrice <= 0 {
+	typ := strings.ToLower(o.Type)
+	switch {
+	case typ == backends.OrderLimit && o.LimitPrice <= 0:
 		return ErrLimitPriceMissing
+	case (typ == "" || typ == backends.OrderMarket) && o.LimitPrice != 0:
+		return ErrLimitPriceOnMarket
 	}
 	return nil
 }

@@ -167,6 +167,10 @@ func TestPlaceOrderRefusals(t *testing.T) {
 	}{
 		{"limit order without a price", true, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "LIMIT", Quantity: 1, IdempotencyKey: "lim-00001"},
 			trading.Confirmation{Claimed: true}, trading.ErrLimitPriceMissing},
+		{"market order with a limit price", true, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Quantity: 3, LimitPrice: 50, IdempotencyKey: "lim-00002"},
+			trading.Confirmation{Claimed: true}, trading.ErrLimitPriceOnMarket},
+		{"explicit market order with a limit price", true, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "Market", Quantity: 3, LimitPrice: 50, IdempotencyKey: "lim-00003"},
+			trading.Confirmation{Claimed: true}, trading.ErrLimitPriceOnMarket},
 		{"no signing key", false, small("nokey-0001"), trading.Confirmation{Askable: true}, trading.ErrConfirmUnavailable},
 		{"another's account", true, trading.OrderArgs{AccountID: "ACC-1003", Ticker: "KO", Side: "buy", Quantity: 1, IdempotencyKey: "acct-00001"},
 			trading.Confirmation{Claimed: true}, backends.ErrNotFound},

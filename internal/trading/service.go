@@ -183,10 +183,10 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, signer *confirm
 // idempotency key, the order's own approval (a retry's) is not counted
 // against it.
 func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArgs) (policy.Preview, error) {
-	o = o.Normalize()
 	if err := o.validate(); err != nil {
 		return policy.Preview{}, err
 	}
+	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
 		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
@@ -241,7 +241,7 @@ func (s *Service) fetch(ctx context.Context, o OrderArgs) (market, error) {
 		return market{}, fmt.Errorf("quote: %w", err)
 	}
 	if len(qs.Quotes) == 0 {
-		return market{}, fmt.Errorf("ticker %q: %w", o.Ticker, backends.ErrNotFound)
+		return market{}, &AgentError{msg: fmt.Sprintf("ticker %q is not a listed equity the market data knows; find the right ticker with search_equities", o.Ticker), is: ErrUnknownTicker}
 	}
 	return market{portfolio: pv, quote: qs.Quotes[0]}, nil
 }

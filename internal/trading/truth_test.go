@@ -517,3 +517,46 @@ func TestUnfilledMarketBuyHoldsCash(t *testing.T) {
 		t.Errorf("a second ~%.0f market buy with a first one working unfilled and 25,400 cash: %q (committed_cash %.2f), want rejected", pre.EstimatedNotional, second.Status, pre.CommittedCash)
 	}
 }
+
+// TestUnknownTickerIsNamed: an order for a ticker the market data does not
+// know says so, not that the (readable) account was not found.
+func TestUnknownTickerIsNamed(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	o := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "ZZZZ", Side: "buy", Type: "market", Quantity: 1, IdempotencyKey: "zzzz-1"}
+	_, perr := f.svc.Preview(t.Context(), alice, o)
+	_, err := f.svc.Place(t.Context(), alice, o, "")
+	for _, err := range []error{perr, err} {
+		if !errors.Is(err, trading.ErrUnknownTicker) || !strings.Contains(err.Error(), `"ZZZZ"`) || strings.Contains(err.Error(), "account") {
+			t.Errorf("unknown ticker: %v", err)
+		}
+	}
+}
+
+// TestCancellingTwiceIsHarmless: the second cancel of a cancelled order
+// answers with the cancelled order, as cancel_order's description promises
+// (an agent retrying after a lost answer must not conclude it failed); a
+// filled order is not cancellable, and the agent is told its state.
+func TestCancellingTwiceIsHarmless(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	q := koQuote(t)
+	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
+		LimitPrice: float64(int(q.Ask*0.99*100)) / 100, IdempotencyKey: "cancel-twice"}
+	out, err := f.svc.Place(ctx, alice, rest, "")
+	if err != nil || out.Status != backends.StatusAccepted {
+		t.Fatalf("%+v %v", out, err)
+	}
+	for i := range 2 {
+		got, err := f.svc.Cancel(ctx, alice, out.Order.OrderID)
+		if err != nil || got.Status != backends.StatusCancelled {
+			t.Errorf("cancel %d: %+v %v, want the cancelled order", i+1, got, err)
+		}
+	}
+	filled, err := f.svc.Place(ctx, alice, small("cancel-filled-2"), "")
+	if err != nil || filled.Status != backends.StatusFilled {
+		t.Fatalf("%+v %v", filled, err)
+	}
+	if _, err := f.svc.Cancel(ctx, alice, filled.Order.OrderID); !errors.Is(err, trading.ErrNotCancellable) || !strings.Contains(err.Error(), "is filled") {
+		t.Errorf("cancel of a filled order: %v", err)
+	}
+}
