@@ -196,7 +196,11 @@ func summary(o OrderArgs, pre policy.Preview) string {
 	if o.Type == backends.OrderLimit {
 		s += fmt.Sprintf("limit order at %s (estimated fill price %.2f), estimated notional up to %.2f", policy.Price(o.LimitPrice), pre.EstimatedPrice, pre.EstimatedNotional)
 	} else {
-		s += fmt.Sprintf("market order at about %.2f, estimated notional %.2f", pre.EstimatedPrice, pre.EstimatedNotional)
+		at := "about"
+		if pre.PriceBandHigh > 0 && o.Side == backends.SideBuy {
+			at = "up to" // sized at the price collar's top
+		}
+		s += fmt.Sprintf("market order at %s %s, estimated notional %s %.2f", at, policy.Price(pre.EstimatedPrice), at, pre.EstimatedNotional)
 	}
 	s += ", " + pre.Mode + " trading"
 	if pre.RequiresApproval {

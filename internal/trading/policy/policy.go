@@ -136,7 +136,7 @@ type Preview struct {
 	Ticker                   string       `json:"ticker"`
 	Side                     string       `json:"side"`
 	Quantity                 float64      `json:"quantity"`
-	EstimatedPrice           float64      `json:"estimated_price" jsonschema:"expected fill price: the ask for buys, the bid for sells, or the limit if worse"`
+	EstimatedPrice           float64      `json:"estimated_price" jsonschema:"expected fill price, on the tick: the ask for buys, the bid for sells, or the limit if worse; a market buy under the price collar is sized at the collar's top, the worst it may fill at"`
 	EstimatedNotional        float64      `json:"estimated_notional" jsonschema:"quantity times estimated price, base currency"`
 	CurrentWeight            float64      `json:"current_weight" jsonschema:"position's share of account value now, 0..1"`
 	PostTradeWeight          float64      `json:"post_trade_weight" jsonschema:"position's share of account value after the order, 0..1"`
@@ -200,8 +200,10 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 			price = hi
 		}
 	}
-	p.EstimatedPrice = round2(price)
-	p.EstimatedNotional = round2(price * o.Quantity)
+	// The price as a venue could fill it (on the tick: up for a buy, the
+	// worse side), and the notional from that very price, so the two agree.
+	p.EstimatedPrice = onTickPrice(price, o.Side == backends.SideBuy)
+	p.EstimatedNotional = round2(p.EstimatedPrice * o.Quantity)
 
 	var held, heldValue, maxOther float64
 	for _, h := range pv.Holdings {
@@ -356,6 +358,19 @@ func TickSize(price float64) float64 {
 		return 0.0001
 	}
 	return 0.01
+}
+
+// onTickPrice is price on its tick: rounded up (a buy's worst case) or to
+// the nearest.
+func onTickPrice(price float64, up bool) float64 {
+	tick := TickSize(price)
+	n := price / tick
+	if up {
+		n = math.Ceil(n - 1e-9)
+	} else {
+		n = math.Round(n)
+	}
+	return round4(n * tick)
 }
 
 // onTick reports whether price is a whole number of ticks, within binary

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -272,6 +273,33 @@ func TestVersion(t *testing.T) {
 		change(&r)
 		if r.Version() == base.Version() {
 			t.Errorf("%s did not change the version", name)
+		}
+	}
+}
+
+// TestEstimateAgreesWithItsPrice: the estimated price is on the tick (a
+// buy's rounded up), and the notional is quantity times that very price,
+// whatever the collar's top comes to (10.50 × 1.05 is 11.025).
+func TestEstimateAgreesWithItsPrice(t *testing.T) {
+	pv := backends.PortfolioValuation{Account: backends.Account{BaseCurrency: "USD"}, Cash: 1e7, TotalValue: 1e7}
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e9, ApprovalNotional: 1e9, MaxPositionWeight: 1, Collar: 0.05}
+	for _, c := range []struct {
+		last, ask, bid float64
+		side, typ      string
+		limit          float64
+		want           float64
+	}{
+		{10.50, 10.51, 10.49, "buy", "market", 0, 11.03},
+		{63.00, 63.01, 62.99, "buy", "market", 0, 66.15},
+		{0.8123, 0.8125, 0.8120, "buy", "market", 0, 0.853},
+		{10.50, 10.51, 10.49, "sell", "market", 0, 10.49},
+		{0.8123, 0.8125, 0.8120, "buy", "limit", 0.8124, 0.8125},
+	} {
+		q := backends.Quote{Currency: "USD", Ticker: "X", Price: c.last, Ask: c.ask, Bid: c.bid}
+		o := policy.Order{AccountID: "A", Ticker: "X", Side: c.side, Type: c.typ, Quantity: 10_000, LimitPrice: c.limit}
+		p := policy.Check(rules, o, pv, q, policy.Committed{}, policy.Usage{}, time.Now())
+		if p.EstimatedPrice != c.want || p.EstimatedNotional != math.Round(c.want*10_000*100)/100 {
+			t.Errorf("%s %s at last %g: price %g notional %.2f, want %g and %.2f", c.side, c.typ, c.last, p.EstimatedPrice, p.EstimatedNotional, c.want, c.want*10_000)
 		}
 	}
 }
