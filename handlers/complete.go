@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -23,10 +24,18 @@ const maxCompletions = 100
 // mcp.ServerOptions.CompletionHandler.
 func Completion(bs backends.Set) func(context.Context, *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
 	return func(ctx context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+		args, err := refArguments(req.Params.Ref)
+		if err != nil {
+			return nil, err
+		}
 		prefix := strings.ToUpper(req.Params.Argument.Value)
 		var values []string
 		total := 0
-		switch req.Params.Argument.Name {
+		name := req.Params.Argument.Name
+		if !slices.Contains(args, name) {
+			name = "" // not an argument of that prompt or template: nothing to offer
+		}
+		switch name {
 		case "account_id":
 			accts, err := entitledAccounts(ctx, bs)
 			if err != nil {
@@ -57,6 +66,30 @@ func Completion(bs backends.Set) func(context.Context, *mcp.CompleteRequest) (*m
 		}
 		return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: values, Total: total, HasMore: total > len(values)}}, nil
 	}
+}
+
+// refArguments are the arguments of the prompt or resource template ref
+// names; one this server does not have is invalid params, as the protocol
+// asks.
+func refArguments(ref *mcp.CompleteReference) ([]string, error) {
+	switch {
+	case ref == nil:
+	case ref.Type == "ref/prompt" && ref.Name == portfolioReviewPrompt().Name:
+		var names []string
+		for _, a := range portfolioReviewPrompt().Arguments {
+			names = append(names, a.Name)
+		}
+		return names, nil
+	case ref.Type == "ref/resource" && ref.URI == PortfolioURITemplate:
+		return []string{"account_id"}, nil
+	case ref.Type == "ref/resource" && ref.URI == QuoteURITemplate:
+		return []string{"ticker"}, nil
+	case ref.Type == "ref/prompt":
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown prompt %q; see prompts/list", ref.Name)}
+	case ref.Type == "ref/resource":
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown resource template %q; see resources/templates/list", ref.URI)}
+	}
+	return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: `ref must name a prompt ("ref/prompt") or a resource template ("ref/resource")`}
 }
 
 // unavailable is the JSON-RPC error for a backend that failed behind a

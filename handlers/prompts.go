@@ -11,14 +11,20 @@ import (
 )
 
 func (h *handlers) registerPrompts(s *mcp.Server) {
-	s.AddPrompt(&mcp.Prompt{
+	s.AddPrompt(portfolioReviewPrompt(), h.portfolioReview)
+}
+
+// portfolioReviewPrompt is the portfolio_review prompt: registered, and
+// read by completion for its arguments.
+func portfolioReviewPrompt() *mcp.Prompt {
+	return &mcp.Prompt{
 		Name:        "portfolio_review",
 		Title:       "Portfolio review",
 		Description: "Guides a structured review of one account: holdings, risk, market moves and ideas, using this server's tools.",
 		Arguments: []*mcp.PromptArgument{{
 			Name: "account_id", Description: "the account to review (see list_accounts)", Required: true,
 		}},
-	}, h.portfolioReview)
+	}
 }
 
 func (h *handlers) portfolioReview(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {

@@ -223,6 +223,18 @@ func TestDiscoverability(t *testing.T) {
 			if len(got) == 0 || got[0] != "MSFT" && got[0] != "MS" {
 				t.Errorf("ticker completions for MS: %v", got)
 			}
+			// An argument the ref does not have gets nothing; a ref the
+			// server does not have is invalid params.
+			if got := complete(&mcp.CompleteReference{Type: "ref/resource", URI: "portfolio://accounts/{account_id}"}, "ticker", "NV"); len(got) != 0 {
+				t.Errorf("ticker completions under the portfolio template: %v", got)
+			}
+			for _, ref := range []*mcp.CompleteReference{{Type: "ref/prompt", Name: "no_such_prompt"}, {Type: "ref/resource", URI: "quote://nothing/{x}"}} {
+				_, err := cs.Complete(t.Context(), &mcp.CompleteParams{Ref: ref, Argument: mcp.CompleteParamsArgument{Name: "ticker", Value: "NV"}})
+				var je *jsonrpc.Error
+				if !errors.As(err, &je) || je.Code != jsonrpc.CodeInvalidParams {
+					t.Errorf("completion for %+v: %v, want invalid params", ref, err)
+				}
+			}
 		})
 	}
 }
