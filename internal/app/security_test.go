@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -922,5 +923,31 @@ func TestTrustedOriginCallsFromABrowser(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("POST from another origin: %d, Access-Control-Allow-Origin %q; want 403", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+// TestRefusalStandsWithTheSinkDown: with the audit sink unreachable, a
+// trade call refused by its rate limit (nothing done) is answered as the
+// refusal it is, with its retry-after, not withheld as a call whose effect
+// is unknown.
+func TestRefusalStandsWithTheSinkDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	srv := startServer(t, map[string]string{"K_SINK": dead, "RATE_TRADE_BURST": "1", "RATE_TRADE_PER_MINUTE": "0.5"})
+	cs := connect(t, srv.URL+"/mcp", "2025-11-25", nil)
+	var limited bool
+	for _, key := range []string{"sinkdown-0001", "sinkdown-0002"} {
+		res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "place_order", Arguments: confirmedArgs("ACC-1001", key, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, limited = ratelimit.Refused(res)
+	}
+	if !limited {
+		t.Error("the second trade beyond a burst of 1 was not answered as rate limited")
 	}
 }

@@ -56,7 +56,12 @@ func (a *Auditor) Middleware(cat *catalog.Catalog) mcp.Middleware {
 			ev.Steps = steps
 			ev.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 
-			if !class.StateChanging() && len(steps) == 0 {
+			// A read, or a call refused before anything ran (no scope, over
+			// its budget: nothing was done, and the refusal says so with
+			// its retry-after), is queued; withholding a refusal would tell
+			// the agent its call may have taken effect.
+			refused := (o == outcome.Denied || o == outcome.RateLimited) && len(steps) == 0
+			if !class.StateChanging() && len(steps) == 0 || refused {
 				a.Emit(ctx, ev)
 				return res, err
 			}
