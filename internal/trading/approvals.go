@@ -343,7 +343,9 @@ func (s *Service) holdMarketBuys(ctx context.Context, orders []backends.Order, c
 	}
 	var tickers []string
 	for _, o := range orders {
-		tickers = append(tickers, o.Ticker)
+		if !slices.Contains(tickers, o.Ticker) {
+			tickers = append(tickers, o.Ticker)
+		}
 	}
 	qs, err := s.bs.MarketData.Quotes(ctx, tickers)
 	if err != nil {
@@ -355,7 +357,12 @@ func (s *Service) holdMarketBuys(ctx context.Context, orders []backends.Order, c
 		price[strings.ToUpper(q.Ticker)] = max(q.Ask, q.Price)
 	}
 	for _, o := range orders {
-		c.Cash += max(0, o.Quantity-o.FilledQuantity) * max(o.AveragePrice, price[strings.ToUpper(o.Ticker)])
+		p := price[strings.ToUpper(o.Ticker)]
+		if p <= 0 {
+			s.log.WarnContext(ctx, "no market price for a working market buy; what it holds is unknown", "order_id", o.OrderID, "ticker", o.Ticker)
+			return ErrTradeUnavailable
+		}
+		c.Cash += max(0, o.Quantity-o.FilledQuantity) * max(o.AveragePrice, p)
 	}
 	return nil
 }
@@ -779,13 +786,18 @@ func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detai
 	o, err := s.bs.Trade.CancelOrder(ctx, id)
 	switch {
 	case errors.Is(err, backends.ErrInvalid):
-		s.superseded(ctx, cancel, "the Trade service refused the cancel: the order was no longer working")
-		if now, err := s.bs.Trade.GetOrder(ctx, id); err == nil {
-			s.unindexOpen(ctx, now, cur.Provenance)
-			return notCancelled(now, orderOutcome(now).Message)
+		s.superseded(ctx, cancel, "the Trade service refused the cancel")
+		now, err := s.bs.Trade.GetOrder(ctx, id)
+		switch {
+		case err != nil:
+			return Outcome{}, ErrTradeUnavailable
+		case backends.Working(now.Status):
+			// Still working (a cancel already pending, a lagging read): it
+			// stays listed for cancel-all, and the agent may try again.
+			return orderOutcome(now), &AgentError{msg: fmt.Sprintf("the Trade service refused to cancel order %s, which is still %s; try again shortly", id, now.Status)}
 		}
-		out, _ := notCancelled(*cur.Order, cur.Message)
-		return out, ErrNotCancellable
+		s.unindexOpen(ctx, now, cur.Provenance)
+		return notCancelled(now, orderOutcome(now).Message)
 	case err != nil:
 		return Outcome{}, err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/calendar"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -558,5 +559,122 @@ func TestCancellingTwiceIsHarmless(t *testing.T) {
 	}
 	if _, err := f.svc.Cancel(ctx, alice, filled.Order.OrderID); !errors.Is(err, trading.ErrNotCancellable) || !strings.Contains(err.Error(), "is filled") {
 		t.Errorf("cancel of a filled order: %v", err)
+	}
+}
+
+// missingMD stops quoting a ticker (halted / suspended): it is listed under
+// Missing, as the contract says unknown tickers are.
+type missingMD struct {
+	backends.MarketData
+	gone atomic.Value // string
+}
+
+func (m *missingMD) Quotes(ctx context.Context, tickers []string) (backends.QuoteSet, error) {
+	g, _ := m.gone.Load().(string)
+	var keep []string
+	var missing []string
+	for _, t := range tickers {
+		if strings.EqualFold(t, g) {
+			missing = append(missing, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	qs, err := m.MarketData.Quotes(ctx, keep)
+	qs.Missing = append(qs.Missing, missing...)
+	return qs, err
+}
+
+// TestUnquotedWorkingMarketBuyIsUnknown: a market buy working unfilled
+// whose stock the market data stops quoting holds an unknown amount: the
+// next placement fails closed instead of counting it as nothing.
+func TestUnquotedWorkingMarketBuyIsUnknown(t *testing.T) {
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
+	md := &missingMD{MarketData: bs.MarketData}
+	bs.MarketData = md
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 1}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := t.Context()
+	// ACC-1001 has 25,400 cash; 300 KO is ~19k, working unfilled.
+	first, err := svc.Place(ctx, alice, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 300, IdempotencyKey: "halted-ko"}, "")
+	if err != nil || first.Status != backends.StatusAccepted {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	md.gone.Store("KO") // the market data stops quoting the halted stock
+	qs, _ := md.MarketData.Quotes(ctx, []string{"PEP"})
+	qty := float64(int(19000 / qs.Quotes[0].Ask))
+	pep := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "PEP", Side: "buy", Type: "market", Quantity: qty, IdempotencyKey: "pep-2"}
+	pre, perr := svc.Preview(ctx, alice, pep)
+	second, err := svc.Place(ctx, alice, pep, "")
+	if err == nil && second.Status != trading.StatusRejected {
+		t.Errorf("with ~19k of KO market buy working unfilled and KO unquoted, a ~19k PEP buy on 25,400 cash: %q (preview committed_cash %.2f unknown=%v, %v); want refused (committed unknown) or rejected",
+			second.Status, pre.CommittedCash, pre.CommittedUnknown, perr)
+	}
+}
+
+// refuseCancelOnce: the Trade service refuses one cancel with a 4xx
+// (ErrInvalid: e.g. 409 "a cancel is already pending") while the order is
+// still working.
+type refuseCancelOnce struct {
+	backends.Trade
+	refused atomic.Bool
+}
+
+func (r *refuseCancelOnce) CancelOrder(ctx context.Context, id string) (backends.Order, error) {
+	if r.refused.CompareAndSwap(false, true) {
+		return backends.Order{}, fmt.Errorf("%w: cancel already pending", backends.ErrInvalid)
+	}
+	return r.Trade.CancelOrder(ctx, id)
+}
+
+// TestRefusedCancelKeepsTheOrderListed: a cancel the Trade service refuses
+// while the order still works leaves it listed, so the kill switch's
+// cancel-all still finds and cancels it.
+func TestRefusedCancelKeepsTheOrderListed(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	q := koQuote(t)
+	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
+		LimitPrice: float64(int(q.Ask*0.99*100)) / 100, IdempotencyKey: "refused-cancel"}
+	out, err := f.svc.Place(ctx, alice, rest, "")
+	if err != nil || out.Status != backends.StatusAccepted {
+		t.Fatalf("%+v %v", out, err)
+	}
+	f.trade.Trade = &refuseCancelOnce{Trade: f.trade.Trade}
+	if _, err := f.svc.Cancel(ctx, alice, out.Order.OrderID); err == nil || errors.Is(err, trading.ErrNotCancellable) {
+		t.Errorf("a cancel refused while the order works: %v, want a retryable refusal", err)
+	}
+	rep, err := f.svc.CancelAll(ctx, bob, halt.Global, "", "flatten")
+	st, _ := f.svc.Status(ctx, alice, out.Order.OrderID)
+	if err != nil || st.Status != backends.StatusCancelled {
+		t.Errorf("kill-switch cancel-all after a refused cancel: report %+v %v; the order is still %s (dropped from the open index while working)", rep, err, st.Status)
+	}
+}
+
+// TestRetryOfAnOrderPlacedBeforeTheLimitCheck: a key that placed a market
+// order with a limit price (which earlier versions dropped; the digest
+// ignores it) is answered with that order on a retry, not "nothing was
+// placed".
+func TestRetryOfAnOrderPlacedBeforeTheLimitCheck(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	o := small("pre-upgrade-1")
+	first, err := f.svc.Place(ctx, alice, o, "")
+	if err != nil || first.Order == nil {
+		t.Fatalf("%+v %v", first, err)
+	}
+	withLimit := o
+	withLimit.LimitPrice = 70
+	if withLimit.Digest() != o.Digest() {
+		t.Fatal("digests differ")
+	}
+	pl, err := f.svc.PlaceOrder(ctx, alice, withLimit, trading.Confirmation{Claimed: true})
+	if err != nil {
+		t.Errorf("retry (same digest) of order %s already %s: %v", first.Order.OrderID, first.Status, err)
+	} else if pl.Outcome.Order == nil || pl.Outcome.Order.OrderID != first.Order.OrderID || !pl.Outcome.Replayed {
+		t.Errorf("retry answered %+v, want order %s replayed", pl.Outcome, first.Order.OrderID)
 	}
 }

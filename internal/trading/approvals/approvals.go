@@ -315,7 +315,7 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
 	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
 	if out, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
-		if decidedOnly(out) {
+		if !refusedForGood(err) && decidedBy(out, d) {
 			// The decision is recorded; only the order's execution failed
 			// (the Trade service down), and the next status read or the
 			// lease's expiry drives it again. The event did its part: a
@@ -342,10 +342,13 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// decidedOnly reports whether out is an approval approved whose order was
-// not sent yet: the decision took effect, whatever failed after it.
-func decidedOnly(out trading.Outcome) bool {
-	return out.Approval != nil && (out.Approval.Status == trading.ApprovalApproved || out.Approval.Status == trading.ApprovalExecuting)
+// decidedBy reports whether out is the approval approved by d itself
+// whose order was not sent yet: d's decision took effect, whatever failed
+// after it. Another approver's decision, taken first, is not d's.
+func decidedBy(out trading.Outcome, d Decision) bool {
+	a := out.Approval
+	return a != nil && d.Decision == trading.DecisionApprove && a.DecidedBy == d.Approver &&
+		(a.Status == trading.ApprovalApproved || a.Status == trading.ApprovalExecuting)
 }
 
 // refusedEvent marks a decision event refused for good; an applied one is

@@ -667,3 +667,30 @@ func TestDecisionTakenWhileTheTradeServiceIsDown(t *testing.T) {
 		t.Fatalf("approval still pending after an accepted decision")
 	}
 }
+
+// TestLostRaceDecisionEventIsRefused: dave approved while the Trade service
+// was down (the approval stays approved, its order not sent); bob's reject
+// event, which lost, is refused as already decided, not acknowledged as if
+// it had taken effect.
+func TestLostRaceDecisionEventIsRefused(t *testing.T) {
+	f := newFixture(t, nil)
+	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: backends.SideBuy, Type: backends.OrderLimit, Quantity: 10, LimitPrice: 1, IdempotencyKey: "resting-0001"}
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, rest, trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatal(pl, err)
+	}
+	if _, err := f.svc.Decide(t.Context(), bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil); err != nil {
+		t.Fatal(err)
+	}
+	a := f.pending(t, alice, "ACC-1001", "event-race-1")
+	f.trade.Trade = downTrade{f.trade.Trade}
+	if _, err := f.svc.Decide(t.Context(), dave, a.ID, trading.DecisionApprove, "dave approves", nil); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Fatalf("dave's approval with the Trade service down: %v", err)
+	}
+	reject := approvals.Decision{ApprovalID: a.ID, Decision: trading.DecisionReject, Reason: "too big", Approver: "bob", Requester: a.Requester, ArgsDigest: a.ArgsDigest}
+	rec, _ := f.serve(t, f.events, nil, deliver(t, newEvent(t, "evt-reject-race", reject, eventKey), false))
+	st := f.status(t, a.ID)
+	if rec.Code != http.StatusUnprocessableEntity {
+		t.Errorf("bob's reject, which lost to dave's approval (approval now %s, decided by dave): %d, want 422 already decided", st, rec.Code)
+	}
+}
