@@ -46,9 +46,11 @@ type Config struct {
 	AllowedOrigins []string `env:"ALLOWED_ORIGINS"`
 	// MaxBodyBytes bounds one request body.
 	MaxBodyBytes int64 `env:"MAX_BODY_BYTES, default=1048576"`
-	// DrainTimeout bounds graceful shutdown: in-flight calls get this long to
-	// finish after SIGTERM. Keep it below the pod's termination grace period
-	// (Knative sets that to the Service's timeoutSeconds).
+	// DrainTimeout bounds graceful shutdown after SIGTERM: in-flight calls
+	// get this long to finish (less DRAIN_DELAY, and less a quarter of the
+	// rest, at most 5s, kept for delivering the audit queue and sealing it).
+	// Keep it below the pod's termination grace period (Knative sets that to
+	// the Service's timeoutSeconds).
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=20s"`
 	// DrainDelay is how long readiness reports failure before the listener
 	// closes, so the load balancer stops routing new calls first.

@@ -87,8 +87,8 @@ func (s *Server) Listen() (net.Listener, error) {
 
 // Serve serves on ln until ctx is done, then drains: readiness fails at once,
 // after DrainDelay the listener closes, in-flight requests get what is left
-// of DrainTimeout but the hooks' reserve to finish, and the OnDrained hooks
-// run within the rest. A request that never ends (a stream) is cut at its
+// of DrainTimeout but the hooks' reserve (a quarter of it, at most 5s) to
+// finish, and the OnDrained hooks run within the rest. A request that never ends (a stream) is cut at its
 // deadline and cannot take the hooks' time: the audit queue and its final
 // checkpoint always get theirs.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -108,7 +108,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.opts.DrainDelay > 0 {
 		time.Sleep(s.opts.DrainDelay) // let the load balancer see readiness fail
 	}
-	sctx, cancelShutdown := context.WithDeadline(context.Background(), deadline.Add(-hookReserve(s.opts.DrainTimeout)))
+	sctx, cancelShutdown := context.WithDeadline(context.Background(), deadline.Add(-hookReserve(time.Until(deadline))))
 	defer cancelShutdown()
 	err := s.srv.Shutdown(sctx)
 	if err != nil {
@@ -130,9 +130,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// hookReserve is the part of the drain timeout kept for the OnDrained
-// hooks (delivering the audit queue and sealing it): a quarter, at most 5s.
-func hookReserve(drain time.Duration) time.Duration { return min(drain/4, 5*time.Second) }
+// hookReserve is the part of what is left of the drain, once the listener
+// closed, kept for the OnDrained hooks (delivering the audit queue and
+// sealing it): a quarter, at most 5s.
+func hookReserve(left time.Duration) time.Duration { return max(0, min(left/4, 5*time.Second)) }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
