@@ -23,7 +23,7 @@ type OrderInput struct {
 	Side       string  `json:"side" jsonschema:"buy or sell"`
 	Quantity   float64 `json:"quantity" jsonschema:"whole number of shares"`
 	OrderType  string  `json:"order_type,omitempty" jsonschema:"market (default) or limit"`
-	LimitPrice float64 `json:"limit_price,omitempty" jsonschema:"limit price per share, required for limit orders"`
+	LimitPrice float64 `json:"limit_price,omitempty" jsonschema:"limit price per share, on the tick: required for limit orders, refused with a market order"`
 }
 
 // PlaceInput is place_order's input.
