@@ -203,15 +203,7 @@ func TestMetricsOperations(t *testing.T) {
 // TestMetricsBreaker: the breaker's state gauge and transitions follow
 // gobreaker's own state changes; a refused call is breaker_open.
 func TestMetricsBreaker(t *testing.T) {
-	var down atomic.Bool
-	down.Store(true)
-	h := &countingHandler{respond: func(n int64, w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			fail(w, http.StatusServiceUnavailable, "unavailable", "down")
-			return
-		}
-		okAccounts(w)
-	}}
+	down, h := downService()
 
 	t.Run("open", func(t *testing.T) {
 		reg, m := newMetrics(t)
@@ -428,15 +420,7 @@ func TestNoExemplarWithoutSampledSpan(t *testing.T) {
 // scrape even if no call came (the Trade service overnight): an alert on
 // "open" must not page on for a service nobody called.
 func TestBreakerGaugeLeavesOpenWithoutTraffic(t *testing.T) {
-	var down atomic.Bool
-	down.Store(true)
-	h := &countingHandler{respond: func(n int64, w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			fail(w, http.StatusServiceUnavailable, "unavailable", "down")
-			return
-		}
-		okAccounts(w)
-	}}
+	down, h := downService()
 	reg, m := newMetrics(t)
 	p, _ := portfolioAt(t, h, httpclient.Options{BreakerFailures: 2, BreakerCooldown: time.Millisecond, Metrics: m})
 	for range 2 {

@@ -340,15 +340,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestCircuitBreaker(t *testing.T) {
-	var down atomic.Bool
-	down.Store(true)
-	h := &countingHandler{respond: func(n int64, w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			fail(w, http.StatusServiceUnavailable, "unavailable", "down")
-			return
-		}
-		okAccounts(w)
-	}}
+	down, h := downService()
 	log := &breakerLog{}
 	p, _ := portfolioAt(t, h, httpclient.Options{Retries: 0, BreakerFailures: 3, BreakerCooldown: 50 * time.Millisecond, Logger: slog.New(log)})
 	ctx := t.Context()
@@ -492,4 +484,18 @@ func TestNewRejectsBadConfiguration(t *testing.T) {
 			t.Errorf("error %q quotes the credentials", err)
 		}
 	}
+}
+
+// downService is a service answering 503 until down is cleared, then the
+// account list.
+func downService() (down *atomic.Bool, h *countingHandler) {
+	down = new(atomic.Bool)
+	down.Store(true)
+	return down, &countingHandler{respond: func(n int64, w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			fail(w, http.StatusServiceUnavailable, "unavailable", "down")
+			return
+		}
+		okAccounts(w)
+	}}
 }

@@ -308,24 +308,8 @@ func TestCancelOfAFilledOrderJournalsNoCancel(t *testing.T) {
 func TestStaleUnansweredSendIsCheckedAfresh(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			f, _ := controlled(t, open(t), policy.DailyLimits{}, 0)
-			d := demo.New(nil)
-			bs := d.Set()
-			ct := &countingTrade{Trade: d, created: map[string]bool{}}
-			bs.Trade = ct
-			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true}
-			rules.Calendar = mustNYSE(t)
-			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second}, f.st, bs, f.j, nil,
-				slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			svc, ct, _ := staleSend(t, open(t), func(ct *countingTrade) backends.Trade { return ct }, "stale-1")
 			ctx := t.Context()
-			// Monday 2026-11-23 10:00 ET: open. The Trade service never answers.
-			ct.fail.Store(true)
-			if _, err := svc.PlaceOrder(ctx, alice, small("stale-1"), trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
-				t.Fatalf("first attempt: %v", err)
-			}
-			ct.fail.Store(false)
-			// Saturday 2026-11-28 10:00 ET: closed.
-			f.clock.Add(5 * 24 * time.Hour)
 			if pre, _ := svc.Preview(ctx, alice, small("")); pre.MarketOpen {
 				t.Fatal("market should be closed")
 			}
@@ -373,6 +357,29 @@ func TestStaleApprovedExecutionIsCheckedAfresh(t *testing.T) {
 	}
 }
 
+// staleSend is a service enforcing market hours on which the order of key
+// was sent on Monday 2026-11-23, in session, and never answered (the Trade
+// service, wrapped by trade, silent); its clock is then five days later,
+// Saturday, the market closed.
+func staleSend(t *testing.T, st store.Store, trade func(*countingTrade) backends.Trade, key string) (*trading.Service, *countingTrade, *clock) {
+	t.Helper()
+	f, _ := controlled(t, st, policy.DailyLimits{}, 0)
+	d := demo.New(nil)
+	bs := d.Set()
+	ct := &countingTrade{Trade: d, created: map[string]bool{}}
+	bs.Trade = trade(ct)
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true, Calendar: mustNYSE(t)}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second}, f.st, bs, f.j, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+	ct.fail.Store(true)
+	if _, err := svc.PlaceOrder(t.Context(), alice, small(key), trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Fatalf("first attempt: %v", err)
+	}
+	ct.fail.Store(false)
+	f.clock.Add(5 * 24 * time.Hour)
+	return svc, ct, f.clock
+}
+
 func mustNYSE(t *testing.T) *calendar.Calendar {
 	t.Helper()
 	c, err := calendar.NYSE(nil, nil)
@@ -406,23 +413,12 @@ func (b *blockingTrade) OrderByClientID(ctx context.Context, id string) (backend
 func TestStaleSendStaysStaleThroughALapsedClaim(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			f, _ := controlled(t, open(t), policy.DailyLimits{}, 0)
-			d := demo.New(nil)
-			bs := d.Set()
-			ct := &countingTrade{Trade: d, created: map[string]bool{}}
-			bt := &blockingTrade{countingTrade: ct, entered: make(chan struct{}), release: make(chan struct{})}
-			bs.Trade = bt
-			rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.5, EnforceMarketHours: true}
-			rules.Calendar = mustNYSE(t)
-			svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second}, f.st, bs, f.j, nil,
-				slog.New(slog.NewTextHandler(io.Discard, nil)), f.clock.Now)
+			var bt *blockingTrade
+			svc, ct, clock := staleSend(t, open(t), func(ct *countingTrade) backends.Trade {
+				bt = &blockingTrade{countingTrade: ct, entered: make(chan struct{}), release: make(chan struct{})}
+				return bt
+			}, "stale-2")
 			ctx := t.Context()
-			ct.fail.Store(true)
-			if _, err := svc.PlaceOrder(ctx, alice, small("stale-2"), trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
-				t.Fatalf("first attempt: %v", err)
-			}
-			ct.fail.Store(false)
-			f.clock.Add(5 * 24 * time.Hour) // Saturday
 			// Attempt A: claims the key, then hangs asking the Trade service.
 			bt.armed.Store(true)
 			doneA := make(chan struct{})
@@ -431,7 +427,7 @@ func TestStaleSendStaysStaleThroughALapsedClaim(t *testing.T) {
 				svc.Place(context.WithoutCancel(ctx), alice, small("stale-2"), "")
 			}()
 			<-bt.entered
-			f.clock.Add(time.Minute) // A's lease lapses
+			clock.Add(time.Minute) // A's lease lapses
 			// Attempt B, unconfirmed.
 			pl, err := svc.PlaceOrder(ctx, alice, small("stale-2"), trading.Confirmation{})
 			close(bt.release)
@@ -540,13 +536,7 @@ func TestUnknownTickerIsNamed(t *testing.T) {
 func TestCancellingTwiceIsHarmless(t *testing.T) {
 	f := newFixture(t, store.NewMemory(nil))
 	ctx := t.Context()
-	q := koQuote(t)
-	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
-		LimitPrice: float64(int(q.Ask*0.99*100)) / 100, IdempotencyKey: "cancel-twice"}
-	out, err := f.svc.Place(ctx, alice, rest, "")
-	if err != nil || out.Status != backends.StatusAccepted {
-		t.Fatalf("%+v %v", out, err)
-	}
+	out := restingBuy(t, f, "cancel-twice")
 	for i := range 2 {
 		got, err := f.svc.Cancel(ctx, alice, out.Order.OrderID)
 		if err != nil || got.Status != backends.StatusCancelled {
@@ -636,13 +626,7 @@ func (r *refuseCancelOnce) CancelOrder(ctx context.Context, id string) (backends
 func TestRefusedCancelKeepsTheOrderListed(t *testing.T) {
 	f := newFixture(t, store.NewMemory(nil))
 	ctx := t.Context()
-	q := koQuote(t)
-	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
-		LimitPrice: float64(int(q.Ask*0.99*100)) / 100, IdempotencyKey: "refused-cancel"}
-	out, err := f.svc.Place(ctx, alice, rest, "")
-	if err != nil || out.Status != backends.StatusAccepted {
-		t.Fatalf("%+v %v", out, err)
-	}
+	out := restingBuy(t, f, "refused-cancel")
 	f.trade.Trade = &refuseCancelOnce{Trade: f.trade.Trade}
 	if _, err := f.svc.Cancel(ctx, alice, out.Order.OrderID); err == nil || errors.Is(err, trading.ErrNotCancellable) {
 		t.Errorf("a cancel refused while the order works: %v, want a retryable refusal", err)
@@ -677,4 +661,18 @@ func TestRetryOfAnOrderPlacedBeforeTheLimitCheck(t *testing.T) {
 	} else if pl.Outcome.Order == nil || pl.Outcome.Order.OrderID != first.Order.OrderID || !pl.Outcome.Replayed {
 		t.Errorf("retry answered %+v, want order %s replayed", pl.Outcome, first.Order.OrderID)
 	}
+}
+
+// restingBuy places a limit buy of 1 KO below the ask on ACC-1001 for
+// alice, which rests (accepted, unfilled).
+func restingBuy(t *testing.T, f *fixture, key string) trading.Outcome {
+	t.Helper()
+	q := koQuote(t)
+	rest := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
+		LimitPrice: float64(int(q.Ask*0.99*100)) / 100, IdempotencyKey: key}
+	out, err := f.svc.Place(t.Context(), alice, rest, "")
+	if err != nil || out.Status != backends.StatusAccepted {
+		t.Fatalf("%+v %v", out, err)
+	}
+	return out
 }
