@@ -317,8 +317,8 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	if out, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
 		if !refusedForGood(err) && decidedBy(out, d) {
 			// The decision is recorded; only the order's execution failed
-			// (the Trade service down), and the next status read or the
-			// lease's expiry drives it again. The event did its part: a
+			// (the Trade service down), and the next read of its status
+			// (the agent's, the console's) drives it again. The event did its part: a
 			// redelivery would change nothing, and one dead-lettered after
 			// the retries would tell the approvers, falsely, that their
 			// decision did not take effect.
