@@ -318,10 +318,10 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 		if !refusedForGood(err) && decidedBy(out, d) {
 			// The decision is recorded; only the order's execution failed
 			// (the Trade service down), and the next read of its status
-			// (the agent's, the console's) drives it again. The event did its part: a
-			// redelivery would change nothing, and one dead-lettered after
-			// the retries would tell the approvers, falsely, that their
-			// decision did not take effect.
+			// (the agent's, the console's) drives it again. The event did
+			// its part: a redelivery would change nothing, and one
+			// dead-lettered after the retries would tell the approvers,
+			// falsely, that their decision did not take effect.
 			a.o.Logger.WarnContext(r.Context(), "approval decided; its order is not sent yet", "approval_id", d.ApprovalID, "error", err)
 			a.remember(r, seen, nil)
 			w.WriteHeader(http.StatusAccepted)
