@@ -336,7 +336,8 @@ func (s *Service) working(ctx context.Context, account string, c *policy.Committ
 // holdMarketBuys adds the cash of market buys still working (a halted
 // stock, an order not yet filled): their unfilled part at the worse of
 // the price filled so far and the market now (the ask, else the last
-// price). A market it cannot read counts as unknown, failing placement.
+// price). One with no price is listed as unpriced; market data that does
+// not answer fails the check.
 func (s *Service) holdMarketBuys(ctx context.Context, orders []backends.Order, c *policy.Committed) error {
 	if len(orders) == 0 {
 		return nil
@@ -359,8 +360,10 @@ func (s *Service) holdMarketBuys(ctx context.Context, orders []backends.Order, c
 	for _, o := range orders {
 		p := price[strings.ToUpper(o.Ticker)]
 		if p <= 0 {
-			s.log.WarnContext(ctx, "no market price for a working market buy; what it holds is unknown", "order_id", o.OrderID, "ticker", o.Ticker)
-			return ErrTradeUnavailable
+			// A halted stock, the very reason it does not fill: the cash it
+			// holds is unknown, which stops buys (policy.Check), not sells.
+			c.Unpriced = append(c.Unpriced, o.OrderID+" ("+o.Ticker+")")
+			continue
 		}
 		c.Cash += max(0, o.Quantity-o.FilledQuantity) * max(o.AveragePrice, p)
 	}
@@ -690,7 +693,7 @@ func (s *Service) Status(ctx context.Context, p principal.Principal, id string) 
 // resting order at the Trade service.
 func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
 	if strings.HasPrefix(id, "APR-") {
-		return s.withdraw(ctx, p.Subject, id, "", func(a Approval) error {
+		out, err := s.withdraw(ctx, p.Subject, id, "", func(a Approval) error {
 			if !visible(p, a) {
 				return ErrNotFound
 			}
@@ -701,13 +704,26 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 			}
 			return nil
 		})
+		if errors.Is(err, errAlreadyCancelled) {
+			err = nil
+		}
+		return out, err
 	}
 	cur, err := s.Status(ctx, p, id)
 	if err != nil {
 		return Outcome{}, err
 	}
-	return s.cancelOrder(ctx, p.Subject, cur, "")
+	out, err := s.cancelOrder(ctx, p.Subject, cur, "")
+	if errors.Is(err, errAlreadyCancelled) {
+		err = nil // cancelling twice is harmless: it is cancelled
+	}
+	return out, err
 }
+
+// errAlreadyCancelled: the order or approval was cancelled before this
+// cancel (by someone else, or an earlier try). Cancel answers it as done;
+// a cancel-all does not count it as its own.
+var errAlreadyCancelled = errors.New("already cancelled")
 
 // withdraw cancels a pending approval on behalf of by, if may allows it.
 func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(Approval) error) (Outcome, error) {
@@ -723,7 +739,7 @@ func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(
 			return s.approvalOutcome(ctx, a), err
 		}
 		if a.Status == ApprovalCancelled {
-			return s.approvalOutcome(ctx, a), nil
+			return s.approvalOutcome(ctx, a), errAlreadyCancelled
 		}
 		if a.Status != ApprovalPending {
 			return s.approvalOutcome(ctx, a), ErrNotCancellable
@@ -771,7 +787,7 @@ func (s *Service) cancelOrder(ctx context.Context, by string, cur Outcome, detai
 	notCancelled := func(o backends.Order, msg string) (Outcome, error) {
 		out := Outcome{Status: o.Status, Order: &o, Message: msg, Provenance: cur.Provenance}
 		if o.Status == backends.StatusCancelled {
-			return out, nil
+			return out, errAlreadyCancelled
 		}
 		out.Message = "not cancelled: " + msg
 		return out, &AgentError{msg: fmt.Sprintf("order %s is %s (%s): %s", o.OrderID, o.Status, msg, ErrNotCancellable), is: ErrNotCancellable}

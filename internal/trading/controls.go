@@ -162,6 +162,9 @@ func (s *Service) stopIfHalted(ctx context.Context, subject, agent string, out O
 	}
 	detail := "kill switch (" + h.Halt.Describe() + ") engaged while the order was being sent: " + h.Halt.Reason
 	cancelled, err := s.cancelOrder(ctx, h.Halt.EngagedBy, out, detail)
+	if errors.Is(err, errAlreadyCancelled) {
+		err = nil // the halt's cancel-all came first
+	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "could not cancel an order sent as a halt was engaged", "order_id", out.Order.OrderID, "error", err)
 		now, rerr := s.current(ctx, out)
@@ -488,8 +491,8 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 		switch {
 		case err == nil:
 			rep.Withdrawn = append(rep.Withdrawn, id)
-		case errors.Is(err, errSkip), errors.Is(err, ErrNotCancellable), errors.Is(err, ErrNotFound):
-			// another scope's, or decided meanwhile
+		case errors.Is(err, errSkip), errors.Is(err, ErrNotCancellable), errors.Is(err, ErrNotFound), errors.Is(err, errAlreadyCancelled):
+			// another scope's, or decided or withdrawn meanwhile
 		default:
 			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
 		}
@@ -520,11 +523,14 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 		}
 		cur := orderOutcome(o)
 		cur.Provenance = prov
-		if _, err := s.cancelOrder(ctx, by.Subject, cur, detail); err != nil {
+		switch _, err := s.cancelOrder(ctx, by.Subject, cur, detail); {
+		case errors.Is(err, errAlreadyCancelled), errors.Is(err, ErrNotCancellable):
+			// cancelled by someone else meanwhile, or filled: not this halt's
+		case err != nil:
 			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
-			continue
+		default:
+			rep.Cancelled = append(rep.Cancelled, id)
 		}
-		rep.Cancelled = append(rep.Cancelled, id)
 	}
 	return rep, nil
 }

@@ -66,13 +66,15 @@ const liveUnverified = "live order confirmed by an argument the server cannot ve
 // once per call.
 func (s *Service) PlaceOrder(ctx context.Context, p principal.Principal, o OrderArgs, c Confirmation) (Placement, error) {
 	if err := o.validate(); err != nil {
-		// A key that placed its order before this check existed (a market
-		// order's limit price was dropped, and the digest ignores it) is
-		// answered with that order, not told nothing was placed.
-		if res, rerr := s.resolve(ctx, p, o); errors.Is(err, ErrLimitPriceOnMarket) && rerr == nil && res.Found {
-			return Placement{Outcome: res.Outcome}, nil
+		if !errors.Is(err, ErrLimitPriceOnMarket) {
+			return Placement{}, err
 		}
-		return Placement{}, err
+		// A key whose order was placed, or sent, before this check existed
+		// (a market order's limit price was dropped, and the digest ignores
+		// it) goes on as it did: answered with that order, or resent.
+		if res, rerr := s.resolve(ctx, p, o); rerr != nil || !res.Found && !res.Resend {
+			return Placement{}, err
+		}
 	}
 	out, ask, err := s.placeOrder(ctx, p, o.Normalize(), c)
 	if errors.Is(err, context.DeadlineExceeded) {

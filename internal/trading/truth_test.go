@@ -676,3 +676,158 @@ func restingBuy(t *testing.T, f *fixture, key string) trading.Outcome {
 	}
 	return out
 }
+
+// TestUnpricedMarketBuyStopsBuysNotSells: a working market buy on a halted
+// (unquoted) stock holds an unknown amount of cash, which refuses buys with
+// a reason; a sell, which needs no cash, goes ahead.
+func TestUnpricedMarketBuyStopsBuysNotSells(t *testing.T) {
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
+	md := &missingMD{MarketData: bs.MarketData}
+	bs.MarketData = md
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 1}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := t.Context()
+	first, err := svc.Place(ctx, alice, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "halted-ko"}, "")
+	if err != nil || first.Status != backends.StatusAccepted {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	md.gone.Store("KO")
+	sell := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "AAPL", Side: "sell", Type: "market", Quantity: 1, IdempotencyKey: "sell-aapl"}
+	if out, err := svc.Place(ctx, alice, sell, ""); err != nil || out.Order == nil {
+		t.Errorf("sell of 1 AAPL (held 120), no cash needed, with an unquoted KO market buy working: %+v %v", out, err)
+	}
+	buy := trading.OrderArgs{AccountID: "ACC-1001", Ticker: "PEP", Side: "buy", Type: "market", Quantity: 1, IdempotencyKey: "buy-pep"}
+	if out, err := svc.Place(ctx, alice, buy, ""); err != nil || out.Status != trading.StatusRejected || !strings.Contains(strings.Join(out.Violations, ";"), "cannot be priced") {
+		t.Errorf("a buy while the cash held is unknown: %+v %v, want rejected with the reason", out, err)
+	}
+}
+
+// cancelledMeanwhile: the order is cancelled by someone else just before
+// this cancel reaches the Trade service, which refuses it (ErrInvalid).
+type cancelledMeanwhile struct{ backends.Trade }
+
+func (c cancelledMeanwhile) CancelOrder(ctx context.Context, id string) (backends.Order, error) {
+	if _, err := c.Trade.CancelOrder(ctx, id); err != nil {
+		return backends.Order{}, err
+	}
+	return backends.Order{}, fmt.Errorf("%w: order is not working", backends.ErrInvalid)
+}
+
+// TestCancelAllCountsOnlyItsOwnCancels: an order someone else cancelled
+// just before the halt's cancel reached it is not reported as cancelled by
+// the halt (its cancel is journaled as superseded).
+func TestCancelAllCountsOnlyItsOwnCancels(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	out := restingBuy(t, f, "cm-1")
+	f.trade.Trade = cancelledMeanwhile{Trade: f.trade.Trade}
+	rep, err := f.svc.CancelAll(ctx, bob, halt.Global, "", "flatten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	superseded := false
+	f.j.mu.Lock()
+	for _, e := range f.j.entries {
+		if e.OrderID == out.Order.OrderID && e.Action == "order.cancel.superseded" {
+			superseded = true
+		}
+	}
+	f.j.mu.Unlock()
+	for _, id := range rep.Cancelled {
+		if id == out.Order.OrderID {
+			t.Errorf("report lists %s as cancelled by this cancel-all (journal superseded=%v), but its cancel was refused: someone else cancelled it", id, superseded)
+		}
+	}
+}
+
+// TestLimitOnMarketRetryOfAnUnansweredSend: a retry, with a limit price, of
+// a market order whose send got no answer (it may still land) goes on as
+// the resend it is, never "nothing was placed".
+func TestLimitOnMarketRetryOfAnUnansweredSend(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	o := small("unanswered-1")
+	f.trade.fail.Store(true)
+	if _, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Fatalf("first: %v", err)
+	}
+	f.trade.fail.Store(false)
+	withLimit := o
+	withLimit.LimitPrice = 70
+	pl, err := f.svc.PlaceOrder(ctx, alice, withLimit, trading.Confirmation{Claimed: true})
+	if err != nil && strings.Contains(err.Error(), "nothing was placed") {
+		t.Errorf("retry (same key and digest) of a send that may still land: %v; outcome %+v", err, pl.Outcome)
+	}
+}
+
+// TestUnpricedMarketBuyDoesNotWedgeAnApprovedSell: an approved sell, which
+// needs no cash, executes while a market buy of a halted stock works in the
+// account.
+func TestUnpricedMarketBuyDoesNotWedgeAnApprovedSell(t *testing.T) {
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
+	md := &missingMD{MarketData: bs.MarketData}
+	bs.MarketData = md
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e7, ApprovalNotional: 50_000, MaxPositionWeight: 1}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := t.Context()
+	sell := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "AAPL", Side: "sell", Type: "market", Quantity: 1000, IdempotencyKey: "big-sell"}
+	pend, err := svc.Place(ctx, alice, sell, "")
+	if err != nil || pend.Approval == nil {
+		t.Fatalf("pending: %+v %v", pend, err)
+	}
+	buy, err := svc.Place(ctx, alice, trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "halted-ko-2"}, "")
+	if err != nil || buy.Status != backends.StatusAccepted {
+		t.Fatalf("buy: %+v %v", buy, err)
+	}
+	md.gone.Store("KO")
+	out, err := svc.Decide(ctx, bob, pend.Approval.ID, trading.DecisionApprove, "ok", nil)
+	st, _ := svc.Status(ctx, alice, pend.Approval.ID)
+	if err != nil || st.Order == nil {
+		t.Errorf("approved sell of 1000 AAPL (no cash needed): decide %v (%s); status after re-drive %q %q", err, out.Status, st.Status, st.Message)
+	}
+}
+
+// TestCancelAllCountsOnlyItsOwnWithdrawals: an approval its requester
+// withdrew while the cancel-all ran is not reported as withdrawn by it.
+func TestCancelAllCountsOnlyItsOwnWithdrawals(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	a1, err := f.svc.Place(ctx, alice, large("w-1"), "")
+	if err != nil || a1.Approval == nil {
+		t.Fatal(a1, err)
+	}
+	a2, err := f.svc.Place(ctx, alice, large("w-2"), "")
+	if err != nil || a2.Approval == nil {
+		t.Fatal(a2, err)
+	}
+	var other string
+	fired := false
+	f.j.onRecord = func(e trading.JournalEntry) {
+		if fired || e.Action != "approval.cancelled" || e.Principal != "bob" {
+			return
+		}
+		fired = true
+		other = a1.Approval.ID
+		if e.ApprovalID == a1.Approval.ID {
+			other = a2.Approval.ID
+		}
+		if _, err := f.svc.Cancel(ctx, alice, other); err != nil {
+			t.Errorf("requester withdraw: %v", err)
+		}
+	}
+	rep, err := f.svc.CancelAll(ctx, bob, halt.Global, "", "flatten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range rep.Withdrawn {
+		if id == other {
+			t.Errorf("report %+v lists %s as withdrawn by the cancel-all; its requester withdrew it", rep, id)
+		}
+	}
+}

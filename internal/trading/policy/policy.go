@@ -93,6 +93,10 @@ type Order struct {
 type Committed struct {
 	Cash   float64
 	Shares map[string]float64 // by upper-case ticker
+	// Unpriced are working market buys the market does not quote now (a
+	// halted stock): the cash they hold is unknown, so no buy can be
+	// checked against the account's cash until they fill or are cancelled.
+	Unpriced []string
 }
 
 // Usage is what a principal and an agent have placed so far on the trading
@@ -277,6 +281,9 @@ func Check(r Rules, o Order, pv backends.PortfolioValuation, q backends.Quote, c
 	}
 	if p.EstimatedNotional > r.MaxOrderNotional {
 		violate("estimated notional %.2f exceeds the per-order limit of %.2f; split or reduce the order", p.EstimatedNotional, r.MaxOrderNotional)
+	}
+	if o.Side == backends.SideBuy && len(c.Unpriced) > 0 {
+		violate("the account's working market buy %s cannot be priced (its stock is not quoted now), so the cash it holds is unknown: cancel it, or buy when it is quoted", strings.Join(c.Unpriced, ", "))
 	}
 	if o.Side == backends.SideBuy && cashAfter < 0 {
 		if c.Cash > 0 {
