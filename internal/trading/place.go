@@ -72,7 +72,13 @@ func (s *Service) PlaceOrder(ctx context.Context, p principal.Principal, o Order
 		// A key whose order was placed, or sent, before this check existed
 		// (a market order's limit price was dropped, and the digest ignores
 		// it) goes on as it did: answered with that order, or resent.
-		if res, rerr := s.resolve(ctx, p, o); rerr != nil || !res.Found && !res.Resend {
+		// When the key's state cannot be told (the Trade service or the
+		// store not answering), that is the answer: an earlier send may
+		// still land, so "nothing was placed" would not be true.
+		switch res, rerr := s.resolve(ctx, p, o); {
+		case rerr != nil && !errors.Is(rerr, ErrKeyReused):
+			return Placement{Outcome: res.Outcome}, rerr
+		case rerr != nil || !res.Found && !res.Resend:
 			return Placement{}, err
 		}
 	}

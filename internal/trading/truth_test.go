@@ -831,3 +831,39 @@ func TestCancelAllCountsOnlyItsOwnWithdrawals(t *testing.T) {
 		}
 	}
 }
+
+// silentLookup is a Trade service whose client-order-id lookup does not
+// answer while down is set.
+type silentLookup struct {
+	backends.Trade
+	down *atomic.Bool
+}
+
+func (s silentLookup) OrderByClientID(ctx context.Context, id string) (backends.Order, error) {
+	if s.down.Load() {
+		return backends.Order{}, fmt.Errorf("%w: timeout", backends.ErrUnavailable)
+	}
+	return s.Trade.OrderByClientID(ctx, id)
+}
+
+// TestLimitOnMarketRetryWhileTheLookupIsDown: a retry, with a limit price,
+// of a market order whose send got no answer, while the Trade service cannot
+// say whether it landed, gets the same answer as a plain retry (retry with
+// the same key), not "nothing was placed".
+func TestLimitOnMarketRetryWhileTheLookupIsDown(t *testing.T) {
+	f := newFixture(t, store.NewMemory(nil))
+	ctx := t.Context()
+	down := &atomic.Bool{}
+	f.trade.Trade = silentLookup{Trade: f.trade.Trade, down: down}
+	o := small("unanswered-lookup")
+	f.trade.fail.Store(true)
+	if _, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Fatalf("first: %v", err)
+	}
+	down.Store(true)
+	withLimit := o
+	withLimit.LimitPrice = 70
+	if _, err := f.svc.PlaceOrder(ctx, alice, withLimit, trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
+		t.Errorf("retry with a limit price while the lookup is down: %v, want the Trade service's unavailability", err)
+	}
+}
