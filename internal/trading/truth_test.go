@@ -487,12 +487,7 @@ func (h *haltedTrade) OrderByClientID(ctx context.Context, id string) (backends.
 // yet (the halted stock the code names) holds 0 cash, so a second buy
 // spends the same cash.
 func TestUnfilledMarketBuyHoldsCash(t *testing.T) {
-	d := demo.New(nil)
-	bs := d.Set()
-	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
-	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 1}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	svc, _ := haltedMarket(t, 1e6)
 	ctx := t.Context()
 	// ACC-1001 has 25,400 cash; 300 KO is ~19k.
 	buy := func(key string) trading.OrderArgs {
@@ -579,14 +574,7 @@ func (m *missingMD) Quotes(ctx context.Context, tickers []string) (backends.Quot
 // whose stock the market data stops quoting holds an unknown amount: the
 // next placement fails closed instead of counting it as nothing.
 func TestUnquotedWorkingMarketBuyIsUnknown(t *testing.T) {
-	d := demo.New(nil)
-	bs := d.Set()
-	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
-	md := &missingMD{MarketData: bs.MarketData}
-	bs.MarketData = md
-	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 1}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	svc, md := haltedMarket(t, 1e6)
 	ctx := t.Context()
 	// ACC-1001 has 25,400 cash; 300 KO is ~19k, working unfilled.
 	first, err := svc.Place(ctx, alice, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 300, IdempotencyKey: "halted-ko"}, "")
@@ -681,14 +669,7 @@ func restingBuy(t *testing.T, f *fixture, key string) trading.Outcome {
 // (unquoted) stock holds an unknown amount of cash, which refuses buys with
 // a reason; a sell, which needs no cash, goes ahead.
 func TestUnpricedMarketBuyStopsBuysNotSells(t *testing.T) {
-	d := demo.New(nil)
-	bs := d.Set()
-	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
-	md := &missingMD{MarketData: bs.MarketData}
-	bs.MarketData = md
-	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 1}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	svc, md := haltedMarket(t, 1e6)
 	ctx := t.Context()
 	first, err := svc.Place(ctx, alice, trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 10, IdempotencyKey: "halted-ko"}, "")
 	if err != nil || first.Status != backends.StatusAccepted {
@@ -767,14 +748,7 @@ func TestLimitOnMarketRetryOfAnUnansweredSend(t *testing.T) {
 // needs no cash, executes while a market buy of a halted stock works in the
 // account.
 func TestUnpricedMarketBuyDoesNotWedgeAnApprovedSell(t *testing.T) {
-	d := demo.New(nil)
-	bs := d.Set()
-	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
-	md := &missingMD{MarketData: bs.MarketData}
-	bs.MarketData = md
-	rules := policy.Rules{Mode: "paper", MaxOrderNotional: 1e7, ApprovalNotional: 50_000, MaxPositionWeight: 1}
-	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
-		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	svc, md := haltedMarket(t, 1e7)
 	ctx := t.Context()
 	sell := trading.OrderArgs{AccountID: "ACC-2001", Ticker: "AAPL", Side: "sell", Type: "market", Quantity: 1000, IdempotencyKey: "big-sell"}
 	pend, err := svc.Place(ctx, alice, sell, "")
@@ -866,4 +840,20 @@ func TestLimitOnMarketRetryWhileTheLookupIsDown(t *testing.T) {
 	if _, err := f.svc.PlaceOrder(ctx, alice, withLimit, trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrTradeUnavailable) {
 		t.Errorf("retry with a limit price while the lookup is down: %v, want the Trade service's unavailability", err)
 	}
+}
+
+// haltedMarket is a paper service on the demo data whose Trade service
+// fills no market order (they work, unfilled: a halted stock), and whose
+// market data stops quoting a ticker when told (md.gone).
+func haltedMarket(t *testing.T, maxNotional float64) (*trading.Service, *missingMD) {
+	t.Helper()
+	d := demo.New(nil)
+	bs := d.Set()
+	bs.Trade = &haltedTrade{Trade: d, orders: map[string]backends.Order{}}
+	md := &missingMD{MarketData: bs.MarketData}
+	bs.MarketData = md
+	rules := policy.Rules{Mode: "paper", MaxOrderNotional: maxNotional, ApprovalNotional: 50_000, MaxPositionWeight: 1}
+	svc := trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute}, store.NewMemory(nil), bs, &journal{}, nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	return svc, md
 }
