@@ -212,15 +212,17 @@ func (c *Console) resultOf(r *http.Request, sess Session) string {
 // results are the fixed texts a decision's redirect may name (never text
 // from the request).
 var results = map[string]string{
-	"approved": "Approved. The order was sent to the Trade service; its state is below.",
-	"rejected": "Rejected. The order will not be placed.",
-	"decided":  "This approval was already decided by someone else; nothing was changed.",
-	"expired":  "This approval expired before the decision; the order was not placed.",
-	"foureyes": "You requested this order, so you cannot decide it (four eyes).",
-	"reason":   "A rejection needs a reason.",
-	"mismatch": "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
-	"halted":   "Trading is halted by the kill switch (see the banner): nothing is released while it holds. The approval stays pending; a rejection still works.",
-	"failed":   "The decision could not be completed just now; see the approval's state below and try again.",
+	"approved":  "Approved. The order was sent to the Trade service; its state is below.",
+	"notplaced": "Approved, but the order was not placed: the pre-trade check at execution refused it (or trading was halted). The reason is below.",
+	"recorded":  "Approved. The order could not be sent just now (the Trade service did not answer); it is sent as soon as it answers, the next time this approval's state is read, as this page does.",
+	"rejected":  "Rejected. The order will not be placed.",
+	"decided":   "This approval was already decided by someone else; nothing was changed.",
+	"expired":   "This approval expired before the decision; the order was not placed.",
+	"foureyes":  "You requested this order, so you cannot decide it (four eyes).",
+	"reason":    "A rejection needs a reason.",
+	"mismatch":  "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
+	"halted":    "Trading is halted by the kill switch (see the banner): nothing is released while it holds. The approval stays pending; a rejection still works.",
+	"failed":    "The decision could not be completed just now; see the approval's state below and try again.",
 }
 
 func (c *Console) detail(w http.ResponseWriter, r *http.Request, sess Session) {
@@ -287,10 +289,17 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 	}
 	// The decision is for the order the approver was shown.
 	expect := &trading.Expect{ArgsDigest: r.PostFormValue("args_digest"), Requester: r.PostFormValue("requester")}
-	_, err := c.o.Service.Decide(r.Context(), p, id, decision, reason, expect)
+	out, err := c.o.Service.Decide(r.Context(), p, id, decision, reason, expect)
 	result := map[string]string{trading.DecisionApprove: "approved", trading.DecisionReject: "rejected"}[decision]
 	switch {
+	case err == nil && out.Approval != nil && out.Approval.Status == trading.ApprovalFailed:
+		// Approved, and then refused by the re-check at execution (or a
+		// halt): the approver must not read "sent".
+		result = "notplaced"
 	case err == nil:
+	case decision == trading.DecisionApprove && out.ApprovedPendingSend(p.Subject) && !errors.Is(err, trading.ErrAlreadyDecided):
+		c.o.Logger.WarnContext(r.Context(), "console approval recorded; its order is not sent yet", "approval_id", id, "error", err)
+		result = "recorded"
 	case errors.Is(err, trading.ErrFourEyes):
 		result, op.Outcome, op.Error = "foureyes", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrAlreadyDecided):
@@ -329,7 +338,7 @@ type historyRow struct {
 	OrderState string
 }
 
-var historyStatuses = []string{trading.ApprovalSubmitted, trading.ApprovalApproved, trading.ApprovalRejected,
+var historyStatuses = []string{trading.ApprovalSubmitted, trading.ApprovalApproved, trading.ApprovalExecuting, trading.ApprovalRejected,
 	trading.ApprovalExpired, trading.ApprovalCancelled, trading.ApprovalFailed, trading.ApprovalPending}
 
 // historyRows reads the filtered history, with each submitted order's
@@ -343,6 +352,10 @@ func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int,
 	hq := trading.HistoryQuery{AccountID: d.Account, Limit: limit}
 	if slices.Contains(historyStatuses, d.Status) {
 		hq.Statuses = []string{d.Status}
+		if d.Status == trading.ApprovalApproved {
+			// Approved and being sent is approved too, for an approver.
+			hq.Statuses = append(hq.Statuses, trading.ApprovalExecuting)
+		}
 	} else {
 		d.Status = ""
 		hq.Statuses = historyStatuses[:len(historyStatuses)-1] // decided, expired, cancelled, failed
@@ -353,13 +366,19 @@ func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int,
 	}
 	for _, a := range as {
 		hr := historyRow{Approval: a, OrderState: "-"}
-		if a.OrderID != "" {
+		// An approved order not sent yet (the Trade service did not answer)
+		// is read through its status, which sends it: the history is where
+		// an approver finds it again.
+		if a.OrderID != "" || a.Status == trading.ApprovalApproved || a.Status == trading.ApprovalExecuting {
 			hr.OrderState = "see the order"
 			if lookups > 0 {
 				lookups--
 				hr.OrderState = "unknown"
 				if out, err := c.o.Service.Status(r.Context(), p, a.ID); err == nil {
 					hr.OrderState = out.Status
+					if out.Approval != nil {
+						hr.Approval = *out.Approval
+					}
 				}
 			}
 		}

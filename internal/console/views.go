@@ -6,6 +6,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
 // The pages, written as html.go describes. Each view writes its page's
@@ -189,7 +190,7 @@ func orderText(w *htmlWriter, o trading.OrderArgs, typeSep, limitSep markup) {
 	w.text(o.Type)
 	if o.LimitPrice != 0 {
 		w.m(limitSep)
-		w.text(money(o.LimitPrice))
+		w.text(policy.Price(o.LimitPrice)) // exactly as sent: sub-dollar limits have four decimals
 	}
 }
 
@@ -321,13 +322,19 @@ func checkView(w *htmlWriter, d detailData) {
 		w.el(`<p class="error">`, d.CheckError, "</p>\n")
 	}
 	if ck := d.Check; ck != nil {
-		if ck.Allowed {
+		unknown := ck.CommittedUnknown || ck.DailyLimits != nil && ck.DailyLimits.Unknown
+		switch {
+		case ck.Allowed && unknown:
+			// The check ran without what other orders hold or today's usage:
+			// it may pass here and fail when the order is released.
+			w.m(`<p class="error" id="check">The check could not count the account's other orders or today's usage just now (a service is not answering): buying power may be overstated, and approving will fail until they can be read.</p>` + "\n")
+		case ck.Allowed:
 			w.m(`<p class="ok" id="check">No rule blocks this order now.</p>` + "\n")
-		} else {
+		default:
 			w.m(`<p class="error" id="check">Rules block this order now: approving it will fail the check again.</p>` + "\n")
 		}
 		w.m("<dl>\n")
-		fact(w, "Estimated price / notional", money(ck.EstimatedPrice)+" / "+money(ck.EstimatedNotional))
+		fact(w, "Estimated price / notional", policy.Price(ck.EstimatedPrice)+" / "+money(ck.EstimatedNotional))
 		fact(w, "Buying power before / after", money(ck.BuyingPower)+" / "+money(ck.BuyingPowerAfter))
 		fact(w, "Position weight now / after", percent(ck.CurrentWeight)+" / "+percent(ck.PostTradeWeight))
 		fact(w, "Market", ck.MarketStatus)

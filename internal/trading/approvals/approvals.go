@@ -250,11 +250,17 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 		expect = &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
 	}
 	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, expect)
-	if err != nil {
+	switch {
+	case err != nil && !refusedForGood(err) && d.Decision == trading.DecisionApprove && out.ApprovedPendingSend(p.Subject):
+		// Recorded; the order goes when the Trade service answers (the
+		// next read of the approval's status sends it).
+		a.o.Logger.WarnContext(r.Context(), "approval decided; its order is not sent yet", "approval_id", r.PathValue("id"), "error", err)
+		httpserver.WriteJSON(w, http.StatusAccepted, out)
+	case err != nil:
 		a.fail(w, r, err)
-		return
+	default:
+		httpserver.WriteJSON(w, http.StatusOK, out)
 	}
-	httpserver.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *API) event(w http.ResponseWriter, r *http.Request) {
@@ -315,7 +321,7 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
 	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
 	if out, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
-		if !refusedForGood(err) && decidedBy(out, d) {
+		if !refusedForGood(err) && d.Decision == trading.DecisionApprove && out.ApprovedPendingSend(d.Approver) {
 			// The decision is recorded; only the order's execution failed
 			// (the Trade service down), and the next read of its status
 			// (the agent's, the console's) drives it again. The event did
@@ -340,15 +346,6 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	}
 	a.remember(r, seen, nil)
 	w.WriteHeader(http.StatusAccepted)
-}
-
-// decidedBy reports whether out is the approval approved by d itself
-// whose order was not sent yet: d's decision took effect, whatever failed
-// after it. Another approver's decision, taken first, is not d's.
-func decidedBy(out trading.Outcome, d Decision) bool {
-	a := out.Approval
-	return a != nil && d.Decision == trading.DecisionApprove && a.DecidedBy == d.Approver &&
-		(a.Status == trading.ApprovalApproved || a.Status == trading.ApprovalExecuting)
 }
 
 // refusedEvent marks a decision event refused for good; an applied one is

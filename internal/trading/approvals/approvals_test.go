@@ -694,3 +694,20 @@ func TestLostRaceDecisionEventIsRefused(t *testing.T) {
 		t.Errorf("bob's reject, which lost to dave's approval (approval now %s, decided by dave): %d, want 422 already decided", st, rec.Code)
 	}
 }
+
+// TestAPIDecisionRecordedWhileTheTradeServiceIsDown: POST
+// /approvals/{id}/decision whose approve is recorded but whose order could
+// not be sent yet answers 202 with the approval, audited as done, not 503.
+func TestAPIDecisionRecordedWhileTheTradeServiceIsDown(t *testing.T) {
+	f := newFixture(t, nil)
+	a := f.pending(t, alice, "ACC-1001", "rev-api-down-1")
+	f.trade.Trade = downTrade{f.trade.Trade}
+	rec, au := f.serve(t, f.api, &bob, decisionRequest(t, a.ID, `{"decision":"approve","reason":"ok"}`))
+	out, _ := f.svc.Status(t.Context(), bob, a.ID)
+	if out.Approval == nil || out.Approval.DecidedBy != "bob" || (out.Approval.Status != trading.ApprovalExecuting && out.Approval.Status != trading.ApprovalApproved) {
+		t.Fatalf("setup: %+v", out.Approval)
+	}
+	if rec.Code >= 500 || au.op.Outcome != outcome.OK {
+		t.Errorf("approve recorded (approval %s, decided by bob): HTTP %d %s, audited %q", out.Approval.Status, rec.Code, rec.Body, au.op.Outcome)
+	}
+}
