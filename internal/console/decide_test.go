@@ -71,6 +71,8 @@ func (p *shrinkingPortfolio) GetPortfolio(ctx context.Context, id string) (backe
 }
 
 type decideFixture struct {
+	clock  *atomic.Int64 // unix nanoseconds
+	sw     *halt.Switch
 	svc    *trading.Service
 	trade  *flakyTrade
 	pf     *shrinkingPortfolio
@@ -81,7 +83,7 @@ type decideFixture struct {
 }
 
 var (
-	revAlice = principal.Principal{Subject: "alice", ClientID: "agent", Scopes: []string{"trade:write"}, Accounts: []string{"ACC-1001"}}
+	requester = principal.Principal{Subject: "alice", ClientID: "agent", Scopes: []string{"trade:write"}, Accounts: []string{"ACC-1001"}}
 )
 
 func newDecideFixture(t *testing.T) *decideFixture {
@@ -93,9 +95,12 @@ func newDecideFixture(t *testing.T) *decideFixture {
 	bs.Trade = f.trade
 	f.pf = &shrinkingPortfolio{Portfolio: bs.Portfolio}
 	bs.Portfolio = f.pf
-	now := func() time.Time { return decideT0 }
+	f.clock = &atomic.Int64{}
+	f.clock.Store(decideT0.UnixNano())
+	now := func() time.Time { return time.Unix(0, f.clock.Load()).UTC() }
 	rules := policy.Rules{Mode: "live", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}
 	sw := halt.New(st, fixJournal{}, nil, now)
+	f.sw = sw
 	f.svc = trading.New(trading.Config{Rules: rules, ApprovalTTL: 30 * time.Minute, Lease: 10 * time.Second, Halt: sw},
 		st, bs, fixJournal{}, nil, slog.New(slog.DiscardHandler), now)
 	sessions, err := NewSessions([]byte("0123456789abcdef0123456789abcdef"), now)
@@ -152,7 +157,7 @@ func (f *decideFixture) decide(t *testing.T, a trading.Approval, decision string
 
 func (f *decideFixture) pending(t *testing.T, o trading.OrderArgs) trading.Approval {
 	t.Helper()
-	pl, err := f.svc.PlaceOrder(t.Context(), revAlice, o, trading.Confirmation{Claimed: true})
+	pl, err := f.svc.PlaceOrder(t.Context(), requester, o, trading.Confirmation{Claimed: true})
 	if err != nil || pl.Outcome.Approval == nil || pl.Outcome.Status != trading.StatusPendingApproval {
 		t.Fatalf("placing %s: %+v %v", o.IdempotencyKey, pl.Outcome, err)
 	}
@@ -272,5 +277,50 @@ func TestSubPennyLimitShownExactly(t *testing.T) {
 		if strings.Contains(page, "0.12<") || strings.Contains(page, "0.12 ") || !strings.Contains(strings.ReplaceAll(page, `"limit_price": 0.1234`, ""), "0.1234") {
 			t.Errorf("%s: limit 0.1234 is shown as 0.12", name)
 		}
+	}
+}
+
+// lastDecide is the console.decide audit record of the latest decision.
+func (f *decideFixture) lastDecide() audit.Operation {
+	var last audit.Operation
+	for _, op := range f.audits {
+		if op.Name == "console.decide" {
+			last = op
+		}
+	}
+	return last
+}
+
+// TestRepeatApproveWhileUnsentSaysRecorded: a second approve (a double
+// click, a second tab) while the first's order is still being sent is
+// "recorded", never "sent".
+func TestRepeatApproveWhileUnsentSaysRecorded(t *testing.T) {
+	f := newDecideFixture(t)
+	a := f.pending(t, ko("repeat-unsent-1", 10))
+	f.trade.failPlace.Store(true)
+	for i := range 2 {
+		if r := f.decide(t, a, trading.DecisionApprove); r != "recorded" {
+			t.Errorf("approve %d while the order is not sent: %q", i+1, results[r])
+		}
+	}
+}
+
+// TestTakeoverUnderAHaltSaysHalted: an approve that re-drives an unsent
+// order after a halt was engaged is refused by the halt, and the console
+// says so (audited as denied), not that the Trade service did not answer.
+func TestTakeoverUnderAHaltSaysHalted(t *testing.T) {
+	f := newDecideFixture(t)
+	a := f.pending(t, ko("takeover-halt-1", 10))
+	f.trade.failPlace.Store(true)
+	if r := f.decide(t, a, trading.DecisionApprove); r != "recorded" {
+		t.Fatalf("setup: %q", r)
+	}
+	f.trade.failPlace.Store(false)
+	f.clock.Add(int64(time.Minute)) // the lease lapsed, within the resend window
+	if _, err := f.sw.Engage(t.Context(), "risk", halt.Global, "", "incident"); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.decide(t, a, trading.DecisionApprove); r != "halted" || f.lastDecide().Outcome != outcome.Denied {
+		t.Errorf("approve under a halt: %q, audited %q; want halted, denied", results[r], f.lastDecide().Outcome)
 	}
 }

@@ -213,7 +213,7 @@ func (c *Console) resultOf(r *http.Request, sess Session) string {
 // from the request).
 var results = map[string]string{
 	"approved":  "Approved. The order was sent to the Trade service; its state is below.",
-	"notplaced": "Approved, but the order was not placed: the pre-trade check at execution refused it (or trading was halted). The reason is below.",
+	"notplaced": "Approved, but the order was not placed; the reason is below.",
 	"recorded":  "Approved. The order could not be sent just now (the Trade service did not answer); it is sent as soon as it answers, the next time this approval's state is read, as this page does.",
 	"rejected":  "Rejected. The order will not be placed.",
 	"decided":   "This approval was already decided by someone else; nothing was changed.",
@@ -293,13 +293,13 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 	result := map[string]string{trading.DecisionApprove: "approved", trading.DecisionReject: "rejected"}[decision]
 	switch {
 	case err == nil && out.Approval != nil && out.Approval.Status == trading.ApprovalFailed:
-		// Approved, and then refused by the re-check at execution (or a
-		// halt): the approver must not read "sent".
+		// Approved, and then not placed (the re-check at execution, a
+		// halt, the Trade service's refusal): the approver must not read
+		// "sent".
 		result = "notplaced"
+	case err == nil && decision == trading.DecisionApprove && out.Order == nil && awaitingSend(out):
+		result = "recorded" // another request of this approval is sending it
 	case err == nil:
-	case decision == trading.DecisionApprove && out.ApprovedPendingSend(p.Subject) && !errors.Is(err, trading.ErrAlreadyDecided):
-		c.o.Logger.WarnContext(r.Context(), "console approval recorded; its order is not sent yet", "approval_id", id, "error", err)
-		result = "recorded"
 	case errors.Is(err, trading.ErrFourEyes):
 		result, op.Outcome, op.Error = "foureyes", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrAlreadyDecided):
@@ -315,12 +315,23 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		c.audit(r.Context(), op)
 		c.message(w, r, http.StatusNotFound, &sess, "Not found", "No such approval, or it is not for an account you may see.")
 		return
+	case decision == trading.DecisionApprove && out.ApprovedPendingSend(p.Subject):
+		// After every final refusal above: the decision is recorded and
+		// only the order's sending failed.
+		c.o.Logger.WarnContext(r.Context(), "console approval recorded; its order is not sent yet", "approval_id", id, "error", err)
+		result = "recorded"
 	default:
 		c.o.Logger.WarnContext(r.Context(), "console decision failed", "approval_id", id, "error", err)
 		result, op.Outcome, op.Error = "failed", outcome.Failed, err.Error()
 	}
 	c.audit(r.Context(), op)
 	back(result)
+}
+
+// awaitingSend reports whether out is an approval approved and not yet
+// sent (approved, or executing under a lease).
+func awaitingSend(out trading.Outcome) bool {
+	return out.Approval != nil && (out.Approval.Status == trading.ApprovalApproved || out.Approval.Status == trading.ApprovalExecuting)
 }
 
 // --- history

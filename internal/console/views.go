@@ -327,7 +327,7 @@ func checkView(w *htmlWriter, d detailData) {
 		case ck.Allowed && unknown:
 			// The check ran without what other orders hold or today's usage:
 			// it may pass here and fail when the order is released.
-			w.m(`<p class="error" id="check">The check could not count the account's other orders or today's usage just now (a service is not answering): buying power may be overstated, and approving will fail until they can be read.</p>` + "\n")
+			w.m(`<p class="error" id="check">The check could not count the account's other orders or today's usage just now (a service is not answering): buying power may be overstated. Approving records your decision; the order is checked again, and sent only if it passes, once they can be read.</p>` + "\n")
 		case ck.Allowed:
 			w.m(`<p class="ok" id="check">No rule blocks this order now.</p>` + "\n")
 		default:

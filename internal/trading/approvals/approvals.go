@@ -258,6 +258,8 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 		httpserver.WriteJSON(w, http.StatusAccepted, out)
 	case err != nil:
 		a.fail(w, r, err)
+	case out.Order == nil && out.Approval != nil && (out.Approval.Status == trading.ApprovalApproved || out.Approval.Status == trading.ApprovalExecuting):
+		httpserver.WriteJSON(w, http.StatusAccepted, out) // recorded; another request is sending it
 	default:
 		httpserver.WriteJSON(w, http.StatusOK, out)
 	}
