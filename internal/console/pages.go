@@ -297,8 +297,10 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		// halt, the Trade service's refusal): the approver must not read
 		// "sent".
 		result = "notplaced"
-	case err == nil && decision == trading.DecisionApprove && out.Order == nil && awaitingSend(out):
-		result = "recorded" // another request of this approval is sending it
+	case errors.Is(err, trading.ErrSendPending):
+		// Recorded; reading the approval (as this page does) sends it.
+		c.o.Logger.WarnContext(r.Context(), "console approval recorded; its order is not sent yet", "approval_id", id, "error", err)
+		result = "recorded"
 	case err == nil:
 	case errors.Is(err, trading.ErrFourEyes):
 		result, op.Outcome, op.Error = "foureyes", outcome.Denied, err.Error()
@@ -315,23 +317,12 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		c.audit(r.Context(), op)
 		c.message(w, r, http.StatusNotFound, &sess, "Not found", "No such approval, or it is not for an account you may see.")
 		return
-	case decision == trading.DecisionApprove && out.ApprovedPendingSend(p.Subject):
-		// After every final refusal above: the decision is recorded and
-		// only the order's sending failed.
-		c.o.Logger.WarnContext(r.Context(), "console approval recorded; its order is not sent yet", "approval_id", id, "error", err)
-		result = "recorded"
 	default:
 		c.o.Logger.WarnContext(r.Context(), "console decision failed", "approval_id", id, "error", err)
 		result, op.Outcome, op.Error = "failed", outcome.Failed, err.Error()
 	}
 	c.audit(r.Context(), op)
 	back(result)
-}
-
-// awaitingSend reports whether out is an approval approved and not yet
-// sent (approved, or executing under a lease).
-func awaitingSend(out trading.Outcome) bool {
-	return out.Approval != nil && (out.Approval.Status == trading.ApprovalApproved || out.Approval.Status == trading.ApprovalExecuting)
 }
 
 // --- history
@@ -380,7 +371,7 @@ func (c *Console) historyRows(r *http.Request, p principal.Principal, limit int,
 		// An approved order not sent yet (the Trade service did not answer)
 		// is read through its status, which sends it: the history is where
 		// an approver finds it again.
-		if a.OrderID != "" || a.Status == trading.ApprovalApproved || a.Status == trading.ApprovalExecuting {
+		if a.OrderID != "" || a.AwaitingSend() {
 			hr.OrderState = "see the order"
 			if lookups > 0 {
 				lookups--

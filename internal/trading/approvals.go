@@ -474,7 +474,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 				return s.approvalOutcome(ctx, a), ErrAlreadyDecided
 			}
 			if decision == DecisionApprove {
-				return s.execute(ctx, a.ID)
+				return s.released(ctx, a.ID)
 			}
 			return s.approvalOutcome(ctx, a), nil
 		}
@@ -506,8 +506,27 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		if decision == DecisionReject {
 			return s.approvalOutcome(ctx, a), nil
 		}
-		return s.execute(ctx, a.ID)
+		return s.released(ctx, a.ID)
 	}
+}
+
+// ErrSendPending: an approve took effect, and its order is not sent yet
+// (the Trade service did not answer, or another request is sending it).
+// Reading the approval's status sends it. A decision answered with it did
+// its part, and is reported as done, not as failed.
+var ErrSendPending = errors.New("approved; the order is not sent yet")
+
+// released executes an approve that took effect. What keeps its order from
+// going out now, but for a halt, is ErrSendPending, wrapping the cause.
+func (s *Service) released(ctx context.Context, id string) (Outcome, error) {
+	out, err := s.execute(ctx, id)
+	if errors.Is(err, ErrHalted) || out.Order != nil || out.Approval == nil || !out.Approval.AwaitingSend() {
+		return out, err
+	}
+	if err == nil {
+		return out, ErrSendPending
+	}
+	return out, fmt.Errorf("%w: %w", ErrSendPending, err)
 }
 
 // execute places an approved order exactly once. Our bookkeeping is a

@@ -100,14 +100,10 @@ type Approval struct {
 	Error           string          `json:"error,omitempty"`
 }
 
-// ApprovedPendingSend reports whether out is an approval that approver
-// approved and whose order is not sent yet (the Trade service did not
-// answer): the decision took effect; the next read of its status sends the
-// order. A decision call that failed this way did its part, and must not
-// be reported as one that did not.
-func (o Outcome) ApprovedPendingSend(approver string) bool {
-	a := o.Approval
-	return a != nil && a.DecidedBy == approver && (a.Status == ApprovalApproved || a.Status == ApprovalExecuting)
+// AwaitingSend reports whether a is approved and its order not sent yet:
+// approved, or being sent under a lease. Reading its status sends it.
+func (a Approval) AwaitingSend() bool {
+	return a.Status == ApprovalApproved || a.Status == ApprovalExecuting
 }
 
 // idemRecord is the idempotency record of one (principal, tool, key).

@@ -746,7 +746,7 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 		if err != nil {
 			return out, err
 		}
-		if a.Status == ApprovalApproved || a.Status == ApprovalExecuting {
+		if a.AwaitingSend() {
 			// Drive an interrupted execution; if the Trade service is down
 			// the approval's state is still a truthful answer.
 			// A halt, too: a status read is still answered.

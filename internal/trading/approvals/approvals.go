@@ -251,15 +251,12 @@ func (a *API) decide(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := a.o.Decider.Decide(r.Context(), p, r.PathValue("id"), d.Decision, d.Reason, expect)
 	switch {
-	case err != nil && !refusedForGood(err) && d.Decision == trading.DecisionApprove && out.ApprovedPendingSend(p.Subject):
-		// Recorded; the order goes when the Trade service answers (the
-		// next read of the approval's status sends it).
+	case errors.Is(err, trading.ErrSendPending):
+		// Recorded; the next read of the approval's status sends the order.
 		a.o.Logger.WarnContext(r.Context(), "approval decided; its order is not sent yet", "approval_id", r.PathValue("id"), "error", err)
 		httpserver.WriteJSON(w, http.StatusAccepted, out)
 	case err != nil:
 		a.fail(w, r, err)
-	case out.Order == nil && out.Approval != nil && (out.Approval.Status == trading.ApprovalApproved || out.Approval.Status == trading.ApprovalExecuting):
-		httpserver.WriteJSON(w, http.StatusAccepted, out) // recorded; another request is sending it
 	default:
 		httpserver.WriteJSON(w, http.StatusOK, out)
 	}
@@ -322,8 +319,8 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	// is entitled through it, and four eyes still compares subjects.
 	approver := principal.Principal{Subject: d.Approver, Scopes: []string{a.o.ApproveScope}, Accounts: []string{principal.AllAccounts}}
 	expect := &trading.Expect{ArgsDigest: d.ArgsDigest, Requester: d.Requester}
-	if out, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
-		if !refusedForGood(err) && d.Decision == trading.DecisionApprove && out.ApprovedPendingSend(d.Approver) {
+	if _, err := a.o.Decider.Decide(r.Context(), approver, d.ApprovalID, d.Decision, d.Reason, expect); err != nil {
+		if errors.Is(err, trading.ErrSendPending) {
 			// The decision is recorded; only the order's execution failed
 			// (the Trade service down), and the next read of its status
 			// (the agent's, the console's) drives it again. The event did
