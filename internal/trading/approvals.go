@@ -711,8 +711,16 @@ func (s *Service) Status(ctx context.Context, p principal.Principal, id string) 
 // Cancel withdraws a pending approval (its requester only) or cancels a
 // resting order at the Trade service.
 func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
+	out, err := s.cancel(ctx, p, id)
+	if errors.Is(err, errAlreadyCancelled) {
+		err = nil // cancelling twice is harmless: it is cancelled
+	}
+	return out, err
+}
+
+func (s *Service) cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
 	if strings.HasPrefix(id, "APR-") {
-		out, err := s.withdraw(ctx, p.Subject, id, "", func(a Approval) error {
+		return s.withdraw(ctx, p.Subject, id, "", func(a Approval) error {
 			if !visible(p, a) {
 				return ErrNotFound
 			}
@@ -723,20 +731,12 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 			}
 			return nil
 		})
-		if errors.Is(err, errAlreadyCancelled) {
-			err = nil
-		}
-		return out, err
 	}
 	cur, err := s.Status(ctx, p, id)
 	if err != nil {
 		return Outcome{}, err
 	}
-	out, err := s.cancelOrder(ctx, p.Subject, cur, "")
-	if errors.Is(err, errAlreadyCancelled) {
-		err = nil // cancelling twice is harmless: it is cancelled
-	}
-	return out, err
+	return s.cancelOrder(ctx, p.Subject, cur, "")
 }
 
 // errAlreadyCancelled: the order or approval was cancelled before this

@@ -89,10 +89,8 @@ func (s *Service) PlaceOrder(ctx context.Context, p principal.Principal, o Order
 	return Placement{Outcome: out, Ask: ask}, err
 }
 
+// placeOrder is PlaceOrder on o, validated and normalized.
 func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o OrderArgs, c Confirmation) (Outcome, *Ask, error) {
-	if err := o.validate(); err != nil {
-		return Outcome{}, nil, err
-	}
 	// A retry is answered from what its earlier attempt left (the stored
 	// outcome, its approval, or the order the Trade service accepted), before
 	// any check and without asking the user again.
