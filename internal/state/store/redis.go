@@ -158,14 +158,7 @@ func (r *Redis) IndexRemove(ctx context.Context, index, member string) error {
 
 // IndexRange implements Store.
 func (r *Redis) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
-	if limit <= 0 {
-		return nil, nil
-	}
-	out, err := r.c.ZRange(ctx, r.prefix+index, 0, int64(limit-1)).Result()
-	if err != nil {
-		return nil, unavailable("index range", err)
-	}
-	return out, nil
+	return r.IndexRangeFrom(ctx, index, math.Inf(-1), limit)
 }
 
 // IndexRangeFrom implements Store.

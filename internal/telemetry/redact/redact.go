@@ -137,7 +137,12 @@ func Value(v any) map[string]any {
 // quoting a rejected value, an unknown tool's name, a reject reason) goes
 // through it.
 func Text(s string, max int) string {
-	s = secretValue.ReplaceAllString(s, Redacted)
+	return Cut(secretValue.ReplaceAllString(s, Redacted), max)
+}
+
+// Cut cuts s to max bytes, at a character boundary, marking the cut: for
+// text that cannot hold a credential but may be long (an id, a version).
+func Cut(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/httpserver"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/redact"
 )
 
 const scope = "github.com/portfolio-mcp/portfolio-mcp"
@@ -99,10 +99,10 @@ func describe(c *call.Call, known func(string) bool) (string, []attribute.KeyVal
 		return "mcp", attrs
 	}
 	if c.ProtocolVersion != "" {
-		attrs = append(attrs, attribute.String("mcp.protocol.version", clip(c.ProtocolVersion)))
+		attrs = append(attrs, attribute.String("mcp.protocol.version", redact.Cut(c.ProtocolVersion, maxEchoed)))
 	}
 	if len(c.ID) > 0 {
-		attrs = append(attrs, attribute.String("jsonrpc.request.id", clip(string(bytes.Trim(c.ID, `"`)))))
+		attrs = append(attrs, attribute.String("jsonrpc.request.id", redact.Cut(string(bytes.Trim(c.ID, `"`)), maxEchoed)))
 	}
 	if c.Method == "" {
 		return "mcp", attrs
@@ -121,13 +121,6 @@ func describe(c *call.Call, known func(string) bool) (string, []attribute.KeyVal
 		return c.Method + " " + tool, attrs
 	}
 	return c.Method, attrs
-}
-
-func clip(s string) string {
-	if len(s) > maxEchoed {
-		return strings.ToValidUTF8(s[:maxEchoed], "") + "…"
-	}
-	return s
 }
 
 // metaCarrier reads traceparent and tracestate from the params' _meta.
