@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
@@ -263,9 +265,12 @@ func (s *Service) unindex(ctx context.Context, a Approval) {
 // working order or the account shows it. A record that cannot be read is
 // skipped (and logged), as in the cap.
 func (s *Service) committed(ctx context.Context, account, self string) (policy.Committed, error) {
-	ids, err := s.st.IndexRange(ctx, accountIndex(account), 1000)
+	ids, err := s.st.IndexRange(ctx, accountIndex(account), heldScan+1)
 	if err != nil {
 		return policy.Committed{}, s.stateErr(ctx, err)
+	}
+	if len(ids) > heldScan {
+		return policy.Committed{}, ErrTooManyOpen
 	}
 	c := policy.Committed{Shares: map[string]float64{}}
 	for _, id := range ids {
@@ -302,20 +307,16 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 // the same cash. Orders placed through this server are known (the
 // cancel-all index); their state is the Trade service's, read now.
 func (s *Service) working(ctx context.Context, account string, c *policy.Committed) error {
-	ids, err := s.st.IndexRange(ctx, openIndex(halt.Account, account), 1000)
+	ids, err := s.st.IndexRange(ctx, openIndex(halt.Account, account), heldScan+1)
 	if err != nil {
 		return s.stateErr(ctx, err)
 	}
+	orders, err := s.readOrders(ctx, ids)
+	if err != nil {
+		return err
+	}
 	var marketBuys []backends.Order // priced below, with one quote request
-	for _, id := range ids {
-		o, err := s.bs.Trade.GetOrder(ctx, id)
-		switch {
-		case errors.Is(err, backends.ErrNotFound):
-			continue
-		case err != nil:
-			s.log.WarnContext(ctx, "cannot read a working order to count what it holds", "order_id", id, "error", err)
-			return ErrTradeUnavailable
-		}
+	for _, o := range orders {
 		if !backends.Working(o.Status) {
 			s.unindexOpen(ctx, o, s.provenanceOf(ctx, o.ClientOrderID))
 			continue
@@ -330,7 +331,52 @@ func (s *Service) working(ctx context.Context, account string, c *policy.Committ
 			marketBuys = append(marketBuys, o)
 		}
 	}
+	if len(ids) > heldScan {
+		// Those that no longer work were dropped from the index above, so a
+		// later check may read them all.
+		return ErrTooManyOpen
+	}
 	return s.holdMarketBuys(ctx, marketBuys, c)
+}
+
+// heldScan bounds the pending approvals and the working orders one
+// pre-trade check reads for an account. Past it the check cannot know what
+// the rest hold, and refuses (ErrTooManyOpen) rather than count a part.
+const heldScan = 1000
+
+// readOrders reads the orders ids name from the Trade service, a few at a
+// time (a check of an account with many resting orders would otherwise
+// wait for each in turn), leaving out those it does not know. Any other
+// failure fails the whole read: what an unread order holds is unknown.
+func (s *Service) readOrders(ctx context.Context, ids []string) ([]backends.Order, error) {
+	orders := make([]backends.Order, len(ids))
+	known := make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			o, err := s.bs.Trade.GetOrder(gctx, id)
+			switch {
+			case errors.Is(err, backends.ErrNotFound):
+				return nil
+			case err != nil:
+				s.log.WarnContext(ctx, "cannot read a working order to count what it holds", "order_id", id, "error", err)
+				return ErrTradeUnavailable
+			}
+			orders[i], known[i] = o, true
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := orders[:0]
+	for i, o := range orders {
+		if known[i] {
+			out = append(out, o)
+		}
+	}
+	return out, nil
 }
 
 // holdMarketBuys adds the cash of market buys still working (a halted

@@ -32,6 +32,10 @@ var (
 	ErrNotCancellable   = agentError("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
 	ErrStateUnavailable = agentError("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
 	ErrNotRecorded      = agentError("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
+	// ErrTooManyOpen: the account has more pending approvals or working
+	// orders through this server than one pre-trade check reads (heldScan),
+	// so what they hold cannot all be counted and no order may pass.
+	ErrTooManyOpen      = agentError("the account has more than 1,000 orders working or waiting for an approver through this server, more than a pre-trade check can count, so no new order can pass it: nothing was placed; cancel some first (list_orders, cancel_order)")
 	ErrTradeUnavailable = agentError("the Trade service did not answer; retry with the same idempotency_key: it never creates a second order")
 	ErrClaimLost        = agentError("another attempt with the same idempotency_key took this order over, and this one sent nothing; retry with the same idempotency_key to learn its outcome")
 	// ErrHalted: the kill switch stops the order (the error's message names

@@ -857,3 +857,41 @@ func haltedMarket(t *testing.T, maxNotional float64) (*trading.Service, *missing
 		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	return svc, md
 }
+
+// TestHoldsOfManyWorkingOrdersAreAllCounted: the pre-trade check reads the
+// account's working orders from an index, up to a bound. Past the bound it
+// must not go on as if the rest held nothing: here a resting sell of a
+// whole position, indexed after a thousand small resting buys, would
+// otherwise leave its shares free for a second sell.
+func TestHoldsOfManyWorkingOrdersAreAllCounted(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, open(t))
+			ctx := t.Context()
+			for i := range 1000 {
+				// Each at its own price, so none is taken for a repeat of another.
+				buy := trading.OrderArgs{AccountID: "ACC-1002", Ticker: "KO", Side: "buy", Type: "limit", Quantity: 1,
+					LimitPrice: 1 + float64(i)/100, IdempotencyKey: fmt.Sprintf("small-buy-%04d", i)}
+				if out, err := f.svc.Place(ctx, bob, buy, ""); err != nil || out.Status != backends.StatusAccepted {
+					t.Fatalf("resting buy %d: %+v %v", i, out, err)
+				}
+			}
+			f.clock.Add(time.Second)
+			q := koQuote(t)
+			sellLimit := float64(int(q.Bid*1.03*100)) / 100
+			sell := func(key string) trading.OrderArgs {
+				return trading.OrderArgs{AccountID: "ACC-1002", Ticker: "KO", Side: "sell", Type: "limit", Quantity: 500, LimitPrice: sellLimit, IdempotencyKey: key}
+			}
+			if out, err := f.svc.Place(ctx, bob, sell("whole-sell-1"), ""); err != nil {
+				t.Fatal(err)
+			} else {
+				t.Logf("the 1001st working order: %s", out.Status)
+			}
+			f.clock.Add(time.Second)
+			second, err := f.svc.Place(ctx, bob, sell("whole-sell-2"), "")
+			if !errors.Is(err, trading.ErrTooManyOpen) && (err != nil || second.Status != trading.StatusRejected) {
+				t.Errorf("a second sell of the same 500 KO with 1,001 orders working: %+v %v, want it refused (the check must not leave the newest uncounted)", second, err)
+			}
+		})
+	}
+}

@@ -52,6 +52,7 @@ import (
 	_ "go.opentelemetry.io/otel/trace"
 	_ "go.opentelemetry.io/otel/trace/noop"
 	_ "golang.org/x/oauth2"
+	_ "golang.org/x/sync/errgroup"
 	_ "golang.org/x/time/rate"
 )
 
