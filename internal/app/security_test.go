@@ -579,6 +579,54 @@ func TestCompletionIsARead(t *testing.T) {
 	}
 }
 
+// TestResourcesListIsARead: resources/list reads the caller's accounts
+// from the Portfolio service (what list_accounts answers), so it is a read
+// like any other: refused without the read scope before the backend is
+// asked, charged to the read budget, audited.
+func TestResourcesListIsARead(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	sink := newSecSink(t)
+	sh, backendCalls := secBackends()
+	env := tradingEnv(iss, "")
+	env["K_SINK"] = sink.srv.URL
+	maps.Copy(env, map[string]string{"RATE_READ_BURST": "2", "RATE_READ_PER_SECOND": "0.001"})
+	srv := startServer(t, env, app.WithBackends(sh.set))
+
+	halter := iss.Token(t, iss.Claims("hal", secResource, "trade:halt", "*"))
+	before := backendCalls.Load()
+	resp, body := secRPC(t, srv.URL, halter, "resources/list", map[string]any{})
+	if resp.StatusCode != http.StatusForbidden || challenge(t, resp)["scope"] != "portfolio:read" || strings.Contains(body, "ACC-") {
+		t.Errorf("resources/list without the read scope: %d %s, want the 403 scope challenge", resp.StatusCode, body)
+	}
+	if n := backendCalls.Load() - before; n != 0 {
+		t.Errorf("resources/list without the read scope made %d backend calls", n)
+	}
+	reader := iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001"))
+	for i, want := range []string{"portfolio://accounts/ACC-1001", "portfolio://accounts/ACC-1001", "rate limit"} {
+		if _, body := secRPC(t, srv.URL, reader, "resources/list", map[string]any{}); !strings.Contains(body, want) {
+			t.Fatalf("resources/list %d: %s, want %s", i+1, body, want)
+		}
+	}
+
+	if err := srv.stop(); err != nil { // drains the audit queue
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range sink.byType(audit.EventType) {
+		var e audit.Event
+		if err := ev.DataAs(&e); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e.Principal+" "+e.Tool+" "+string(e.Outcome))
+	}
+	slices.Sort(got)
+	want := []string{"alice resources/list ok", "alice resources/list ok", "alice resources/list rate_limited", "hal resources/list denied"}
+	if !slices.Equal(got, want) {
+		t.Errorf("audit events %q, want %q", got, want)
+	}
+}
+
 // TestAuditSinkDown: reads keep working; a trade that cannot be recorded
 // does not happen.
 func TestAuditSinkDown(t *testing.T) {

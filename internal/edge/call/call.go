@@ -90,12 +90,13 @@ type Call struct {
 }
 
 // Governed reports whether c reaches the firm's data or acts on it: a
-// tools/call, a resources/read, or a completion/complete (which completes
+// tools/call, a resources/read, a resources/list (the caller's accounts,
+// from the Portfolio service) or a completion/complete (which completes
 // account ids and tickers from the backends). Each is authorized by scope,
 // rate-limited and audited; the other methods are the protocol's own.
 func (c *Call) Governed() bool {
 	switch c.Method {
-	case "tools/call", "resources/read", "completion/complete":
+	case "tools/call", "resources/read", "resources/list", "completion/complete":
 		return true
 	}
 	return false

@@ -50,7 +50,7 @@ func New(cat *catalog.Catalog, s catalog.Scopes) *Policy {
 // at all) or a method that needs no scope of its own.
 func (p *Policy) Scope(c *call.Call) (scope string, class catalog.Class, ok bool) {
 	switch c.Method {
-	case "resources/read", "completion/complete":
+	case "resources/read", "resources/list", "completion/complete":
 		return p.scopes.For(catalog.Read), catalog.Read, true
 	case "tools/call":
 		t, ok := p.catalog.Lookup(c.Tool)
@@ -98,10 +98,7 @@ func (p *Policy) Middleware() mcp.Middleware {
 				}
 				r.CacheScope = "private"
 			case *mcp.ListResourcesResult:
-				if !readable {
-					r.Resources = nil
-				}
-				r.CacheScope = "private"
+				r.CacheScope = "private" // the caller's accounts
 			case *mcp.ReadResourceResult:
 				r.CacheScope = "private" // an account's data, for those entitled to it
 			}
@@ -128,8 +125,8 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 		return denied(scope, what(c))
 	}
 	switch c.Method {
-	case "completion/complete":
-		return nil // it completes the caller's own accounts only
+	case "completion/complete", "resources/list":
+		return nil // they name the caller's own accounts only
 	case "resources/read":
 		if id, ok := portfolioAccount(c.URI); ok && !pr.Entitled(id) {
 			return &outcome.Refused{Outcome: outcome.Denied, Reason: "not entitled to the account", Err: mcp.ResourceNotFoundError(c.URI).(*jsonrpc.Error)}
@@ -157,6 +154,8 @@ func what(c *call.Call) string {
 		return fmt.Sprintf("the tool %q", c.Tool)
 	case "completion/complete":
 		return "completing arguments"
+	case "resources/list":
+		return "listing resources"
 	}
 	return "reading resources"
 }
