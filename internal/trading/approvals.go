@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -76,19 +77,24 @@ type capLease struct {
 	Released bool      `json:"released,omitempty"`
 }
 
-// lockRequester takes the requester's lease, waiting while another call
-// holds it; a holder that vanished (crash, scale-down) loses it when its
-// lease ends. unlock hands it back.
+// lockRequester takes the requester's lease on creating approvals.
 func (s *Service) lockRequester(ctx context.Context, subject string) (unlock func(), err error) {
-	key := "pendingcap:" + subject
+	return s.lease(ctx, "pendingcap:"+subject, "waiting for another order of yours to be recorded")
+}
+
+// lease takes the lease at key, waiting while another call holds it; a
+// holder that vanished (crash, scale-down) loses it when its lease ends.
+// unlock hands it back (more than once is harmless). waiting says, in an
+// error, what a call that gave up was waiting for.
+func (s *Service) lease(ctx context.Context, key, waiting string) (unlock func(), err error) {
 	lease := capLease{Until: s.now().Add(s.cfg.Lease)}
 	held := func(ver int64) func() {
-		return func() {
+		return sync.OnceFunc(func() {
 			ctx := context.WithoutCancel(ctx)
 			if _, err := updateJSON(ctx, s.st, key, capLease{Released: true}, ver, s.cfg.Lease); err != nil {
-				s.log.WarnContext(ctx, "could not release the pending-cap lease; it frees itself when the lease ends", "error", err)
+				s.log.WarnContext(ctx, "could not release a lease; it frees itself when the lease ends", "key", key, "error", err)
 			}
-		}
+		})
 	}
 	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
 		cur, ver, err := getJSON[capLease](ctx, s.st, key)
@@ -113,7 +119,7 @@ func (s *Service) lockRequester(ctx context.Context, subject string) (unlock fun
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for another order of yours to be recorded: %w", ctx.Err())
+			return nil, fmt.Errorf("%s: %w", waiting, ctx.Err())
 		case <-time.After(wait):
 		}
 	}
@@ -259,12 +265,38 @@ func (s *Service) unindex(ctx context.Context, a Approval) {
 	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
 }
 
-// committed sums what the account's pending approvals other than self and
-// its working orders hold: the estimated notional of buys, the shares of
-// sells. An approved order executes at once (Decide), after which it is a
-// working order or the account shows it. A record that cannot be read is
-// skipped (and logged), as in the cap.
-func (s *Service) committed(ctx context.Context, account, self string) (policy.Committed, error) {
+// unindexDone takes an approval that is no longer pending off the indexes
+// it no longer belongs in; an approved one whose order is not yet sent
+// stays in its account's (unqueue).
+func (s *Service) unindexDone(ctx context.Context, a Approval) {
+	if a.Status == ApprovalApproved || a.Status == ApprovalExecuting {
+		s.unqueue(ctx, a)
+		return
+	}
+	s.unindex(ctx, a)
+}
+
+// unqueue takes an approval that was approved off the approvers' queues
+// and its requester's cap. It stays in its account's index, holding what
+// its order would, until the order is listed to be sent or the approval
+// fails (unindex).
+func (s *Service) unqueue(ctx context.Context, a Approval) {
+	s.st.IndexRemove(ctx, pendingIndex, a.ID)
+	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
+}
+
+// holds reports whether an approval still holds what its order would: it
+// is pending, or approved and not yet listed to be sent (an executing one
+// is listed, and counted as an order).
+func (a Approval) holds() bool {
+	return a.Status == ApprovalPending || a.Status == ApprovalApproved
+}
+
+// committed sums what the account's approvals and orders other than self
+// (the order being checked: its approval id, its client order id) hold:
+// the estimated notional of buys, the shares of sells. A record that cannot
+// be read is skipped (and logged), as in the cap.
+func (s *Service) committed(ctx context.Context, account string, self selfOrder) (policy.Committed, error) {
 	ids, err := s.st.IndexRange(ctx, accountIndex(account), heldScan+1)
 	if err != nil {
 		return policy.Committed{}, s.stateErr(ctx, err)
@@ -274,7 +306,7 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 	}
 	c := policy.Committed{Shares: map[string]float64{}}
 	for _, id := range ids {
-		if id == self {
+		if id == self.approvalID {
 			continue
 		}
 		a, _, err := s.approval(ctx, id)
@@ -288,7 +320,8 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 			s.log.WarnContext(ctx, "unreadable approval record not counted as committed", "approval_id", id, "error", err)
 			continue
 		}
-		if a.Status != ApprovalPending {
+		if !a.holds() {
+			s.unindexDone(ctx, a)
 			continue
 		}
 		if a.Order.Side == backends.SideSell {
@@ -297,26 +330,56 @@ func (s *Service) committed(ctx context.Context, account, self string) (policy.C
 			c.Cash += a.Preview.EstimatedNotional
 		}
 	}
-	return c, s.working(ctx, account, &c)
+	return c, s.working(ctx, account, self.clientOrderID, &c)
 }
 
+// selfOrder names the order a check is for, which never counts against
+// itself: a retry finds its own approval, an execution re-checks it.
+type selfOrder struct{ approvalID, clientOrderID string }
+
+func selfOf(subject, idempotencyKey string) selfOrder {
+	return selfOrder{approvalID(subject, idempotencyKey), clientOrderID(subject, idempotencyKey)}
+}
+
+func (a Approval) self() selfOrder { return selfOrder{a.ID, a.ClientOrderID} }
+
 // working adds what the account's working orders hold to c: the unfilled
-// part of each, a resting buy's cash at its limit, a resting sell's shares.
-// The account's cash and holdings show only what filled, so without this
-// two resting sells could sell the same shares and two resting buys spend
-// the same cash. Orders placed through this server are known (the
-// cancel-all index); their state is the Trade service's, read now.
-func (s *Service) working(ctx context.Context, account string, c *policy.Committed) error {
-	ids, err := s.st.IndexRange(ctx, openIndex(halt.Account, account), heldScan+1)
+// part of each, a resting buy's cash at its limit, a resting sell's shares,
+// and all of an order being sent (or whose answer was lost). The account's
+// cash and holdings show only what filled, so without this two resting
+// sells could sell the same shares and two resting buys spend the same
+// cash. Orders placed through this server are known (the cancel-all index);
+// their state is the Trade service's, read now.
+func (s *Service) working(ctx context.Context, account, self string, c *policy.Committed) error {
+	idx := openIndex(halt.Account, account)
+	ids, err := s.st.IndexRange(ctx, idx, heldScan+1)
 	if err != nil {
 		return s.stateErr(ctx, err)
 	}
-	orders, err := s.readOrders(ctx, ids)
+	ids = slices.DeleteFunc(ids, func(id string) bool { return id == self })
+	entries, err := s.readOpen(ctx, ids)
 	if err != nil {
 		return err
 	}
 	var marketBuys []backends.Order // priced below, with one quote request
-	for _, o := range orders {
+	for i, e := range entries {
+		switch {
+		case e.sending != nil:
+			o := e.sending
+			switch {
+			case o.Side == backends.SideSell:
+				c.Shares[o.Ticker] += o.Quantity
+			case o.Type == backends.OrderLimit:
+				c.Cash += o.Quantity * o.LimitPrice
+			default:
+				c.Cash += o.Notional
+			}
+			continue
+		case e.order == nil:
+			s.st.IndexRemove(ctx, idx, ids[i]) // stale: never sent, or long gone
+			continue
+		}
+		o := *e.order
 		if !backends.Working(o.Status) {
 			s.unindexOpen(ctx, o, s.provenanceOf(ctx, o.ClientOrderID))
 			continue
@@ -339,42 +402,35 @@ func (s *Service) working(ctx context.Context, account string, c *policy.Committ
 	return s.holdMarketBuys(ctx, marketBuys, c)
 }
 
-// heldScan bounds the pending approvals and the working orders one
-// pre-trade check reads for an account. Past it the check cannot know what
-// the rest hold, and refuses (ErrTooManyOpen) rather than count a part.
+// heldScan bounds the approvals and the orders one pre-trade check reads
+// for an account. Past it the check cannot know what the rest hold, and
+// refuses (ErrTooManyOpen) rather than count a part.
 const heldScan = 1000
 
-// readOrders reads the orders ids name from the Trade service, a few at a
-// time (a check of an account with many resting orders would otherwise
-// wait for each in turn), leaving out those it does not know. Any other
-// failure fails the whole read: what an unread order holds is unknown.
-func (s *Service) readOrders(ctx context.Context, ids []string) ([]backends.Order, error) {
-	orders := make([]backends.Order, len(ids))
-	known := make([]bool, len(ids))
+// readOpen resolves open-order index entries (resolveOpen), a few at a
+// time: a check of an account with many resting orders would otherwise
+// wait for each in turn. A failure fails the whole read: what an unread
+// order holds is unknown.
+func (s *Service) readOpen(ctx context.Context, ids []string) ([]openEntry, error) {
+	out := make([]openEntry, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, id := range ids {
 		g.Go(func() error {
-			o, err := s.bs.Trade.GetOrder(gctx, id)
-			switch {
-			case errors.Is(err, backends.ErrNotFound):
-				return nil
-			case err != nil:
-				s.log.WarnContext(ctx, "cannot read a working order to count what it holds", "order_id", id, "error", err)
+			e, err := s.resolveOpen(gctx, id)
+			if err != nil {
+				s.log.WarnContext(ctx, "cannot read a working order to count what it holds", "order", id, "error", err)
+				if errors.Is(err, ErrStateUnavailable) {
+					return err
+				}
 				return ErrTradeUnavailable
 			}
-			orders[i], known[i] = o, true
+			out[i] = e
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
-	}
-	out := orders[:0]
-	for i, o := range orders {
-		if known[i] {
-			out = append(out, o)
-		}
 	}
 	return out, nil
 }
@@ -548,10 +604,11 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			return Outcome{}, s.stateErr(ctx, err)
 		}
 		s.cfg.Metrics.decidedOnce(decision)
-		s.unindex(ctx, a)
 		if decision == DecisionReject {
+			s.unindex(ctx, a)
 			return s.approvalOutcome(ctx, a), nil
 		}
+		s.unqueue(ctx, a)
 		return s.released(ctx, a.ID)
 	}
 }
@@ -621,46 +678,14 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			}
 			continue
 		}
-		// On a first attempt the account may have changed since the request
-		// (other orders, other approvals, the session closing): check again
-		// before money moves. The order's own approval never counts against
-		// it.
-		pre := policy.Preview{Allowed: true}
-		if !takeover {
-			if pre, err = s.check(ctx, a.Requester, a.RequesterClient, a.Order, a.ID, true); err != nil {
-				s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", id, "error", err)
-				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
-			}
-		}
-		if !pre.Allowed {
-			if out, retry, err := s.failApproval(ctx, a, ver, "pre-trade check at execution: "+strings.Join(pre.Violations, "; ")); !retry {
-				return out, err
-			}
+		nv, out, retry, err := s.readyToSend(ctx, &a, ver, takeover)
+		if retry {
 			continue
 		}
-		// Released on a later trading day than it was entered, the order
-		// counts against that day's budgets too (a no-op on the same day).
-		if !takeover {
-			err := s.reserve(ctx, a.Requester, a.RequesterClient, a.Order.IdempotencyKey, pre.EstimatedNotional)
-			if errors.Is(err, ErrDailyLimit) {
-				if out, retry, err := s.failApproval(ctx, a, ver, "not sent: the daily limit of the trading day it was released on is used up"); !retry {
-					return out, err
-				}
-				continue
-			} else if err != nil {
-				return s.approvalOutcome(ctx, a), err
-			}
+		if out != nil {
+			return *out, err
 		}
-		if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
-			return s.approvalOutcome(ctx, a), err
-		}
-		lease := s.now().Add(s.cfg.Lease).UTC()
-		a.Status, a.LeaseUntil = ApprovalExecuting, &lease
-		if ver, err = updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
-			continue
-		} else if err != nil {
-			return Outcome{}, s.stateErr(ctx, err)
-		}
+		ver = nv
 
 		order, err := s.bs.Trade.PlaceOrder(ctx, a.Order.request(a.ClientOrderID))
 		// Whatever the answer, it is recorded even if the caller has gone.
@@ -675,6 +700,8 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 				s.log.ErrorContext(ctx, "could not record a refused execution; the lease expiry re-drives it", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, executing), ErrStateUnavailable
 			}
+			s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
+			s.unindex(ctx, a)
 			return s.approvalOutcome(ctx, a), nil
 		case err != nil:
 			// Keep the lease: the next get_order_status or decision after it
@@ -686,6 +713,74 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 	}
 }
 
+// readyToSend gets an approved order ready to go on the wire: on a first
+// attempt (not a takeover, which resends as it is) it checks it again, as
+// the account and market are now, and counts it against the day's limits;
+// then it lists it to be sent and marks the approval executing under a
+// lease. The account's lease spans the check and the listing, so no other
+// order's check passes against what this one holds in between. out, if
+// set, is the answer instead (the approval failed, or an error); retry: the
+// approval changed meanwhile, look again. Ready, *a is what was recorded and
+// nv its version.
+func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeover bool) (nv int64, out *Outcome, retry bool, err error) {
+	answer := func(o Outcome, err error) (int64, *Outcome, bool, error) { return 0, &o, false, err }
+	fail := func(why string) (int64, *Outcome, bool, error) {
+		o, retry, err := s.failApproval(ctx, *a, ver, why)
+		if retry {
+			return 0, nil, true, nil
+		}
+		return 0, &o, false, err
+	}
+	notional := 0.0 // a takeover's listing keeps the first attempt's
+	if !takeover {
+		unlock, err := s.lockAccount(ctx, a.Order.AccountID)
+		if err != nil {
+			return answer(s.approvalOutcome(ctx, *a), err)
+		}
+		defer unlock()
+		// The account may have changed since the request (other orders,
+		// other approvals, the session closing): check again before money
+		// moves. The order's own approval never counts against it.
+		pre, err := s.check(ctx, a.Requester, a.RequesterClient, a.Order, a.self(), true)
+		if err != nil {
+			s.log.WarnContext(ctx, "pre-trade re-check failed", "approval_id", a.ID, "error", err)
+			return answer(s.approvalOutcome(ctx, *a), ErrTradeUnavailable)
+		}
+		if !pre.Allowed {
+			return fail("pre-trade check at execution: " + strings.Join(pre.Violations, "; "))
+		}
+		// Released on a later trading day than it was entered, the order
+		// counts against that day's budgets too (a no-op on the same day).
+		err = s.reserve(ctx, a.Requester, a.RequesterClient, a.Order.IdempotencyKey, pre.EstimatedNotional)
+		if errors.Is(err, ErrDailyLimit) {
+			return fail("not sent: the daily limit of the trading day it was released on is used up")
+		} else if err != nil {
+			return answer(s.approvalOutcome(ctx, *a), err)
+		}
+		notional = pre.EstimatedNotional
+	}
+	if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
+		return answer(s.approvalOutcome(ctx, *a), err)
+	}
+	if err := s.listSending(ctx, a.Order, a.ClientOrderID, a.provenance(), notional); err != nil {
+		return answer(s.approvalOutcome(ctx, *a), err)
+	}
+	next := *a
+	lease := s.now().Add(s.cfg.Lease).UTC()
+	next.Status, next.LeaseUntil = ApprovalExecuting, &lease
+	nv, err = updateJSON(ctx, s.st, approvalKey(a.ID), next, ver, s.cfg.IdempotencyTTL)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		// Another attempt moved it on; its listing is this one's (the same
+		// client order id), so it stays.
+		return 0, nil, true, nil
+	case err != nil:
+		return answer(Outcome{}, s.stateErr(ctx, err))
+	}
+	*a = next
+	return nv, nil, false, nil
+}
+
 // failApproval records that an approved order will not be sent, and why.
 // retry: the approval changed meanwhile; look again.
 func (s *Service) failApproval(ctx context.Context, a Approval, ver int64, why string) (out Outcome, retry bool, err error) {
@@ -695,6 +790,7 @@ func (s *Service) failApproval(ctx context.Context, a Approval, ver int64, why s
 	} else if err != nil {
 		return Outcome{}, false, s.stateErr(ctx, err)
 	}
+	s.unindex(ctx, a)
 	return s.approvalOutcome(ctx, a), false, nil
 }
 
@@ -711,6 +807,8 @@ func (s *Service) submitted(ctx context.Context, a Approval, ver int64, order ba
 	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "could not record execution; the lease expiry re-drives it idempotently", "approval_id", a.ID, "error", err)
+	} else {
+		s.unindex(ctx, a) // its order holds now, not the approval
 	}
 	s.journalExecuted(ctx, a.DecidedBy, a.Order, a.ArgsDigest, a.ID, order, a.provenance(), detail)
 	return s.stopIfHalted(ctx, a.Requester, a.RequesterClient, approvedOrder(a, order)), nil
@@ -907,7 +1005,7 @@ func (s *Service) ListPending(ctx context.Context, p principal.Principal, limit 
 		}
 		for _, a := range as {
 			if a.Status != ApprovalPending {
-				s.unindex(ctx, a)
+				s.unindexDone(ctx, a)
 				continue
 			}
 			if visible(p, a) {

@@ -208,23 +208,34 @@ func openIndex(scope, target string) string {
 	return "orders:open:" + scope + ":" + target
 }
 
-// indexOpen lists an order the Trade service accepted under every scope
-// it may be cancelled by.
+// indexOpen keeps an order the Trade service holds listed, under every
+// scope it may be cancelled by, while it works (it was listed by its client
+// order id before it was sent), and unlists it once it does not.
 func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provenance) {
 	if !backends.Working(o.Status) {
+		s.unindexOpen(ctx, o, prov)
 		return
 	}
+	entry := o.ClientOrderID
+	if entry == "" {
+		entry = o.OrderID
+	}
 	for _, idx := range openIndexes(o.AccountID, prov) {
-		if err := s.st.IndexAdd(ctx, idx, o.OrderID, float64(s.now().Unix())); err != nil {
+		if err := s.st.IndexAdd(ctx, idx, entry, float64(s.now().Unix())); err != nil {
 			s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "index", idx, "error", err)
 		}
 	}
 }
 
 // unindexOpen drops an order that no longer works from the cancel-all
-// indexes, so they hold what may still need cancelling.
+// indexes, so they hold what may still need cancelling: its client order
+// id, and its order id (how it was listed before orders were listed by
+// client order id).
 func (s *Service) unindexOpen(ctx context.Context, o backends.Order, prov *Provenance) {
 	for _, idx := range openIndexes(o.AccountID, prov) {
+		if o.ClientOrderID != "" {
+			s.st.IndexRemove(ctx, idx, o.ClientOrderID)
+		}
 		s.st.IndexRemove(ctx, idx, o.OrderID)
 	}
 }
@@ -505,17 +516,23 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 	}
 	rep.Truncated = rep.Truncated || len(ids) == cancelScan
 	for _, id := range ids {
-		o, err := s.bs.Trade.GetOrder(ctx, id)
+		e, err := s.resolveOpen(ctx, id)
 		switch {
-		case errors.Is(err, backends.ErrNotFound):
-			s.st.IndexRemove(ctx, idx, id)
-			continue
 		case err != nil:
 			rep.Failed = append(rep.Failed, id+": the Trade service did not answer")
 			continue
-		case !by.Entitled(o.AccountID):
+		case e.sending != nil:
+			if by.Entitled(e.sending.AccountID) {
+				rep.Failed = append(rep.Failed, "client order "+id+" (account "+e.sending.AccountID+"): being sent, or sent and not yet acknowledged; the Trade service does not show it yet. Run the cancel-all again shortly")
+			}
+			continue
+		case e.order == nil:
+			s.st.IndexRemove(ctx, idx, id)
+			continue
+		case !by.Entitled(e.order.AccountID):
 			continue
 		}
+		o := *e.order
 		prov := s.provenanceOf(ctx, o.ClientOrderID)
 		if !backends.Working(o.Status) {
 			s.unindexOpen(ctx, o, prov)
@@ -527,9 +544,9 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 		case errors.Is(err, errAlreadyCancelled), errors.Is(err, ErrNotCancellable):
 			// cancelled by someone else meanwhile, or filled: not this halt's
 		case err != nil:
-			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
+			rep.Failed = append(rep.Failed, o.OrderID+": "+safeMessage(err))
 		default:
-			rep.Cancelled = append(rep.Cancelled, id)
+			rep.Cancelled = append(rep.Cancelled, o.OrderID)
 		}
 	}
 	return rep, nil

@@ -107,7 +107,7 @@ func (s *Service) refreshApprovalGauges(ctx context.Context, m *Metrics) error {
 	var oldest time.Time
 	for _, a := range as {
 		if a.Status != ApprovalPending {
-			s.unindex(ctx, a)
+			s.unindexDone(ctx, a)
 			continue
 		}
 		pending++

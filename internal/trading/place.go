@@ -114,7 +114,7 @@ func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o Order
 	if err != nil {
 		return Outcome{}, nil, err
 	}
-	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, m, approvalID(p.Subject, o.IdempotencyKey), false)
+	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, m, selfOf(p.Subject, o.IdempotencyKey), false)
 	if err != nil {
 		return Outcome{}, nil, err
 	}

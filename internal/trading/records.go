@@ -156,8 +156,11 @@ func idemKey(principal, tool, key string) string {
 // retry after any crash names the same backend order.
 func clientOrderID(principal, key string) string {
 	sum := sha256.Sum256([]byte("client-order\x00" + principal + "\x00" + key))
-	return "pmcp-" + hex.EncodeToString(sum[:16])
+	return clientOrderPrefix + hex.EncodeToString(sum[:16])
 }
+
+// clientOrderPrefix starts every client order id this server makes.
+const clientOrderPrefix = "pmcp-"
 
 func approvalID(principal, key string) string {
 	sum := sha256.Sum256([]byte("approval\x00" + principal + "\x00" + key))

@@ -194,9 +194,9 @@ func (s *Service) Preview(ctx context.Context, p principal.Principal, o OrderArg
 	if !p.Entitled(o.AccountID) {
 		return policy.Preview{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
 	}
-	self := ""
+	var self selfOrder
 	if o.IdempotencyKey != "" {
-		self = approvalID(p.Subject, o.IdempotencyKey)
+		self = selfOf(p.Subject, o.IdempotencyKey)
 	}
 	pre, err := s.check(ctx, p.Subject, p.ClientID, o, self, false)
 	if err == nil {
@@ -214,12 +214,12 @@ func (s *Service) Recheck(ctx context.Context, p principal.Principal, a Approval
 	if !p.Entitled(a.Order.AccountID) {
 		return policy.Preview{}, ErrNotFound
 	}
-	return s.check(ctx, a.Requester, a.RequesterClient, a.Order, a.ID, false)
+	return s.check(ctx, a.Requester, a.RequesterClient, a.Order, a.self(), false)
 }
 
 // check runs the pre-trade policy against the account and market as they
 // are now; see evaluate.
-func (s *Service) check(ctx context.Context, subject, agent string, o OrderArgs, self string, strict bool) (policy.Preview, error) {
+func (s *Service) check(ctx context.Context, subject, agent string, o OrderArgs, self selfOrder, strict bool) (policy.Preview, error) {
 	m, err := s.fetch(ctx, o)
 	if err != nil {
 		return policy.Preview{}, err
@@ -251,13 +251,11 @@ func (s *Service) fetch(ctx context.Context, o OrderArgs) (market, error) {
 }
 
 // evaluate runs the pre-trade policy on m, with what the account's other
-// orders awaiting approval hold counted as spent, and what the requester
-// (subject) and the agent entered today counted against the daily limits.
-// self is the approval this order is (or would be), which never counts
-// against itself: a retry finds its own approval, an execution re-checks
-// it. strict checks (placing, executing) fail when the state store cannot
+// orders (awaiting approval, being sent, working) hold counted as spent, and
+// what the requester (subject) and the agent entered today counted against
+// the daily limits. self is this order (selfOrder). strict checks (placing, executing) fail when the state store cannot
 // say what is committed or used; a preview goes on without it and says so.
-func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderArgs, m market, self string, strict bool) (policy.Preview, error) {
+func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderArgs, m market, self selfOrder, strict bool) (policy.Preview, error) {
 	committed, err := s.committed(ctx, o.AccountID, self)
 	unknown := err != nil
 	if unknown && (strict || !errors.Is(err, ErrStateUnavailable) && !errors.Is(err, ErrTradeUnavailable)) {
@@ -470,7 +468,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
 				prov = first
 			}
-			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0)
+			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0, func() {})
 		}
 	default:
 		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m, prov)
@@ -593,8 +591,15 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		m = &fresh
 	}
 	// What other orders commit is re-read under the claim: it may have
-	// changed since the preview, and it must be known to place.
-	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, *m, approvalID(p.Subject, o.IdempotencyKey), true)
+	// changed since the preview, and it must be known to place. The
+	// account's lease holds from this check until this order counts for the
+	// next one (its approval recorded, or it listed to be sent).
+	unlock, err := s.lockAccount(ctx, o.AccountID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer unlock()
+	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, *m, selfOf(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -678,19 +683,21 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
-	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional)
+	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional, unlock)
 	// Sent, or maybe sent: the order was entered. One the Trade service
 	// refused is no duplicate of a later one.
 	entered = (err == nil && out.Status != StatusRejected) || errors.Is(err, errOutcomeUnknown)
 	return out, err
 }
 
-// send journals the intent and keeps the order's provenance, renews the
-// key's claim and sends the order. An answer that never came is
-// errOutcomeUnknown: the order may still land.
-// notional is what the order counts against the daily limits when it goes
-// out (a resend's reservation, made at its first send, is found again).
-func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64) (Outcome, error) {
+// send journals the intent and keeps the order's provenance, lists the
+// order to be sent (listSending), renews the key's claim and sends the
+// order. An answer that never came is errOutcomeUnknown: the order may
+// still land, and stays listed. notional is what the order counts against
+// the daily limits when it goes out (a resend's reservation, made at its
+// first send, is found again). listed is called once the order is listed:
+// the account's next check counts it from then on.
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64, listed func()) (Outcome, error) {
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail, Provenance: prov.fields()}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
@@ -706,12 +713,19 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, notional); err != nil {
 		return Outcome{}, err
 	}
+	if err := s.listSending(ctx, o, coid, prov, notional); err != nil {
+		return Outcome{}, err
+	}
+	listed()
+	// A claim lost here leaves the listing: the attempt that took the key
+	// over sends the same client order id.
 	if err := renew(ctx, true); err != nil {
 		return Outcome{}, err
 	}
 	order, err := s.bs.Trade.PlaceOrder(ctx, o.request(coid))
 	switch {
 	case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
+		s.unlistSending(ctx, o.AccountID, coid, prov)
 		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil
 	case err != nil:
 		s.log.WarnContext(ctx, "trade backend failed", "error", err)
