@@ -576,7 +576,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 				return s.approvalOutcome(ctx, a), ErrAlreadyDecided
 			}
 			if decision == DecisionApprove {
-				return s.released(ctx, a.ID)
+				return s.released(ctx, a)
 			}
 			return s.approvalOutcome(ctx, a), nil
 		}
@@ -600,7 +600,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
 			s.superseded(ctx, decided, "another decision or a cancellation took effect first")
 			continue // look again
-		} else if err != nil {
+		} else if err != nil && !s.unrecorded(ctx, decided, a) {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
 		s.cfg.Metrics.decidedOnce(decision)
@@ -609,7 +609,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			return s.approvalOutcome(ctx, a), nil
 		}
 		s.unqueue(ctx, a)
-		return s.released(ctx, a.ID)
+		return s.released(ctx, a)
 	}
 }
 
@@ -619,10 +619,15 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 // its part, and is reported as done, not as failed.
 var ErrSendPending = errors.New("approved; the order is not sent yet")
 
-// released executes an approve that took effect. What keeps its order from
-// going out now, but for a halt, is ErrSendPending, wrapping the cause.
-func (s *Service) released(ctx context.Context, id string) (Outcome, error) {
-	out, err := s.execute(ctx, id)
+// released executes an approve that took effect (a, as recorded). What
+// keeps its order from going out now, but for a halt, is ErrSendPending,
+// wrapping the cause; also a failure to read the approval back, which
+// leaves it as recorded.
+func (s *Service) released(ctx context.Context, a Approval) (Outcome, error) {
+	out, err := s.execute(ctx, a.ID)
+	if out.Approval == nil && out.Order == nil && err != nil && !errors.Is(err, ErrHalted) {
+		out = s.approvalOutcome(ctx, a)
+	}
 	if errors.Is(err, ErrHalted) || out.Order != nil || out.Approval == nil || !out.Approval.AwaitingSend() {
 		return out, err
 	}
@@ -918,7 +923,7 @@ func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(
 		if _, err := updateJSON(ctx, s.st, approvalKey(a.ID), a, ver, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
 			s.superseded(ctx, cancelled, "a decision took effect first")
 			continue
-		} else if err != nil {
+		} else if err != nil && !s.unrecorded(ctx, cancelled, a) {
 			return Outcome{}, s.stateErr(ctx, err)
 		}
 		s.unindex(ctx, a)
@@ -930,10 +935,34 @@ func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(
 // effect: another change of the same approval won the compare-and-swap.
 // The trail then shows no decision or cancellation that did not happen.
 func (s *Service) superseded(ctx context.Context, e JournalEntry, why string) {
-	e.Action, e.Detail, e.Time = e.Action+".superseded", why, time.Time{}
+	s.followUp(ctx, e, ".superseded", why)
+}
+
+func (s *Service) followUp(ctx context.Context, e JournalEntry, suffix, why string) {
+	e.Action, e.Detail, e.Time = e.Action+suffix, why, time.Time{}
 	if err := s.journal.RecordDone(ctx, e); err != nil {
-		s.log.ErrorContext(ctx, "journal refused a superseded step", "action", e.Action, "approval_id", e.ApprovalID, "error", err)
+		s.log.ErrorContext(ctx, "journal refused a follow-up step", "action", e.Action, "approval_id", e.ApprovalID, "error", err)
 	}
+}
+
+// unrecorded follows step e, journaled before the write of want that then
+// failed for another reason than a lost race (a store error): read back, a
+// write that did not apply is superseded, and one that cannot be read back
+// is followed by e's action + ".unconfirmed" (the approval's state says
+// whether it took effect). applied: it did take effect after all (the
+// error came after the write).
+func (s *Service) unrecorded(ctx context.Context, e JournalEntry, want Approval) (applied bool) {
+	ctx = context.WithoutCancel(ctx)
+	now, _, err := getJSON[Approval](ctx, s.st, approvalKey(want.ID))
+	switch {
+	case err == nil && now.Status == want.Status && now.DecidedBy == want.DecidedBy:
+		return true
+	case err == nil:
+		s.superseded(ctx, e, "the state store did not record it; nothing changed")
+	default:
+		s.followUp(ctx, e, ".unconfirmed", "the state store did not confirm it; the approval's state says whether it took effect")
+	}
+	return false
 }
 
 // cancelOrder journals and sends the cancel of an order whose current

@@ -262,6 +262,15 @@ func (s *Service) listed(ctx context.Context, p principal.Principal, key, digest
 		out.IdempotencyKey = key
 		return out, true, nil
 	case rec.State != idemDone || rec.Outcome == nil:
+		// Sent and unanswered: the Trade service may hold it, in whatever
+		// state it is now (the record's next retry would learn the same).
+		if rec.mayBeSent() {
+			if o, err := s.bs.Trade.OrderByClientID(ctx, clientOrderID(p.Subject, key)); err == nil {
+				out := orderOutcome(o)
+				out.IdempotencyKey, out.Provenance = key, s.provenanceOf(ctx, o.ClientOrderID)
+				return out, true, nil
+			}
+		}
 		return Outcome{Status: StatusInProgress, IdempotencyKey: key,
 			Message: "an attempt is in flight or was interrupted before its outcome was recorded; call place_order again with the same idempotency_key and arguments to learn it"}, true, nil
 	}

@@ -653,6 +653,13 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, pre.EstimatedNotional); err != nil {
 			return Outcome{}, err
 		}
+		// Listed before it exists: an entry without its record is dropped
+		// where it is read, while a record without its entries would be an
+		// approval no approver sees, or one answered "not placed" that an
+		// approver may yet release.
+		if err := s.index(ctx, a); err != nil {
+			return Outcome{}, err
+		}
 		// The id derives from the idempotency key: a retry after a crash
 		// finds the approval it already created instead of a second one.
 		if err := createJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
@@ -660,22 +667,20 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			if err != nil {
 				return Outcome{}, err
 			}
+			// Its own place in the indexes, not this attempt's.
+			if err := s.index(ctx, existing); err != nil {
+				return Outcome{}, err
+			}
+			if existing.Status != ApprovalPending {
+				s.unindexDone(ctx, existing)
+			}
 			if existing.ArgsDigest != digest {
 				return Outcome{}, ErrKeyReused // an older approval outlived its idempotency record
-			}
-			if existing.Status == ApprovalPending {
-				// Our earlier attempt may have died before indexing it.
-				if err := s.index(ctx, existing); err != nil {
-					return Outcome{}, err
-				}
 			}
 			entered = true
 			return s.approvalOutcome(ctx, existing), nil
 		} else if err != nil {
 			return Outcome{}, s.stateErr(ctx, err)
-		}
-		if err := s.index(ctx, a); err != nil {
-			return Outcome{}, err
 		}
 		entered = true
 		s.rememberEntered(ctx, o, a.ID)
