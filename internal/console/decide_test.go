@@ -307,7 +307,8 @@ func TestRepeatApproveWhileUnsentSaysRecorded(t *testing.T) {
 
 // TestTakeoverUnderAHaltSaysHalted: an approve that re-drives an unsent
 // order after a halt was engaged is refused by the halt, and the console
-// says so (audited as denied), not that the Trade service did not answer.
+// says so (audited as denied): the send is held, not that the Trade service
+// did not answer.
 func TestTakeoverUnderAHaltSaysHalted(t *testing.T) {
 	f := newDecideFixture(t)
 	a := f.pending(t, ko("takeover-halt-1", 10))
@@ -320,7 +321,7 @@ func TestTakeoverUnderAHaltSaysHalted(t *testing.T) {
 	if _, err := f.sw.Engage(t.Context(), "risk", halt.Global, "", "incident"); err != nil {
 		t.Fatal(err)
 	}
-	if r := f.decide(t, a, trading.DecisionApprove); r != "halted" || f.lastDecide().Outcome != outcome.Denied {
-		t.Errorf("approve under a halt: %q, audited %q; want halted, denied", results[r], f.lastDecide().Outcome)
+	if r := f.decide(t, a, trading.DecisionApprove); r != "heldbyhalt" || f.lastDecide().Outcome != outcome.Denied {
+		t.Errorf("approve under a halt: %q, audited %q; want heldbyhalt, denied", results[r], f.lastDecide().Outcome)
 	}
 }

@@ -152,19 +152,28 @@ type queueData struct {
 	Rows    []row
 	Updated time.Time
 	Error   string
+	// Older: pending approvals not shown, older than every row shown.
+	Older int
 }
+
+// queueShown is the most rows the queue shows; queueRead the most pending
+// approvals it reads, to say how many more there are.
+const queueShown, queueRead = 500, 1000
 
 // queue lists the pending approvals the approver may see, newest first;
 // with ?fragment=rows only the table body, for the live update.
 func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 	p := sess.Principal()
 	d := queueData{Updated: c.o.Now()}
-	as, err := c.o.Service.ListPending(r.Context(), p, 100)
+	as, err := c.o.Service.ListPending(r.Context(), p, queueRead)
 	if err != nil {
 		c.o.Logger.WarnContext(r.Context(), "console queue", "error", err)
 		d.Error = "The queue cannot be read just now (" + agentText(err) + ")."
 	}
 	slices.Reverse(as)
+	if len(as) > queueShown {
+		as, d.Older = as[:queueShown], len(as)-queueShown
+	}
 	for _, a := range as {
 		d.Rows = append(d.Rows, row{Approval: a, Own: a.RequestedBy(p.Subject)})
 	}
@@ -173,6 +182,10 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 		var out htmlWriter
 		c.queueRows(&out, d)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if d.Error != "" {
+			// The live update keeps the rows it has and says it is behind.
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
 		w.Write(out.b)
 		return
 	}
@@ -212,28 +225,40 @@ func (c *Console) resultOf(r *http.Request, sess Session) string {
 // results are the fixed texts a decision's redirect may name (never text
 // from the request).
 var results = map[string]string{
-	"approved":  "Approved. The order was sent to the Trade service; its state is below.",
-	"notplaced": "Approved, but the order was not placed; the reason is below.",
-	"recorded":  "Approved. The order could not be sent just now (the Trade service did not answer); it is sent as soon as it answers, the next time this approval's state is read, as this page does.",
-	"rejected":  "Rejected. The order will not be placed.",
-	"decided":   "This approval was already decided by someone else; nothing was changed.",
-	"expired":   "This approval expired before the decision; the order was not placed.",
-	"foureyes":  "You requested this order, so you cannot decide it (four eyes).",
-	"reason":    "A rejection needs a reason.",
-	"mismatch":  "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
-	"halted":    "Trading is halted by the kill switch (see the banner): nothing is released while it holds. The approval stays pending; a rejection still works.",
-	"failed":    "The decision could not be completed just now; see the approval's state below and try again.",
+	"approved":   "Approved. The order was sent to the Trade service; its state is below.",
+	"notplaced":  "Approved, but the order was not placed; the reason is below.",
+	"recorded":   "Approved. The order could not be sent just now (the Trade service did not answer); it is sent as soon as it answers, the next time this approval's state is read, as this page does.",
+	"rejected":   "Rejected. The order will not be placed.",
+	"decided":    "This approval was already decided by someone else; nothing was changed.",
+	"yours":      "You already decided this approval the other way (in another tab or window); nothing was changed. Its state is below.",
+	"withdrawn":  "This approval was withdrawn before the decision (by its requester, or by the kill switch's cancel-all); nothing was changed.",
+	"heldbyhalt": "This approval is approved, and its order's send is held by the kill switch (see the banner). Once the halt is released, the Trade service is asked whether it has the order and, if not, it is sent or checked again; its state is below.",
+	"expired":    "This approval expired before the decision; the order was not placed.",
+	"foureyes":   "You requested this order, so you cannot decide it (four eyes).",
+	"reason":     "A rejection needs a reason.",
+	"mismatch":   "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
+	"halted":     "Trading is halted by the kill switch (see the banner): nothing is released while it holds. The approval stays pending; a rejection still works.",
+	"failed":     "The decision could not be completed just now; see the approval's state below and try again.",
 }
 
 func (c *Console) detail(w http.ResponseWriter, r *http.Request, sess Session) {
 	p, id, start := sess.Principal(), r.PathValue("id"), c.o.Now()
 	op := audit.Operation{Name: "console.view", Class: catalog.Approve, Start: start, Principal: p.Subject, ApprovalID: id, Outcome: outcome.OK}
 	out, err := c.o.Service.Status(r.Context(), p, id)
+	if err != nil && out.Approval != nil {
+		// Read, but driving its order on failed: show it as it stands.
+		c.o.Logger.WarnContext(r.Context(), "console detail: approval read, its order's state not", "approval_id", id, "error", err)
+		err = nil
+	}
+	if err != nil && !errors.Is(err, trading.ErrNotFound) {
+		// It may well exist: say what is true, that it cannot be read now.
+		op.Outcome, op.Error = outcome.Failed, err.Error()
+		c.audit(r.Context(), op)
+		c.message(w, r, http.StatusServiceUnavailable, &sess, "Unavailable", "This approval cannot be read just now ("+agentText(err)+"). Reload the page in a moment.")
+		return
+	}
 	if err != nil || out.Approval == nil {
 		op.Outcome, op.Error = outcome.Denied, "not found"
-		if err != nil && !errors.Is(err, trading.ErrNotFound) {
-			op.Outcome, op.Error = outcome.Failed, err.Error()
-		}
 		c.audit(r.Context(), op)
 		c.message(w, r, http.StatusNotFound, &sess, "Not found", "No such approval, or it is not for an account you may see.")
 		return
@@ -306,12 +331,22 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		result, op.Outcome, op.Error = "foureyes", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrAlreadyDecided):
 		result, op.Outcome, op.Error = "decided", outcome.Denied, err.Error()
+		switch {
+		case out.Approval == nil:
+		case out.Approval.Status == trading.ApprovalCancelled:
+			result = "withdrawn"
+		case out.Approval.DecidedBy == p.Subject:
+			result = "yours"
+		}
 	case errors.Is(err, trading.ErrExpired):
 		result, op.Outcome, op.Error = "expired", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrMismatch):
 		result, op.Outcome, op.Error = "mismatch", outcome.Denied, err.Error()
 	case errors.Is(err, trading.ErrHalted):
 		result, op.Outcome, op.Error = "halted", outcome.Denied, err.Error()
+		if out.Approval != nil && out.Approval.AwaitingSend() {
+			result = "heldbyhalt" // approved earlier; its send waits for the halt's release
+		}
 	case errors.Is(err, trading.ErrNotFound):
 		op.Outcome, op.Error = outcome.Denied, err.Error()
 		c.audit(r.Context(), op)
@@ -414,12 +449,12 @@ func (c *Console) historyCSV(w http.ResponseWriter, r *http.Request, sess Sessio
 	w.Header().Set("Content-Disposition", `attachment; filename="approvals.csv"`)
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"approval_id", "status", "order_id", "account_id", "side", "quantity", "ticker", "type", "limit_price",
-		"requester", "requester_client", "requested_at", "decided_by", "decided_at", "reason", "args_digest"})
+		"requester", "requester_client", "requested_at", "decided_by", "decided_at", "reason", "args_digest", "not_placed_because"})
 	for _, h := range d.Rows {
 		a := h.Approval
 		_ = cw.Write(safeCells(a.ID, a.Status, a.OrderID, a.Order.AccountID, a.Order.Side, quantity(a.Order.Quantity), a.Order.Ticker,
 			a.Order.Type, limitPrice(a.Order), a.Requester, a.RequesterClient, iso(a.CreatedAt), a.DecidedBy,
-			optionalTime(a.DecidedAt), a.Reason, a.ArgsDigest))
+			optionalTime(a.DecidedAt), a.Reason, a.ArgsDigest, a.Error))
 	}
 	cw.Flush()
 }

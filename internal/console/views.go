@@ -86,6 +86,18 @@ func layout(w *htmlWriter, p page, head, content func()) {
 	w.m("\n</main>\n</body>\n</html>\n")
 }
 
+// why is an approval's "why" in lists: the decider's reason and, for an
+// approved order that was not placed, the cause.
+func why(a trading.Approval) string {
+	switch {
+	case a.Error == "":
+		return a.Reason
+	case a.Reason == "":
+		return "not placed: " + a.Error
+	}
+	return a.Reason + "; not placed: " + a.Error
+}
+
 // hidden writes a hidden form field.
 func hidden(w *htmlWriter, name markup, value string) {
 	w.m(`  <input type="hidden"`)
@@ -175,7 +187,18 @@ func (c *Console) queueRows(w *htmlWriter, d queueData) {
 		w.path(r.ID)
 		w.m("\">Open</a></td>\n</tr>\n")
 	}
-	if len(d.Rows) == 0 {
+	switch {
+	case d.Older > 0:
+		w.m(`<tr class="more"><td colspan="8">`)
+		w.text(strconv.Itoa(d.Older) + " older approvals waiting are not shown: the queue shows the newest " + strconv.Itoa(len(d.Rows)) + ".")
+		w.m("</td></tr>\n")
+	case len(d.Rows) > 0:
+	case d.Error != "":
+		// Never "nothing is waiting" about a queue that was not read.
+		w.m(`<tr class="empty"><td colspan="8">`)
+		w.text(d.Error)
+		w.m("</td></tr>\n")
+	default:
 		w.m(`<tr class="empty"><td colspan="8">Nothing is waiting for a decision.</td></tr>` + "\n")
 	}
 }
@@ -401,7 +424,7 @@ func historyView(w *htmlWriter, d historyData) {
 		w.path(r.ID)
 		w.el("\">", when(r.CreatedAt), "</a></td>\n")
 		for _, s := range []string{r.Order.AccountID, r.Order.Side + " " + quantity(r.Order.Quantity) + " " + r.Order.Ticker,
-			r.Requester, approvalLabel(r.Status), r.DecidedBy, optionalTime(r.DecidedAt), r.Reason, r.OrderState} {
+			r.Requester, approvalLabel(r.Status), r.DecidedBy, optionalTime(r.DecidedAt), why(r.Approval), r.OrderState} {
 			w.el("    <td>", s, "</td>\n")
 		}
 		w.m("  </tr>\n")

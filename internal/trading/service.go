@@ -774,6 +774,9 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 			// the approval's state is still a truthful answer.
 			// A halt, too: a status read is still answered.
 			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) && !errors.Is(err, ErrHalted) {
+				if out.Approval == nil && out.Order == nil {
+					out = s.approvalOutcome(ctx, a) // as read, beside the error
+				}
 				return out, err
 			}
 		}

@@ -25,6 +25,9 @@
     }
     fetch(live.dataset.live, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) {
+        if (r.status === 503) {
+          throw new Error("unavailable");
+        }
         if (!r.ok || r.redirected || (r.headers.get("Content-Type") || "").indexOf("text/html") !== 0) {
           throw new Error("signed out");
         }
@@ -38,8 +41,10 @@
         live.classList.remove("paused");
         tick();
       })
-      .catch(function () {
-        live.textContent = "Live updates paused: reload the page (you may need to sign in again).";
+      .catch(function (e) {
+        live.textContent = e.message === "unavailable"
+          ? "The queue cannot be read just now; the rows below may be out of date. Still trying."
+          : "Live updates paused: reload the page (you may need to sign in again).";
         live.classList.add("paused");
       });
   }
