@@ -85,11 +85,13 @@ func (m *Metrics) Middleware(log *slog.Logger, tools []string) mcp.Middleware {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			m.inFlight.Inc()
 			start := time.Now()
+			ctx, learned := outcome.WithLearned(ctx)
 			res, err := next(ctx, method, req)
 			elapsed := time.Since(start)
 			m.inFlight.Dec()
 
 			o, msg := outcome.Classify(res, err)
+			o = learned.Refine(o)
 			m.rpcErrors.WithLabelValues(method, string(o)).Inc()
 			span := trace.SpanFromContext(ctx)
 			if span.IsRecording() {

@@ -50,6 +50,7 @@ func (a *Auditor) Middleware(cat *catalog.Catalog) mcp.Middleware {
 			steps, ids, pending := tr.close()
 			if pending && o == outcome.OK {
 				o = outcome.PendingApproval
+				outcome.Learn(ctx, o)
 			}
 			ev.Outcome, ev.Error = o, redact.Text(msg, maxErrorBytes)
 			ev.ApprovalID, ev.IdempotencyKey, ev.OrderID = ids.ApprovalID, ids.IdempotencyKey, ids.OrderID

@@ -39,6 +39,37 @@ type Refused struct {
 
 func (r *Refused) Error() string { return string(r.Outcome) + ": " + r.Reason }
 
+// Learned carries what a step inside the chain learned of a call's outcome
+// that its result does not show (that it requested an approval: the audit
+// trail sees the journal's step) out to the steps outside it, so the
+// metrics, the span and the log line say what the audit record says.
+type Learned struct{ o Outcome }
+
+type learnedKey struct{}
+
+// WithLearned gives ctx a place for what inner steps learn; the outermost
+// step that reads it calls this.
+func WithLearned(ctx context.Context) (context.Context, *Learned) {
+	l := &Learned{}
+	return context.WithValue(ctx, learnedKey{}, l), l
+}
+
+// Learn records o for the steps outside, if any gave ctx a place for it.
+func Learn(ctx context.Context, o Outcome) {
+	if l, ok := ctx.Value(learnedKey{}).(*Learned); ok {
+		l.o = o
+	}
+}
+
+// Refine is o as inner steps learned it: a call that ended OK but
+// requested an approval is PendingApproval.
+func (l *Learned) Refine(o Outcome) Outcome {
+	if o == OK && l.o != "" {
+		return l.o
+	}
+	return o
+}
+
 // Classify says how a call ended from what its handlers returned, and the
 // error text an agent saw (empty on success).
 func Classify(res mcp.Result, err error) (Outcome, string) {
