@@ -6,7 +6,7 @@
 // and edited events, bad signatures and unknown key ids, and streams that
 // were never sealed.
 //
-//	auditverify -keys FILE|DIR [-open] [TRAIL ...]   (no TRAIL, or -: stdin)
+//	auditverify -keys FILE|DIR [-open [-max-unsealed N]] [TRAIL ...]   (no TRAIL, or -: stdin)
 //	auditverify keygen KEY_ID
 //
 // The keys are lines "<key id>:<base64 key>", public keys (what a verifier
@@ -14,8 +14,11 @@
 // file by file (a mounted Secret, a folder of published keys). keygen makes
 // a key: the secret line and the public line.
 //
-// Exit status: 0 the trail verifies, 1 it does not, 2 the command could
-// not run (usage, unreadable keys or input).
+// The last line is the verdict: OK, FAIL, or (with -open) OPEN: no problem,
+// but some events of open streams are not vouched for by any signature.
+//
+// Exit status: 0 the trail verifies (OK, or OPEN under -open), 1 it does
+// not, 2 the command could not run (usage, unreadable keys or input).
 package main
 
 import (
@@ -52,11 +55,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("auditverify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: auditverify -keys FILE|DIR [-open] [TRAIL ...]\n       auditverify keygen KEY_ID")
+		fmt.Fprintln(stderr, "usage: auditverify -keys FILE|DIR [-open [-max-unsealed N]] [TRAIL ...]\n       auditverify keygen KEY_ID")
 		fs.PrintDefaults()
 	}
 	keysPath := fs.String("keys", "", "key file or directory: lines <key id>:<base64 key> (public keys, or the audit-signing-key secret)")
-	open := fs.Bool("open", false, "accept streams without a final checkpoint (replicas still running); their unsealed tail is not vouched for")
+	open := fs.Bool("open", false, "accept streams without a final checkpoint (replicas still running); their unsealed tail is not vouched for, and the verdict is OPEN")
+	maxUnsealed := fs.Int("max-unsealed", verify.DefaultMaxUnsealed, "with -open, the longest unsealed tail accepted: the servers' AUDIT_CHECKPOINT_EVENTS")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -78,7 +82,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "auditverify:", err)
 		return exitUsage
 	}
-	report := verify.Verify(in, keys, verify.Options{AllowOpen: *open})
+	report := verify.Verify(in, keys, verify.Options{AllowOpen: *open, MaxUnsealed: *maxUnsealed})
 	report.Write(stdout)
 	if !report.OK() {
 		return exitProblem

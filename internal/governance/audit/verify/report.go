@@ -9,7 +9,8 @@ import (
 )
 
 // Write prints the report for a person: a line a stream with its problems
-// and notes under it, then one summary line that starts with OK or FAIL.
+// and notes under it, then one summary line that starts with OK, OPEN (no
+// problem, but open streams' tails no signature vouches for) or FAIL.
 func (r *Report) Write(w io.Writer) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "%s: %s: %s\n", p.Where, p.Kind, p.Detail)
@@ -25,12 +26,15 @@ func (r *Report) Write(w io.Writer) {
 			fmt.Fprintf(w, "  note: %s\n", n)
 		}
 	}
-	verdict := "OK"
-	if !r.OK() {
+	verdict, open := "OK", ""
+	switch {
+	case !r.OK():
 		verdict = "FAIL"
+	case r.Open() > 0:
+		verdict, open = "OPEN", fmt.Sprintf(", %d of them in open streams and not vouched for by a signed checkpoint", r.Open())
 	}
-	fmt.Fprintf(w, "%s: %d stream(s), %d event(s)%s; %d record(s) skipped (not audit events)\n",
-		verdict, len(r.Streams), events, r.counts(), r.Skipped)
+	fmt.Fprintf(w, "%s: %d stream(s), %d event(s)%s%s; %d record(s) skipped (not audit events)\n",
+		verdict, len(r.Streams), events, open, r.counts(), r.Skipped)
 }
 
 func (s *Stream) summary() string {

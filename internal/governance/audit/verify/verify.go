@@ -45,10 +45,19 @@ type Problem struct {
 // Options adjust what counts as a problem.
 type Options struct {
 	// AllowOpen accepts streams without a final checkpoint (replicas still
-	// running): their unsealed tail is a note, not a problem. The tail
-	// itself is then not vouched for: it may have been cut.
+	// running): their unsealed tail is a note, not a problem, as long as it
+	// is no longer than a running replica leaves (MaxUnsealed). The tail
+	// itself is then not vouched for: it may have been cut, or forged (the
+	// hash chain needs no key), and the report's verdict is OPEN, not OK.
 	AllowOpen bool
+	// MaxUnsealed is the longest unsealed tail AllowOpen accepts: a replica
+	// signs a checkpoint at least every AUDIT_CHECKPOINT_EVENTS events
+	// (default 256, also this default).
+	MaxUnsealed int
 }
+
+// DefaultMaxUnsealed is AUDIT_CHECKPOINT_EVENTS' default.
+const DefaultMaxUnsealed = 256
 
 // Stream is the verdict on one stream.
 type Stream struct {
@@ -61,8 +70,11 @@ type Stream struct {
 	Final      bool
 	Keys       []string // key ids of the valid checkpoints
 	Duplicates int      // identical copies (at-least-once delivery), ignored
-	Problems   []Problem
-	Notes      []string
+	// Open counts the places after Sealed accepted under AllowOpen: not
+	// vouched for by any signature.
+	Open     uint64
+	Problems []Problem
+	Notes    []string
 }
 
 // Report is the verdict on an export.
@@ -71,6 +83,16 @@ type Report struct {
 	// Problems not tied to a stream (unreadable records).
 	Problems []Problem
 	Skipped  int
+}
+
+// Open counts the places of open streams that no signed checkpoint vouches
+// for (accepted under AllowOpen).
+func (r *Report) Open() uint64 {
+	var n uint64
+	for _, s := range r.Streams {
+		n += s.Open
+	}
+	return n
 }
 
 // OK reports whether nothing is wrong.
@@ -401,9 +423,14 @@ func (v *streamCheck) tail() {
 		if v.Sealed == v.Last {
 			what = fmt.Sprintf("no valid final checkpoint after seq %d: the replica is still running or crashed, or the end of its stream was cut", v.Last)
 		}
-		if v.opt.AllowOpen {
+		limit := cmp.Or(v.opt.MaxUnsealed, DefaultMaxUnsealed)
+		if v.opt.AllowOpen && v.Last-v.Sealed <= uint64(limit) {
 			v.Notes = append(v.Notes, "open: "+what)
+			v.Open = v.Last - v.Sealed
 			return
+		}
+		if v.opt.AllowOpen {
+			what += fmt.Sprintf("; more than the %d events a running replica leaves unsealed", limit)
 		}
 		v.Problems = append(v.Problems, Problem{Kind: Unsealed, Stream: v.ID, Seq: v.Sealed + 1, Last: v.Last, Detail: what})
 	}

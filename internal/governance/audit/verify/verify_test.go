@@ -160,3 +160,24 @@ func TestCloudEventEnvelopeMustMatchItsData(t *testing.T) {
 		t.Errorf("problems %v, want only the envelope mismatch", got)
 	}
 }
+
+// TestOpenStreamsAreNotCalledVerified: the hash chain needs no key, so
+// anyone who can write to the archive can make up a stream of events with
+// no checkpoint. -open accepts such a tail only as long as a running
+// replica leaves one (a replica signs at least every
+// AUDIT_CHECKPOINT_EVENTS events), and even then the verdict is OPEN,
+// naming what no signature vouches for, never OK.
+func TestOpenStreamsAreNotCalledVerified(t *testing.T) {
+	_, public := audittest.Key(t, "2026-07")
+	forgerSecret, _ := audittest.Key(t, "forger") // never in the verifier's key file
+	forged := audittest.Lines(audittest.Trail(t, forgerSecret, 3))[:3] // seq 1-3, before any checkpoint
+
+	r := audittest.Verify(t, public, verify.Options{AllowOpen: true}, audittest.Join(forged))
+	if out := audittest.Text(r); !r.OK() || r.Open() != 3 || !strings.HasPrefix(lastLine(out), "OPEN: ") {
+		t.Errorf("-open on three events no key signed: ok %v, open %d:\n%s\nwant accepted as OPEN with 3 events not vouched for", r.OK(), r.Open(), out)
+	}
+	r = audittest.Verify(t, public, verify.Options{AllowOpen: true, MaxUnsealed: 2}, audittest.Join(forged))
+	if out := audittest.Text(r); r.OK() || !slices.Equal(kinds(r), []verify.Kind{verify.Unsealed}) || !strings.HasPrefix(lastLine(out), "FAIL: ") {
+		t.Errorf("-open with an unsealed tail longer than a replica leaves: %v\n%s\nwant unsealed, FAIL", kinds(r), out)
+	}
+}
