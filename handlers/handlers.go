@@ -6,6 +6,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,6 +100,7 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in schem
 	entry.Name = t.Name
 	r.cat.Add(entry)
 	g, generated := r.schemas[t.Name]
+	headerParams := g.HeaderParams
 	if generated {
 		in = g.In
 		// The SDK reads a tool's input schema only for x-mcp-header
@@ -120,6 +122,8 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in schem
 		sch := in()
 		in = func() *jsonschema.Schema { return sch }
 		t.InputSchema = sch
+		raw, err := json.Marshal(sch)
+		headerParams = err != nil || bytes.Contains(raw, []byte(paramHeaderKeyword))
 	}
 	in = sync.OnceValue(in)
 	r.inputs[t.Name] = in
@@ -132,7 +136,10 @@ func addTool[In, Out any](r registrar, entry catalog.Tool, t *mcp.Tool, in schem
 	if out, ok := tt.OutputSchema.(*jsonschema.Schema); ok && !generated {
 		r.reflectedOutputs[t.Name] = out
 	}
-	if entry.Class != catalog.Trade {
+	// The direct path never runs a trade, nor a tool whose parameters
+	// travel as headers too: the SDK checks those headers against the
+	// arguments (present or not), which the direct path does not.
+	if entry.Class != catalog.Trade && !headerParams {
 		r.direct[t.Name] = th
 	}
 }
