@@ -119,6 +119,11 @@ func listAccountResources(bs backends.Set) mcp.Middleware {
 			if method != "resources/list" {
 				return next(ctx, method, req)
 			}
+			// One page, always: a cursor is one this server never issued,
+			// refused as the SDK refuses one for the lists it pages.
+			if r, ok := req.(*mcp.ListResourcesRequest); ok && r.Params != nil && r.Params.Cursor != "" {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "invalid cursor: resources/list returns every resource at once, without one"}
+			}
 			accts, err := entitledAccounts(ctx, bs)
 			if err != nil {
 				return nil, unavailable("the account list")

@@ -423,3 +423,47 @@ func TestNumericIDsComeBackExactly(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicateKeyIsAToolError: the README promises "Bad arguments ...
+// come back as tool results with isError"; a repeated key in the arguments
+// is one, on every protocol generation (a JSON-RPC error would be HTTP 400
+// on 2026-07-28, which most clients show as a transport failure, not as
+// something the model can correct).
+func TestDuplicateKeyIsAToolError(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, v := range []string{"2025-11-25", "2026-07-28"} {
+		params := `"name":"search_equities","arguments":{"query":"bank","query":"tech"}`
+		h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": v}
+		if v >= "2026-07-28" {
+			params += "," + newMeta
+			h["Mcp-Method"], h["Mcp-Name"] = "tools/call", "search_equities"
+		}
+		resp, b := postMCP(t, http.DefaultClient, srv.URL, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{`+params+`}}`, h)
+		var out struct {
+			Result *struct{ IsError bool } `json:"result"`
+		}
+		json.Unmarshal(b, &out)
+		if resp.StatusCode != http.StatusOK || out.Result == nil || !out.Result.IsError {
+			t.Errorf("%s: %d %s, want 200 and an isError tool result", v, resp.StatusCode, b)
+		}
+	}
+}
+
+// TestResourcesListRefusesACursorItNeverIssued: tools/list and
+// resources/templates/list refuse a cursor they never issued with -32602,
+// and so does resources/list (one page, always), rather than answer the
+// first page again as if it were the next.
+func TestResourcesListRefusesACursorItNeverIssued(t *testing.T) {
+	srv := startServer(t, nil)
+	h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
+	for _, m := range []string{"tools/list", "resources/templates/list", "resources/list"} {
+		_, b := postMCP(t, http.DefaultClient, srv.URL, `{"jsonrpc":"2.0","id":1,"method":"`+m+`","params":{"cursor":"garbage"}}`, h)
+		var out struct {
+			Error *struct{ Code int } `json:"error"`
+		}
+		json.Unmarshal(b, &out)
+		if out.Error == nil || out.Error.Code != -32602 {
+			t.Errorf("%s with a cursor it never issued: %.200s, want -32602", m, b)
+		}
+	}
+}

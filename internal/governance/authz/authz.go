@@ -135,7 +135,12 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 	}
 	accounts, err := c.Accounts()
 	if err != nil {
-		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "invalid arguments: " + err.Error()}
+		// Bad input is a tool error the model reads and can correct, as
+		// every other invalid argument is (not a JSON-RPC error, which a
+		// 2026-07-28 client sees as an HTTP 400).
+		res := &mcp.CallToolResult{}
+		res.SetError(fmt.Errorf("invalid arguments: %v; send the arguments as one JSON object that names each argument once", err))
+		return &outcome.Refused{Outcome: outcome.ToolError, Reason: "invalid arguments: " + err.Error(), Result: res}
 	}
 	for _, id := range accounts {
 		if !pr.Entitled(id) {
