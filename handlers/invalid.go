@@ -134,6 +134,12 @@ func takes(tool string, schema *jsonschema.Schema) string {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	switch {
+	case len(names) == 0:
+		return tool + " takes no arguments."
+	case len(schema.Required) == 0:
+		return fmt.Sprintf("%s takes: %s (all optional).", tool, strings.Join(names, ", "))
+	}
 	return fmt.Sprintf("%s takes: %s (required: %s).", tool, strings.Join(names, ", "), strings.Join(schema.Required, ", "))
 }
 

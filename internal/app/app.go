@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -201,9 +202,11 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	return httpserver.New(httpserver.Options{
 		Addr:   cfg.Addr(),
 		Routes: gov.routes(routes, guard),
-		OnDrained: []func(context.Context) error{func(context.Context) error { return st.Close() }, gov.close,
-			func(context.Context) error { closeConsole(); stopGauges(); return nil },
-			tr.Shutdown}, // last: the spans of the drained requests are flushed
+		// The hooks run side by side; the spans are flushed after the audit
+		// queue's, whose deliveries they include.
+		OnDrained: []func(context.Context) error{func(context.Context) error { return st.Close() },
+			func(ctx context.Context) error { return errors.Join(gov.close(ctx), tr.Shutdown(ctx)) },
+			func(context.Context) error { closeConsole(); stopGauges(); return nil }},
 		Warm:         gov.warmed(),
 		DrainTimeout: cfg.DrainTimeout,
 		DrainDelay:   cfg.DrainDelay,

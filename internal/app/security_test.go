@@ -305,8 +305,8 @@ func TestEntitlementsDoNotRevealAccounts(t *testing.T) {
 		t.Errorf("the portfolio resource tells the accounts apart: %q vs %q", forbidden, missing)
 	}
 	// A duplicated key must not smuggle a second account past the check.
-	if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "get_portfolio",
-		Arguments: json.RawMessage(`{"account_id":"ACC-1001","account_id":"ACC-1002"}`)}); err == nil {
+	if res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "get_portfolio",
+		Arguments: json.RawMessage(`{"account_id":"ACC-1001","account_id":"ACC-1002"}`)}); err == nil && !res.IsError {
 		t.Error("arguments with a duplicated account_id were accepted")
 	}
 	if n := sh.count(); n != 0 {
