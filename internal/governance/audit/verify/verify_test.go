@@ -169,7 +169,7 @@ func TestCloudEventEnvelopeMustMatchItsData(t *testing.T) {
 // naming what no signature vouches for, never OK.
 func TestOpenStreamsAreNotCalledVerified(t *testing.T) {
 	_, public := audittest.Key(t, "2026-07")
-	forgerSecret, _ := audittest.Key(t, "forger") // never in the verifier's key file
+	forgerSecret, _ := audittest.Key(t, "forger")                      // never in the verifier's key file
 	forged := audittest.Lines(audittest.Trail(t, forgerSecret, 3))[:3] // seq 1-3, before any checkpoint
 
 	r := audittest.Verify(t, public, verify.Options{AllowOpen: true}, audittest.Join(forged))
