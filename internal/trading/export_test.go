@@ -9,7 +9,7 @@ import (
 // Place is the confirmed-order primitive under PlaceOrder, for the tests of
 // exactly-once placement that need no confirmation step.
 func (s *Service) Place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string) (Outcome, error) {
-	return s.place(ctx, p, o, approvalReason, nil, nil)
+	return s.place(ctx, p, o, approvalReason, nil)
 }
 
 // Resolve is PlaceOrder's first step, answering a retry from what its key left.

@@ -1,6 +1,7 @@
 package trading_test
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"sync"
@@ -162,6 +163,72 @@ func TestOrderWhoseAnswerWasLostHoldsWhatItSells(t *testing.T) {
 			}
 			if w := f.working(); len(w) > 1 {
 				t.Errorf("second sell of the same 500 KO: %q; %d sells of 500 KO work at the Trade service, want the second rejected (shares held by the first)", second.Outcome.Status, len(w))
+			}
+		})
+	}
+}
+
+// fillOnRead fills an order at the demo Trade service the first time it is
+// read after being armed: a resting order that fills while another order's
+// check is under way.
+type fillOnRead struct {
+	backends.Trade
+	demo  *demo.Backend
+	armed atomic.Pointer[string]
+}
+
+func (f *fillOnRead) GetOrder(ctx context.Context, id string) (backends.Order, error) {
+	if p := f.armed.Load(); p != nil && *p == id && f.armed.CompareAndSwap(p, nil) {
+		o, err := f.demo.GetOrder(ctx, id)
+		if err != nil {
+			return o, err
+		}
+		if _, err := f.demo.Fill(id, o.Quantity); err != nil {
+			return backends.Order{}, err
+		}
+	}
+	return f.Trade.GetOrder(ctx, id)
+}
+
+func (f *fillOnRead) OrderByClientID(ctx context.Context, coid string) (backends.Order, error) {
+	o, err := f.Trade.OrderByClientID(ctx, coid)
+	if err == nil {
+		return f.GetOrder(ctx, o.OrderID)
+	}
+	return o, err
+}
+
+// TestAFillDuringTheCheckIsCounted: a resting buy holds its cash until it
+// fills, and the cash is then gone from the account. If it fills while
+// another order is being checked, between the read of the account and the
+// read of the working orders, the check must not count it in neither: the
+// working orders are read first, then the account.
+func TestAFillDuringTheCheckIsCounted(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			var fr *fillOnRead
+			f := newRaceFixture(t, open(t), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 1e6, MaxPositionWeight: 1},
+				func(tr backends.Trade) backends.Trade { fr = &fillOnRead{Trade: tr}; return fr })
+			fr.demo = f.demo
+			q := koQuote(t)
+			limit := float64(int(q.Ask*0.99*100)) / 100
+			buy := func(key string, qty float64) trading.OrderArgs {
+				return trading.OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "limit", Quantity: qty, LimitPrice: limit, IdempotencyKey: key}
+			}
+			// ACC-1001 has 25,400 cash: a resting buy of 300 KO holds most of it.
+			first, err := f.svc.PlaceOrder(t.Context(), alice, buy("fill-during-1", 300), trading.Confirmation{Claimed: true})
+			if err != nil || first.Outcome.Order == nil || !backends.Working(first.Outcome.Order.Status) {
+				t.Fatalf("first resting buy: %+v %v", first.Outcome, err)
+			}
+			id := first.Outcome.Order.OrderID
+			fr.armed.Store(&id)
+			second, err := f.svc.PlaceOrder(t.Context(), alice, buy("fill-during-2", 299), trading.Confirmation{Claimed: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if second.Outcome.Status != trading.StatusRejected {
+				t.Errorf("a second buy of ~%.0f with ~%.0f of 25,400 cash spent by the first, which filled during the check: %q, want rejected (insufficient buying power)",
+					299*limit, 300*limit, second.Outcome.Status)
 			}
 		})
 	}

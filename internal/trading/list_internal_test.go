@@ -39,7 +39,7 @@ func TestListOrdersPageWorkIsBounded(t *testing.T) {
 	p := principal.Principal{Subject: "alice", Accounts: []string{"ACC-1001"}}
 	ctx := t.Context()
 	oldest := OrderArgs{AccountID: "ACC-1001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 1, IdempotencyKey: "oldest"}
-	if out, err := s.place(ctx, p, oldest, "", nil, nil); err != nil || out.Order == nil {
+	if out, err := s.place(ctx, p, oldest, "", nil); err != nil || out.Order == nil {
 		t.Fatalf("%+v %v", out, err)
 	}
 	const refused = 2*maxExamined + 500

@@ -103,18 +103,14 @@ func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o Order
 	case res.Resend:
 		// Checked and confirmed before it was first sent; it goes again as
 		// it is (a late arrival of the first send is the same order).
-		out, err := s.place(ctx, p, o, "", nil, s.provenance(ctx, p, ConfirmedBefore, ""))
+		out, err := s.place(ctx, p, o, "", s.provenance(ctx, p, ConfirmedBefore, ""))
 		return out, nil, err
 	}
 	// A halted order is refused before anyone is asked to confirm it.
 	if err := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err != nil {
 		return Outcome{}, nil, err
 	}
-	m, err := s.fetch(ctx, o)
-	if err != nil {
-		return Outcome{}, nil, err
-	}
-	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, m, selfOf(p.Subject, o.IdempotencyKey), false)
+	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, selfOf(p.Subject, o.IdempotencyKey), false)
 	if err != nil {
 		return Outcome{}, nil, err
 	}
@@ -134,7 +130,7 @@ func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o Order
 	if !c.Askable && pre.Mode == "live" {
 		reason = liveUnverified
 	}
-	out, err = s.place(ctx, p, o, reason, &m, prov)
+	out, err = s.place(ctx, p, o, reason, prov)
 	return out, nil, err
 }
 

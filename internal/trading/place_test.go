@@ -65,23 +65,25 @@ func newOrderFlow(t *testing.T, mode string, withSigner bool) *orderFlow {
 	return &orderFlow{svc: svc, reads: reads, trade: trade, st: st}
 }
 
-// TestPlaceOrderReadsTheMarketOnce: the preview an order is confirmed on and
-// the check under its idempotency claim judge one read of the portfolio and
-// the quote.
-func TestPlaceOrderReadsTheMarketOnce(t *testing.T) {
+// TestPlaceOrderReadsTheMarketUnderTheClaim: the check under the order's
+// idempotency claim reads the portfolio and the quote again, after the
+// account's open orders (TestAFillDuringTheCheckIsCounted): once for the
+// preview the order is confirmed on, once for the check; a retry reads
+// nothing.
+func TestPlaceOrderReadsTheMarketUnderTheClaim(t *testing.T) {
 	f := newOrderFlow(t, "paper", true)
 	pl, err := f.svc.PlaceOrder(t.Context(), alice, small("once-0001"), trading.Confirmation{Claimed: true})
 	if err != nil || pl.Outcome.Status != backends.StatusFilled {
 		t.Fatalf("PlaceOrder = %+v, %v; want filled", pl, err)
 	}
-	if p, q := f.reads.portfolios.Load(), f.reads.quotes.Load(); p != 1 || q != 1 {
-		t.Errorf("portfolio read %d times, quote %d times; want once each", p, q)
+	if p, q := f.reads.portfolios.Load(), f.reads.quotes.Load(); p != 2 || q != 2 {
+		t.Errorf("portfolio read %d times, quote %d times; want twice each (the preview, the check)", p, q)
 	}
 	// A retry is answered from its key: no check, no read.
 	if pl, err := f.svc.PlaceOrder(t.Context(), alice, small("once-0001"), trading.Confirmation{}); err != nil || !pl.Outcome.Replayed {
 		t.Fatalf("retry = %+v, %v; want the replayed outcome", pl, err)
 	}
-	if p := f.reads.portfolios.Load(); p != 1 {
+	if p := f.reads.portfolios.Load(); p != 2 {
 		t.Errorf("a replay read the portfolio (%d reads)", p)
 	}
 }

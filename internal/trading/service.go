@@ -220,16 +220,10 @@ func (s *Service) Recheck(ctx context.Context, p principal.Principal, a Approval
 // check runs the pre-trade policy against the account and market as they
 // are now; see evaluate.
 func (s *Service) check(ctx context.Context, subject, agent string, o OrderArgs, self selfOrder, strict bool) (policy.Preview, error) {
-	m, err := s.fetch(ctx, o)
-	if err != nil {
-		return policy.Preview{}, err
-	}
-	return s.evaluate(ctx, subject, agent, o, m, self, strict)
+	return s.evaluate(ctx, subject, agent, o, self, strict)
 }
 
-// market is what a pre-trade check reads from the backends. One call reads
-// it once: the preview shown for confirmation and the check under the
-// idempotency claim judge the same portfolio and quote.
+// market is what a pre-trade check reads from the backends.
 type market struct {
 	portfolio backends.PortfolioValuation
 	quote     backends.Quote
@@ -253,12 +247,21 @@ func (s *Service) fetch(ctx context.Context, o OrderArgs) (market, error) {
 // evaluate runs the pre-trade policy on m, with what the account's other
 // orders (awaiting approval, being sent, working) hold counted as spent, and
 // what the requester (subject) and the agent entered today counted against
-// the daily limits. self is this order (selfOrder). strict checks (placing, executing) fail when the state store cannot
-// say what is committed or used; a preview goes on without it and says so.
-func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderArgs, m market, self selfOrder, strict bool) (policy.Preview, error) {
+// the daily limits. self is this order (selfOrder). strict checks
+// (placing, executing) fail when the state store cannot say what is
+// committed or used; a preview goes on without it and says so.
+//
+// What other orders hold is read before the account: an order that fills
+// between the two reads is then counted twice (working, and gone from the
+// cash), never not at all.
+func (s *Service) evaluate(ctx context.Context, subject, agent string, o OrderArgs, self selfOrder, strict bool) (policy.Preview, error) {
 	committed, err := s.committed(ctx, o.AccountID, self)
 	unknown := err != nil
 	if unknown && (strict || !errors.Is(err, ErrStateUnavailable) && !errors.Is(err, ErrTradeUnavailable)) {
+		return policy.Preview{}, err
+	}
+	m, err := s.fetch(ctx, o)
+	if err != nil {
 		return policy.Preview{}, err
 	}
 	usage, err := s.usage(ctx, subject, agent, o.IdempotencyKey)
@@ -411,10 +414,8 @@ func (s *Service) settle(ctx context.Context, key, digest string, ver int64, out
 //
 // approvalReason, if not empty, sends the order to a human approver whatever
 // its size, for that reason (e.g. a confirmation the server cannot verify in
-// live trading). m, if not nil, is the market the caller's preview read;
-// the check under the claim reuses it instead of reading the backends again.
-// prov is how the order came to be confirmed.
-func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string, m *market, prov *Provenance) (Outcome, error) {
+// live trading). prov is how the order came to be confirmed.
+func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs, approvalReason string, prov *Provenance) (Outcome, error) {
 	o = o.Normalize()
 	if !p.Entitled(o.AccountID) {
 		return Outcome{}, fmt.Errorf("account %q: %w", o.AccountID, backends.ErrNotFound)
@@ -471,7 +472,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0, func() {})
 		}
 	default:
-		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, m, prov)
+		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, prov)
 	}
 	// What happened is recorded even if the caller has gone meanwhile (an
 	// agent that gave up while its order was on the wire): a retry reads it.
@@ -579,27 +580,22 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 
 // decide runs the kill switch and the checks, counts the order against
 // the day's limits, and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context, bool) error, m *market, prov *Provenance) (Outcome, error) {
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context, bool) error, prov *Provenance) (Outcome, error) {
 	if err := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err != nil {
 		return Outcome{}, err
 	}
-	if m == nil {
-		fresh, err := s.fetch(ctx, o)
-		if err != nil {
-			return Outcome{}, err
-		}
-		m = &fresh
-	}
-	// What other orders commit is re-read under the claim: it may have
-	// changed since the preview, and it must be known to place. The
-	// account's lease holds from this check until this order counts for the
-	// next one (its approval recorded, or it listed to be sent).
+	// The account, the market and what other orders commit are read again
+	// under the claim: they may have changed since the preview the user
+	// confirmed (an elicitation can take minutes), and must be known to
+	// place. The account's lease holds from this check until this order
+	// counts for the next one (its approval recorded, or it listed to be
+	// sent).
 	unlock, err := s.lockAccount(ctx, o.AccountID)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer unlock()
-	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, *m, selfOf(p.Subject, o.IdempotencyKey), true)
+	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, selfOf(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
 	}
