@@ -409,6 +409,22 @@ func newSecSink(t *testing.T) *secSink {
 	return s
 }
 
+// outcomes lists the tool-call audit events received, as "principal tool
+// outcome", sorted.
+func (s *secSink) outcomes() []string {
+	s.t.Helper()
+	var got []string
+	for _, ev := range s.byType(audit.EventType) {
+		var e audit.Event
+		if err := ev.DataAs(&e); err != nil {
+			s.t.Fatal(err)
+		}
+		got = append(got, e.Principal+" "+e.Tool+" "+string(e.Outcome))
+	}
+	slices.Sort(got)
+	return got
+}
+
 func (s *secSink) byType(typ string) []cloudevents.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -564,15 +580,7 @@ func TestCompletionIsARead(t *testing.T) {
 	if err := srv.stop(); err != nil { // drains the audit queue
 		t.Fatal(err)
 	}
-	var got []string
-	for _, ev := range sink.byType(audit.EventType) {
-		var e audit.Event
-		if err := ev.DataAs(&e); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, e.Principal+" "+e.Tool+" "+string(e.Outcome))
-	}
-	slices.Sort(got)
+	got := sink.outcomes()
 	want := []string{"alice completion/complete ok", "alice completion/complete ok", "alice completion/complete rate_limited", "hal completion/complete denied"}
 	if !slices.Equal(got, want) {
 		t.Errorf("audit events %q, want %q", got, want)
@@ -612,15 +620,7 @@ func TestResourcesListIsARead(t *testing.T) {
 	if err := srv.stop(); err != nil { // drains the audit queue
 		t.Fatal(err)
 	}
-	var got []string
-	for _, ev := range sink.byType(audit.EventType) {
-		var e audit.Event
-		if err := ev.DataAs(&e); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, e.Principal+" "+e.Tool+" "+string(e.Outcome))
-	}
-	slices.Sort(got)
+	got := sink.outcomes()
 	want := []string{"alice resources/list ok", "alice resources/list ok", "alice resources/list rate_limited", "hal resources/list denied"}
 	if !slices.Equal(got, want) {
 		t.Errorf("audit events %q, want %q", got, want)

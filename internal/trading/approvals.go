@@ -365,14 +365,14 @@ func (s *Service) working(ctx context.Context, account, self string, c *policy.C
 	for i, e := range entries {
 		switch {
 		case e.sending != nil:
-			o := e.sending
+			o := e.sending.Order
 			switch {
 			case o.Side == backends.SideSell:
-				c.Shares[o.Ticker] += o.Quantity
+				c.Shares[strings.ToUpper(o.Ticker)] += o.Quantity
 			case o.Type == backends.OrderLimit:
 				c.Cash += o.Quantity * o.LimitPrice
 			default:
-				c.Cash += o.Notional
+				c.Cash += e.sending.Notional
 			}
 			continue
 		case e.order == nil:

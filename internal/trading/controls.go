@@ -522,8 +522,8 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 			rep.Failed = append(rep.Failed, id+": the Trade service did not answer")
 			continue
 		case e.sending != nil:
-			if by.Entitled(e.sending.AccountID) {
-				rep.Failed = append(rep.Failed, "client order "+id+" (account "+e.sending.AccountID+"): being sent, or sent and not yet acknowledged; the Trade service does not show it yet. Run the cancel-all again shortly")
+			if acct := e.sending.Order.AccountID; by.Entitled(acct) {
+				rep.Failed = append(rep.Failed, "client order "+id+" (account "+acct+"): being sent, or sent and not yet acknowledged; the Trade service does not show it yet. Run the cancel-all again shortly")
 			}
 			continue
 		case e.order == nil:

@@ -22,14 +22,9 @@ import (
 // sending is what an order listed before its send holds while the Trade
 // service does not know it: not sent yet, or sent and its answer lost.
 type sending struct {
-	AccountID  string    `json:"account_id"`
-	Ticker     string    `json:"ticker"`
-	Side       string    `json:"side"`
-	Type       string    `json:"type"`
-	Quantity   float64   `json:"quantity"`
-	LimitPrice float64   `json:"limit_price,omitempty"`
-	Notional   float64   `json:"notional"` // estimated at the check: a market buy's cash
-	At         time.Time `json:"at"`       // when it was (last) listed to be sent
+	Order    OrderArgs `json:"order"`
+	Notional float64   `json:"notional"` // estimated at the check: a market buy's cash
+	At       time.Time `json:"at"`       // when it was (last) listed to be sent
 }
 
 func sendingKey(clientOrderID string) string { return "sending:" + clientOrderID }
@@ -44,8 +39,7 @@ func isClientOrderID(entry string) bool { return strings.HasPrefix(entry, client
 // send: an unlisted order would hold nothing and escape a halt. notional 0
 // (a resend) keeps what the first send recorded.
 func (s *Service) listSending(ctx context.Context, o OrderArgs, coid string, prov *Provenance, notional float64) error {
-	rec := sending{AccountID: o.AccountID, Ticker: strings.ToUpper(o.Ticker), Side: o.Side, Type: o.Type, Quantity: o.Quantity,
-		LimitPrice: o.LimitPrice, Notional: notional, At: s.now().UTC()}
+	rec := sending{Order: o, Notional: notional, At: s.now().UTC()}
 	if notional == 0 {
 		if prev, _, err := getJSON[sending](ctx, s.st, sendingKey(coid)); err == nil {
 			rec.Notional = prev.Notional
