@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -69,60 +68,11 @@ func accountIndex(account string) string { return pendingIndex + ":" + account }
 // cap (four eyes folds case the other way, where folding only refuses more).
 func requesterIndex(subject string) string { return pendingIndex + ":by:" + subject }
 
-// capLease is the requester's lease on creating approvals: the cap is
-// checked and the approval created under it, so concurrent requests of one
-// requester (on any replica) cannot both take the last place.
-type capLease struct {
-	Until    time.Time `json:"until"`
-	Released bool      `json:"released,omitempty"`
-}
-
-// lockRequester takes the requester's lease on creating approvals.
-func (s *Service) lockRequester(ctx context.Context, subject string) (unlock func(), err error) {
+// lockRequester takes the requester's lease on creating approvals: the cap
+// is checked and the approval created under it, so concurrent requests of
+// one requester (on any replica) cannot both take the last place.
+func (s *Service) lockRequester(ctx context.Context, subject string) (*heldLease, error) {
 	return s.lease(ctx, "pendingcap:"+subject, "waiting for another order of yours to be recorded")
-}
-
-// lease takes the lease at key, waiting while another call holds it; a
-// holder that vanished (crash, scale-down) loses it when its lease ends.
-// unlock hands it back (more than once is harmless). waiting says, in an
-// error, what a call that gave up was waiting for.
-func (s *Service) lease(ctx context.Context, key, waiting string) (unlock func(), err error) {
-	lease := capLease{Until: s.now().Add(s.cfg.Lease)}
-	held := func(ver int64) func() {
-		return sync.OnceFunc(func() {
-			ctx := context.WithoutCancel(ctx)
-			if _, err := updateJSON(ctx, s.st, key, capLease{Released: true}, ver, s.cfg.Lease); err != nil {
-				s.log.WarnContext(ctx, "could not release a lease; it frees itself when the lease ends", "key", key, "error", err)
-			}
-		})
-	}
-	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
-		cur, ver, err := getJSON[capLease](ctx, s.st, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			if err := createJSON(ctx, s.st, key, lease, s.cfg.Lease); err == nil {
-				return held(1), nil
-			} else if !errors.Is(err, store.ErrConflict) {
-				return nil, s.stateErr(ctx, err)
-			}
-			continue
-		case err != nil:
-			return nil, s.stateErr(ctx, err)
-		case cur.Released || !s.now().Before(cur.Until):
-			nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.Lease)
-			if err == nil {
-				return held(nv), nil
-			} else if !errors.Is(err, store.ErrConflict) {
-				return nil, s.stateErr(ctx, err)
-			}
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: %w", waiting, ctx.Err())
-		case <-time.After(wait):
-		}
-	}
 }
 
 // underPendingCap refuses a new approval when the requester already has
@@ -297,12 +247,10 @@ func (a Approval) holds() bool {
 // the estimated notional of buys, the shares of sells. A record that cannot
 // be read is skipped (and logged), as in the cap.
 func (s *Service) committed(ctx context.Context, account string, self selfOrder) (policy.Committed, error) {
-	ids, err := s.st.IndexRange(ctx, accountIndex(account), heldScan+1)
+	idx := accountIndex(account)
+	ids, err := s.st.IndexRange(ctx, idx, heldScan+1)
 	if err != nil {
 		return policy.Committed{}, s.stateErr(ctx, err)
-	}
-	if len(ids) > heldScan {
-		return policy.Committed{}, ErrTooManyOpen
 	}
 	c := policy.Committed{Shares: map[string]float64{}}
 	for _, id := range ids {
@@ -312,6 +260,7 @@ func (s *Service) committed(ctx context.Context, account string, self selfOrder)
 		a, _, err := s.approval(ctx, id)
 		switch {
 		case errors.Is(err, ErrNotFound):
+			s.st.IndexRemove(ctx, idx, id) // its record expired
 			continue
 		case errors.Is(err, ErrStateUnavailable):
 			return policy.Committed{}, err
@@ -329,6 +278,11 @@ func (s *Service) committed(ctx context.Context, account string, self selfOrder)
 		} else if a.Preview != nil {
 			c.Cash += a.Preview.EstimatedNotional
 		}
+	}
+	if len(ids) > heldScan {
+		// Those that no longer hold were dropped from the index above, so a
+		// later check may read them all.
+		return policy.Committed{}, ErrTooManyOpen
 	}
 	return c, s.working(ctx, account, self.clientOrderID, &c)
 }
@@ -737,12 +691,13 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 		return 0, &o, false, err
 	}
 	notional := 0.0 // a takeover's listing keeps the first attempt's
+	var acct *heldLease
 	if !takeover {
-		unlock, err := s.lockAccount(ctx, a.Order.AccountID)
-		if err != nil {
+		var err error
+		if acct, err = s.lockAccount(ctx, a.Order.AccountID); err != nil {
 			return answer(s.approvalOutcome(ctx, *a), err)
 		}
-		defer unlock()
+		defer acct.unlock(ctx)
 		// The account may have changed since the request (other orders,
 		// other approvals, the session closing): check again before money
 		// moves. The order's own approval never counts against it.
@@ -766,6 +721,11 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	}
 	if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
 		return answer(s.approvalOutcome(ctx, *a), err)
+	}
+	if acct != nil {
+		if err := acct.renew(ctx); err != nil {
+			return answer(s.approvalOutcome(ctx, *a), err)
+		}
 	}
 	if err := s.listSending(ctx, a.Order, a.ClientOrderID, a.provenance(), notional); err != nil {
 		return answer(s.approvalOutcome(ctx, *a), err)
@@ -955,7 +915,11 @@ func (s *Service) unrecorded(ctx context.Context, e JournalEntry, want Approval)
 	ctx = context.WithoutCancel(ctx)
 	now, _, err := getJSON[Approval](ctx, s.st, approvalKey(want.ID))
 	switch {
-	case err == nil && now.Status == want.Status && now.DecidedBy == want.DecidedBy:
+	case err == nil && want.DecidedAt != nil && now.DecidedAt != nil && now.DecidedAt.Equal(*want.DecidedAt) && now.DecidedBy == want.DecidedBy:
+		// This decision (its time is this write's), whatever the approval
+		// went on to since (an approved order another replica sent).
+		return true
+	case err == nil && want.Status == ApprovalCancelled && now.Status == ApprovalCancelled && now.Reason == want.Reason:
 		return true
 	case err == nil:
 		s.superseded(ctx, e, "the state store did not record it; nothing changed")

@@ -518,6 +518,9 @@ func (s *Service) CancelAll(ctx context.Context, by principal.Principal, scope, 
 	for _, id := range ids {
 		e, err := s.resolveOpen(ctx, id)
 		switch {
+		case errors.Is(err, ErrStateUnavailable):
+			rep.Failed = append(rep.Failed, id+": "+safeMessage(err))
+			continue
 		case err != nil:
 			rep.Failed = append(rep.Failed, id+": the Trade service did not answer")
 			continue

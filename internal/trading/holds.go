@@ -112,6 +112,6 @@ func (s *Service) resolveOpen(ctx context.Context, entry string) (openEntry, err
 // lockAccount takes the account's lease for a check and what makes its
 // order count for the next check (its approval recorded, or the order
 // listed to be sent), waiting while another order of the account holds it.
-func (s *Service) lockAccount(ctx context.Context, account string) (unlock func(), err error) {
+func (s *Service) lockAccount(ctx context.Context, account string) (*heldLease, error) {
 	return s.lease(ctx, "acctlock:"+account, "waiting for another order on the account to be checked")
 }

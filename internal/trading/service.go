@@ -469,7 +469,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
 				prov = first
 			}
-			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0, func() {})
+			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0, nil)
 		}
 	default:
 		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, prov)
@@ -590,11 +590,11 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 	// place. The account's lease holds from this check until this order
 	// counts for the next one (its approval recorded, or it listed to be
 	// sent).
-	unlock, err := s.lockAccount(ctx, o.AccountID)
+	acct, err := s.lockAccount(ctx, o.AccountID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	defer unlock()
+	defer acct.unlock(ctx)
 	pre, err := s.evaluate(ctx, p.Subject, p.ClientID, o, selfOf(p.Subject, o.IdempotencyKey), true)
 	if err != nil {
 		return Outcome{}, err
@@ -628,11 +628,11 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			CreatedAt: s.now().UTC(), ExpiresAt: s.now().Add(s.cfg.ApprovalTTL).UTC(),
 		}
 		entry.Action, entry.ApprovalID = "approval.requested", a.ID
-		unlock, err := s.lockRequester(ctx, p.Subject)
+		requester, err := s.lockRequester(ctx, p.Subject)
 		if err != nil {
 			return Outcome{}, err
 		}
-		defer unlock()
+		defer requester.unlock(ctx)
 		if err := s.underPendingCap(ctx, p.Subject, a.ID); err != nil {
 			return Outcome{}, err
 		}
@@ -649,34 +649,40 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 		if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, pre.EstimatedNotional); err != nil {
 			return Outcome{}, err
 		}
-		// Listed before it exists: an entry without its record is dropped
-		// where it is read, while a record without its entries would be an
-		// approval no approver sees, or one answered "not placed" that an
-		// approver may yet release.
-		if err := s.index(ctx, a); err != nil {
+		// Nor may it be created if another order on the account, or of the
+		// requester, was checked since this one was (a lease that ran out).
+		if err := acct.renew(ctx); err != nil {
+			return Outcome{}, err
+		}
+		if err := requester.renew(ctx); err != nil {
 			return Outcome{}, err
 		}
 		// The id derives from the idempotency key: a retry after a crash
 		// finds the approval it already created instead of a second one.
-		if err := createJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL); errors.Is(err, store.ErrConflict) {
+		switch err := s.createApproval(ctx, a); {
+		case errors.Is(err, store.ErrConflict):
 			existing, _, err := s.approval(ctx, a.ID)
 			if err != nil {
 				return Outcome{}, err
 			}
-			// Its own place in the indexes, not this attempt's.
-			if err := s.index(ctx, existing); err != nil {
-				return Outcome{}, err
-			}
-			if existing.Status != ApprovalPending {
-				s.unindexDone(ctx, existing)
-			}
 			if existing.ArgsDigest != digest {
 				return Outcome{}, ErrKeyReused // an older approval outlived its idempotency record
 			}
+			if existing.Status == ApprovalPending {
+				// Our earlier attempt may have died before indexing it.
+				if err := s.index(ctx, existing); err != nil {
+					return Outcome{}, err
+				}
+			}
 			entered = true
 			return s.approvalOutcome(ctx, existing), nil
-		} else if err != nil {
-			return Outcome{}, s.stateErr(ctx, err)
+		case err != nil:
+			return Outcome{}, err
+		}
+		if err := s.index(ctx, a); err != nil {
+			out, err := s.unlisted(ctx, a, entry, err)
+			entered = err == nil
+			return out, err
 		}
 		entered = true
 		s.rememberEntered(ctx, o, a.ID)
@@ -684,11 +690,59 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
-	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional, unlock)
+	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional, acct)
 	// Sent, or maybe sent: the order was entered. One the Trade service
 	// refused is no duplicate of a later one.
 	entered = (err == nil && out.Status != StatusRejected) || errors.Is(err, errOutcomeUnknown)
 	return out, err
+}
+
+// errApprovalUnknown: the store did not say whether an approval was
+// recorded; a retry with the same key learns it.
+var errApprovalUnknown = agentError("the approval and idempotency store did not answer, so whether this order's approval was recorded is not known; retry with the same idempotency_key to learn it (it never creates a second one)")
+
+// createApproval records a new approval. A write whose answer was lost is
+// read back: created after all is success, unknown is errApprovalUnknown,
+// and only an approval known not to exist is "nothing was placed".
+func (s *Service) createApproval(ctx context.Context, a Approval) error {
+	err := createJSON(ctx, s.st, approvalKey(a.ID), a, s.cfg.IdempotencyTTL)
+	if err == nil || errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	got, _, rerr := getJSON[Approval](ctx, s.st, approvalKey(a.ID))
+	switch {
+	case rerr == nil && got.ArgsDigest == a.ArgsDigest && got.CreatedAt.Equal(a.CreatedAt):
+		return nil
+	case rerr == nil:
+		return store.ErrConflict // another attempt's
+	case errors.Is(rerr, store.ErrNotFound):
+		return s.stateErr(ctx, err)
+	}
+	s.log.WarnContext(ctx, "cannot tell whether an approval was recorded", "approval_id", a.ID, "error", err, "read_error", rerr)
+	return errApprovalUnknown
+}
+
+// unlisted answers for an approval recorded but not listed (the store
+// failed in between): approvers may not see it and it holds nothing, so it
+// is withdrawn and the call answers that nothing was placed (true), with
+// the request's journal step superseded; one an approver decided meanwhile
+// is answered as it stands.
+func (s *Service) unlisted(ctx context.Context, a Approval, requested JournalEntry, cause error) (Outcome, error) {
+	ctx = context.WithoutCancel(ctx)
+	w := a
+	w.Status, w.Reason = ApprovalCancelled, "withdrawn: it could not be listed for approvers (the state store failed), and nothing was placed"
+	_, err := updateJSON(ctx, s.st, approvalKey(a.ID), w, 1, s.cfg.IdempotencyTTL)
+	switch {
+	case err == nil:
+		s.unindex(ctx, w)
+		s.superseded(ctx, requested, w.Reason)
+		return Outcome{}, cause
+	case errors.Is(err, store.ErrConflict):
+		if now, _, err := s.approval(ctx, a.ID); err == nil {
+			return s.approvalOutcome(ctx, now), nil
+		}
+	}
+	return Outcome{}, errApprovalUnknown
 }
 
 // send journals the intent and keeps the order's provenance, lists the
@@ -696,9 +750,11 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 // order. An answer that never came is errOutcomeUnknown: the order may
 // still land, and stays listed. notional is what the order counts against
 // the daily limits when it goes out (a resend's reservation, made at its
-// first send, is found again). listed is called once the order is listed:
-// the account's next check counts it from then on.
-func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64, listed func()) (Outcome, error) {
+// first send, is found again). acct, if not nil, is the account's lease
+// the order was checked under: it must still be this call's when the
+// order is listed, and is handed back then (the account's next check
+// counts the order from then on).
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64, acct *heldLease) (Outcome, error) {
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail, Provenance: prov.fields()}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
@@ -714,10 +770,22 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	if err := s.reserve(ctx, p.Subject, p.ClientID, o.IdempotencyKey, notional); err != nil {
 		return Outcome{}, err
 	}
+	if acct != nil {
+		// The key's claim first: a call that lost it is told so (the retry
+		// that took it over answers), not that the account moved on.
+		if err := renew(ctx, false); err != nil {
+			return Outcome{}, err
+		}
+		if err := acct.renew(ctx); err != nil {
+			return Outcome{}, err
+		}
+	}
 	if err := s.listSending(ctx, o, coid, prov, notional); err != nil {
 		return Outcome{}, err
 	}
-	listed()
+	if acct != nil {
+		acct.unlock(ctx)
+	}
 	// A claim lost here leaves the listing: the attempt that took the key
 	// over sends the same client order id.
 	if err := renew(ctx, true); err != nil {
