@@ -21,7 +21,8 @@ const ResourceRead = call.ResourceRead
 
 const maxErrorBytes = 512
 
-// Middleware records every tools/call and resources/read as one event,
+// Middleware records every governed call (call.Governed: a tools/call, a
+// resources/read or resources/list, a completion/complete) as one event,
 // built here and only here: from the parsed call (call.From), the
 // principal, the steps the call journaled (Journal) and how it ended
 // (outcome.Classify). Calls of a state-changing class are recorded with

@@ -50,7 +50,7 @@ func New(cat *catalog.Catalog, s catalog.Scopes) *Policy {
 // at all) or a method that needs no scope of its own.
 func (p *Policy) Scope(c *call.Call) (scope string, class catalog.Class, ok bool) {
 	switch c.Method {
-	case "resources/read", "resources/list", "completion/complete":
+	case "resources/read", "completion/complete":
 		return p.scopes.For(catalog.Read), catalog.Read, true
 	case "tools/call":
 		t, ok := p.catalog.Lookup(c.Tool)
@@ -75,16 +75,25 @@ func (p *Policy) Middleware() mcp.Middleware {
 			if !ok {
 				return nil, &jsonrpc.Error{Code: CodeUnauthenticated, Message: "unauthenticated"}
 			}
+			readable := pr.HasScope(p.scopes.For(catalog.Read))
 			if c := call.From(ctx); c != nil && c.Governed() {
 				if err := p.check(pr, c); err != nil {
 					return nil, err
 				}
 			}
+			if method == "resources/list" && !readable {
+				// Listed as the templates are: empty, and without asking the
+				// Portfolio service. A scope challenge here would send
+				// clients that list resources when they connect (an
+				// approver's agent, a risk officer's) into step-up sign-in.
+				empty := &mcp.ListResourcesResult{Resources: []*mcp.Resource{}}
+				empty.CacheScope = "private"
+				return empty, nil
+			}
 			res, err := next(ctx, method, req)
 			if err != nil {
 				return res, err
 			}
-			readable := pr.HasScope(p.scopes.For(catalog.Read))
 			switch r := res.(type) {
 			case *mcp.ListToolsResult:
 				r.Tools = slices.DeleteFunc(r.Tools, func(t *mcp.Tool) bool {
@@ -117,6 +126,9 @@ func (p *Policy) Known(tool string) bool {
 
 // check decides call c for pr: nil, or the refusal to answer.
 func (p *Policy) check(pr principal.Principal, c *call.Call) error {
+	if c.Method == "resources/list" {
+		return nil // the caller's own accounts, and none without the read scope (Middleware)
+	}
 	scope, _, known := p.Scope(c)
 	if !known {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown tool %q", c.Tool)}
@@ -125,8 +137,8 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 		return denied(scope, what(c))
 	}
 	switch c.Method {
-	case "completion/complete", "resources/list":
-		return nil // they name the caller's own accounts only
+	case "completion/complete":
+		return nil // it completes the caller's own accounts only
 	case "resources/read":
 		if id, ok := portfolioAccount(c.URI); ok && !pr.Entitled(id) {
 			return &outcome.Refused{Outcome: outcome.Denied, Reason: "not entitled to the account", Err: mcp.ResourceNotFoundError(c.URI).(*jsonrpc.Error)}
@@ -159,8 +171,6 @@ func what(c *call.Call) string {
 		return fmt.Sprintf("the tool %q", c.Tool)
 	case "completion/complete":
 		return "completing arguments"
-	case "resources/list":
-		return "listing resources"
 	}
 	return "reading resources"
 }

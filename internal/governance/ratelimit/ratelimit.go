@@ -214,11 +214,12 @@ func (l *Limiter) Allow(ctx context.Context, subject string, class catalog.Bucke
 	return d, err
 }
 
-// Middleware refuses a tools/call (or resources/read, as a read) beyond the
+// Middleware refuses a governed call (call.Governed: a tools/call, or as a
+// read a resources/read, resources/list or completion/complete) beyond the
 // caller's budget: the catalog names the budget a call draws on
 // (catalog.Tool.Budget). A tool call is refused with a tool result the
 // model can read (isError, the retry-after in its text and in _meta under
-// MetaKey); a resource read with a JSON-RPC error (CodeRateLimited)
+// MetaKey); any other with a JSON-RPC error (CodeRateLimited)
 // carrying the same hint. If Redis fails, this replica's buckets decide
 // meanwhile (counted in mcp_rate_limiter_errors_total): the limit loosens
 // to per replica rather than failing open, and a Redis outage does not by
