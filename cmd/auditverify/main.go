@@ -60,11 +60,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	keysPath := fs.String("keys", "", "key file or directory: lines <key id>:<base64 key> (public keys, or the audit-signing-key secret)")
 	open := fs.Bool("open", false, "accept streams without a final checkpoint (replicas still running); their unsealed tail is not vouched for, and the verdict is OPEN")
-	maxUnsealed := fs.Int("max-unsealed", verify.DefaultMaxUnsealed, "with -open, the longest unsealed tail accepted: the servers' AUDIT_CHECKPOINT_EVENTS")
+	maxUnsealed := fs.Int("max-unsealed", 0, "with -open, also fail a stream whose unsealed tail is longer than this many events (0: no limit); a running replica's is about AUDIT_CHECKPOINT_EVENTS plus what it commits while its checkpoint is signed and delivered")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
+		return exitUsage
+	}
+	if *maxUnsealed < 0 {
+		fmt.Fprintln(stderr, "auditverify: -max-unsealed must be 0 (no limit) or more")
 		return exitUsage
 	}
 	if *keysPath == "" {

@@ -47,8 +47,11 @@ func (s *Stream) summary() string {
 		seal += " (key " + strings.Join(s.Keys, ", ") + ")"
 	}
 	status := "ok"
-	if n := len(s.Problems); n > 0 {
+	switch n := len(s.Problems); {
+	case n > 0:
 		status = fmt.Sprintf("%d problem(s)", n)
+	case s.Open > 0:
+		status = fmt.Sprintf("open, %d event(s) not vouched for", s.Open)
 	}
 	return fmt.Sprintf("seq %d-%d, %d event(s), %s: %s", s.First, s.Last, s.Events, seal, status)
 }

@@ -45,19 +45,16 @@ type Problem struct {
 // Options adjust what counts as a problem.
 type Options struct {
 	// AllowOpen accepts streams without a final checkpoint (replicas still
-	// running): their unsealed tail is a note, not a problem, as long as it
-	// is no longer than a running replica leaves (MaxUnsealed). The tail
+	// running): their unsealed tail is a note, not a problem. The tail
 	// itself is then not vouched for: it may have been cut, or forged (the
 	// hash chain needs no key), and the report's verdict is OPEN, not OK.
 	AllowOpen bool
-	// MaxUnsealed is the longest unsealed tail AllowOpen accepts: a replica
-	// signs a checkpoint at least every AUDIT_CHECKPOINT_EVENTS events
-	// (default 256, also this default).
+	// MaxUnsealed, if above 0, is the longest unsealed tail AllowOpen
+	// accepts. A running replica's is about AUDIT_CHECKPOINT_EVENTS events
+	// (or AUDIT_CHECKPOINT_INTERVAL's worth), plus what it commits while its
+	// checkpoint is signed and delivered: leave room.
 	MaxUnsealed int
 }
-
-// DefaultMaxUnsealed is AUDIT_CHECKPOINT_EVENTS' default.
-const DefaultMaxUnsealed = 256
 
 // Stream is the verdict on one stream.
 type Stream struct {
@@ -423,14 +420,14 @@ func (v *streamCheck) tail() {
 		if v.Sealed == v.Last {
 			what = fmt.Sprintf("no valid final checkpoint after seq %d: the replica is still running or crashed, or the end of its stream was cut", v.Last)
 		}
-		limit := cmp.Or(v.opt.MaxUnsealed, DefaultMaxUnsealed)
-		if v.opt.AllowOpen && v.Last-v.Sealed <= uint64(limit) {
+		limited := v.opt.MaxUnsealed > 0 && v.Last-v.Sealed > uint64(v.opt.MaxUnsealed)
+		if v.opt.AllowOpen && !limited {
 			v.Notes = append(v.Notes, "open: "+what)
 			v.Open = v.Last - v.Sealed
 			return
 		}
 		if v.opt.AllowOpen {
-			what += fmt.Sprintf("; more than the %d events a running replica leaves unsealed", limit)
+			what += fmt.Sprintf("; more than the %d unsealed events accepted (-max-unsealed)", v.opt.MaxUnsealed)
 		}
 		v.Problems = append(v.Problems, Problem{Kind: Unsealed, Stream: v.ID, Seq: v.Sealed + 1, Last: v.Last, Detail: what})
 	}
