@@ -6,12 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -19,54 +17,10 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/browsertest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/proctest"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 )
-
-// browser starts a headless Chromium (Debian's chromium package, which
-// scripts/test.sh installs) and returns a context driving one tab of it.
-// Without a Chromium the test skips, and fails under CI.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := os.Getenv("PORTFOLIO_MCP_CHROMIUM")
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if path != "" {
-			break
-		}
-		path, _ = exec.LookPath(name)
-	}
-	if path == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no Chromium: install Debian's chromium package (scripts/test.sh does)")
-		}
-		t.Skip("no Chromium (apt-get install chromium, or set PORTFOLIO_MCP_CHROMIUM)")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-gpu", true))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancelTab := chromedp.NewContext(actx)
-	t.Cleanup(cancelTab)
-	// The first action starts the browser, which lives as long as that
-	// action's context: no timeout on it, one on everything after.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	ctx, cancelTime := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(cancelTime)
-	return ctx
-}
-
-// run runs browser actions, failing the test with what the page showed.
-func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Do(sctx, actions...); err != nil {
-		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
-		t.Fatalf("%s: %v\npage:\n%s", step, err, body)
-	}
-}
 
 // value runs one action that returns a value.
 func value[T any](t *testing.T, ctx context.Context, step string, a chromedp.Action[T]) T {
@@ -122,7 +76,7 @@ func placeForApproval(t *testing.T, cs *mcp.ClientSession, key string, qty int) 
 // signed in, starting from a console page.
 func signIn(t *testing.T, ctx context.Context, base, page, waitFor string) {
 	t.Helper()
-	run(t, ctx, "sign in",
+	browsertest.Run(t, ctx, "sign in",
 		chromedp.Navigate(base+page),
 		chromedp.WaitVisible(chromedp.CSS("#signin")),
 		chromedp.Click(chromedp.CSS("#signin")),
@@ -132,7 +86,7 @@ func signIn(t *testing.T, ctx context.Context, base, page, waitFor string) {
 
 func signOut(t *testing.T, ctx context.Context) {
 	t.Helper()
-	run(t, ctx, "sign out",
+	browsertest.Run(t, ctx, "sign out",
 		chromedp.Click(chromedp.CSS(".signout button")),
 		chromedp.WaitVisible(chromedp.CSS("#signin, ul.personas, #need-key")),
 	)
@@ -144,7 +98,7 @@ func signOut(t *testing.T, ctx context.Context) {
 // person without trade:approve, CSRF and forged cookies, and what an agent
 // or a person typed shown as text.
 func TestConsoleInABrowser(t *testing.T) {
-	ctx := browser(t)
+	ctx := browsertest.New(t)
 	setSecrets(t)
 	iss := oauthtest.New(t)
 	shared := newShared()
@@ -171,11 +125,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	claims["client_id"] = xssAgent
 	cs2 := connect(t, base+"/mcp", "2025-11-25", bearer(iss.Token(t, claims)))
 	second := placeForApproval(t, cs2, "console-second", 120)
-	run(t, ctx, "live update", chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-id="%s"]`, second.ID))))
+	browsertest.Run(t, ctx, "live update", chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-id="%s"]`, second.ID))))
 	writeScreenshot(t, ctx, "approvals-queue.png")
 
 	// The order in full: what the agent sent, the check as of now.
-	run(t, ctx, "open", chromedp.Click(chromedp.CSS(row+" a")), chromedp.WaitVisible(chromedp.CSS("#decide")))
+	browsertest.Run(t, ctx, "open", chromedp.Click(chromedp.CSS(row+" a")), chromedp.WaitVisible(chromedp.CSS("#decide")))
 	for sel, want := range map[string]string{"#requester": "alice", "#agent": "test-agent", "#account": "ACC-1001", "#digest": first.ArgsDigest} {
 		if got := text(t, ctx, sel); got != want {
 			t.Errorf("%s = %q, want %q", sel, got, want)
@@ -190,7 +144,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	writeScreenshot(t, ctx, "approvals-detail.png")
 
 	// Approve with a double click: one decision, one order.
-	run(t, ctx, "approve",
+	browsertest.Run(t, ctx, "approve",
 		chromedp.Evaluate[chromedp.Void](`document.getElementById('approve').click(); document.getElementById('approve').click();`),
 		chromedp.WaitVisible(chromedp.CSS("#result")),
 	)
@@ -202,7 +156,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 
 	// The second order shows the agent's markup as text, and nothing ran.
-	run(t, ctx, "open second", chromedp.Navigate(base+"/console/approvals/"+second.ID), chromedp.WaitVisible(chromedp.CSS("#args")))
+	browsertest.Run(t, ctx, "open second", chromedp.Navigate(base+"/console/approvals/"+second.ID), chromedp.WaitVisible(chromedp.CSS("#args")))
 	if got := text(t, ctx, "#agent"); got != xssAgent {
 		t.Errorf("agent shown as %q, want the text %q", got, xssAgent)
 	}
@@ -233,7 +187,7 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	// Reject with a reason that is markup: shown as text in the history.
 	reason := `<script>document.title='pwned'</script><b id=xss-reason>bold</b>`
-	run(t, ctx, "reject",
+	browsertest.Run(t, ctx, "reject",
 		chromedp.Navigate(base+"/console/approvals/"+second.ID),
 		chromedp.WaitVisible(chromedp.CSS("#decide")),
 		chromedp.SendKeys(chromedp.CSS("#reason-input"), reason),
@@ -243,7 +197,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	if got := text(t, ctx, "#reason"); got != reason {
 		t.Errorf("reason shown as %q, want the text %q", got, reason)
 	}
-	run(t, ctx, "history", chromedp.Navigate(base+"/console/history"), chromedp.WaitVisible(chromedp.CSS("#csv")))
+	browsertest.Run(t, ctx, "history", chromedp.Navigate(base+"/console/history"), chromedp.WaitVisible(chromedp.CSS("#csv")))
 	injected = value(t, ctx, "no injection", chromedp.Evaluate[bool](`document.getElementById('xss-reason') !== null`))
 	title = value(t, ctx, "title", chromedp.Title())
 	if body := text(t, ctx, "main"); injected || title == "pwned" || !strings.Contains(body, reason) || !strings.Contains(body, "filled") {
@@ -328,7 +282,7 @@ func checkForgedCookies(t *testing.T, ctx context.Context, base, id string) {
 	}
 	// Cross-site: the right cookie, a token taken from the page, another
 	// Origin.
-	run(t, ctx, "token", chromedp.Navigate(base+"/console/queue"), chromedp.WaitVisible(chromedp.CSS(".signout")))
+	browsertest.Run(t, ctx, "token", chromedp.Navigate(base+"/console/queue"), chromedp.WaitVisible(chromedp.CSS(".signout")))
 	token := value(t, ctx, "token", chromedp.Evaluate[string](`document.querySelector('input[name=csrf]').value`))
 	form := url.Values{"csrf": {token}, "decision": {"approve"}}
 	req, _ := http.NewRequest(http.MethodPost, base+"/console/approvals/"+id+"/decision", strings.NewReader(form.Encode()))
@@ -364,7 +318,7 @@ func writeScreenshot(t *testing.T, ctx context.Context, name string) {
 // order, the console's Approver persona approves it; the Trader persona
 // (the requester) cannot.
 func TestConsoleLaptopPersonas(t *testing.T) {
-	ctx := browser(t)
+	ctx := browsertest.New(t)
 	shared := newShared()
 	const key = "laptop-persona-key-0123456789"
 	srv := startServer(t, map[string]string{"ENFORCE_MARKET_HOURS": "false", "APPROVAL_NOTIONAL": "1000", "CONSOLE_PERSONA_KEY": key},
@@ -375,7 +329,7 @@ func TestConsoleLaptopPersonas(t *testing.T) {
 
 	// Without the printed link's key the personas are not offered, and a
 	// sign-in posted without it (an agent with an HTTP tool) is refused.
-	run(t, ctx, "no key", chromedp.Navigate(srv.URL+detail), chromedp.WaitVisible(chromedp.CSS("#need-key")))
+	browsertest.Run(t, ctx, "no key", chromedp.Navigate(srv.URL+detail), chromedp.WaitVisible(chromedp.CSS("#need-key")))
 	resp, err := http.PostForm(srv.URL+"/console/login/persona", url.Values{"persona": {"approver"}})
 	if err != nil {
 		t.Fatal(err)
@@ -386,10 +340,10 @@ func TestConsoleLaptopPersonas(t *testing.T) {
 	}
 
 	signin := srv.URL + "/console/signin?key=" + key + "&next=" + detail
-	run(t, ctx, "trader", chromedp.Navigate(signin), chromedp.WaitVisible(chromedp.CSS("#persona-trader")),
+	browsertest.Run(t, ctx, "trader", chromedp.Navigate(signin), chromedp.WaitVisible(chromedp.CSS("#persona-trader")),
 		chromedp.Click(chromedp.CSS("#persona-trader")), chromedp.WaitVisible(chromedp.CSS("#foureyes")))
 	signOut(t, ctx)
-	run(t, ctx, "approver", chromedp.Navigate(signin), chromedp.WaitVisible(chromedp.CSS("#persona-approver")),
+	browsertest.Run(t, ctx, "approver", chromedp.Navigate(signin), chromedp.WaitVisible(chromedp.CSS("#persona-approver")),
 		chromedp.Click(chromedp.CSS("#persona-approver")), chromedp.WaitVisible(chromedp.CSS("#approve")),
 		chromedp.Click(chromedp.CSS("#approve")), chromedp.WaitVisible(chromedp.CSS("#order-state")))
 	if got := text(t, ctx, "#decided-by"); !strings.HasPrefix(got, "local-approver") {

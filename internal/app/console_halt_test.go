@@ -7,6 +7,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/testkit/browsertest"
 )
 
 // TestConsoleKillSwitch is the kill switch as a risk officer and an
@@ -15,7 +16,7 @@ import (
 // cannot release an order under it and sees the order's provenance, and the
 // halt is released on the record.
 func TestConsoleKillSwitch(t *testing.T) {
-	ctx := browser(t)
+	ctx := browsertest.New(t)
 	setSecrets(t)
 	iss := oauthtest.New(t)
 	shared := newShared()
@@ -27,7 +28,7 @@ func TestConsoleKillSwitch(t *testing.T) {
 	// Rita, a risk officer (trade:halt, every account), halts the account.
 	iss.SignIn("rita", "portfolio:read trade:halt", "*")
 	signIn(t, ctx, base, "/console/halts", "#engage")
-	run(t, ctx, "engage",
+	browsertest.Run(t, ctx, "engage",
 		chromedp.SetValue(chromedp.CSS("#scope"), "account"),
 		chromedp.SendKeys(chromedp.CSS("#target"), "ACC-1001"),
 		chromedp.SendKeys(chromedp.CSS("#halt-reason"), "fat-finger storm on ACC-1001"),
@@ -56,7 +57,7 @@ func TestConsoleKillSwitch(t *testing.T) {
 	if got := text(t, ctx, "#policy-version"); !strings.HasPrefix(got, "rules-") {
 		t.Errorf("provenance policy version %q", got)
 	}
-	run(t, ctx, "approve under the halt", chromedp.Click(chromedp.CSS("#approve")), chromedp.WaitVisible(chromedp.CSS("#result")))
+	browsertest.Run(t, ctx, "approve under the halt", chromedp.Click(chromedp.CSS("#approve")), chromedp.WaitVisible(chromedp.CSS("#result")))
 	if got := text(t, ctx, "#result"); !strings.Contains(got, "halted") {
 		t.Errorf("result %q", got)
 	}
@@ -71,7 +72,7 @@ func TestConsoleKillSwitch(t *testing.T) {
 	// Rita releases it; the journal keeps both.
 	iss.SignIn("rita", "portfolio:read trade:halt", "*")
 	signIn(t, ctx, base, "/console/halts", "#engaged")
-	run(t, ctx, "release",
+	browsertest.Run(t, ctx, "release",
 		chromedp.SendKeys(chromedp.CSS(`#engaged input[name="reason"]`), "cleared with the desk"),
 		chromedp.Click(chromedp.CSS(`#engaged button`)),
 		chromedp.WaitVisible(chromedp.CSS("#result")),

@@ -154,6 +154,9 @@ type queueData struct {
 	Error   string
 	// Older: pending approvals not shown, older than every row shown.
 	Older int
+	// Overflow: more are pending than the queue can read; the rows are the
+	// ones that expire first.
+	Overflow bool
 }
 
 // queueShown is the most rows the queue shows; queueRead the most pending
@@ -165,15 +168,20 @@ const queueShown, queueRead = 500, 1000
 func (c *Console) queue(w http.ResponseWriter, r *http.Request, sess Session) {
 	p := sess.Principal()
 	d := queueData{Updated: c.o.Now()}
-	as, err := c.o.Service.ListPending(r.Context(), p, queueRead)
+	as, err := c.o.Service.ListPending(r.Context(), p, queueRead) // oldest first
 	if err != nil {
 		c.o.Logger.WarnContext(r.Context(), "console queue", "error", err)
-		d.Error = "The queue cannot be read just now (" + agentText(err) + ")."
+		d.Error = "The queue cannot be read just now: the approvals store does not answer. This page tries again by itself."
+	}
+	switch {
+	case len(as) >= queueRead:
+		// More than can be read, so which are the newest is not known:
+		// the ones that expire first.
+		as, d.Overflow = as[:queueShown], true
+	case len(as) > queueShown:
+		as, d.Older = as[len(as)-queueShown:], len(as)-queueShown
 	}
 	slices.Reverse(as)
-	if len(as) > queueShown {
-		as, d.Older = as[:queueShown], len(as)-queueShown
-	}
 	for _, a := range as {
 		d.Rows = append(d.Rows, row{Approval: a, Own: a.RequestedBy(p.Subject)})
 	}

@@ -153,9 +153,7 @@ func (c *Console) queueView(w *htmlWriter, d queueData) {
 		`<p class="note">Newest first, for the accounts you may approve. <span id="live" data-live="/console/queue?fragment=rows">Updated `)
 	w.text(when(d.Updated))
 	w.m(".</span></p>\n")
-	if d.Error != "" {
-		w.el(`<p class="error">`, d.Error, "</p>\n")
-	}
+	// An error is a row of the table, which the live update replaces.
 	w.m("<table class=\"list\">\n",
 		`  <thead><tr><th>Asked</th><th>Account</th><th>Order</th><th class="num">Est. notional</th><th>Requester</th><th>Agent</th><th>Time left</th><th></th></tr></thead>`+"\n",
 		`  <tbody id="rows">`)
@@ -188,6 +186,10 @@ func (c *Console) queueRows(w *htmlWriter, d queueData) {
 		w.m("\">Open</a></td>\n</tr>\n")
 	}
 	switch {
+	case d.Overflow:
+		w.m(`<tr class="more"><td colspan="8">`)
+		w.text("More than " + strconv.Itoa(queueRead) + " approvals are waiting, more than the queue can read: shown are the " + strconv.Itoa(len(d.Rows)) + " that expire first.")
+		w.m("</td></tr>\n")
 	case d.Older > 0:
 		w.m(`<tr class="more"><td colspan="8">`)
 		w.text(strconv.Itoa(d.Older) + " older approvals waiting are not shown: the queue shows the newest " + strconv.Itoa(len(d.Rows)) + ".")
