@@ -114,17 +114,13 @@ func (s *Service) underPendingCap(ctx context.Context, requester, id string) err
 
 func (s *Service) index(ctx context.Context, a Approval) error {
 	score := float64(a.CreatedAt.Unix())
-	for _, idx := range []string{pendingIndex, accountIndex(a.Order.AccountID), requesterIndex(a.Requester)} {
-		if err := s.st.IndexAdd(ctx, idx, a.ID, score); err != nil {
-			return s.stateErr(ctx, err)
-		}
+	if err := s.st.IndexAddAll(ctx, []string{pendingIndex, accountIndex(a.Order.AccountID), requesterIndex(a.Requester)}, a.ID, score); err != nil {
+		return s.stateErr(ctx, err)
 	}
 	// The history keeps every approval, newest first, for as long as its
 	// record lives (entries of expired records are dropped when read).
-	for _, idx := range []string{historyIndex, historyIndex + ":" + a.Order.AccountID} {
-		if err := s.st.IndexAdd(ctx, idx, a.ID, -score); err != nil {
-			return s.stateErr(ctx, err)
-		}
+	if err := s.st.IndexAddAll(ctx, []string{historyIndex, historyIndex + ":" + a.Order.AccountID}, a.ID, -score); err != nil {
+		return s.stateErr(ctx, err)
 	}
 	return nil
 }
@@ -210,9 +206,7 @@ func (s *Service) History(ctx context.Context, p principal.Principal, q HistoryQ
 }
 
 func (s *Service) unindex(ctx context.Context, a Approval) {
-	s.st.IndexRemove(ctx, pendingIndex, a.ID)
-	s.st.IndexRemove(ctx, accountIndex(a.Order.AccountID), a.ID)
-	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
+	s.st.IndexRemoveAll(ctx, []string{pendingIndex, accountIndex(a.Order.AccountID), requesterIndex(a.Requester)}, a.ID)
 }
 
 // unindexDone takes an approval that is no longer pending off the indexes
@@ -231,8 +225,7 @@ func (s *Service) unindexDone(ctx context.Context, a Approval) {
 // its order would, until the order is listed to be sent or the approval
 // fails (unindex).
 func (s *Service) unqueue(ctx context.Context, a Approval) {
-	s.st.IndexRemove(ctx, pendingIndex, a.ID)
-	s.st.IndexRemove(ctx, requesterIndex(a.Requester), a.ID)
+	s.st.IndexRemoveAll(ctx, []string{pendingIndex, requesterIndex(a.Requester)}, a.ID)
 }
 
 // holds reports whether an approval still holds what its order would: it

@@ -220,10 +220,8 @@ func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provena
 	if entry == "" {
 		entry = o.OrderID
 	}
-	for _, idx := range openIndexes(o.AccountID, prov) {
-		if err := s.st.IndexAdd(ctx, idx, entry, float64(s.now().Unix())); err != nil {
-			s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "index", idx, "error", err)
-		}
+	if err := s.st.IndexAddAll(ctx, openIndexes(o.AccountID, prov), entry, float64(s.now().Unix())); err != nil {
+		s.log.WarnContext(ctx, "could not index an open order for cancel-all", "order_id", o.OrderID, "error", err)
 	}
 }
 
@@ -232,12 +230,11 @@ func (s *Service) indexOpen(ctx context.Context, o backends.Order, prov *Provena
 // id, and its order id (how it was listed before orders were listed by
 // client order id).
 func (s *Service) unindexOpen(ctx context.Context, o backends.Order, prov *Provenance) {
-	for _, idx := range openIndexes(o.AccountID, prov) {
-		if o.ClientOrderID != "" {
-			s.st.IndexRemove(ctx, idx, o.ClientOrderID)
-		}
-		s.st.IndexRemove(ctx, idx, o.OrderID)
+	entries := []string{o.OrderID}
+	if o.ClientOrderID != "" {
+		entries = append(entries, o.ClientOrderID)
 	}
+	s.st.IndexRemoveAll(ctx, openIndexes(o.AccountID, prov), entries...)
 }
 
 // dailyKey is a budget's tally for one trading day: the orders it counts,

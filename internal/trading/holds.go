@@ -50,10 +50,8 @@ func (s *Service) listSending(ctx context.Context, o OrderArgs, coid string, pro
 	if err := putJSON(ctx, s.st, sendingKey(coid), rec, s.cfg.ResendWindow+s.cfg.Lease); err != nil {
 		return s.stateErr(ctx, err)
 	}
-	for _, idx := range openIndexes(o.AccountID, prov) {
-		if err := s.st.IndexAdd(ctx, idx, coid, float64(s.now().Unix())); err != nil {
-			return s.stateErr(ctx, err)
-		}
+	if err := s.st.IndexAddAll(ctx, openIndexes(o.AccountID, prov), coid, float64(s.now().Unix())); err != nil {
+		return s.stateErr(ctx, err)
 	}
 	return nil
 }
@@ -63,11 +61,8 @@ func (s *Service) listSending(ctx context.Context, o OrderArgs, coid string, pro
 // hold record, no longer listed, is never read again and expires.)
 func (s *Service) unlistSending(ctx context.Context, account, coid string, prov *Provenance) {
 	ctx = context.WithoutCancel(ctx)
-	for _, idx := range openIndexes(account, prov) {
-		if err := s.st.IndexRemove(ctx, idx, coid); err != nil {
-			s.log.WarnContext(ctx, "could not unlist an order never sent; its hold ends with the resend window", "client_order_id", coid, "error", err)
-			return
-		}
+	if err := s.st.IndexRemoveAll(ctx, openIndexes(account, prov), coid); err != nil {
+		s.log.WarnContext(ctx, "could not unlist an order never sent; its hold ends with the resend window", "client_order_id", coid, "error", err)
 	}
 }
 

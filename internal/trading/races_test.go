@@ -416,22 +416,24 @@ func TestLapsedResendStaysASend(t *testing.T) {
 	}
 }
 
-// listHook runs f once, right after an order is first listed for cancel-all.
+// listHook runs f once, right after an order is listed for cancel-all the
+// second time: the first is before its send (by client order id), the
+// second once the Trade service has it.
 type listHook struct {
 	store.Store
-	once sync.Once
-	f    func()
+	listed atomic.Int32
+	f      func()
 }
 
-func (l *listHook) IndexAdd(ctx context.Context, index, member string, score float64) error {
-	err := l.Store.IndexAdd(ctx, index, member, score)
-	if index == "orders:open" {
-		l.once.Do(l.f)
+func (l *listHook) IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error {
+	err := l.Store.IndexAddAll(ctx, indexes, member, score)
+	if slices.Contains(indexes, "orders:open") && l.listed.Add(1) == 2 {
+		l.f()
 	}
 	return err
 }
 
-// TestHaltCancelsOnce: a halt whose cancel-all finds the order just listed
+// TestHaltCancelsOnce: a halt whose cancel-all finds the order just sent
 // and the sender's own check after its send do not both cancel it.
 func TestHaltCancelsOnce(t *testing.T) {
 	h := &listHook{Store: store.NewMemory(nil)}

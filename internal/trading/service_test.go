@@ -100,7 +100,7 @@ type fixture struct {
 	st    store.Store
 }
 
-func newFixture(t *testing.T, st store.Store) *fixture {
+func newFixture(t testing.TB, st store.Store) *fixture {
 	t.Helper()
 	d := demo.New(nil)
 	bs := d.Set()
@@ -125,10 +125,10 @@ func large(key string) trading.OrderArgs {
 	return trading.OrderArgs{AccountID: "ACC-2001", Ticker: "KO", Side: "buy", Type: "market", Quantity: 1000, IdempotencyKey: key}
 }
 
-func stores(t *testing.T) map[string]func(t *testing.T) store.Store {
-	return map[string]func(t *testing.T) store.Store{
-		"memory": func(t *testing.T) store.Store { return store.NewMemory(nil) },
-		"redis": func(t *testing.T) store.Store {
+func stores(t testing.TB) map[string]func(t testing.TB) store.Store {
+	return map[string]func(t testing.TB) store.Store{
+		"memory": func(t testing.TB) store.Store { return store.NewMemory(nil) },
+		"redis": func(t testing.TB) store.Store {
 			srv := redistest.Start(t)
 			return store.NewRedis(redis.NewClient(&redis.Options{Addr: srv.Addr}), "t:")
 		},

@@ -109,6 +109,22 @@ func (m *Measured) IndexAdd(ctx context.Context, index, member string, score flo
 	return err
 }
 
+// IndexAddAll implements Store.
+func (m *Measured) IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error {
+	start := time.Now()
+	err := m.s.IndexAddAll(ctx, indexes, member, score)
+	m.observe(OpIndexAdd, start, err)
+	return err
+}
+
+// IndexRemoveAll implements Store.
+func (m *Measured) IndexRemoveAll(ctx context.Context, indexes []string, members ...string) error {
+	start := time.Now()
+	err := m.s.IndexRemoveAll(ctx, indexes, members...)
+	m.observe(OpIndexRemove, start, err)
+	return err
+}
+
 // IndexRemove implements Store.
 func (m *Measured) IndexRemove(ctx context.Context, index, member string) error {
 	start := time.Now()

@@ -194,6 +194,28 @@ func (m *Memory) IndexRemove(ctx context.Context, index, member string) error {
 	return nil
 }
 
+// IndexAddAll implements Store.
+func (m *Memory) IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error {
+	for _, idx := range indexes {
+		if err := m.IndexAdd(ctx, idx, member, score); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// IndexRemoveAll implements Store.
+func (m *Memory) IndexRemoveAll(ctx context.Context, indexes []string, members ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, idx := range indexes {
+		for _, member := range members {
+			delete(m.indexes[idx], member)
+		}
+	}
+	return nil
+}
+
 // IndexRange implements Store.
 func (m *Memory) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
 	return m.IndexRangeFrom(ctx, index, math.Inf(-1), limit)

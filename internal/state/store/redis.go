@@ -156,6 +156,41 @@ func (r *Redis) IndexRemove(ctx context.Context, index, member string) error {
 	return nil
 }
 
+// IndexAddAll implements Store, in one pipeline.
+func (r *Redis) IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error {
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, idx := range indexes {
+			p.ZAdd(ctx, r.prefix+idx, redis.Z{Score: score, Member: member})
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("index add", err)
+	}
+	return nil
+}
+
+// IndexRemoveAll implements Store, in one pipeline.
+func (r *Redis) IndexRemoveAll(ctx context.Context, indexes []string, members ...string) error {
+	if len(members) == 0 {
+		return nil
+	}
+	ms := make([]any, len(members))
+	for i, m := range members {
+		ms[i] = m
+	}
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, idx := range indexes {
+			p.ZRem(ctx, r.prefix+idx, ms...)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable("index remove", err)
+	}
+	return nil
+}
+
 // IndexRange implements Store.
 func (r *Redis) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
 	return r.IndexRangeFrom(ctx, index, math.Inf(-1), limit)

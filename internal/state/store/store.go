@@ -39,6 +39,11 @@ type Store interface {
 	IndexAdd(ctx context.Context, index, member string, score float64) error
 	// IndexRemove drops member from the index.
 	IndexRemove(ctx context.Context, index, member string) error
+	// IndexAddAll records member in each of indexes with one score, and
+	// IndexRemoveAll drops members from each of indexes: one round trip
+	// each, for an entry kept in several indexes at once.
+	IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error
+	IndexRemoveAll(ctx context.Context, indexes []string, members ...string) error
 	// IndexRange lists up to limit members by ascending score.
 	IndexRange(ctx context.Context, index string, limit int) ([]string, error)
 	// IndexRangeFrom lists up to limit members with a score of at least

@@ -87,6 +87,24 @@ func TestContract(t *testing.T) {
 					t.Fatalf("IndexRangeFrom(%g, %d) = %v %v, want %s", c.from, c.limit, got, err, c.want)
 				}
 			}
+			// One entry in several indexes at once, and out of them.
+			if err := s.IndexAddAll(ctx, []string{"x", "y"}, "m", 5); err != nil {
+				t.Fatal(err)
+			}
+			s.IndexAddAll(ctx, []string{"y"}, "n", 6)
+			for idx, want := range map[string]string{"x": "[m]", "y": "[m n]"} {
+				if got, err := s.IndexRange(ctx, idx, 10); err != nil || fmt.Sprint(got) != want {
+					t.Fatalf("after IndexAddAll, %s = %v %v, want %s", idx, got, err, want)
+				}
+			}
+			if err := s.IndexRemoveAll(ctx, []string{"x", "y"}, "m", "n", "absent"); err != nil {
+				t.Fatal(err)
+			}
+			for _, idx := range []string{"x", "y"} {
+				if got, err := s.IndexRange(ctx, idx, 10); err != nil || len(got) != 0 {
+					t.Fatalf("after IndexRemoveAll, %s = %v %v, want []", idx, got, err)
+				}
+			}
 			if err := s.Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
