@@ -72,7 +72,7 @@ func requesterIndex(subject string) string { return pendingIndex + ":by:" + subj
 // is checked and the approval created under it, so concurrent requests of
 // one requester (on any replica) cannot both take the last place.
 func (s *Service) lockRequester(ctx context.Context, subject string) (*heldLease, error) {
-	return s.lease(ctx, "pendingcap:"+subject, "waiting for another order of yours to be recorded")
+	return s.lease(ctx, "pendingcap:"+subject, s.cfg.Lease, "waiting for another order of yours to be recorded")
 }
 
 // underPendingCap refuses a new approval when the requester already has
@@ -303,6 +303,7 @@ func (s *Service) working(ctx context.Context, account, self string, c *policy.C
 	if err != nil {
 		return s.stateErr(ctx, err)
 	}
+	tooMany := len(ids) > heldScan // with self among them, one was not read
 	ids = slices.DeleteFunc(ids, func(id string) bool { return id == self })
 	entries, err := s.readOpen(ctx, ids)
 	if err != nil {
@@ -341,7 +342,7 @@ func (s *Service) working(ctx context.Context, account, self string, c *policy.C
 			marketBuys = append(marketBuys, o)
 		}
 	}
-	if len(ids) > heldScan {
+	if tooMany {
 		// Those that no longer work were dropped from the index above, so a
 		// later check may read them all.
 		return ErrTooManyOpen
@@ -733,6 +734,10 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 		// client order id), so it stays.
 		return 0, nil, true, nil
 	case err != nil:
+		if !takeover {
+			// Not executing, so not sent: the approval holds, not a listing.
+			s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
+		}
 		return answer(Outcome{}, s.stateErr(ctx, err))
 	}
 	*a = next
@@ -749,6 +754,7 @@ func (s *Service) failApproval(ctx context.Context, a Approval, ver int64, why s
 		return Outcome{}, false, s.stateErr(ctx, err)
 	}
 	s.unindex(ctx, a)
+	s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance()) // an earlier attempt's, if any
 	return s.approvalOutcome(ctx, a), false, nil
 }
 

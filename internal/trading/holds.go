@@ -107,6 +107,12 @@ func (s *Service) resolveOpen(ctx context.Context, entry string) (openEntry, err
 // lockAccount takes the account's lease for a check and what makes its
 // order count for the next check (its approval recorded, or the order
 // listed to be sent), waiting while another order of the account holds it.
+//
+// It is short: what it covers is a few store calls and a journal write, and
+// a lease left behind by a call that failed (the store down as it handed it
+// back) holds the account's orders until it ends.
 func (s *Service) lockAccount(ctx context.Context, account string) (*heldLease, error) {
-	return s.lease(ctx, "acctlock:"+account, "waiting for another order on the account to be checked")
+	return s.lease(ctx, "acctlock:"+account, min(s.cfg.Lease, accountLease), "waiting for another order on the account to be checked")
 }
+
+const accountLease = 5 * time.Second

@@ -19,29 +19,40 @@ type leaseRecord struct {
 	Released bool      `json:"released,omitempty"`
 }
 
-// heldLease is a lease this call holds.
+// heldLease is a lease this call holds, at version ver of its record.
+// Versions only grow while a record lives, and it lives far longer than
+// any holder (leaseKeep): a version once held and since moved on is never
+// seen again, so a holder whose lease ran out can never take a later
+// holder's record for its own.
 type heldLease struct {
 	s    *Service
 	key  string
+	ttl  time.Duration
 	ver  int64
 	once sync.Once
 }
+
+// leaseKeep is how long a lease record is kept after it was last written.
+const leaseKeep = 24 * time.Hour
 
 // errLeaseLost: the lease ran out while its holder was still at work (a
 // stalled audit sink, a long pause) and another call took it; the holder
 // must stop before it acts on what it checked.
 var errLeaseLost = agentError("this order waited too long between its check and its recording, and another order on the account was checked meanwhile; nothing was placed. Retry with the same idempotency_key: it is checked again")
 
-// lease takes the lease at key, waiting while another call holds it.
-// waiting says, in an error, what a call that gave up was waiting for.
-func (s *Service) lease(ctx context.Context, key, waiting string) (*heldLease, error) {
-	rec := leaseRecord{Until: s.now().Add(s.cfg.Lease)}
-	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
+// lease takes the lease at key for ttl, waiting while another call holds
+// it: woken when a holder on this replica hands it back, and polling for
+// one on another. waiting says, in an error, what a call that gave up was
+// waiting for.
+func (s *Service) lease(ctx context.Context, key string, ttl time.Duration, waiting string) (*heldLease, error) {
+	rec := leaseRecord{Until: s.now().Add(ttl)}
+	for wait := time.Millisecond; ; wait = min(wait*2, 20*time.Millisecond) {
+		released := s.leases.released(key) // before the read: no wake-up is missed
 		cur, ver, err := getJSON[leaseRecord](ctx, s.st, key)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			if err := createJSON(ctx, s.st, key, rec, s.cfg.Lease); err == nil {
-				return &heldLease{s: s, key: key, ver: 1}, nil
+			if err := createJSON(ctx, s.st, key, rec, leaseKeep); err == nil {
+				return &heldLease{s: s, key: key, ttl: ttl, ver: 1}, nil
 			} else if !errors.Is(err, store.ErrConflict) {
 				return nil, s.stateErr(ctx, err)
 			}
@@ -49,9 +60,9 @@ func (s *Service) lease(ctx context.Context, key, waiting string) (*heldLease, e
 		case err != nil:
 			return nil, s.stateErr(ctx, err)
 		case cur.Released || !s.now().Before(cur.Until):
-			nv, err := updateJSON(ctx, s.st, key, rec, ver, s.cfg.Lease)
+			nv, err := updateJSON(ctx, s.st, key, rec, ver, leaseKeep)
 			if err == nil {
-				return &heldLease{s: s, key: key, ver: nv}, nil
+				return &heldLease{s: s, key: key, ttl: ttl, ver: nv}, nil
 			} else if !errors.Is(err, store.ErrConflict) {
 				return nil, s.stateErr(ctx, err)
 			}
@@ -60,6 +71,7 @@ func (s *Service) lease(ctx context.Context, key, waiting string) (*heldLease, e
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%s: %w", waiting, ctx.Err())
+		case <-released:
 		case <-time.After(wait):
 		}
 	}
@@ -69,7 +81,7 @@ func (s *Service) lease(ctx context.Context, key, waiting string) (*heldLease, e
 // before acting on what was checked under it. A lease that ran out but
 // that nobody took is still this call's (nothing was checked meanwhile).
 func (l *heldLease) renew(ctx context.Context) error {
-	nv, err := updateJSON(ctx, l.s.st, l.key, leaseRecord{Until: l.s.now().Add(l.s.cfg.Lease)}, l.ver, l.s.cfg.Lease)
+	nv, err := updateJSON(ctx, l.s.st, l.key, leaseRecord{Until: l.s.now().Add(l.ttl)}, l.ver, leaseKeep)
 	switch {
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
 		return errLeaseLost
@@ -85,9 +97,41 @@ func (l *heldLease) renew(ctx context.Context) error {
 func (l *heldLease) unlock(ctx context.Context) {
 	l.once.Do(func() {
 		ctx := context.WithoutCancel(ctx)
-		_, err := updateJSON(ctx, l.s.st, l.key, leaseRecord{Released: true}, l.ver, l.s.cfg.Lease)
+		_, err := updateJSON(ctx, l.s.st, l.key, leaseRecord{Released: true}, l.ver, leaseKeep)
 		if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
 			l.s.log.WarnContext(ctx, "could not release a lease; it frees itself when the lease ends", "key", l.key, "error", err)
 		}
+		l.s.leases.release(l.key)
 	})
+}
+
+// leaseWaiters wakes the calls on this replica that wait for a lease when
+// it is handed back, instead of leaving them to their next poll.
+type leaseWaiters struct {
+	mu sync.Mutex
+	ch map[string]chan struct{}
+}
+
+// released is closed when the lease at key is next handed back here.
+func (w *leaseWaiters) released(key string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch == nil {
+		w.ch = map[string]chan struct{}{}
+	}
+	ch, ok := w.ch[key]
+	if !ok {
+		ch = make(chan struct{})
+		w.ch[key] = ch
+	}
+	return ch
+}
+
+func (w *leaseWaiters) release(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ch, ok := w.ch[key]; ok {
+		close(ch)
+		delete(w.ch, key)
+	}
 }

@@ -497,10 +497,11 @@ func TestStalledReservationIsNotResentUncounted(t *testing.T) {
 	case err := <-first:
 		t.Fatalf("the first order ended before reserving: %v", err)
 	}
+	// Past a's leases: its claim, and the account's, which b needs.
+	f.clock.Add(11 * time.Second)
 	if pb, err := f.svc.PlaceOrder(t.Context(), alice, b, trading.Confirmation{Claimed: true}); err != nil || pb.Outcome.Order == nil {
 		t.Fatalf("order b: %+v %v", pb.Outcome, err)
 	}
-	f.clock.Add(11 * time.Second)
 	f.svc.PlaceOrder(t.Context(), alice, a, trading.Confirmation{Claimed: true})
 	close(st.resume)
 	<-first

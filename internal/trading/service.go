@@ -159,6 +159,7 @@ type Service struct {
 	// policyVersion names the rule set (policy.Rules.Version), recorded
 	// with each order.
 	policyVersion string
+	leases        *leaseWaiters
 }
 
 // New returns a Service. signer signs and checks the confirmations put to
@@ -180,7 +181,7 @@ func New(cfg Config, st store.Store, bs backends.Set, j Journal, signer *confirm
 	if cfg.ResendWindow == 0 {
 		cfg.ResendWindow = max(15*time.Minute, 4*cfg.Lease)
 	}
-	return &Service{cfg: cfg, st: st, bs: bs, journal: j, signer: signer, log: log, now: now, policyVersion: cfg.Rules.Version()}
+	return &Service{cfg: cfg, st: st, bs: bs, journal: j, signer: signer, log: log, now: now, policyVersion: cfg.Rules.Version(), leases: &leaseWaiters{}}
 }
 
 // Preview runs the pre-trade check for p without side effects. With an
@@ -781,6 +782,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		}
 	}
 	if err := s.listSending(ctx, o, coid, prov, notional); err != nil {
+		s.unlistSending(ctx, o.AccountID, coid, prov) // what was written of it: nothing was sent
 		return Outcome{}, err
 	}
 	if acct != nil {
