@@ -116,24 +116,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// As in the SDK's stateless sessions, a client that goes away does not
 	// cancel the call: it completes, and its record says what it did.
-	var own toolResult
-	ctx := context.WithValue(context.WithoutCancel(r.Context()), toolResultKey{}, &own)
-	res, err := h.chain(ctx, "tools/call", req)
+	res, err := h.chain(context.WithoutCancel(r.Context()), "tools/call", req)
+	// On the new generation every result is marked complete: the tool's
+	// own (as the SDK's tools/call marks it) and an answer a middleware
+	// gives instead (as outcome.Deliver marks it); none asks for input here.
 	complete := false
 	if version >= newProtocol && err == nil {
-		complete = h.annotate(res, own.res)
+		h.annotate(res)
+		complete = true
 	}
 	if h.served != nil {
 		h.served(req.Params.Name) // before the answer: whoever reads it may count on it
 	}
 	h.reply(w, call.From(r.Context()).ID, res, err, version, complete)
 }
-
-// toolResult is the result the tool itself returned, as opposed to one a
-// middleware answered with instead.
-type toolResult struct{ res *mcp.CallToolResult }
-
-type toolResultKey struct{}
 
 // callTool is the SDK server's tools/call for a known tool: the handler's
 // result, with content never null.
@@ -144,9 +140,6 @@ func (h *handler) callTool(ctx context.Context, _ string, req mcp.Request) (mcp.
 		copied := *res
 		copied.Content = []mcp.Content{}
 		res = &copied
-	}
-	if own, ok := ctx.Value(toolResultKey{}).(*toolResult); ok {
-		own.res = res
 	}
 	return res, err
 }
@@ -178,30 +171,23 @@ func (s *serverMeta) is(m map[string]any) bool {
 }
 
 // annotate does to a result on the new protocol generation what the SDK's
-// session does: the tool's own result is marked complete (resultType; set
-// by the SDK's tools/call, so a middleware's answer instead has none), and
-// every result names the server in _meta. It reports whether res is the
-// tool's own result.
-func (h *handler) annotate(res mcp.Result, own *mcp.CallToolResult) bool {
+// session does: every result names the server in _meta.
+func (h *handler) annotate(res mcp.Result) {
 	r, ok := res.(*mcp.CallToolResult)
-	if !ok || r == nil {
-		return false
-	}
-	if h.impl == nil {
-		return r == own
+	if !ok || r == nil || h.impl == nil {
+		return
 	}
 	m := r.GetMeta()
 	if len(m) == 0 {
 		// Shared and read-only: nothing writes a result's _meta after
 		// this, and appendResult writes it from serverMeta.json.
 		r.SetMeta(h.serverMeta.meta)
-		return r == own
+		return
 	}
 	if _, ok := m[mcp.MetaKeyServerInfo]; !ok {
 		m[mcp.MetaKeyServerInfo] = h.impl
 		r.SetMeta(m)
 	}
-	return r == own
 }
 
 // accept returns the request the SDK's session would build, when this
@@ -581,8 +567,8 @@ func compactJSON(raw []byte) bool {
 // completed marks a result final for the new protocol generation, as the
 // SDK's result marshalling does: "resultType" is its last member.
 func completed(result []byte) []byte {
-	if len(result) < 2 || result[0] != '{' {
-		return result
+	if len(result) < 2 || result[0] != '{' || bytes.HasSuffix(result, []byte(`"resultType":"complete"}`)) {
+		return result // not an object, or marked already (outcome.Deliver's copy)
 	}
 	out := make([]byte, 0, len(result)+24)
 	out = append(out, result[:len(result)-1]...)

@@ -76,7 +76,7 @@ func (a *Auditor) Middleware(cat *catalog.Catalog) mcp.Middleware {
 					a.log.ErrorContext(ctx, "audit: steps that took effect during a read were not recorded", "tool", ev.Tool, "error", serr)
 					return res, err
 				}
-				return unrecorded(ctx), nil
+				return nil, unrecorded(ctx)
 			}
 			return res, err
 		}
@@ -119,13 +119,14 @@ func (a *Auditor) Refused(ctx context.Context, c *call.Call, class catalog.Class
 
 // unrecorded is what an agent sees when a state-changing call could not be
 // recorded: the result is withheld, and the agent is told to check state
-// rather than assume either way.
-func unrecorded(ctx context.Context) *mcp.CallToolResult {
+// rather than assume either way. A refusal, delivered as every other
+// (outcome.Deliver).
+func unrecorded(ctx context.Context) *outcome.Refused {
 	r := &mcp.CallToolResult{}
 	r.SetError(errors.New("this call could not be recorded in the audit trail, so its result is withheld. " +
 		"Do not assume it succeeded or failed: check the current state (for example the order's status) before retrying, " +
 		"and retry in a few seconds (ref " + telemetry.RequestID(ctx) + ")"))
-	return r
+	return &outcome.Refused{Outcome: outcome.Failed, Reason: "not recorded in the audit trail", Result: r}
 }
 
 // trail is what one call journaled while it ran: audit's own per-call

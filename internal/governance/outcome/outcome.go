@@ -6,10 +6,13 @@ package outcome
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 )
 
 // Outcome is how one call ended.
@@ -109,12 +112,29 @@ func Deliver() mcp.Middleware {
 			res, err := next(ctx, method, req)
 			var ref *Refused
 			if errors.As(err, &ref) {
-				if ref.Result != nil {
-					return ref.Result, nil
+				if ref.Result == nil {
+					return nil, ref.Err
 				}
-				return nil, ref.Err
+				if c := call.From(ctx); c != nil && c.ProtocolVersion >= "2026-07-28" {
+					return markComplete(ref.Result), nil
+				}
+				return ref.Result, nil
 			}
 			return res, err
 		}
 	}
+}
+
+// markComplete is a copy of r marked complete (resultType), as a result
+// must be on protocol 2026-07-28: go-sdk marks a tool's own result so, and
+// leaves an answer a middleware gives instead unmarked, which clients of
+// that revision refuse. The mark is go-sdk's own field; decoding is the
+// one way to set it from outside.
+func markComplete(r *mcp.CallToolResult) *mcp.CallToolResult {
+	var c mcp.CallToolResult
+	if err := json.Unmarshal([]byte(`{"content":[],"resultType":"complete"}`), &c); err != nil {
+		return r
+	}
+	c.Meta, c.Content, c.StructuredContent, c.IsError = r.Meta, r.Content, r.StructuredContent, r.IsError
+	return &c
 }
