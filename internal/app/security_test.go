@@ -180,8 +180,10 @@ func TestSecurityFrontDoor(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("status %d, want 403: %s", resp.StatusCode, body)
 		}
+		// On 2025-11-25 the challenge names the scopes already granted too
+		// (TestScopeChallengeKeepsGrantedScopesForOldClients).
 		ch := challenge(t, resp)
-		if ch["error"] != "insufficient_scope" || ch["scope"] != "trade:write" || ch["resource_metadata"] != secMetadata {
+		if ch["error"] != "insufficient_scope" || ch["scope"] != "portfolio:read trade:write" || ch["resource_metadata"] != secMetadata {
 			t.Errorf("challenge = %v", ch)
 		}
 		var rpc struct {
@@ -195,7 +197,7 @@ func TestSecurityFrontDoor(t *testing.T) {
 		// Reading needs portfolio:read, even for a trader.
 		trader := iss.Token(t, iss.Claims("tom", secResource, "trade:write", "*"))
 		resp, _ = secRPC(t, srv.URL, trader, "resources/read", map[string]any{"uri": "portfolio://accounts/ACC-1001"})
-		if ch := challenge(t, resp); resp.StatusCode != http.StatusForbidden || ch["scope"] != "portfolio:read" {
+		if ch := challenge(t, resp); resp.StatusCode != http.StatusForbidden || ch["scope"] != "portfolio:read trade:write" {
 			t.Errorf("resources/read without portfolio:read: %d %v", resp.StatusCode, ch)
 		}
 

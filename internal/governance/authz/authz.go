@@ -134,7 +134,7 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown tool %q", c.Tool)}
 	}
 	if !pr.HasScope(scope) {
-		return denied(scope, what(c))
+		return denied(scope, p.challengeScope(pr, c, scope), what(c))
 	}
 	switch c.Method {
 	case "completion/complete":
@@ -177,8 +177,8 @@ func what(c *call.Call) string {
 
 // denied is the MCP-level refusal for a missing scope. (The HTTP challenge
 // usually answers first; this is the authoritative check.)
-func denied(scope, what string) error {
-	data, _ := json.Marshal(map[string]string{"error": "insufficient_scope", "scope": scope})
+func denied(scope, ask, what string) error {
+	data, _ := json.Marshal(map[string]string{"error": "insufficient_scope", "scope": ask})
 	return &outcome.Refused{Outcome: outcome.Denied, Reason: "insufficient_scope: " + scope, Err: &jsonrpc.Error{
 		Code:    CodeInsufficientScope,
 		Message: fmt.Sprintf("insufficient scope: %s requires the scope %q; obtain a token that grants it", what, scope),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/catalog"
@@ -45,12 +47,36 @@ func (p *Policy) Challenge(resourceMetadataURL string, rec Recorder) func(http.H
 			}
 			rec.Refused(r.Context(), c, class, outcome.Denied, "insufficient_scope: "+scope)
 			desc := fmt.Sprintf("%s requires the scope %s", what(c), scope)
+			ask := p.challengeScope(pr, c, scope)
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(
 				`Bearer error="insufficient_scope", scope=%q, resource_metadata=%q, error_description=%q`,
-				scope, resourceMetadataURL, desc))
+				ask, resourceMetadataURL, desc))
 			call.WriteError(w, http.StatusForbidden, c.ID, CodeInsufficientScope,
 				"insufficient scope: "+desc+"; obtain a token that grants it",
-				map[string]string{"error": "insufficient_scope", "scope": scope})
+				map[string]string{"error": "insufficient_scope", "scope": ask})
 		})
 	}
+}
+
+// challengeScope is the scope a challenge for call c names, need being the
+// one the operation lacks. From 2026-07-28 on it is need alone: the client
+// adds it to what it holds (RFC 6750 section 3.1, as that revision says).
+// A client of an earlier revision re-authorizes with exactly the scope the
+// challenge names, and the 2025-11-25 revision asks the server to include
+// the scopes already granted, lest the client lose them: so for it, this
+// server's scopes the token holds come too (read, trade, approve order).
+func (p *Policy) challengeScope(pr principal.Principal, c *call.Call, need string) string {
+	if c.ProtocolVersion >= "2026-07-28" {
+		return need
+	}
+	var scopes []string
+	for _, s := range p.scopes.All() {
+		if s != "" && (s == need || pr.HasScope(s)) && !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
+		}
+	}
+	if !slices.Contains(scopes, need) {
+		scopes = append(scopes, need)
+	}
+	return strings.Join(scopes, " ")
 }

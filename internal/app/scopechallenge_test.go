@@ -1,0 +1,43 @@
+package app_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
+)
+
+// TestScopeChallengeKeepsGrantedScopesForOldClients: a 2025-11-25
+// client holding portfolio:read calls place_order. The 403 challenge's
+// scope is what a 2025-era client (TypeScript SDK 1.x) re-authorizes with
+// verbatim, replacing its scope; the 2025-11-25 spec asks servers to
+// include the previously granted scopes the client still needs, so the
+// client does not lose them (only 2026-07-28 moved accumulation to
+// clients).
+func TestScopeChallengeKeepsGrantedScopesForOldClients(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, tradingEnv(iss, ""))
+	token := iss.Token(t, iss.Claims("alice", secResource, "portfolio:read", "ACC-1001"))
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"place_order","arguments":{"account_id":"ACC-1001","ticker":"KO","side":"buy","quantity":1,"idempotency_key":"scope-challenge-1"}}}`
+	resp, b := postMCP(t, http.DefaultClient, srv.URL, body, map[string]string{
+		"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+		"MCP-Protocol-Version": "2025-11-25", "Authorization": "Bearer " + token})
+	ch := resp.Header.Get("WWW-Authenticate")
+	t.Logf("HTTP %d\nWWW-Authenticate: %s\n%s", resp.StatusCode, ch, b)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("HTTP %d, want the 403 scope challenge", resp.StatusCode)
+	}
+	if !strings.Contains(ch, `scope="portfolio:read trade:write"`) {
+		t.Errorf("challenge scope drops the granted portfolio:read: a 2025-era client re-authorizes with only trade:write and loses its read scope")
+	}
+	// A 2026-07-28 client adds the one scope named to what it holds.
+	resp, _ = postMCP(t, http.DefaultClient, srv.URL, strings.Replace(body, `"idempotency_key":"scope-challenge-1"}`,
+		`"idempotency_key":"scope-challenge-1"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`, 1),
+		map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+			"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "place_order", "Authorization": "Bearer " + token})
+	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || !strings.Contains(ch, `scope="trade:write"`) {
+		t.Errorf("2026-07-28: HTTP %d, challenge %q, want the operation's scope alone", resp.StatusCode, ch)
+	}
+}
