@@ -107,8 +107,10 @@ func (h *handlers) registerTrading(r registrar) {
 	addTool(r, catalog.Tool{Class: catalog.Read}, &mcp.Tool{
 		Name:  "get_order_status",
 		Title: "Get order status",
-		Description: "Status of an order (order_id) or of an approval request (approval_id): pending, approved, executed with its order, rejected, expired or cancelled, " +
-			"with its provenance: who placed it through which agent, how the user confirmed it, the policy version that allowed it and who approved it.",
+		Description: "Status of an order (order_id) or of an approval request (approval_id): pending_approval, approved (being sent), then its order's own state " +
+			"(accepted, partially_filled, filled, cancelled, rejected, expired), or submitted when that could not be read just now; " +
+			"with its provenance: who placed it through which agent, how the user confirmed it, the policy version that allowed it and who approved it. " +
+			"Reading the status of an approved order whose sending was interrupted sends it.",
 		Annotations: readOnly,
 	}, idSchema(), h.getOrderStatus)
 

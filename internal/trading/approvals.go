@@ -646,7 +646,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		switch {
 		case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 			executing := a
-			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "the Trade service refused it: "+strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": "), nil
+			a.Status, a.Error, a.LeaseUntil = ApprovalFailed, "the Trade service refused it: "+tradeRefusal(err), nil
 			if _, err := updateJSON(ctx, s.st, approvalKey(id), a, ver, s.cfg.IdempotencyTTL); err != nil {
 				// Unrecorded, the refusal is not final: the lease expiry
 				// re-drives the execution. Say only what is on record.
@@ -828,6 +828,20 @@ func (s *Service) Cancel(ctx context.Context, p principal.Principal, id string) 
 
 func (s *Service) cancel(ctx context.Context, p principal.Principal, id string) (Outcome, error) {
 	if strings.HasPrefix(id, "APR-") {
+		// An approval whose order was sent is cancelled as that order is
+		// (an agent may hold only the approval id); one being sent cannot
+		// be yet.
+		if a, _, err := s.approval(ctx, id); err == nil && visible(p, a) {
+			switch {
+			case a.Status == ApprovalSubmitted && a.OrderID != "":
+				id = a.OrderID
+			case a.AwaitingSend():
+				return s.approvalOutcome(ctx, a), &AgentError{is: ErrNotCancellable, msg: "approval " + a.ID + " was approved by " + a.DecidedBy +
+					" and its order is being sent to the Trade service; it can be cancelled once it is there: poll get_order_status with " + a.ID + ", then cancel_order again"}
+			}
+		}
+	}
+	if strings.HasPrefix(id, "APR-") {
 		return s.withdraw(ctx, p.Subject, id, "", func(a Approval) error {
 			if !visible(p, a) {
 				return ErrNotFound
@@ -835,7 +849,7 @@ func (s *Service) cancel(ctx context.Context, p principal.Principal, id string) 
 			// The requester's exact subject: folding case, as four eyes
 			// does to refuse more, would here let another subject do more.
 			if a.Requester != p.Subject {
-				return ErrNotCancellable
+				return ErrNotRequester
 			}
 			return nil
 		})
@@ -886,6 +900,7 @@ func (s *Service) withdraw(ctx context.Context, by, id, detail string, may func(
 			return Outcome{}, s.stateErr(ctx, err)
 		}
 		s.unindex(ctx, a)
+		s.forgetEntered(ctx, a)
 		return s.approvalOutcome(ctx, a), nil
 	}
 }

@@ -141,18 +141,23 @@ func (s *Service) guard(ctx context.Context, subject, agent, account string) err
 }
 
 // stopIfHalted cancels an order that reached the Trade service as a halt
-// covering it was engaged: the halt's cancel-all may have read the open
-// orders before this one was listed. The order is listed first (by
-// journalExecuted) and the switch read after, so either that cancel-all
+// covering it was engaged: one that was on its way when the halt came must
+// not go on working as if it came before it. The order is listed first (before
+// its send) and the switch read after, so either the halt's cancel-all
 // finds the order or this finds the halt. A switch that cannot be read
 // leaves the order be: that stops new orders, and a halt, if there is one,
-// has its cancel-all.
+// has its cancel-all. An order the Trade service took well before the halt
+// (a retry learning of it only now) is left as the halt left its twins:
+// working, unless the halt's cancel-all cancelled them.
 func (s *Service) stopIfHalted(ctx context.Context, subject, agent string, out Outcome) Outcome {
 	if s.cfg.Halt == nil || out.Order == nil || !backends.Working(out.Order.Status) {
 		return out
 	}
 	var h *halt.Halted
 	if err := s.cfg.Halt.Check(ctx, halt.Order{Account: out.Order.AccountID, Principal: subject, Agent: agent}); !errors.As(err, &h) {
+		return out
+	}
+	if created := out.Order.CreatedAt; !created.IsZero() && created.Before(h.Halt.EngagedAt.Add(-haltClockSkew)) {
 		return out
 	}
 	// As it is now: the halt's cancel-all may have cancelled it already,
@@ -175,9 +180,13 @@ func (s *Service) stopIfHalted(ctx context.Context, subject, agent string, out O
 		return out
 	}
 	cancelled.Approval, cancelled.IdempotencyKey = out.Approval, out.IdempotencyKey
-	cancelled.Message = "cancelled as soon as it was sent: a trading halt (" + h.Halt.Describe() + ") was engaged meanwhile. " + cancelled.Message
+	cancelled.Message = "cancelled as soon as this server learned it had been placed: a trading halt (" + h.Halt.Describe() + ") was engaged while it was on its way. " + cancelled.Message
 	return cancelled
 }
+
+// haltClockSkew is how far the Trade service's clock may be behind ours
+// and an order it timed before a halt still be one sent after it.
+const haltClockSkew = time.Minute
 
 // current is out with its order as the Trade service holds it now.
 func (s *Service) current(ctx context.Context, out Outcome) (Outcome, error) {
@@ -430,6 +439,19 @@ func (s *Service) rememberEntered(ctx context.Context, o OrderArgs, ref string) 
 	d := Duplicate{IdempotencyKey: o.IdempotencyKey, Ref: ref, EnteredAt: s.now().UTC()}
 	if err := putJSON(ctx, s.st, duplicateKey(o), d, s.cfg.DuplicateWindow); err != nil {
 		s.log.WarnContext(ctx, "could not note an order for duplicate detection", "error", err)
+	}
+}
+
+// forgetEntered takes a withdrawn approval's order out of duplicate
+// detection: nothing was placed, and the same order asked for again is no
+// duplicate of it.
+func (s *Service) forgetEntered(ctx context.Context, a Approval) {
+	if s.cfg.DuplicateWindow <= 0 {
+		return
+	}
+	key := duplicateKey(a.Order)
+	if d, ver, err := getJSON[Duplicate](ctx, s.st, key); err == nil && d.IdempotencyKey == a.Order.IdempotencyKey && d.Ref == a.ID {
+		updateJSON(ctx, s.st, key, Duplicate{}, ver, time.Second) // zero EnteredAt: outside any window
 	}
 }
 

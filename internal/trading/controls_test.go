@@ -344,3 +344,23 @@ func TestHaltFailsSafe(t *testing.T) {
 		t.Fatalf("cancel with the switch unreadable: %+v %v", out, err)
 	}
 }
+
+// TestWithdrawnApprovalIsNoDuplicate: an order withdrawn while it waited
+// for an approver placed nothing; the same order asked for again under a
+// new key is no possible duplicate of it (rejected and expired ones are:
+// someone decided, or nobody did, and the agent asks again).
+func TestWithdrawnApprovalIsNoDuplicate(t *testing.T) {
+	f, _ := controlled(t, store.NewMemory(nil), policy.DailyLimits{}, time.Minute)
+	ctx := t.Context()
+	first, err := f.svc.PlaceOrder(ctx, alice, large("withdrawn-1"), trading.Confirmation{Claimed: true})
+	if err != nil || first.Outcome.Approval == nil {
+		t.Fatalf("%+v %v", first.Outcome, err)
+	}
+	if _, err := f.svc.Cancel(ctx, alice, first.Outcome.Approval.ID); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.svc.PlaceOrder(ctx, alice, large("withdrawn-2"), trading.Confirmation{Claimed: true})
+	if err != nil || again.Outcome.Duplicate != nil || again.Outcome.Approval == nil {
+		t.Errorf("the same order again after the first was withdrawn: %+v %v, want a new approval and no duplicate warning", again.Outcome, err)
+	}
+}

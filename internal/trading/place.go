@@ -145,10 +145,10 @@ func (s *Service) confirmation(ctx context.Context, p principal.Principal, o Ord
 	if !c.Askable {
 		switch {
 		case !c.Claimed:
-			msg := "nothing was placed yet: show the user " + summary(o, pre) + " and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"
+			msg := "nothing was placed yet: show the user the order (" + summary(o, pre) + ") and, only if they confirm, call place_order again with confirm=true and the same idempotency_key"
 			if dup != nil {
-				msg = "nothing was placed yet. " + strings.ToUpper(warning[:1]) + warning[1:] + ". Show the user " + summary(o, pre) +
-					" and this warning; only if they confirm they want a second, separate order, call place_order again with confirm=true, acknowledge_duplicate set to the earlier order's idempotency_key (possible_duplicate.idempotency_key) and the same idempotency_key"
+				msg = "nothing was placed yet. " + strings.ToUpper(warning[:1]) + warning[1:] + ". Show the user this warning and the order (" + summary(o, pre) +
+					"); only if they confirm they want a second, separate order, call place_order again with confirm=true, acknowledge_duplicate set to the earlier order's idempotency_key (possible_duplicate.idempotency_key) and the same idempotency_key"
 			}
 			return nil, Outcome{Status: StatusNeedsConfirmation, Preview: &pre, Duplicate: dup, IdempotencyKey: o.IdempotencyKey, Message: msg}, nil, nil
 		case dup != nil && c.DuplicateAcknowledged != dup.IdempotencyKey:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,6 +371,29 @@ func TestReconciledOrderUnderAHalt(t *testing.T) {
 				t.Errorf("working under the halt: %+v", w)
 			}
 		})
+	}
+}
+
+// TestOrderWorkingBeforeAHaltIsLeftByARetry: an order the Trade service
+// took long before a halt (its answer was lost) is, under a halt engaged
+// without cancel-all, what its twins are: working. A retry that learns of
+// it only now must not cancel it as an order that was on its way.
+func TestOrderWorkingBeforeAHaltIsLeftByARetry(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
+		func(tr backends.Trade) backends.Trade { return &lostAnswerTrade{Trade: tr} })
+	o := resting(t, f, "lost-before-halt")
+	if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
+		t.Fatal("the lost answer was reported as an outcome")
+	}
+	// The demo Trade service times orders by the wall clock; the halt comes
+	// an hour after this one was taken.
+	f.clock.Add(time.Since(f.clock.Now()) + time.Hour)
+	if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-2001", "runaway agent"); err != nil {
+		t.Fatal(err)
+	}
+	retry, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+	if err != nil || retry.Outcome.Order == nil || !backends.Working(retry.Outcome.Status) || strings.Contains(retry.Outcome.Message, "cancelled") {
+		t.Errorf("retry under a halt engaged an hour after the order was taken: %+v %v, want it found and still working", retry.Outcome, err)
 	}
 }
 

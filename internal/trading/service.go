@@ -24,12 +24,15 @@ import (
 
 // Errors with messages safe to show an agent.
 var (
-	ErrNotFound         = agentError("no such order or approval, or it is not accessible to you")
-	ErrKeyReused        = agentError("idempotency_key was already used for a different order; use a new key for a new order")
-	ErrFourEyes         = agentError("four-eyes rule: the principal who requested an order cannot decide its approval")
-	ErrAlreadyDecided   = agentError("the approval was already decided")
-	ErrExpired          = agentError("the approval has expired; the order was not placed")
-	ErrNotCancellable   = agentError("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
+	ErrNotFound       = agentError("no such order or approval, or it is not accessible to you")
+	ErrKeyReused      = agentError("idempotency_key was already used for a different order; use a new key for a new order")
+	ErrFourEyes       = agentError("four-eyes rule: the principal who requested an order cannot decide its approval")
+	ErrAlreadyDecided = agentError("the approval was already decided")
+	ErrExpired        = agentError("the approval has expired; the order was not placed")
+	ErrNotCancellable = agentError("only a pending approval or a working order (accepted or partially_filled) can be cancelled")
+	// ErrNotRequester: a pending approval is withdrawn by its requester
+	// only; an approver rejects it instead.
+	ErrNotRequester     = agentError("only the person who requested this approval can withdraw it; an approver can reject it instead (the approvals console or API); nothing was changed")
 	ErrStateUnavailable = agentError("the approval and idempotency store is unavailable, so no order was placed; retry shortly with the same idempotency_key")
 	ErrNotRecorded      = agentError("the order could not be recorded in the audit trail, so it was not placed; retry shortly with the same idempotency_key")
 	// ErrTooManyOpen: the account has more pending approvals or working
@@ -390,7 +393,7 @@ func (s *Service) reconcile(ctx context.Context, p principal.Principal, o OrderA
 	s.journalExecuted(ctx, p.Subject, o, digest, "", order, prov, "reconciled: the Trade service had accepted the order of an earlier attempt")
 	out := orderOutcome(order)
 	out.Provenance = prov
-	// Listed only now, it escaped any cancel-all before.
+	// A halt engaged while it was on its way stops it here too.
 	return s.stopIfHalted(ctx, p.Subject, p.ClientID, out), true, nil
 }
 
@@ -698,6 +701,16 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 	return out, err
 }
 
+// tradeRefusal is why the Trade service refused an order, for the agent:
+// its own words for an invalid order (the client keeps them to what the
+// service says of the order), never a route or an internal name.
+func tradeRefusal(err error) string {
+	if errors.Is(err, backends.ErrNotFound) {
+		return "it does not know the account or the instrument"
+	}
+	return strings.TrimPrefix(err.Error(), backends.ErrInvalid.Error()+": ")
+}
+
 // errApprovalUnknown: the store did not say whether an approval was
 // recorded; a retry with the same key learns it.
 var errApprovalUnknown = agentError("the approval and idempotency store did not answer, so whether this order's approval was recorded is not known; retry with the same idempotency_key to learn it (it never creates a second one)")
@@ -797,7 +810,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	switch {
 	case errors.Is(err, backends.ErrInvalid) || errors.Is(err, backends.ErrNotFound):
 		s.unlistSending(ctx, o.AccountID, coid, prov)
-		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + err.Error()}, nil
+		return Outcome{Status: StatusRejected, Message: "the Trade service rejected the order: " + tradeRefusal(err)}, nil
 	case err != nil:
 		s.log.WarnContext(ctx, "trade backend failed", "error", err)
 		return Outcome{}, errOutcomeUnknown

@@ -292,7 +292,7 @@ func TestRejectExpireCancel(t *testing.T) {
 	}
 	expiring, _ := f.svc.Place(ctx, alice, large("expire-me-1"), "")
 	cancelled, _ := f.svc.Place(ctx, alice, large("cancel-me-1"), "")
-	if _, err := f.svc.Cancel(ctx, bob, cancelled.Approval.ID); !errors.Is(err, trading.ErrNotCancellable) {
+	if _, err := f.svc.Cancel(ctx, bob, cancelled.Approval.ID); !errors.Is(err, trading.ErrNotRequester) {
 		t.Fatalf("cancel by non-requester: %v", err)
 	}
 	if out, err := f.svc.Cancel(ctx, alice, cancelled.Approval.ID); err != nil || out.Status != trading.ApprovalCancelled {
@@ -859,4 +859,26 @@ func approvalIDs(as []trading.Approval) []string {
 		ids = append(ids, a.ID+":"+a.Status)
 	}
 	return ids
+}
+
+// TestCancelAnApprovedOrderByItsApprovalID: an agent may hold only the
+// approval id of its order; once approved and sent, cancel_order with it
+// cancels the order, as get_order_status says it may.
+func TestCancelAnApprovedOrderByItsApprovalID(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 100, MaxPositionWeight: 0.9}, nil)
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "cancel-by-apr"), trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatalf("%+v %v", pl.Outcome, err)
+	}
+	id := pl.Outcome.Approval.ID
+	if out, err := f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "ok", nil); err != nil || out.Order == nil || !backends.Working(out.Order.Status) {
+		t.Fatalf("approve: %+v %v, want the order working", out, err)
+	}
+	out, err := f.svc.Cancel(t.Context(), alice, id)
+	if err != nil || out.Status != backends.StatusCancelled {
+		t.Errorf("cancel_order with the approval id of a working approved order: %+v %v, want it cancelled", out, err)
+	}
+	if w := f.working(); len(w) != 0 {
+		t.Errorf("still working: %+v", w)
+	}
 }
