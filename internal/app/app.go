@@ -262,7 +262,7 @@ func revisionAttributes(rev telemetry.Revision) []attribute.KeyValue {
 // mcpMiddleware is every MCP step a request passes, outermost first.
 func mcpMiddleware(m *telemetry.Metrics, log *slog.Logger, gov *security, policy *authz.Policy, s handlers.Surface) []mcp.Middleware {
 	return append([]mcp.Middleware{
-		outcome.Deliver(),                    // a step's refusal becomes what the agent sees, after metrics and audit classified it
+		outcome.Deliver(call.ResultsTyped),   // a step's refusal becomes what the agent sees, after metrics and audit classified it
 		m.Middleware(log, s.Catalog.Names()), // request metrics and the one log line per call
 		call.Bind(),                          // the parsed call every later step reads; an ambiguous message stops here
 		gov.auditor.Middleware(s.Catalog),    // the call's record: outside the rest, so denied, limited and panicking calls are recorded

@@ -89,6 +89,13 @@ type Call struct {
 	decodes  int
 }
 
+// ResultsTyped reports whether the request in ctx is on a protocol
+// generation whose results carry resultType (2026-07-28 on).
+func ResultsTyped(ctx context.Context) bool {
+	c := From(ctx)
+	return c != nil && c.ProtocolVersion >= "2026-07-28"
+}
+
 // Governed reports whether c reaches the firm's data or acts on it: a
 // tools/call, a resources/read, a resources/list (the caller's accounts,
 // from the Portfolio service) or a completion/complete (which completes

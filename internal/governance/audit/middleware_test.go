@@ -51,7 +51,7 @@ func session(t *testing.T, a *audit.Auditor) (*mcp.ClientSession, *int) {
 			return next(ctx, method, req)
 		}
 	}
-	srv.AddReceivingMiddleware(outcome.Deliver(), call.Bind(), a.Middleware(cat), deny)
+	srv.AddReceivingMiddleware(outcome.Deliver(call.ResultsTyped), call.Bind(), a.Middleware(cat), deny)
 	asAlice := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h.ServeHTTP(w, r.WithContext(principal.With(r.Context(), principal.Principal{Subject: "alice", ClientID: "agent"})))

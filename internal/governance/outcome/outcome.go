@@ -11,8 +11,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/call"
 )
 
 // Outcome is how one call ended.
@@ -106,7 +104,11 @@ func Classify(res mcp.Result, err error) (Outcome, string) {
 
 // Deliver turns a refusal into what the agent sees. It is the outermost MCP
 // middleware: every step inside it may refuse with a *Refused error.
-func Deliver() mcp.Middleware {
+//
+// complete reports whether a request's results must carry resultType
+// (protocol 2026-07-28 on): a tool result given instead of the tool's is
+// then marked complete (markComplete).
+func Deliver(complete func(context.Context) bool) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			res, err := next(ctx, method, req)
@@ -115,7 +117,7 @@ func Deliver() mcp.Middleware {
 				if ref.Result == nil {
 					return nil, ref.Err
 				}
-				if c := call.From(ctx); c != nil && c.ProtocolVersion >= "2026-07-28" {
+				if complete(ctx) {
 					return markComplete(ref.Result), nil
 				}
 				return ref.Result, nil

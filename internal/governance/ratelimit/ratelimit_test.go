@@ -102,7 +102,7 @@ func mcpServer(t *testing.T, l *ratelimit.Limiter) *mcp.ClientSession {
 	cat := catalog.New()
 	cat.Add(catalog.Tool{Name: "read_tool", Class: catalog.Read})
 	cat.Add(catalog.Tool{Name: "trade_tool", Class: catalog.Trade})
-	srv.AddReceivingMiddleware(outcome.Deliver(), call.Bind(), l.Middleware(cat))
+	srv.AddReceivingMiddleware(outcome.Deliver(call.ResultsTyped), call.Bind(), l.Middleware(cat))
 	return mcptest.Connect(t, srv, oauth.Unauthenticated([]string{"portfolio:read"}))
 }
 
