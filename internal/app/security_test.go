@@ -197,7 +197,7 @@ func TestSecurityFrontDoor(t *testing.T) {
 		// Reading needs portfolio:read, even for a trader.
 		trader := iss.Token(t, iss.Claims("tom", secResource, "trade:write", "*"))
 		resp, _ = secRPC(t, srv.URL, trader, "resources/read", map[string]any{"uri": "portfolio://accounts/ACC-1001"})
-		if ch := challenge(t, resp); resp.StatusCode != http.StatusForbidden || ch["scope"] != "portfolio:read trade:write" {
+		if ch := challenge(t, resp); resp.StatusCode != http.StatusForbidden || ch["scope"] != "trade:write portfolio:read" {
 			t.Errorf("resources/read without portfolio:read: %d %v", resp.StatusCode, ch)
 		}
 

@@ -848,7 +848,7 @@ func (s *Service) cancel(ctx context.Context, p principal.Principal, id string) 
 			}
 			// The requester's exact subject: folding case, as four eyes
 			// does to refuse more, would here let another subject do more.
-			if a.Requester != p.Subject {
+			if a.Requester != p.Subject && a.Status == ApprovalPending {
 				return ErrNotRequester
 			}
 			return nil

@@ -42,6 +42,16 @@ func (c *countingStore) IndexRemove(ctx context.Context, index, member string) e
 	return c.Store.IndexRemove(ctx, index, member)
 }
 
+func (c *countingStore) IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error {
+	c.ops.Add(1) // one pipeline
+	return c.Store.IndexAddAll(ctx, indexes, member, score)
+}
+
+func (c *countingStore) IndexRemoveAll(ctx context.Context, indexes []string, members ...string) error {
+	c.ops.Add(1) // one pipeline
+	return c.Store.IndexRemoveAll(ctx, indexes, members...)
+}
+
 func (c *countingStore) IndexRange(ctx context.Context, index string, limit int) ([]string, error) {
 	c.ops.Add(1)
 	return c.Store.IndexRange(ctx, index, limit)

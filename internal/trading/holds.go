@@ -107,12 +107,10 @@ func (s *Service) resolveOpen(ctx context.Context, entry string) (openEntry, err
 // lockAccount takes the account's lease for a check and what makes its
 // order count for the next check (its approval recorded, or the order
 // listed to be sent), waiting while another order of the account holds it.
-//
-// It is short: what it covers is a few store calls and a journal write, and
-// a lease left behind by a call that failed (the store down as it handed it
-// back) holds the account's orders until it ends.
+// It lasts the execution lease (EXECUTION_LEASE, longer than a backend
+// call may take): what it covers is the check's backend reads, a few
+// store calls and a journal write. A lease a call could not hand back (the
+// store down as it tried) holds the account's orders until it ends.
 func (s *Service) lockAccount(ctx context.Context, account string) (*heldLease, error) {
-	return s.lease(ctx, "acctlock:"+account, min(s.cfg.Lease, accountLease), "waiting for another order on the account to be checked")
+	return s.lease(ctx, "acctlock:"+account, s.cfg.Lease, "waiting for another order on the account to be checked")
 }
-
-const accountLease = 5 * time.Second

@@ -45,36 +45,53 @@ var errLeaseLost = agentError("this order waited too long between its check and 
 // one on another. waiting says, in an error, what a call that gave up was
 // waiting for.
 func (s *Service) lease(ctx context.Context, key string, ttl time.Duration, waiting string) (*heldLease, error) {
-	rec := leaseRecord{Until: s.now().Add(ttl)}
 	for wait := time.Millisecond; ; wait = min(wait*2, 20*time.Millisecond) {
-		released := s.leases.released(key) // before the read: no wake-up is missed
-		cur, ver, err := getJSON[leaseRecord](ctx, s.st, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			if err := createJSON(ctx, s.st, key, rec, leaseKeep); err == nil {
-				return &heldLease{s: s, key: key, ttl: ttl, ver: 1}, nil
-			} else if !errors.Is(err, store.ErrConflict) {
-				return nil, s.stateErr(ctx, err)
-			}
-			continue
-		case err != nil:
-			return nil, s.stateErr(ctx, err)
-		case cur.Released || !s.now().Before(cur.Until):
-			nv, err := updateJSON(ctx, s.st, key, rec, ver, leaseKeep)
-			if err == nil {
-				return &heldLease{s: s, key: key, ttl: ttl, ver: nv}, nil
-			} else if !errors.Is(err, store.ErrConflict) {
-				return nil, s.stateErr(ctx, err)
-			}
+		released, done := s.leases.wait(key) // before the read: no wake-up is missed
+		l, again, err := s.tryLease(ctx, key, ttl)
+		if l != nil || err != nil {
+			done()
+			return l, err
+		}
+		if again { // another call moved the record on: look again at once
+			done()
 			continue
 		}
 		select {
 		case <-ctx.Done():
+			done()
 			return nil, fmt.Errorf("%s: %w", waiting, ctx.Err())
 		case <-released:
 		case <-time.After(wait):
 		}
+		done()
 	}
+}
+
+// tryLease takes the lease at key if nobody holds it: the lease, or again
+// (the record changed under this read), or neither (it is held).
+func (s *Service) tryLease(ctx context.Context, key string, ttl time.Duration) (l *heldLease, again bool, err error) {
+	rec := leaseRecord{Until: s.now().Add(ttl)}
+	cur, ver, err := getJSON[leaseRecord](ctx, s.st, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if err := createJSON(ctx, s.st, key, rec, leaseKeep); err == nil {
+			return &heldLease{s: s, key: key, ttl: ttl, ver: 1}, false, nil
+		} else if !errors.Is(err, store.ErrConflict) {
+			return nil, false, s.stateErr(ctx, err)
+		}
+		return nil, true, nil
+	case err != nil:
+		return nil, false, s.stateErr(ctx, err)
+	case cur.Released || !s.now().Before(cur.Until):
+		nv, err := updateJSON(ctx, s.st, key, rec, ver, leaseKeep)
+		if err == nil {
+			return &heldLease{s: s, key: key, ttl: ttl, ver: nv}, false, nil
+		} else if !errors.Is(err, store.ErrConflict) {
+			return nil, false, s.stateErr(ctx, err)
+		}
+		return nil, true, nil
+	}
+	return nil, false, nil
 }
 
 // renew proves the lease is still this call's and extends it: call it
@@ -106,32 +123,46 @@ func (l *heldLease) unlock(ctx context.Context) {
 }
 
 // leaseWaiters wakes the calls on this replica that wait for a lease when
-// it is handed back, instead of leaving them to their next poll.
+// it is handed back, instead of leaving them to their next poll. A key's
+// entry lives while someone waits on it.
 type leaseWaiters struct {
-	mu sync.Mutex
-	ch map[string]chan struct{}
+	mu    sync.Mutex
+	slots map[string]*waitSlot
 }
 
-// released is closed when the lease at key is next handed back here.
-func (w *leaseWaiters) released(key string) <-chan struct{} {
+type waitSlot struct {
+	released chan struct{}
+	waiting  int
+}
+
+// wait returns what is closed when the lease at key is next handed back
+// here, and done, to call when no longer waiting.
+func (w *leaseWaiters) wait(key string) (released <-chan struct{}, done func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.ch == nil {
-		w.ch = map[string]chan struct{}{}
+	if w.slots == nil {
+		w.slots = map[string]*waitSlot{}
 	}
-	ch, ok := w.ch[key]
+	slot, ok := w.slots[key]
 	if !ok {
-		ch = make(chan struct{})
-		w.ch[key] = ch
+		slot = &waitSlot{released: make(chan struct{})}
+		w.slots[key] = slot
 	}
-	return ch
+	slot.waiting++
+	return slot.released, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if slot.waiting--; slot.waiting == 0 && w.slots[key] == slot {
+			delete(w.slots, key)
+		}
+	}
 }
 
 func (w *leaseWaiters) release(key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if ch, ok := w.ch[key]; ok {
-		close(ch)
-		delete(w.ch, key)
+	if slot, ok := w.slots[key]; ok {
+		close(slot.released)
+		delete(w.slots, key)
 	}
 }

@@ -795,7 +795,12 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		}
 	}
 	if err := s.listSending(ctx, o, coid, prov, notional); err != nil {
-		s.unlistSending(ctx, o.AccountID, coid, prov) // what was written of it: nothing was sent
+		if acct != nil {
+			// A first send: what was written of its listing goes, since
+			// nothing was sent. A resend's listing is the first send's,
+			// which may still land.
+			s.unlistSending(ctx, o.AccountID, coid, prov)
+		}
 		return Outcome{}, err
 	}
 	if acct != nil {

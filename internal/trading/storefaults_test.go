@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -70,10 +71,19 @@ type failIndexOnce struct {
 }
 
 func (f *failIndexOnce) IndexAdd(ctx context.Context, index, member string, score float64) error {
-	if index == f.index && f.failed.CompareAndSwap(false, true) {
+	return f.IndexAddAll(ctx, []string{index}, member, score)
+}
+
+// IndexAddAll writes the indexes before f.index, then fails (a pipeline
+// cut short).
+func (f *failIndexOnce) IndexAddAll(ctx context.Context, indexes []string, member string, score float64) error {
+	if i := slices.Index(indexes, f.index); i >= 0 && f.failed.CompareAndSwap(false, true) {
+		if err := f.Store.IndexAddAll(ctx, indexes[:i], member, score); err != nil {
+			return err
+		}
 		return fmt.Errorf("%w: redis index add: i/o timeout", store.ErrUnavailable)
 	}
-	return f.Store.IndexAdd(ctx, index, member, score)
+	return f.Store.IndexAddAll(ctx, indexes, member, score)
 }
 
 // TestNotPlacedMeansNoApprovalExists: a store failure while an approval is
@@ -84,6 +94,9 @@ func TestNotPlacedMeansNoApprovalExists(t *testing.T) {
 	st := &failIndexOnce{Store: store.NewMemory(nil), index: "approvals:pending:ACC-2001"}
 	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 100, MaxPositionWeight: 0.9}, nil)
 	pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "half-indexed"), trading.Confirmation{Claimed: true})
+	if !st.failed.Load() {
+		t.Fatal("the index write never failed: the test tests nothing")
+	}
 	t.Logf("place_order: %q %v", pl.Outcome.Status, err)
 	queue, _ := f.svc.ListPending(t.Context(), bob, 10)
 	for _, a := range queue {

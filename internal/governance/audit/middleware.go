@@ -126,7 +126,7 @@ func unrecorded(ctx context.Context) *outcome.Refused {
 	r.SetError(errors.New("this call could not be recorded in the audit trail, so its result is withheld. " +
 		"Do not assume it succeeded or failed: check the current state (for example the order's status) before retrying, " +
 		"and retry in a few seconds (ref " + telemetry.RequestID(ctx) + ")"))
-	return &outcome.Refused{Outcome: outcome.Failed, Reason: "not recorded in the audit trail", Result: r}
+	return &outcome.Refused{Outcome: outcome.ToolError, Reason: "not recorded in the audit trail", Result: r}
 }
 
 // trail is what one call journaled while it ran: audit's own per-call

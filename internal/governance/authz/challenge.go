@@ -18,17 +18,15 @@ type Recorder interface {
 	Refused(ctx context.Context, c *call.Call, class catalog.Class, o outcome.Outcome, reason string)
 }
 
-// Challenge answers a tools/call or resources/read whose scope the
-// principal lacks with HTTP 403 and
+// Challenge answers a tools/call, resources/read or completion/complete
+// whose scope the principal lacks with HTTP 403 and
 //
 //	WWW-Authenticate: Bearer error="insufficient_scope", scope="trade:write",
 //	  resource_metadata="https://.../.well-known/oauth-protected-resource/mcp", ...
 //
 // before MCP runs: the runtime scope challenge of the MCP authorization spec
 // (2025-11-25), which clients answer with step-up authorization. The scope
-// parameter names only the scope this operation needs (as RFC 6750 section
-// 3.1 and the 2026-07-28 revision of the spec say); the client adds it to
-// what it already holds. It reads the call parsed at the edge (call.From);
+// parameter names what challengeScope says. It reads the call parsed at the edge (call.From);
 // anything else passes on to the MCP middleware, which enforces the same
 // policy authoritatively.
 func (p *Policy) Challenge(resourceMetadataURL string, rec Recorder) func(http.Handler) http.Handler {
@@ -63,20 +61,18 @@ func (p *Policy) Challenge(resourceMetadataURL string, rec Recorder) func(http.H
 // adds it to what it holds (RFC 6750 section 3.1, as that revision says).
 // A client of an earlier revision re-authorizes with exactly the scope the
 // challenge names, and the 2025-11-25 revision asks the server to include
-// the scopes already granted, lest the client lose them: so for it, this
-// server's scopes the token holds come too (read, trade, approve order).
+// the scopes already granted, lest the client lose them: so for it, every
+// scope the token holds comes too (trade:halt for this server's /halts, an
+// identity provider's own), then need.
 func (p *Policy) challengeScope(pr principal.Principal, c *call.Call, need string) string {
 	if c.ProtocolVersion >= "2026-07-28" {
 		return need
 	}
 	var scopes []string
-	for _, s := range p.scopes.All() {
-		if s != "" && (s == need || pr.HasScope(s)) && !slices.Contains(scopes, s) {
+	for _, s := range append(slices.Clone(pr.Scopes), need) {
+		if s != "" && !slices.Contains(scopes, s) {
 			scopes = append(scopes, s)
 		}
-	}
-	if !slices.Contains(scopes, need) {
-		scopes = append(scopes, need)
 	}
 	return strings.Join(scopes, " ")
 }
