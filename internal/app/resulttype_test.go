@@ -3,12 +3,8 @@ package app_test
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/portfolio-mcp/portfolio-mcp/internal/app"
-	"github.com/portfolio-mcp/portfolio-mcp/internal/edge/oauth/oauthtest"
 )
 
 // TestResultTypeOnEveryToolResult: on protocol 2026-07-28 every result
@@ -47,14 +43,7 @@ func TestResultTypeOnEveryToolResult(t *testing.T) {
 	}
 
 	// A trade the audit trail could not record: its result is withheld.
-	setSecrets(t)
-	iss := oauthtest.New(t)
-	down := httptest.NewServer(http.NotFoundHandler())
-	down.Close() // nothing listens there any more
-	sh, _ := secBackends()
-	env := tradingEnv(iss, "")
-	env["K_SINK"] = down.URL
-	trading := startServer(t, env, app.WithBackends(sh.set))
+	trading, iss, _ := sinkDownServer(t)
 	args := `{"account_id":"ACC-1001","ticker":"KO","side":"buy","quantity":1,"idempotency_key":"rt-unrecorded-1","confirm":true}`
 	resp, b := postMCP(t, http.DefaultClient, trading.URL,
 		`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"place_order","arguments":`+args+`,`+meta+`}}`,

@@ -631,9 +631,10 @@ func TestResourcesListIsARead(t *testing.T) {
 	}
 }
 
-// TestAuditSinkDown: reads keep working; a trade that cannot be recorded
-// does not happen.
-func TestAuditSinkDown(t *testing.T) {
+// sinkDownServer is a server with authentication whose audit sink does not
+// answer: nothing listens at K_SINK.
+func sinkDownServer(t *testing.T) (*testServer, *oauthtest.Issuer, *sharedBackends) {
+	t.Helper()
 	setSecrets(t)
 	iss := oauthtest.New(t)
 	down := httptest.NewServer(http.NotFoundHandler())
@@ -641,7 +642,13 @@ func TestAuditSinkDown(t *testing.T) {
 	sh, _ := secBackends()
 	env := tradingEnv(iss, "")
 	env["K_SINK"] = down.URL
-	srv := startServer(t, env, app.WithBackends(sh.set))
+	return startServer(t, env, app.WithBackends(sh.set)), iss, sh
+}
+
+// TestAuditSinkDown: reads keep working; a trade that cannot be recorded
+// does not happen.
+func TestAuditSinkDown(t *testing.T) {
+	srv, iss, sh := sinkDownServer(t)
 	bob := connect(t, srv.URL+"/mcp", "2025-11-25", bearer(iss.Token(t, iss.Claims("bob", secResource, allScopes, "ACC-1001"))))
 
 	var pv backends.PortfolioValuation
