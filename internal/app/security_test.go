@@ -569,7 +569,7 @@ func TestCompletionIsARead(t *testing.T) {
 
 	halter := iss.Token(t, iss.Claims("hal", secResource, "trade:halt", "*"))
 	resp, body := secRPC(t, srv.URL, halter, "completion/complete", params)
-	if resp.StatusCode != http.StatusForbidden || challenge(t, resp)["scope"] != "portfolio:read" || strings.Contains(body, "ACC-") {
+	if resp.StatusCode != http.StatusForbidden || challenge(t, resp)["scope"] != "trade:halt portfolio:read" || strings.Contains(body, "ACC-") {
 		t.Fatalf("completion without the read scope: %d %s", resp.StatusCode, body)
 	}
 	reader := iss.Token(t, iss.Claims("alice", secResource, readScopes, "ACC-1001"))
