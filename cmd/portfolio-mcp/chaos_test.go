@@ -542,7 +542,10 @@ func (c *chaos) decide(id, decision string, rng *rand.Rand, until time.Time) boo
 		if err == nil {
 			resp.Body.Close()
 			switch {
-			case resp.StatusCode == http.StatusOK:
+			// 202: an approve that took effect whose order is not sent yet
+			// (the Trade service, or the store, did not answer): the next
+			// read of its status sends it, as settle checks.
+			case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted && decision == "approve":
 				c.mu.Lock()
 				c.decided[id] = decision
 				c.mu.Unlock()
