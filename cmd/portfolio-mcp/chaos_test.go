@@ -543,8 +543,9 @@ func (c *chaos) decide(id, decision string, rng *rand.Rand, until time.Time) boo
 			resp.Body.Close()
 			switch {
 			// 202: an approve that took effect whose order is not sent yet
-			// (the Trade service, or the store, did not answer): the next
-			// read of its status sends it, as settle checks.
+			// (the Trade service, or the store, did not answer): settle's
+			// replay of the key drives it out, and the check requires an
+			// order (or a failed approval) for it.
 			case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted && decision == "approve":
 				c.mu.Lock()
 				c.decided[id] = decision

@@ -41,8 +41,13 @@ func isClientOrderID(entry string) bool { return strings.HasPrefix(entry, client
 func (s *Service) listSending(ctx context.Context, o OrderArgs, coid string, prov *Provenance, notional float64) error {
 	rec := sending{Order: o, Notional: notional, At: s.now().UTC()}
 	if notional == 0 {
-		if prev, _, err := getJSON[sending](ctx, s.st, sendingKey(coid)); err == nil {
+		// A resend keeps what the first send holds: a record it cannot read
+		// must not be written over with nothing held.
+		switch prev, _, err := getJSON[sending](ctx, s.st, sendingKey(coid)); {
+		case err == nil:
 			rec.Notional = prev.Notional
+		case !errors.Is(err, store.ErrNotFound):
+			return s.stateErr(ctx, err)
 		}
 	}
 	// Kept past the resend window, after which an order the Trade service

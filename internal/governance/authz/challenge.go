@@ -70,9 +70,24 @@ func (p *Policy) challengeScope(pr principal.Principal, c *call.Call, need strin
 	}
 	var scopes []string
 	for _, s := range append(slices.Clone(pr.Scopes), need) {
-		if s != "" && !slices.Contains(scopes, s) {
+		if scopeToken(s) && !slices.Contains(scopes, s) {
 			scopes = append(scopes, s)
 		}
 	}
 	return strings.Join(scopes, " ")
+}
+
+// scopeToken reports whether s is a scope token as RFC 6750 (section 3)
+// allows in a challenge: printable ASCII but for the space, '"' and '\'.
+// A token's odd scope string is left out rather than echoed.
+func scopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
