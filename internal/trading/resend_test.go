@@ -2,6 +2,7 @@ package trading_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -30,8 +31,9 @@ func (f *failSendingRewrite) Update(ctx context.Context, key string, value []byt
 
 // TestResendListingFailureKeepsTheFirstSendListed: a resend after an
 // unanswered send fails to list the order again (the store); the first
-// send's listing stays, since its order may still land, and a halt's
-// cancel-all finds the order once it does.
+// send's listing stays, since its order may still land, a halt's cancel-all
+// finds the order once it does, and the answer does not say nothing was
+// placed.
 func TestResendListingFailureKeepsTheFirstSendListed(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
@@ -45,9 +47,11 @@ func TestResendListingFailureKeepsTheFirstSendListed(t *testing.T) {
 			}
 			st.armed.Store(true)
 			_, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
-			t.Logf("retry (resend) answered: %v", err)
 			if st.armed.Load() {
 				t.Fatal("the fault was never injected")
+			}
+			if err == nil || strings.Contains(err.Error(), "no order was placed") {
+				t.Errorf("the resend answered %v; the first send may still land, so it must not say nothing was placed", err)
 			}
 			late.land(t) // the first attempt's order arrives after all
 			f.haltNow(t)
@@ -55,5 +59,53 @@ func TestResendListingFailureKeepsTheFirstSendListed(t *testing.T) {
 				t.Errorf("a global halt and its cancel-all left %d order(s) working (the first send's listing was dropped by the resend's failed listing): %+v", len(w), w)
 			}
 		})
+	}
+}
+
+// blipSendingRead fails (once, when armed) a read of an order's "sending:"
+// record: a store blip in a resend's listSending.
+type blipSendingRead struct {
+	store.Store
+	armed atomic.Bool
+}
+
+func (f *blipSendingRead) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	if strings.HasPrefix(key, "sending:") && f.armed.CompareAndSwap(true, false) {
+		return nil, 0, fmt.Errorf("%w: redis get: i/o timeout", store.ErrUnavailable)
+	}
+	return f.Store.Get(ctx, key)
+}
+
+// TestResendKeepsTheHold: a resend whose read of the first send's hold
+// record fails must not write it over with nothing held: the order, which
+// may still land, keeps holding its cash.
+func TestResendKeepsTheHold(t *testing.T) {
+	st := &blipSendingRead{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+	f.trade.fail.Store(true) // no answer from the Trade service
+	o := resting(t, f, "resend-hold")
+	held := func() float64 {
+		t.Helper()
+		raw, _, err := st.Store.Get(t.Context(), "sending:"+trading.ClientOrderID(alice.Subject, o.IdempotencyKey))
+		var rec struct{ Notional float64 }
+		if err != nil || json.Unmarshal(raw, &rec) != nil {
+			t.Fatalf("the order's hold record: %s %v", raw, err)
+		}
+		return rec.Notional
+	}
+	if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
+		t.Fatal("an unanswered send was reported as an outcome")
+	}
+	first := held()
+	if first <= 0 {
+		t.Fatalf("the first send holds %.2f, want its notional", first)
+	}
+	st.armed.Store(true)
+	_, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+	if st.armed.Load() {
+		t.Fatal("the fault was never injected")
+	}
+	if now := held(); now != first {
+		t.Errorf("the first send held %.2f; after a resend whose read failed (%v) the order, which may still land, holds %.2f", first, err, now)
 	}
 }

@@ -795,12 +795,15 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		}
 	}
 	if err := s.listSending(ctx, o, coid, prov, notional); err != nil {
-		if acct != nil {
-			// A first send: what was written of its listing goes, since
-			// nothing was sent. A resend's listing is the first send's,
-			// which may still land.
-			s.unlistSending(ctx, o.AccountID, coid, prov)
+		if acct == nil {
+			// A resend: its listing is the first send's, which may still
+			// land, so it stays, and "nothing was placed" would be false.
+			s.log.WarnContext(ctx, "could not list a resend; the first send may still land", "error", err)
+			return Outcome{}, errOutcomeUnknown
 		}
+		// A first send: nothing was sent, so what was written of its
+		// listing goes.
+		s.unlistSending(ctx, o.AccountID, coid, prov)
 		return Outcome{}, err
 	}
 	if acct != nil {
