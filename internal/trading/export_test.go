@@ -20,3 +20,7 @@ func (s *Service) Resolve(ctx context.Context, p principal.Principal, o OrderArg
 // OnRefreshed tells f when each refresh of the approval gauges has ended.
 // Set it before the refresher starts.
 func (m *Metrics) OnRefreshed(f func(error)) { m.refreshed = f }
+
+// ClientOrderID is the Trade service's idempotency key for p's key, as the
+// service derives it.
+func ClientOrderID(subject, key string) string { return clientOrderID(subject, key) }

@@ -1,8 +1,6 @@
 package trading_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"testing"
@@ -12,11 +10,6 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
-
-func clientOrderIDOf(subject, key string) string { // as records.go clientOrderID
-	sum := sha256.Sum256([]byte("client-order\x00" + subject + "\x00" + key))
-	return "pmcp-" + hex.EncodeToString(sum[:16])
-}
 
 // TestOwnListingDoesNotHideAnOrderFromTheScan: with the order's own earlier
 // listing among the 1,001 entries a check reads, the 1,002nd (a sell of
@@ -30,7 +23,7 @@ func TestOwnListingDoesNotHideAnOrderFromTheScan(t *testing.T) {
 	low := float64(int(q.Bid*0.5*100)) / 100
 	high := float64(int(q.Ask*1.5*100)) / 100
 	// The order being checked is listed already (its own earlier attempt).
-	if err := st.IndexAdd(ctx, idx, clientOrderIDOf("bob", "scan-self"), 0); err != nil {
+	if err := st.IndexAdd(ctx, idx, trading.ClientOrderID("bob", "scan-self"), 0); err != nil {
 		t.Fatal(err)
 	}
 	// 1,000 other working orders holding little: resting 1-share buys.
