@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg *config.Config, rev telemetry.Revision, log *s
 	} else if bs, err = newBackends(cfg, sec, metrics.Registerer(), tr, log); err != nil {
 		return nil, err
 	}
-	tp, err := newTrading(cfg, st, bs, gov.auditor.Journal(), gov.auditor.RecordOperation, secret, metrics.Registerer(), log)
+	tp, err := newTrading(cfg, st, bs, gov.auditor.Journal(), gov.auditor.RecordOperation, gov.approveBudget, secret, metrics.Registerer(), log)
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,14 @@ func newSecurity(ctx context.Context, cfg *config.Config, rev telemetry.Revision
 	return s, nil
 }
 
+// approveBudget takes one request of the approvals API from subject's
+// approve budget: the bucket the MCP approval tools draw on, so the HTTP
+// API is no way around their limit.
+func (s *security) approveBudget(ctx context.Context, subject string) (retryAfter time.Duration, reason string, ok bool) {
+	r, ok := s.limiter.Take(ctx, subject, catalog.ApproveBudget)
+	return time.Duration(r.RetryAfterSeconds * float64(time.Second)), r.Message(), ok
+}
+
 // startAuth sets up the bearer-token verifier and starts fetching the
 // issuer's keys.
 func (s *security) startAuth(ctx context.Context, cfg *config.Config, tr tracing.Tracing, log *slog.Logger) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -99,7 +100,7 @@ type tradingParts struct {
 	halt    *halt.Switch
 }
 
-func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), secret func(string) ([]byte, error), reg prometheus.Registerer, log *slog.Logger) (*tradingParts, error) {
+func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.Journal, record func(context.Context, audit.Operation), limit func(context.Context, string) (time.Duration, string, bool), secret func(string) ([]byte, error), reg prometheus.Registerer, log *slog.Logger) (*tradingParts, error) {
 	cal, err := calendar.NYSE(cfg.Trading.Holidays, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exchange calendar: %w", err)
@@ -124,7 +125,7 @@ func newTrading(cfg *config.Config, st store.Store, bs backends.Set, j trading.J
 	api := approvals.New(approvals.Options{
 		Decider: svc, ApproveScope: cfg.Auth.ScopeApprove, EventSources: t.ApprovalEventSources,
 		EventKey:    func() ([]byte, error) { return secret(secretApprovalEvent) },
-		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Audit: record, Logger: log,
+		EventMaxAge: t.ApprovalTTL, ApproverClients: t.ApproverClients, Store: st, Audit: record, Limit: limit, Logger: log,
 		Halt: kill, CancelAll: svc.CancelAll, HaltScope: cfg.Auth.ScopeHalt,
 	})
 	return &tradingParts{service: svc, api: api, halt: kill}, nil

@@ -236,24 +236,11 @@ func (l *Limiter) Middleware(cat *catalog.Catalog) mcp.Middleware {
 			if t, ok := cat.Lookup(c.Tool); ok && method == "tools/call" {
 				class = t.Budget(c.Confirms())
 			}
-			if _, ok := l.limits[class]; !ok {
-				class = catalog.ReadBudget // as Allow decides, and so labelled
-			}
 			pr, _ := principal.From(ctx)
-			d, err := l.Allow(ctx, pr.Subject, class)
-			if err != nil {
-				l.errors.WithLabelValues(string(class)).Inc()
-				if l.degraded.CompareAndSwap(false, true) {
-					l.log.WarnContext(ctx, "shared rate limiter unavailable; limiting per replica until it answers again", "class", class, "error", err)
-				}
-			} else if l.degraded.CompareAndSwap(true, false) {
-				l.log.InfoContext(ctx, "shared rate limiter answers again; limits hold across replicas again")
-			}
-			if d.Allowed {
+			r, ok := l.Take(ctx, pr.Subject, class)
+			if ok {
 				return next(ctx, method, req)
 			}
-			l.limited.WithLabelValues(string(class)).Inc()
-			r := refusal(class, d.RetryAfter)
 			ref := &outcome.Refused{Outcome: outcome.RateLimited, Reason: fmt.Sprintf("retry after %.1fs", r.RetryAfterSeconds)}
 			if method == "tools/call" {
 				ref.Result = r.result()
@@ -265,13 +252,39 @@ func (l *Limiter) Middleware(cat *catalog.Catalog) mcp.Middleware {
 	}
 }
 
+// Take takes one call of class from subject's budget for a surface other
+// than MCP (the approvals API), counted and logged as Middleware counts
+// and logs its calls: the two surfaces share one bucket per caller and
+// class, so neither widens the other's budget. Refused, it answers ok
+// false and the Refusal to give the caller.
+func (l *Limiter) Take(ctx context.Context, subject string, class catalog.Bucket) (r Refusal, ok bool) {
+	if _, known := l.limits[class]; !known {
+		class = catalog.ReadBudget // as Allow decides, and so labelled
+	}
+	d, err := l.Allow(ctx, subject, class)
+	if err != nil {
+		l.errors.WithLabelValues(string(class)).Inc()
+		if l.degraded.CompareAndSwap(false, true) {
+			l.log.WarnContext(ctx, "shared rate limiter unavailable; limiting per replica until it answers again", "class", class, "error", err)
+		}
+	} else if l.degraded.CompareAndSwap(true, false) {
+		l.log.InfoContext(ctx, "shared rate limiter answers again; limits hold across replicas again")
+	}
+	if d.Allowed {
+		return Refusal{}, true
+	}
+	l.limited.WithLabelValues(string(class)).Inc()
+	return refusal(class, d.RetryAfter), false
+}
+
 // refusal says when a refused call of class may be retried: rounded up to
 // a tenth of a second, never advising a retry too early.
 func refusal(class catalog.Bucket, after time.Duration) Refusal {
 	return Refusal{Code: CodeRateLimited, Class: class, RetryAfterSeconds: max(math.Ceil(after.Seconds()*10)/10, 0.1)}
 }
 
-func (r Refusal) message() string {
+// Message is the refusal as one sentence for the caller.
+func (r Refusal) Message() string {
 	return fmt.Sprintf("rate limit exceeded for %s calls; retry after %.1f seconds", r.Class, r.RetryAfterSeconds)
 }
 
@@ -279,7 +292,7 @@ func (r Refusal) message() string {
 func (r Refusal) result() *mcp.CallToolResult {
 	return &mcp.CallToolResult{
 		IsError: true,
-		Content: []mcp.Content{&mcp.TextContent{Text: r.message() + "; nothing was done, so the same call can be retried then"}},
+		Content: []mcp.Content{&mcp.TextContent{Text: r.Message() + "; nothing was done, so the same call can be retried then"}},
 		Meta:    mcp.Meta{MetaKey: r},
 	}
 }
@@ -287,7 +300,7 @@ func (r Refusal) result() *mcp.CallToolResult {
 // wireError is a refused resources/read as a JSON-RPC error.
 func (r Refusal) wireError() *jsonrpc.Error {
 	data, _ := json.Marshal(map[string]any{"retry_after_seconds": r.RetryAfterSeconds, "class": r.Class})
-	return &jsonrpc.Error{Code: CodeRateLimited, Message: r.message(), Data: data}
+	return &jsonrpc.Error{Code: CodeRateLimited, Message: r.Message(), Data: data}
 }
 
 // redisStore is the fleet-wide store.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -72,7 +73,12 @@ type Options struct {
 	// Audit records every request to the API and every event received,
 	// refused ones included (nil: none). Applied decisions are also
 	// journaled synchronously by the trading service before they act.
-	Audit  func(ctx context.Context, op audit.Operation)
+	Audit func(ctx context.Context, op audit.Operation)
+	// Limit takes one request from the caller's approve budget, the bucket
+	// the MCP approval tools draw on (nil: no limit); refused, it says when
+	// the caller may retry and why. Engaging a halt and cancelling open
+	// orders are never limited: an emergency does not wait for a budget.
+	Limit  func(ctx context.Context, subject string) (retryAfter time.Duration, reason string, ok bool)
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -95,13 +101,13 @@ func New(o Options) *API {
 // middleware.
 func (a *API) Routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /approvals", a.audited("approvals.list", http.HandlerFunc(a.list)))
-	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", http.HandlerFunc(a.get)))
-	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", http.HandlerFunc(a.decide)))
+	mux.Handle("GET /approvals", a.audited("approvals.list", a.limited(a.list)))
+	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", a.limited(a.get)))
+	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", a.limited(a.decide)))
 	if a.o.Halt != nil {
-		mux.Handle("GET /halts", a.audited("halts.list", http.HandlerFunc(a.halts)))
+		mux.Handle("GET /halts", a.audited("halts.list", a.limited(a.halts)))
 		mux.Handle("POST /halts", a.audited("halts.engage", http.HandlerFunc(a.engage)))
-		mux.Handle("POST /halts/release", a.audited("halts.release", http.HandlerFunc(a.release)))
+		mux.Handle("POST /halts/release", a.audited("halts.release", a.limited(a.release)))
 		mux.Handle("POST /halts/cancel-open", a.audited("halts.cancel_open", http.HandlerFunc(a.cancelOpen)))
 	}
 	return mux
@@ -128,12 +134,38 @@ func (a *API) audited(tool string, next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), noteKey{}, n)))
 		op := audit.Operation{Name: tool, Class: catalog.Approve, Start: start, Principal: n.approver, ApprovalID: n.approvalID, Outcome: outcome.OK}
 		switch {
+		case rec.Status == http.StatusTooManyRequests:
+			op.Outcome, op.Error = outcome.RateLimited, http.StatusText(rec.Status)
 		case rec.Status >= 500:
 			op.Outcome, op.Error = outcome.Failed, http.StatusText(rec.Status)
 		case rec.Status >= 400:
 			op.Outcome, op.Error = outcome.Denied, http.StatusText(rec.Status)
 		}
 		a.o.Audit(r.Context(), op)
+	})
+}
+
+// limited answers 429, with Retry-After, to an authenticated caller beyond
+// its approve budget, and otherwise serves next (an unauthenticated request
+// goes on to be answered 401).
+func (a *API) limited(next http.HandlerFunc) http.Handler {
+	if a.o.Limit == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := principal.From(r.Context())
+		if !ok {
+			next(w, r)
+			return
+		}
+		after, reason, ok := a.o.Limit(r.Context(), p.Subject)
+		if !ok {
+			note(r.Context(), func(n *auditNote) { n.approver = p.Subject })
+			w.Header().Set("Retry-After", strconv.Itoa(max(int(math.Ceil(after.Seconds())), 1)))
+			httpserver.WriteError(w, http.StatusTooManyRequests, reason)
+			return
+		}
+		next(w, r)
 	})
 }
 
