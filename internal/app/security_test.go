@@ -864,20 +864,34 @@ func TestTypedTextIsRedacted(t *testing.T) {
 	if _, err := bob.CallTool(t.Context(), &mcp.CallToolParams{Name: jwt, Arguments: map[string]any{}}); err == nil {
 		t.Fatal("a tool named like a token was called")
 	}
+	// A token sent as a key, and repeated so the arguments are refused (the
+	// refusal quotes the key): the repeat made a megabyte-sized record.
+	h := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
+	bobClient := bearer(iss.Token(t, iss.Claims("bob", secResource, allScopes, "*")))
+	if _, err := bob.CallTool(t.Context(), &mcp.CallToolParams{Name: "get_portfolio", Arguments: map[string]any{"account_id": "ACC-1001", "Bearer " + jwt: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	key := "Bearer " + jwt + strings.Repeat("A", 200_000)
+	if resp, b := postMCP(t, bobClient, srv.URL, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_accounts","arguments":{"`+key+`":1,"`+key+`":2}}}`, h); resp.StatusCode != http.StatusOK || len(b) > 4096 {
+		t.Errorf("repeated key: %d, %d bytes back", resp.StatusCode, len(b))
+	}
 	if err := srv.stop(); err != nil {
 		t.Fatal(err)
 	}
 	events := sink.byType(audit.EventType)
-	if len(events) != 2 {
-		t.Fatalf("%d call records, want 2", len(events))
+	if len(events) != 4 {
+		t.Fatalf("%d call records, want 4", len(events))
 	}
 	for _, ev := range events {
 		if strings.Contains(string(ev.Data()), "eyJ") || strings.Contains(ev.Subject(), "eyJ") {
-			t.Errorf("a token reached the audit trail: subject %q data %s", ev.Subject(), ev.Data())
+			t.Errorf("a token reached the audit trail: subject %q data %.300s", ev.Subject(), ev.Data())
+		}
+		if len(ev.Data()) > 4096 {
+			t.Errorf("a record of %d bytes: recorded text is cut at 256 bytes", len(ev.Data()))
 		}
 		var e audit.Event
 		ev.DataAs(&e)
-		if e.Outcome == outcome.OK {
+		if e.Outcome == outcome.OK && e.Tool != "get_portfolio" {
 			t.Errorf("record %+v: want a refusal", e)
 		}
 	}

@@ -433,7 +433,7 @@ func (d *argsDecoder) value(depth int) (any, error) {
 				return nil, err
 			}
 			if _, dup := m[key]; dup {
-				return nil, fmt.Errorf("duplicate key %q", key)
+				return nil, fmt.Errorf("duplicate key %q", shortKey(key))
 			}
 			if !t.Next() || t.Delim != ':' || !t.Next() {
 				return nil, errInvalidJSON
@@ -530,4 +530,17 @@ func WriteError(w http.ResponseWriter, status int, id json.RawMessage, code int,
 		ID      json.RawMessage `json:"id"`
 		Error   any             `json:"error"`
 	}{"2.0", id, e})
+}
+
+// shortKey is key as an error quotes it: at most 64 bytes, cut at a
+// character boundary, so a refusal never echoes a megabyte back.
+func shortKey(key string) string {
+	if len(key) <= 64 {
+		return key
+	}
+	n := 64
+	for n > 0 && !utf8.RuneStart(key[n]) {
+		n--
+	}
+	return key[:n] + "…"
 }

@@ -54,6 +54,10 @@ func TestRedact(t *testing.T) {
 			}},
 		{"non-object", `[1,2]`, func(m map[string]any) bool { return m["_value"] != nil }},
 		{"invalid", `{"a":`, func(m map[string]any) bool { return m["_invalid"] != nil }},
+		{"credentials as keys", `{"account_id":"ACC-1","` + jwt + `":1,"note":{"Bearer sk_live_0123456789":true}}`,
+			func(m map[string]any) bool {
+				return m["account_id"] == "ACC-1" && len(m) == 3 && len(m["note"].(map[string]any)) == 1
+			}},
 		{"idempotency key kept", `{"idempotency_key":"idem-1"}`,
 			func(m map[string]any) bool { return m["idempotency_key"] == "idem-1" }},
 	}
@@ -64,7 +68,7 @@ func TestRedact(t *testing.T) {
 				t.Errorf("Redact(%s) = %v", c.in, got)
 			}
 			b, _ := json.Marshal(got)
-			for _, secret := range []string{`"k"`, `"p"`, `"t"`, jwt, "abcdefghijklmnop"} {
+			for _, secret := range []string{`"k"`, `"p"`, `"t"`, jwt, "abcdefghijklmnop", "sk_live"} {
 				if strings.Contains(string(b), secret) {
 					t.Errorf("redacted output %s still contains %s", b, secret)
 				}

@@ -100,7 +100,7 @@ func newEvent(ctx context.Context, c *call.Call, class catalog.Class, start time
 	switch {
 	case err != nil:
 		ev.ArgsDigest = digestBytes(c.RawArgs)
-		ev.Args = map[string]any{"_invalid": "arguments were refused: " + err.Error()}
+		ev.Args = map[string]any{"_invalid": redact.Text("arguments were refused: "+err.Error(), redact.MaxStringBytes)}
 	case v == nil:
 		ev.ArgsDigest = digestValue(map[string]any{})
 	default:

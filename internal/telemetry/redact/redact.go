@@ -63,6 +63,12 @@ func redactMap(m map[string]any, depth int) map[string]any {
 			break
 		}
 		n++
+		if secretValue.MatchString(k) {
+			// A credential sent as a key is not recorded either; the
+			// number keeps two such keys apart.
+			out[fmt.Sprintf("[REDACTED-KEY-%d]", n)] = redactValue(v, depth+1)
+			continue
+		}
 		if secretName(k) {
 			out[Truncate(k)] = Redacted
 			continue
