@@ -612,13 +612,33 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			// is sent again as it is, without a re-check that would count
 			// a late fill against itself; the client order id makes the two
 			// one order. Sent longer ago than the resend window, it never
-			// landed: the order is checked afresh, as a first attempt.
-			sentAt := a.LeaseUntil.Add(-s.cfg.Lease)
-			takeover = landable(sentAt, s.now(), s.cfg.ResendWindow)
+			// landed: the order is checked afresh, as a first attempt. First
+			// sent longer ago than that, it is not sent again unchecked, nor
+			// checked afresh while its last send may still land.
+			lastSent := a.LeaseUntil.Add(-s.cfg.Lease)
+			firstSent := lastSent
+			if a.SentAt != nil {
+				firstSent = *a.SentAt
+			}
+			switch {
+			case !landable(lastSent, s.now(), s.cfg.ResendWindow):
+				takeover = false
+			case !landable(firstSent, s.now(), s.cfg.ResendWindow):
+				return s.approvalOutcome(ctx, a), ErrTradeUnavailable
+			}
 		}
 		// The kill switch, after the Trade service was asked about an
-		// interrupted send (whose order, if it landed, is recorded above).
-		if err := s.guard(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
+		// interrupted send (whose order, if it landed, is recorded above):
+		// a halt released since the approval (or since the send a takeover
+		// repeats) stops the order too, as one engaged now does.
+		since := time.Time{}
+		switch {
+		case takeover:
+			since = a.LeaseUntil.Add(-s.cfg.Lease)
+		case a.DecidedAt != nil:
+			since = *a.DecidedAt
+		}
+		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, since); err != nil {
 			if takeover {
 				// It may still land: keep the lease's state for the
 				// reconciliation after the halt is released.
@@ -653,6 +673,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 				s.log.ErrorContext(ctx, "could not record a refused execution; the lease expiry re-drives it", "approval_id", id, "error", err)
 				return s.approvalOutcome(ctx, executing), ErrStateUnavailable
 			}
+			s.journalFailed(ctx, a)
 			s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
 			s.unindex(ctx, a)
 			return s.approvalOutcome(ctx, a), nil
@@ -683,6 +704,21 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 			return 0, nil, true, nil
 		}
 		return 0, &o, false, err
+	}
+	// Journaled before it can go out, as a direct order's intent is: if the
+	// audit trail cannot record it, it does not go out (a takeover's first
+	// send may still land, so that one's answer is "not known yet").
+	intent := JournalEntry{Action: "order.intent", Principal: a.DecidedBy, AccountID: a.Order.AccountID, ArgsDigest: a.ArgsDigest,
+		IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: "approved order", Provenance: a.Provenance.fields()}
+	if takeover {
+		intent.Detail = "approved order, resent after an unanswered attempt"
+	}
+	if err := s.journal.Record(ctx, intent); err != nil {
+		s.log.ErrorContext(ctx, "journal refused an approved order's intent", "approval_id", a.ID, "error", err)
+		if takeover {
+			return answer(s.approvalOutcome(ctx, *a), ErrTradeUnavailable)
+		}
+		return answer(s.approvalOutcome(ctx, *a), ErrNotRecorded)
 	}
 	notional := 0.0 // a takeover's listing keeps the first attempt's
 	var acct *heldLease
@@ -725,8 +761,12 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 		return answer(s.approvalOutcome(ctx, *a), err)
 	}
 	next := *a
-	lease := s.now().Add(s.cfg.Lease).UTC()
+	now := s.now().UTC()
+	lease := now.Add(s.cfg.Lease)
 	next.Status, next.LeaseUntil = ApprovalExecuting, &lease
+	if !takeover {
+		next.SentAt = &now // a first send, or one checked afresh
+	}
 	nv, err = updateJSON(ctx, s.st, approvalKey(a.ID), next, ver, s.cfg.IdempotencyTTL)
 	switch {
 	case errors.Is(err, store.ErrConflict):
@@ -753,9 +793,21 @@ func (s *Service) failApproval(ctx context.Context, a Approval, ver int64, why s
 	} else if err != nil {
 		return Outcome{}, false, s.stateErr(ctx, err)
 	}
+	s.journalFailed(ctx, a)
 	s.unindex(ctx, a)
 	s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance()) // an earlier attempt's, if any
 	return s.approvalOutcome(ctx, a), false, nil
+}
+
+// journalFailed records that approved a's order will not be sent, and why:
+// the trail must not end at the approval, which reads as an order that may
+// have gone out.
+func (s *Service) journalFailed(ctx context.Context, a Approval) {
+	e := JournalEntry{Action: "approval.failed", Principal: a.DecidedBy, AccountID: a.Order.AccountID, ArgsDigest: a.ArgsDigest,
+		IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: a.Error, Provenance: a.Provenance.fields()}
+	if err := s.journal.RecordDone(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "journal refused approval.failed", "approval_id", a.ID, "error", err)
+	}
 }
 
 // submitted records that the Trade service has an approval's order, and

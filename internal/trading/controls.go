@@ -124,10 +124,23 @@ func (s *Service) provenanceOf(ctx context.Context, clientOrderID string) *Prove
 // guard is the kill switch for an order of p's (or of the requester of an
 // approval): an engaged halt, or a switch that cannot be read, stops it.
 func (s *Service) guard(ctx context.Context, subject, agent, account string) error {
+	return s.guardSince(ctx, subject, agent, account, time.Time{})
+}
+
+// guardSince is guard for an order checked (or approved, or sent) at since
+// and not sent (again) yet: a halt released since then stops it too
+// (halt.StoppedSince). Zero since: guard.
+func (s *Service) guardSince(ctx context.Context, subject, agent, account string, since time.Time) error {
 	if s.cfg.Halt == nil {
 		return nil
 	}
-	err := s.cfg.Halt.Check(ctx, halt.Order{Account: account, Principal: subject, Agent: agent})
+	o := halt.Order{Account: account, Principal: subject, Agent: agent}
+	var err error
+	if since.IsZero() {
+		err = s.cfg.Halt.Check(ctx, o)
+	} else {
+		err = s.cfg.Halt.StoppedSince(ctx, o, since)
+	}
 	var h *halt.Halted
 	switch {
 	case err == nil:

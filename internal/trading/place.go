@@ -78,6 +78,8 @@ func (s *Service) PlaceOrder(ctx context.Context, p principal.Principal, o Order
 		switch res, rerr := s.resolve(ctx, p, o); {
 		case rerr != nil && !errors.Is(rerr, ErrKeyReused):
 			return Placement{Outcome: res.Outcome}, rerr
+		case res.Unsettled:
+			return Placement{}, errOutcomeUnknown
 		case rerr != nil || !res.Found && !res.Resend:
 			return Placement{}, err
 		}
@@ -100,6 +102,8 @@ func (s *Service) placeOrder(ctx context.Context, p principal.Principal, o Order
 		return Outcome{}, nil, err
 	case res.Found:
 		return res.Outcome, nil, nil
+	case res.Unsettled:
+		return Outcome{}, nil, errOutcomeUnknown
 	case res.Resend:
 		// Checked and confirmed before it was first sent; it goes again as
 		// it is (a late arrival of the first send is the same order).

@@ -97,7 +97,10 @@ type Approval struct {
 	Reason          string          `json:"reason,omitempty"`
 	OrderID         string          `json:"order_id,omitempty"`
 	LeaseUntil      *time.Time      `json:"lease_until,omitempty"`
-	Error           string          `json:"error,omitempty"`
+	// SentAt is when the approved order was first sent: an unanswered send
+	// is resent unchecked only within the resend window of it.
+	SentAt *time.Time `json:"sent_at,omitempty" jsonschema:"when the approved order was first sent to the Trade service"`
+	Error  string     `json:"error,omitempty"`
 }
 
 // AwaitingSend reports whether a is approved and its order not sent yet:
@@ -120,6 +123,19 @@ type idemRecord struct {
 	// record or a lease marked Sent (zero on records from before it was
 	// kept: resent, as then).
 	SentAt time.Time `json:"sent_at,omitzero"`
+	// FirstSentAt is when it was first put on the wire: resends go out
+	// unchecked only within the resend window of it, so retries cannot
+	// keep an order going out unchecked for ever (zero: SentAt, as
+	// records from before it was kept).
+	FirstSentAt time.Time `json:"first_sent_at,omitzero"`
+}
+
+// firstSent is when r's order was first put on the wire.
+func (r idemRecord) firstSent() time.Time {
+	if r.FirstSentAt.IsZero() {
+		return r.SentAt
+	}
+	return r.FirstSentAt
 }
 
 // mayBeSent reports whether r's order may have reached the Trade service

@@ -12,6 +12,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -107,5 +108,84 @@ func TestResendKeepsTheHold(t *testing.T) {
 	}
 	if now := held(); now != first {
 		t.Errorf("the first send held %.2f; after a resend whose read failed (%v) the order, which may still land, holds %.2f", first, err, now)
+	}
+}
+
+// TestResendStoppedBeforeTheWireSaysTheFirstMayLand: a retry of an order
+// whose send got no answer stops before it sends again (the audit trail
+// refuses its intent, or a halt came). The first send may still land, so
+// the answer must not say that no order was placed, as it did: an agent
+// told so places the order again, under a new key.
+func TestResendStoppedBeforeTheWireSaysTheFirstMayLand(t *testing.T) {
+	for name, block := range map[string]func(t *testing.T, f *raceFixture){
+		"journal down": func(t *testing.T, f *raceFixture) { f.j.fail.Store(true) },
+		"halted": func(t *testing.T, f *raceFixture) {
+			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "stop"); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var late *firstLost
+			f := newRaceFixture(t, store.NewMemory(nil), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
+				losingFirst(&late, func(context.Context) error { return fmt.Errorf("%w: timeout", backends.ErrUnavailable) }))
+			o := resting(t, f, "resend-blocked")
+			if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
+				t.Fatal("a send without an answer was reported as an outcome")
+			}
+			block(t, f)
+			_, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+			if err == nil {
+				t.Fatal("a blocked resend was reported as an outcome")
+			}
+			if msg := strings.ToLower(err.Error()); strings.Contains(msg, "not placed") || strings.Contains(msg, "no order was placed") {
+				t.Errorf("retry answered %q, while the first send may still land", err)
+			}
+			late.land(t) // and it does
+			if n := f.trade.orders(); n != 1 {
+				t.Fatalf("%d orders at the Trade service, want the first send's", n)
+			}
+		})
+	}
+}
+
+// TestRetriesCannotKeepResendingUnchecked: the Trade service takes orders
+// but never answers, and the agent retries every ten minutes. Each retry
+// resent the order unchecked and restarted the resend window, so it went
+// out, once the Trade service answered again, hours after its only check
+// and into a market where a check refuses it. A resend goes out unchecked
+// only within the window of the first send; after that the retry waits
+// until the last send can no longer land, then checks afresh.
+func TestRetriesCannotKeepResendingUnchecked(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), tightRules, nil)
+	o := tenKO("resend-chain")
+	f.trade.fail.Store(true)
+	if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
+		t.Fatal("an unanswered send was reported as an outcome")
+	}
+	f.market.scale.Store(200) // from now on, a check refuses the order
+	rejected := false
+	for range 12 {
+		f.clock.Add(10 * time.Minute)
+		pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+		switch {
+		case err == nil && pl.Outcome.Status == trading.StatusRejected:
+			rejected = true
+		case err == nil:
+			t.Fatalf("retry: %+v, want no answer yet or a refusal", pl.Outcome)
+		case rejected:
+			t.Fatalf("after a fresh check refused it, a retry answered %v", err)
+		}
+	}
+	if !rejected {
+		t.Error("two hours of retries, and the order was never checked afresh")
+	}
+	f.trade.fail.Store(false)
+	f.clock.Add(10 * time.Minute)
+	if pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err != nil || pl.Outcome.Status != trading.StatusRejected {
+		t.Errorf("retry once the Trade service answers: %+v %v, want the fresh check's refusal", pl.Outcome, err)
+	}
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("%d orders went out unchecked after the market moved", n)
 	}
 }

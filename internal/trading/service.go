@@ -292,6 +292,10 @@ type resolution struct {
 	// no new check or confirmation (it was checked and confirmed before it
 	// was sent, and a late arrival must not count against itself).
 	Resend bool
+	// Unsettled: as Resend, but first sent longer ago than the resend
+	// window, so it is not sent again unchecked; until its last send can
+	// no longer land, it is not checked afresh either (errOutcomeUnknown).
+	Unsettled bool
 }
 
 // resolve answers a place_order whose idempotency key may have been used
@@ -321,7 +325,8 @@ func (s *Service) resolve(ctx context.Context, p principal.Principal, o OrderArg
 	}
 	out, found, err := s.reconcile(ctx, p, o, digest, true)
 	if err != nil || !found {
-		return resolution{Resend: rec.State == idemSent && s.landable(rec)}, err
+		mayLand := rec.State == idemSent && s.landable(rec)
+		return resolution{Resend: mayLand && s.resendable(rec), Unsettled: mayLand && !s.resendable(rec)}, err
 	}
 	s.settle(ctx, key, digest, ver, out)
 	out.Replayed = true
@@ -342,7 +347,7 @@ func (s *Service) fence(ctx context.Context, key, digest string) (idemRecord, in
 		}
 		lapsed := idemRecord{Digest: digest, State: idemReleased}
 		if rec.Sent {
-			lapsed.State, lapsed.SentAt = idemSent, rec.SentAt
+			lapsed.State, lapsed.SentAt, lapsed.FirstSentAt = idemSent, rec.SentAt, rec.firstSent()
 		}
 		nv, err := updateJSON(ctx, s.st, key, lapsed, ver, s.cfg.IdempotencyTTL)
 		switch {
@@ -439,14 +444,21 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	// check, a stalled journal) must not act, since that attempt owns the
 	// key now. Renewed to send, the record says the order may be on the
 	// wire from then on, so that a takeover resends rather than re-checks.
-	resend := prev.mayBeSent() && s.landable(prev)
-	sent, sentAt := resend, prev.SentAt
+	// A send may land for a resend window after it, and is resent unchecked
+	// only within the window of the first send: a retry that keeps
+	// resending must not keep the order going out unchecked for ever.
+	mayLand := prev.mayBeSent() && s.landable(prev)
+	resend := mayLand && s.resendable(prev)
+	sent, sentAt, firstAt := resend, prev.SentAt, prev.firstSent()
 	renew := func(ctx context.Context, sending bool) error {
 		sent = sent || sending
 		if sending {
 			sentAt = s.now().UTC()
+			if !resend {
+				firstAt = sentAt
+			}
 		}
-		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt}
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt, FirstSentAt: firstAt}
 		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -463,18 +475,24 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	out, found, err := s.reconcile(ctx, p, o, digest, takeover)
 	switch {
 	case err != nil || found:
+	case mayLand && !resend:
+		// First sent longer ago than the window: not again unchecked, and
+		// not checked afresh while the last send may still land.
+		sent, err = true, errOutcomeUnknown
 	case resend:
 		// Sent before, never answered, not seen by the Trade service (yet):
-		// the same order again, unchecked but for the kill switch; the client
-		// order id makes a late arrival of the first one and this one the
-		// same order. (Sent longer ago than that, it never landed: it is
-		// decided afresh below.)
-		if err = s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err == nil {
+		// the same order again, unchecked but for the kill switch (and a
+		// halt released since the send it repeats); the client order id
+		// makes a late arrival of the first one and this one the same
+		// order. (Sent longer ago than that, it never landed: it is decided
+		// afresh below.)
+		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, prev.SentAt); err == nil {
 			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
 				prov = first
 			}
 			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0, nil)
 		}
+		err = s.unsure(ctx, err)
 	default:
 		out, err = s.decide(ctx, p, o, digest, approvalReason, renew, prov)
 	}
@@ -490,7 +508,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// key back for a retry, remembering an unanswered send.
 		next := idemRecord{Digest: digest, State: idemReleased}
 		if errors.Is(err, errOutcomeUnknown) || sent {
-			next.State, next.SentAt = idemSent, sentAt
+			next.State, next.SentAt, next.FirstSentAt = idemSent, sentAt, firstAt
 		}
 		if _, rerr := updateJSON(ctx, s.st, key, next, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
@@ -517,6 +535,27 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 // landable).
 func (s *Service) landable(rec idemRecord) bool {
 	return landable(rec.SentAt, s.now(), s.cfg.ResendWindow)
+}
+
+// resendable reports whether rec's order may still be resent unchecked:
+// within the resend window of its first send.
+func (s *Service) resendable(rec idemRecord) bool {
+	return landable(rec.firstSent(), s.now(), s.cfg.ResendWindow)
+}
+
+// unsure is the answer to a resend that stopped before the wire: this
+// attempt sent nothing, but the earlier, unanswered send may still land,
+// so "no order was placed" would not be true.
+func (s *Service) unsure(ctx context.Context, err error) error {
+	switch {
+	case err == nil, errors.Is(err, ErrClaimLost), errors.Is(err, errOutcomeUnknown):
+		return err
+	case errors.Is(err, ErrHalted):
+		return &AgentError{msg: "trading is halted (kill switch), so this retry sent nothing; but an earlier send of this order got no answer and may still land: " +
+			"retry with the same idempotency_key to learn its outcome (reads and cancel_order still work)", is: ErrHalted}
+	}
+	s.log.WarnContext(ctx, "a resend stopped before the wire; the first send may still land", "error", err)
+	return errOutcomeUnknown
 }
 
 // await reads the key's idempotency record, waiting while another call owns
@@ -566,7 +605,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 			out.Replayed = true
 			return out, false, 0, idemRecord{}, err
 		default: // released, sent, or the owner's lease ran out
-			lease.Sent, lease.SentAt = rec.mayBeSent(), rec.SentAt // still, until this attempt knows better
+			lease.Sent, lease.SentAt, lease.FirstSentAt = rec.mayBeSent(), rec.SentAt, rec.firstSent() // still, until this attempt knows better
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
 				// A lapsed owner renewed its claim just before sending and

@@ -51,10 +51,27 @@ func (h Halt) Describe() string {
 	return h.Scope + " " + h.Target
 }
 
-// State is every halt engaged now.
+// State is every halt engaged now, and the latest released.
 type State struct {
 	Halts []Halt `json:"halts"`
+	// Released are the latest halts released, oldest first (at most
+	// keepReleased): an order approved before a halt and still unsent when
+	// it is released must not go out after it by surprise (StoppedSince).
+	// Forgotten is when the newest one dropped from the list was released;
+	// about the time before it, the list cannot say.
+	Released  []Released `json:"released,omitempty"`
+	Forgotten time.Time  `json:"forgotten,omitzero"`
 }
+
+// Released is a halt as it was engaged, and its release.
+type Released struct {
+	Halt
+	ReleasedBy string    `json:"released_by"`
+	ReleasedAt time.Time `json:"released_at"`
+}
+
+// keepReleased bounds State.Released: the state is read for every order.
+const keepReleased = 64
 
 // Event is one engage or release, kept in the switch's journal.
 type Event struct {
@@ -90,10 +107,18 @@ func (h Halt) Matches(o Order) bool {
 }
 
 // Halted is the error of an order a halt stops; its message names the
-// scope and the reason and is safe to show an agent.
-type Halted struct{ Halt Halt }
+// scope and the reason and is safe to show an agent. ReleasedAt is set for
+// a halt released since the order was approved (StoppedSince).
+type Halted struct {
+	Halt       Halt
+	ReleasedAt time.Time
+}
 
 func (e *Halted) Error() string {
+	if !e.ReleasedAt.IsZero() {
+		return fmt.Sprintf("trading was halted (kill switch, %s scope) from %s to %s, after the order was approved: %s. The approved order was not placed; place it again if still wanted",
+			e.Halt.Describe(), e.Halt.EngagedAt.Format(time.RFC3339), e.ReleasedAt.Format(time.RFC3339), e.Halt.Reason)
+	}
 	return fmt.Sprintf("trading is halted (kill switch, %s scope) since %s: %s. No order was placed; cancel_order and reads still work",
 		e.Halt.Describe(), e.Halt.EngagedAt.Format(time.RFC3339), e.Halt.Reason)
 }
@@ -178,6 +203,32 @@ func (s *Switch) Check(ctx context.Context, o Order) error {
 	return nil
 }
 
+// StoppedSince is Check for an order approved at since and not sent yet:
+// a halt that stops it and was released after since stops it too, so a halt
+// meant to stop it does, even once released (the requester places it again
+// if still wanted). If releases that late are no longer on record, it is
+// stopped: no halt is ever assumed away.
+func (s *Switch) StoppedSince(ctx context.Context, o Order, since time.Time) error {
+	st, err := s.State(ctx)
+	if err != nil {
+		return errors.Join(ErrUnknown, err)
+	}
+	for _, h := range st.Halts {
+		if h.Matches(o) {
+			return &Halted{Halt: h}
+		}
+	}
+	for _, r := range slices.Backward(st.Released) {
+		if !r.ReleasedAt.Before(since) && r.Matches(o) {
+			return &Halted{Halt: r.Halt, ReleasedAt: r.ReleasedAt}
+		}
+	}
+	if since.Before(st.Forgotten) {
+		return &Halted{Halt: Halt{Scope: Global, Reason: "halts released since the approval are no longer on record"}, ReleasedAt: st.Forgotten}
+	}
+	return nil
+}
+
 // Engage engages a halt (or updates the reason of the same scope's halt),
 // journaling it first. A halt is the safe direction: it takes effect even
 // when the audit trail cannot record it (the store keeps its history entry,
@@ -203,10 +254,15 @@ func (s *Switch) Release(ctx context.Context, by, scope, target, reason string) 
 		return State{}, err
 	}
 	return s.change(ctx, Event{Action: "released", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, true, func(st *State) error {
-		n := len(st.Halts)
-		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
-		if len(st.Halts) == n {
+		i := slices.IndexFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
+		if i < 0 {
 			return ErrNotEngaged
+		}
+		st.Released = append(st.Released, Released{Halt: st.Halts[i], ReleasedBy: by, ReleasedAt: s.now().UTC()})
+		st.Halts = slices.Delete(st.Halts, i, i+1)
+		if n := len(st.Released) - keepReleased; n > 0 {
+			st.Forgotten = st.Released[n-1].ReleasedAt
+			st.Released = slices.Delete(st.Released, 0, n)
 		}
 		return nil
 	})
