@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -61,5 +62,31 @@ func TestScopeChallengeKeepsTheHaltScope(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || challenge(t, resp)["scope"] != "portfolio:read trade:halt trade:approve" {
 		t.Errorf("HTTP %d, challenge %v %s; want 403 naming the granted portfolio:read and trade:halt with trade:approve, or a 2025-era client re-authorizes without trade:halt and can no longer use /halts",
 			resp.StatusCode, challenge(t, resp), b)
+	}
+}
+
+// TestChallengeDescriptionIsRFC6750: a challenge's error_description holds
+// only what RFC 6750 section 3 allows (no '"' or '\'), for a tool as for a
+// resource: a strict client rejects a challenge that breaks it, and then
+// never steps up.
+func TestChallengeDescriptionIsRFC6750(t *testing.T) {
+	setSecrets(t)
+	iss := oauthtest.New(t)
+	srv := startServer(t, tradingEnv(iss, ""))
+	token := iss.Token(t, iss.Claims("alice", secResource, "portfolio:read", "ACC-1001"))
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"cancel_order","arguments":{"id":"ORD-1"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"place_order","arguments":{}}}`,
+	} {
+		resp, _ := postMCP(t, bearer(token), srv.URL, body, map[string]string{"Content-Type": "application/json",
+			"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"})
+		wa := resp.Header.Get("WWW-Authenticate")
+		m := regexp.MustCompile(`error_description="((?:[^"\\]|\\.)*)"`).FindStringSubmatch(wa)
+		if resp.StatusCode != http.StatusForbidden || m == nil {
+			t.Fatalf("no step-up challenge: %d %q", resp.StatusCode, wa)
+		}
+		if strings.ContainsAny(m[1], "\"\\") || !strings.Contains(m[1], "requires the scope trade:write") {
+			t.Errorf("error_description %q: want RFC 6750's characters only, naming the scope", m[1])
+		}
 	}
 }

@@ -166,9 +166,17 @@ func (p *Policy) check(pr principal.Principal, c *call.Call) error {
 
 // what names the operation of c in a refusal.
 func what(c *call.Call) string {
+	if c.Method == "tools/call" {
+		return fmt.Sprintf("the tool %q", c.Tool)
+	}
+	return whatPlain(c)
+}
+
+// whatPlain is what, without quotes: for a header's quoted string.
+func whatPlain(c *call.Call) string {
 	switch c.Method {
 	case "tools/call":
-		return fmt.Sprintf("the tool %q", c.Tool)
+		return "the tool " + c.Tool
 	case "completion/complete":
 		return "completing arguments"
 	}

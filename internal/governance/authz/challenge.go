@@ -47,8 +47,8 @@ func (p *Policy) Challenge(resourceMetadataURL string, rec Recorder) func(http.H
 			desc := fmt.Sprintf("%s requires the scope %s", what(c), scope)
 			ask := p.challengeScope(pr, c, scope)
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(
-				`Bearer error="insufficient_scope", scope=%q, resource_metadata=%q, error_description=%q`,
-				ask, resourceMetadataURL, desc))
+				`Bearer error="insufficient_scope", scope=%q, resource_metadata=%q, error_description="%s"`,
+				ask, resourceMetadataURL, descriptionText(fmt.Sprintf("%s requires the scope %s", whatPlain(c), scope))))
 			call.WriteError(w, http.StatusForbidden, c.ID, CodeInsufficientScope,
 				"insufficient scope: "+desc+"; obtain a token that grants it",
 				map[string]string{"error": "insufficient_scope", "scope": ask})
@@ -90,4 +90,16 @@ func scopeToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// descriptionText is s as RFC 6750 section 3 allows an error_description:
+// printable ASCII without '"' or '\\' (a strict client rejects the whole
+// challenge otherwise, and never steps up).
+func descriptionText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, s)
 }
