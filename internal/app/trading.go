@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -148,6 +149,11 @@ func requireSecrets(cfg *config.Config, get func(string) ([]byte, error)) error 
 		case len(v) < 32:
 			return &config.Error{Var: "SECRETS_DIR", Msg: fmt.Sprintf("the secret %s is %d bytes; it must be at least 32 (%s)", name, len(v), where)}
 		}
+		if name == secretApprovalEvent {
+			if _, err := approvals.EventKeys(v); err != nil {
+				return &config.Error{Var: "SECRETS_DIR", Msg: fmt.Sprintf("the secret %s: %v (%s)", name, err, where)}
+			}
+		}
 	}
 	return nil
 }
@@ -161,7 +167,7 @@ func devSecrets(get func(string) ([]byte, error), log *slog.Logger) func(string)
 		if _, err := get(name); err != nil {
 			key := make([]byte, 32)
 			rand.Read(key)
-			generated[name] = key
+			generated[name] = []byte(hex.EncodeToString(key)) // text, as a provider's secret is: one line
 			log.Warn("secret not configured; using a random per-process key (development only)", "secret", name)
 		}
 	}

@@ -6,6 +6,7 @@
 package approvals
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -55,7 +56,8 @@ type Options struct {
 	ApproveScope string
 	// EventSources are the CloudEvents sources trusted to send decisions.
 	EventSources []string
-	// EventKey returns the current HMAC key for event signatures.
+	// EventKey returns the HMAC keys for event signatures, one per line
+	// (two while a rotation is under way: eventKeys).
 	EventKey func() ([]byte, error)
 	// EventMaxAge refuses events whose time is older (replays of old
 	// decisions); the approval TTL is the natural bound.
@@ -167,6 +169,36 @@ func (a *API) limited(next http.HandlerFunc) http.Handler {
 		}
 		next(w, r)
 	})
+}
+
+// eventKeys reads the approval-event-key secret (EventKeys).
+func eventKeys(read func() ([]byte, error)) ([][]byte, error) {
+	raw, err := read()
+	if err != nil {
+		return nil, err
+	}
+	return EventKeys(raw)
+}
+
+// EventKeys parses the approval-event-key secret: one key per line, each of
+// at least 32 bytes, any of which verifies an event. A rotation adds the
+// new key on a line of its own, switches the approval workflow to it, and
+// then removes the old one: pods that have the file before or after the
+// switch verify both.
+func EventKeys(raw []byte) ([][]byte, error) {
+	var keys [][]byte
+	for line := range bytes.Lines(raw) {
+		if k := bytes.TrimRight(line, "\r\n"); len(k) > 0 {
+			if len(k) < 32 {
+				return nil, fmt.Errorf("a key of %d bytes: each line must hold at least 32", len(k))
+			}
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no key")
+	}
+	return keys, nil
 }
 
 func note(ctx context.Context, f func(*auditNote)) {
@@ -310,16 +342,15 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sig, _ := e.Extensions()[SignatureExtension].(string)
-	key, err := a.o.EventKey()
-	if err == nil && len(key) < 32 {
-		err = errors.New("shorter than 32 bytes")
-	}
+	keys, err := eventKeys(a.o.EventKey)
 	if err != nil {
 		a.o.Logger.ErrorContext(r.Context(), "approval event key unavailable", "error", err)
 		httpserver.WriteError(w, http.StatusServiceUnavailable, "cannot verify events now")
 		return
 	}
-	if e.Time().IsZero() || !hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Time(), e.Data()))) {
+	if e.Time().IsZero() || !slices.ContainsFunc(keys, func(key []byte) bool {
+		return hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Time(), e.Data())))
+	}) {
 		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", e.Source(), "id", e.ID())
 		httpserver.WriteError(w, http.StatusUnauthorized, "bad event signature")
 		return

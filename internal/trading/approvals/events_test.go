@@ -62,8 +62,9 @@ func deliver(t *testing.T, e cloudevents.Event, structured bool) *http.Request {
 }
 
 // TestEventAuthentication: an event decides only when it is a CloudEvent of
-// the decision type from a trusted source, signed with the current key (of
-// at least 32 bytes) over its id, source, type, time and data, no older than
+// the decision type from a trusted source, signed with one of the keys (one
+// per line, each of at least 32 bytes: two while a rotation is under way)
+// over its id, source, type, time and data, no older than
 // EventMaxAge nor more than five minutes ahead, and its data names the
 // approval, approver, requester and order. Each one is audited, refusals
 // included.
@@ -121,6 +122,20 @@ func TestEventAuthentication(t *testing.T) {
 		}, want: http.StatusServiceUnavailable},
 		{name: "key shorter than 32 bytes", opts: func(o *approvals.Options) { o.EventKey = func() ([]byte, error) { return shortKey, nil } },
 			edit: func(e *cloudevents.Event) { sign(e, shortKey) }, want: http.StatusServiceUnavailable},
+		{name: "rotation: signed with the new key", opts: func(o *approvals.Options) {
+			o.EventKey = func() ([]byte, error) {
+				return append(append([]byte{}, eventKey...), "\n"+string(otherKey)+"\n"...), nil
+			}
+		}, edit: func(e *cloudevents.Event) { sign(e, otherKey) }, want: http.StatusAccepted},
+		{name: "rotation: signed with the old key", opts: func(o *approvals.Options) {
+			o.EventKey = func() ([]byte, error) { return []byte(string(otherKey) + "\r\n" + string(eventKey)), nil }
+		}, want: http.StatusAccepted},
+		{name: "rotation: signed with neither", opts: func(o *approvals.Options) {
+			o.EventKey = func() ([]byte, error) { return []byte(string(otherKey) + "\n" + strings.Repeat("z", 32)), nil }
+		}, want: http.StatusUnauthorized},
+		{name: "rotation: one line shorter than 32 bytes", opts: func(o *approvals.Options) {
+			o.EventKey = func() ([]byte, error) { return []byte(string(eventKey) + "\n" + string(shortKey)), nil }
+		}, want: http.StatusServiceUnavailable},
 		{name: "data not JSON", edit: resigned(func(e *cloudevents.Event) { e.SetData("text/plain", []byte("approve APR-7")) }), want: http.StatusBadRequest},
 		{name: "no approval id", edit: without("approval_id"), want: http.StatusBadRequest},
 		{name: "no approver", edit: without("approver"), want: http.StatusBadRequest},
