@@ -68,7 +68,12 @@ func New(o Options) (*Server, error) {
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
+		// Longer than the idle timeout of queue-proxy's keep-alive pool
+		// (Go's default transport, 90s): the proxy closes an idle
+		// connection first, so it never sends a request on one this server
+		// is closing at that moment, which a proxied POST cannot retry
+		// (a 502 for the agent; golang/go#40747).
+		IdleTimeout: 2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 	}
