@@ -73,9 +73,9 @@ func New(o Options) (*Server, error) {
 		// connection first, so it never sends a request on one this server
 		// is closing at that moment, which a proxied POST cannot retry
 		// (a 502 for the agent; golang/go#40747).
-		IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
 }
