@@ -38,7 +38,7 @@ func newConsole(cfg *config.Config, gov *security, svc *trading.Service, kill *h
 	o := console.Options{
 		Service: svc, Sessions: sessions, ApproveScope: cfg.Auth.ScopeApprove, ApproverClients: cfg.Trading.ApproverClients,
 		Halt: kill, HaltScope: cfg.Auth.ScopeHalt,
-		SessionTTL: cfg.Console.SessionTTL, Mode: cfg.Trading.Mode, Audit: gov.auditor.RecordOperation, Logger: log,
+		SessionTTL: cfg.Console.SessionTTL, Mode: cfg.Trading.Mode, Limit: gov.approveBudget, Audit: gov.auditor.RecordOperation, Logger: log,
 	}
 	close = func() {}
 	if gov.verifier == nil {

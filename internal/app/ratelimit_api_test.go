@@ -30,6 +30,21 @@ func TestApprovalsAPIShareTheApproveBudget(t *testing.T) {
 		return resp
 	}
 
+	// A token of ann's without the approve scope is refused, and spends
+	// nothing of her budget (over MCP as over HTTP).
+	reader := iss.Token(t, iss.Claims("ann", secResource, "portfolio:read", "*"))
+	for range 3 {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/approvals", nil)
+		resp, err := bearer(reader).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("GET /approvals without the scope: %d, want 403", resp.StatusCode)
+		}
+	}
+
 	// One call over MCP and one over HTTP spend the burst of two.
 	if _, body := secRPC(t, srv.URL, ann, "tools/call", secCallParams("list_pending_approvals", map[string]any{})); strings.Contains(body, "rate limit exceeded") {
 		t.Fatalf("first call refused: %s", body)

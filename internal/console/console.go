@@ -75,6 +75,11 @@ type Options struct {
 	SessionTTL time.Duration
 	// Mode is the trading mode (paper or live), shown in every page.
 	Mode string
+	// Limit takes a decision or a halt release from the person's approve
+	// budget, the bucket the approvals API and the MCP approval tools draw
+	// on (nil: no limit), so the console is no way around their limit.
+	// Engaging a halt and cancel-all are never limited.
+	Limit func(ctx context.Context, subject string) (retryAfter time.Duration, reason string, ok bool)
 	// Audit records page views of an order, decisions, exports and
 	// sign-ins (nil: none).
 	Audit  func(ctx context.Context, op audit.Operation)
@@ -248,4 +253,17 @@ func (c *Console) audit(ctx context.Context, op audit.Operation) {
 	if c.o.Audit != nil {
 		c.o.Audit(ctx, op)
 	}
+}
+
+// within takes one action of subject from its approve budget (Limit); op
+// records a refusal, as rate_limited.
+func (c *Console) within(ctx context.Context, subject string, op *audit.Operation) bool {
+	if c.o.Limit == nil {
+		return true
+	}
+	if _, reason, ok := c.o.Limit(ctx, subject); !ok {
+		op.Outcome, op.Error = outcome.RateLimited, reason
+		return false
+	}
+	return true
 }

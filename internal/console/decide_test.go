@@ -80,6 +80,8 @@ type decideFixture struct {
 	cookie *http.Cookie
 	csrf   string
 	audits []audit.Operation
+	// overBudget makes the approve budget refuse (Options.Limit).
+	overBudget atomic.Bool
 }
 
 var (
@@ -109,6 +111,9 @@ func newDecideFixture(t *testing.T) *decideFixture {
 	}
 	c, err := New(Options{Service: f.svc, Sessions: sessions, Personas: []Persona{{Key: "bob", Subject: "bob"}}, PersonaKey: "0123456789abcdef0123",
 		ApproveScope: "trade:approve", HaltScope: "trade:halt", Halt: sw, Now: now,
+		Limit: func(context.Context, string) (time.Duration, string, bool) {
+			return 2 * time.Second, "rate limit exceeded for approve calls; retry after 2.0 seconds", !f.overBudget.Load()
+		},
 		Audit: func(_ context.Context, op audit.Operation) { f.audits = append(f.audits, op) }})
 	if err != nil {
 		t.Fatal(err)
@@ -323,5 +328,53 @@ func TestTakeoverUnderAHaltSaysHalted(t *testing.T) {
 	}
 	if r := f.decide(t, a, trading.DecisionApprove); r != "heldbyhalt" || f.lastDecide().Outcome != outcome.Denied {
 		t.Errorf("approve under a halt: %q, audited %q; want heldbyhalt, denied", results[r], f.lastDecide().Outcome)
+	}
+}
+
+// TestConsoleDrawsOnTheApproveBudget: a decision and a halt's release in the
+// console draw on the approve budget the approvals API and the MCP tools
+// draw on, so the console is no way around their limit; beyond it nothing
+// changes, the page says so, and the refusal is audited as rate_limited.
+// Engaging a halt is never refused for budget.
+func TestConsoleDrawsOnTheApproveBudget(t *testing.T) {
+	f := newDecideFixture(t)
+	a := f.pending(t, ko("over-budget-1", 10))
+	f.overBudget.Store(true)
+	if r := f.decide(t, a, trading.DecisionApprove); r != "limited" {
+		t.Errorf("approve beyond the budget: %q", results[r])
+	}
+	if op := f.lastDecide(); op.Outcome != outcome.RateLimited {
+		t.Errorf("audited %+v, want rate_limited", op)
+	}
+	if st, err := f.svc.Status(t.Context(), requester, a.ID); err != nil || st.Approval.Status != trading.ApprovalPending {
+		t.Fatalf("after a refused decision: %+v %v, want it pending", st.Approval, err)
+	}
+	halt := func(action string) string {
+		t.Helper()
+		form := url.Values{"csrf": {f.csrf}, "scope": {"global"}, "reason": {"drill"}}
+		r := httptest.NewRequest(http.MethodPost, "/console/halts/"+action, strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.AddCookie(f.cookie)
+		rec := httptest.NewRecorder()
+		f.h.ServeHTTP(rec, r)
+		loc, _ := url.Parse(rec.Header().Get("Location"))
+		return loc.Query().Get("result")
+	}
+	if r := halt("engage"); r != "engaged" {
+		t.Errorf("engaging a halt beyond the budget: %q", r)
+	}
+	if r := halt("release"); r != "limited" {
+		t.Errorf("releasing a halt beyond the budget: %q", r)
+	}
+	if st, _ := f.sw.State(t.Context()); len(st.Halts) != 1 {
+		t.Errorf("halts after a refused release: %+v", st.Halts)
+	}
+	f.overBudget.Store(false)
+	if r := halt("release"); r != "released" {
+		t.Errorf("releasing within the budget: %q", r)
+	}
+	f.clock.Add(int64(time.Minute)) // approved after the release, it goes out
+	if r := f.decide(t, a, trading.DecisionApprove); r != "approved" {
+		t.Errorf("approve within the budget: %q", results[r])
 	}
 }

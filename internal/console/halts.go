@@ -28,6 +28,7 @@ var haltResults = map[string]string{
 	"forbidden": "You are not entitled to every account this halt covers.",
 	"none":      "No such halt is engaged.",
 	"failed":    "The kill switch could not be changed just now (state store or audit trail unavailable). Check the state above and try again.",
+	"limited":   "You have released more halts than your rate limit allows just now; nothing was changed. Wait a minute and try again. (Engaging a halt is never limited.)",
 }
 
 // halts shows the kill switch: what is engaged, its journal, and (with
@@ -76,6 +77,11 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 		return
 	case !halt.Entitled(p, scope, target):
 		deny("forbidden", "not entitled to the halt's scope")
+		return
+	}
+	if action == "release" && !c.within(r.Context(), p.Subject, &op) {
+		c.audit(r.Context(), op)
+		back("limited")
 		return
 	}
 	var err error

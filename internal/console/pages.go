@@ -247,6 +247,7 @@ var results = map[string]string{
 	"mismatch":   "The approval no longer holds the order this page showed; nothing was changed. Review it again.",
 	"halted":     "Trading is halted by the kill switch (see the banner): nothing is released while it holds. The approval stays pending; a rejection still works.",
 	"failed":     "The decision could not be completed just now; see the approval's state below and try again.",
+	"limited":    "You have decided more than your rate limit allows just now; nothing was changed. Wait a minute and decide again.",
 }
 
 func (c *Console) detail(w http.ResponseWriter, r *http.Request, sess Session) {
@@ -315,6 +316,11 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, sess Session) {
 		op.Outcome, op.Error = outcome.Denied, "reject without a reason"
 		c.audit(r.Context(), op)
 		back("reason")
+		return
+	}
+	if !c.within(r.Context(), p.Subject, &op) {
+		c.audit(r.Context(), op)
+		back("limited")
 		return
 	}
 	if utf8.RuneCountInString(reason) > maxReason {

@@ -103,13 +103,13 @@ func New(o Options) *API {
 // middleware.
 func (a *API) Routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /approvals", a.audited("approvals.list", a.limited(a.list)))
-	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", a.limited(a.get)))
-	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", a.limited(a.decide)))
+	mux.Handle("GET /approvals", a.audited("approvals.list", http.HandlerFunc(a.list)))
+	mux.Handle("GET /approvals/{id}", a.audited("approvals.get", http.HandlerFunc(a.get)))
+	mux.Handle("POST /approvals/{id}/decision", a.audited("approvals.decide", http.HandlerFunc(a.decide)))
 	if a.o.Halt != nil {
-		mux.Handle("GET /halts", a.audited("halts.list", a.limited(a.halts)))
+		mux.Handle("GET /halts", a.audited("halts.list", http.HandlerFunc(a.halts)))
 		mux.Handle("POST /halts", a.audited("halts.engage", http.HandlerFunc(a.engage)))
-		mux.Handle("POST /halts/release", a.audited("halts.release", a.limited(a.release)))
+		mux.Handle("POST /halts/release", a.audited("halts.release", http.HandlerFunc(a.release)))
 		mux.Handle("POST /halts/cancel-open", a.audited("halts.cancel_open", http.HandlerFunc(a.cancelOpen)))
 	}
 	return mux
@@ -147,28 +147,20 @@ func (a *API) audited(tool string, next http.Handler) http.Handler {
 	})
 }
 
-// limited answers 429, with Retry-After, to an authenticated caller beyond
-// its approve budget, and otherwise serves next (an unauthenticated request
-// goes on to be answered 401).
-func (a *API) limited(next http.HandlerFunc) http.Handler {
+// within takes one request of p, admitted, from its approve budget, and
+// answers 429 with Retry-After beyond it. Only an admitted caller spends
+// the budget: a token without the scope must not use up its subject's.
+func (a *API) within(w http.ResponseWriter, r *http.Request, p principal.Principal) bool {
 	if a.o.Limit == nil {
-		return next
+		return true
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := principal.From(r.Context())
-		if !ok {
-			next(w, r)
-			return
-		}
-		after, reason, ok := a.o.Limit(r.Context(), p.Subject)
-		if !ok {
-			note(r.Context(), func(n *auditNote) { n.approver = p.Subject })
-			w.Header().Set("Retry-After", strconv.Itoa(max(int(math.Ceil(after.Seconds())), 1)))
-			httpserver.WriteError(w, http.StatusTooManyRequests, reason)
-			return
-		}
-		next(w, r)
-	})
+	after, reason, ok := a.o.Limit(r.Context(), p.Subject)
+	if !ok {
+		note(r.Context(), func(n *auditNote) { n.approver = p.Subject })
+		w.Header().Set("Retry-After", strconv.Itoa(max(int(math.Ceil(after.Seconds())), 1)))
+		httpserver.WriteError(w, http.StatusTooManyRequests, reason)
+	}
+	return ok
 }
 
 // eventKeys reads the approval-event-key secret (EventKeys).
@@ -216,7 +208,7 @@ func (a *API) Events() http.Handler {
 
 func (a *API) approver(w http.ResponseWriter, r *http.Request) (principal.Principal, bool) {
 	p, ok := caller(w, r)
-	return p, ok && a.admit(w, p, a.o.ApproveScope, "approvals are decided through the firm's approval tool, not this client")
+	return p, ok && a.admit(w, p, a.o.ApproveScope, "approvals are decided through the firm's approval tool, not this client") && a.within(w, r, p)
 }
 
 // caller is the request's principal; without one it answers 401.

@@ -41,7 +41,7 @@ func (a *API) officer(w http.ResponseWriter, r *http.Request, scope, target stri
 }
 
 func (a *API) halts(w http.ResponseWriter, r *http.Request) {
-	if _, ok := a.officer(w, r, "", ""); !ok {
+	if p, ok := a.officer(w, r, "", ""); !ok || !a.within(w, r, p) {
 		return
 	}
 	st, err := a.o.Halt.State(r.Context())
@@ -57,21 +57,24 @@ func (a *API) halts(w http.ResponseWriter, r *http.Request) {
 	httpserver.WriteJSON(w, http.StatusOK, map[string]any{"halts": nonNil(st.Halts), "history": nonNil(hist)})
 }
 
+// engage is never limited: an emergency does not wait for a budget.
 func (a *API) engage(w http.ResponseWriter, r *http.Request) {
-	a.change(w, r, a.o.Halt.Engage)
+	a.change(w, r, a.o.Halt.Engage, false)
 }
 
 func (a *API) release(w http.ResponseWriter, r *http.Request) {
-	a.change(w, r, a.o.Halt.Release)
+	a.change(w, r, a.o.Halt.Release, true)
 }
 
-func (a *API) change(w http.ResponseWriter, r *http.Request, do func(ctx context.Context, by, scope, target, reason string) (halt.State, error)) {
+// change engages or releases a halt (do); limited: the change draws on the
+// officer's approve budget.
+func (a *API) change(w http.ResponseWriter, r *http.Request, do func(ctx context.Context, by, scope, target, reason string) (halt.State, error), limited bool) {
 	var req HaltRequest
 	if !readJSON(w, r, &req, haltShape) {
 		return
 	}
 	p, ok := a.officer(w, r, req.Scope, req.Target)
-	if !ok {
+	if !ok || limited && !a.within(w, r, p) {
 		return
 	}
 	st, err := do(r.Context(), p.Subject, req.Scope, req.Target, req.Reason)
