@@ -3,6 +3,7 @@ package app_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1022,5 +1023,75 @@ func TestRefusalStandsWithTheSinkDown(t *testing.T) {
 	}
 	if !limited {
 		t.Error("the second trade beyond a burst of 1 was not answered as rate limited")
+	}
+}
+
+// TestRequestTextIsBoundedInTheTrailAndTheLog: what a caller puts in a
+// path (an approval id) or an unauthenticated caller in a token header (a
+// kid) or an approval event (its id) reaches the audit trail and the log
+// cut short and without credentials: no one writes a megabyte, or a
+// working token, into a signed record or a log line.
+func TestRequestTextIsBoundedInTheTrailAndTheLog(t *testing.T) {
+	srv, iss, sink := auditedServer(t, nil)
+	ann := iss.Token(t, iss.Claims("ann", secResource, allScopes, "*"))
+	leaked := iss.Token(t, iss.Claims("victim", secResource, allScopes, "*"))
+	for _, id := range []string{leaked, "APR-" + strings.Repeat("A", 40000)} {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/approvals/"+id, nil)
+		resp, err := bearer(ann).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if err := srv.stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, ev := range sink.byType(audit.EventType) {
+		var e audit.Event
+		if err := ev.DataAs(&e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Tool != "approvals.get" {
+			continue
+		}
+		got++
+		if strings.Contains(e.ApprovalID, "eyJ") || len(e.ApprovalID) > 80 {
+			t.Errorf("approval_id recorded as %.60q… (%d bytes)", e.ApprovalID, len(e.ApprovalID))
+		}
+	}
+	if got != 2 {
+		t.Errorf("%d approvals.get records, want 2", got)
+	}
+
+	logs := &lockedBuffer{}
+	base, stop := serveWithLog(t, tradingEnv(iss, ""), logs)
+	kid := "KID" + strings.Repeat("k", 40000)
+	hdr, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "at+jwt", "kid": kid})
+	enc := base64.RawURLEncoding
+	forged := enc.EncodeToString(hdr) + "." + enc.EncodeToString([]byte(`{"sub":"x"}`)) + "." + enc.EncodeToString([]byte("sig"))
+	if resp, _ := secRPC(t, base, forged, "tools/list", map[string]any{}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("forged token: %d", resp.StatusCode)
+	}
+	evID := "ID" + strings.Repeat("i", 500_000) + " Bearer abcdefghijklmnop"
+	ev, _ := json.Marshal(map[string]any{"specversion": "1.0", "type": "com.portfolio-mcp.approval.decided",
+		"source": "urn:evil Bearer abcdefghijklmnop", "id": evID, "data": map[string]string{}})
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/events/approvals", strings.NewReader(string(ev)))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	stop()
+	out := logs.String()
+	if !strings.Contains(out, "bearer token rejected") || !strings.Contains(out, "approval event from untrusted source") {
+		t.Fatalf("the refusals were not logged: %.2000s", out)
+	}
+	if len(out) > 64<<10 {
+		t.Errorf("the log is %d bytes after two unauthenticated requests", len(out))
+	}
+	if strings.Contains(out, "abcdefghijklmnop") {
+		t.Error("a bearer credential from an unauthenticated request is in the log")
 	}
 }

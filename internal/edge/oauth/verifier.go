@@ -42,6 +42,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/redact"
 )
 
 // Options configure a Verifier.
@@ -372,7 +373,8 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Token, signingKey, e
 	}
 	if _, err := v.parser.ParseWithClaims(raw, claims, record); err != nil {
 		reason := rejection(err)
-		v.opts.Logger.InfoContext(ctx, "bearer token rejected", "reason", reason, "error", err)
+		// The error may quote the unsigned header (a kid): cut and redacted.
+		v.opts.Logger.InfoContext(ctx, "bearer token rejected", "reason", reason, "error", redact.Text(err.Error(), 256))
 		return Token{}, used, fmt.Errorf("%w: %s", auth.ErrInvalidToken, reason)
 	}
 	p, err := v.principal(claims)

@@ -194,12 +194,16 @@ type Operation struct {
 	Error      string
 }
 
+// maxIDBytes bounds an id a request names (an approval id from the path):
+// real ones are far shorter, and anything may be sent.
+const maxIDBytes = 64
+
 // RecordOperation records op asynchronously, built and redacted as a call's
 // record is.
 func (a *Auditor) RecordOperation(ctx context.Context, op Operation) {
 	ev := Event{
 		Time: op.Start.UTC(), Tool: redact.Text(op.Name, redact.MaxStringBytes), Class: op.Class, Principal: op.Principal,
-		ApprovalID: op.ApprovalID, RequestID: telemetry.RequestID(ctx), Outcome: op.Outcome, Error: redact.Text(op.Error, maxErrorBytes),
+		ApprovalID: redact.Text(op.ApprovalID, maxIDBytes), RequestID: telemetry.RequestID(ctx), Outcome: op.Outcome, Error: redact.Text(op.Error, maxErrorBytes),
 		LatencyMS: float64(time.Since(op.Start).Microseconds()) / 1000,
 	}
 	if p, ok := principal.From(ctx); ok {

@@ -32,6 +32,7 @@ import (
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/outcome"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/telemetry/redact"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 )
@@ -193,6 +194,10 @@ func EventKeys(raw []byte) ([][]byte, error) {
 	return keys, nil
 }
 
+// logged is text an unauthenticated event carries, as a log line may hold
+// it: cut, and without anything shaped like a credential.
+func logged(s string) string { return redact.Text(s, 128) }
+
 func note(ctx context.Context, f func(*auditNote)) {
 	if n, ok := ctx.Value(noteKey{}).(*auditNote); ok {
 		f(n)
@@ -329,7 +334,7 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !slices.Contains(a.o.EventSources, e.Source()) {
-		a.o.Logger.WarnContext(r.Context(), "approval event from untrusted source", "source", e.Source(), "id", e.ID())
+		a.o.Logger.WarnContext(r.Context(), "approval event from untrusted source", "source", logged(e.Source()), "id", logged(e.ID()))
 		httpserver.WriteError(w, http.StatusForbidden, "untrusted event source")
 		return
 	}
@@ -343,13 +348,13 @@ func (a *API) event(w http.ResponseWriter, r *http.Request) {
 	if e.Time().IsZero() || !slices.ContainsFunc(keys, func(key []byte) bool {
 		return hmac.Equal([]byte(sig), []byte(Sign(key, e.ID(), e.Source(), e.Type(), e.Time(), e.Data())))
 	}) {
-		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", e.Source(), "id", e.ID())
+		a.o.Logger.WarnContext(r.Context(), "approval event with a bad signature", "source", logged(e.Source()), "id", logged(e.ID()))
 		httpserver.WriteError(w, http.StatusUnauthorized, "bad event signature")
 		return
 	}
 	now := a.o.Now()
 	if age := now.Sub(e.Time()); age > a.o.EventMaxAge || age < -5*time.Minute {
-		a.o.Logger.WarnContext(r.Context(), "stale approval event refused", "source", e.Source(), "id", e.ID(), "time", e.Time())
+		a.o.Logger.WarnContext(r.Context(), "stale approval event refused", "source", logged(e.Source()), "id", logged(e.ID()), "time", e.Time())
 		httpserver.WriteError(w, http.StatusUnprocessableEntity, "event time is outside the accepted window")
 		return
 	}
