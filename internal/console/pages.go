@@ -240,7 +240,7 @@ var results = map[string]string{
 	"decided":    "This approval was already decided by someone else; nothing was changed.",
 	"yours":      "You already decided this approval the other way (in another tab or window); nothing was changed. Its state is below.",
 	"withdrawn":  "This approval was withdrawn before the decision (by its requester, or by the kill switch's cancel-all); nothing was changed.",
-	"heldbyhalt": "This approval is approved, and its order's send is held by the kill switch (see the banner). Once the halt is released, the Trade service is asked whether it has the order and, if not, it is sent or checked again; its state is below.",
+	"heldbyhalt": "This approval is approved, and the kill switch (see the banner) stops its order. An earlier send of it got no answer and may still land: the Trade service is asked again whenever this approval's state is read. If the order never arrived, the approval is marked failed, since the halt was meant to stop it; the requester places it again if still wanted. Its state is below.",
 	"expired":    "This approval expired before the decision; the order was not placed.",
 	"foureyes":   "You requested this order, so you cannot decide it (four eyes).",
 	"reason":     "A rejection needs a reason.",

@@ -641,8 +641,9 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, since); err != nil {
 			if takeover {
 				// It may still land: keep the lease's state for the
-				// reconciliation after the halt is released.
-				return s.approvalOutcome(ctx, a), err
+				// reconciliation after the halt is released, and never
+				// say that nothing was placed.
+				return s.approvalOutcome(ctx, a), s.unsure(ctx, err)
 			}
 			// Approved before the halt, never sent: it does not go out later
 			// by surprise; the requester places it again if still wanted.
@@ -656,6 +657,9 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 			continue
 		}
 		if out != nil {
+			if takeover {
+				err = s.unsure(ctx, err) // the first send may still land
+			}
 			return *out, err
 		}
 		ver = nv
@@ -705,21 +709,6 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 		}
 		return 0, &o, false, err
 	}
-	// Journaled before it can go out, as a direct order's intent is: if the
-	// audit trail cannot record it, it does not go out (a takeover's first
-	// send may still land, so that one's answer is "not known yet").
-	intent := JournalEntry{Action: "order.intent", Principal: a.DecidedBy, AccountID: a.Order.AccountID, ArgsDigest: a.ArgsDigest,
-		IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: "approved order", Provenance: a.Provenance.fields()}
-	if takeover {
-		intent.Detail = "approved order, resent after an unanswered attempt"
-	}
-	if err := s.journal.Record(ctx, intent); err != nil {
-		s.log.ErrorContext(ctx, "journal refused an approved order's intent", "approval_id", a.ID, "error", err)
-		if takeover {
-			return answer(s.approvalOutcome(ctx, *a), ErrTradeUnavailable)
-		}
-		return answer(s.approvalOutcome(ctx, *a), ErrNotRecorded)
-	}
 	notional := 0.0 // a takeover's listing keeps the first attempt's
 	var acct *heldLease
 	if !takeover {
@@ -749,6 +738,19 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 		}
 		notional = pre.EstimatedNotional
 	}
+	// Journaled once it passed its check, before it can go out, as a direct
+	// order's intent is: if the audit trail cannot record it, it does not
+	// go out. (The caller answers a takeover's refusal as "not known yet":
+	// its first send may still land.)
+	intent := JournalEntry{Action: "order.intent", Principal: a.DecidedBy, AccountID: a.Order.AccountID, ArgsDigest: a.ArgsDigest,
+		IdempotencyKey: a.Order.IdempotencyKey, ApprovalID: a.ID, Detail: "approved order", Provenance: a.Provenance.fields()}
+	if takeover {
+		intent.Detail = "approved order, resent after an unanswered attempt"
+	}
+	if err := s.journal.Record(ctx, intent); err != nil {
+		s.log.ErrorContext(ctx, "journal refused an approved order's intent", "approval_id", a.ID, "error", err)
+		return answer(s.approvalOutcome(ctx, *a), ErrNotRecorded)
+	}
 	if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
 		return answer(s.approvalOutcome(ctx, *a), err)
 	}
@@ -764,14 +766,22 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	now := s.now().UTC()
 	lease := now.Add(s.cfg.Lease)
 	next.Status, next.LeaseUntil = ApprovalExecuting, &lease
-	if !takeover {
+	switch {
+	case !takeover:
 		next.SentAt = &now // a first send, or one checked afresh
+	case a.SentAt == nil:
+		// Written before first sends were kept (or by an older replica):
+		// its last send stands for the first, so the window still ends.
+		first := a.LeaseUntil.Add(-s.cfg.Lease)
+		next.SentAt = &first
 	}
 	nv, err = updateJSON(ctx, s.st, approvalKey(a.ID), next, ver, s.cfg.IdempotencyTTL)
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		// Another attempt moved it on; its listing is this one's (the same
-		// client order id), so it stays.
+		// client order id), so it stays, and it sends: this intent did not
+		// go out.
+		s.superseded(ctx, intent, "another attempt sends the order")
 		return 0, nil, true, nil
 	case err != nil:
 		if !takeover {

@@ -2,6 +2,7 @@ package trading_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -175,4 +176,175 @@ func (f *raceFixture) journaled() []trading.JournalEntry {
 	f.j.mu.Lock()
 	defer f.j.mu.Unlock()
 	return slices.Clone(f.j.entries)
+}
+
+// TestResentApprovalStoppedBeforeTheWireSaysTheFirstMayLand: an approved
+// order whose send got no answer is taken over and stopped before it goes
+// out again (a halt released since that send, one engaged now, a store
+// error while it is listed again). The first send may still land, and
+// does: no answer may tell the approver or the requester that the order
+// was not placed, or to place it again.
+func TestResentApprovalStoppedBeforeTheWireSaysTheFirstMayLand(t *testing.T) {
+	for name, block := range map[string]func(t *testing.T, f *raceFixture, st *failSendingRewrite){
+		"halt released since the send": func(t *testing.T, f *raceFixture, _ *failSendingRewrite) {
+			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Add(time.Second)
+			if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"halt engaged": func(t *testing.T, f *raceFixture, _ *failSendingRewrite) {
+			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"store error listing it again": func(t *testing.T, _ *raceFixture, st *failSendingRewrite) { st.armed.Store(true) },
+		"audit trail refusing":         func(t *testing.T, f *raceFixture, _ *failSendingRewrite) { f.j.fail.Store(true) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			st := &failSendingRewrite{Store: store.NewMemory(nil)}
+			var late *firstLost
+			f := newRaceFixture(t, st, approveAll, losingFirst(&late, func(context.Context) error { return fmt.Errorf("%w: timeout", backends.ErrUnavailable) }))
+			pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "takeover-stopped"), trading.Confirmation{Claimed: true})
+			if err != nil || pl.Outcome.Approval == nil {
+				t.Fatalf("placing: %+v %v", pl.Outcome, err)
+			}
+			id := pl.Outcome.Approval.ID
+			if _, err := f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "ok", nil); !errors.Is(err, trading.ErrSendPending) {
+				t.Fatalf("approve: %v, want ErrSendPending", err)
+			}
+			f.clock.Add(20 * time.Second) // its lease runs out: the next read takes it over
+			block(t, f, st)
+			_, serr := f.svc.Status(t.Context(), alice, id)
+			block(t, f, st) // again, for the approver's call (a halt is engaged anew)
+			_, derr := f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "ok", nil)
+			for who, err := range map[string]error{"requester": serr, "approver": derr} {
+				if msg := strings.ToLower(fmt.Sprint(err)); strings.Contains(msg, "not placed") || strings.Contains(msg, "no order was placed") || strings.Contains(msg, "place it again") {
+					t.Errorf("the %s was told %q, while the first send may still land", who, err)
+				}
+			}
+			if n := f.trade.orders(); n != 0 {
+				t.Fatalf("%d orders went out past the stop", n)
+			}
+			late.land(t)
+			f.j.fail.Store(false)
+			if st, err := f.svc.Status(t.Context(), alice, id); err != nil || st.Order == nil {
+				t.Errorf("status once the first send landed: %+v %v, want its order", st, err)
+			}
+		})
+	}
+}
+
+// TestApprovalWithoutSentAtIsNotResentForEver: an approval being sent when
+// this version came (or rewritten by an older replica) has no sent_at; its
+// resends must not restart the window for ever. Its first resend pins its
+// last send as its first.
+func TestApprovalWithoutSentAtIsNotResentForEver(t *testing.T) {
+	st := store.NewMemory(nil)
+	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1000, ApprovalNotional: 100, MaxPositionWeight: 0.9}, nil)
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, tenKO("legacy-approval"), trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatalf("placing: %+v %v", pl.Outcome, err)
+	}
+	id := pl.Outcome.Approval.ID
+	f.trade.fail.Store(true)
+	if _, err := f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "ok", nil); !errors.Is(err, trading.ErrSendPending) {
+		t.Fatalf("approve: %v, want ErrSendPending", err)
+	}
+	raw, ver, err := st.Get(t.Context(), "approval:"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	if _, ok := m["sent_at"]; !ok {
+		t.Fatalf("no sent_at to remove: %s", raw)
+	}
+	delete(m, "sent_at") // as an older replica writes it
+	raw, _ = json.Marshal(m)
+	if _, err := st.Update(t.Context(), "approval:"+id, raw, ver, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.market.scale.Store(200) // a fresh check now refuses it
+	for range 12 {
+		f.clock.Add(10 * time.Minute)
+		f.svc.Status(t.Context(), alice, id)
+	}
+	f.trade.fail.Store(false)
+	f.clock.Add(10 * time.Minute)
+	out, err := f.svc.Status(t.Context(), alice, id)
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("went out unchecked two hours after its only check: %d order(s), %s %v", n, out.Status, err)
+	}
+}
+
+// TestStatusReadWithTheTrailDownDoesNotSayNotPlaced: a status read that
+// would send an approved order, while the audit trail refuses its intent,
+// answers with the approval as it stands (approved, to be sent), not "it
+// was not placed": the next read sends it.
+func TestStatusReadWithTheTrailDownDoesNotSayNotPlaced(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
+	id := approvedUnsent(t, f, resting(t, f, "read-journal-down"))
+	f.j.fail.Store(true)
+	st, err := f.svc.Status(t.Context(), alice, id)
+	if err != nil || st.Approval == nil || !st.Approval.AwaitingSend() {
+		t.Errorf("status with the trail down: %+v %v, want the approval as it stands", st.Approval, err)
+	}
+	f.j.fail.Store(false)
+	if st, err := f.svc.Status(t.Context(), alice, id); err != nil || st.Order == nil {
+		t.Errorf("status once the trail records: %+v %v, want it sent", st, err)
+	}
+}
+
+// TestApprovedOrderIntentIsJournaledOncePerSend: reads that cannot send an
+// approved order (its check cannot run) journal nothing; the send that
+// goes out journals one order.intent.
+func TestApprovedOrderIntentIsJournaledOncePerSend(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
+	id := approvedUnsent(t, f, resting(t, f, "intent-once"))
+	md := f.market.MarketData
+	f.market.MarketData = brokenQuotes{md}
+	for range 3 {
+		f.svc.Status(t.Context(), alice, id)
+	}
+	f.market.MarketData = md
+	if st, err := f.svc.Status(t.Context(), alice, id); err != nil || st.Order == nil {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	var steps []string
+	for _, e := range f.journaled() {
+		if e.ApprovalID == id {
+			steps = append(steps, e.Action)
+		}
+	}
+	if want := []string{"approval.requested", "approval.decided", "order.intent", "order.executed"}; !slices.Equal(steps, want) {
+		t.Errorf("trail %v, want %v", steps, want)
+	}
+}
+
+// TestReleasedHaltIsSeenAcrossClockSkew: the replica that released a halt
+// runs a few seconds behind the one that recorded the approval; the halt,
+// engaged and released after the approval, still stops its order.
+func TestReleasedHaltIsSeenAcrossClockSkew(t *testing.T) {
+	st := store.NewMemory(nil)
+	f := newRaceFixture(t, st, approveAll, nil)
+	behind := &clock{now: f.clock.Now().Add(-3 * time.Second)}
+	officers := halt.New(st, f.j, nil, behind.Now)
+	id := approvedUnsent(t, f, resting(t, f, "skew"))
+	f.clock.Add(time.Second)
+	behind.Add(time.Second)
+	if _, err := officers.Engage(t.Context(), "risk-officer", halt.Global, "", "runaway"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(time.Second)
+	behind.Add(time.Second)
+	if _, err := officers.Release(t.Context(), "risk-officer-2", halt.Global, "", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Status(t.Context(), alice, id)
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("approved before a halt, sent after its release (clocks 3 s apart): %d order(s)", n)
+	}
 }

@@ -551,8 +551,8 @@ func (s *Service) unsure(ctx context.Context, err error) error {
 	case err == nil, errors.Is(err, ErrClaimLost), errors.Is(err, errOutcomeUnknown):
 		return err
 	case errors.Is(err, ErrHalted):
-		return &AgentError{msg: "trading is halted (kill switch), so this retry sent nothing; but an earlier send of this order got no answer and may still land: " +
-			"retry with the same idempotency_key to learn its outcome (reads and cancel_order still work)", is: ErrHalted}
+		return &AgentError{msg: "the kill switch stops this order now, so this attempt sent nothing; but an earlier send of it got no answer and may still land: " +
+			"read its status again, or retry with the same idempotency_key, to learn its outcome (reads and cancel_order still work)", is: ErrHalted}
 	}
 	s.log.WarnContext(ctx, "a resend stopped before the wire; the first send may still land", "error", err)
 	return errOutcomeUnknown
@@ -899,7 +899,11 @@ func (s *Service) refresh(ctx context.Context, out Outcome) (Outcome, error) {
 			// Drive an interrupted execution; if the Trade service is down
 			// the approval's state is still a truthful answer.
 			// A halt, too: a status read is still answered.
-			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) && !errors.Is(err, ErrHalted) {
+			// And the audit trail or the state store failing it: the
+			// approval stays as it is, and a later read sends it, so "not
+			// placed" would not be true.
+			if out, err := s.execute(ctx, a.ID); !errors.Is(err, ErrTradeUnavailable) && !errors.Is(err, ErrHalted) &&
+				!errors.Is(err, ErrNotRecorded) && !errors.Is(err, ErrStateUnavailable) {
 				if out.Approval == nil && out.Order == nil {
 					out = s.approvalOutcome(ctx, a) // as read, beside the error
 				}

@@ -73,6 +73,12 @@ type Released struct {
 // keepReleased bounds State.Released: the state is read for every order.
 const keepReleased = 64
 
+// clockSkew is how far the clocks of two replicas may disagree: a release
+// stamped by one and an approval by the other are compared with this much
+// to spare (so an order approved within seconds after a release fails too,
+// the safe side).
+const clockSkew = 5 * time.Second
+
 // Event is one engage or release, kept in the switch's journal.
 type Event struct {
 	ID     string    `json:"id"`
@@ -116,7 +122,7 @@ type Halted struct {
 
 func (e *Halted) Error() string {
 	if !e.ReleasedAt.IsZero() {
-		return fmt.Sprintf("trading was halted (kill switch, %s scope) from %s to %s, after the order was approved: %s. The approved order was not placed; place it again if still wanted",
+		return fmt.Sprintf("trading was halted (kill switch, %s scope) from %s to %s, while the approved order waited to be sent: %s. It was not placed; place it again if still wanted",
 			e.Halt.Describe(), e.Halt.EngagedAt.Format(time.RFC3339), e.ReleasedAt.Format(time.RFC3339), e.Halt.Reason)
 	}
 	return fmt.Sprintf("trading is halted (kill switch, %s scope) since %s: %s. No order was placed; cancel_order and reads still work",
@@ -218,13 +224,14 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, since time.Time) err
 			return &Halted{Halt: h}
 		}
 	}
+	since = since.Add(-clockSkew)
 	for _, r := range slices.Backward(st.Released) {
 		if !r.ReleasedAt.Before(since) && r.Matches(o) {
 			return &Halted{Halt: r.Halt, ReleasedAt: r.ReleasedAt}
 		}
 	}
 	if since.Before(st.Forgotten) {
-		return &Halted{Halt: Halt{Scope: Global, Reason: "halts released since the approval are no longer on record"}, ReleasedAt: st.Forgotten}
+		return &Halted{Halt: Halt{Scope: Global, Reason: "halts released since the approval are no longer on record", EngagedAt: since}, ReleasedAt: st.Forgotten}
 	}
 	return nil
 }
