@@ -348,3 +348,37 @@ func TestReleasedHaltIsSeenAcrossClockSkew(t *testing.T) {
 		t.Errorf("approved before a halt, sent after its release (clocks 3 s apart): %d order(s)", n)
 	}
 }
+
+// TestReleasesSurviveAnOlderReplicasWrite: a replica of the previous
+// version rewrites the switch's state as it knows it (engaged halts only);
+// the releases an approved, unsent order is checked against are kept apart
+// from it, so the order still does not go out after the halt.
+func TestReleasesSurviveAnOlderReplicasWrite(t *testing.T) {
+	st := store.NewMemory(nil)
+	f := newRaceFixture(t, st, approveAll, nil)
+	id := approvedUnsent(t, f, resting(t, f, "old-replica"))
+	f.clock.Add(time.Minute)
+	if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "runaway"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(time.Minute)
+	if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	raw, ver, err := st.Get(t.Context(), "halt:state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old struct {
+		Halts []halt.Halt `json:"halts"`
+	}
+	json.Unmarshal(raw, &old)
+	raw, _ = json.Marshal(old)
+	if _, err := st.Update(t.Context(), "halt:state", raw, ver, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Status(t.Context(), alice, id)
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("after an older replica's write of the switch, the approved order went out after the halt: %d order(s)", n)
+	}
+}

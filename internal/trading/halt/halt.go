@@ -51,15 +51,19 @@ func (h Halt) Describe() string {
 	return h.Scope + " " + h.Target
 }
 
-// State is every halt engaged now, and the latest released.
+// State is every halt engaged now.
 type State struct {
 	Halts []Halt `json:"halts"`
-	// Released are the latest halts released, oldest first (at most
-	// keepReleased): an order approved before a halt and still unsent when
-	// it is released must not go out after it by surprise (StoppedSince).
-	// Forgotten is when the newest one dropped from the list was released;
-	// about the time before it, the list cannot say.
-	Released  []Released `json:"released,omitempty"`
+}
+
+// releases are the latest halts released, oldest first (at most
+// keepReleased): an order approved before a halt and still unsent when it
+// is released must not go out after it by surprise (StoppedSince). They
+// live under their own key, read only for such orders, not with the state
+// every order reads. Forgotten is when the newest one dropped from the
+// list was released; about the time before it, the list cannot say.
+type releases struct {
+	Released  []Released `json:"released"`
 	Forgotten time.Time  `json:"forgotten,omitzero"`
 }
 
@@ -155,6 +159,7 @@ type Switch struct {
 // Store keys. The state has no expiry: a halt holds until released.
 const (
 	stateKey     = "halt:state"
+	releasesKey  = "halt:released"
 	historyIndex = "halt:history"
 	// historyTTL is how long the journal of engages and releases is kept in
 	// the store; the audit trail keeps it for good.
@@ -215,25 +220,67 @@ func (s *Switch) Check(ctx context.Context, o Order) error {
 // if still wanted). If releases that late are no longer on record, it is
 // stopped: no halt is ever assumed away.
 func (s *Switch) StoppedSince(ctx context.Context, o Order, since time.Time) error {
-	st, err := s.State(ctx)
+	if err := s.Check(ctx, o); err != nil {
+		return err
+	}
+	rs, _, err := s.releases(ctx)
 	if err != nil {
 		return errors.Join(ErrUnknown, err)
 	}
-	for _, h := range st.Halts {
-		if h.Matches(o) {
-			return &Halted{Halt: h}
-		}
-	}
 	since = since.Add(-clockSkew)
-	for _, r := range slices.Backward(st.Released) {
+	for _, r := range slices.Backward(rs.Released) {
 		if !r.ReleasedAt.Before(since) && r.Matches(o) {
 			return &Halted{Halt: r.Halt, ReleasedAt: r.ReleasedAt}
 		}
 	}
-	if since.Before(st.Forgotten) {
-		return &Halted{Halt: Halt{Scope: Global, Reason: "halts released since the approval are no longer on record", EngagedAt: since}, ReleasedAt: st.Forgotten}
+	if since.Before(rs.Forgotten) {
+		return &Halted{Halt: Halt{Scope: Global, Reason: "halts released since the approval are no longer on record", EngagedAt: since}, ReleasedAt: rs.Forgotten}
 	}
 	return nil
+}
+
+func (s *Switch) releases(ctx context.Context) (releases, int64, error) {
+	raw, ver, err := s.st.Get(ctx, releasesKey)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return releases{}, 0, nil
+	case err != nil:
+		return releases{}, 0, fmt.Errorf("read the kill switch's releases: %w", err)
+	}
+	var rs releases
+	if err := json.Unmarshal(raw, &rs); err != nil {
+		return releases{}, 0, fmt.Errorf("decode the kill switch's releases: %w", err)
+	}
+	return rs, ver, nil
+}
+
+// rememberRelease keeps r among the latest releases. It is written before the
+// release takes effect: if the release then fails, an order approved before
+// it is stopped by a halt that still holds anyway (the safe side).
+func (s *Switch) rememberRelease(ctx context.Context, r Released) error {
+	for {
+		rs, ver, err := s.releases(ctx)
+		if err != nil {
+			return err
+		}
+		rs.Released = append(rs.Released, r)
+		if n := len(rs.Released) - keepReleased; n > 0 {
+			rs.Forgotten = rs.Released[n-1].ReleasedAt
+			rs.Released = slices.Delete(rs.Released, 0, n)
+		}
+		raw, err := json.Marshal(rs)
+		if err != nil {
+			return err
+		}
+		if ver == 0 {
+			err = s.st.Create(ctx, releasesKey, raw, 0)
+		} else {
+			_, err = s.st.Update(ctx, releasesKey, raw, ver, 0)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
 }
 
 // Engage engages a halt (or updates the reason of the same scope's halt),
@@ -260,16 +307,23 @@ func (s *Switch) Release(ctx context.Context, by, scope, target, reason string) 
 	if err != nil {
 		return State{}, err
 	}
+	same := func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target }
+	st, err := s.State(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	i := slices.IndexFunc(st.Halts, same)
+	if i < 0 {
+		return State{}, ErrNotEngaged
+	}
+	if err := s.rememberRelease(ctx, Released{Halt: st.Halts[i], ReleasedBy: by, ReleasedAt: s.now().UTC()}); err != nil {
+		return State{}, fmt.Errorf("keep the release: %w", err)
+	}
 	return s.change(ctx, Event{Action: "released", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, true, func(st *State) error {
-		i := slices.IndexFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
-		if i < 0 {
+		n := len(st.Halts)
+		st.Halts = slices.DeleteFunc(st.Halts, same)
+		if len(st.Halts) == n {
 			return ErrNotEngaged
-		}
-		st.Released = append(st.Released, Released{Halt: st.Halts[i], ReleasedBy: by, ReleasedAt: s.now().UTC()})
-		st.Halts = slices.Delete(st.Halts, i, i+1)
-		if n := len(st.Released) - keepReleased; n > 0 {
-			st.Forgotten = st.Released[n-1].ReleasedAt
-			st.Released = slices.Delete(st.Released, 0, n)
 		}
 		return nil
 	})

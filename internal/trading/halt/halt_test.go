@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/audit"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
@@ -163,5 +164,62 @@ func TestFailSafe(t *testing.T) {
 	}
 	if st, _ := sw.State(ctx); len(st.Halts) != 1 {
 		t.Errorf("unjournaled release took effect: %+v", st)
+	}
+}
+
+// TestStoppedSince: an order approved at some time is stopped by a halt
+// engaged now, and by one released since (with a few seconds to spare for
+// replicas' clocks), in its scope only; once more releases came than the
+// switch keeps, an order approved before the oldest kept one is stopped
+// (nothing on record says no halt covered it).
+func TestStoppedSince(t *testing.T) {
+	now := time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	sw := halt.New(store.NewMemory(nil), &journal{}, nil, clock)
+	ctx := t.Context()
+	acc1, acc2 := halt.Order{Account: "ACC-1"}, halt.Order{Account: "ACC-2"}
+	approved := now
+	now = now.Add(time.Minute)
+	if _, err := sw.Engage(ctx, "rita", halt.Account, "ACC-1", "runaway"); err != nil {
+		t.Fatal(err)
+	}
+	var h *halt.Halted
+	if err := sw.StoppedSince(ctx, acc1, approved); !errors.As(err, &h) || !h.ReleasedAt.IsZero() {
+		t.Errorf("engaged now: %v", err)
+	}
+	now = now.Add(time.Minute)
+	if _, err := sw.Release(ctx, "ron", halt.Account, "ACC-1", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.StoppedSince(ctx, acc1, approved); !errors.As(err, &h) || !h.ReleasedAt.Equal(now) || !strings.Contains(err.Error(), "runaway") {
+		t.Errorf("released since the approval: %v", err)
+	}
+	if err := sw.StoppedSince(ctx, acc2, approved); err != nil {
+		t.Errorf("another account: %v", err)
+	}
+	if err := sw.StoppedSince(ctx, acc1, now.Add(4*time.Second)); err == nil {
+		t.Error("approved 4 s after the release (clocks may disagree by 5): not stopped")
+	}
+	if err := sw.StoppedSince(ctx, acc1, now.Add(time.Minute)); err != nil {
+		t.Errorf("approved a minute after the release: %v", err)
+	}
+	if err := sw.Check(ctx, acc1); err != nil {
+		t.Errorf("Check after the release: %v", err)
+	}
+	// 64 more releases on ACC-2: the ACC-1 one drops off the list.
+	for range 64 {
+		now = now.Add(time.Minute)
+		if _, err := sw.Engage(ctx, "rita", halt.Account, "ACC-2", "drill"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sw.Release(ctx, "ron", halt.Account, "ACC-2", "drill over"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sw.StoppedSince(ctx, acc1, approved); err == nil {
+		t.Error("approved before releases no longer on record: not stopped")
+	}
+	if err := sw.StoppedSince(ctx, acc1, now.Add(-30*time.Minute)); err != nil {
+		t.Errorf("approved after the releases on record began, none of them its account's: %v", err)
 	}
 }
