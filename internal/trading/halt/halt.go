@@ -184,18 +184,24 @@ func (s *Switch) State(ctx context.Context) (State, error) {
 }
 
 func (s *Switch) read(ctx context.Context) (State, int64, error) {
-	raw, ver, err := s.st.Get(ctx, stateKey)
+	return load[State](ctx, s.st, stateKey, "the kill switch")
+}
+
+// load reads the JSON value at key and its version (zero, and version 0,
+// when there is none); what names it in errors.
+func load[T any](ctx context.Context, st store.Store, key, what string) (T, int64, error) {
+	var v T
+	raw, ver, err := st.Get(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return State{}, 0, nil
+		return v, 0, nil
 	case err != nil:
-		return State{}, 0, fmt.Errorf("read the kill switch: %w", err)
+		return v, 0, fmt.Errorf("read %s: %w", what, err)
 	}
-	var st State
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return State{}, 0, fmt.Errorf("decode the kill switch: %w", err)
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, 0, fmt.Errorf("decode %s: %w", what, err)
 	}
-	return st, ver, nil
+	return v, ver, nil
 }
 
 // Check returns a *Halted error if a halt stops o, or ErrUnknown (joined
@@ -240,18 +246,7 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, since time.Time) err
 }
 
 func (s *Switch) releases(ctx context.Context) (releases, int64, error) {
-	raw, ver, err := s.st.Get(ctx, releasesKey)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return releases{}, 0, nil
-	case err != nil:
-		return releases{}, 0, fmt.Errorf("read the kill switch's releases: %w", err)
-	}
-	var rs releases
-	if err := json.Unmarshal(raw, &rs); err != nil {
-		return releases{}, 0, fmt.Errorf("decode the kill switch's releases: %w", err)
-	}
-	return rs, ver, nil
+	return load[releases](ctx, s.st, releasesKey, "the kill switch's releases")
 }
 
 // rememberRelease keeps r among the latest releases. It is written before the
