@@ -507,12 +507,15 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		if a.RequestedBy(approver.Subject) {
 			return Outcome{}, ErrFourEyes
 		}
+		var mark int64
 		switch a.Status {
 		case ApprovalPending:
 			if decision == DecisionApprove {
 				// Nothing is released while the kill switch holds it; the
-				// approval stays pending, and a rejection still works.
-				if err := s.guard(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
+				// approval stays pending, and a rejection still works. The
+				// mark goes with the approval: a halt engaged after it
+				// stops the order's send even once released.
+				if mark, err = s.guardMark(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
 					return s.approvalOutcome(ctx, a), err
 				}
 			}
@@ -541,7 +544,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			continue
 		}
 		a.DecidedBy, a.DecidedAt, a.Reason = approver.Subject, &now, reason
-		a.Status = ApprovalApproved
+		a.Status, a.HaltMark = ApprovalApproved, mark
 		if decision == DecisionReject {
 			a.Status = ApprovalRejected
 		}
@@ -638,12 +641,16 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		case a.DecidedAt != nil:
 			since = *a.DecidedAt
 		}
-		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, since); err != nil {
-			if takeover {
+		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, a.HaltMark, since); err != nil {
+			switch {
+			case takeover:
 				// It may still land: keep the lease's state for the
 				// reconciliation after the halt is released, and never
 				// say that nothing was placed.
 				return s.approvalOutcome(ctx, a), s.unsure(ctx, err)
+			case errors.Is(err, errSwitchUnreadable):
+				// Stopped for now, and nothing decided for good.
+				return s.approvalOutcome(ctx, a), err
 			}
 			// Approved before the halt, never sent: it does not go out later
 			// by surprise; the requester places it again if still wanted.
@@ -751,16 +758,22 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 		s.log.ErrorContext(ctx, "journal refused an approved order's intent", "approval_id", a.ID, "error", err)
 		return answer(s.approvalOutcome(ctx, *a), ErrNotRecorded)
 	}
-	if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
+	// From here, a step that stops the order before the wire says so in
+	// the trail: the intent did not go out (this time).
+	stopped := func(err error) (int64, *Outcome, bool, error) {
+		s.superseded(ctx, intent, "not sent by this attempt: "+safeMessage(err))
 		return answer(s.approvalOutcome(ctx, *a), err)
+	}
+	if err := s.keepProvenance(ctx, a.ClientOrderID, a.provenance()); err != nil {
+		return stopped(err)
 	}
 	if acct != nil {
 		if err := acct.renew(ctx); err != nil {
-			return answer(s.approvalOutcome(ctx, *a), err)
+			return stopped(err)
 		}
 	}
 	if err := s.listSending(ctx, a.Order, a.ClientOrderID, a.provenance(), notional); err != nil {
-		return answer(s.approvalOutcome(ctx, *a), err)
+		return stopped(err)
 	}
 	next := *a
 	now := s.now().UTC()
@@ -778,20 +791,38 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	nv, err = updateJSON(ctx, s.st, approvalKey(a.ID), next, ver, s.cfg.IdempotencyTTL)
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		// Another attempt moved it on; its listing is this one's (the same
-		// client order id), so it stays, and it sends: this intent did not
-		// go out.
-		s.superseded(ctx, intent, "another attempt sends the order")
+		// Another attempt moved it on. If that one sends the order (the
+		// same client order id), the listing is its too; if it failed or
+		// withdrew the approval, nothing is sent, and the listing, written
+		// after it unlisted, goes.
+		why := "another attempt sends the order"
+		if now, _, err := s.approval(ctx, a.ID); err != nil || !now.onItsWay() {
+			why = "the approval changed meanwhile; nothing was sent"
+			if err == nil {
+				why = "the approval is " + now.Status + " now; nothing was sent"
+				if !takeover {
+					s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
+				}
+			}
+		}
+		s.superseded(ctx, intent, why)
 		return 0, nil, true, nil
 	case err != nil:
 		if !takeover {
 			// Not executing, so not sent: the approval holds, not a listing.
 			s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
 		}
+		s.superseded(ctx, intent, "not sent: the approval could not be marked as being sent")
 		return answer(Outcome{}, s.stateErr(ctx, err))
 	}
 	*a = next
 	return nv, nil, false, nil
+}
+
+// onItsWay reports whether a's order is on its way or at the Trade service:
+// an attempt sends it, or sent it.
+func (a Approval) onItsWay() bool {
+	return a.Status == ApprovalExecuting || a.Status == ApprovalSubmitted
 }
 
 // failApproval records that an approved order will not be sent, and why.

@@ -124,32 +124,48 @@ func (s *Service) provenanceOf(ctx context.Context, clientOrderID string) *Prove
 // guard is the kill switch for an order of p's (or of the requester of an
 // approval): an engaged halt, or a switch that cannot be read, stops it.
 func (s *Service) guard(ctx context.Context, subject, agent, account string) error {
-	return s.guardSince(ctx, subject, agent, account, time.Time{})
+	_, err := s.guardMark(ctx, subject, agent, account)
+	return err
 }
 
-// guardSince is guard for an order checked (or approved, or sent) at since
-// and not sent (again) yet: a halt released since then stops it too
-// (halt.StoppedSince). Zero since: guard.
-func (s *Service) guardSince(ctx context.Context, subject, agent, account string, since time.Time) error {
+// guardMark is guard, and the order's mark when it passes (halt.CheckMark):
+// kept with the order, so that a halt engaged after it stops it even once
+// released (guardSince).
+func (s *Service) guardMark(ctx context.Context, subject, agent, account string) (int64, error) {
+	if s.cfg.Halt == nil {
+		return 0, nil
+	}
+	mark, err := s.cfg.Halt.CheckMark(ctx, halt.Order{Account: account, Principal: subject, Agent: agent})
+	return mark, s.haltErr(ctx, err)
+}
+
+// guardSince is guard for an order that passed the switch with mark (at
+// since) and is not sent (again) yet: a halt engaged after it stops it
+// too, even once released (halt.StoppedSince).
+func (s *Service) guardSince(ctx context.Context, subject, agent, account string, mark int64, since time.Time) error {
 	if s.cfg.Halt == nil {
 		return nil
 	}
-	o := halt.Order{Account: account, Principal: subject, Agent: agent}
-	var err error
-	if since.IsZero() {
-		err = s.cfg.Halt.Check(ctx, o)
-	} else {
-		err = s.cfg.Halt.StoppedSince(ctx, o, since)
-	}
+	return s.haltErr(ctx, s.cfg.Halt.StoppedSince(ctx, halt.Order{Account: account, Principal: subject, Agent: agent}, mark, since))
+}
+
+// errSwitchUnreadable is the answer when the kill switch cannot be read:
+// nothing goes out, and nothing is decided for good (ErrHalted, too).
+var errSwitchUnreadable = &AgentError{msg: halt.ErrUnknown.Error(), is: ErrHalted}
+
+// haltErr is the answer to a switch's verdict.
+func (s *Service) haltErr(ctx context.Context, err error) error {
 	var h *halt.Halted
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &h):
 		return &AgentError{msg: h.Error(), is: ErrHalted}
+	case errors.Is(err, halt.ErrReleasesForgotten):
+		return &AgentError{msg: err.Error(), is: ErrHalted}
 	default:
 		s.log.ErrorContext(ctx, "kill switch unreadable: trading halted", "error", err)
-		return &AgentError{msg: halt.ErrUnknown.Error(), is: ErrHalted}
+		return errSwitchUnreadable
 	}
 }
 

@@ -100,7 +100,10 @@ type Approval struct {
 	// SentAt is when the approved order was first sent: an unanswered send
 	// is resent unchecked only within the resend window of it.
 	SentAt *time.Time `json:"sent_at,omitempty" jsonschema:"when the approved order was first sent to the Trade service"`
-	Error  string     `json:"error,omitempty"`
+	// HaltMark is the kill switch's mark when the approve passed it: a halt
+	// engaged after it stops the send, even once released.
+	HaltMark int64  `json:"halt_mark,omitempty" jsonschema:"the kill switch's count of halts engaged when the order was approved"`
+	Error    string `json:"error,omitempty"`
 }
 
 // AwaitingSend reports whether a is approved and its order not sent yet:
@@ -128,6 +131,9 @@ type idemRecord struct {
 	// keep an order going out unchecked for ever (zero: SentAt, as
 	// records from before it was kept).
 	FirstSentAt time.Time `json:"first_sent_at,omitzero"`
+	// HaltMark is the kill switch's mark when the first send passed it: a
+	// halt engaged after it stops a resend, even once released.
+	HaltMark int64 `json:"halt_mark,omitempty"`
 }
 
 // firstSent is when r's order was first put on the wire.

@@ -347,7 +347,7 @@ func (s *Service) fence(ctx context.Context, key, digest string) (idemRecord, in
 		}
 		lapsed := idemRecord{Digest: digest, State: idemReleased}
 		if rec.Sent {
-			lapsed.State, lapsed.SentAt, lapsed.FirstSentAt = idemSent, rec.SentAt, rec.firstSent()
+			lapsed.State, lapsed.SentAt, lapsed.FirstSentAt, lapsed.HaltMark = idemSent, rec.SentAt, rec.firstSent(), rec.HaltMark
 		}
 		nv, err := updateJSON(ctx, s.st, key, lapsed, ver, s.cfg.IdempotencyTTL)
 		switch {
@@ -449,16 +449,17 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	// resending must not keep the order going out unchecked for ever.
 	mayLand := prev.mayBeSent() && s.landable(prev)
 	resend := mayLand && s.resendable(prev)
-	sent, sentAt, firstAt := resend, prev.SentAt, prev.firstSent()
-	renew := func(ctx context.Context, sending bool) error {
+	sent, sentAt, firstAt, haltMark := resend, prev.SentAt, prev.firstSent(), prev.HaltMark
+	// mark is the kill switch's mark of the check a first send passed.
+	renew := func(ctx context.Context, sending bool, mark int64) error {
 		sent = sent || sending
 		if sending {
 			sentAt = s.now().UTC()
 			if !resend {
-				firstAt = sentAt
+				firstAt, haltMark = sentAt, mark
 			}
 		}
-		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt, FirstSentAt: firstAt}
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt, FirstSentAt: firstAt, HaltMark: haltMark}
 		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -486,11 +487,12 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// makes a late arrival of the first one and this one the same
 		// order. (Sent longer ago than that, it never landed: it is decided
 		// afresh below.)
-		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, prev.SentAt); err == nil {
+		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, prev.HaltMark, prev.SentAt); err == nil {
 			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
 				prov = first
 			}
-			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", renew, prov, 0, nil)
+			resent := func(ctx context.Context, sending bool) error { return renew(ctx, sending, 0) } // the first send's mark stays
+			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", resent, prov, 0, nil)
 		}
 		err = s.unsure(ctx, err)
 	default:
@@ -508,7 +510,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// key back for a retry, remembering an unanswered send.
 		next := idemRecord{Digest: digest, State: idemReleased}
 		if errors.Is(err, errOutcomeUnknown) || sent {
-			next.State, next.SentAt, next.FirstSentAt = idemSent, sentAt, firstAt
+			next.State, next.SentAt, next.FirstSentAt, next.HaltMark = idemSent, sentAt, firstAt, haltMark
 		}
 		if _, rerr := updateJSON(ctx, s.st, key, next, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
@@ -605,7 +607,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 			out.Replayed = true
 			return out, false, 0, idemRecord{}, err
 		default: // released, sent, or the owner's lease ran out
-			lease.Sent, lease.SentAt, lease.FirstSentAt = rec.mayBeSent(), rec.SentAt, rec.firstSent() // still, until this attempt knows better
+			lease.Sent, lease.SentAt, lease.FirstSentAt, lease.HaltMark = rec.mayBeSent(), rec.SentAt, rec.firstSent(), rec.HaltMark // still, until this attempt knows better
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
 				// A lapsed owner renewed its claim just before sending and
@@ -623,10 +625,14 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 
 // decide runs the kill switch and the checks, counts the order against
 // the day's limits, and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renew func(context.Context, bool) error, prov *Provenance) (Outcome, error) {
-	if err := s.guard(ctx, p.Subject, p.ClientID, o.AccountID); err != nil {
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renewMarked func(context.Context, bool, int64) error, prov *Provenance) (Outcome, error) {
+	mark, err := s.guardMark(ctx, p.Subject, p.ClientID, o.AccountID)
+	if err != nil {
 		return Outcome{}, err
 	}
+	// The order's send keeps the mark: a halt engaged after this check
+	// stops a resend of it, even once released.
+	renew := func(ctx context.Context, sending bool) error { return renewMarked(ctx, sending, mark) }
 	// The account, the market and what other orders commit are read again
 	// under the claim: they may have changed since the preview the user
 	// confirmed (an elicitation can take minutes), and must be known to

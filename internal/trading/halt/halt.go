@@ -41,6 +41,8 @@ type Halt struct {
 	Reason    string    `json:"reason"`
 	EngagedBy string    `json:"engaged_by"`
 	EngagedAt time.Time `json:"engaged_at"`
+	// Seq numbers the engagement (State.Seq).
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Describe names the halt's scope for a person: "global", "account ACC-1".
@@ -54,6 +56,10 @@ func (h Halt) Describe() string {
 // State is every halt engaged now.
 type State struct {
 	Halts []Halt `json:"halts"`
+	// Seq counts the halts ever engaged. An order's mark (CheckMark) is the
+	// count when it passed the switch: a halt numbered above it came after,
+	// which no comparison of two replicas' clocks can tell as surely.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // releases are the latest halts released, oldest first (at most
@@ -65,6 +71,8 @@ type State struct {
 type releases struct {
 	Released  []Released `json:"released"`
 	Forgotten time.Time  `json:"forgotten,omitzero"`
+	// ForgottenSeq is the highest Seq among the halts dropped from the list.
+	ForgottenSeq int64 `json:"forgotten_seq,omitempty"`
 }
 
 // Released is a halt as it was engaged, and its release.
@@ -77,10 +85,11 @@ type Released struct {
 // keepReleased bounds State.Released: the state is read for every order.
 const keepReleased = 64
 
-// clockSkew is how far the clocks of two replicas may disagree: a release
-// stamped by one and an approval by the other are compared with this much
-// to spare (so an order approved within seconds after a release fails too,
-// the safe side).
+// clockSkew is how far the clocks of two replicas may disagree: for an
+// order without a mark (recorded before marks were kept), a release stamped
+// by one and the order's time by the other are compared with this much to
+// spare (so such an order approved within seconds after a release fails
+// too, the safe side).
 const clockSkew = 5 * time.Second
 
 // Event is one engage or release, kept in the switch's journal.
@@ -132,6 +141,11 @@ func (e *Halted) Error() string {
 	return fmt.Sprintf("trading is halted (kill switch, %s scope) since %s: %s. No order was placed; cancel_order and reads still work",
 		e.Halt.Describe(), e.Halt.EngagedAt.Format(time.RFC3339), e.Halt.Reason)
 }
+
+// ErrReleasesForgotten: more halts were released since an order passed the
+// switch than it keeps on record, so whether one of them covered it cannot
+// be told (StoppedSince).
+var ErrReleasesForgotten = errors.New("more halts were engaged and released since the order was approved than the kill switch keeps on record, so it was not sent, as a precaution; place it again if still wanted")
 
 // ErrUnknown: the switch could not be read, so trading is halted.
 var ErrUnknown = errors.New("the kill switch state cannot be read, so trading is halted as a precaution; no order was placed, retry shortly with the same idempotency_key")
@@ -208,24 +222,35 @@ func load[T any](ctx context.Context, st store.Store, key, what string) (T, int6
 // with the cause) if the switch cannot be read: no halt is ever assumed
 // away.
 func (s *Switch) Check(ctx context.Context, o Order) error {
+	_, err := s.CheckMark(ctx, o)
+	return err
+}
+
+// CheckMark is Check, and o's mark when it passes: the count of halts ever
+// engaged (State.Seq). Kept with the order, it lets StoppedSince tell
+// which halts came after.
+func (s *Switch) CheckMark(ctx context.Context, o Order) (int64, error) {
 	st, err := s.State(ctx)
 	if err != nil {
-		return errors.Join(ErrUnknown, err)
+		return 0, errors.Join(ErrUnknown, err)
 	}
 	for _, h := range st.Halts {
 		if h.Matches(o) {
-			return &Halted{Halt: h}
+			return 0, &Halted{Halt: h}
 		}
 	}
-	return nil
+	return st.Seq, nil
 }
 
-// StoppedSince is Check for an order approved at since and not sent yet:
-// a halt that stops it and was released after since stops it too, so a halt
-// meant to stop it does, even once released (the requester places it again
-// if still wanted). If releases that late are no longer on record, it is
-// stopped: no halt is ever assumed away.
-func (s *Switch) StoppedSince(ctx context.Context, o Order, since time.Time) error {
+// StoppedSince is Check for an order that passed the switch with mark
+// (CheckMark; at since, by its replica's clock) and is not sent (again)
+// yet: a halt engaged after it stops it too, even once released, since it
+// was meant to (the requester places it again if still wanted). An order
+// without a mark (0: recorded before marks were kept) is compared by time:
+// a halt released after since, with clockSkew to spare. If releases that
+// late are no longer on record, it is stopped (ErrReleasesForgotten): no
+// halt is ever assumed away.
+func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since time.Time) error {
 	if err := s.Check(ctx, o); err != nil {
 		return err
 	}
@@ -234,13 +259,19 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, since time.Time) err
 		return errors.Join(ErrUnknown, err)
 	}
 	since = since.Add(-clockSkew)
+	after := func(seq int64, at time.Time) bool {
+		if mark > 0 && seq > 0 {
+			return seq > mark
+		}
+		return !at.Before(since)
+	}
 	for _, r := range slices.Backward(rs.Released) {
-		if !r.ReleasedAt.Before(since) && r.Matches(o) {
+		if r.Matches(o) && after(r.Seq, r.ReleasedAt) {
 			return &Halted{Halt: r.Halt, ReleasedAt: r.ReleasedAt}
 		}
 	}
-	if since.Before(rs.Forgotten) {
-		return &Halted{Halt: Halt{Scope: Global, Reason: "halts released since the approval are no longer on record", EngagedAt: since}, ReleasedAt: rs.Forgotten}
+	if !rs.Forgotten.IsZero() && after(rs.ForgottenSeq, rs.Forgotten) {
+		return ErrReleasesForgotten
 	}
 	return nil
 }
@@ -260,7 +291,12 @@ func (s *Switch) rememberRelease(ctx context.Context, r Released) error {
 		}
 		rs.Released = append(rs.Released, r)
 		if n := len(rs.Released) - keepReleased; n > 0 {
-			rs.Forgotten = rs.Released[n-1].ReleasedAt
+			for _, d := range rs.Released[:n] {
+				if d.ReleasedAt.After(rs.Forgotten) {
+					rs.Forgotten = d.ReleasedAt
+				}
+				rs.ForgottenSeq = max(rs.ForgottenSeq, d.Seq)
+			}
 			rs.Released = slices.Delete(rs.Released, 0, n)
 		}
 		raw, err := json.Marshal(rs)
@@ -290,7 +326,10 @@ func (s *Switch) Engage(ctx context.Context, by, scope, target, reason string) (
 	h.EngagedBy, h.EngagedAt = by, s.now().UTC()
 	return s.change(ctx, Event{Action: "engaged", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, false, func(st *State) error {
 		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
-		st.Halts = append(st.Halts, h)
+		st.Seq++
+		engaged := h
+		engaged.Seq = st.Seq
+		st.Halts = append(st.Halts, engaged)
 		return nil
 	})
 }

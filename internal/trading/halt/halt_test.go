@@ -167,59 +167,84 @@ func TestFailSafe(t *testing.T) {
 	}
 }
 
-// TestStoppedSince: an order approved at some time is stopped by a halt
-// engaged now, and by one released since (with a few seconds to spare for
-// replicas' clocks), in its scope only; once more releases came than the
-// switch keeps, an order approved before the oldest kept one is stopped
-// (nothing on record says no halt covered it).
+// TestStoppedSince: an order that passed the switch (its mark, and its
+// time) is stopped by a halt engaged now, and by one engaged after it and
+// released since, in its scope only; not by one released before it passed,
+// however close the clocks. An order without a mark (recorded before marks
+// were kept) is compared by time, with a few seconds to spare for
+// replicas' clocks. Once more releases came than the switch keeps, an order
+// that passed before the oldest kept one is stopped (nothing on record
+// says no halt covered it).
 func TestStoppedSince(t *testing.T) {
 	now := time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	sw := halt.New(store.NewMemory(nil), &journal{}, nil, clock)
 	ctx := t.Context()
 	acc1, acc2 := halt.Order{Account: "ACC-1"}, halt.Order{Account: "ACC-2"}
-	approved := now
-	now = now.Add(time.Minute)
-	if _, err := sw.Engage(ctx, "rita", halt.Account, "ACC-1", "runaway"); err != nil {
-		t.Fatal(err)
+	engage := func(target, reason string) {
+		t.Helper()
+		if _, err := sw.Engage(ctx, "rita", halt.Account, target, reason); err != nil {
+			t.Fatal(err)
+		}
 	}
+	release := func(target string) {
+		t.Helper()
+		if _, err := sw.Release(ctx, "ron", halt.Account, target, "done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An earlier halt, released just before the order passed.
+	engage("ACC-1", "earlier")
+	release("ACC-1")
+	mark, err := sw.CheckMark(ctx, acc1)
+	if err != nil || mark != 1 {
+		t.Fatalf("mark %d %v, want 1", mark, err)
+	}
+	passed := now
+	now = now.Add(time.Minute)
+	if err := sw.StoppedSince(ctx, acc1, mark, passed); err != nil {
+		t.Errorf("a halt released before the order passed: %v", err)
+	}
+	engage("ACC-1", "runaway")
 	var h *halt.Halted
-	if err := sw.StoppedSince(ctx, acc1, approved); !errors.As(err, &h) || !h.ReleasedAt.IsZero() {
+	if err := sw.StoppedSince(ctx, acc1, mark, passed); !errors.As(err, &h) || !h.ReleasedAt.IsZero() {
 		t.Errorf("engaged now: %v", err)
 	}
+	if _, err := sw.CheckMark(ctx, acc1); !errors.As(err, &h) {
+		t.Errorf("CheckMark while engaged: %v", err)
+	}
 	now = now.Add(time.Minute)
-	if _, err := sw.Release(ctx, "ron", halt.Account, "ACC-1", "fixed"); err != nil {
-		t.Fatal(err)
+	release("ACC-1")
+	if err := sw.StoppedSince(ctx, acc1, mark, passed); !errors.As(err, &h) || !h.ReleasedAt.Equal(now) || !strings.Contains(err.Error(), "runaway") {
+		t.Errorf("engaged after the order passed, released since: %v", err)
 	}
-	if err := sw.StoppedSince(ctx, acc1, approved); !errors.As(err, &h) || !h.ReleasedAt.Equal(now) || !strings.Contains(err.Error(), "runaway") {
-		t.Errorf("released since the approval: %v", err)
-	}
-	if err := sw.StoppedSince(ctx, acc2, approved); err != nil {
+	if err := sw.StoppedSince(ctx, acc2, mark, passed); err != nil {
 		t.Errorf("another account: %v", err)
-	}
-	if err := sw.StoppedSince(ctx, acc1, now.Add(4*time.Second)); err == nil {
-		t.Error("approved 4 s after the release (clocks may disagree by 5): not stopped")
-	}
-	if err := sw.StoppedSince(ctx, acc1, now.Add(time.Minute)); err != nil {
-		t.Errorf("approved a minute after the release: %v", err)
 	}
 	if err := sw.Check(ctx, acc1); err != nil {
 		t.Errorf("Check after the release: %v", err)
 	}
-	// 64 more releases on ACC-2: the ACC-1 one drops off the list.
+	// Without a mark: by time, with 5 s to spare.
+	if err := sw.StoppedSince(ctx, acc1, 0, now.Add(4*time.Second)); err == nil {
+		t.Error("no mark, passed 4 s after the release: not stopped")
+	}
+	if err := sw.StoppedSince(ctx, acc1, 0, now.Add(time.Minute)); err != nil {
+		t.Errorf("no mark, passed a minute after the release: %v", err)
+	}
+	// 64 more releases on ACC-2: the ACC-1 ones drop off the list.
 	for range 64 {
 		now = now.Add(time.Minute)
-		if _, err := sw.Engage(ctx, "rita", halt.Account, "ACC-2", "drill"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := sw.Release(ctx, "ron", halt.Account, "ACC-2", "drill over"); err != nil {
-			t.Fatal(err)
-		}
+		engage("ACC-2", "drill")
+		release("ACC-2")
 	}
-	if err := sw.StoppedSince(ctx, acc1, approved); err == nil {
-		t.Error("approved before releases no longer on record: not stopped")
+	if err := sw.StoppedSince(ctx, acc1, mark, passed); !errors.Is(err, halt.ErrReleasesForgotten) {
+		t.Errorf("passed before releases no longer on record: %v", err)
 	}
-	if err := sw.StoppedSince(ctx, acc1, now.Add(-30*time.Minute)); err != nil {
-		t.Errorf("approved after the releases on record began, none of them its account's: %v", err)
+	late, err := sw.CheckMark(ctx, acc1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.StoppedSince(ctx, acc1, late, now); err != nil {
+		t.Errorf("passed after every release: %v", err)
 	}
 }
