@@ -27,6 +27,7 @@ var haltResults = map[string]string{
 	"invalid":   "Name a scope (and, except for global, its account, person or agent) and a reason.",
 	"forbidden": "You are not entitled to every account this halt covers.",
 	"none":      "No such halt is engaged.",
+	"changed":   "The halt was released and engaged again meanwhile; nothing was changed. Review it above and release it again.",
 	"failed":    "The kill switch could not be changed just now (state store or audit trail unavailable). Check the state above and try again.",
 	"limited":   "You have released more halts than your rate limit allows just now; nothing was changed. Wait a minute and try again. (Engaging a halt is never limited.)",
 }
@@ -107,6 +108,8 @@ func (c *Console) haltAction(w http.ResponseWriter, r *http.Request, sess Sessio
 		deny("invalid", err.Error())
 	case errors.Is(err, halt.ErrNotEngaged):
 		deny("none", err.Error())
+	case errors.Is(err, halt.ErrChanged):
+		deny("changed", err.Error())
 	case err != nil:
 		c.o.Logger.ErrorContext(r.Context(), "console kill switch action failed", "action", action, "error", err)
 		op.Outcome, op.Error = outcome.Failed, err.Error()

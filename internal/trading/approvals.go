@@ -579,7 +579,11 @@ func (s *Service) released(ctx context.Context, a Approval) (Outcome, error) {
 	if out.Approval == nil && out.Order == nil && err != nil && !errors.Is(err, ErrHalted) {
 		out = s.approvalOutcome(ctx, a)
 	}
-	if errors.Is(err, ErrHalted) || out.Order != nil || out.Approval == nil || !out.Approval.AwaitingSend() {
+	// A switch that could not be read holds the send for now: the approve
+	// took effect, and its order is not sent yet (ErrSendPending), not
+	// refused for good as a halt's is.
+	halted := errors.Is(err, ErrHalted) && !errors.Is(err, errSwitchUnreadable)
+	if halted || out.Order != nil || out.Approval == nil || !out.Approval.AwaitingSend() {
 		return out, err
 	}
 	if err == nil {
@@ -800,7 +804,11 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 			why = "the approval changed meanwhile; nothing was sent"
 			if err == nil {
 				why = "the approval is " + now.Status + " now; nothing was sent"
-				if !takeover {
+				// Not on its way: this attempt's listing goes. A takeover's
+				// listing is the first send's, which stays while the
+				// approval still waits for its send (it may land), and goes
+				// once nothing will send it.
+				if !takeover || !now.AwaitingSend() {
 					s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
 				}
 			}

@@ -83,6 +83,8 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, do func(ctx context
 		httpserver.WriteError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, halt.ErrNotEngaged):
 		httpserver.WriteError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, halt.ErrChanged):
+		httpserver.WriteError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		a.o.Logger.ErrorContext(r.Context(), "kill switch change failed", "error", err)
 		httpserver.WriteError(w, http.StatusServiceUnavailable, "the kill switch could not be changed (state store or audit trail unavailable); nothing changed unless GET /halts shows it, retry")

@@ -45,6 +45,11 @@ type Halt struct {
 	Seq int64 `json:"seq,omitempty"`
 }
 
+// same reports whether h and o are one engagement.
+func (h Halt) same(o Halt) bool {
+	return h.Scope == o.Scope && h.Target == o.Target && h.Seq == o.Seq && h.EngagedBy == o.EngagedBy && h.EngagedAt.Equal(o.EngagedAt)
+}
+
 // Describe names the halt's scope for a person: "global", "account ACC-1".
 func (h Halt) Describe() string {
 	if h.Scope == Global {
@@ -155,6 +160,7 @@ var (
 	ErrScope      = errors.New("scope must be global, account, principal or agent, with a target for all but global")
 	ErrReason     = errors.New("a reason is required")
 	ErrNotEngaged = errors.New("no such halt is engaged")
+	ErrChanged    = errors.New("the halt was released and engaged again meanwhile; nothing was changed: review it and release it again")
 )
 
 // Journal records an engage or release before it takes effect.
@@ -258,19 +264,28 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since ti
 	if err != nil {
 		return errors.Join(ErrUnknown, err)
 	}
-	since = since.Add(-clockSkew)
-	after := func(seq int64, at time.Time) bool {
-		if mark > 0 && seq > 0 {
+	// after: a halt engaged (numbered seq) and released at released came
+	// after the order passed. Numbers decide where both sides have them;
+	// a halt engaged clearly later by the clock counts whatever its number
+	// (a number that went back when a record lost the count); without
+	// numbers, a release after the order passed counts.
+	after := func(seq int64, engaged, released time.Time) bool {
+		switch {
+		case engaged.After(since.Add(clockSkew)):
+			return true
+		case mark > 0 && seq > 0:
 			return seq > mark
 		}
-		return !at.Before(since)
+		return !released.Before(since.Add(-clockSkew))
 	}
 	for _, r := range slices.Backward(rs.Released) {
-		if r.Matches(o) && after(r.Seq, r.ReleasedAt) {
+		if r.Matches(o) && after(r.Seq, r.EngagedAt, r.ReleasedAt) {
 			return &Halted{Halt: r.Halt, ReleasedAt: r.ReleasedAt}
 		}
 	}
-	if !rs.Forgotten.IsZero() && after(rs.ForgottenSeq, rs.Forgotten) {
+	// A dropped release after the order passed may have been of a halt
+	// that stops it: by time (with the skew to spare) or by number.
+	if !rs.Forgotten.IsZero() && (!rs.Forgotten.Before(since.Add(-clockSkew)) || mark > 0 && rs.ForgottenSeq > mark) {
 		return ErrReleasesForgotten
 	}
 	return nil
@@ -324,7 +339,24 @@ func (s *Switch) Engage(ctx context.Context, by, scope, target, reason string) (
 		return State{}, err
 	}
 	h.EngagedBy, h.EngagedAt = by, s.now().UTC()
+	// The count must never go back, even if the state record lost it (an
+	// older replica's write): it goes on from the highest number any
+	// record holds. (Releases only grow, so reading them first is enough.)
+	// A halt is never held up by that: without the releases, the count goes
+	// on from the state alone.
+	rs, _, err := s.releases(ctx)
+	if err != nil {
+		s.log.ErrorContext(ctx, "kill switch releases unreadable; engaging the halt regardless", "error", err)
+	}
+	floor := rs.ForgottenSeq
+	for _, r := range rs.Released {
+		floor = max(floor, r.Seq)
+	}
 	return s.change(ctx, Event{Action: "engaged", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, false, func(st *State) error {
+		for _, o := range st.Halts {
+			st.Seq = max(st.Seq, o.Seq)
+		}
+		st.Seq = max(st.Seq, floor)
 		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
 		st.Seq++
 		engaged := h
@@ -341,24 +373,31 @@ func (s *Switch) Release(ctx context.Context, by, scope, target, reason string) 
 	if err != nil {
 		return State{}, err
 	}
-	same := func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target }
 	st, err := s.State(ctx)
 	if err != nil {
 		return State{}, err
 	}
-	i := slices.IndexFunc(st.Halts, same)
+	i := slices.IndexFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
 	if i < 0 {
 		return State{}, ErrNotEngaged
 	}
-	if err := s.rememberRelease(ctx, Released{Halt: st.Halts[i], ReleasedBy: by, ReleasedAt: s.now().UTC()}); err != nil {
+	// The release on record is of this engagement, and only this one is
+	// released: if the scope was released and engaged again meanwhile, the
+	// newer halt stays (ErrChanged), since what it stops was never
+	// recorded as released.
+	engaged := st.Halts[i]
+	if err := s.rememberRelease(ctx, Released{Halt: engaged, ReleasedBy: by, ReleasedAt: s.now().UTC()}); err != nil {
 		return State{}, fmt.Errorf("keep the release: %w", err)
 	}
 	return s.change(ctx, Event{Action: "released", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, true, func(st *State) error {
-		n := len(st.Halts)
-		st.Halts = slices.DeleteFunc(st.Halts, same)
-		if len(st.Halts) == n {
+		j := slices.IndexFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
+		switch {
+		case j < 0:
 			return ErrNotEngaged
+		case !st.Halts[j].same(engaged):
+			return ErrChanged
 		}
+		st.Halts = slices.Delete(st.Halts, j, j+1)
 		return nil
 	})
 }
