@@ -46,12 +46,7 @@ func TestIntentLostToAnAttemptThatFailedTheApproval(t *testing.T) {
 			if a.Approval == nil || a.Approval.Status != trading.ApprovalFailed {
 				t.Fatalf("approval %+v, want failed", a.Approval)
 			}
-			var trail []string
-			for _, e := range f.journaled() {
-				if e.ApprovalID == id {
-					trail = append(trail, e.Action+"("+e.Detail+")")
-				}
-			}
+			trail := f.trailOf(id)
 			t.Logf("trail: %v", trail)
 			if slices.ContainsFunc(trail, func(s string) bool { return strings.Contains(s, "another attempt sends the order") }) {
 				t.Errorf("the trail says another attempt sends the order; the approval failed and nothing was sent")
@@ -182,5 +177,236 @@ func TestUnreadableSwitchDoesNotFailAnApproval(t *testing.T) {
 	t.Logf("read once readable: %s %v", out.Status, err)
 	if out.Approval == nil || out.Approval.Status == trading.ApprovalFailed {
 		t.Errorf("no halt was ever engaged; one unreadable switch read failed the approved order for good")
+	}
+}
+
+// TestHaltEngagedAfterACountResetIsSeen: an older replica rewrites the
+// switch without its count of halts. A halt engaged after an approval, and
+// released, still stops its order: the count goes on from the highest
+// number on record, and a halt engaged clearly later by the clock counts
+// whatever its number.
+func TestHaltEngagedAfterACountResetIsSeen(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			f := newRaceFixture(t, st, approveAll, nil)
+			ctx := t.Context()
+			for range 3 { // some history: Seq = 3
+				f.clock.Add(time.Second)
+				if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-9999", "ok"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.clock.Add(time.Minute)
+			id := approvedUnsent(t, f, resting(t, f, "seq-reset")) // HaltMark 3
+			// An older replica engages and releases an unrelated halt: its
+			// State has no seq, so the write drops it.
+			rewriteAsOlderReplica(t, st)
+			f.clock.Add(time.Hour)
+			s0, _ := f.halt.State(ctx)
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+				t.Fatal(err)
+			}
+			s1, _ := f.halt.State(ctx)
+			t.Logf("seq before %d, new halt seq %d", s0.Seq, s1.Halts[0].Seq)
+			f.clock.Add(time.Hour)
+			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+				t.Fatal(err)
+			}
+			out, err := f.svc.Status(ctx, alice, id)
+			if n := f.trade.orders(); n != 0 {
+				t.Errorf("approved before a global halt, sent after its release: %d order(s) (%s %v)", n, out.Status, err)
+			}
+		})
+	}
+}
+
+// refuseAfterLost: the first send's answer is lost; every later send is
+// refused. onLookup runs once, in the next OrderByClientID.
+type refuseAfterLost struct {
+	backends.Trade
+	sends    atomic.Int32
+	onLookup atomic.Pointer[func()]
+}
+
+func (r *refuseAfterLost) PlaceOrder(ctx context.Context, req backends.OrderRequest) (backends.Order, error) {
+	if r.sends.Add(1) == 1 {
+		return backends.Order{}, fmt.Errorf("%w: timeout", backends.ErrUnavailable)
+	}
+	return backends.Order{}, fmt.Errorf("%w: symbol not tradable", backends.ErrInvalid)
+}
+
+func (r *refuseAfterLost) OrderByClientID(ctx context.Context, id string) (backends.Order, error) {
+	if f := r.onLookup.Swap(nil); f != nil {
+		(*f)()
+	}
+	return r.Trade.OrderByClientID(ctx, id)
+}
+
+// TestTakeoverLosingToAFailureDropsItsListing: two takeovers of an approval
+// whose send went unanswered. T1 resends, the Trade service refuses, T1
+// fails the approval and unlists the order; T2 lists it again and loses
+// the compare-and-swap to the failure: its listing goes too, so the
+// refused order holds no cash and is no cancel-all target.
+func TestTakeoverLosingToAFailureDropsItsListing(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			var tr *refuseAfterLost
+			f := newRaceFixture(t, st, approveAll, func(b backends.Trade) backends.Trade { tr = &refuseAfterLost{Trade: b}; return tr })
+			o := resting(t, f, "takeover-leak")
+			pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true})
+			if err != nil || pl.Outcome.Approval == nil {
+				t.Fatalf("placing: %+v %v", pl.Outcome, err)
+			}
+			id := pl.Outcome.Approval.ID
+			f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "ok", nil) // first send lost: executing
+			f.clock.Add(20 * time.Second)                                          // lease over
+			hook := func() {
+				t1, err := f.svc.Status(t.Context(), alice, id) // T1
+				t.Logf("T1: %s %v", t1.Status, err)
+			}
+			tr.onLookup.Store(&hook)
+			t2, err := f.svc.Status(t.Context(), alice, id) // T2
+			t.Logf("T2: %s %v approval=%v", t2.Status, err, t2.Approval.Status)
+			if t2.Approval == nil || t2.Approval.Status != trading.ApprovalFailed {
+				t.Fatalf("want the approval failed, got %+v", t2.Approval)
+			}
+			trail := f.trailOf(id)
+			t.Logf("trail: %v", trail)
+			coid := trading.ClientOrderID(alice.Subject, o.IdempotencyKey)
+			ms, _ := st.IndexRange(t.Context(), "orders:open:account:ACC-2001", 100)
+			if slices.Contains(ms, coid) {
+				t.Errorf("the refused, failed approval's order is still listed as being sent")
+			}
+			pre, err := f.svc.Preview(t.Context(), alice, resting(t, f, ""))
+			if pre.CommittedCash > 0 {
+				t.Errorf("the refused order still commits %.2f of the account's cash (%v)", pre.CommittedCash, err)
+			}
+		})
+	}
+}
+
+// switchBlip fails the nth read of the kill switch after it is armed.
+type switchBlip struct {
+	store.Store
+	reads atomic.Int32
+	nth   int32
+}
+
+func (s *switchBlip) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	if key == "halt:state" && s.nth > 0 && s.reads.Add(1) == s.nth {
+		return nil, 0, store.ErrUnavailable
+	}
+	return s.Store.Get(ctx, key)
+}
+
+// TestApproveThatTookEffectIsPendingWhenTheSwitchBlips: the approve passes
+// the switch and takes effect; the switch then cannot be read as the order
+// is to be sent. The approver is told the order is not sent yet
+// (ErrSendPending), not that it is halted for good, and the next status
+// read sends it.
+func TestApproveThatTookEffectIsPendingWhenTheSwitchBlips(t *testing.T) {
+	st := &switchBlip{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, approveAll, nil)
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "approve-blip"), trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatalf("placing: %+v %v", pl.Outcome, err)
+	}
+	id := pl.Outcome.Approval.ID
+	st.nth = 2 // Decide's guard reads it (1), execute's reads it (2)
+	out, err := f.svc.Decide(t.Context(), bob, id, trading.DecisionApprove, "ok", nil)
+	st.nth = 0
+	t.Logf("decide: status=%s approval=%s err=%v", out.Status, out.Approval.Status, err)
+	if errors.Is(err, trading.ErrHalted) && !errors.Is(err, trading.ErrSendPending) {
+		t.Errorf("the approve took effect (approval %s), but the approver is answered halted: %q", out.Approval.Status, err)
+	}
+	next, err := f.svc.Status(t.Context(), alice, id)
+	t.Logf("next read: %s %v, %d order(s) sent", next.Status, err, f.trade.orders())
+}
+
+// TestReleaseRemovesOnlyTheEngagementItRecorded: officer A's release of
+// the global halt H1 is slow in the audit trail; meanwhile officer B
+// releases H1, an order is approved, and officer C engages H3 on the same
+// scope. A's release does not remove H3 (it recorded H1's release, not
+// H3's), so the order approved before H3 does not go out.
+func TestReleaseRemovesOnlyTheEngagementItRecorded(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			f := newRaceFixture(t, st, approveAll, nil)
+			ctx := t.Context()
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "H1"); err != nil {
+				t.Fatal(err)
+			}
+			var id string
+			slowA := &journal{}
+			once := false
+			slowA.onRecord = func(e trading.JournalEntry) {
+				if e.Action != "halt.released" || once {
+					return
+				}
+				once = true
+				f.clock.Add(time.Minute)
+				if _, err := f.halt.Release(ctx, "officer-b", halt.Global, "", "B: all clear"); err != nil {
+					t.Error(err)
+				}
+				f.clock.Add(time.Minute)
+				id = approvedUnsent(t, f, resting(t, f, "stale-release"))
+				f.clock.Add(time.Minute)
+				if _, err := f.halt.Engage(ctx, "officer-c", halt.Global, "", "H3: runaway agent"); err != nil {
+					t.Error(err)
+				}
+				s, _ := f.halt.State(ctx)
+				t.Logf("engaged now: %+v", s.Halts)
+			}
+			officerA := halt.New(st, slowA, nil, f.clock.Now)
+			if _, err := officerA.Release(ctx, "officer-a", halt.Global, "", "A: all clear"); err != nil {
+				t.Logf("A's release: %v", err)
+			}
+			s, _ := f.halt.State(ctx)
+			t.Logf("after A's release, engaged: %d halt(s)", len(s.Halts))
+			out, err := f.svc.Status(ctx, alice, id)
+			if n := f.trade.orders(); n != 0 {
+				t.Errorf("approved before H3, sent after A's release removed H3 (release on record says seq 1): %d order(s), %s %v", n, out.Status, err)
+			}
+		})
+	}
+	_ = store.ErrConflict
+}
+
+// TestOldReleaseAfterACountResetDoesNotStopAnOrder: after an older
+// replica's write dropped the switch's count, halts on the order's account
+// released an hour before its approval do not stop it, though their
+// numbers are above the count the approval passed with.
+func TestOldReleaseAfterACountResetDoesNotStopAnOrder(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			f := newRaceFixture(t, st, approveAll, nil)
+			ctx := t.Context()
+			for range 3 { // halts of this account, long over: seqs 1..3
+				f.clock.Add(time.Second)
+				f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-2001", "old")
+				f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-2001", "ok")
+			}
+			rewriteAsOlderReplica(t, st)
+			f.clock.Add(time.Hour)
+			f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk") // seq 1 again
+			f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-9999", "ok")
+			f.clock.Add(time.Hour)
+			pl, err := f.svc.PlaceOrder(ctx, alice, resting(t, f, "old-release"), trading.Confirmation{Claimed: true})
+			if err != nil || pl.Outcome.Approval == nil {
+				t.Fatalf("placing: %+v %v", pl.Outcome, err)
+			}
+			out, err := f.svc.Decide(ctx, bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil) // mark 1
+			t.Logf("approve: %s %v: %s (%d orders)", out.Status, err, out.Message, f.trade.orders())
+			if out.Approval != nil && out.Approval.Status == trading.ApprovalFailed {
+				t.Errorf("approved two hours after the account's last halt was released, yet failed as halted")
+			}
+		})
 	}
 }
