@@ -2,6 +2,7 @@ package trading_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -408,5 +409,140 @@ func TestOldReleaseAfterACountResetDoesNotStopAnOrder(t *testing.T) {
 				t.Errorf("approved two hours after the account's last halt was released, yet failed as halted")
 			}
 		})
+	}
+}
+
+// TestCountSurvivesAnOlderReplicasWriteOfEngagedHalts: an older replica's
+// write drops the numbers of halts still engaged (not yet in the releases).
+// The count, kept under its own key too, does not go back: a halt engaged
+// two seconds after an approval and released still stops its order.
+func TestCountSurvivesAnOlderReplicasWriteOfEngagedHalts(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			f := newRaceFixture(t, st, approveAll, nil)
+			ctx := t.Context()
+			// Two halts elsewhere, still engaged: Seq = 2, nothing released.
+			for _, acct := range []string{"ACC-9998", "ACC-9999"} {
+				if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, acct, "other desk"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			id := approvedUnsent(t, f, resting(t, f, "reset-engaged")) // HaltMark 2
+			// An older replica rewrites the state (no seq anywhere).
+			raw, ver, err := st.Get(ctx, "halt:state")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var old struct {
+				Halts []halt.Halt `json:"halts"`
+			}
+			json.Unmarshal(raw, &old)
+			for i := range old.Halts {
+				old.Halts[i].Seq = 0
+			}
+			raw, _ = json.Marshal(old)
+			if _, err := st.Update(ctx, "halt:state", raw, ver, 0); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Add(2 * time.Second)
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+				t.Fatal(err)
+			}
+			s, _ := f.halt.State(ctx)
+			t.Logf("new global halt: %+v", s.Halts[len(s.Halts)-1])
+			f.clock.Add(time.Second)
+			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Add(time.Hour)
+			out, err := f.svc.Status(ctx, alice, id)
+			if n := f.trade.orders(); n != 0 {
+				t.Errorf("approved before a global halt (engaged 2 s later, released), sent after its release: %d order(s) (%s %v)", n, out.Status, err)
+			}
+		})
+	}
+}
+
+// TestFailedReleasesDoNotCrowdTheRecord: 65 attempts to release one halt,
+// each refused by the audit trail, leave one release record, not 65: they
+// push nothing off the record, and an approved order on another account
+// goes out (no halt covering it was engaged or released).
+func TestFailedReleasesDoNotCrowdTheRecord(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
+	ctx := t.Context()
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(time.Minute)
+	id := approvedUnsent(t, f, resting(t, f, "failed-releases")) // mark 1
+	f.j.fail.Store(true)
+	for range 65 {
+		f.clock.Add(time.Second)
+		if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "ok"); err == nil {
+			t.Fatal("release with the trail down took effect")
+		}
+	}
+	f.j.fail.Store(false)
+	s, _ := f.halt.State(ctx)
+	t.Logf("still engaged: %d halt(s)", len(s.Halts))
+	out, err := f.svc.Status(ctx, alice, id)
+	if n := f.trade.orders(); n != 1 {
+		t.Errorf("no halt covering ACC-2001 was ever engaged, and none was released; yet the order was not sent: %s %v", out.Status, err)
+	}
+}
+
+// releasesBlip fails reads of halt:released while armed.
+type releasesBlip struct {
+	store.Store
+	armed atomic.Bool
+}
+
+func (r *releasesBlip) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	if key == "halt:released" && r.armed.Load() {
+		return nil, 0, store.ErrUnavailable
+	}
+	return r.Store.Get(ctx, key)
+}
+
+// TestReleaseBeforeAnOrderPassedNeverStopsIt: after an older replica's
+// write dropped the count, and an engage that could not read the releases,
+// halts of the account released two hours before an approval do not stop
+// it, whatever their numbers: released before the order passed, they were
+// engaged before it too.
+func TestReleaseBeforeAnOrderPassedNeverStopsIt(t *testing.T) {
+	st := &releasesBlip{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, approveAll, nil)
+	ctx := t.Context()
+	for range 3 { // halts of this account, long over: seqs 1..3
+		f.clock.Add(time.Second)
+		f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-2001", "old")
+		f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-2001", "ok")
+	}
+	raw, ver, _ := st.Get(ctx, "halt:state") // an older replica's write
+	var old struct {
+		Halts []halt.Halt `json:"halts"`
+	}
+	json.Unmarshal(raw, &old)
+	raw, _ = json.Marshal(old)
+	if _, err := st.Update(ctx, "halt:state", raw, ver, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(time.Hour)
+	st.armed.Store(true)
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil { // seq 1 again
+		t.Fatal(err)
+	}
+	st.armed.Store(false)
+	f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-9999", "ok")
+	f.clock.Add(time.Hour)
+	pl, err := f.svc.PlaceOrder(ctx, alice, resting(t, f, "old-release-blip"), trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatalf("placing: %+v %v", pl.Outcome, err)
+	}
+	out, err := f.svc.Decide(ctx, bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil) // mark 1
+	t.Logf("approve: %s %v: %s (%d orders)", out.Status, err, out.Message, f.trade.orders())
+	if out.Approval != nil && out.Approval.Status == trading.ApprovalFailed {
+		t.Errorf("approved two hours after the account's last halt was released, yet failed as halted: %s", out.Approval.Error)
 	}
 }

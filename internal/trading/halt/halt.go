@@ -45,9 +45,11 @@ type Halt struct {
 	Seq int64 `json:"seq,omitempty"`
 }
 
-// same reports whether h and o are one engagement.
+// same reports whether h and o are one engagement. A number one of them
+// lost (an older replica's write) is not a difference.
 func (h Halt) same(o Halt) bool {
-	return h.Scope == o.Scope && h.Target == o.Target && h.Seq == o.Seq && h.EngagedBy == o.EngagedBy && h.EngagedAt.Equal(o.EngagedAt)
+	return h.Scope == o.Scope && h.Target == o.Target && (h.Seq == o.Seq || h.Seq == 0 || o.Seq == 0) &&
+		h.EngagedBy == o.EngagedBy && h.EngagedAt.Equal(o.EngagedAt)
 }
 
 // Describe names the halt's scope for a person: "global", "account ACC-1".
@@ -76,8 +78,10 @@ type State struct {
 type releases struct {
 	Released  []Released `json:"released"`
 	Forgotten time.Time  `json:"forgotten,omitzero"`
-	// ForgottenSeq is the highest Seq among the halts dropped from the list.
-	ForgottenSeq int64 `json:"forgotten_seq,omitempty"`
+	// ForgottenSeq is the highest Seq among the halts dropped from the list,
+	// and ForgottenUnnumbered the latest release among those without one.
+	ForgottenSeq        int64     `json:"forgotten_seq,omitempty"`
+	ForgottenUnnumbered time.Time `json:"forgotten_unnumbered,omitzero"`
 }
 
 // Released is a halt as it was engaged, and its release.
@@ -180,6 +184,7 @@ type Switch struct {
 const (
 	stateKey     = "halt:state"
 	releasesKey  = "halt:released"
+	countKey     = "halt:count"
 	historyIndex = "halt:history"
 	// historyTTL is how long the journal of engages and releases is kept in
 	// the store; the audit trail keeps it for good.
@@ -271,12 +276,14 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since ti
 	// numbers, a release after the order passed counts.
 	after := func(seq int64, engaged, released time.Time) bool {
 		switch {
+		case released.Before(since.Add(-clockSkew)):
+			return false // released clearly before the order passed
 		case engaged.After(since.Add(clockSkew)):
-			return true
+			return true // engaged clearly after it
 		case mark > 0 && seq > 0:
 			return seq > mark
 		}
-		return !released.Before(since.Add(-clockSkew))
+		return true // within the clocks' skew, and unnumbered: the safe side
 	}
 	for _, r := range slices.Backward(rs.Released) {
 		if r.Matches(o) && after(r.Seq, r.EngagedAt, r.ReleasedAt) {
@@ -284,9 +291,13 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since ti
 		}
 	}
 	// A dropped release after the order passed may have been of a halt
-	// that stops it: by time (with the skew to spare) or by number.
-	if !rs.Forgotten.IsZero() && (!rs.Forgotten.Before(since.Add(-clockSkew)) || mark > 0 && rs.ForgottenSeq > mark) {
-		return ErrReleasesForgotten
+	// that stops it: by number where the order and the dropped halts have
+	// numbers, else by time (with the skew to spare).
+	if !rs.Forgotten.IsZero() && !rs.Forgotten.Before(since.Add(-clockSkew)) {
+		byTime := mark == 0 || !rs.ForgottenUnnumbered.IsZero() && !rs.ForgottenUnnumbered.Before(since.Add(-clockSkew))
+		if byTime || rs.ForgottenSeq > mark {
+			return ErrReleasesForgotten
+		}
 	}
 	return nil
 }
@@ -304,11 +315,19 @@ func (s *Switch) rememberRelease(ctx context.Context, r Released) error {
 		if err != nil {
 			return err
 		}
+		// One record per engagement: a release that failed, or lost to
+		// another officer's, and is tried again updates it.
+		if i := slices.IndexFunc(rs.Released, func(o Released) bool { return o.same(r.Halt) }); i >= 0 {
+			rs.Released = slices.Delete(rs.Released, i, i+1)
+		}
 		rs.Released = append(rs.Released, r)
 		if n := len(rs.Released) - keepReleased; n > 0 {
 			for _, d := range rs.Released[:n] {
 				if d.ReleasedAt.After(rs.Forgotten) {
 					rs.Forgotten = d.ReleasedAt
+				}
+				if d.Seq == 0 && d.ReleasedAt.After(rs.ForgottenUnnumbered) {
+					rs.ForgottenUnnumbered = d.ReleasedAt
 				}
 				rs.ForgottenSeq = max(rs.ForgottenSeq, d.Seq)
 			}
@@ -340,30 +359,75 @@ func (s *Switch) Engage(ctx context.Context, by, scope, target, reason string) (
 	}
 	h.EngagedBy, h.EngagedAt = by, s.now().UTC()
 	// The count must never go back, even if the state record lost it (an
-	// older replica's write): it goes on from the highest number any
-	// record holds. (Releases only grow, so reading them first is enough.)
-	// A halt is never held up by that: without the releases, the count goes
-	// on from the state alone.
-	rs, _, err := s.releases(ctx)
-	if err != nil {
-		s.log.ErrorContext(ctx, "kill switch releases unreadable; engaging the halt regardless", "error", err)
-	}
-	floor := rs.ForgottenSeq
-	for _, r := range rs.Released {
-		floor = max(floor, r.Seq)
-	}
-	return s.change(ctx, Event{Action: "engaged", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, false, func(st *State) error {
-		for _, o := range st.Halts {
-			st.Seq = max(st.Seq, o.Seq)
-		}
-		st.Seq = max(st.Seq, floor)
-		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
-		st.Seq++
+	// older replica's write): it goes on from the highest number any record
+	// holds, its own key (which no older replica writes) among them. If
+	// that cannot be read, the halt is engaged unnumbered, and orders are
+	// then compared with it by time (the safe side): a halt is never held
+	// up, nor numbered below an order's mark.
+	floor, known := s.countFloor(ctx)
+	st, err := s.change(ctx, Event{Action: "engaged", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, false, func(st *State) error {
 		engaged := h
-		engaged.Seq = st.Seq
+		if known {
+			for _, o := range st.Halts {
+				st.Seq = max(st.Seq, o.Seq)
+			}
+			st.Seq = max(st.Seq, floor) + 1
+			engaged.Seq = st.Seq
+		}
+		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
 		st.Halts = append(st.Halts, engaged)
 		return nil
 	})
+	if err == nil && known {
+		s.keepCount(ctx, st.Seq)
+	}
+	return st, err
+}
+
+// countFloor is the highest halt number on record outside the state: the
+// count's own key and the releases. known is false if either cannot be
+// read.
+func (s *Switch) countFloor(ctx context.Context) (floor int64, known bool) {
+	c, _, err := load[int64](ctx, s.st, countKey, "the kill switch's count")
+	if err != nil {
+		s.log.ErrorContext(ctx, "kill switch count unreadable; engaging the halt unnumbered", "error", err)
+		return 0, false
+	}
+	rs, _, err := s.releases(ctx)
+	if err != nil {
+		s.log.ErrorContext(ctx, "kill switch releases unreadable; engaging the halt unnumbered", "error", err)
+		return 0, false
+	}
+	floor = max(c, rs.ForgottenSeq)
+	for _, r := range rs.Released {
+		floor = max(floor, r.Seq)
+	}
+	return floor, true
+}
+
+// keepCount raises the count's own key to n (never lowers it). A failure
+// is logged: the state holds the count meanwhile.
+func (s *Switch) keepCount(ctx context.Context, n int64) {
+	for {
+		c, ver, err := load[int64](ctx, s.st, countKey, "the kill switch's count")
+		if err == nil && c >= n {
+			return
+		}
+		raw, _ := json.Marshal(n)
+		switch {
+		case err != nil:
+		case ver == 0:
+			err = s.st.Create(ctx, countKey, raw, 0)
+		default:
+			_, err = s.st.Update(ctx, countKey, raw, ver, 0)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			if err != nil {
+				s.log.ErrorContext(ctx, "kill switch count not kept", "error", err)
+			}
+			return
+		}
+	}
 }
 
 // Release releases the halt of scope and target, journaling it first:

@@ -2,6 +2,7 @@ package halt_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -246,5 +247,46 @@ func TestStoppedSince(t *testing.T) {
 	}
 	if err := sw.StoppedSince(ctx, acc1, late, now); err != nil {
 		t.Errorf("passed after every release: %v", err)
+	}
+}
+
+// TestReleaseAcrossAnOlderReplicasWrite: while an officer's release is
+// being journaled, an older replica rewrites the state, dropping the halt's
+// number. It is still the engagement the officer read: released, not
+// answered "engaged again meanwhile".
+func TestReleaseAcrossAnOlderReplicasWrite(t *testing.T) {
+	st := store.NewMemory(nil)
+	j := &journal{}
+	sw := halt.New(st, j, nil, nil)
+	ctx := t.Context()
+	if _, err := sw.Engage(ctx, "risk", halt.Global, "", "incident"); err != nil {
+		t.Fatal(err)
+	}
+	j.during = func(s audit.Step) { // an older replica's write of the state
+		raw, ver, err := st.Get(ctx, "halt:state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var old struct {
+			Halts []json.RawMessage `json:"halts"`
+		}
+		json.Unmarshal(raw, &old)
+		var hs []halt.Halt
+		for _, r := range old.Halts {
+			var h halt.Halt
+			json.Unmarshal(r, &h)
+			h.Seq = 0 // the older Halt has no seq
+			hs = append(hs, h)
+		}
+		raw, _ = json.Marshal(map[string]any{"halts": hs})
+		if _, err := st.Update(ctx, "halt:state", raw, ver, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := sw.Release(ctx, "alice", halt.Global, "", "resolved")
+	s, _ := sw.State(ctx)
+	t.Logf("release: %v; engaged now: %+v", err, s.Halts)
+	if errors.Is(err, halt.ErrChanged) {
+		t.Errorf("the halt was never released nor engaged again, yet the release answered ErrChanged: %v", err)
 	}
 }
