@@ -290,7 +290,11 @@ func startReplicas(t *testing.T, extra map[string]string) replicas {
 func TestReplicasShareApprovals(t *testing.T) {
 	// 100 identical one-share orders under distinct keys below are meant:
 	// the duplicate check and the agent's daily count are other tests'.
-	r := startReplicas(t, map[string]string{"DUPLICATE_ORDER_WINDOW": "0", "DAILY_MAX_ORDERS_PER_AGENT": "0"})
+	// The Redis deadline is raised: this test is about exactly-once under
+	// 100 concurrent calls, and on a loaded two-core test machine a command
+	// can wait longer than the production default (250ms) for the CPU,
+	// which the breaker would rightly count as Redis failing.
+	r := startReplicas(t, map[string]string{"DUPLICATE_ORDER_WINDOW": "0", "DAILY_MAX_ORDERS_PER_AGENT": "0", "REDIS_TIMEOUT": "1500ms"})
 	iss, shared := r.iss, r.shared
 	a, b := &testServer{URL: r.a}, &testServer{URL: r.b}
 	aud := "http://127.0.0.1/mcp"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,10 +55,26 @@ func NewGuard(o GuardOptions) redis.Hook {
 			}
 		},
 		IsSuccessful: redisHealthy,
-		// A caller that went away says nothing about Redis.
-		IsExcluded: func(err error) bool { return errors.As(err, new(callerGone)) || errors.Is(err, context.Canceled) },
+		// A caller that went away says nothing about Redis, nor does a
+		// command that never got a connection: every one of the pool's was
+		// busy (a burst on this replica). Counted, one burst would open the
+		// breaker and fail every state-changing call for the cooldown; a
+		// Redis that stops answering still fails the commands holding the
+		// connections, which are counted.
+		IsExcluded: func(err error) bool {
+			return errors.As(err, new(callerGone)) || errors.Is(err, context.Canceled) || poolSaturated(err)
+		},
 	})
 	return g
+}
+
+// poolSaturated reports whether err is a command's wait for a connection
+// running out: the pool's own timeout, or the guard's deadline passing
+// before any I/O (a deadline reached on the socket is a net.Error timeout,
+// not the context's error).
+func poolSaturated(err error) bool {
+	var ne net.Error
+	return errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout())
 }
 
 type guard struct {

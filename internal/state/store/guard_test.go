@@ -96,3 +96,40 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestGuardSaturatedPoolIsNotADeadRedis: every connection of the pool is
+// busy (a burst on this replica), so commands time out waiting for one.
+// That is this replica's load, not Redis failing: the commands fail, but
+// the breaker stays closed, or one burst would fail every state-changing
+// call for the cooldown.
+func TestGuardSaturatedPoolIsNotADeadRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	timeout := 100 * time.Millisecond
+	var open atomic.Bool
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout,
+		PoolTimeout: timeout, ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 1})
+	c.AddHook(store.NewGuard(store.GuardOptions{Timeout: timeout, Failures: 3, Cooldown: time.Minute,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OnOpen: open.Store}))
+	s := store.NewRedis(c, "guard:")
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	if err := s.Create(ctx, "k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	busy := c.Conn() // holds the pool's one connection
+	if err := busy.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, _, err := s.Get(ctx, "k"); err == nil {
+			t.Fatalf("get %d with the pool saturated answered", i)
+		}
+	}
+	if open.Load() {
+		t.Error("a saturated pool opened the breaker")
+	}
+	busy.Close()
+	if v, _, err := s.Get(ctx, "k"); err != nil || string(v) != "v" {
+		t.Errorf("get once a connection is free: %q %v", v, err)
+	}
+}
