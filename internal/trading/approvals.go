@@ -508,6 +508,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			return Outcome{}, ErrFourEyes
 		}
 		var mark int64
+		passedAt := s.now().UTC()
 		switch a.Status {
 		case ApprovalPending:
 			if decision == DecisionApprove {
@@ -518,6 +519,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 				if mark, err = s.guardMark(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
 					return s.approvalOutcome(ctx, a), err
 				}
+				passedAt = s.now().UTC()
 			}
 		case ApprovalExpired:
 			return Outcome{}, ErrExpired
@@ -543,8 +545,14 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 			s.superseded(ctx, decided, "the approval expired first")
 			continue
 		}
+		// An approve is dated when it passed the kill switch, before the
+		// journal's write: a halt engaged after that, even one released
+		// while the audit sink was slow, stops its order.
 		a.DecidedBy, a.DecidedAt, a.Reason = approver.Subject, &now, reason
 		a.Status, a.HaltMark = ApprovalApproved, mark
+		if decision == DecisionApprove {
+			a.DecidedAt = &passedAt
+		}
 		if decision == DecisionReject {
 			a.Status = ApprovalRejected
 		}
@@ -638,14 +646,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		// interrupted send (whose order, if it landed, is recorded above):
 		// a halt released since the approval (or since the send a takeover
 		// repeats) stops the order too, as one engaged now does.
-		since := time.Time{}
-		switch {
-		case takeover:
-			since = a.LeaseUntil.Add(-s.cfg.Lease)
-		case a.DecidedAt != nil:
-			since = *a.DecidedAt
-		}
-		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, a.HaltMark, since); err != nil {
+		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, a.HaltMark, s.haltSince(a, takeover)); err != nil {
 			switch {
 			case takeover:
 				// It may still land: keep the lease's state for the
@@ -779,6 +780,20 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	if err := s.listSending(ctx, a.Order, a.ClientOrderID, a.provenance(), notional); err != nil {
 		return stopped(err)
 	}
+	// The kill switch once more, listed (a halt's cancel-all finds it) and
+	// just before the wire: a halt engaged since the approval, even one
+	// released again during the work above, stops it.
+	if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, a.HaltMark, s.haltSince(*a, takeover)); err != nil {
+		if takeover || errors.Is(err, errSwitchUnreadable) {
+			if !takeover {
+				s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
+			}
+			return stopped(err) // the caller answers a takeover's as "may still land"
+		}
+		s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
+		s.superseded(ctx, intent, "not sent: "+safeMessage(err))
+		return fail("not sent: " + err.Error())
+	}
 	next := *a
 	now := s.now().UTC()
 	lease := now.Add(s.cfg.Lease)
@@ -825,6 +840,18 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	}
 	*a = next
 	return nv, nil, false, nil
+}
+
+// haltSince is when approval a's send (a first one, or the one a takeover
+// repeats) passed the kill switch: the approval, or the last send.
+func (s *Service) haltSince(a Approval, takeover bool) time.Time {
+	switch {
+	case takeover:
+		return a.LeaseUntil.Add(-s.cfg.Lease)
+	case a.DecidedAt != nil:
+		return *a.DecidedAt
+	}
+	return time.Time{}
 }
 
 // onItsWay reports whether a's order is on its way or at the Trade service:

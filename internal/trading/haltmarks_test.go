@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -544,5 +545,135 @@ func TestReleaseBeforeAnOrderPassedNeverStopsIt(t *testing.T) {
 	t.Logf("approve: %s %v: %s (%d orders)", out.Status, err, out.Message, f.trade.orders())
 	if out.Approval != nil && out.Approval.Status == trading.ApprovalFailed {
 		t.Errorf("approved two hours after the account's last halt was released, yet failed as halted: %s", out.Approval.Error)
+	}
+}
+
+// TestHaltDuringAnApprovedSendsPreparationStopsIt: a halt engaged and
+// released while an approved order's send is being prepared (its re-check
+// at execution) stops it: the switch is read once more just before the
+// wire.
+func TestHaltDuringAnApprovedSendsPreparationStopsIt(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
+	id := approvedUnsent(t, f, resting(t, f, "gap-recheck"))
+	f.clock.Add(time.Minute)
+	hook := func() {
+		ctx := context.WithoutCancel(t.Context())
+		f.clock.Add(time.Second)
+		if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+			t.Error(err)
+		}
+		f.clock.Add(time.Second)
+		if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+			t.Error(err)
+		}
+	}
+	f.market.onQuotes.Store(&hook)
+	out, err := f.svc.Status(t.Context(), alice, id)
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("approved order sent after a global halt engaged (and released) after it passed: %d order(s), %s %v", n, out.Status, err)
+	}
+}
+
+// TestApproveIsDatedWhenItPassedTheSwitch: a halt engaged after an approve
+// passed the switch, and released while the decision's audit write was slow
+// (6 s), stops its order: the approve is dated when it passed the switch,
+// not after the write.
+func TestApproveIsDatedWhenItPassedTheSwitch(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "slow-decided"), trading.Confirmation{Claimed: true})
+	if err != nil || pl.Outcome.Approval == nil {
+		t.Fatalf("placing: %+v %v", pl.Outcome, err)
+	}
+	var once sync.Once
+	f.j.onRecord = func(e trading.JournalEntry) {
+		if e.Action != "approval.decided" {
+			return
+		}
+		once.Do(func() {
+			ctx := context.WithoutCancel(t.Context())
+			f.clock.Add(time.Second)
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+				t.Error(err)
+			}
+			f.clock.Add(time.Second)
+			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+				t.Error(err)
+			}
+			f.clock.Add(6 * time.Second) // the audit sink is slow
+		})
+	}
+	out, err := f.svc.Decide(t.Context(), bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil)
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("approve passed the switch, then a global halt was engaged and released; the order went out anyway: %d order(s), %s %v", n, out.Status, err)
+	}
+}
+
+// TestCountIsReservedBeforeTheHaltIsWritten: a halt's number is taken
+// from the count's own key before the halt is in the state, so no rewrite
+// of the state by an older replica in between can make the next halt
+// reuse it.
+func TestCountIsReservedBeforeTheHaltIsWritten(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st := &onStateWrite{Store: open(t)}
+			f := newRaceFixture(t, st, approveAll, nil)
+			st.hook = func() {
+				c, _, err := st.Store.Get(t.Context(), "halt:count")
+				if err != nil || string(c) != "1" {
+					t.Errorf("the halt is written before its number is kept: count %q %v", c, err)
+				}
+			}
+			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
+				t.Fatal(err)
+			}
+			if !st.done.Load() {
+				t.Fatal("the state was never written")
+			}
+		})
+	}
+}
+
+// onStateWrite runs hook once, as the kill switch's state is first written.
+type onStateWrite struct {
+	store.Store
+	done atomic.Bool
+	hook func()
+}
+
+func (c *onStateWrite) Create(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if key == "halt:state" && c.done.CompareAndSwap(false, true) {
+		c.hook()
+	}
+	return c.Store.Create(ctx, key, v, ttl)
+}
+
+// TestHaltDuringADirectOrdersCheckStopsItsSend: a halt engaged after a
+// direct order passed the switch, and released while its check was still
+// running (slow market data), stops its send: the switch is read once more
+// just before the wire. Nothing went out, so the retry is checked afresh,
+// and goes out.
+func TestHaltDuringADirectOrdersCheckStopsItsSend(t *testing.T) {
+	f := newRaceFixture(t, store.NewMemory(nil), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+	o := resting(t, f, "halt-during-check")
+	halted := func() {
+		ctx := context.WithoutCancel(t.Context())
+		f.clock.Add(time.Second)
+		if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+			t.Error(err)
+		}
+		f.clock.Add(time.Second)
+		if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+			t.Error(err)
+		}
+		f.clock.Add(6 * time.Second) // slow market data
+	}
+	second := func() { f.market.onQuotes.Store(&halted) } // the check under the claim reads the market again
+	f.market.onQuotes.Store(&second)
+	if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrHalted) || f.trade.orders() != 0 {
+		t.Fatalf("placing through a halt engaged during its check: %v, %d orders; want refused as halted, unsent", err, f.trade.orders())
+	}
+	f.clock.Add(time.Second)
+	if pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err != nil || pl.Outcome.Order == nil {
+		t.Errorf("the retry after the release: %+v %v, want it checked afresh and placed", pl.Outcome, err)
 	}
 }

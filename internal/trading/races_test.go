@@ -1,6 +1,7 @@
 package trading_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -237,8 +238,10 @@ func (f *raceFixture) working() []backends.Order {
 // TestHaltWhileAnOrderIsSent: a halt and its cancel-all that come while an
 // order is past the kill switch's check but not yet at the Trade service
 // (a direct order in its audit write, an approved one in its re-check)
-// find nothing to cancel. The order must not work anyway: it is cancelled
-// as soon as it is sent, and the answer says so.
+// find nothing to cancel. The order must not work anyway: the switch is
+// read once more just before the wire, so it is not sent, and the answer
+// says so; and a halt that comes even later, as the order goes on the
+// wire, has it cancelled as soon as it is sent.
 func TestHaltWhileAnOrderIsSent(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
@@ -251,6 +254,18 @@ func TestHaltWhileAnOrderIsSent(t *testing.T) {
 					}
 				}
 				pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "halt-race-1"), trading.Confirmation{Claimed: true})
+				if !errors.Is(err, trading.ErrHalted) || f.trade.orders() != 0 {
+					t.Errorf("placing: %+v %v (%d orders), want it refused as halted, unsent", pl.Outcome, err, f.trade.orders())
+				}
+			})
+			t.Run("direct, at the wire", func(t *testing.T) {
+				st := &onSendingRenew{Store: open(t)}
+				f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+				st.hook = func() { f.haltNow(t) }
+				pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "halt-race-3"), trading.Confirmation{Claimed: true})
+				if !st.fired.Load() {
+					t.Fatal("the halt never came")
+				}
 				if err != nil || pl.Outcome.Status != backends.StatusCancelled {
 					t.Errorf("placing: %+v %v, want the order cancelled", pl.Outcome, err)
 				}
@@ -267,15 +282,27 @@ func TestHaltWhileAnOrderIsSent(t *testing.T) {
 				halt := func() { f.haltNow(t) }
 				f.market.onQuotes.Store(&halt) // during the re-check at execution
 				out, err := f.svc.Decide(t.Context(), bob, pl.Outcome.Approval.ID, trading.DecisionApprove, "ok", nil)
-				if err != nil || out.Status != backends.StatusCancelled {
-					t.Errorf("approving: %+v %v, want the order cancelled", out, err)
-				}
-				if w := f.working(); len(w) != 0 {
-					t.Errorf("working after the halt: %+v", w)
+				if err != nil || out.Approval == nil || out.Approval.Status != trading.ApprovalFailed || f.trade.orders() != 0 {
+					t.Errorf("approving: %+v %v (%d orders), want the approval failed, unsent", out, err, f.trade.orders())
 				}
 			})
 		})
 	}
+}
+
+// onSendingRenew runs hook once, as an order's idempotency claim is renewed
+// to send it: the last step before the wire.
+type onSendingRenew struct {
+	store.Store
+	hook  func()
+	fired atomic.Bool
+}
+
+func (s *onSendingRenew) Update(ctx context.Context, key string, value []byte, version int64, ttl time.Duration) (int64, error) {
+	if bytes.Contains(value, []byte(`"sent":true`)) && bytes.Contains(value, []byte(`"state":"in_progress"`)) && s.fired.CompareAndSwap(false, true) {
+		s.hook()
+	}
+	return s.Store.Update(ctx, key, value, version, ttl)
 }
 
 // resting is a limit buy below the market: it works until cancelled.

@@ -131,9 +131,26 @@ type idemRecord struct {
 	// keep an order going out unchecked for ever (zero: SentAt, as
 	// records from before it was kept).
 	FirstSentAt time.Time `json:"first_sent_at,omitzero"`
-	// HaltMark is the kill switch's mark when the first send passed it: a
-	// halt engaged after it stops a resend, even once released.
-	HaltMark int64 `json:"halt_mark,omitempty"`
+	// HaltMark and HaltMarkAt are the kill switch's mark, and the time,
+	// when the first send's check passed it: a halt engaged after it stops
+	// a resend, even once released.
+	HaltMark   int64     `json:"halt_mark,omitempty"`
+	HaltMarkAt time.Time `json:"halt_mark_at,omitzero"`
+}
+
+// haltPass is an order's pass of the kill switch: its mark, and when.
+type haltPass struct {
+	mark int64
+	at   time.Time
+}
+
+// haltPass is the pass r's first send was checked with (its send time,
+// for records from before the time was kept).
+func (r idemRecord) haltPass() haltPass {
+	if r.HaltMarkAt.IsZero() {
+		return haltPass{mark: r.HaltMark, at: r.SentAt}
+	}
+	return haltPass{mark: r.HaltMark, at: r.HaltMarkAt}
 }
 
 // firstSent is when r's order was first put on the wire.

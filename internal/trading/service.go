@@ -347,7 +347,7 @@ func (s *Service) fence(ctx context.Context, key, digest string) (idemRecord, in
 		}
 		lapsed := idemRecord{Digest: digest, State: idemReleased}
 		if rec.Sent {
-			lapsed.State, lapsed.SentAt, lapsed.FirstSentAt, lapsed.HaltMark = idemSent, rec.SentAt, rec.firstSent(), rec.HaltMark
+			lapsed.State, lapsed.SentAt, lapsed.FirstSentAt, lapsed.HaltMark, lapsed.HaltMarkAt = idemSent, rec.SentAt, rec.firstSent(), rec.HaltMark, rec.HaltMarkAt
 		}
 		nv, err := updateJSON(ctx, s.st, key, lapsed, ver, s.cfg.IdempotencyTTL)
 		switch {
@@ -449,17 +449,18 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	// resending must not keep the order going out unchecked for ever.
 	mayLand := prev.mayBeSent() && s.landable(prev)
 	resend := mayLand && s.resendable(prev)
-	sent, sentAt, firstAt, haltMark := resend, prev.SentAt, prev.firstSent(), prev.HaltMark
-	// mark is the kill switch's mark of the check a first send passed.
-	renew := func(ctx context.Context, sending bool, mark int64) error {
+	sent, sentAt, firstAt, haltMark, haltMarkAt := resend, prev.SentAt, prev.firstSent(), prev.HaltMark, prev.HaltMarkAt
+	// pass is the kill switch check a first send passed.
+	renew := func(ctx context.Context, sending bool, pass haltPass) error {
 		sent = sent || sending
 		if sending {
 			sentAt = s.now().UTC()
 			if !resend {
-				firstAt, haltMark = sentAt, mark
+				firstAt, haltMark, haltMarkAt = sentAt, pass.mark, pass.at
 			}
 		}
-		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt, FirstSentAt: firstAt, HaltMark: haltMark}
+		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt, FirstSentAt: firstAt,
+			HaltMark: haltMark, HaltMarkAt: haltMarkAt}
 		nv, err := updateJSON(ctx, s.st, key, lease, ver, s.cfg.IdempotencyTTL)
 		switch {
 		case errors.Is(err, store.ErrConflict):
@@ -487,12 +488,13 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// makes a late arrival of the first one and this one the same
 		// order. (Sent longer ago than that, it never landed: it is decided
 		// afresh below.)
-		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, prev.HaltMark, prev.SentAt); err == nil {
-			if first := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); first != nil {
-				prov = first
+		first := prev.haltPass()
+		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, first.mark, first.at); err == nil {
+			if firstProv := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); firstProv != nil {
+				prov = firstProv
 			}
-			resent := func(ctx context.Context, sending bool) error { return renew(ctx, sending, 0) } // the first send's mark stays
-			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", resent, prov, 0, nil)
+			resent := func(ctx context.Context, sending bool) error { return renew(ctx, sending, haltPass{}) } // the first send's pass stays
+			out, err = s.send(ctx, p, o, digest, "resend after an unanswered attempt", resent, prov, 0, nil, first)
 		}
 		err = s.unsure(ctx, err)
 	default:
@@ -510,7 +512,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// key back for a retry, remembering an unanswered send.
 		next := idemRecord{Digest: digest, State: idemReleased}
 		if errors.Is(err, errOutcomeUnknown) || sent {
-			next.State, next.SentAt, next.FirstSentAt, next.HaltMark = idemSent, sentAt, firstAt, haltMark
+			next.State, next.SentAt, next.FirstSentAt, next.HaltMark, next.HaltMarkAt = idemSent, sentAt, firstAt, haltMark, haltMarkAt
 		}
 		if _, rerr := updateJSON(ctx, s.st, key, next, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
@@ -607,7 +609,7 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 			out.Replayed = true
 			return out, false, 0, idemRecord{}, err
 		default: // released, sent, or the owner's lease ran out
-			lease.Sent, lease.SentAt, lease.FirstSentAt, lease.HaltMark = rec.mayBeSent(), rec.SentAt, rec.firstSent(), rec.HaltMark // still, until this attempt knows better
+			lease.Sent, lease.SentAt, lease.FirstSentAt, lease.HaltMark, lease.HaltMarkAt = rec.mayBeSent(), rec.SentAt, rec.firstSent(), rec.HaltMark, rec.HaltMarkAt // still, until this attempt knows better
 			nv, err := updateJSON(ctx, s.st, key, lease, v, s.cfg.IdempotencyTTL)
 			if err == nil {
 				// A lapsed owner renewed its claim just before sending and
@@ -625,14 +627,15 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 
 // decide runs the kill switch and the checks, counts the order against
 // the day's limits, and either records a pending approval or executes.
-func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renewMarked func(context.Context, bool, int64) error, prov *Provenance) (Outcome, error) {
+func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renewMarked func(context.Context, bool, haltPass) error, prov *Provenance) (Outcome, error) {
 	mark, err := s.guardMark(ctx, p.Subject, p.ClientID, o.AccountID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	// The order's send keeps the mark: a halt engaged after this check
-	// stops a resend of it, even once released.
-	renew := func(ctx context.Context, sending bool) error { return renewMarked(ctx, sending, mark) }
+	// The order's send keeps the pass: a halt engaged after this check
+	// stops the send, and a resend of it, even once released.
+	pass := haltPass{mark: mark, at: s.now().UTC()}
+	renew := func(ctx context.Context, sending bool) error { return renewMarked(ctx, sending, pass) }
 	// The account, the market and what other orders commit are read again
 	// under the claim: they may have changed since the preview the user
 	// confirmed (an elicitation can take minutes), and must be known to
@@ -739,7 +742,7 @@ func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs
 			Message: fmt.Sprintf("the order needs a human approver (%s); it executes once approved by someone other than you before %s. Poll get_order_status with approval_id %s.",
 				joinReasons(pre.ApprovalReasons), a.ExpiresAt.Format(time.RFC3339), a.ID)}, nil
 	}
-	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional, acct)
+	out, err := s.send(ctx, p, o, digest, "", renew, prov, pre.EstimatedNotional, acct, pass)
 	// Sent, or maybe sent: the order was entered. One the Trade service
 	// refused is no duplicate of a later one.
 	entered = (err == nil && out.Status != StatusRejected) || errors.Is(err, errOutcomeUnknown)
@@ -813,7 +816,7 @@ func (s *Service) unlisted(ctx context.Context, a Approval, requested JournalEnt
 // the order was checked under: it must still be this call's when the
 // order is listed, and is handed back then (the account's next check
 // counts the order from then on).
-func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64, acct *heldLease) (Outcome, error) {
+func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, digest, detail string, renew func(context.Context, bool) error, prov *Provenance, notional float64, acct *heldLease, pass haltPass) (Outcome, error) {
 	entry := JournalEntry{Action: "order.intent", Principal: p.Subject, AccountID: o.AccountID, ArgsDigest: digest, IdempotencyKey: o.IdempotencyKey, Detail: detail, Provenance: prov.fields()}
 	if err := s.journal.Record(ctx, entry); err != nil {
 		s.log.ErrorContext(ctx, "journal refused order intent", "error", err)
@@ -853,6 +856,15 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	}
 	if acct != nil {
 		acct.unlock(ctx)
+	}
+	// The kill switch once more, listed (so a halt's cancel-all finds the
+	// order) and just before the wire: a halt engaged since the order's
+	// check, even one released again during the work above, stops it.
+	if err := s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, pass.mark, pass.at); err != nil {
+		if acct != nil {
+			s.unlistSending(ctx, o.AccountID, coid, prov) // a first send: nothing went out
+		}
+		return Outcome{}, err
 	}
 	// A claim lost here leaves the listing: the attempt that took the key
 	// over sends the same client order id.

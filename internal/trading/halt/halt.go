@@ -262,8 +262,17 @@ func (s *Switch) CheckMark(ctx context.Context, o Order) (int64, error) {
 // late are no longer on record, it is stopped (ErrReleasesForgotten): no
 // halt is ever assumed away.
 func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since time.Time) error {
-	if err := s.Check(ctx, o); err != nil {
-		return err
+	st, err := s.State(ctx)
+	if err != nil {
+		return errors.Join(ErrUnknown, err)
+	}
+	for _, h := range st.Halts {
+		if h.Matches(o) {
+			return &Halted{Halt: h}
+		}
+	}
+	if mark > 0 && st.Seq == mark {
+		return nil // no halt engaged since the order passed
 	}
 	rs, _, err := s.releases(ctx)
 	if err != nil {
@@ -359,50 +368,56 @@ func (s *Switch) Engage(ctx context.Context, by, scope, target, reason string) (
 	}
 	h.EngagedBy, h.EngagedAt = by, s.now().UTC()
 	// The count must never go back, even if the state record lost it (an
-	// older replica's write): it goes on from the highest number any record
-	// holds, its own key (which no older replica writes) among them. If
-	// that cannot be read, the halt is engaged unnumbered, and orders are
-	// then compared with it by time (the safe side): a halt is never held
-	// up, nor numbered below an order's mark.
-	floor, known := s.countFloor(ctx)
+	// older replica's write): the number is taken from the count's own key
+	// first (no older replica writes it), then from the state. If that key
+	// cannot be read, the halt is engaged unnumbered, and orders are then
+	// compared with it by time (the safe side): a halt is never held up,
+	// nor numbered at or below an order's mark.
+	n, known := s.reserveCount(ctx)
 	st, err := s.change(ctx, Event{Action: "engaged", Scope: h.Scope, Target: h.Target, Reason: h.Reason, By: by}, false, func(st *State) error {
+		top := st.Seq
+		for _, o := range st.Halts {
+			top = max(top, o.Seq)
+		}
+		// The state's count moves on either way: an order that passed
+		// before this halt must not hold the mark of one after it.
+		st.Seq = top + 1
 		engaged := h
 		if known {
-			for _, o := range st.Halts {
-				st.Seq = max(st.Seq, o.Seq)
-			}
-			st.Seq = max(st.Seq, floor) + 1
+			st.Seq = max(st.Seq, n)
 			engaged.Seq = st.Seq
 		}
 		st.Halts = slices.DeleteFunc(st.Halts, func(o Halt) bool { return o.Scope == h.Scope && o.Target == h.Target })
 		st.Halts = append(st.Halts, engaged)
 		return nil
 	})
-	if err == nil && known {
-		s.keepCount(ctx, st.Seq)
+	if err == nil && known && st.Seq > n {
+		s.keepCount(ctx, st.Seq) // the key lagged the state
 	}
 	return st, err
 }
 
-// countFloor is the highest halt number on record outside the state: the
-// count's own key and the releases. known is false if either cannot be
-// read.
-func (s *Switch) countFloor(ctx context.Context) (floor int64, known bool) {
-	c, _, err := load[int64](ctx, s.st, countKey, "the kill switch's count")
-	if err != nil {
-		s.log.ErrorContext(ctx, "kill switch count unreadable; engaging the halt unnumbered", "error", err)
-		return 0, false
+// reserveCount takes the next number from the count's own key. known is
+// false if it cannot be read or written.
+func (s *Switch) reserveCount(ctx context.Context) (n int64, known bool) {
+	for {
+		c, ver, err := load[int64](ctx, s.st, countKey, "the kill switch's count")
+		if err == nil {
+			raw, _ := json.Marshal(c + 1)
+			if ver == 0 {
+				err = s.st.Create(ctx, countKey, raw, 0)
+			} else {
+				_, err = s.st.Update(ctx, countKey, raw, ver, 0)
+			}
+			if err == nil {
+				return c + 1, true
+			}
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			s.log.ErrorContext(ctx, "kill switch count unavailable; engaging the halt unnumbered", "error", err)
+			return 0, false
+		}
 	}
-	rs, _, err := s.releases(ctx)
-	if err != nil {
-		s.log.ErrorContext(ctx, "kill switch releases unreadable; engaging the halt unnumbered", "error", err)
-		return 0, false
-	}
-	floor = max(c, rs.ForgottenSeq)
-	for _, r := range rs.Released {
-		floor = max(floor, r.Seq)
-	}
-	return floor, true
 }
 
 // keepCount raises the count's own key to n (never lowers it). A failure
