@@ -672,6 +672,11 @@ func TestHaltDuringADirectOrdersCheckStopsItsSend(t *testing.T) {
 	if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); !errors.Is(err, trading.ErrHalted) || f.trade.orders() != 0 {
 		t.Fatalf("placing through a halt engaged during its check: %v, %d orders; want refused as halted, unsent", err, f.trade.orders())
 	}
+	if !slices.ContainsFunc(f.journaled(), func(e trading.JournalEntry) bool {
+		return e.Action == "order.intent.superseded" && e.IdempotencyKey == o.IdempotencyKey
+	}) {
+		t.Error("the trail keeps the intent of an order the switch stopped, without saying it did not go out")
+	}
 	f.clock.Add(time.Second)
 	if pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err != nil || pl.Outcome.Order == nil {
 		t.Errorf("the retry after the release: %+v %v, want it checked afresh and placed", pl.Outcome, err)

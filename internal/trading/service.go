@@ -864,6 +864,7 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 		if acct != nil {
 			s.unlistSending(ctx, o.AccountID, coid, prov) // a first send: nothing went out
 		}
+		s.superseded(ctx, entry, "not sent by this attempt: "+safeMessage(err))
 		return Outcome{}, err
 	}
 	// A claim lost here leaves the listing: the attempt that took the key
