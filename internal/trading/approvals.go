@@ -507,8 +507,8 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		if a.RequestedBy(approver.Subject) {
 			return Outcome{}, ErrFourEyes
 		}
-		var mark int64
-		passedAt := s.now().UTC()
+		var pass halt.Pass
+		passedAt := s.now().UTC() // before the switch is read
 		switch a.Status {
 		case ApprovalPending:
 			if decision == DecisionApprove {
@@ -516,10 +516,9 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 				// approval stays pending, and a rejection still works. The
 				// mark goes with the approval: a halt engaged after it
 				// stops the order's send even once released.
-				if mark, err = s.guardMark(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
+				if pass, err = s.guardMark(ctx, a.Requester, a.RequesterClient, a.Order.AccountID); err != nil {
 					return s.approvalOutcome(ctx, a), err
 				}
-				passedAt = s.now().UTC()
 			}
 		case ApprovalExpired:
 			return Outcome{}, ErrExpired
@@ -549,7 +548,7 @@ func (s *Service) Decide(ctx context.Context, approver principal.Principal, id, 
 		// journal's write: a halt engaged after that, even one released
 		// while the audit sink was slow, stops its order.
 		a.DecidedBy, a.DecidedAt, a.Reason = approver.Subject, &now, reason
-		a.Status, a.HaltMark = ApprovalApproved, mark
+		a.Status, a.HaltMark = ApprovalApproved, pass.Mark
 		if decision == DecisionApprove {
 			a.DecidedAt = &passedAt
 		}
@@ -646,7 +645,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		// interrupted send (whose order, if it landed, is recorded above):
 		// a halt released since the approval (or since the send a takeover
 		// repeats) stops the order too, as one engaged now does.
-		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, a.HaltMark, s.haltSince(a, takeover)); err != nil {
+		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, halt.Pass{Mark: a.HaltMark}, s.haltSince(a, takeover)); err != nil {
 			switch {
 			case takeover:
 				// It may still land: keep the lease's state for the
@@ -783,16 +782,25 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	// The kill switch once more, listed (a halt's cancel-all finds it) and
 	// just before the wire: a halt engaged since the approval, even one
 	// released again during the work above, stops it.
-	if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, a.HaltMark, s.haltSince(*a, takeover)); err != nil {
+	if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, halt.Pass{Mark: a.HaltMark}, s.haltSince(*a, takeover)); err != nil {
 		if takeover || errors.Is(err, errSwitchUnreadable) {
 			if !takeover {
 				s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
 			}
 			return stopped(err) // the caller answers a takeover's as "may still land"
 		}
-		s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
 		s.superseded(ctx, intent, "not sent: "+safeMessage(err))
-		return fail("not sent: " + err.Error())
+		// Failed on the record first: if another attempt moved the
+		// approval on meanwhile (it may be sending the order, under the
+		// same listing), the listing stays unless nothing will send it.
+		o, retry, ferr := s.failApproval(ctx, *a, ver, "not sent: "+err.Error())
+		if retry {
+			if now, _, rerr := s.approval(ctx, a.ID); rerr == nil && !now.onItsWay() {
+				s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
+			}
+			return 0, nil, true, nil
+		}
+		return 0, &o, false, ferr
 	}
 	next := *a
 	now := s.now().UTC()

@@ -128,25 +128,25 @@ func (s *Service) guard(ctx context.Context, subject, agent, account string) err
 	return err
 }
 
-// guardMark is guard, and the order's mark when it passes (halt.CheckMark):
-// kept with the order, so that a halt engaged after it stops it even once
-// released (guardSince).
-func (s *Service) guardMark(ctx context.Context, subject, agent, account string) (int64, error) {
+// guardMark is guard, and the order's pass when it passes
+// (halt.CheckPass): kept with the order, so that a halt engaged after it
+// stops it even once released (guardSince).
+func (s *Service) guardMark(ctx context.Context, subject, agent, account string) (halt.Pass, error) {
 	if s.cfg.Halt == nil {
-		return 0, nil
+		return halt.Pass{}, nil
 	}
-	mark, err := s.cfg.Halt.CheckMark(ctx, halt.Order{Account: account, Principal: subject, Agent: agent})
-	return mark, s.haltErr(ctx, err)
+	pass, err := s.cfg.Halt.CheckPass(ctx, halt.Order{Account: account, Principal: subject, Agent: agent})
+	return pass, s.haltErr(ctx, err)
 }
 
-// guardSince is guard for an order that passed the switch with mark (at
+// guardSince is guard for an order that passed the switch with pass (at
 // since) and is not sent (again) yet: a halt engaged after it stops it
 // too, even once released (halt.StoppedSince).
-func (s *Service) guardSince(ctx context.Context, subject, agent, account string, mark int64, since time.Time) error {
+func (s *Service) guardSince(ctx context.Context, subject, agent, account string, pass halt.Pass, since time.Time) error {
 	if s.cfg.Halt == nil {
 		return nil
 	}
-	return s.haltErr(ctx, s.cfg.Halt.StoppedSince(ctx, halt.Order{Account: account, Principal: subject, Agent: agent}, mark, since))
+	return s.haltErr(ctx, s.cfg.Halt.StoppedSince(ctx, halt.Order{Account: account, Principal: subject, Agent: agent}, pass, since))
 }
 
 // errSwitchUnreadable is the answer when the kill switch cannot be read:

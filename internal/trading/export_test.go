@@ -24,3 +24,7 @@ func (m *Metrics) OnRefreshed(f func(error)) { m.refreshed = f }
 // ClientOrderID is the Trade service's idempotency key for p's key, as the
 // service derives it.
 func ClientOrderID(subject, key string) string { return clientOrderID(subject, key) }
+
+// OnLeaseWait tells f whenever a call starts waiting for a lease held by
+// another call on this replica. Set it before the calls start.
+func (s *Service) OnLeaseWait(f func(key string)) { s.leases.onWait = f }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/governance/principal"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
@@ -680,5 +681,176 @@ func TestHaltDuringADirectOrdersCheckStopsItsSend(t *testing.T) {
 	f.clock.Add(time.Second)
 	if pl, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err != nil || pl.Outcome.Order == nil {
 		t.Errorf("the retry after the release: %+v %v, want it checked afresh and placed", pl.Outcome, err)
+	}
+}
+
+// switchReads is a store that counts reads per key, fails reads of the
+// kill switch's count while failCount is set, and runs onGet after a read.
+type switchReads struct {
+	store.Store
+	failCount atomic.Bool
+	onGet     atomic.Pointer[func(key string)]
+	mu        sync.Mutex
+	gets      map[string]int
+}
+
+func (s *switchReads) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	s.mu.Lock()
+	if s.gets == nil {
+		s.gets = map[string]int{}
+	}
+	s.gets[key]++
+	s.mu.Unlock()
+	if key == "halt:count" && s.failCount.Load() {
+		return nil, 0, fmt.Errorf("%w: count slot down", store.ErrUnavailable)
+	}
+	v, ver, err := s.Store.Get(ctx, key)
+	if h := s.onGet.Load(); h != nil {
+		(*h)(key)
+	}
+	return v, ver, err
+}
+
+func (s *switchReads) count(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gets[key]
+}
+
+// TestCountComingBackDoesNotHideAHalt: an older replica's write resets the
+// switch's count, and an unnumbered halt (the count's key unreadable)
+// brings it back to an approval's mark. A global halt engaged and released
+// after the approval still stops its order: equal numbers do not prove
+// that nothing happened; only an unchanged switch does.
+func TestCountComingBackDoesNotHideAHalt(t *testing.T) {
+	st := &switchReads{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, approveAll, nil)
+	ctx := t.Context()
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "done"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(time.Minute)
+	id := approvedUnsent(t, f, resting(t, f, "count-back")) // mark 1
+	f.clock.Add(time.Minute)
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil { // number 2
+		t.Fatal(err)
+	}
+	rewriteAsOlderReplica(t, st.Store)
+	f.clock.Add(time.Minute)
+	if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	st.failCount.Store(true)
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk again"); err != nil { // unnumbered; the state's count 1 again
+		t.Fatal(err)
+	}
+	st.failCount.Store(false)
+	out, err := f.svc.Status(ctx, alice, id)
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("approved, then a global halt engaged and released: the order went out anyway (%d order(s), %s %v)", n, out.Status, err)
+	}
+}
+
+// TestRefusedRecheckKeepsAnotherAttemptsListing: two executions of one
+// approved order. A passes its last look at the switch and goes on the
+// wire (its answer lost); B, which waited for the account's lease, is
+// refused at its last look by a halt engaged meanwhile. B must not remove
+// the listing A's order is under: when A's order lands, the halt's
+// cancel-all finds and cancels it.
+func TestRefusedRecheckKeepsAnotherAttemptsListing(t *testing.T) {
+	atWire, land := make(chan struct{}), make(chan struct{})
+	var late *firstLost
+	f := newRaceFixture(t, store.NewMemory(nil), approveAll, losingFirst(&late, func(context.Context) error {
+		close(atWire)
+		<-land
+		return fmt.Errorf("%w: timeout", backends.ErrUnavailable)
+	}))
+	id := approvedUnsent(t, f, resting(t, f, "two-executions"))
+	bWaits := make(chan struct{})
+	var once sync.Once
+	f.svc.OnLeaseWait(func(string) { once.Do(func() { close(bWaits) }) })
+	bDone, haltedNow := make(chan error, 1), make(chan struct{})
+	inB := func() { <-haltedNow } // B's check runs once the halt is engaged
+	inA := func() {               // A is in its check, holding the account's lease: B starts, and waits for it
+		f.market.onQuotes.Store(&inB)
+		go func() { _, err := f.svc.Status(context.WithoutCancel(t.Context()), alice, id); bDone <- err }()
+		<-bWaits
+	}
+	f.market.onQuotes.Store(&inA)
+	aDone := make(chan error, 1)
+	go func() { _, err := f.svc.Status(context.WithoutCancel(t.Context()), alice, id); aDone <- err }()
+	<-atWire
+	if _, err := f.halt.Engage(context.WithoutCancel(t.Context()), "risk-officer", halt.Global, "", "stop everything"); err != nil {
+		t.Fatal(err)
+	}
+	close(haltedNow)
+	<-bDone
+	close(land)
+	<-aDone
+	late.land(t)
+	officer := principal.Principal{Subject: "risk-officer", Accounts: []string{"*"}}
+	if _, err := f.svc.CancelAll(context.WithoutCancel(t.Context()), officer, halt.Global, "", "stop everything"); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.working(); len(w) != 0 {
+		t.Errorf("an order sent past the halt works, and the halt's cancel-all did not find it: %+v", w)
+	}
+}
+
+// TestPassIsDatedBeforeTheSwitchIsRead: the switch read of a direct order's
+// check is slow, and a global halt is engaged and released while it runs
+// (numbered after the order's mark): the order does not go out. Its pass
+// is dated before the read, so the release is not "before it passed".
+func TestPassIsDatedBeforeTheSwitchIsRead(t *testing.T) {
+	st := &switchReads{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+	ctx := context.WithoutCancel(t.Context())
+	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "done"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(time.Hour)
+	var once sync.Once
+	slowRead := func(key string) {
+		if key != "halt:state" {
+			return
+		}
+		once.Do(func() { // the check's read of the switch (mark 1) answers slowly
+			st.onGet.Store(nil)
+			f.clock.Add(time.Second)
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+				t.Error(err)
+			}
+			f.clock.Add(time.Second)
+			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+				t.Error(err)
+			}
+			f.clock.Add(6 * time.Second)
+		})
+	}
+	arm := func() { st.onGet.Store(&slowRead) } // after the preview's market read: the next switch read is the check's
+	f.market.onQuotes.Store(&arm)
+	pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "slow-read"), trading.Confirmation{Claimed: true})
+	if n := f.trade.orders(); n != 0 {
+		t.Errorf("a halt engaged and released during the order's check did not stop it: %d order(s), %s %v", n, pl.Outcome.Status, err)
+	}
+}
+
+// TestDirectOrderReadsTheSwitchStateOnly: with no halt engaged since, a
+// direct order's last look at the switch reads its state, not its
+// releases (the state's version shows nothing changed).
+func TestDirectOrderReadsTheSwitchStateOnly(t *testing.T) {
+	st := &switchReads{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
+	if pl, err := f.svc.PlaceOrder(t.Context(), alice, resting(t, f, "reads"), trading.Confirmation{Claimed: true}); err != nil || pl.Outcome.Order == nil {
+		t.Fatalf("%+v %v", pl.Outcome, err)
+	}
+	if n := st.count("halt:released"); n != 0 {
+		t.Errorf("a direct order with no halt ever engaged read the switch's releases %d times", n)
 	}
 }

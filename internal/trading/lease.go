@@ -128,6 +128,8 @@ func (l *heldLease) unlock(ctx context.Context) {
 type leaseWaiters struct {
 	mu    sync.Mutex
 	slots map[string]*waitSlot
+	// onWait, if set (tests), is told when a call starts waiting for key.
+	onWait func(key string)
 }
 
 type waitSlot struct {
@@ -149,6 +151,9 @@ func (w *leaseWaiters) wait(key string) (released <-chan struct{}, done func()) 
 		w.slots[key] = slot
 	}
 	slot.waiting++
+	if w.onWait != nil {
+		w.onWait(key)
+	}
 	return slot.released, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portfolio-mcp/portfolio-mcp/backends"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/state/store"
+	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/halt"
 	"github.com/portfolio-mcp/portfolio-mcp/internal/trading/policy"
 )
 
@@ -138,19 +139,20 @@ type idemRecord struct {
 	HaltMarkAt time.Time `json:"halt_mark_at,omitzero"`
 }
 
-// haltPass is an order's pass of the kill switch: its mark, and when.
+// haltPass is an order's pass of the kill switch, and when it began (the
+// clock read before the switch was).
 type haltPass struct {
-	mark int64
-	at   time.Time
+	halt.Pass
+	at time.Time
 }
 
 // haltPass is the pass r's first send was checked with (its send time,
 // for records from before the time was kept).
 func (r idemRecord) haltPass() haltPass {
 	if r.HaltMarkAt.IsZero() {
-		return haltPass{mark: r.HaltMark, at: r.SentAt}
+		return haltPass{Pass: halt.Pass{Mark: r.HaltMark}, at: r.SentAt}
 	}
-	return haltPass{mark: r.HaltMark, at: r.HaltMarkAt}
+	return haltPass{Pass: halt.Pass{Mark: r.HaltMark}, at: r.HaltMarkAt}
 }
 
 // firstSent is when r's order was first put on the wire.

@@ -456,7 +456,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		if sending {
 			sentAt = s.now().UTC()
 			if !resend {
-				firstAt, haltMark, haltMarkAt = sentAt, pass.mark, pass.at
+				firstAt, haltMark, haltMarkAt = sentAt, pass.Mark, pass.at
 			}
 		}
 		lease := idemRecord{Digest: digest, State: idemInProgress, LeaseUntil: s.now().Add(s.cfg.Lease), Sent: sent, SentAt: sentAt, FirstSentAt: firstAt,
@@ -489,7 +489,7 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		// order. (Sent longer ago than that, it never landed: it is decided
 		// afresh below.)
 		first := prev.haltPass()
-		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, first.mark, first.at); err == nil {
+		if err = s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, first.Pass, first.at); err == nil {
 			if firstProv := s.provenanceOf(ctx, clientOrderID(p.Subject, o.IdempotencyKey)); firstProv != nil {
 				prov = firstProv
 			}
@@ -628,13 +628,15 @@ func (s *Service) claim(ctx context.Context, key, digest string) (out Outcome, o
 // decide runs the kill switch and the checks, counts the order against
 // the day's limits, and either records a pending approval or executes.
 func (s *Service) decide(ctx context.Context, p principal.Principal, o OrderArgs, digest, approvalReason string, renewMarked func(context.Context, bool, haltPass) error, prov *Provenance) (Outcome, error) {
-	mark, err := s.guardMark(ctx, p.Subject, p.ClientID, o.AccountID)
+	// The order's send keeps the pass, dated before the switch is read: a
+	// halt engaged after this check stops the send, and a resend of it,
+	// even once released.
+	at := s.now().UTC()
+	hp, err := s.guardMark(ctx, p.Subject, p.ClientID, o.AccountID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	// The order's send keeps the pass: a halt engaged after this check
-	// stops the send, and a resend of it, even once released.
-	pass := haltPass{mark: mark, at: s.now().UTC()}
+	pass := haltPass{Pass: hp, at: at}
 	renew := func(ctx context.Context, sending bool) error { return renewMarked(ctx, sending, pass) }
 	// The account, the market and what other orders commit are read again
 	// under the claim: they may have changed since the preview the user
@@ -860,9 +862,11 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	// The kill switch once more, listed (so a halt's cancel-all finds the
 	// order) and just before the wire: a halt engaged since the order's
 	// check, even one released again during the work above, stops it.
-	if err := s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, pass.mark, pass.at); err != nil {
-		if acct != nil {
-			s.unlistSending(ctx, o.AccountID, coid, prov) // a first send: nothing went out
+	if err := s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, pass.Pass, pass.at); err != nil {
+		// A first send: nothing went out, so its listing goes, unless the
+		// claim lapsed to another attempt, which lists the same order.
+		if acct != nil && renew(ctx, false) == nil {
+			s.unlistSending(ctx, o.AccountID, coid, prov)
 		}
 		s.superseded(ctx, entry, "not sent by this attempt: "+safeMessage(err))
 		return Outcome{}, err

@@ -144,7 +144,7 @@ type Halted struct {
 
 func (e *Halted) Error() string {
 	if !e.ReleasedAt.IsZero() {
-		return fmt.Sprintf("trading was halted (kill switch, %s scope) from %s to %s, while the approved order waited to be sent: %s. It was not placed; place it again if still wanted",
+		return fmt.Sprintf("trading was halted (kill switch, %s scope) from %s to %s, after this order passed its check: %s. It was not placed; place it again if still wanted",
 			e.Halt.Describe(), e.Halt.EngagedAt.Format(time.RFC3339), e.ReleasedAt.Format(time.RFC3339), e.Halt.Reason)
 	}
 	return fmt.Sprintf("trading is halted (kill switch, %s scope) since %s: %s. No order was placed; cancel_order and reads still work",
@@ -233,24 +233,42 @@ func load[T any](ctx context.Context, st store.Store, key, what string) (T, int6
 // with the cause) if the switch cannot be read: no halt is ever assumed
 // away.
 func (s *Switch) Check(ctx context.Context, o Order) error {
-	_, err := s.CheckMark(ctx, o)
+	_, err := s.CheckPass(ctx, o)
 	return err
 }
 
-// CheckMark is Check, and o's mark when it passes: the count of halts ever
-// engaged (State.Seq). Kept with the order, it lets StoppedSince tell
-// which halts came after.
-func (s *Switch) CheckMark(ctx context.Context, o Order) (int64, error) {
-	st, err := s.State(ctx)
+// Pass is an order's pass of the switch. Mark is the count of halts ever
+// engaged then (State.Seq): kept with the order, it lets StoppedSince tell
+// which halts came after. Version is the state's store version then (0:
+// not known; absentState: no halt was ever engaged), by which a look soon
+// after can tell that nothing changed.
+type Pass struct {
+	Mark, Version int64
+}
+
+// absentState is the Version of a switch with no state record yet.
+const absentState = -1
+
+// version is a state record's version as a Pass keeps it.
+func version(ver int64) int64 {
+	if ver == 0 {
+		return absentState
+	}
+	return ver
+}
+
+// CheckPass is Check, and o's pass when it passes.
+func (s *Switch) CheckPass(ctx context.Context, o Order) (Pass, error) {
+	st, ver, err := s.read(ctx)
 	if err != nil {
-		return 0, errors.Join(ErrUnknown, err)
+		return Pass{}, errors.Join(ErrUnknown, err)
 	}
 	for _, h := range st.Halts {
 		if h.Matches(o) {
-			return 0, &Halted{Halt: h}
+			return Pass{}, &Halted{Halt: h}
 		}
 	}
-	return st.Seq, nil
+	return Pass{Mark: st.Seq, Version: version(ver)}, nil
 }
 
 // StoppedSince is Check for an order that passed the switch with mark
@@ -261,8 +279,8 @@ func (s *Switch) CheckMark(ctx context.Context, o Order) (int64, error) {
 // a halt released after since, with clockSkew to spare. If releases that
 // late are no longer on record, it is stopped (ErrReleasesForgotten): no
 // halt is ever assumed away.
-func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since time.Time) error {
-	st, err := s.State(ctx)
+func (s *Switch) StoppedSince(ctx context.Context, o Order, p Pass, since time.Time) error {
+	st, ver, err := s.read(ctx)
 	if err != nil {
 		return errors.Join(ErrUnknown, err)
 	}
@@ -271,9 +289,10 @@ func (s *Switch) StoppedSince(ctx context.Context, o Order, mark int64, since ti
 			return &Halted{Halt: h}
 		}
 	}
-	if mark > 0 && st.Seq == mark {
-		return nil // no halt engaged since the order passed
+	if p.Version != 0 && version(ver) == p.Version {
+		return nil // the switch has not changed since the order passed
 	}
+	mark := p.Mark
 	rs, _, err := s.releases(ctx)
 	if err != nil {
 		return errors.Join(ErrUnknown, err)

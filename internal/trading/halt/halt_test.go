@@ -197,10 +197,11 @@ func TestStoppedSince(t *testing.T) {
 	// An earlier halt, released just before the order passed.
 	engage("ACC-1", "earlier")
 	release("ACC-1")
-	mark, err := sw.CheckMark(ctx, acc1)
-	if err != nil || mark != 1 {
-		t.Fatalf("mark %d %v, want 1", mark, err)
+	pass, err := sw.CheckPass(ctx, acc1)
+	if err != nil || pass.Mark != 1 {
+		t.Fatalf("pass %+v %v, want mark 1", pass, err)
 	}
+	mark := halt.Pass{Mark: pass.Mark} // as kept with an order
 	passed := now
 	now = now.Add(time.Minute)
 	if err := sw.StoppedSince(ctx, acc1, mark, passed); err != nil {
@@ -211,8 +212,11 @@ func TestStoppedSince(t *testing.T) {
 	if err := sw.StoppedSince(ctx, acc1, mark, passed); !errors.As(err, &h) || !h.ReleasedAt.IsZero() {
 		t.Errorf("engaged now: %v", err)
 	}
-	if _, err := sw.CheckMark(ctx, acc1); !errors.As(err, &h) {
-		t.Errorf("CheckMark while engaged: %v", err)
+	if _, err := sw.CheckPass(ctx, acc1); !errors.As(err, &h) {
+		t.Errorf("CheckPass while engaged: %v", err)
+	}
+	if err := sw.StoppedSince(ctx, acc1, pass, passed); !errors.As(err, &h) {
+		t.Errorf("engaged since the pass, its version stale: %v", err)
 	}
 	now = now.Add(time.Minute)
 	release("ACC-1")
@@ -226,10 +230,10 @@ func TestStoppedSince(t *testing.T) {
 		t.Errorf("Check after the release: %v", err)
 	}
 	// Without a mark: by time, with 5 s to spare.
-	if err := sw.StoppedSince(ctx, acc1, 0, now.Add(4*time.Second)); err == nil {
+	if err := sw.StoppedSince(ctx, acc1, halt.Pass{}, now.Add(4*time.Second)); err == nil {
 		t.Error("no mark, passed 4 s after the release: not stopped")
 	}
-	if err := sw.StoppedSince(ctx, acc1, 0, now.Add(time.Minute)); err != nil {
+	if err := sw.StoppedSince(ctx, acc1, halt.Pass{}, now.Add(time.Minute)); err != nil {
 		t.Errorf("no mark, passed a minute after the release: %v", err)
 	}
 	// 64 more releases on ACC-2: the ACC-1 ones drop off the list.
@@ -241,12 +245,15 @@ func TestStoppedSince(t *testing.T) {
 	if err := sw.StoppedSince(ctx, acc1, mark, passed); !errors.Is(err, halt.ErrReleasesForgotten) {
 		t.Errorf("passed before releases no longer on record: %v", err)
 	}
-	late, err := sw.CheckMark(ctx, acc1)
+	late, err := sw.CheckPass(ctx, acc1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sw.StoppedSince(ctx, acc1, late, now); err != nil {
+	if err := sw.StoppedSince(ctx, acc1, halt.Pass{Mark: late.Mark}, now); err != nil {
 		t.Errorf("passed after every release: %v", err)
+	}
+	if err := sw.StoppedSince(ctx, acc1, late, now.Add(-time.Hour)); err != nil {
+		t.Errorf("the switch unchanged since the pass (its version): %v", err)
 	}
 }
 
