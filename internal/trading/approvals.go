@@ -645,7 +645,7 @@ func (s *Service) execute(ctx context.Context, id string) (Outcome, error) {
 		// interrupted send (whose order, if it landed, is recorded above):
 		// a halt released since the approval (or since the send a takeover
 		// repeats) stops the order too, as one engaged now does.
-		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, halt.Pass{Mark: a.HaltMark}, s.haltSince(a, takeover)); err != nil {
+		if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, halt.Pass{Mark: a.HaltMark}, s.haltSince(a)); err != nil {
 			switch {
 			case takeover:
 				// It may still land: keep the lease's state for the
@@ -782,7 +782,7 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	// The kill switch once more, listed (a halt's cancel-all finds it) and
 	// just before the wire: a halt engaged since the approval, even one
 	// released again during the work above, stops it.
-	if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, halt.Pass{Mark: a.HaltMark}, s.haltSince(*a, takeover)); err != nil {
+	if err := s.guardSince(ctx, a.Requester, a.RequesterClient, a.Order.AccountID, halt.Pass{Mark: a.HaltMark}, s.haltSince(*a)); err != nil {
 		if takeover || errors.Is(err, errSwitchUnreadable) {
 			if !takeover {
 				s.unlistSending(ctx, a.Order.AccountID, a.ClientOrderID, a.provenance())
@@ -850,13 +850,12 @@ func (s *Service) readyToSend(ctx context.Context, a *Approval, ver int64, takeo
 	return nv, nil, false, nil
 }
 
-// haltSince is when approval a's send (a first one, or the one a takeover
-// repeats) passed the kill switch: the approval, or the last send.
-func (s *Service) haltSince(a Approval, takeover bool) time.Time {
-	switch {
-	case takeover:
-		return a.LeaseUntil.Add(-s.cfg.Lease)
-	case a.DecidedAt != nil:
+// haltSince is when approval a passed the kill switch: its approve. A
+// takeover's resend is compared from there too: a halt engaged after the
+// approve would have stopped the first send at its last look, unless it
+// came as that send went out, which the resend must not repeat.
+func (s *Service) haltSince(a Approval) time.Time {
+	if a.DecidedAt != nil {
 		return *a.DecidedAt
 	}
 	return time.Time{}
