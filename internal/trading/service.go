@@ -505,7 +505,6 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 	ctx = context.WithoutCancel(ctx)
 	switch {
 	case errors.Is(err, ErrClaimLost):
-		s.dropAbandoned(ctx, key, p.Subject, o, prov)
 		return Outcome{}, err // the record is another attempt's now
 	case err != nil:
 		// Nothing irrevocable happened, or it is safe to redo (the backend
@@ -514,11 +513,6 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		next := idemRecord{Digest: digest, State: idemReleased}
 		if errors.Is(err, errOutcomeUnknown) || sent {
 			next.State, next.SentAt, next.FirstSentAt, next.HaltMark, next.HaltMarkAt = idemSent, sentAt, firstAt, haltMark, haltMarkAt
-		} else if takeover {
-			// This attempt took the key over from one that never sent (its
-			// claim lapsed before it could), and stops too: nothing will
-			// send the order, so a listing that one left goes.
-			s.unlistSending(ctx, o.AccountID, clientOrderID(p.Subject, o.IdempotencyKey), prov)
 		}
 		if _, rerr := updateJSON(ctx, s.st, key, next, ver, s.cfg.IdempotencyTTL); rerr != nil {
 			s.log.WarnContext(ctx, "could not release idempotency claim; it frees itself when the lease ends", "error", rerr)
@@ -539,21 +533,6 @@ func (s *Service) place(ctx context.Context, p principal.Principal, o OrderArgs,
 		s.log.ErrorContext(ctx, "could not store idempotent outcome", "error", err)
 	}
 	return out, nil
-}
-
-// dropAbandoned drops the listing a call that lost its claim may have left
-// (it listed the order, then was stopped at the wire), if the attempt that
-// took the key over gave it back without sending: then nothing will send
-// the order. The record is rewritten first, as it is, so that a later
-// attempt's claim cannot come between the look and the drop.
-func (s *Service) dropAbandoned(ctx context.Context, key, subject string, o OrderArgs, prov *Provenance) {
-	rec, ver, err := getJSON[idemRecord](ctx, s.st, key)
-	if err != nil || rec.State != idemReleased || rec.mayBeSent() {
-		return
-	}
-	if _, err := updateJSON(ctx, s.st, key, rec, ver, s.cfg.IdempotencyTTL); err == nil {
-		s.unlistSending(ctx, o.AccountID, clientOrderID(subject, o.IdempotencyKey), prov)
-	}
 }
 
 // landable reports whether rec's unanswered send may still land (see
@@ -884,16 +863,25 @@ func (s *Service) send(ctx context.Context, p principal.Principal, o OrderArgs, 
 	// order) and just before the wire: a halt engaged since the order's
 	// check, even one released again during the work above, stops it.
 	if err := s.guardSince(ctx, p.Subject, p.ClientID, o.AccountID, pass.Pass, pass.at); err != nil {
-		// A first send: nothing went out, so its listing goes, unless the
-		// claim lapsed to another attempt: that one owns the key, and the
-		// listing (it sends the same order, or drops the listing when it
-		// stops), and it answers.
+		// A first send: nothing went out, so its listing goes, but only
+		// while this call still holds the key: otherwise the attempt that
+		// took it over may be sending the same order under that listing
+		// (and it answers). One the store cannot confirm stays listed
+		// until the resend window ends.
 		if acct != nil {
-			if err := renew(context.WithoutCancel(ctx), false); errors.Is(err, ErrClaimLost) {
+			switch rerr := renew(context.WithoutCancel(ctx), false); {
+			case rerr == nil:
+				s.unlistSending(ctx, o.AccountID, coid, prov)
+			case errors.Is(rerr, ErrClaimLost):
 				s.superseded(ctx, entry, "not sent by this attempt: another attempt took the order over")
 				return Outcome{}, ErrClaimLost
+			default:
+				// Whether another attempt holds the key is not known: the
+				// answer sends the agent back to the same key, which
+				// answers with that attempt's order if there is one.
+				s.superseded(ctx, entry, "not sent by this attempt: "+safeMessage(err))
+				return Outcome{}, ErrStateUnavailable
 			}
-			s.unlistSending(ctx, o.AccountID, coid, prov)
 		}
 		s.superseded(ctx, entry, "not sent by this attempt: "+safeMessage(err))
 		return Outcome{}, err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,39 +38,6 @@ func (s *beforeWireRead) Get(ctx context.Context, key string) ([]byte, int64, er
 		s.hook()
 	}
 	return s.Store.Get(ctx, key)
-}
-
-// TestLapsedClaimRefusedAtTheWireLeavesNoListing: a direct order's last look
-// is slow; its claim lapses, a retry with the same key takes it over and is
-// refused by the halt at its own check (listing nothing). The first attempt,
-// stopped too and told its claim was lost, drops its listing once it sees
-// the key given back unsent: nothing will send that order, so nothing may
-// hold for it or show in the halt's cancel-all as "being sent".
-func TestLapsedClaimRefusedAtTheWireLeavesNoListing(t *testing.T) {
-	st := &beforeWireRead{Store: store.NewMemory(nil)}
-	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
-	o := resting(t, f, "lapsed-at-wire")
-	ctx := context.WithoutCancel(t.Context())
-	var retryErr error
-	st.hook = func() {
-		if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
-			t.Error(err)
-		}
-		f.clock.Add(11 * time.Second) // past the 10 s lease
-		_, retryErr = f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true})
-	}
-	_, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true})
-	if !errors.Is(retryErr, trading.ErrHalted) || !errors.Is(err, trading.ErrClaimLost) || f.trade.orders() != 0 {
-		t.Fatalf("retry %v, first %v, %d orders: want the retry halted, the first told its claim was lost, nothing sent", retryErr, err, f.trade.orders())
-	}
-	officer := principal.Principal{Subject: "risk-officer", Accounts: []string{"*"}}
-	rep, err := f.svc.CancelAll(ctx, officer, halt.Global, "", "runaway")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Failed) != 0 {
-		t.Errorf("nothing was sent and nothing will be, yet the listing stays: cancel-all reports %q", rep.Failed)
-	}
 }
 
 // TestLapsedClaimStoppedAtTheWireLetsTheRetryAnswer: a direct order's last
@@ -184,8 +153,9 @@ func (s *ctxStore) Update(ctx context.Context, key string, v []byte, ver int64, 
 }
 
 // TestCallerGoneAtTheWireLeavesNoListing: the agent hangs up while its
-// direct order is at its last look. Nothing is sent, and the listing goes:
-// what an order leaves behind does not depend on its caller still waiting.
+// direct order is at its last look. Nothing is sent, and the listing goes
+// (its claim check outlives the caller): what an order leaves behind does
+// not depend on its caller still waiting.
 func TestCallerGoneAtTheWireLeavesNoListing(t *testing.T) {
 	st := &ctxStore{beforeWireRead{Store: store.NewMemory(nil)}}
 	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
@@ -201,5 +171,156 @@ func TestCallerGoneAtTheWireLeavesNoListing(t *testing.T) {
 	}
 	if len(rep.Failed) != 0 {
 		t.Errorf("nothing was sent, yet the listing stays: %q", rep.Failed)
+	}
+}
+
+// hooked runs one-shot hooks: afterList after the next IndexAddAll,
+// afterIdem after the next successful Update of an idempotency record,
+// beforeHalt before the next read of the switch's state.
+type hooked struct {
+	store.Store
+	mu                               sync.Mutex
+	afterList, afterIdem, beforeHalt func()
+}
+
+func (s *hooked) take(p *func()) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := *p
+	*p = nil
+	return f
+}
+
+func (s *hooked) set(p *func(), f func()) { s.mu.Lock(); *p = f; s.mu.Unlock() }
+
+func (s *hooked) IndexAddAll(ctx context.Context, idx []string, m string, sc float64) error {
+	err := s.Store.IndexAddAll(ctx, idx, m, sc)
+	if f := s.take(&s.afterList); f != nil {
+		f()
+	}
+	return err
+}
+
+func (s *hooked) Update(ctx context.Context, key string, v []byte, ver int64, ttl time.Duration) (int64, error) {
+	nv, err := s.Store.Update(ctx, key, v, ver, ttl)
+	if err == nil && strings.HasPrefix(key, "idem:") {
+		if f := s.take(&s.afterIdem); f != nil {
+			f()
+		}
+	}
+	return nv, err
+}
+
+func (s *hooked) Get(ctx context.Context, key string) ([]byte, int64, error) {
+	if key == "halt:state" {
+		if f := s.take(&s.beforeHalt); f != nil {
+			f()
+		}
+	}
+	return s.Store.Get(ctx, key)
+}
+
+var wireRules = policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}
+
+// TestStalledTakeoverLeavesTheNextAttemptsListing: a takeover stalls past
+// its own lease at the switch while a later attempt takes the key over and
+// places the order; then the takeover is halted. It must not drop the
+// listing the later attempt's working order is under: the halt's cancel-all
+// cancels that order.
+func TestStalledTakeoverLeavesTheNextAttemptsListing(t *testing.T) {
+	st := &hooked{Store: store.NewMemory(nil)}
+	f := newRaceFixture(t, st, wireRules, nil)
+	o := resting(t, f, "takeover-vs-next")
+	ctx := context.WithoutCancel(t.Context())
+	f.j.fail.Store(true) // the first attempt: the audit sink refuses, the key is given back unsent
+	if _, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true}); err == nil {
+		t.Fatal("want the first attempt refused")
+	}
+	f.j.fail.Store(false)
+	var next trading.Placement
+	var nextErr error
+	st.set(&st.afterIdem, func() { // B claimed the key (a takeover); its switch read stalls
+		st.set(&st.beforeHalt, func() {
+			f.clock.Add(11 * time.Second) // past B's lease
+			next, nextErr = f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true})
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	_, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true})
+	if nextErr != nil || next.Outcome.Order == nil || f.trade.orders() != 1 {
+		t.Fatalf("B %v; C %+v %v, %d orders: want C placed", err, next.Outcome, nextErr, f.trade.orders())
+	}
+	t.Logf("B answered %v", err)
+	officer := principal.Principal{Subject: "risk-officer", Accounts: []string{"*"}}
+	rep, err := f.svc.CancelAll(ctx, officer, halt.Global, "", "flatten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Cancelled) != 1 {
+		t.Errorf("order %s is working, yet cancel-all cancelled %q (failed %q): the stalled takeover dropped its listing",
+			next.Outcome.Order.OrderID, rep.Cancelled, rep.Failed)
+	}
+}
+
+// flaky fails the next Update of an idempotency record once armed.
+type flaky struct {
+	hooked
+	failIdem bool
+}
+
+func (s *flaky) Update(ctx context.Context, key string, v []byte, ver int64, ttl time.Duration) (int64, error) {
+	s.mu.Lock()
+	fail := s.failIdem && strings.HasPrefix(key, "idem:")
+	if fail {
+		s.failIdem = false
+	}
+	s.mu.Unlock()
+	if fail {
+		return 0, store.ErrUnavailable
+	}
+	return s.hooked.Update(ctx, key, v, ver, ttl)
+}
+
+// TestLastLookStoreErrorLeavesTheOwnersListing: a send stopped at its last
+// look cannot confirm it still holds the key (the store errs): it keeps the
+// listing, which an attempt that took the key over may have placed the
+// order under, and sends the agent back to the same key rather than saying
+// "place it again".
+func TestLastLookStoreErrorLeavesTheOwnersListing(t *testing.T) {
+	st := &flaky{hooked: hooked{Store: store.NewMemory(nil)}}
+	f := newRaceFixture(t, st, wireRules, nil)
+	o := resting(t, f, "lastlook-store-error")
+	ctx := context.WithoutCancel(t.Context())
+	var retry trading.Placement
+	var retryErr error
+	st.set(&st.afterList, func() {
+		st.set(&st.beforeHalt, func() {
+			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
+				t.Error(err)
+			}
+			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
+				t.Error(err)
+			}
+			f.clock.Add(11 * time.Second)
+			retry, retryErr = f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true})
+			st.mu.Lock()
+			st.failIdem = true // A's claim check at its last look: the store does not answer
+			st.mu.Unlock()
+		})
+	})
+	_, err := f.svc.PlaceOrder(ctx, alice, o, trading.Confirmation{Claimed: true})
+	if retryErr != nil || retry.Outcome.Order == nil || f.trade.orders() != 1 {
+		t.Fatalf("retry %+v %v: want placed", retry.Outcome, retryErr)
+	}
+	t.Logf("A answered %v", err)
+	officer := principal.Principal{Subject: "risk-officer", Accounts: []string{"*"}}
+	rep, err := f.svc.CancelAll(ctx, officer, halt.Global, "", "flatten")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Cancelled) != 1 {
+		t.Errorf("order %s is working, yet cancel-all cancelled %q: the lapsed attempt dropped its listing", retry.Outcome.Order.OrderID, rep.Cancelled)
 	}
 }
