@@ -229,6 +229,43 @@ func load[T any](ctx context.Context, st store.Store, key, what string) (T, int6
 	return v, ver, nil
 }
 
+// errUnchanged, from an edit passed to modify: nothing to write.
+var errUnchanged = errors.New("unchanged")
+
+// modify applies edit to the JSON value at key (its zero value when there
+// is none) and writes it back by compare-and-swap, editing afresh after a
+// conflict. An edit's error stops it, and is returned (errUnchanged: nil,
+// nothing written). what names the value in errors.
+func modify[T any](ctx context.Context, st store.Store, key, what string, edit func(*T) error) (T, error) {
+	for {
+		v, ver, err := load[T](ctx, st, key, what)
+		if err != nil {
+			return v, err
+		}
+		if err := edit(&v); errors.Is(err, errUnchanged) {
+			return v, nil
+		} else if err != nil {
+			return v, err
+		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return v, err
+		}
+		if ver == 0 {
+			err = st.Create(ctx, key, raw, 0)
+		} else {
+			_, err = st.Update(ctx, key, raw, ver, 0)
+		}
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			continue // changed concurrently: edit the new value
+		case err != nil:
+			return v, fmt.Errorf("write %s: %w", what, err)
+		}
+		return v, nil
+	}
+}
+
 // Check returns a *Halted error if a halt stops o, or ErrUnknown (joined
 // with the cause) if the switch cannot be read: no halt is ever assumed
 // away.
@@ -338,11 +375,7 @@ func (s *Switch) releases(ctx context.Context) (releases, int64, error) {
 // release takes effect: if the release then fails, an order approved before
 // it is stopped by a halt that still holds anyway (the safe side).
 func (s *Switch) rememberRelease(ctx context.Context, r Released) error {
-	for {
-		rs, ver, err := s.releases(ctx)
-		if err != nil {
-			return err
-		}
+	_, err := modify(ctx, s.st, releasesKey, "the kill switch's releases", func(rs *releases) error {
 		// One record per engagement: a release that failed, or lost to
 		// another officer's, and is tried again updates it.
 		if i := slices.IndexFunc(rs.Released, func(o Released) bool { return o.same(r.Halt) }); i >= 0 {
@@ -361,19 +394,9 @@ func (s *Switch) rememberRelease(ctx context.Context, r Released) error {
 			}
 			rs.Released = slices.Delete(rs.Released, 0, n)
 		}
-		raw, err := json.Marshal(rs)
-		if err != nil {
-			return err
-		}
-		if ver == 0 {
-			err = s.st.Create(ctx, releasesKey, raw, 0)
-		} else {
-			_, err = s.st.Update(ctx, releasesKey, raw, ver, 0)
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-	}
+		return nil
+	})
+	return err
 }
 
 // Engage engages a halt (or updates the reason of the same scope's halt),
@@ -419,48 +442,26 @@ func (s *Switch) Engage(ctx context.Context, by, scope, target, reason string) (
 // reserveCount takes the next number from the count's own key. known is
 // false if it cannot be read or written.
 func (s *Switch) reserveCount(ctx context.Context) (n int64, known bool) {
-	for {
-		c, ver, err := load[int64](ctx, s.st, countKey, "the kill switch's count")
-		if err == nil {
-			raw, _ := json.Marshal(c + 1)
-			if ver == 0 {
-				err = s.st.Create(ctx, countKey, raw, 0)
-			} else {
-				_, err = s.st.Update(ctx, countKey, raw, ver, 0)
-			}
-			if err == nil {
-				return c + 1, true
-			}
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			s.log.ErrorContext(ctx, "kill switch count unavailable; engaging the halt unnumbered", "error", err)
-			return 0, false
-		}
+	n, err := modify(ctx, s.st, countKey, "the kill switch's count", func(c *int64) error { *c++; return nil })
+	if err != nil {
+		s.log.ErrorContext(ctx, "kill switch count unavailable; engaging the halt unnumbered", "error", err)
+		return 0, false
 	}
+	return n, true
 }
 
 // keepCount raises the count's own key to n (never lowers it). A failure
 // is logged: the state holds the count meanwhile.
 func (s *Switch) keepCount(ctx context.Context, n int64) {
-	for {
-		c, ver, err := load[int64](ctx, s.st, countKey, "the kill switch's count")
-		if err == nil && c >= n {
-			return
+	_, err := modify(ctx, s.st, countKey, "the kill switch's count", func(c *int64) error {
+		if *c >= n {
+			return errUnchanged
 		}
-		raw, _ := json.Marshal(n)
-		switch {
-		case err != nil:
-		case ver == 0:
-			err = s.st.Create(ctx, countKey, raw, 0)
-		default:
-			_, err = s.st.Update(ctx, countKey, raw, ver, 0)
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			if err != nil {
-				s.log.ErrorContext(ctx, "kill switch count not kept", "error", err)
-			}
-			return
-		}
+		*c = n
+		return nil
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "kill switch count not kept", "error", err)
 	}
 }
 
@@ -558,49 +559,34 @@ func (s *Switch) change(ctx context.Context, e Event, mustJournal bool, edit fun
 	rand.Read(id[:])
 	e.ID, e.At = "HALT-"+strings.ToUpper(hex.EncodeToString(id[:])), s.now().UTC()
 	journaled := false
-	for {
-		st, ver, err := s.read(ctx)
-		if err != nil {
-			return State{}, err
-		}
-		if err := edit(&st); err != nil {
+	st, err := modify(ctx, s.st, stateKey, "the kill switch", func(st *State) error {
+		if err := edit(st); err != nil {
 			if journaled {
 				// Another change came first (two officers releasing at
 				// once): the trail must not keep a change that never was.
 				s.superseded(ctx, e, err)
 			}
-			return State{}, err
+			return err
 		}
 		if !journaled {
 			if err := s.journal.Record(ctx, audit.Step{Action: "halt." + e.Action, Principal: e.By, AccountID: accountOf(e),
 				Detail: e.ID + " " + e.Scope + " " + e.Target + ": " + e.Reason}); err != nil {
 				if mustJournal {
-					return State{}, fmt.Errorf("journal the kill switch change: %w", err)
+					return fmt.Errorf("journal the kill switch change: %w", err)
 				}
 				s.log.ErrorContext(ctx, "kill switch engaged without an audit record; its history entry in the state store is the record", "halt_id", e.ID, "error", err)
 			}
 			journaled = true
 		}
-		raw, err := json.Marshal(st)
-		if err != nil {
-			return State{}, err
-		}
-		if ver == 0 {
-			err = s.st.Create(ctx, stateKey, raw, 0)
-		} else {
-			_, err = s.st.Update(ctx, stateKey, raw, ver, 0)
-		}
-		if errors.Is(err, store.ErrConflict) {
-			continue // changed concurrently: apply the edit to the new state
-		}
-		if err != nil {
-			return State{}, fmt.Errorf("write the kill switch: %w", err)
-		}
-		if err := s.remember(ctx, e); err != nil {
-			return st, fmt.Errorf("the change took effect, but its history entry was not kept: %w", err)
-		}
-		return st, nil
+		return nil
+	})
+	if err != nil {
+		return State{}, err
 	}
+	if err := s.remember(ctx, e); err != nil {
+		return st, fmt.Errorf("the change took effect, but its history entry was not kept: %w", err)
+	}
+	return st, nil
 }
 
 func accountOf(e Event) string {
