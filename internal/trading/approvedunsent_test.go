@@ -56,23 +56,15 @@ func TestApprovedBeforeAHaltIsNotSentAfterItsRelease(t *testing.T) {
 			f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
 			id := approvedUnsent(t, f, resting(t, f, "pre-halt-approved"))
 			// A halt elsewhere, released, stops nothing here.
-			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "another account"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Account, "ACC-9999", "done"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.halt.Engage(t.Context(), "risk-officer", scope.scope, scope.target, "runaway agent"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "another account"))
+			switched(t)(f.halt.Release(t.Context(), "risk-officer-2", halt.Account, "ACC-9999", "done"))
+			switched(t)(f.halt.Engage(t.Context(), "risk-officer", scope.scope, scope.target, "runaway agent"))
 			officer := principal.Principal{Subject: "risk-officer", Accounts: []string{"*"}}
 			if _, err := f.svc.CancelAll(t.Context(), officer, scope.scope, scope.target, "flatten"); err != nil {
 				t.Fatal(err)
 			}
 			f.clock.Add(2 * time.Hour)
-			if _, err := f.halt.Release(t.Context(), "risk-officer-2", scope.scope, scope.target, "all clear"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Release(t.Context(), "risk-officer-2", scope.scope, scope.target, "all clear"))
 			st, err := f.svc.Status(t.Context(), alice, id)
 			if n := f.trade.orders(); n != 0 {
 				t.Fatalf("sent after the halt's release by a status read: %d order(s), status %s, %v", n, st.Status, err)
@@ -87,13 +79,9 @@ func TestApprovedBeforeAHaltIsNotSentAfterItsRelease(t *testing.T) {
 	}
 	// Approved after a halt was released, it goes out.
 	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
-	if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"))
 	f.clock.Add(time.Minute)
-	if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"))
 	f.clock.Add(time.Minute)
 	id := approvedUnsent(t, f, resting(t, f, "post-halt-approved"))
 	if st, err := f.svc.Status(t.Context(), alice, id); err != nil || st.Order == nil {
@@ -187,18 +175,12 @@ func (f *raceFixture) journaled() []trading.JournalEntry {
 func TestResentApprovalStoppedBeforeTheWireSaysTheFirstMayLand(t *testing.T) {
 	for name, block := range map[string]func(t *testing.T, f *raceFixture, st *failSendingRewrite){
 		"halt released since the send": func(t *testing.T, f *raceFixture, _ *failSendingRewrite) {
-			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"))
 			f.clock.Add(time.Second)
-			if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"))
 		},
 		"halt engaged": func(t *testing.T, f *raceFixture, _ *failSendingRewrite) {
-			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"))
 		},
 		"store error listing it again": func(t *testing.T, _ *raceFixture, st *failSendingRewrite) { st.armed.Store(true) },
 		"audit trail refusing":         func(t *testing.T, f *raceFixture, _ *failSendingRewrite) { f.j.fail.Store(true) },
@@ -358,13 +340,9 @@ func TestReleasesSurviveAnOlderReplicasWrite(t *testing.T) {
 	f := newRaceFixture(t, st, approveAll, nil)
 	id := approvedUnsent(t, f, resting(t, f, "old-replica"))
 	f.clock.Add(time.Minute)
-	if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "runaway"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "runaway"))
 	f.clock.Add(time.Minute)
-	if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "ok"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "ok"))
 	rewriteAsOlderReplica(t, st)
 	f.svc.Status(t.Context(), alice, id)
 	if n := f.trade.orders(); n != 0 {
@@ -408,4 +386,15 @@ func (f *raceFixture) trailOf(id string) []string {
 		}
 	}
 	return trail
+}
+
+// switched fails the test if a change of the kill switch (Engage,
+// Release) failed: switched(t)(f.halt.Engage(...)).
+func switched(t *testing.T) func(halt.State, error) {
+	return func(_ halt.State, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -64,9 +64,7 @@ func TestIntentLostToAnAttemptThatFailedTheApproval(t *testing.T) {
 					t.Errorf("failed approval's order still listed as being sent in %s (holds its notional, cancel-all target)", idx)
 				}
 			}
-			if _, err := f.halt.Release(t.Context(), "risk-officer", halt.Global, "", "ok"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Release(t.Context(), "risk-officer", halt.Global, "", "ok"))
 			pre, err := f.svc.Preview(t.Context(), alice, resting(t, f, ""))
 			t.Logf("preview after release: committed_cash=%.2f err=%v", pre.CommittedCash, err)
 			if pre.CommittedCash > 0 {
@@ -84,13 +82,9 @@ func TestResendNotStoppedByAHaltReleasedBeforeItsFirstSend(t *testing.T) {
 	var late *firstLost
 	f := newRaceFixture(t, store.NewMemory(nil), policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9},
 		losingFirst(&late, func(context.Context) error { return fmt.Errorf("%w: timeout", backends.ErrUnavailable) }))
-	if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Global, "", "pause"))
 	f.clock.Add(time.Minute)
-	if _, err := f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Release(t.Context(), "risk-officer-2", halt.Global, "", "resume"))
 	f.clock.Add(2 * time.Second)
 	o := resting(t, f, "resend-after-old-release")
 	if _, err := f.svc.PlaceOrder(t.Context(), alice, o, trading.Confirmation{Claimed: true}); err == nil {
@@ -116,12 +110,8 @@ func TestForgottenReleasesDoNotClaimAHalt(t *testing.T) {
 	id := approvedUnsent(t, f, resting(t, f, "forgotten"))
 	for range 65 {
 		f.clock.Add(time.Second)
-		if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.halt.Release(t.Context(), "risk-officer", halt.Account, "ACC-9999", "ok"); err != nil {
-			t.Fatal(err)
-		}
+		switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "other desk"))
+		switched(t)(f.halt.Release(t.Context(), "risk-officer", halt.Account, "ACC-9999", "ok"))
 	}
 	st, err := f.svc.Status(t.Context(), alice, id)
 	t.Logf("status: %s %v: %s", st.Status, err, st.Message)
@@ -196,12 +186,8 @@ func TestHaltEngagedAfterACountResetIsSeen(t *testing.T) {
 			ctx := t.Context()
 			for range 3 { // some history: Seq = 3
 				f.clock.Add(time.Second)
-				if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-9999", "ok"); err != nil {
-					t.Fatal(err)
-				}
+				switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"))
+				switched(t)(f.halt.Release(ctx, "risk-officer", halt.Account, "ACC-9999", "ok"))
 			}
 			f.clock.Add(time.Minute)
 			id := approvedUnsent(t, f, resting(t, f, "seq-reset")) // HaltMark 3
@@ -210,15 +196,11 @@ func TestHaltEngagedAfterACountResetIsSeen(t *testing.T) {
 			rewriteAsOlderReplica(t, st)
 			f.clock.Add(time.Hour)
 			s0, _ := f.halt.State(ctx)
-			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"))
 			s1, _ := f.halt.State(ctx)
 			t.Logf("seq before %d, new halt seq %d", s0.Seq, s1.Halts[0].Seq)
 			f.clock.Add(time.Hour)
-			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"))
 			out, err := f.svc.Status(ctx, alice, id)
 			if n := f.trade.orders(); n != 0 {
 				t.Errorf("approved before a global halt, sent after its release: %d order(s) (%s %v)", n, out.Status, err)
@@ -342,9 +324,7 @@ func TestReleaseRemovesOnlyTheEngagementItRecorded(t *testing.T) {
 			st := open(t)
 			f := newRaceFixture(t, st, approveAll, nil)
 			ctx := t.Context()
-			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "H1"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Global, "", "H1"))
 			var id string
 			slowA := &journal{}
 			once := false
@@ -426,9 +406,7 @@ func TestCountSurvivesAnOlderReplicasWriteOfEngagedHalts(t *testing.T) {
 			ctx := t.Context()
 			// Two halts elsewhere, still engaged: Seq = 2, nothing released.
 			for _, acct := range []string{"ACC-9998", "ACC-9999"} {
-				if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, acct, "other desk"); err != nil {
-					t.Fatal(err)
-				}
+				switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Account, acct, "other desk"))
 			}
 			id := approvedUnsent(t, f, resting(t, f, "reset-engaged")) // HaltMark 2
 			// An older replica rewrites the state (no seq anywhere).
@@ -448,15 +426,11 @@ func TestCountSurvivesAnOlderReplicasWriteOfEngagedHalts(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.clock.Add(2 * time.Second)
-			if _, err := f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Global, "", "runaway"))
 			s, _ := f.halt.State(ctx)
 			t.Logf("new global halt: %+v", s.Halts[len(s.Halts)-1])
 			f.clock.Add(time.Second)
-			if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"))
 			f.clock.Add(time.Hour)
 			out, err := f.svc.Status(ctx, alice, id)
 			if n := f.trade.orders(); n != 0 {
@@ -473,9 +447,7 @@ func TestCountSurvivesAnOlderReplicasWriteOfEngagedHalts(t *testing.T) {
 func TestFailedReleasesDoNotCrowdTheRecord(t *testing.T) {
 	f := newRaceFixture(t, store.NewMemory(nil), approveAll, nil)
 	ctx := t.Context()
-	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"))
 	f.clock.Add(time.Minute)
 	id := approvedUnsent(t, f, resting(t, f, "failed-releases")) // mark 1
 	f.j.fail.Store(true)
@@ -624,9 +596,7 @@ func TestCountIsReservedBeforeTheHaltIsWritten(t *testing.T) {
 					t.Errorf("the halt is written before its number is kept: count %q %v", c, err)
 				}
 			}
-			if _, err := f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
-				t.Fatal(err)
-			}
+			switched(t)(f.halt.Engage(t.Context(), "risk-officer", halt.Account, "ACC-9999", "other desk"))
 			if !st.done.Load() {
 				t.Fatal("the state was never written")
 			}
@@ -726,12 +696,8 @@ func TestCountComingBackDoesNotHideAHalt(t *testing.T) {
 	st := &switchReads{Store: store.NewMemory(nil)}
 	f := newRaceFixture(t, st, approveAll, nil)
 	ctx := t.Context()
-	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "done"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"))
+	switched(t)(f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "done"))
 	f.clock.Add(time.Minute)
 	id := approvedUnsent(t, f, resting(t, f, "count-back")) // mark 1
 	f.clock.Add(time.Minute)
@@ -740,9 +706,7 @@ func TestCountComingBackDoesNotHideAHalt(t *testing.T) {
 	}
 	rewriteAsOlderReplica(t, st.Store)
 	f.clock.Add(time.Minute)
-	if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Release(ctx, "risk-officer-2", halt.Global, "", "ok"))
 	st.failCount.Store(true)
 	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk again"); err != nil { // unnumbered; the state's count 1 again
 		t.Fatal(err)
@@ -808,12 +772,8 @@ func TestPassIsDatedBeforeTheSwitchIsRead(t *testing.T) {
 	st := &switchReads{Store: store.NewMemory(nil)}
 	f := newRaceFixture(t, st, policy.Rules{Mode: "paper", MaxOrderNotional: 1e6, ApprovalNotional: 50_000, MaxPositionWeight: 0.9}, nil)
 	ctx := context.WithoutCancel(t.Context())
-	if _, err := f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "done"); err != nil {
-		t.Fatal(err)
-	}
+	switched(t)(f.halt.Engage(ctx, "risk-officer", halt.Account, "ACC-9999", "other desk"))
+	switched(t)(f.halt.Release(ctx, "risk-officer-2", halt.Account, "ACC-9999", "done"))
 	f.clock.Add(time.Hour)
 	var once sync.Once
 	slowRead := func(key string) {
